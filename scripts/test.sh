@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs dependencies, checks formatting
+# and lints, then runs every unit and integration test against real PostgreSQL 15 servers that
+# the test support starts itself. Slow soak runs are not part of it (see scripts/soak.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "==> cargo test"
+cargo test --locked -- --test-threads "${TEST_THREADS:-2}"

@@ -1,0 +1,127 @@
+//! Durable commit LSNs in `dbmazz_checkpoints`.
+//!
+//! The checkpoint is the end LSN of the last transaction whose every change is durable in the
+//! sink (design invariant 1). It is written here *before* the same LSN is confirmed to
+//! PostgreSQL, so the slot can never be ahead of what the sink holds. On restart the stored LSN
+//! is where streaming resumes, and transactions that PostgreSQL resends from before it are
+//! skipped. The table lives in the source database, next to the data it describes:
+//!
+//! ```sql
+//! CREATE TABLE dbmazz_checkpoints (slot_name text PRIMARY KEY, lsn pg_lsn NOT NULL,
+//!                                  updated_at timestamptz NOT NULL DEFAULT now());
+//! ```
+//!
+//! Writes are monotonic: a stored LSN never moves backwards.
+
+use tokio_postgres::Client;
+
+use crate::config::quote_ident;
+use crate::Lsn;
+
+/// Reading or writing the checkpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The table could not be created.
+    #[error(
+        "cannot create the checkpoint table {table}: {source}; grant CREATE on schema {schema} to \
+         the replication user, or create it yourself: CREATE TABLE {table} (slot_name text \
+         PRIMARY KEY, lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+    )]
+    Create {
+        /// Qualified table name.
+        table: String,
+        /// Schema.
+        schema: String,
+        /// Cause.
+        source: tokio_postgres::Error,
+    },
+    /// A query failed.
+    #[error("checkpoint {action} for slot {slot} failed: {source}")]
+    Query {
+        /// load or save.
+        action: &'static str,
+        /// Slot.
+        slot: String,
+        /// Cause.
+        source: tokio_postgres::Error,
+    },
+}
+
+/// The checkpoint row of one slot.
+pub struct CheckpointStore {
+    client: Client,
+    table: String,
+    slot: String,
+}
+
+impl CheckpointStore {
+    /// Opens (and creates if needed) `schema.dbmazz_checkpoints`.
+    pub async fn open(client: Client, schema: &str, slot: &str) -> Result<Self, CheckpointError> {
+        let table = format!("{}.dbmazz_checkpoints", quote_ident(schema));
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(|source| CheckpointError::Query {
+                action: "lookup",
+                slot: slot.into(),
+                source,
+            })?
+            .get(0);
+        if !exists {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (slot_name text PRIMARY KEY, \
+                     lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+                ))
+                .await
+                .map_err(|source| CheckpointError::Create {
+                    table: table.clone(),
+                    schema: schema.into(),
+                    source,
+                })?;
+        }
+        Ok(CheckpointStore {
+            client,
+            table,
+            slot: slot.into(),
+        })
+    }
+
+    /// The stored LSN, if this slot ever checkpointed.
+    pub async fn load(&self) -> Result<Option<Lsn>, CheckpointError> {
+        let row = self
+            .client
+            .query_opt(
+                &format!("SELECT lsn::text FROM {} WHERE slot_name = $1", self.table),
+                &[&self.slot],
+            )
+            .await
+            .map_err(|source| self.query_error("load", source))?;
+        Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
+    }
+
+    /// Stores `lsn` unless a later one is already stored.
+    pub async fn save(&self, lsn: Lsn) -> Result<(), CheckpointError> {
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {t} AS c (slot_name, lsn, updated_at) VALUES ($1, $2::text::pg_lsn, now()) \
+                     ON CONFLICT (slot_name) DO UPDATE SET lsn = EXCLUDED.lsn, updated_at = now() \
+                     WHERE c.lsn <= EXCLUDED.lsn",
+                    t = self.table
+                ),
+                &[&self.slot, &lsn.to_string()],
+            )
+            .await
+            .map_err(|source| self.query_error("save", source))?;
+        Ok(())
+    }
+
+    fn query_error(&self, action: &'static str, source: tokio_postgres::Error) -> CheckpointError {
+        CheckpointError::Query {
+            action,
+            slot: self.slot.clone(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Typed configuration from the environment, validated before anything connects.
+//!
+//! Operators run dbmazz from environment variables whose names come from the original dbmazz
+//! (`DATABASE_URL`, `SLOT_NAME`, `PUBLICATION_NAME`, `TABLES`, `FLUSH_SIZE`, `FLUSH_INTERVAL_MS`)
+//! plus new knobs in the same style. Every value is checked here, at start, so that a typo is one
+//! clear line naming the variable and what it expects (and exit code 2), rather than a confusing
+//! failure minutes later. Passwords live in [`Secret`](crate::secret::Secret) inside
+//! [`PgConnInfo`] and never appear in `Debug` output or errors.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::postgres::conninfo::PgConnInfo;
+
+/// A schema-qualified table name, as given in `TABLES` (unquoted parts are folded to lower case,
+/// as PostgreSQL does).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    /// Schema, `public` when `TABLES` named none.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+}
+
+impl TableName {
+    /// Builds a name from its parts.
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        TableName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The name quoted for SQL: `"schema"."name"`.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Quotes an SQL identifier, doubling embedded quotes.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal, doubling embedded single quotes.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Where changes go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// One JSON object per change, to stdout (`None`) or appended to a file.
+    Ndjson {
+        /// `NDJSON_PATH`; `None` (unset or `-`) means stdout.
+        path: Option<PathBuf>,
+    },
+}
+
+/// `REPLICA_IDENTITY`: what dbmazz does to the replica identity of the tables it streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaIdentityPolicy {
+    /// Leave tables as they are (their primary key identifies rows).
+    Default,
+    /// Set `REPLICA IDENTITY FULL`, so updates and deletes carry the whole old row.
+    Full,
+}
+
+/// Batching knobs shared by every sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// `FLUSH_SIZE`: flush after this many row changes.
+    pub max_events: usize,
+    /// `FLUSH_MAX_BYTES`: flush once the batch holds this many bytes of row data; also the
+    /// in-flight memory budget between the WAL reader and the sink.
+    pub max_bytes: usize,
+    /// `FLUSH_INTERVAL_MS`: flush a non-empty batch at least this often.
+    pub interval: Duration,
+}
+
+/// The whole validated configuration of one replication job.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DATABASE_URL`: the source database.
+    pub database: PgConnInfo,
+    /// `SLOT_NAME`.
+    pub slot_name: String,
+    /// `PUBLICATION_NAME`.
+    pub publication_name: String,
+    /// `TABLES`.
+    pub tables: Vec<TableName>,
+    /// `FLUSH_SIZE`, `FLUSH_MAX_BYTES`, `FLUSH_INTERVAL_MS`.
+    pub flush: FlushPolicy,
+    /// `REPLICA_IDENTITY`.
+    pub replica_identity: ReplicaIdentityPolicy,
+    /// `SINK_TYPE` and its options.
+    pub sink: SinkConfig,
+    /// `STATUS_INTERVAL_MS`: the longest gap between two standby status updates (it is further
+    /// capped at half of the server's `wal_sender_timeout`).
+    pub status_interval: Duration,
+}
+
+/// A variable has a value dbmazz cannot use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub var: &'static str,
+    /// What is wrong and what is expected (never the value of a secret).
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+/// Default `FLUSH_SIZE`, as in the original dbmazz.
+pub const DEFAULT_FLUSH_SIZE: usize = 1500;
+/// Default `FLUSH_INTERVAL_MS`, as in the original dbmazz.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 5000;
+/// Default `FLUSH_MAX_BYTES`: small enough to keep RSS low, large enough for efficient loads.
+pub const DEFAULT_FLUSH_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Default `STATUS_INTERVAL_MS`.
+pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 10_000;
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads the configuration from a map of variables (the environment, or a test's map).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| {
+            vars.get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let url = get("DATABASE_URL").ok_or_else(|| {
+            ConfigError::new(
+                "DATABASE_URL",
+                "is not set; expected postgres://user:password@host:5432/db",
+            )
+        })?;
+        let database =
+            PgConnInfo::parse(&url).map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
+
+        let slot_name = get("SLOT_NAME").unwrap_or_else(|| "dbmazz_slot".into());
+        if !is_slot_name(&slot_name) {
+            return Err(ConfigError::new(
+                "SLOT_NAME",
+                format!(
+                    "{slot_name:?} is not a valid replication slot name; \
+                     use 1-63 lower-case letters, digits and underscores"
+                ),
+            ));
+        }
+        let publication_name = get("PUBLICATION_NAME").unwrap_or_else(|| "dbmazz_pub".into());
+        if publication_name.len() > 63 || publication_name.contains('\0') {
+            return Err(ConfigError::new(
+                "PUBLICATION_NAME",
+                "must be 1-63 bytes without NUL characters",
+            ));
+        }
+
+        let tables_raw = get("TABLES").ok_or_else(|| {
+            ConfigError::new(
+                "TABLES",
+                "is not set; expected a comma-separated list such as orders,public.order_items",
+            )
+        })?;
+        let tables = parse_tables(&tables_raw).map_err(|m| ConfigError::new("TABLES", m))?;
+
+        let max_events = parse_num(
+            get("FLUSH_SIZE"),
+            "FLUSH_SIZE",
+            DEFAULT_FLUSH_SIZE as u64,
+            1,
+            10_000_000,
+        )? as usize;
+        let interval_ms = parse_num(
+            get("FLUSH_INTERVAL_MS"),
+            "FLUSH_INTERVAL_MS",
+            DEFAULT_FLUSH_INTERVAL_MS,
+            1,
+            3_600_000,
+        )?;
+        let max_bytes = parse_num(
+            get("FLUSH_MAX_BYTES"),
+            "FLUSH_MAX_BYTES",
+            DEFAULT_FLUSH_MAX_BYTES as u64,
+            64 * 1024,
+            4 * 1024 * 1024 * 1024,
+        )? as usize;
+        let status_ms = parse_num(
+            get("STATUS_INTERVAL_MS"),
+            "STATUS_INTERVAL_MS",
+            DEFAULT_STATUS_INTERVAL_MS,
+            100,
+            600_000,
+        )?;
+
+        let replica_identity = match get("REPLICA_IDENTITY").as_deref() {
+            None | Some("default") => ReplicaIdentityPolicy::Default,
+            Some("full") => ReplicaIdentityPolicy::Full,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "REPLICA_IDENTITY",
+                    format!("{other:?} is not supported; expected default or full"),
+                ))
+            }
+        };
+
+        let sink = match get("SINK_TYPE").as_deref() {
+            None | Some("ndjson") => SinkConfig::Ndjson {
+                path: get("NDJSON_PATH").filter(|p| p != "-").map(PathBuf::from),
+            },
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SINK_TYPE",
+                    format!("{other:?} is not supported by this build; expected ndjson"),
+                ))
+            }
+        };
+
+        Ok(Config {
+            database,
+            slot_name,
+            publication_name,
+            tables,
+            flush: FlushPolicy {
+                max_events,
+                max_bytes,
+                interval: Duration::from_millis(interval_ms),
+            },
+            replica_identity,
+            sink,
+            status_interval: Duration::from_millis(status_ms),
+        })
+    }
+}
+
+fn is_slot_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn parse_num(
+    raw: Option<String>,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(ConfigError::new(
+            var,
+            format!("{raw:?} is not a whole number between {min} and {max}"),
+        )),
+    }
+}
+
+/// Parses `TABLES`: a comma list of `table` or `schema.table`, where a part may be
+/// double-quoted to keep its case or contain dots.
+pub fn parse_tables(raw: &str) -> Result<Vec<TableName>, String> {
+    let mut out: Vec<TableName> = Vec::new();
+    for item in split_outside_quotes(raw, ',')? {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(format!(
+                "{raw:?} has an empty entry; remove the extra comma"
+            ));
+        }
+        let parts = split_outside_quotes(item, '.')?;
+        let parts: Vec<String> = parts
+            .iter()
+            .map(|p| parse_ident(p.trim()))
+            .collect::<Result<_, _>>()?;
+        let table = match parts.as_slice() {
+            [name] => TableName::new("public", name.clone()),
+            [schema, name] => TableName::new(schema.clone(), name.clone()),
+            _ => {
+                return Err(format!(
+                    "{item:?} is not a table name; expected table or schema.table"
+                ))
+            }
+        };
+        if !out.contains(&table) {
+            out.push(table);
+        }
+    }
+    Ok(out)
+}
+
+fn split_outside_quotes(s: &str, sep: char) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let mut in_quotes = false;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            in_quotes = !in_quotes;
+        } else if c == sep && !in_quotes {
+            parts.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    if in_quotes {
+        return Err(format!("{s:?} has an unclosed double quote"));
+    }
+    parts.push(&s[start..]);
+    Ok(parts)
+}
+
+fn parse_ident(part: &str) -> Result<String, String> {
+    if let Some(inner) = part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+        let name = inner.replace("\"\"", "\"");
+        if name.is_empty() || name.len() > 63 {
+            return Err(format!("{part} must be 1-63 bytes long"));
+        }
+        return Ok(name);
+    }
+    let valid = !part.is_empty()
+        && part.len() <= 63
+        && part
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && part
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    if !valid {
+        return Err(format!(
+            "{part:?} is not a valid identifier; double-quote names with other characters"
+        ));
+    }
+    Ok(part.to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("DATABASE_URL", "postgres://u:s3cret@db:5432/app"),
+            ("TABLES", "orders"),
+        ]
+    }
+
+    #[test]
+    fn defaults_match_the_original_dbmazz() {
+        let c = Config::from_vars(&vars(&base())).unwrap();
+        assert_eq!(c.slot_name, "dbmazz_slot");
+        assert_eq!(c.publication_name, "dbmazz_pub");
+        assert_eq!(c.flush.max_events, 1500);
+        assert_eq!(c.flush.interval, Duration::from_millis(5000));
+        assert_eq!(c.tables, vec![TableName::new("public", "orders")]);
+        assert_eq!(c.replica_identity, ReplicaIdentityPolicy::Default);
+        assert_eq!(c.sink, SinkConfig::Ndjson { path: None });
+    }
+
+    #[test]
+    fn tables_accept_schemas_quotes_and_fold_case() {
+        let t = parse_tables(r#"Orders, sales.items ,"Mixed"."A.b",orders"#).unwrap();
+        assert_eq!(
+            t,
+            vec![
+                TableName::new("public", "orders"),
+                TableName::new("sales", "items"),
+                TableName::new("Mixed", "A.b"),
+            ]
+        );
+        assert_eq!(t[2].quoted(), r#""Mixed"."A.b""#);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("FLUSH_SIZE", "abc"),
+            ("FLUSH_SIZE", "0"),
+            ("FLUSH_INTERVAL_MS", "-5"),
+            ("SLOT_NAME", "Bad-Slot"),
+            ("TABLES", "a,,b"),
+            ("TABLES", "a.b.c"),
+            ("TABLES", "\"open"),
+            ("SINK_TYPE", "kafka"),
+            ("REPLICA_IDENTITY", "nothing"),
+            ("DATABASE_URL", "mysql://x"),
+        ];
+        for (var, value) in cases {
+            let mut v = base();
+            v.retain(|(k, _)| k != var);
+            v.push((var, value));
+            let err = Config::from_vars(&vars(&v)).unwrap_err();
+            assert_eq!(err.var, *var, "{var}={value}: {err}");
+            assert!(err.to_string().starts_with("invalid configuration: "));
+        }
+    }
+
+    #[test]
+    fn missing_required_variables_are_reported() {
+        let err = Config::from_vars(&vars(&[("TABLES", "t")])).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        let err = Config::from_vars(&vars(&[("DATABASE_URL", "postgres://u@h/d")])).unwrap_err();
+        assert_eq!(err.var, "TABLES");
+    }
+
+    #[test]
+    fn password_never_appears_in_debug_or_errors() {
+        let c = Config::from_vars(&vars(&base())).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let mut v = base();
+        v.push(("FLUSH_SIZE", "x"));
+        let err = Config::from_vars(&vars(&v)).unwrap_err();
+        assert!(!err.to_string().contains("s3cret"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The task tree of one replication job, and the order in which it stops.
+//!
+//! ```text
+//!             ┌──────────── status task: standby updates every ≤ interval, at once on request
+//!             │                 (write = received, flush = confirmed)
+//! replication ┤
+//!   stream    └─▶ WAL reader ──Feeder──▶ batcher ──▶ sink
+//!                                          │ durable commit LSN (watch)
+//!                                          ▼
+//!                                   checkpoint task: save to dbmazz_checkpoints, then
+//!                                   publish as `confirmed` and wake the status task
+//! ```
+//!
+//! Stopping (SIGTERM, or the pipeline ending) runs in this order: the reader stops reading; the
+//! batcher flushes what it holds; the checkpoint task persists the last durable commit; the status
+//! task confirms it to PostgreSQL and ends the COPY; the stream is drained. So a clean stop
+//! leaves `confirmed_flush_lsn` at the last durable commit, and a crash at any point leaves it at
+//! or before it (the checkpoint is always written first).
+//!
+//! Transient failures (connection loss, a slot still held by a dead connection) restart the job
+//! from its checkpoint with backoff; definite ones end it with the error.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::config::{quote_ident, Config, SinkConfig};
+use crate::ndjson::NdjsonSink;
+use crate::pipeline::batcher::{self, Batcher, BatcherStats};
+use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
+use crate::postgres::reader::{Progress, ReaderError, ReaderExit, WalReader};
+use crate::postgres::replication::{
+    ReplicationClient, ReplicationError, ReplicationStream, StatusSender,
+};
+use crate::postgres::schema_cache::SchemaCache;
+use crate::postgres::setup::{self, SetupError};
+use crate::postgres::tls::{connect_sql, ConnectError};
+use crate::Lsn;
+
+/// Why the job stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Connecting for SQL failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Setup failed.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The checkpoint store failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The replication connection failed.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    /// The reader failed.
+    #[error(transparent)]
+    Reader(#[from] ReaderError),
+    /// The sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The server ended the replication stream without being asked to.
+    #[error("the server ended the replication stream unexpectedly")]
+    EndOfStream,
+}
+
+impl DaemonError {
+    /// Whether restarting the job from its checkpoint may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DaemonError::Connect(e) => e.is_transient(),
+            DaemonError::Setup(e) => e.is_transient(),
+            DaemonError::Checkpoint(CheckpointError::Query { source, .. }) => {
+                source.is_closed() || source.code().is_none()
+            }
+            DaemonError::Checkpoint(_) => false,
+            DaemonError::Replication(e) => e.is_transient(),
+            DaemonError::Reader(e) => e.is_transient(),
+            DaemonError::Sink(e) => e.kind == ErrorKind::Transient,
+            DaemonError::EndOfStream => true,
+        }
+    }
+}
+
+/// Runs the job until `shutdown` turns true (then drains and returns `Ok`) or a definite error.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = match &config.sink {
+            SinkConfig::Ndjson { path: Some(path) } => {
+                run_once(&config, NdjsonSink::file(path).await?, shutdown.clone()).await
+            }
+            SinkConfig::Ndjson { path: None } => {
+                run_once(&config, NdjsonSink::stdout(), shutdown.clone()).await
+            }
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "replication stopped, restarting from the checkpoint");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn run_once<S: Sink>(
+    config: &Config,
+    sink: S,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let client = connect_sql(&config.database).await?;
+    let source = setup::prepare_source(&client, config).await?;
+    let store = CheckpointStore::open(
+        connect_sql(&config.database).await?,
+        "public",
+        &config.slot_name,
+    )
+    .await?;
+    let checkpoint = store.load().await?;
+    let mut repl = ReplicationClient::connect(&config.database).await?;
+    let slot_confirmed =
+        setup::ensure_slot(&client, &mut repl, &config.slot_name, checkpoint).await?;
+    drop(client);
+
+    let start = checkpoint.unwrap_or(Lsn::ZERO).max(slot_confirmed);
+    let publication = quote_ident(&config.publication_name);
+    let (stream, status) = repl
+        .start_logical_replication(
+            &config.slot_name,
+            start,
+            &[("proto_version", "1"), ("publication_names", &publication)],
+        )
+        .await?;
+    tracing::info!(slot = %config.slot_name, start = %start, tables = config.tables.len(), "streaming changes");
+
+    let progress = Arc::new(Progress::default());
+    progress.confirmed.store(start.0, Ordering::Relaxed);
+    progress.received.store(start.0, Ordering::Relaxed);
+    let status_period = source
+        .wal_sender_timeout
+        .map_or(config.status_interval, |t| {
+            config.status_interval.min(t / 2)
+        })
+        .max(Duration::from_millis(100));
+
+    let (stop_status_tx, stop_status_rx) = watch::channel(false);
+    let mut status_task = tokio::spawn(status_loop(
+        status,
+        progress.clone(),
+        status_period,
+        stop_status_rx,
+    ));
+    let (durable_tx, durable_rx) = watch::channel(start);
+    let mut checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
+    let (feeder, rx) = batcher::channel(&config.flush);
+    let stats = Arc::new(BatcherStats::default());
+    let batcher_task = tokio::spawn(Batcher::new(sink, config.flush, rx, durable_tx, stats).run());
+
+    let cache = SchemaCache::new(&source.tables, source.types);
+    let reader = WalReader::new(
+        stream,
+        cache,
+        feeder,
+        progress.clone(),
+        checkpoint.unwrap_or(Lsn::ZERO),
+    );
+    let exit = tokio::select! {
+        exit = reader.run(shutdown) => exit,
+        r = &mut checkpoint_task => {
+            batcher_task.abort();
+            status_task.abort();
+            return Err(flatten(r).err().unwrap_or(DaemonError::EndOfStream));
+        }
+        r = &mut status_task => {
+            batcher_task.abort();
+            checkpoint_task.abort();
+            return Err(flatten(r).err().unwrap_or(DaemonError::EndOfStream));
+        }
+    };
+    let stream = match exit {
+        Ok(ReaderExit::Shutdown(stream)) | Ok(ReaderExit::PipelineClosed(stream)) => Some(stream),
+        Ok(ReaderExit::EndOfStream) => None,
+        Err(e) => {
+            // Flush what arrived before the failure so that the restart replays less.
+            let _ = drain(
+                batcher_task,
+                checkpoint_task,
+                stop_status_tx,
+                status_task,
+                None,
+            )
+            .await;
+            return Err(e.into());
+        }
+    };
+    let ended_by_server = stream.is_none();
+    drain(
+        batcher_task,
+        checkpoint_task,
+        stop_status_tx,
+        status_task,
+        stream,
+    )
+    .await?;
+    if ended_by_server {
+        return Err(DaemonError::EndOfStream);
+    }
+    tracing::info!(confirmed = %Lsn(progress.confirmed.load(Ordering::Relaxed)), "stopped cleanly");
+    Ok(())
+}
+
+/// The stop sequence: flush, checkpoint, confirm, end the COPY, drain the stream.
+async fn drain(
+    batcher_task: JoinHandle<Result<(), SinkError>>,
+    checkpoint_task: JoinHandle<Result<(), DaemonError>>,
+    stop_status: watch::Sender<bool>,
+    status_task: JoinHandle<Result<(), DaemonError>>,
+    stream: Option<ReplicationStream>,
+) -> Result<(), DaemonError> {
+    let sink_result = match batcher_task.await {
+        Ok(r) => r.map_err(DaemonError::from),
+        Err(join) => Err(SinkError::definite(format!("the pipeline task failed: {join}")).into()),
+    };
+    let checkpoint_result = flatten(checkpoint_task.await);
+    let _ = stop_status.send(true);
+    let status_result = flatten(status_task.await);
+    if let Some(mut stream) = stream {
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(_)) = stream.next().await {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("the server did not end the replication stream within 10 s");
+        }
+    }
+    sink_result?;
+    checkpoint_result?;
+    status_result
+}
+
+fn flatten(r: Result<Result<(), DaemonError>, tokio::task::JoinError>) -> Result<(), DaemonError> {
+    match r {
+        Ok(r) => r,
+        Err(join) => Err(SinkError::definite(format!("a replication task failed: {join}")).into()),
+    }
+}
+
+/// Persists each newly durable LSN, then publishes it as confirmed.
+async fn checkpoint_loop(
+    store: CheckpointStore,
+    mut durable: watch::Receiver<Lsn>,
+    progress: Arc<Progress>,
+) -> Result<(), DaemonError> {
+    let mut persisted = Lsn(progress.confirmed.load(Ordering::Relaxed));
+    loop {
+        let closed = durable.changed().await.is_err();
+        let lsn = *durable.borrow_and_update();
+        if lsn > persisted {
+            store.save(lsn).await?;
+            persisted = lsn;
+            progress.confirmed.fetch_max(lsn.0, Ordering::Relaxed);
+            progress.status_now.notify_one();
+            tracing::debug!(lsn = %lsn, "checkpoint saved");
+        }
+        if closed {
+            return Ok(());
+        }
+        // Coalesce bursts of small batches into fewer checkpoint writes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends standby status updates independently of sink speed.
+async fn status_loop(
+    mut status: StatusSender,
+    progress: Arc<Progress>,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = progress.status_now.notified() => false,
+            _ = stop.changed() => true,
+        };
+        let confirmed = Lsn(progress.confirmed.load(Ordering::Relaxed));
+        let received = Lsn(progress.received.load(Ordering::Relaxed)).max(confirmed);
+        status
+            .send_status(received, confirmed, confirmed, false)
+            .await?;
+        if stopping {
+            status.finish().await?;
+            return Ok(());
+        }
+    }
+}

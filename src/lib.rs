@@ -1,0 +1,35 @@
+//! dbmazz: stream every committed change of chosen PostgreSQL tables into a sink.
+//!
+//! ```text
+//! PostgreSQL WAL ──pgoutput──▶ postgres::replication ──Bytes──▶ postgres::pgoutput ──▶ postgres::schema_cache
+//!                                   ▲  standby status (flush LSN)                            │ pipeline::change
+//!                                   │                                                        ▼
+//!                             checkpoint ◀──── durable commit LSN ──── pipeline::batcher (batches, backpressure)
+//!                                                                                            │
+//!                                                                                            ▼
+//!                                                                               sink: ndjson (StarRocks later)
+//! ```
+//!
+//! Module map:
+//! - [`config`]: typed configuration from the environment, validated at start.
+//! - [`lsn`]: the `Lsn` newtype and its `X/Y` text form.
+//! - [`secret`]: a string that never prints its value.
+//! - [`postgres`]: everything that talks to PostgreSQL: connection parameters, TLS, the
+//!   replication client, the pure pgoutput decoder, the schema cache and automatic setup.
+//! - [`pipeline`]: the row-change model, the batcher with its flush policy and the sink contract.
+//! - [`value`]: PostgreSQL text values to typed JSON, shared by every sink.
+//! - [`ndjson`]: the NDJSON sink (one change per line, to stdout or a file).
+//! - [`checkpoint`]: durable commit LSNs in `dbmazz_checkpoints`.
+//! - [`daemon`]: the task tree that wires it together, and the shutdown order.
+
+pub mod checkpoint;
+pub mod config;
+pub mod daemon;
+pub mod lsn;
+pub mod ndjson;
+pub mod pipeline;
+pub mod postgres;
+pub mod secret;
+pub mod value;
+
+pub use lsn::Lsn;

@@ -1,0 +1,90 @@
+//! The `dbmazz` binary: configuration from the environment, logging, signals, then the daemon.
+//!
+//! Exit codes: 0 after a clean stop (SIGTERM/SIGINT drain), 1 when the job failed, 2 when the
+//! configuration is invalid. A second SIGTERM/SIGINT exits at once with 130; that is safe
+//! because the checkpoint and the slot only ever name changes that are already durable.
+
+use std::process::ExitCode;
+
+use dbmazz::config::Config;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| {
+            EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()))
+        })
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dbmazz: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dbmazz: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        if let Err(e) = spawn_signal_handler(shutdown_tx) {
+            eprintln!("dbmazz: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        tracing::info!(
+            source = %config.database.redacted(),
+            slot = %config.slot_name,
+            publication = %config.publication_name,
+            tables = config.tables.len(),
+            "dbmazz starting"
+        );
+        match dbmazz::daemon::run(config, shutdown_rx).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "replication stopped");
+                eprintln!("dbmazz: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// First SIGTERM/SIGINT: drain and stop. Second: exit at once.
+fn spawn_signal_handler(shutdown: tokio::sync::watch::Sender<bool>) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            seen += 1;
+            if seen == 1 {
+                tracing::info!("stop requested: flushing, checkpointing and confirming");
+                let _ = shutdown.send(true);
+            } else {
+                tracing::warn!("second stop signal: exiting now; unconfirmed changes will be resent on restart");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}

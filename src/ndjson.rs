@@ -1,0 +1,258 @@
+//! The NDJSON sink: one JSON object per change, to stdout or appended to a file.
+//!
+//! Useful on its own for piping changes into other tools, and the simplest sink to prove the
+//! replication core with. A batch counts as durable once it is written and flushed, and for a
+//! file also `fsync`ed; only then can its commits be checkpointed.
+//!
+//! Line shapes (values follow [`crate::value`]):
+//!
+//! ```text
+//! {"op":"insert|update|delete","schema":"public","table":"orders","lsn":"0/16B3748",
+//!  "commit_lsn":"0/16B37A0","xid":745,"key":{"id":1},"old_key":{"id":0},
+//!  "columns":{"id":1,"note":"…"},"unchanged_toast":["payload"]}
+//! {"op":"truncate","schema":"public","table":"orders","lsn":…,"commit_lsn":…,"xid":…,
+//!  "cascade":false,"restart_identity":false}
+//! {"op":"schema","schema":"public","table":"orders","lsn":…,"columns":[{"name":"id","type_oid":20,"type_modifier":-1,"key":true}]}
+//! ```
+//!
+//! `old_key` appears only when an update changed the primary key. A delete's `columns` hold
+//! the key only, or the whole old row under REPLICA IDENTITY FULL. `unchanged_toast` lists the
+//! columns whose value did not change and was not sent (never written as null).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::pipeline::change::{Event, Position, RowChange, TableSchema};
+use crate::pipeline::sink::{Sink, SinkError};
+use crate::postgres::pgoutput::{Tuple, Value};
+use crate::value::{self, ValueError};
+
+enum Output {
+    Stdout(tokio::io::Stdout),
+    File {
+        file: tokio::fs::File,
+        path: PathBuf,
+    },
+}
+
+/// Writes changes as NDJSON.
+pub struct NdjsonSink {
+    out: Output,
+    buf: Vec<u8>,
+}
+
+impl NdjsonSink {
+    /// A sink writing to standard output.
+    pub fn stdout() -> Self {
+        NdjsonSink {
+            out: Output::Stdout(tokio::io::stdout()),
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// A sink appending to `path` (created if missing).
+    pub async fn file(path: &Path) -> Result<Self, SinkError> {
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+            .map_err(|e| {
+                SinkError::definite(format!(
+                    "cannot open NDJSON_PATH {}: {e}; check that the directory exists and is writable",
+                    path.display()
+                ))
+            })?;
+        Ok(NdjsonSink {
+            out: Output::File {
+                file,
+                path: path.to_owned(),
+            },
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    async fn write_out(&mut self) -> std::io::Result<()> {
+        match &mut self.out {
+            Output::Stdout(out) => {
+                out.write_all(&self.buf).await?;
+                out.flush().await
+            }
+            Output::File { file, .. } => {
+                file.write_all(&self.buf).await?;
+                file.flush().await?;
+                match file.sync_data().await {
+                    // Pipes and character devices (a FIFO, /dev/null) cannot be synced; for them
+                    // a completed write is as durable as it gets.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+                    other => other,
+                }
+            }
+        }
+    }
+}
+
+impl Sink for NdjsonSink {
+    async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        self.buf.clear();
+        for event in events {
+            encode_event(&mut self.buf, event)?;
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.write_out().await.map_err(|e| {
+            let target = match &self.out {
+                Output::Stdout(_) => "stdout".to_owned(),
+                Output::File { path, .. } => path.display().to_string(),
+            };
+            // A closed pipe or a full disk will not heal by retrying the same write here; the
+            // job stops and resumes from the last checkpoint when restarted.
+            SinkError::definite(format!("writing NDJSON to {target} failed: {e}"))
+        })
+    }
+}
+
+/// Appends the NDJSON line(s) for one event to `out`.
+pub fn encode_event(out: &mut Vec<u8>, event: &Event) -> Result<(), SinkError> {
+    match event {
+        Event::Row(row) => encode_row(out, row),
+        Event::Truncate(t) => {
+            head(out, "truncate", &t.table, &t.pos);
+            let _ = write!(
+                out,
+                ",\"cascade\":{},\"restart_identity\":{}}}\n",
+                t.cascade, t.restart_identity
+            );
+            Ok(())
+        }
+        Event::Schema(change) => {
+            let t = &change.new;
+            out.extend_from_slice(b"{\"op\":\"schema\",\"schema\":");
+            value::write_escaped(out, t.name.schema.as_bytes());
+            out.extend_from_slice(b",\"table\":");
+            value::write_escaped(out, t.name.name.as_bytes());
+            let _ = write!(out, ",\"lsn\":\"{}\",\"columns\":[", change.lsn);
+            for (i, c) in t.columns.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"name\":");
+                value::write_escaped(out, c.name.as_bytes());
+                let _ = write!(
+                    out,
+                    ",\"type_oid\":{},\"type_modifier\":{},\"key\":{}}}",
+                    c.type_oid,
+                    c.type_modifier,
+                    t.key.contains(&i)
+                );
+            }
+            out.extend_from_slice(b"]}\n");
+            Ok(())
+        }
+        Event::Commit { .. } | Event::Idle { .. } => Ok(()),
+    }
+}
+
+fn head(out: &mut Vec<u8>, op: &str, table: &TableSchema, pos: &Position) {
+    let _ = write!(out, "{{\"op\":\"{op}\",\"schema\":");
+    value::write_escaped(out, table.name.schema.as_bytes());
+    out.extend_from_slice(b",\"table\":");
+    value::write_escaped(out, table.name.name.as_bytes());
+    let _ = write!(
+        out,
+        ",\"lsn\":\"{}\",\"commit_lsn\":\"{}\",\"xid\":{}",
+        pos.lsn, pos.commit_lsn, pos.xid
+    );
+}
+
+fn encode_row(out: &mut Vec<u8>, row: &RowChange) -> Result<(), SinkError> {
+    let start = out.len();
+    let result = encode_row_inner(out, row);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn encode_row_inner(out: &mut Vec<u8>, row: &RowChange) -> Result<(), SinkError> {
+    let table = &*row.table;
+    head(out, row.op.as_str(), table, &row.pos);
+    out.extend_from_slice(b",\"key\":");
+    write_object(out, row, &row.row, table.key.iter().copied())?;
+    if let Some(old) = row.changed_old_key() {
+        out.extend_from_slice(b",\"old_key\":");
+        write_object(out, row, old, table.key.iter().copied())?;
+    }
+    out.extend_from_slice(b",\"columns\":");
+    if row.key_only {
+        write_object(out, row, &row.row, table.key.iter().copied())?;
+    } else {
+        write_object(out, row, &row.row, 0..table.columns.len())?;
+    }
+    out.extend_from_slice(b",\"unchanged_toast\":[");
+    let mut first = true;
+    for (i, v) in row.row.values.iter().enumerate() {
+        if matches!(v, Value::UnchangedToast) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let name = table.columns.get(i).map_or("", |c| c.name.as_str());
+            value::write_escaped(out, name.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"]}\n");
+    Ok(())
+}
+
+/// Writes `{"col": value, ...}` for the given column indexes, skipping unchanged TOAST values.
+fn write_object(
+    out: &mut Vec<u8>,
+    row: &RowChange,
+    tuple: &Tuple,
+    columns: impl Iterator<Item = usize>,
+) -> Result<(), SinkError> {
+    let table = &*row.table;
+    out.push(b'{');
+    let mut first = true;
+    for i in columns {
+        let (Some(col), Some(v)) = (table.columns.get(i), tuple.values.get(i)) else {
+            return Err(SinkError::definite(format!(
+                "table {} at LSN {}: the row has {} values but the schema has {} columns",
+                table.name,
+                row.pos.lsn,
+                tuple.values.len(),
+                table.columns.len()
+            )));
+        };
+        if matches!(v, Value::UnchangedToast) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        value::write_escaped(out, col.name.as_bytes());
+        out.push(b':');
+        match v {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Text(text) => value::write_json(out, col.kind, text)
+                .map_err(|e| value_error(table, &col.name, row, &e))?,
+            Value::Binary(bytes) => value::write_hex_string(out, bytes),
+            Value::UnchangedToast => {}
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn value_error(table: &TableSchema, column: &str, row: &RowChange, e: &ValueError) -> SinkError {
+    SinkError::definite(format!(
+        "table {} column {column:?} at LSN {} (commit {}): {e}; \
+         this type's text form is not supported, please report it",
+        table.name, row.pos.lsn, row.pos.commit_lsn
+    ))
+}

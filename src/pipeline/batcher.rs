@@ -1,0 +1,285 @@
+//! Batching, the flush policy, backpressure, and the durable-LSN hand-off.
+//!
+//! ```text
+//!  WAL reader ──Feeder::send──▶ [bounded channel + byte budget] ──▶ Batcher ──write_batch──▶ Sink
+//!       ▲ waits when the budget is spent                                │ after the sink returns
+//!       └───────────── permits return when a batch is durable ◀─────────┘ durable LSN ─▶ checkpoint
+//! ```
+//!
+//! The byte budget (twice `FLUSH_MAX_BYTES`) is what keeps memory flat whatever the transaction
+//! size: every event holds permits for its bytes until the batch that contains it is durable, so
+//! a slow sink makes the reader wait instead of buffering. A batch is flushed when it holds
+//! `FLUSH_SIZE` changes, `FLUSH_MAX_BYTES` bytes, or its oldest change is `FLUSH_INTERVAL_MS`
+//! old; that may be in the middle of a transaction, which is fine because only commit markers
+//! move the durable LSN, and replays are idempotent.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::FlushPolicy;
+use crate::pipeline::change::Event;
+use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
+use crate::Lsn;
+
+/// How far the server's position must be ahead of the durable LSN before an idle keepalive
+/// moves the checkpoint (keeps a quiet database's slot from holding WAL, without a write per
+/// keepalive).
+pub const IDLE_CONFIRM_MIN_BYTES: u64 = 1024 * 1024;
+
+/// An event with the budget permits it holds until it is durable.
+#[derive(Debug)]
+pub struct Envelope {
+    event: Event,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The pipeline is gone (its task ended); the reader should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the pipeline has stopped")]
+pub struct PipelineClosed;
+
+/// The sending side, used by the WAL reader.
+#[derive(Clone, Debug)]
+pub struct Feeder {
+    tx: mpsc::Sender<Envelope>,
+    budget: Arc<Semaphore>,
+    budget_cap: u32,
+}
+
+impl Feeder {
+    /// Sends an event, waiting while the byte budget is spent (backpressure).
+    pub async fn send(&self, event: Event) -> Result<(), PipelineClosed> {
+        let need = self.permits_for(&event);
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(need)
+            .await
+            .map_err(|_| PipelineClosed)?;
+        self.tx
+            .send(Envelope {
+                event,
+                permit: Some(permit),
+            })
+            .await
+            .map_err(|_| PipelineClosed)
+    }
+
+    /// Sends an event only if that needs no waiting; returns whether it was sent.
+    pub fn try_send(&self, event: Event) -> bool {
+        let Ok(permit) = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(self.permits_for(&event))
+        else {
+            return false;
+        };
+        self.tx
+            .try_send(Envelope {
+                event,
+                permit: Some(permit),
+            })
+            .is_ok()
+    }
+
+    fn permits_for(&self, event: &Event) -> u32 {
+        u32::try_from(event.data_bytes())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_cap)
+    }
+
+    /// Bytes of the budget currently free (for metrics and tests).
+    pub fn budget_available(&self) -> usize {
+        self.budget.available_permits()
+    }
+}
+
+/// Counters the batcher keeps; read by the control plane and tests.
+#[derive(Debug, Default)]
+pub struct BatcherStats {
+    /// Row changes (and truncates) made durable.
+    pub events: AtomicU64,
+    /// Batches written to the sink.
+    pub batches: AtomicU64,
+}
+
+/// Creates the channel between the reader and the batcher, with an in-flight budget of
+/// `2 × max_bytes` bytes.
+pub fn channel(policy: &FlushPolicy) -> (Feeder, mpsc::Receiver<Envelope>) {
+    let budget_cap = u32::try_from(policy.max_bytes.saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .min(Semaphore::MAX_PERMITS as u32);
+    let (tx, rx) = mpsc::channel(16 * 1024);
+    (
+        Feeder {
+            tx,
+            budget: Arc::new(Semaphore::new(budget_cap as usize)),
+            budget_cap,
+        },
+        rx,
+    )
+}
+
+/// Collects events into batches and hands them to the sink.
+pub struct Batcher<S> {
+    sink: S,
+    policy: FlushPolicy,
+    rx: mpsc::Receiver<Envelope>,
+    durable: watch::Sender<Lsn>,
+    stats: Arc<BatcherStats>,
+}
+
+impl<S: Sink> Batcher<S> {
+    /// A batcher that reports each newly durable LSN on `durable`.
+    pub fn new(
+        sink: S,
+        policy: FlushPolicy,
+        rx: mpsc::Receiver<Envelope>,
+        durable: watch::Sender<Lsn>,
+        stats: Arc<BatcherStats>,
+    ) -> Self {
+        Batcher {
+            sink,
+            policy,
+            rx,
+            durable,
+            stats,
+        }
+    }
+
+    /// Runs until the feeder side is dropped, then flushes what is left and returns.
+    pub async fn run(mut self) -> Result<(), SinkError> {
+        let mut batch = Batch::default();
+        loop {
+            let deadline = batch.oldest.map(|t| t + self.policy.interval);
+            let next = tokio::select! {
+                env = self.rx.recv() => env,
+                _ = sleep_until_opt(deadline) => {
+                    self.flush(&mut batch).await?;
+                    continue;
+                }
+            };
+            let Some(env) = next else { break };
+            if batch.events.is_empty() {
+                // Nothing received before this marker is pending, so its position is durable.
+                match env.event {
+                    Event::Commit { end_lsn, .. } => {
+                        self.advance(end_lsn);
+                        continue;
+                    }
+                    Event::Idle { wal_end } => {
+                        // Only worth a checkpoint write when unrelated WAL piled up; otherwise
+                        // the write itself would produce WAL, a keepalive, and another write.
+                        if wal_end.0 >= self.durable.borrow().0 + IDLE_CONFIRM_MIN_BYTES {
+                            self.advance(wal_end);
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            batch.push(env);
+            if batch.changes >= self.policy.max_events || batch.bytes >= self.policy.max_bytes {
+                self.flush(&mut batch).await?;
+            }
+        }
+        self.flush(&mut batch).await
+    }
+
+    fn advance(&self, lsn: Lsn) {
+        self.durable.send_if_modified(|cur| {
+            let moved = lsn > *cur;
+            if moved {
+                *cur = lsn;
+            }
+            moved
+        });
+    }
+
+    async fn flush(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
+        if batch.events.is_empty() {
+            batch.clear();
+            return Ok(());
+        }
+        if batch.needs_sink {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match self.sink.write_batch(&batch.events).await {
+                    Ok(()) => break,
+                    Err(e) if e.kind == ErrorKind::Transient => {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sink write failed, retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .events
+                .fetch_add(batch.changes as u64, Ordering::Relaxed);
+        }
+        let durable = batch.events.iter().rev().find_map(|e| match e {
+            Event::Commit { end_lsn, .. } => Some(*end_lsn),
+            Event::Idle { wal_end } => Some(*wal_end),
+            _ => None,
+        });
+        // Dropping the events and their permits returns the budget to the reader.
+        batch.clear();
+        if let Some(lsn) = durable {
+            self.advance(lsn);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Row changes and truncates (what `FLUSH_SIZE` counts).
+    changes: usize,
+    /// Whether any event needs the sink (not only commit/idle markers).
+    needs_sink: bool,
+    bytes: usize,
+    oldest: Option<Instant>,
+}
+
+impl Batch {
+    fn push(&mut self, env: Envelope) {
+        if env.event.is_change() {
+            self.changes += 1;
+        }
+        if !matches!(env.event, Event::Commit { .. } | Event::Idle { .. }) {
+            self.needs_sink = true;
+            self.oldest.get_or_insert_with(Instant::now);
+        }
+        self.bytes += env.event.data_bytes();
+        self.events.push(env.event);
+        match (&mut self.permit, env.permit) {
+            (Some(held), Some(p)) => held.merge(p),
+            (held @ None, p) => *held = p,
+            (Some(_), None) => {}
+        }
+    }
+
+    fn clear(&mut self) {
+        self.events.clear();
+        self.permit = None;
+        self.changes = 0;
+        self.needs_sink = false;
+        self.bytes = 0;
+        self.oldest = None;
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,193 @@
+//! The row-change model every sink consumes.
+//!
+//! The WAL reader turns pgoutput messages into [`Event`]s: row changes carrying the schema of
+//! their table, truncates, schema changes and commit markers. Sinks see only this model, never
+//! the wire format. Values stay the zero-copy [`Value`] slices the decoder produced; an
+//! unchanged TOAST value stays [`Value::UnchangedToast`] so that no sink can mistake it for NULL.
+
+use std::sync::Arc;
+
+use crate::config::TableName;
+use crate::postgres::pgoutput::{Tuple, Value};
+use crate::value::ValueKind;
+use crate::Lsn;
+
+/// One column of a replicated table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnSchema {
+    /// Column name.
+    pub name: String,
+    /// PostgreSQL type OID.
+    pub type_oid: u32,
+    /// Type modifier (e.g. numeric precision), -1 when none.
+    pub type_modifier: i32,
+    /// How the value text is turned into JSON.
+    pub kind: ValueKind,
+}
+
+/// What a replicated table looks like at some point of the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSchema {
+    /// The relation OID PostgreSQL uses in change messages.
+    pub rel_id: u32,
+    /// Schema-qualified name.
+    pub name: TableName,
+    /// Columns in table order.
+    pub columns: Vec<ColumnSchema>,
+    /// Indexes (into `columns`) of the primary-key columns, in key order.
+    pub key: Vec<usize>,
+    /// pgoutput's replica identity setting: `d`efault, `f`ull, `i`ndex or `n`othing.
+    pub replica_identity: u8,
+}
+
+/// The kind of a row change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A new row.
+    Insert,
+    /// A changed row (possibly with a changed key).
+    Update,
+    /// A removed row.
+    Delete,
+}
+
+impl Op {
+    /// Lower-case name, as written by the NDJSON sink.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// Where a change sits in the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// LSN of the change record itself.
+    pub lsn: Lsn,
+    /// LSN of the commit record of its transaction (pgoutput Begin's `final_lsn`). This is the
+    /// row version sinks store: commit LSNs are monotonic per row.
+    pub commit_lsn: Lsn,
+    /// Transaction id.
+    pub xid: u32,
+    /// Commit time, microseconds since 2000-01-01 UTC.
+    pub commit_time: i64,
+}
+
+/// One INSERT, UPDATE or DELETE.
+#[derive(Clone, Debug)]
+pub struct RowChange {
+    /// Insert, update or delete.
+    pub op: Op,
+    /// The table, as it was when the change was made.
+    pub table: Arc<TableSchema>,
+    /// Stream position.
+    pub pos: Position,
+    /// The row that describes the change: the new row of an insert or update (unchanged TOAST
+    /// values stay [`Value::UnchangedToast`]), the old row of a delete.
+    pub row: Tuple,
+    /// `row` holds only the key columns (a delete under the default replica identity); the
+    /// other columns are NULL markers that must not be taken as values.
+    pub key_only: bool,
+    /// For an update: the old row, present when the key changed (key columns only) or under
+    /// REPLICA IDENTITY FULL (every column).
+    pub old: Option<Tuple>,
+}
+
+impl RowChange {
+    /// Bytes of value data this change holds (its share of the memory budget).
+    pub fn data_bytes(&self) -> usize {
+        tuple_bytes(Some(&self.row)) + tuple_bytes(self.old.as_ref())
+    }
+
+    /// The old row when this update changed the primary key.
+    pub fn changed_old_key(&self) -> Option<&Tuple> {
+        let old = self.old.as_ref()?;
+        let changed = self.table.key.iter().any(|&i| {
+            let (n, o) = (self.row.values.get(i), old.values.get(i));
+            !matches!(n, Some(Value::UnchangedToast)) && n != o
+        });
+        changed.then_some(old)
+    }
+}
+
+fn tuple_bytes(t: Option<&Tuple>) -> usize {
+    t.map_or(0, |t| {
+        t.values
+            .iter()
+            .map(|v| match v {
+                Value::Text(b) | Value::Binary(b) => b.len() + 16,
+                Value::Null | Value::UnchangedToast => 16,
+            })
+            .sum()
+    })
+}
+
+/// A TRUNCATE of one table.
+#[derive(Clone, Debug)]
+pub struct TruncateChange {
+    /// The truncated table.
+    pub table: Arc<TableSchema>,
+    /// Stream position.
+    pub pos: Position,
+    /// `TRUNCATE ... CASCADE`.
+    pub cascade: bool,
+    /// `TRUNCATE ... RESTART IDENTITY`.
+    pub restart_identity: bool,
+}
+
+/// A table whose columns changed mid-stream (PostgreSQL sent a new Relation message).
+#[derive(Clone, Debug)]
+pub struct SchemaChange {
+    /// The schema before.
+    pub old: Arc<TableSchema>,
+    /// The schema from now on.
+    pub new: Arc<TableSchema>,
+    /// Position of the first change that uses the new schema.
+    pub lsn: Lsn,
+}
+
+/// Everything that flows from the WAL reader to the sink, in stream order.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A row change.
+    Row(RowChange),
+    /// A truncated table.
+    Truncate(TruncateChange),
+    /// A table's columns changed; later rows use the new schema.
+    Schema(SchemaChange),
+    /// The end of a transaction: once everything before it is durable, `end_lsn` may be
+    /// checkpointed and confirmed.
+    Commit {
+        /// LSN of the commit record.
+        commit_lsn: Lsn,
+        /// LSN just past the commit record: the resume point.
+        end_lsn: Lsn,
+        /// Commit time, microseconds since 2000-01-01 UTC.
+        commit_time: i64,
+    },
+    /// PostgreSQL reported its WAL position while no transaction was open: once everything
+    /// before this marker is durable, `wal_end` may be confirmed (lets quiet databases release
+    /// WAL).
+    Idle {
+        /// The server's sent position.
+        wal_end: Lsn,
+    },
+}
+
+impl Event {
+    /// Bytes of value data this event holds.
+    pub fn data_bytes(&self) -> usize {
+        match self {
+            Event::Row(r) => r.data_bytes() + 96,
+            _ => 96,
+        }
+    }
+
+    /// Whether this is a row-level change (row or truncate) rather than a marker.
+    pub fn is_change(&self) -> bool {
+        matches!(self, Event::Row(_) | Event::Truncate(_))
+    }
+}

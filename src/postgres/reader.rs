@@ -1,0 +1,399 @@
+//! The WAL reader: replication messages in, change events out.
+//!
+//! It owns the replication stream, decodes each XLogData payload with the pure
+//! [`pgoutput`](crate::postgres::pgoutput) decoder, keeps the [`SchemaCache`] current, and feeds
+//! [`Event`]s to the pipeline. Sending waits when the pipeline's byte budget is spent, which is
+//! how a slow sink slows reading instead of growing memory. Keepalives never wait: they update
+//! the shared [`Progress`], wake the status task when PostgreSQL asks for a reply, and, when no
+//! transaction is open, pass an idle marker so a quiet database can still release WAL.
+//!
+//! On resume it skips transactions whose commit is older than the checkpoint: PostgreSQL 15 may
+//! resend a few already-confirmed transactions after a restart.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{watch, Notify};
+
+use crate::config::TableName;
+use crate::pipeline::batcher::{Feeder, PipelineClosed};
+use crate::pipeline::change::{
+    Event, Op, Position, RowChange, SchemaChange, TableSchema, TruncateChange,
+};
+use crate::postgres::pgoutput::{self, DecodeError, Message, OldTuple, Tuple, Value};
+use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
+use crate::postgres::schema_cache::{RelationUpdate, SchemaCache, SchemaError};
+use crate::Lsn;
+
+/// Positions shared between the reader, the checkpoint writer and the status task.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Highest WAL position received from the server (`write` in status updates).
+    pub received: AtomicU64,
+    /// Highest LSN persisted in `dbmazz_checkpoints` and safe to confirm (`flush`).
+    pub confirmed: AtomicU64,
+    /// Wakes the status task: PostgreSQL asked for a reply, or `confirmed` moved.
+    pub status_now: Notify,
+}
+
+impl Progress {
+    fn note_received(&self, lsn: Lsn) {
+        self.received.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+}
+
+/// Why the reader stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    /// The replication connection failed.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    /// A payload could not be decoded.
+    #[error("cannot decode the pgoutput message at LSN {lsn}: {source}")]
+    Decode {
+        /// Where.
+        lsn: Lsn,
+        /// What.
+        source: DecodeError,
+    },
+    /// A relation cannot be replicated as described.
+    #[error("at LSN {lsn}: {source}")]
+    Schema {
+        /// Where.
+        lsn: Lsn,
+        /// What.
+        source: SchemaError,
+    },
+    /// A change referred to a relation PostgreSQL never described.
+    #[error("change at LSN {lsn} refers to relation OID {rel_id}, which the server never described (protocol error)")]
+    UnknownRelation {
+        /// Where.
+        lsn: Lsn,
+        /// The relation OID.
+        rel_id: u32,
+    },
+    /// A message that protocol version 1 never sends.
+    #[error("unexpected pgoutput message {tag:?} at LSN {lsn} for protocol version 1")]
+    Unexpected {
+        /// Message tag.
+        tag: char,
+        /// Where.
+        lsn: Lsn,
+    },
+    /// A key column's value was not sent (an unchanged TOASTed key).
+    #[error(
+        "table {table} at LSN {lsn}: key column {column:?} has an unchanged TOAST value that was \
+         not sent; set REPLICA_IDENTITY=full so the old row carries it"
+    )]
+    ToastedKey {
+        /// Table.
+        table: TableName,
+        /// Column.
+        column: String,
+        /// Where.
+        lsn: Lsn,
+    },
+    /// A change arrived outside a transaction.
+    #[error("change at LSN {lsn} arrived outside a transaction (protocol error)")]
+    NoTransaction {
+        /// Where.
+        lsn: Lsn,
+    },
+}
+
+impl ReaderError {
+    /// Whether restarting the stream may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ReaderError::Replication(e) if e.is_transient())
+    }
+}
+
+/// How the reader loop ended.
+pub enum ReaderExit {
+    /// Shutdown was requested; the stream is returned so it can be drained after the final
+    /// status update.
+    Shutdown(ReplicationStream),
+    /// The pipeline stopped (its error is reported by the pipeline task).
+    PipelineClosed(ReplicationStream),
+    /// The server ended the stream.
+    EndOfStream,
+}
+
+struct Txn {
+    pos: Position,
+    skip: bool,
+}
+
+/// Reads the stream and feeds the pipeline.
+pub struct WalReader {
+    stream: ReplicationStream,
+    cache: SchemaCache,
+    feeder: Feeder,
+    progress: Arc<Progress>,
+    resume_from: Lsn,
+    txn: Option<Txn>,
+}
+
+impl WalReader {
+    /// A reader that skips transactions committed before `resume_from` (the checkpoint).
+    pub fn new(
+        stream: ReplicationStream,
+        cache: SchemaCache,
+        feeder: Feeder,
+        progress: Arc<Progress>,
+        resume_from: Lsn,
+    ) -> Self {
+        WalReader {
+            stream,
+            cache,
+            feeder,
+            progress,
+            resume_from,
+            txn: None,
+        }
+    }
+
+    /// Runs until shutdown is signalled, the pipeline closes, or an error.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<ReaderExit, ReaderError> {
+        loop {
+            if *shutdown.borrow() {
+                return Ok(ReaderExit::Shutdown(self.stream));
+            }
+            let msg = tokio::select! {
+                msg = self.stream.next() => msg?,
+                _ = shutdown.changed() => continue,
+            };
+            let Some(msg) = msg else {
+                return Ok(ReaderExit::EndOfStream);
+            };
+            let result = match msg {
+                ReplicationMessage::XLogData {
+                    wal_start,
+                    wal_end,
+                    data,
+                    ..
+                } => {
+                    self.progress.note_received(wal_start.max(wal_end));
+                    tokio::select! {
+                        r = self.handle_payload(wal_start, &data) => r,
+                        _ = shutdown.changed() => continue_after_shutdown(),
+                    }
+                }
+                ReplicationMessage::Keepalive {
+                    wal_end,
+                    reply_requested,
+                    ..
+                } => {
+                    self.progress.note_received(wal_end);
+                    if reply_requested {
+                        self.progress.status_now.notify_one();
+                    }
+                    if self.txn.is_none() {
+                        // Best effort: if the pipeline is full, the next keepalive will do.
+                        self.feeder.try_send(Event::Idle { wal_end });
+                    }
+                    Ok(())
+                }
+            };
+            match result {
+                Ok(()) => {}
+                Err(Step::Closed) => return Ok(ReaderExit::PipelineClosed(self.stream)),
+                Err(Step::Shutdown) => return Ok(ReaderExit::Shutdown(self.stream)),
+                Err(Step::Error(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn handle_payload(&mut self, lsn: Lsn, data: &bytes::Bytes) -> Result<(), Step> {
+        let msg = pgoutput::decode(data, false)
+            .map_err(|source| Step::Error(ReaderError::Decode { lsn, source }))?;
+        match msg {
+            Message::Begin(b) => {
+                let pos = Position {
+                    lsn,
+                    commit_lsn: b.final_lsn,
+                    xid: b.xid,
+                    commit_time: b.commit_time,
+                };
+                let skip = b.final_lsn < self.resume_from;
+                if skip {
+                    tracing::debug!(commit_lsn = %b.final_lsn, resume_from = %self.resume_from, "skipping already durable transaction");
+                }
+                self.txn = Some(Txn { pos, skip });
+                Ok(())
+            }
+            Message::Commit(c) => {
+                let skip = self.txn.take().is_some_and(|t| t.skip);
+                if skip {
+                    return Ok(());
+                }
+                self.send(Event::Commit {
+                    commit_lsn: c.commit_lsn,
+                    end_lsn: c.end_lsn,
+                    commit_time: c.commit_time,
+                })
+                .await
+            }
+            Message::Relation(rel) => {
+                let update = self
+                    .cache
+                    .apply(&rel)
+                    .map_err(|source| Step::Error(ReaderError::Schema { lsn, source }))?;
+                if let RelationUpdate::Changed { old, new } = update {
+                    tracing::info!(table = %new.name, lsn = %lsn, columns = new.columns.len(), "table definition changed");
+                    return self
+                        .send(Event::Schema(SchemaChange { old, new, lsn }))
+                        .await;
+                }
+                Ok(())
+            }
+            Message::Insert(m) => {
+                let Some((table, pos)) = self.target(m.rel_id, lsn)? else {
+                    return Ok(());
+                };
+                self.send(Event::Row(RowChange {
+                    op: Op::Insert,
+                    table,
+                    pos,
+                    row: m.new,
+                    key_only: false,
+                    old: None,
+                }))
+                .await
+            }
+            Message::Update(m) => {
+                let Some((table, pos)) = self.target(m.rel_id, lsn)? else {
+                    return Ok(());
+                };
+                let old = m.old.map(|o| match o {
+                    OldTuple::Key(t) | OldTuple::Full(t) => t,
+                });
+                let mut row = m.new;
+                if let Some(old) = &old {
+                    backfill_unchanged_toast(&mut row, old);
+                }
+                check_key_present(&table, &row, lsn)?;
+                self.send(Event::Row(RowChange {
+                    op: Op::Update,
+                    table,
+                    pos,
+                    row,
+                    key_only: false,
+                    old,
+                }))
+                .await
+            }
+            Message::Delete(m) => {
+                let Some((table, pos)) = self.target(m.rel_id, lsn)? else {
+                    return Ok(());
+                };
+                let (row, key_only) = match m.old {
+                    OldTuple::Key(t) => (t, true),
+                    OldTuple::Full(t) => (t, false),
+                };
+                self.send(Event::Row(RowChange {
+                    op: Op::Delete,
+                    table,
+                    pos,
+                    row,
+                    key_only,
+                    old: None,
+                }))
+                .await
+            }
+            Message::Truncate(t) => {
+                let mut targets = Vec::new();
+                for rel_id in &t.rel_ids {
+                    if let Some((table, pos)) = self.target(*rel_id, lsn)? {
+                        targets.push((table, pos));
+                    }
+                }
+                for (table, pos) in targets {
+                    self.send(Event::Truncate(TruncateChange {
+                        table,
+                        pos,
+                        cascade: t.options & 1 != 0,
+                        restart_identity: t.options & 2 != 0,
+                    }))
+                    .await?;
+                }
+                Ok(())
+            }
+            // Types are resolved from the catalog at setup; origins and logical messages are
+            // not replicated.
+            Message::Type(_) | Message::Origin(_) | Message::LogicalMessage(_) => Ok(()),
+            other => Err(Step::Error(ReaderError::Unexpected {
+                tag: char::from(other.tag()),
+                lsn,
+            })),
+        }
+    }
+
+    /// The table and position of a change, or `None` when it is to be skipped (a table outside
+    /// `TABLES`, or a transaction that is already durable).
+    fn target(&self, rel_id: u32, lsn: Lsn) -> Result<Option<(Arc<TableSchema>, Position)>, Step> {
+        let txn = self
+            .txn
+            .as_ref()
+            .ok_or(Step::Error(ReaderError::NoTransaction { lsn }))?;
+        if txn.skip {
+            return Ok(None);
+        }
+        match self.cache.get(rel_id) {
+            None => Err(Step::Error(ReaderError::UnknownRelation { lsn, rel_id })),
+            Some(None) => Ok(None),
+            Some(Some(table)) => Ok(Some((table.clone(), Position { lsn, ..txn.pos }))),
+        }
+    }
+
+    async fn send(&self, event: Event) -> Result<(), Step> {
+        self.feeder
+            .send(event)
+            .await
+            .map_err(|PipelineClosed| Step::Closed)
+    }
+}
+
+/// Why handling one message stopped the loop.
+enum Step {
+    Closed,
+    Shutdown,
+    Error(ReaderError),
+}
+
+impl From<ReaderError> for Step {
+    fn from(e: ReaderError) -> Self {
+        Step::Error(e)
+    }
+}
+
+fn continue_after_shutdown() -> Result<(), Step> {
+    Err(Step::Shutdown)
+}
+
+/// Under REPLICA IDENTITY FULL the old row carries the full value of a TOASTed column that the
+/// update did not change; use it instead of leaving the column out.
+fn backfill_unchanged_toast(row: &mut Tuple, old: &Tuple) {
+    for (new, old) in row.values.iter_mut().zip(&old.values) {
+        if matches!(new, Value::UnchangedToast) && matches!(old, Value::Text(_) | Value::Binary(_))
+        {
+            *new = old.clone();
+        }
+    }
+}
+
+fn check_key_present(table: &TableSchema, row: &Tuple, lsn: Lsn) -> Result<(), Step> {
+    for &i in &table.key {
+        if matches!(row.values.get(i), Some(Value::UnchangedToast)) {
+            return Err(Step::Error(ReaderError::ToastedKey {
+                table: table.name.clone(),
+                column: table.columns[i].name.clone(),
+                lsn,
+            }));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1712 @@
+//! A small client for PostgreSQL's streaming-replication protocol.
+//!
+//! Why our own: the released `tokio-postgres` (0.7) cannot enter `CopyBoth` mode, which
+//! `START_REPLICATION` requires, and the published replication crates either hard-code protocol
+//! version 1 or need system libpq. The protocol part we need is small, so this module speaks it
+//! directly on top of `postgres-protocol`'s message encoders and its SCRAM/MD5 helpers:
+//!
+//! ```text
+//!  connect ──TCP──▶ SSLRequest ─'S'─▶ TLS (tls.rs rules) ─▶ StartupMessage (replication=database,
+//!                      └─'N'─▶ plaintext (prefer only)       TimeZone=UTC, DateStyle=ISO, …)
+//!                                                           ─▶ trust | password | md5 | SCRAM
+//!  ReplicationClient ── simple_query / IDENTIFY_SYSTEM / CREATE_REPLICATION_SLOT
+//!        │ start_logical_replication (CopyBothResponse)
+//!        ├──▶ ReplicationStream  (read half)   next() → XLogData | Keepalive … Ok(None)
+//!        └──▶ StatusSender       (write half)  send_status('r'), finish() = CopyDone
+//! ```
+//!
+//! The read path is built for throughput: the socket is read in chunks of at least
+//! [`READ_CHUNK`] bytes into one `BytesMut`, many frames are parsed per wake-up, and the payload
+//! of an XLogData message is a zero-copy [`Bytes`] slice of that buffer. Letting the socket fill
+//! up also lets the walsender coalesce its sends, which matters more on small machines than any
+//! parsing trick. A slice keeps its whole read chunk alive, so consumers should not hold on to
+//! payloads longer than needed.
+//!
+//! Nothing here panics on what the server sends: malformed bytes become
+//! [`ReplicationError::Protocol`]. Every error names `host:port` and none contains the password.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::backend::{
+    Header, AUTHENTICATION_TAG, BACKEND_KEY_DATA_TAG, COMMAND_COMPLETE_TAG, COPY_DATA_TAG,
+    COPY_DONE_TAG, COPY_IN_RESPONSE_TAG, COPY_OUT_RESPONSE_TAG, DATA_ROW_TAG,
+    EMPTY_QUERY_RESPONSE_TAG, ERROR_RESPONSE_TAG, NOTICE_RESPONSE_TAG, NOTIFICATION_RESPONSE_TAG,
+    PARAMETER_STATUS_TAG, READY_FOR_QUERY_TAG, ROW_DESCRIPTION_TAG,
+};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::conninfo::{PgConnInfo, SESSION_SETTINGS};
+use super::tls::{find_rustls_error, handshake_advice, server_name, TlsPolicy};
+use crate::lsn::Lsn;
+
+/// Minimum free space offered to each socket read. Large reads let the walsender batch its sends.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// When less than this is free in the read buffer, a fresh [`READ_CHUNK`] is reserved.
+const MIN_SPARE: usize = 64 * 1024;
+
+/// Largest backend message accepted. PostgreSQL caps a message near 1 GiB; anything bigger is a
+/// corrupt length that must not turn into a huge allocation.
+const MAX_MESSAGE_LEN: usize = (1 << 30) + (1 << 20);
+
+/// The backend's answer to a `START_REPLICATION`: the stream is now in CopyBoth mode.
+const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
+/// CopyData payload kinds of the replication sub-protocol.
+const XLOG_DATA_TAG: u8 = b'w';
+const PRIMARY_KEEPALIVE_TAG: u8 = b'k';
+const STANDBY_STATUS_UPDATE_TAG: u8 = b'r';
+/// The server's one-byte answers to SSLRequest.
+const SSL_ACCEPTED: u8 = b'S';
+const SSL_REFUSED: u8 = b'N';
+
+/// XLogData header after the kind byte: start LSN, end LSN, send time.
+const XLOG_DATA_HEADER_LEN: usize = 1 + 8 + 8 + 8;
+/// Keepalive after the kind byte: end LSN, send time, reply flag.
+const KEEPALIVE_LEN: usize = 1 + 8 + 8 + 1;
+
+/// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01 00:00:00 UTC.
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// The user name or password is wrong (SQLSTATE class 28: invalid authorization).
+const AUTH_PASSWORD_HINT: &str = "check the user and password in DATABASE_URL";
+const AUTH_HBA_HINT: &str = "check that pg_hba.conf lets this user reach this database from \
+                             this address, and that the role has LOGIN";
+
+/// What went wrong talking to PostgreSQL over a replication connection.
+///
+/// [`ReplicationError::is_transient`] tells the caller whether to reconnect and retry or to stop
+/// and tell the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The network failed or the server closed the connection.
+    #[error("connection to PostgreSQL at {peer} failed: {source}")]
+    Io {
+        /// `host:port`.
+        peer: String,
+        /// The OS error; `UnexpectedEof` when the server closed the connection.
+        #[source]
+        source: io::Error,
+    },
+    /// Connecting (TCP, TLS and authentication) took longer than `connect_timeout`.
+    #[error(
+        "connecting to PostgreSQL at {peer} timed out after {}s; check that the host is \
+         reachable or raise connect_timeout in DATABASE_URL", timeout.as_secs()
+    )]
+    Timeout {
+        /// `host:port`.
+        peer: String,
+        /// The limit that was exceeded.
+        timeout: Duration,
+    },
+    /// TLS could not be set up: no root certificate, certificate rejected, server without TLS.
+    #[error("TLS with PostgreSQL at {peer} failed: {message}")]
+    Tls {
+        /// `host:port`.
+        peer: String,
+        /// What failed and what to do.
+        message: String,
+    },
+    /// The server refused the credentials (or pg_hba.conf refused the connection).
+    #[error(
+        "authentication failed at PostgreSQL {peer}: {message}{}; {hint}",
+        code.as_deref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default()
+    )]
+    Auth {
+        /// `host:port`.
+        peer: String,
+        /// SQLSTATE when the server reported the failure.
+        code: Option<String>,
+        /// The server's message, e.g. `password authentication failed for user "x"`.
+        message: String,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// The server asks for a password and the URL has none.
+    #[error(
+        "PostgreSQL at {peer} asks for a password for user {user:?} but DATABASE_URL has none; \
+         write it as postgres://USER:PASSWORD@HOST/DB"
+    )]
+    PasswordMissing {
+        /// `host:port`.
+        peer: String,
+        /// The role we tried to log in as.
+        user: String,
+    },
+    /// The server asks for an authentication method this client does not implement.
+    #[error(
+        "PostgreSQL at {peer} asks for {method} authentication, which dbmazz does not support; \
+         use scram-sha-256, md5 or password for this user in pg_hba.conf"
+    )]
+    UnsupportedAuth {
+        /// `host:port`.
+        peer: String,
+        /// The method's name.
+        method: String,
+    },
+    /// The server reported an error (ErrorResponse). Boxed to keep `Result`s small.
+    #[error("{0}")]
+    Server(Box<ServerError>),
+    /// The server sent something this client cannot make sense of, or the caller misused the
+    /// protocol. The message names `host:port`.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl ReplicationError {
+    /// Whether reconnecting later may succeed: connection loss, timeouts, a server shutting down
+    /// or starting up, too many connections, a slot still held by a previous connection (55006).
+    /// Authentication, TLS, missing objects (42704), wrong server setup (55000) and protocol
+    /// errors are definite: retrying cannot fix them.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplicationError::Io { .. } | ReplicationError::Timeout { .. } => true,
+            ReplicationError::Server(err) => sqlstate_is_transient(&err.code),
+            ReplicationError::Tls { .. }
+            | ReplicationError::Auth { .. }
+            | ReplicationError::PasswordMissing { .. }
+            | ReplicationError::UnsupportedAuth { .. }
+            | ReplicationError::Protocol(_) => false,
+        }
+    }
+
+    /// The SQLSTATE, when the server reported the error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ReplicationError::Server(err) => Some(&err.code),
+            ReplicationError::Auth { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// An ErrorResponse from the server, with the `host:port` it came from.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "PostgreSQL at {peer} reported {severity} {code}: {message}{}{}",
+    detail.as_deref().map(|d| format!(" (detail: {d})")).unwrap_or_default(),
+    hint.as_deref().map(|h| format!("; hint: {h}")).unwrap_or_default()
+)]
+pub struct ServerError {
+    /// `host:port`.
+    pub peer: String,
+    /// `ERROR`, `FATAL` or `PANIC`.
+    pub severity: String,
+    /// SQLSTATE, e.g. `42704`.
+    pub code: String,
+    /// Primary message.
+    pub message: String,
+    /// Optional detail.
+    pub detail: Option<String>,
+    /// Optional hint (the server's, or ours for well-known situations).
+    pub hint: Option<String>,
+}
+
+/// Whether an error with this SQLSTATE may go away by itself, so that reconnecting is worth it.
+/// Shared by the replication client and [`super::tls::connect_sql`].
+pub fn sqlstate_is_transient(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources: too many connections, disk full
+        || matches!(
+            code,
+            "55006" // object in use: slot active for another walsender
+                | "55P03" // lock not available
+                | "57014" // query canceled
+                | "57P01" // admin shutdown
+                | "57P02" // crash shutdown
+                | "57P03" // cannot connect now (starting up, recovery)
+                | "57P05" // idle session timeout
+                | "40001" // serialization failure
+                | "40P01" // deadlock detected
+                | "58030" // I/O error on the server
+        )
+}
+
+/// The answer to `IDENTIFY_SYSTEM`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemInfo {
+    /// The cluster's system identifier (a decimal u64, kept as text).
+    pub system_id: String,
+    /// Current timeline.
+    pub timeline: u32,
+    /// Current WAL flush position.
+    pub xlogpos: Lsn,
+    /// The database of this connection (`None` for physical replication connections).
+    pub dbname: Option<String>,
+}
+
+/// The answer to `CREATE_REPLICATION_SLOT … LOGICAL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedSlot {
+    /// The LSN from which the slot guarantees changes: everything committed after it streams.
+    pub consistent_point: Lsn,
+    /// The exported snapshot, usable with `SET TRANSACTION SNAPSHOT` on another connection only
+    /// until the next command on this replication connection.
+    pub snapshot_name: Option<String>,
+}
+
+/// One message from the walsender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicationMessage {
+    /// A chunk of output-plugin data (one pgoutput message).
+    XLogData {
+        /// WAL position the data starts at (0 for some pgoutput messages).
+        wal_start: Lsn,
+        /// The server's current end of WAL.
+        wal_end: Lsn,
+        /// Server clock, microseconds since 2000-01-01 UTC.
+        send_time: i64,
+        /// The pgoutput message, a zero-copy slice of the read buffer.
+        data: Bytes,
+    },
+    /// Primary keepalive.
+    Keepalive {
+        /// The server's current end of WAL.
+        wal_end: Lsn,
+        /// Server clock, microseconds since 2000-01-01 UTC.
+        send_time: i64,
+        /// The server wants a status update now, or it will eventually drop the connection
+        /// (`wal_sender_timeout`).
+        reply_requested: bool,
+    },
+}
+
+/// The byte stream under the protocol: TCP, possibly wrapped in TLS.
+enum PgStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for PgStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            PgStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PgStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            PgStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            PgStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            PgStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One backend message: its tag and its body (without the 5-byte header).
+#[derive(Debug, PartialEq, Eq)]
+struct Frame {
+    tag: u8,
+    body: Bytes,
+}
+
+/// Takes one whole backend message off the front of `buf`. `Ok(None)` means more bytes are
+/// needed; room for the rest of a partly received message is reserved in one go.
+fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
+    let header = match Header::parse(buf) {
+        Ok(Some(header)) => header,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err("message length below 4".to_owned()),
+    };
+    // Header::parse guarantees len >= 4.
+    let total = 1 + header.len() as usize;
+    if total > MAX_MESSAGE_LEN {
+        return Err(format!(
+            "message {:?} claims {} bytes, more than PostgreSQL ever sends",
+            char::from(header.tag()),
+            total
+        ));
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total).freeze();
+    let body = frame.split_off(5);
+    Ok(Some(Frame {
+        tag: header.tag(),
+        body,
+    }))
+}
+
+/// Reads frames from one side of the connection, in large chunks.
+struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    peer: Arc<str>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    async fn next_frame(&mut self) -> Result<Frame, ReplicationError> {
+        loop {
+            if let Some(frame) = take_frame(&mut self.buf).map_err(|e| protocol(&self.peer, e))? {
+                return Ok(frame);
+            }
+            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| io_error(&self.peer, e))?;
+            if n == 0 {
+                return Err(io_error(
+                    &self.peer,
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// A replication connection before streaming: runs replication commands and plain SQL.
+pub struct ReplicationClient {
+    reader: FrameReader<PgStream>,
+    wbuf: BytesMut,
+    params: HashMap<String, String>,
+    backend_pid: Option<i32>,
+    tls: bool,
+}
+
+impl std::fmt::Debug for ReplicationClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationClient")
+            .field("peer", &self.reader.peer)
+            .field("backend_pid", &self.backend_pid)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicationClient {
+    /// Opens a `replication=database` connection: TLS per `sslmode`, authentication (trust,
+    /// password, md5, SCRAM-SHA-256), and the session settings of
+    /// [`SESSION_SETTINGS`](super::conninfo::SESSION_SETTINGS) as startup parameters.
+    /// The whole attempt is bounded by `connect_timeout`.
+    pub async fn connect(info: &PgConnInfo) -> Result<ReplicationClient, ReplicationError> {
+        let peer: Arc<str> = info.host_port().into();
+        let policy = TlsPolicy::for_conninfo(info).map_err(|e| ReplicationError::Tls {
+            peer: peer.to_string(),
+            message: e.to_string(),
+        })?;
+        match tokio::time::timeout(info.connect_timeout, connect_inner(info, policy, &peer)).await {
+            Ok(result) => result,
+            Err(_) => Err(ReplicationError::Timeout {
+                peer: peer.to_string(),
+                timeout: info.connect_timeout,
+            }),
+        }
+    }
+
+    /// A server parameter reported at startup or since (`server_version`, `TimeZone`, …).
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// The process id of the walsender serving this connection.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.backend_pid
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Runs one simple-protocol query (SQL or a replication command) and returns every row of
+    /// every result set, as text columns (`None` for NULL).
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
+        let peer = self.reader.peer.clone();
+        self.wbuf.clear();
+        frontend::query(sql, &mut self.wbuf)
+            .map_err(|_| protocol(&peer, "the query contains a NUL byte"))?;
+        self.send().await?;
+
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let frame = match self.reader.next_frame().await {
+                Ok(frame) => frame,
+                // A FATAL error is followed by the server closing: report the error, not the EOF.
+                Err(err) => return Err(failure.unwrap_or(err)),
+            };
+            match frame.tag {
+                ROW_DESCRIPTION_TAG | COMMAND_COMPLETE_TAG | EMPTY_QUERY_RESPONSE_TAG => {}
+                DATA_ROW_TAG => {
+                    rows.push(parse_data_row(&frame.body).map_err(|e| protocol(&peer, e))?)
+                }
+                ERROR_RESPONSE_TAG => failure = Some(server_error(&peer, &frame.body)),
+                READY_FOR_QUERY_TAG => {
+                    return match failure {
+                        Some(err) => Err(err),
+                        None => Ok(rows),
+                    }
+                }
+                COPY_IN_RESPONSE_TAG | COPY_OUT_RESPONSE_TAG | COPY_BOTH_RESPONSE_TAG => {
+                    return Err(protocol(
+                        &peer,
+                        "simple_query cannot run COPY or START_REPLICATION; use \
+                         start_logical_replication",
+                    ))
+                }
+                tag => self.handle_async(tag, &frame.body, "a query")?,
+            }
+        }
+    }
+
+    /// `IDENTIFY_SYSTEM`: system id, timeline, current WAL position and database.
+    pub async fn identify_system(&mut self) -> Result<SystemInfo, ReplicationError> {
+        let peer = self.reader.peer.clone();
+        let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
+        let row = single_row(&peer, "IDENTIFY_SYSTEM", &rows, 4)?;
+        let timeline = row[1]
+            .as_deref()
+            .and_then(|t| t.parse::<u32>().ok())
+            .ok_or_else(|| protocol(&peer, "IDENTIFY_SYSTEM returned an invalid timeline"))?;
+        Ok(SystemInfo {
+            system_id: row[0]
+                .clone()
+                .ok_or_else(|| protocol(&peer, "IDENTIFY_SYSTEM returned no system id"))?,
+            timeline,
+            xlogpos: parse_lsn(&peer, "IDENTIFY_SYSTEM xlogpos", row[2].as_deref())?,
+            dbname: row[3].clone(),
+        })
+    }
+
+    /// Creates a logical slot using pgoutput. With `export_snapshot`, the returned snapshot shows
+    /// the database exactly as of `consistent_point`; it stays valid only until the next command
+    /// on this connection, so the initial copy must import it first.
+    pub async fn create_logical_slot(
+        &mut self,
+        slot: &str,
+        export_snapshot: bool,
+    ) -> Result<CreatedSlot, ReplicationError> {
+        let peer = self.reader.peer.clone();
+        let command = create_slot_command(slot, export_snapshot, self.server_major());
+        let rows = self.simple_query(&command).await?;
+        let row = single_row(&peer, "CREATE_REPLICATION_SLOT", &rows, 3)?;
+        Ok(CreatedSlot {
+            consistent_point: parse_lsn(
+                &peer,
+                "CREATE_REPLICATION_SLOT consistent_point",
+                row[1].as_deref(),
+            )?,
+            snapshot_name: row[2].clone(),
+        })
+    }
+
+    /// `START_REPLICATION SLOT "slot" LOGICAL start (options)`; on success the connection is in
+    /// CopyBoth mode and is split into a stream to read and a sender for status updates, which
+    /// may live on different tasks. `start` = [`Lsn::ZERO`] means "from the slot's
+    /// `confirmed_flush_lsn`".
+    pub async fn start_logical_replication(
+        mut self,
+        slot: &str,
+        start: Lsn,
+        options: &[(&str, &str)],
+    ) -> Result<(ReplicationStream, StatusSender), ReplicationError> {
+        let peer = self.reader.peer.clone();
+        self.wbuf.clear();
+        frontend::query(
+            &start_replication_command(slot, start, options),
+            &mut self.wbuf,
+        )
+        .map_err(|_| protocol(&peer, "slot name or options contain a NUL byte"))?;
+        self.send().await?;
+        loop {
+            let frame = self.reader.next_frame().await?;
+            match frame.tag {
+                COPY_BOTH_RESPONSE_TAG => break,
+                ERROR_RESPONSE_TAG => return Err(server_error(&peer, &frame.body)),
+                tag => self.handle_async(tag, &frame.body, "START_REPLICATION")?,
+            }
+        }
+        tracing::debug!(peer = %peer, slot, start = %start, "logical replication started");
+
+        let FrameReader { io, buf, peer } = self.reader;
+        let (read_half, write_half) = tokio::io::split(io);
+        let writer = Arc::new(Mutex::new(CopyWriter {
+            io: write_half,
+            buf: BytesMut::with_capacity(64),
+            copy_done_sent: false,
+        }));
+        let stream = ReplicationStream {
+            reader: FrameReader {
+                io: read_half,
+                buf,
+                peer: peer.clone(),
+            },
+            writer: writer.clone(),
+            state: StreamState::Streaming,
+        };
+        Ok((stream, StatusSender { writer, peer }))
+    }
+
+    /// Major version from `server_version` (e.g. 15), if the server reported it.
+    fn server_major(&self) -> Option<u32> {
+        let version = self.parameter("server_version")?;
+        let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    }
+
+    async fn send(&mut self) -> Result<(), ReplicationError> {
+        let io = &mut self.reader.io;
+        let result = async {
+            io.write_all(&self.wbuf).await?;
+            io.flush().await
+        }
+        .await;
+        self.wbuf.clear();
+        result.map_err(|e| io_error(&self.reader.peer, e))
+    }
+
+    /// Messages the server may send at any time; anything else is unexpected `during`.
+    fn handle_async(
+        &mut self,
+        tag: u8,
+        body: &Bytes,
+        during: &str,
+    ) -> Result<(), ReplicationError> {
+        let peer = &self.reader.peer;
+        match tag {
+            PARAMETER_STATUS_TAG => {
+                let (name, value) = parse_parameter_status(body).map_err(|e| protocol(peer, e))?;
+                self.params.insert(name, value);
+                Ok(())
+            }
+            _ => handle_async_common(peer, tag, body, during),
+        }
+    }
+}
+
+/// Notices and notifications are logged and otherwise ignored; other tags are protocol errors.
+fn handle_async_common(
+    peer: &str,
+    tag: u8,
+    body: &Bytes,
+    during: &str,
+) -> Result<(), ReplicationError> {
+    match tag {
+        NOTICE_RESPONSE_TAG => {
+            let fields = ErrorFields::parse(body);
+            tracing::debug!(
+                peer = %peer,
+                severity = %fields.severity,
+                code = %fields.code,
+                message = %fields.message,
+                "server notice"
+            );
+            Ok(())
+        }
+        PARAMETER_STATUS_TAG | NOTIFICATION_RESPONSE_TAG => Ok(()),
+        tag => Err(protocol(
+            peer,
+            format!("unexpected message {:?} during {during}", char::from(tag)),
+        )),
+    }
+}
+
+async fn connect_inner(
+    info: &PgConnInfo,
+    policy: TlsPolicy,
+    peer: &Arc<str>,
+) -> Result<ReplicationClient, ReplicationError> {
+    let tcp = TcpStream::connect((info.host.as_str(), info.port))
+        .await
+        .map_err(|e| io_error(peer, e))?;
+    // Status updates are small and must not wait for Nagle.
+    tcp.set_nodelay(true).map_err(|e| io_error(peer, e))?;
+
+    let (stream, tls) = negotiate_tls(tcp, info, policy, peer).await?;
+    let mut client = ReplicationClient {
+        reader: FrameReader {
+            io: stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            peer: peer.clone(),
+        },
+        wbuf: BytesMut::with_capacity(1024),
+        params: HashMap::new(),
+        backend_pid: None,
+        tls,
+    };
+
+    let mut startup: Vec<(&str, &str)> = vec![
+        ("user", info.user.as_str()),
+        ("database", info.dbname.as_str()),
+        ("replication", "database"),
+        ("application_name", info.application_name.as_str()),
+    ];
+    startup.extend_from_slice(SESSION_SETTINGS);
+    frontend::startup_message(startup, &mut client.wbuf).map_err(|_| {
+        protocol(
+            peer,
+            "user, database or application_name contains a NUL byte",
+        )
+    })?;
+    client.send().await?;
+
+    authenticate(&mut client, info).await?;
+    wait_until_ready(&mut client).await?;
+    tracing::debug!(
+        peer = %peer,
+        tls,
+        backend_pid = client.backend_pid,
+        "replication connection established"
+    );
+    Ok(client)
+}
+
+/// SSLRequest and the TLS handshake, per the policy.
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    info: &PgConnInfo,
+    policy: TlsPolicy,
+    peer: &Arc<str>,
+) -> Result<(PgStream, bool), ReplicationError> {
+    let (config, required) = match policy {
+        TlsPolicy::Disabled => return Ok((PgStream::Plain(tcp), false)),
+        TlsPolicy::Prefer(config) => (config, false),
+        TlsPolicy::Require(config) => (config, true),
+    };
+    let mut request = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request)
+        .await
+        .map_err(|e| io_error(peer, e))?;
+    let answer = tcp.read_u8().await.map_err(|e| io_error(peer, e))?;
+    match answer {
+        SSL_ACCEPTED => {
+            let name = server_name(&info.host).map_err(|e| ReplicationError::Tls {
+                peer: peer.to_string(),
+                message: e.to_string(),
+            })?;
+            let stream = TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| match find_rustls_error(&e) {
+                    Some(tls) => ReplicationError::Tls {
+                        peer: peer.to_string(),
+                        message: format!("{tls}; {}", handshake_advice(tls, info)),
+                    },
+                    None => io_error(peer, e),
+                })?;
+            Ok((PgStream::Tls(Box::new(stream)), true))
+        }
+        SSL_REFUSED if !required => Ok((PgStream::Plain(tcp), false)),
+        SSL_REFUSED => Err(ReplicationError::Tls {
+            peer: peer.to_string(),
+            message: format!(
+                "the server does not accept TLS connections but sslmode={} requires TLS; enable \
+                 ssl on the server, or use sslmode=prefer or disable on a trusted network",
+                info.sslmode
+            ),
+        }),
+        ERROR_RESPONSE_TAG => {
+            // Servers that fail early answer with an ErrorResponse instead of one byte.
+            let mut buf = BytesMut::with_capacity(1024);
+            buf.put_u8(answer);
+            let mut reader = FrameReader {
+                io: tcp,
+                buf,
+                peer: peer.clone(),
+            };
+            let frame = reader.next_frame().await?;
+            Err(startup_error(peer, &frame.body))
+        }
+        other => Err(protocol(
+            peer,
+            format!("unexpected answer {other:#04x} to SSLRequest"),
+        )),
+    }
+}
+
+async fn authenticate(
+    client: &mut ReplicationClient,
+    info: &PgConnInfo,
+) -> Result<(), ReplicationError> {
+    let peer = client.reader.peer.clone();
+    let password = || {
+        info.password
+            .as_ref()
+            .map(|p| p.expose().as_bytes())
+            .ok_or_else(|| ReplicationError::PasswordMissing {
+                peer: peer.to_string(),
+                user: info.user.clone(),
+            })
+    };
+    let mut scram: Option<ScramSha256> = None;
+    // Once SCRAM started, only a server that proved it knows the password may let us in.
+    let mut scram_verified = false;
+    loop {
+        let frame = client.reader.next_frame().await?;
+        match frame.tag {
+            AUTHENTICATION_TAG => {}
+            ERROR_RESPONSE_TAG => return Err(startup_error(&peer, &frame.body)),
+            tag => {
+                client.handle_async(tag, &frame.body, "authentication")?;
+                continue;
+            }
+        }
+        let mut body = Cursor::new(&frame.body);
+        let kind = body
+            .i32()
+            .ok_or_else(|| protocol(&peer, "truncated authentication request"))?;
+        client.wbuf.clear();
+        match kind {
+            AUTH_OK if scram.is_some() && !scram_verified => {
+                return Err(scram_failure(
+                    &peer,
+                    io::Error::other("the server ended SCRAM before proving its identity"),
+                ))
+            }
+            AUTH_OK => return Ok(()),
+            AUTH_CLEARTEXT => frontend::password_message(password()?, &mut client.wbuf)
+                .map_err(|_| protocol(&peer, "the password contains a NUL byte"))?,
+            AUTH_MD5 => {
+                let salt: [u8; 4] = body
+                    .take(4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| protocol(&peer, "truncated md5 salt"))?;
+                let hash = md5_hash(info.user.as_bytes(), password()?, salt);
+                frontend::password_message(hash.as_bytes(), &mut client.wbuf)
+                    .map_err(|_| protocol(&peer, "md5 hash contains a NUL byte"))?;
+            }
+            AUTH_SASL => {
+                let mut offered = Vec::new();
+                while let Some(mechanism) = body.cstr() {
+                    if mechanism.is_empty() {
+                        break;
+                    }
+                    offered.push(String::from_utf8_lossy(mechanism).into_owned());
+                }
+                if !offered.iter().any(|m| m == SCRAM_SHA_256) {
+                    return Err(ReplicationError::UnsupportedAuth {
+                        peer: peer.to_string(),
+                        method: format!("SASL ({})", offered.join(", ")),
+                    });
+                }
+                // "n": this client does not do channel binding. ("y" would make a server that
+                // offers SCRAM-SHA-256-PLUS over TLS suspect a downgrade and refuse.)
+                let exchange = ScramSha256::new(password()?, ChannelBinding::unsupported());
+                frontend::sasl_initial_response(
+                    SCRAM_SHA_256,
+                    exchange.message(),
+                    &mut client.wbuf,
+                )
+                .map_err(|e| protocol(&peer, format!("cannot encode SCRAM message: {e}")))?;
+                scram = Some(exchange);
+            }
+            AUTH_SASL_CONTINUE => {
+                let exchange = scram
+                    .as_mut()
+                    .ok_or_else(|| protocol(&peer, "SASL continue without SASL start"))?;
+                exchange
+                    .update(body.rest())
+                    .map_err(|e| scram_failure(&peer, e))?;
+                frontend::sasl_response(exchange.message(), &mut client.wbuf)
+                    .map_err(|e| protocol(&peer, format!("cannot encode SCRAM message: {e}")))?;
+            }
+            AUTH_SASL_FINAL => {
+                let exchange = scram
+                    .as_mut()
+                    .ok_or_else(|| protocol(&peer, "SASL final without SASL start"))?;
+                exchange
+                    .finish(body.rest())
+                    .map_err(|e| scram_failure(&peer, e))?;
+                scram_verified = true;
+                continue;
+            }
+            other => {
+                let method = match other {
+                    2 => "Kerberos V5".to_owned(),
+                    6 => "SCM credential".to_owned(),
+                    7 | 8 => "GSSAPI".to_owned(),
+                    9 => "SSPI".to_owned(),
+                    n => format!("unknown method {n}"),
+                };
+                return Err(ReplicationError::UnsupportedAuth {
+                    peer: peer.to_string(),
+                    method,
+                });
+            }
+        }
+        client.send().await?;
+    }
+}
+
+const AUTH_OK: i32 = 0;
+const AUTH_CLEARTEXT: i32 = 3;
+const AUTH_MD5: i32 = 5;
+const AUTH_SASL: i32 = 10;
+const AUTH_SASL_CONTINUE: i32 = 11;
+const AUTH_SASL_FINAL: i32 = 12;
+
+fn scram_failure(peer: &str, err: io::Error) -> ReplicationError {
+    ReplicationError::Auth {
+        peer: peer.to_owned(),
+        code: None,
+        message: format!("SCRAM exchange failed: {err}"),
+        hint: "the server could not prove it knows the password; check DATABASE_URL points at \
+               the intended server",
+    }
+}
+
+/// After AuthenticationOk: parameters, backend key, then ReadyForQuery.
+async fn wait_until_ready(client: &mut ReplicationClient) -> Result<(), ReplicationError> {
+    let peer = client.reader.peer.clone();
+    loop {
+        let frame = client.reader.next_frame().await?;
+        match frame.tag {
+            READY_FOR_QUERY_TAG => return Ok(()),
+            BACKEND_KEY_DATA_TAG => client.backend_pid = Cursor::new(&frame.body).i32(),
+            ERROR_RESPONSE_TAG => return Err(startup_error(&peer, &frame.body)),
+            tag => client.handle_async(tag, &frame.body, "session start")?,
+        }
+    }
+}
+
+/// Where the stream stands in the CopyBoth shutdown handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamState {
+    /// Messages flow.
+    Streaming,
+    /// The server sent CopyDone; waiting for CommandComplete/ReadyForQuery.
+    ServerDone,
+    /// ReadyForQuery seen: nothing more will come.
+    Finished,
+}
+
+/// The write half, shared by [`StatusSender`] and, for the shutdown handshake, the stream.
+struct CopyWriter {
+    io: WriteHalf<PgStream>,
+    buf: BytesMut,
+    copy_done_sent: bool,
+}
+
+impl CopyWriter {
+    async fn flush_buf(&mut self, peer: &str) -> Result<(), ReplicationError> {
+        let result = async {
+            self.io.write_all(&self.buf).await?;
+            self.io.flush().await
+        }
+        .await;
+        self.buf.clear();
+        result.map_err(|e| io_error(peer, e))
+    }
+
+    async fn send_copy_done(&mut self, peer: &str) -> Result<(), ReplicationError> {
+        if !self.copy_done_sent {
+            self.buf.clear();
+            frontend::copy_done(&mut self.buf);
+            self.flush_buf(peer).await?;
+            self.copy_done_sent = true;
+        }
+        Ok(())
+    }
+}
+
+/// The read side of a started replication: XLogData and keepalives, in order.
+pub struct ReplicationStream {
+    reader: FrameReader<ReadHalf<PgStream>>,
+    writer: Arc<Mutex<CopyWriter>>,
+    state: StreamState,
+}
+
+impl std::fmt::Debug for ReplicationStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationStream")
+            .field("peer", &self.reader.peer)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicationStream {
+    /// Next message; `Ok(None)` once the server ended the COPY (after our CopyDone, or
+    /// server-side end) and the command completed. Messages the server sent before its own
+    /// CopyDone are still returned after [`StatusSender::finish`], so a transaction may end
+    /// half-way; CopyData arriving after the server's CopyDone (PostgreSQL finishes writing the
+    /// transaction it was decoding) is discarded. Neither was confirmed, so both stream again
+    /// from the slot on the next start.
+    pub async fn next(&mut self) -> Result<Option<ReplicationMessage>, ReplicationError> {
+        loop {
+            if self.state == StreamState::Finished {
+                return Ok(None);
+            }
+            let frame = self.reader.next_frame().await?;
+            let peer = &self.reader.peer;
+            match frame.tag {
+                COPY_DATA_TAG if self.state == StreamState::Streaming => {
+                    return parse_copy_data(frame.body)
+                        .map(Some)
+                        .map_err(|e| protocol(peer, e));
+                }
+                COPY_DONE_TAG if self.state == StreamState::Streaming => {
+                    self.state = StreamState::ServerDone;
+                    // If the server ended first, it waits for our CopyDone before completing.
+                    self.writer.lock().await.send_copy_done(peer).await?;
+                }
+                // A logical walsender that gets our CopyDone in the middle of a transaction
+                // answers with its CopyDone and then still writes the rest of that transaction.
+                // Nothing of it can be confirmed any more, so it is dropped; it streams again
+                // from the slot next time.
+                COPY_DATA_TAG => {}
+                COMMAND_COMPLETE_TAG | ROW_DESCRIPTION_TAG | DATA_ROW_TAG
+                    if self.state == StreamState::ServerDone => {}
+                READY_FOR_QUERY_TAG if self.state == StreamState::ServerDone => {
+                    self.state = StreamState::Finished;
+                    return Ok(None);
+                }
+                ERROR_RESPONSE_TAG => return Err(server_error(peer, &frame.body)),
+                tag => handle_async_common(peer, tag, &frame.body, "replication streaming")?,
+            }
+        }
+    }
+}
+
+/// The write side of a started replication: standby status updates and the final CopyDone.
+/// `Send + 'static`, so a status task independent of the reader can own it.
+pub struct StatusSender {
+    writer: Arc<Mutex<CopyWriter>>,
+    peer: Arc<str>,
+}
+
+impl std::fmt::Debug for StatusSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusSender")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StatusSender {
+    /// Sends a standby status update ('r') stamped with the current time. `flush` is what the
+    /// server may release WAL up to; it must only cover durably processed transactions.
+    pub async fn send_status(
+        &mut self,
+        write: Lsn,
+        flush: Lsn,
+        apply: Lsn,
+        reply_requested: bool,
+    ) -> Result<(), ReplicationError> {
+        let mut writer = self.writer.lock().await;
+        if writer.copy_done_sent {
+            return Err(protocol(
+                &self.peer,
+                "standby status update after finish(); send the final status before finishing",
+            ));
+        }
+        writer.buf.clear();
+        encode_status(
+            &mut writer.buf,
+            write,
+            flush,
+            apply,
+            pg_now_micros(),
+            reply_requested,
+        );
+        writer.flush_buf(&self.peer).await
+    }
+
+    /// Ends streaming from our side (CopyDone). The stream keeps yielding messages the server
+    /// had already sent until its own CopyDone, then returns `Ok(None)`. Calling it twice is
+    /// harmless.
+    pub async fn finish(&mut self) -> Result<(), ReplicationError> {
+        self.writer.lock().await.send_copy_done(&self.peer).await
+    }
+}
+
+/// Encodes a CopyData-wrapped standby status update.
+fn encode_status(
+    buf: &mut BytesMut,
+    write: Lsn,
+    flush: Lsn,
+    apply: Lsn,
+    now_micros: i64,
+    reply_requested: bool,
+) {
+    const PAYLOAD_LEN: i32 = 1 + 8 + 8 + 8 + 8 + 1;
+    buf.put_u8(COPY_DATA_TAG);
+    buf.put_i32(4 + PAYLOAD_LEN);
+    buf.put_u8(STANDBY_STATUS_UPDATE_TAG);
+    buf.put_u64(write.0);
+    buf.put_u64(flush.0);
+    buf.put_u64(apply.0);
+    buf.put_i64(now_micros);
+    buf.put_u8(u8::from(reply_requested));
+}
+
+/// Now, in microseconds since 2000-01-01 UTC (PostgreSQL's epoch).
+fn pg_now_micros() -> i64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    unix - PG_EPOCH_OFFSET_MICROS
+}
+
+/// Decodes the payload of a CopyData message in a replication stream.
+fn parse_copy_data(body: Bytes) -> Result<ReplicationMessage, String> {
+    let mut cursor = Cursor::new(&body);
+    match cursor.u8() {
+        Some(XLOG_DATA_TAG) => {
+            if body.len() < XLOG_DATA_HEADER_LEN {
+                return Err(format!("XLogData of {} bytes is truncated", body.len()));
+            }
+            let wal_start = cursor.u64().map(Lsn);
+            let wal_end = cursor.u64().map(Lsn);
+            let send_time = cursor.i64();
+            match (wal_start, wal_end, send_time) {
+                (Some(wal_start), Some(wal_end), Some(send_time)) => {
+                    Ok(ReplicationMessage::XLogData {
+                        wal_start,
+                        wal_end,
+                        send_time,
+                        data: body.slice(XLOG_DATA_HEADER_LEN..),
+                    })
+                }
+                _ => Err("XLogData header is truncated".to_owned()),
+            }
+        }
+        Some(PRIMARY_KEEPALIVE_TAG) => {
+            if body.len() < KEEPALIVE_LEN {
+                return Err(format!("keepalive of {} bytes is truncated", body.len()));
+            }
+            match (cursor.u64(), cursor.i64(), cursor.u8()) {
+                (Some(wal_end), Some(send_time), Some(reply)) => {
+                    Ok(ReplicationMessage::Keepalive {
+                        wal_end: Lsn(wal_end),
+                        send_time,
+                        reply_requested: reply != 0,
+                    })
+                }
+                _ => Err("keepalive is truncated".to_owned()),
+            }
+        }
+        Some(kind) => Err(format!(
+            "unknown replication message kind {:?}",
+            char::from(kind)
+        )),
+        None => Err("empty CopyData message".to_owned()),
+    }
+}
+
+/// Decodes a DataRow into text columns.
+fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, String> {
+    let mut cursor = Cursor::new(body);
+    let count = cursor.i16().ok_or("truncated DataRow")?;
+    let count = usize::try_from(count).map_err(|_| "negative DataRow column count")?;
+    let mut row = Vec::with_capacity(count.min(body.len() / 4));
+    for _ in 0..count {
+        let len = cursor.i32().ok_or("truncated DataRow")?;
+        if len == -1 {
+            row.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| "negative DataRow value length")?;
+        let value = cursor.take(len).ok_or("truncated DataRow value")?;
+        let text = std::str::from_utf8(value).map_err(|_| "DataRow value is not UTF-8")?;
+        row.push(Some(text.to_owned()));
+    }
+    if !cursor.rest().is_empty() {
+        return Err("trailing bytes after DataRow".to_owned());
+    }
+    Ok(row)
+}
+
+fn parse_parameter_status(body: &[u8]) -> Result<(String, String), String> {
+    let mut cursor = Cursor::new(body);
+    match (cursor.cstr(), cursor.cstr()) {
+        (Some(name), Some(value)) => Ok((
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        )),
+        _ => Err("truncated ParameterStatus".to_owned()),
+    }
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that we use.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ErrorFields {
+    severity: String,
+    code: String,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+}
+
+impl ErrorFields {
+    /// Lenient: a truncated message yields the fields seen so far.
+    fn parse(body: &[u8]) -> ErrorFields {
+        let mut fields = ErrorFields::default();
+        let mut localized_severity = None;
+        let mut cursor = Cursor::new(body);
+        while let Some(kind) = cursor.u8() {
+            if kind == 0 {
+                break;
+            }
+            let Some(value) = cursor.cstr() else { break };
+            let value = String::from_utf8_lossy(value).into_owned();
+            match kind {
+                b'V' => fields.severity = value,
+                b'S' => localized_severity = Some(value),
+                b'C' => fields.code = value,
+                b'M' => fields.message = value,
+                b'D' => fields.detail = Some(value),
+                b'H' => fields.hint = Some(value),
+                _ => {}
+            }
+        }
+        if fields.severity.is_empty() {
+            fields.severity = localized_severity.unwrap_or_else(|| "ERROR".to_owned());
+        }
+        if fields.code.is_empty() {
+            fields.code = "XX000".to_owned();
+        }
+        fields
+    }
+}
+
+/// An ErrorResponse as a [`ReplicationError::Server`], with our hint for well-known cases.
+fn server_error(peer: &str, body: &[u8]) -> ReplicationError {
+    let fields = ErrorFields::parse(body);
+    let hint = fields.hint.or_else(|| {
+        let ours = match fields.code.as_str() {
+            "42704" => {
+                "the replication slot does not exist; let dbmazz create it or check the slot \
+                 name"
+            }
+            "55006" => {
+                "another connection is using the replication slot; it is released when that \
+                 connection ends"
+            }
+            "42501" => "the role needs the REPLICATION attribute: ALTER ROLE … WITH REPLICATION",
+            "3D000" => "check the database name in DATABASE_URL",
+            "53300" => {
+                "the server has no free connection or walsender slot; raise max_connections or \
+                 max_wal_senders"
+            }
+            _ => return None,
+        };
+        Some(ours.to_owned())
+    });
+    ReplicationError::Server(Box::new(ServerError {
+        peer: peer.to_owned(),
+        severity: fields.severity,
+        code: fields.code,
+        message: fields.message,
+        detail: fields.detail,
+        hint,
+    }))
+}
+
+/// An ErrorResponse during startup: class 28 (invalid authorization) becomes
+/// [`ReplicationError::Auth`].
+fn startup_error(peer: &str, body: &[u8]) -> ReplicationError {
+    let fields = ErrorFields::parse(body);
+    let hint = match fields.code.as_str() {
+        "28P01" => AUTH_PASSWORD_HINT,
+        code if code.starts_with("28") => AUTH_HBA_HINT,
+        _ => return server_error(peer, body),
+    };
+    ReplicationError::Auth {
+        peer: peer.to_owned(),
+        code: Some(fields.code),
+        message: fields.message,
+        hint,
+    }
+}
+
+fn protocol(peer: &str, what: impl std::fmt::Display) -> ReplicationError {
+    ReplicationError::Protocol(format!("protocol error from PostgreSQL at {peer}: {what}"))
+}
+
+fn io_error(peer: &str, source: io::Error) -> ReplicationError {
+    ReplicationError::Io {
+        peer: peer.to_owned(),
+        source,
+    }
+}
+
+fn single_row<'a>(
+    peer: &str,
+    command: &str,
+    rows: &'a [Vec<Option<String>>],
+    min_columns: usize,
+) -> Result<&'a [Option<String>], ReplicationError> {
+    match rows {
+        [row] if row.len() >= min_columns => Ok(row),
+        _ => Err(protocol(
+            peer,
+            format!(
+                "{command} returned {} rows, expected one row of at least {min_columns} columns",
+                rows.len()
+            ),
+        )),
+    }
+}
+
+fn parse_lsn(peer: &str, what: &str, text: Option<&str>) -> Result<Lsn, ReplicationError> {
+    text.and_then(|t| t.parse().ok())
+        .ok_or_else(|| protocol(peer, format!("{what} is not an LSN")))
+}
+
+/// `"name"` with embedded quotes doubled, as the replication grammar expects.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'value'` with embedded quotes doubled (the replication lexer knows no backslash escapes).
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// PostgreSQL 15 introduced the parenthesized option list; older servers need the keywords.
+fn create_slot_command(slot: &str, export_snapshot: bool, server_major: Option<u32>) -> String {
+    let slot = quote_ident(slot);
+    match (server_major, export_snapshot) {
+        (Some(major), true) if major < 15 => {
+            format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput EXPORT_SNAPSHOT")
+        }
+        (Some(major), false) if major < 15 => {
+            format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput NOEXPORT_SNAPSHOT")
+        }
+        (_, true) => format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'export')"),
+        (_, false) => {
+            format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'nothing')")
+        }
+    }
+}
+
+fn start_replication_command(slot: &str, start: Lsn, options: &[(&str, &str)]) -> String {
+    let mut command = format!(
+        "START_REPLICATION SLOT {} LOGICAL {start}",
+        quote_ident(slot)
+    );
+    if !options.is_empty() {
+        let list: Vec<String> = options
+            .iter()
+            .map(|(name, value)| format!("{} {}", quote_ident(name), quote_literal(value)))
+            .collect();
+        command.push_str(" (");
+        command.push_str(&list.join(", "));
+        command.push(')');
+    }
+    command
+}
+
+/// Bounds-checked big-endian reads over a message body.
+struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf }
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N).and_then(|s| s.try_into().ok())
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    fn i16(&mut self) -> Option<i16> {
+        self.array().map(i16::from_be_bytes)
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        self.array().map(i32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        self.array().map(i64::from_be_bytes)
+    }
+
+    /// A NUL-terminated string, without the NUL.
+    fn cstr(&mut self) -> Option<&'a [u8]> {
+        let end = memchr::memchr(0, self.buf)?;
+        let s = &self.buf[..end];
+        self.buf = &self.buf[end + 1..];
+        Some(s)
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn xlog(start: u64, end: u64, time: i64, data: &[u8]) -> Vec<u8> {
+        let mut body = vec![XLOG_DATA_TAG];
+        body.extend_from_slice(&start.to_be_bytes());
+        body.extend_from_slice(&end.to_be_bytes());
+        body.extend_from_slice(&time.to_be_bytes());
+        body.extend_from_slice(data);
+        body
+    }
+
+    #[test]
+    fn frames_are_split_only_when_complete() {
+        let mut wire = message(b'd', b"hello");
+        wire.extend_from_slice(&message(b'Z', b"I"));
+        let mut buf = BytesMut::new();
+        for (i, byte) in wire.iter().enumerate() {
+            buf.put_u8(*byte);
+            let frame = take_frame(&mut buf).unwrap();
+            if i + 1 == 10 {
+                assert_eq!(
+                    frame,
+                    Some(Frame {
+                        tag: b'd',
+                        body: Bytes::from_static(b"hello")
+                    })
+                );
+            } else if i + 1 == wire.len() {
+                assert_eq!(
+                    frame,
+                    Some(Frame {
+                        tag: b'Z',
+                        body: Bytes::from_static(b"I")
+                    })
+                );
+            } else {
+                assert_eq!(frame, None, "after {} bytes", i + 1);
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn many_frames_come_out_of_one_buffer() {
+        let mut buf = BytesMut::new();
+        for i in 0..100u8 {
+            buf.extend_from_slice(&message(b'd', &[i; 3]));
+        }
+        let mut seen = 0;
+        while let Some(frame) = take_frame(&mut buf).unwrap() {
+            assert_eq!(frame.body.as_ref(), &[seen; 3]);
+            seen += 1;
+        }
+        assert_eq!(seen, 100);
+    }
+
+    #[test]
+    fn bad_lengths_are_errors_not_panics() {
+        let mut buf = BytesMut::from(&[b'd', 0, 0, 0, 3][..]);
+        assert!(take_frame(&mut buf).is_err());
+        let mut buf = BytesMut::from(&[b'd', 0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(take_frame(&mut buf).unwrap_err().contains("more than"));
+        let mut buf = BytesMut::from(&[b'd', 0xff, 0xff, 0xff, 0xff][..]);
+        assert!(take_frame(&mut buf).is_err());
+    }
+
+    #[test]
+    fn partial_large_frame_reserves_room_once() {
+        let mut buf = BytesMut::from(&[b'd', 0, 0x10, 0, 4][..]);
+        assert_eq!(take_frame(&mut buf).unwrap(), None);
+        assert!(buf.capacity() > 0x10_0004);
+    }
+
+    #[test]
+    fn xlogdata_payload_is_a_zero_copy_slice() {
+        let wire = message(b'd', &xlog(0x10, 0x20, 7, b"BEGIN"));
+        let mut buf = BytesMut::from(&wire[..]);
+        let base = buf.as_ptr() as usize;
+        let frame = take_frame(&mut buf).unwrap().unwrap();
+        let msg = parse_copy_data(frame.body).unwrap();
+        let ReplicationMessage::XLogData {
+            wal_start,
+            wal_end,
+            send_time,
+            data,
+        } = msg
+        else {
+            panic!("expected XLogData");
+        };
+        assert_eq!((wal_start, wal_end, send_time), (Lsn(0x10), Lsn(0x20), 7));
+        assert_eq!(data.as_ref(), b"BEGIN");
+        assert_eq!(data.as_ptr() as usize, base + 5 + XLOG_DATA_HEADER_LEN);
+    }
+
+    #[test]
+    fn keepalives_decode() {
+        let mut body = vec![PRIMARY_KEEPALIVE_TAG];
+        body.extend_from_slice(&0x1_0000_0002u64.to_be_bytes());
+        body.extend_from_slice(&(-5i64).to_be_bytes());
+        body.push(1);
+        assert_eq!(
+            parse_copy_data(Bytes::from(body)).unwrap(),
+            ReplicationMessage::Keepalive {
+                wal_end: Lsn(0x1_0000_0002),
+                send_time: -5,
+                reply_requested: true
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_or_unknown_copy_data_is_rejected() {
+        assert!(parse_copy_data(Bytes::new()).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"w\0\0")).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"k\0\0\0\0\0\0\0\0")).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"x"))
+            .unwrap_err()
+            .contains("'x'"));
+    }
+
+    #[test]
+    fn data_rows_decode_text_and_nulls() {
+        let mut body = 3i16.to_be_bytes().to_vec();
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"hi");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            parse_data_row(&body).unwrap(),
+            vec![Some("hi".to_owned()), None, Some(String::new())]
+        );
+        let mut bad = 1i16.to_be_bytes().to_vec();
+        bad.extend_from_slice(&100i32.to_be_bytes());
+        assert!(parse_data_row(&bad).is_err());
+        let mut bad = 1i16.to_be_bytes().to_vec();
+        bad.extend_from_slice(&(-7i32).to_be_bytes());
+        assert!(parse_data_row(&bad).is_err());
+        assert!(parse_data_row(&(-1i16).to_be_bytes()).is_err());
+    }
+
+    fn error_body(fields: &[(u8, &str)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (kind, value) in fields {
+            body.push(*kind);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        body
+    }
+
+    #[test]
+    fn server_errors_carry_code_hint_and_peer() {
+        let body = error_body(&[
+            (b'S', "ERREUR"),
+            (b'V', "ERROR"),
+            (b'C', "42704"),
+            (b'M', "replication slot \"s\" does not exist"),
+        ]);
+        let err = server_error("db:5432", &body);
+        assert_eq!(err.code(), Some("42704"));
+        assert!(!err.is_transient());
+        let text = err.to_string();
+        assert!(text.contains("db:5432") && text.contains("42704"), "{text}");
+        assert!(
+            text.contains("hint: the replication slot does not exist"),
+            "{text}"
+        );
+
+        let body = error_body(&[
+            (b'V', "ERROR"),
+            (b'C', "55006"),
+            (b'M', "slot active"),
+            (b'H', "wait"),
+        ]);
+        let err = server_error("db:5432", &body);
+        assert!(err.is_transient());
+        assert!(err.to_string().ends_with("; hint: wait"), "{err}");
+    }
+
+    #[test]
+    fn startup_auth_failures_become_auth_errors() {
+        let body = error_body(&[
+            (b'V', "FATAL"),
+            (b'C', "28P01"),
+            (b'M', "password authentication failed for user \"alice\""),
+        ]);
+        let err = startup_error("h:1", &body);
+        assert!(matches!(err, ReplicationError::Auth { .. }));
+        assert!(!err.is_transient());
+        let text = err.to_string();
+        assert!(text.contains("user \"alice\""), "{text}");
+        assert!(
+            text.contains("h:1") && text.contains(AUTH_PASSWORD_HINT),
+            "{text}"
+        );
+
+        let body = error_body(&[(b'V', "FATAL"), (b'C', "57P03"), (b'M', "starting up")]);
+        let err = startup_error("h:1", &body);
+        assert!(matches!(err, ReplicationError::Server(_)) && err.is_transient());
+    }
+
+    #[test]
+    fn truncated_error_fields_are_tolerated() {
+        let fields = ErrorFields::parse(b"Cxx");
+        assert_eq!(fields.code, "XX000");
+        assert_eq!(fields.severity, "ERROR");
+    }
+
+    #[test]
+    fn transient_classification() {
+        for code in ["08006", "57P01", "57P03", "53300", "55006", "40P01"] {
+            assert!(sqlstate_is_transient(code), "{code}");
+        }
+        for code in [
+            "42704", "55000", "28P01", "42501", "3D000", "XX000", "0A000",
+        ] {
+            assert!(!sqlstate_is_transient(code), "{code}");
+        }
+        let io = io_error(
+            "h:1",
+            io::Error::new(io::ErrorKind::ConnectionReset, "reset"),
+        );
+        assert!(io.is_transient() && io.to_string().contains("h:1"));
+        assert!(!protocol("h:1", "x").is_transient());
+    }
+
+    #[test]
+    fn status_update_layout() {
+        let mut buf = BytesMut::new();
+        encode_status(&mut buf, Lsn(1), Lsn(2), Lsn(3), 4, true);
+        assert_eq!(buf.len(), 1 + 4 + 34);
+        assert_eq!(&buf[..6], &[b'd', 0, 0, 0, 38, b'r']);
+        assert_eq!(&buf[6..14], &1u64.to_be_bytes());
+        assert_eq!(&buf[14..22], &2u64.to_be_bytes());
+        assert_eq!(&buf[22..30], &3u64.to_be_bytes());
+        assert_eq!(&buf[30..38], &4i64.to_be_bytes());
+        assert_eq!(buf[38], 1);
+    }
+
+    #[test]
+    fn pg_clock_is_after_2020() {
+        // 2020-01-01 is 631_152_000 s after 2000-01-01.
+        assert!(pg_now_micros() > 631_152_000_000_000);
+    }
+
+    #[test]
+    fn commands_quote_identifiers_and_literals() {
+        assert_eq!(
+            start_replication_command(
+                "my\"slot",
+                Lsn(0x1_0000_00FF),
+                &[("proto_version", "2"), ("publication_names", "\"p'1\"")]
+            ),
+            "START_REPLICATION SLOT \"my\"\"slot\" LOGICAL 1/FF (\"proto_version\" '2', \
+             \"publication_names\" '\"p''1\"')"
+        );
+        assert_eq!(
+            start_replication_command("s", Lsn::ZERO, &[]),
+            "START_REPLICATION SLOT \"s\" LOGICAL 0/0"
+        );
+        assert_eq!(
+            create_slot_command("s", true, Some(15)),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'export')"
+        );
+        assert_eq!(
+            create_slot_command("s", false, Some(16)),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing')"
+        );
+        assert_eq!(
+            create_slot_command("s", false, Some(14)),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT"
+        );
+    }
+
+    #[test]
+    fn halves_can_move_to_other_tasks() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<ReplicationClient>();
+        assert_send::<ReplicationStream>();
+        assert_send::<StatusSender>();
+        assert_send::<ReplicationError>();
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_server_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512)
+        ) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(frame)) = take_frame(&mut buf) {
+                let _ = parse_copy_data(frame.body.clone());
+                let _ = parse_data_row(&frame.body);
+                let _ = parse_parameter_status(&frame.body);
+                let _ = ErrorFields::parse(&frame.body);
+            }
+            let _ = parse_copy_data(Bytes::from(bytes.clone()));
+            let _ = parse_data_row(&bytes);
+            let _ = ErrorFields::parse(&bytes);
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! Automatic source setup: checks, publication, slot and replica identity.
+//!
+//! Operators only name tables; dbmazz prepares the rest and says exactly what to do when it
+//! cannot. Every step is safe to repeat after a crash:
+//!
+//! 1. `wal_level` must be `logical` and the database encoding UTF8.
+//! 2. Every table in `TABLES` must exist, be a plain table, and have a primary key. The replica
+//!    identity is left alone by default (partial updates in the sink make FULL unnecessary);
+//!    `REPLICA_IDENTITY=full` sets FULL.
+//! 3. The publication is created, or the missing tables are added to it; it must publish
+//!    inserts, updates, deletes and truncates.
+//! 4. The slot is created if missing, unless a checkpoint says it existed before: then changes
+//!    may have been lost and dbmazz refuses to paper over that with a fresh slot.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::config::{quote_ident, Config, ReplicaIdentityPolicy, TableName};
+use crate::postgres::replication::{ReplicationClient, ReplicationError};
+use crate::postgres::schema_cache::TableCatalog;
+use crate::value::{Scalar, ValueKind};
+use crate::Lsn;
+
+/// Setup cannot continue.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `wal_level` is not logical.
+    #[error(
+        "wal_level is {actual:?} but logical replication needs 'logical': run \
+         ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+    )]
+    WalLevel {
+        /// The current setting.
+        actual: String,
+    },
+    /// The database encoding is not UTF8.
+    #[error("database encoding is {actual}, but dbmazz needs UTF8 to emit valid JSON text; replicate from a UTF8 database")]
+    Encoding {
+        /// The current encoding.
+        actual: String,
+    },
+    /// A table does not exist.
+    #[error("Table '{table}' not found in PostgreSQL. Verify the table exists and is accessible, or fix TABLES.")]
+    TableNotFound {
+        /// Table.
+        table: TableName,
+    },
+    /// Not a plain table.
+    #[error("{table} is a {kind}, not a table; TABLES may only list ordinary tables")]
+    NotATable {
+        /// Table.
+        table: TableName,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// No primary key.
+    #[error(
+        "table {table} has no primary key: add one (ALTER TABLE {quoted} ADD PRIMARY KEY (...)); \
+         dbmazz needs a key to apply updates and deletes in the sink"
+    )]
+    NoPrimaryKey {
+        /// Table.
+        table: TableName,
+        /// Quoted name for the hint.
+        quoted: String,
+    },
+    /// Replica identity that hides the key.
+    #[error(
+        "table {table} has REPLICA IDENTITY {identity}: updates and deletes would not carry its \
+         primary key; run ALTER TABLE {quoted} REPLICA IDENTITY DEFAULT, or set REPLICA_IDENTITY=full"
+    )]
+    ReplicaIdentity {
+        /// Table.
+        table: TableName,
+        /// Quoted name for the hint.
+        quoted: String,
+        /// NOTHING or USING INDEX.
+        identity: &'static str,
+    },
+    /// The publication leaves out some operations.
+    #[error(
+        "publication {publication} does not publish {missing}; run ALTER PUBLICATION {publication} \
+         SET (publish = 'insert, update, delete, truncate')"
+    )]
+    PublicationOps {
+        /// Publication.
+        publication: String,
+        /// The missing operations.
+        missing: String,
+    },
+    /// The slot exists with settings dbmazz cannot use.
+    #[error("replication slot {slot} {problem}")]
+    SlotUnusable {
+        /// Slot.
+        slot: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// The slot is in use by another connection.
+    #[error(
+        "replication slot {slot} is active for PID {pid}: another consumer (or a connection the \
+         server has not noticed is dead) holds it; stop the other consumer, or wait for wal_sender_timeout"
+    )]
+    SlotActive {
+        /// Slot.
+        slot: String,
+        /// Walsender PID.
+        pid: i32,
+    },
+    /// A checkpoint exists but its slot is gone.
+    #[error(
+        "replication slot {slot} does not exist, but dbmazz_checkpoints holds LSN {checkpoint} for \
+         it: the slot was dropped and changes after {checkpoint} may be lost. To start over, delete \
+         the checkpoint row (DELETE FROM dbmazz_checkpoints WHERE slot_name = '{slot}') and restart \
+         with a fresh copy of the tables"
+    )]
+    SlotLost {
+        /// Slot.
+        slot: String,
+        /// Stored checkpoint.
+        checkpoint: Lsn,
+    },
+    /// A catalog query or DDL statement failed.
+    #[error("{action} failed: {source}")]
+    Sql {
+        /// What was being done.
+        action: String,
+        /// Cause.
+        source: tokio_postgres::Error,
+    },
+    /// Creating the slot failed.
+    #[error("creating replication slot {slot} failed: {source}")]
+    CreateSlot {
+        /// Slot.
+        slot: String,
+        /// Cause.
+        source: ReplicationError,
+    },
+}
+
+impl SetupError {
+    /// Whether retrying later may help (connection trouble, a slot still held by a dead peer).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SetupError::SlotActive { .. } => true,
+            SetupError::Sql { source, .. } => source.is_closed() || source.code().is_none(),
+            SetupError::CreateSlot { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+fn sql(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SetupError {
+    let action = action.into();
+    move |source| SetupError::Sql { action, source }
+}
+
+/// What setup learned about the source.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    /// Key columns of each table.
+    pub tables: Vec<TableCatalog>,
+    /// JSON treatment of the non-built-in column types.
+    pub types: HashMap<u32, ValueKind>,
+    /// The server's `wal_sender_timeout` (None when disabled).
+    pub wal_sender_timeout: Option<Duration>,
+}
+
+/// Checks the server and tables, sets replica identity, and prepares the publication.
+pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceInfo, SetupError> {
+    let wal_level = show(client, "wal_level").await?;
+    if wal_level != "logical" {
+        return Err(SetupError::WalLevel { actual: wal_level });
+    }
+    let encoding = show(client, "server_encoding").await?;
+    if encoding != "UTF8" && encoding != "SQL_ASCII" {
+        return Err(SetupError::Encoding { actual: encoding });
+    }
+    let timeout_ms: i64 = client
+        .query_one(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'",
+            &[],
+        )
+        .await
+        .map_err(sql("reading wal_sender_timeout"))?
+        .get(0);
+    let wal_sender_timeout =
+        (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.unsigned_abs()));
+
+    let mut tables = Vec::new();
+    let mut oids: Vec<u32> = Vec::new();
+    for table in &config.tables {
+        let (oid, key_columns) = check_table(client, table, config.replica_identity).await?;
+        oids.push(oid);
+        tables.push(TableCatalog {
+            name: table.clone(),
+            key_columns,
+        });
+    }
+    let types = resolve_types(client, &oids).await?;
+    ensure_publication(client, &config.publication_name, &config.tables).await?;
+    Ok(SourceInfo {
+        tables,
+        types,
+        wal_sender_timeout,
+    })
+}
+
+async fn show(client: &Client, setting: &str) -> Result<String, SetupError> {
+    let rows = client
+        .simple_query(&format!("SHOW {setting}"))
+        .await
+        .map_err(sql(format!("SHOW {setting}")))?;
+    Ok(rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+async fn check_table(
+    client: &Client,
+    table: &TableName,
+    policy: ReplicaIdentityPolicy,
+) -> Result<(u32, Vec<String>), SetupError> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid, c.relkind::text, c.relreplident::text, \
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                       FROM pg_index i \
+                       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                      WHERE i.indrelid = c.oid AND i.indisprimary), '{}') \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .map_err(sql(format!("looking up table {table}")))?;
+    let Some(row) = row else {
+        return Err(SetupError::TableNotFound {
+            table: table.clone(),
+        });
+    };
+    let oid: u32 = row.get(0);
+    let relkind: String = row.get(1);
+    let identity: String = row.get(2);
+    let key: Vec<String> = row.get(3);
+    let kind = match relkind.as_str() {
+        "r" => None,
+        "p" => Some("partitioned table (list its partitions instead)"),
+        "v" => Some("view"),
+        "m" => Some("materialized view"),
+        "f" => Some("foreign table"),
+        _ => Some("relation of another kind"),
+    };
+    if let Some(kind) = kind {
+        return Err(SetupError::NotATable {
+            table: table.clone(),
+            kind,
+        });
+    }
+    if key.is_empty() {
+        return Err(SetupError::NoPrimaryKey {
+            table: table.clone(),
+            quoted: table.quoted(),
+        });
+    }
+    match (policy, identity.as_str()) {
+        (ReplicaIdentityPolicy::Full, "f") | (ReplicaIdentityPolicy::Default, "d" | "f") => {}
+        (ReplicaIdentityPolicy::Full, _) => {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} REPLICA IDENTITY FULL",
+                    table.quoted()
+                ))
+                .await
+                .map_err(sql(format!("setting REPLICA IDENTITY FULL on {table}")))?;
+            tracing::info!(table = %table, "set replica identity full");
+        }
+        (ReplicaIdentityPolicy::Default, other) => {
+            return Err(SetupError::ReplicaIdentity {
+                table: table.clone(),
+                quoted: table.quoted(),
+                identity: if other == "n" {
+                    "NOTHING"
+                } else {
+                    "USING INDEX"
+                },
+            })
+        }
+    }
+    Ok((oid, key))
+}
+
+/// Resolves the JSON treatment of user-defined column types (domains, enums, arrays of them).
+async fn resolve_types(
+    client: &Client,
+    oids: &[u32],
+) -> Result<HashMap<u32, ValueKind>, SetupError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT t.oid, t.typtype::text, t.typbasetype, t.typelem, \
+                    coalesce(e.typbasetype, 0::oid), coalesce(e.typdelim, ',')::text \
+               FROM pg_attribute a \
+               JOIN pg_type t ON t.oid = a.atttypid \
+               LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
+              WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&oids],
+        )
+        .await
+        .map_err(sql("reading column types"))?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let oid: u32 = row.get(0);
+        if ValueKind::for_builtin_oid(oid).is_some() {
+            continue;
+        }
+        let typtype: String = row.get(1);
+        let base: u32 = row.get(2);
+        let elem: u32 = row.get(3);
+        let elem_base: u32 = row.get(4);
+        let delim: String = row.get(5);
+        let scalar_of = |o: u32| match ValueKind::for_builtin_oid(o) {
+            Some(ValueKind::Scalar(s)) => s,
+            _ => Scalar::Text,
+        };
+        let kind = if elem != 0 && typtype != "d" {
+            let elem_oid = if elem_base != 0 { elem_base } else { elem };
+            ValueKind::Array {
+                elem: scalar_of(elem_oid),
+                delim: delim.bytes().next().unwrap_or(b','),
+            }
+        } else if typtype == "d" {
+            ValueKind::for_builtin_oid(base).unwrap_or(ValueKind::Scalar(Scalar::Text))
+        } else {
+            ValueKind::Scalar(Scalar::Text)
+        };
+        out.insert(oid, kind);
+    }
+    Ok(out)
+}
+
+async fn ensure_publication(
+    client: &Client,
+    publication: &str,
+    tables: &[TableName],
+) -> Result<(), SetupError> {
+    let pub_ident = quote_ident(publication);
+    let row = client
+        .query_opt(
+            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate \
+               FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql(format!("looking up publication {publication}")))?;
+    let Some(row) = row else {
+        let list: Vec<String> = tables.iter().map(TableName::quoted).collect();
+        client
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {pub_ident} FOR TABLE {}",
+                list.join(", ")
+            ))
+            .await
+            .map_err(sql(format!("creating publication {publication}")))?;
+        tracing::info!(publication, tables = list.len(), "created publication");
+        return Ok(());
+    };
+    let ops = ["insert", "update", "delete", "truncate"];
+    let missing: Vec<&str> = ops
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !row.get::<_, bool>(i + 1))
+        .map(|(_, op)| *op)
+        .collect();
+    if !missing.is_empty() {
+        return Err(SetupError::PublicationOps {
+            publication: publication.into(),
+            missing: missing.join(", "),
+        });
+    }
+    if row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    let published: Vec<(String, String)> = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql(format!("listing tables of publication {publication}")))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for table in tables {
+        let present = published
+            .iter()
+            .any(|(s, n)| *s == table.schema && *n == table.name);
+        if !present {
+            client
+                .batch_execute(&format!(
+                    "ALTER PUBLICATION {pub_ident} ADD TABLE {}",
+                    table.quoted()
+                ))
+                .await
+                .map_err(sql(format!("adding {table} to publication {publication}")))?;
+            tracing::info!(publication, table = %table, "added table to publication");
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure the slot exists and is usable; returns the slot's `confirmed_flush_lsn`.
+pub async fn ensure_slot(
+    client: &Client,
+    repl: &mut ReplicationClient,
+    slot: &str,
+    checkpoint: Option<Lsn>,
+) -> Result<Lsn, SetupError> {
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, slot_type, database::text = current_database(), active, \
+                    coalesce(active_pid, 0), coalesce(wal_status, ''), \
+                    coalesce(confirmed_flush_lsn::text, '0/0') \
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql(format!("looking up replication slot {slot}")))?;
+    let unusable = |problem: String| SetupError::SlotUnusable {
+        slot: slot.into(),
+        problem,
+    };
+    let Some(row) = row else {
+        if let Some(checkpoint) = checkpoint {
+            return Err(SetupError::SlotLost {
+                slot: slot.into(),
+                checkpoint,
+            });
+        }
+        let created = repl
+            .create_logical_slot(slot, false)
+            .await
+            .map_err(|source| SetupError::CreateSlot {
+                slot: slot.into(),
+                source,
+            })?;
+        tracing::info!(slot, consistent_point = %created.consistent_point, "created replication slot");
+        return Ok(created.consistent_point);
+    };
+    let plugin: Option<String> = row.get(0);
+    let slot_type: String = row.get(1);
+    let same_db: Option<bool> = row.get(2);
+    let active: bool = row.get(3);
+    let pid: i32 = row.get(4);
+    let wal_status: String = row.get(5);
+    let confirmed: String = row.get(6);
+    if slot_type != "logical" || plugin.as_deref() != Some("pgoutput") {
+        return Err(unusable(format!(
+            "is a {slot_type} slot with plugin {}; dbmazz needs a logical pgoutput slot: use another SLOT_NAME",
+            plugin.as_deref().unwrap_or("none")
+        )));
+    }
+    if same_db != Some(true) {
+        return Err(unusable(
+            "belongs to another database; use another SLOT_NAME".into(),
+        ));
+    }
+    if wal_status == "lost" {
+        return Err(unusable(
+            "was invalidated (wal_status = lost): the WAL it needed was removed, so changes were \
+             lost. Drop the slot and its checkpoint row, raise max_slot_wal_keep_size, and restart \
+             with a fresh copy of the tables"
+                .into(),
+        ));
+    }
+    if active {
+        return Err(SetupError::SlotActive {
+            slot: slot.into(),
+            pid,
+        });
+    }
+    let confirmed: Lsn = confirmed.parse().unwrap_or(Lsn::ZERO);
+    if let Some(cp) = checkpoint {
+        if confirmed > cp {
+            tracing::warn!(slot, confirmed = %confirmed, checkpoint = %cp,
+                "the slot is ahead of the checkpoint: something else confirmed this slot; changes between them were not written by dbmazz");
+        }
+    }
+    Ok(confirmed)
+}

@@ -1,0 +1,8 @@
+//! The integration suite: one binary, one module per concern. Every test that needs PostgreSQL
+//! starts its own real PostgreSQL 15 cluster through `support::pg`.
+
+mod support;
+
+mod cdc;
+mod decoder;
+mod replication;

@@ -1,0 +1,228 @@
+//! Runs the real `dbmazz` binary as a child process, and reads what it wrote.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use tempfile::TempDir;
+
+/// One replication job: its environment and output file, reusable across restarts.
+pub struct Job {
+    env: Vec<(String, String)>,
+    dir: TempDir,
+    runs: AtomicUsize,
+}
+
+impl Job {
+    /// A job streaming `tables` from `url` into an NDJSON file, flushing every 100 ms.
+    pub fn new(url: &str, tables: &str) -> Job {
+        let dir = tempfile::Builder::new()
+            .prefix("dbmazz-job")
+            .tempdir()
+            .unwrap();
+        let out = dir.path().join("out.ndjson");
+        Job {
+            env: vec![
+                ("DATABASE_URL".into(), url.into()),
+                ("TABLES".into(), tables.into()),
+                ("SINK_TYPE".into(), "ndjson".into()),
+                ("NDJSON_PATH".into(), out.display().to_string()),
+                ("FLUSH_INTERVAL_MS".into(), "100".into()),
+                ("RUST_LOG".into(), "info".into()),
+            ],
+            dir,
+            runs: AtomicUsize::new(0),
+        }
+    }
+
+    /// Sets (or replaces) an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Job {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The NDJSON output path.
+    pub fn out(&self) -> PathBuf {
+        PathBuf::from(&self.env.iter().find(|(k, _)| k == "NDJSON_PATH").unwrap().1)
+    }
+
+    /// A scratch directory that lives as long as the job.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the binary.
+    pub fn spawn(&self) -> Proc {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let log = self.dir.path().join(format!("dbmazz-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_dbmazz"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("spawn dbmazz");
+        Proc { child, log }
+    }
+
+    /// Starts the binary and waits until it streams.
+    pub fn spawn_streaming(&self) -> Proc {
+        let mut p = self.spawn();
+        p.wait_for_log("streaming changes", Duration::from_secs(60));
+        p
+    }
+
+    /// Every NDJSON line written so far.
+    pub fn lines(&self) -> Vec<Json> {
+        read_ndjson(&self.out())
+    }
+}
+
+/// Parses an NDJSON file; every line must be a JSON object.
+pub fn read_ndjson(path: &Path) -> Vec<Json> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// A running (or finished) dbmazz process.
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// What it logged on stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill9(&mut self) {
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "dbmazz did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "dbmazz exited ({status}) before logging {needle:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "dbmazz did not log {needle:?} within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident memory (VmHWM) in KiB, while the process is alive.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds, panicking with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Applies NDJSON change lines in order, giving the final row per `schema.table` and key.
+/// Unchanged TOAST columns keep their previous value; deletes remove the row.
+pub fn final_state(lines: &[Json]) -> BTreeMap<(String, String), BTreeMap<String, Json>> {
+    let mut state: BTreeMap<(String, String), BTreeMap<String, Json>> = BTreeMap::new();
+    for line in lines {
+        let table = format!(
+            "{}.{}",
+            line["schema"].as_str().unwrap(),
+            line["table"].as_str().unwrap()
+        );
+        match line["op"].as_str().unwrap() {
+            "insert" | "update" => {
+                if let Some(old) = line.get("old_key") {
+                    state.remove(&(table.clone(), old.to_string()));
+                }
+                let key = (table, line["key"].to_string());
+                let mut row = state.remove(&key).unwrap_or_default();
+                for (k, v) in line["columns"].as_object().unwrap() {
+                    row.insert(k.clone(), v.clone());
+                }
+                state.insert(key, row);
+            }
+            "delete" => {
+                state.remove(&(table, line["key"].to_string()));
+            }
+            "truncate" => state.retain(|(t, _), _| *t != table),
+            _ => {}
+        }
+    }
+    state
+}

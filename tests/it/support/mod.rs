@@ -1,0 +1,9 @@
+//! Helpers shared by the integration tests.
+//!
+//! - [`pg`]: throw-away PostgreSQL clusters, one per test, started from a template made once.
+//! - [`dbmazz`]: the real `dbmazz` binary as a child process.
+
+#![allow(dead_code)] // each test file uses a different subset of the helpers
+
+pub mod dbmazz;
+pub mod pg;
