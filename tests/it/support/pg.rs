@@ -450,16 +450,27 @@ fn available_bytes(path: &Path) -> Option<u64> {
     (rc == 0).then(|| stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
-/// cargo's per-target scratch directory if `postgres` can reach it, else the system temp dir.
+/// cargo's per-target scratch directory when usable (root: `postgres` can reach it; otherwise:
+/// we can write there), else the system temp dir.
 fn template_parent() -> PathBuf {
     let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let reachable = !is_root()
-        || Command::new("runuser")
+    if fs::create_dir_all(&target_tmp).is_err() {
+        return std::env::temp_dir();
+    }
+    let usable = if is_root() {
+        Command::new("runuser")
             .args(["-u", "postgres", "--", "test", "-x"])
             .arg(&target_tmp)
             .status()
-            .is_ok_and(|s| s.success());
-    if reachable && fs::create_dir_all(&target_tmp).is_ok() {
+            .is_ok_and(|s| s.success())
+    } else {
+        Command::new("test")
+            .arg("-w")
+            .arg(&target_tmp)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if usable {
         target_tmp
     } else {
         std::env::temp_dir()
