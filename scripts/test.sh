@@ -11,7 +11,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "==> cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
-cargo test --locked -- --test-threads "${TEST_THREADS:-2}"
+cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-2}"

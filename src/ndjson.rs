@@ -121,9 +121,9 @@ pub fn encode_event(out: &mut Vec<u8>, event: &Event) -> Result<(), SinkError> {
         Event::Row(row) => encode_row(out, row),
         Event::Truncate(t) => {
             head(out, "truncate", &t.table, &t.pos);
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                ",\"cascade\":{},\"restart_identity\":{}}}\n",
+                ",\"cascade\":{},\"restart_identity\":{}}}",
                 t.cascade, t.restart_identity
             );
             Ok(())
