@@ -29,8 +29,9 @@ use tokio::task::JoinHandle;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{quote_ident, Config, SinkConfig};
+use crate::job::{JobHandle, RunState, Stage};
 use crate::ndjson::NdjsonSink;
-use crate::pipeline::batcher::{self, Batcher, BatcherStats};
+use crate::pipeline::batcher::{self, Batcher};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
 use crate::postgres::reader::{Progress, ReaderError, ReaderExit, WalReader};
 use crate::postgres::replication::{
@@ -85,42 +86,73 @@ impl DaemonError {
     }
 }
 
-/// Runs the job until `shutdown` turns true (then drains and returns `Ok`) or a definite error.
-pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+/// Runs the job until a drain is requested through `job` (then drains and returns `Ok`) or a
+/// definite error (returned, and recorded in the job state for Health).
+pub async fn run(config: Config, job: JobHandle) -> Result<(), DaemonError> {
+    let mut drain = job.drain();
+    let mut paused = job.paused();
     let mut backoff = Duration::from_secs(1);
     loop {
+        if *drain.borrow() {
+            job.set_state(Stage::Cdc, RunState::Stopped, "Stopped", None);
+            return Ok(());
+        }
+        if *paused.borrow() {
+            job.set_state(Stage::Cdc, RunState::Paused, "Paused", None);
+            tracing::info!("paused: changes wait in the slot until resumed");
+            tokio::select! {
+                _ = paused.wait_for(|p| !*p) => tracing::info!("resuming"),
+                _ = drain.wait_for(|d| *d) => {}
+            }
+            continue;
+        }
         let started = tokio::time::Instant::now();
         let result = match &config.sink {
-            SinkConfig::Ndjson { path: Some(path) } => {
-                run_once(&config, NdjsonSink::file(path).await?, shutdown.clone()).await
-            }
+            SinkConfig::Ndjson { path: Some(path) } => match NdjsonSink::file(path).await {
+                Ok(sink) => run_once(&config, sink, &job).await,
+                Err(e) => Err(e.into()),
+            },
             SinkConfig::Ndjson { path: None } => {
-                run_once(&config, NdjsonSink::stdout(), shutdown.clone()).await
+                run_once(&config, NdjsonSink::stdout(), &job).await
             }
         };
+        let stage = job.state().stage;
         match result {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(e) if e.is_transient() && !*drain.borrow() => {
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_secs(1);
                 }
                 tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "replication stopped, restarting from the checkpoint");
+                job.set_state(stage, RunState::Starting, "Retrying", Some(e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return Ok(()),
+                    _ = drain.wait_for(|d| *d) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                let detail = match stage {
+                    Stage::Init | Stage::Setup => "Setup failed",
+                    Stage::Snapshot => "Snapshot failed",
+                    Stage::Cdc => "Replication failed",
+                };
+                job.set_state(stage, RunState::Failed, detail, Some(e.to_string()));
+                return Err(e);
+            }
         }
     }
 }
 
-async fn run_once<S: Sink>(
-    config: &Config,
-    sink: S,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), DaemonError> {
+/// One connection's worth of streaming: setup, then stream until a pause or drain request (`Ok`)
+/// or an error.
+async fn run_once<S: Sink>(config: &Config, sink: S, job: &JobHandle) -> Result<(), DaemonError> {
+    job.set_state(
+        Stage::Setup,
+        RunState::Starting,
+        "Configuring PostgreSQL",
+        None,
+    );
     let client = connect_sql(&config.database).await?;
     let source = setup::prepare_source(&client, config).await?;
     let store = CheckpointStore::open(
@@ -145,10 +177,11 @@ async fn run_once<S: Sink>(
         )
         .await?;
     tracing::info!(slot = %config.slot_name, start = %start, tables = config.tables.len(), "streaming changes");
+    job.set_state(Stage::Cdc, RunState::Running, "Replicating", None);
 
-    let progress = Arc::new(Progress::default());
-    progress.confirmed.store(start.0, Ordering::Relaxed);
-    progress.received.store(start.0, Ordering::Relaxed);
+    let progress = job.progress().clone();
+    progress.confirmed.fetch_max(start.0, Ordering::Relaxed);
+    progress.received.fetch_max(start.0, Ordering::Relaxed);
     let status_period = source
         .wal_sender_timeout
         .map_or(config.status_interval, |t| {
@@ -166,8 +199,19 @@ async fn run_once<S: Sink>(
     let (durable_tx, durable_rx) = watch::channel(start);
     let mut checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
     let (feeder, rx) = batcher::channel(&config.flush);
-    let stats = Arc::new(BatcherStats::default());
-    let batcher_task = tokio::spawn(Batcher::new(sink, config.flush, rx, durable_tx, stats).run());
+    let batcher_task =
+        tokio::spawn(Batcher::new(sink, job.flush(), rx, durable_tx, job.metrics().clone()).run());
+
+    // The reader stops when a pause or a drain is requested.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (mut paused, mut drain_rx) = (job.paused(), job.drain());
+    let stop_watcher = tokio::spawn(async move {
+        tokio::select! {
+            _ = paused.wait_for(|p| *p) => {}
+            _ = drain_rx.wait_for(|d| *d) => {}
+        }
+        let _ = stop_tx.send(true);
+    });
 
     let cache = SchemaCache::new(&source.tables, source.types);
     let reader = WalReader::new(
@@ -175,21 +219,28 @@ async fn run_once<S: Sink>(
         cache,
         feeder,
         progress.clone(),
+        job.metrics().clone(),
         checkpoint.unwrap_or(Lsn::ZERO),
     );
     let exit = tokio::select! {
-        exit = reader.run(shutdown) => exit,
+        exit = reader.run(stop_rx) => exit,
         r = &mut checkpoint_task => {
             batcher_task.abort();
             status_task.abort();
+            stop_watcher.abort();
             return Err(flatten(r).err().unwrap_or(DaemonError::EndOfStream));
         }
         r = &mut status_task => {
             batcher_task.abort();
             checkpoint_task.abort();
+            stop_watcher.abort();
             return Err(flatten(r).err().unwrap_or(DaemonError::EndOfStream));
         }
     };
+    stop_watcher.abort();
+    if *job.drain().borrow() {
+        job.set_state(Stage::Cdc, RunState::Draining, "Draining", None);
+    }
     let stream = match exit {
         Ok(ReaderExit::Shutdown(stream)) | Ok(ReaderExit::PipelineClosed(stream)) => Some(stream),
         Ok(ReaderExit::EndOfStream) => None,
@@ -218,7 +269,7 @@ async fn run_once<S: Sink>(
     if ended_by_server {
         return Err(DaemonError::EndOfStream);
     }
-    tracing::info!(confirmed = %Lsn(progress.confirmed.load(Ordering::Relaxed)), "stopped cleanly");
+    tracing::info!(confirmed = %Lsn(progress.confirmed.load(Ordering::Relaxed)), "flushed and confirmed everything received");
     Ok(())
 }
 

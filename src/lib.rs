@@ -21,11 +21,16 @@
 //! - [`ndjson`]: the NDJSON sink (one change per line, to stdout or a file).
 //! - [`checkpoint`]: durable commit LSNs in `dbmazz_checkpoints`.
 //! - [`daemon`]: the task tree that wires it together, and the shutdown order.
+//! - [`job`]: the job's run state and the commands (pause, resume, reload, drain) that the
+//!   control plane sends through a handle.
+//! - [`metrics`]: counters and gauges shared by every way of reporting them.
 
 pub mod checkpoint;
 pub mod config;
 pub mod daemon;
+pub mod job;
 pub mod lsn;
+pub mod metrics;
 pub mod ndjson;
 pub mod pipeline;
 pub mod postgres;

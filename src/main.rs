@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 use dbmazz::config::Config;
+use dbmazz::job::JobHandle;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -42,8 +43,8 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        if let Err(e) = spawn_signal_handler(shutdown_tx) {
+        let job = JobHandle::new(&config.slot_name, &config.tables, config.flush);
+        if let Err(e) = spawn_signal_handler(job.clone()) {
             eprintln!("dbmazz: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
             tables = config.tables.len(),
             "dbmazz starting"
         );
-        match dbmazz::daemon::run(config, shutdown_rx).await {
+        match dbmazz::daemon::run(config, job).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "replication stopped");
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
 }
 
 /// First SIGTERM/SIGINT: drain and stop. Second: exit at once.
-fn spawn_signal_handler(shutdown: tokio::sync::watch::Sender<bool>) -> std::io::Result<()> {
+fn spawn_signal_handler(job: JobHandle) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -79,7 +80,7 @@ fn spawn_signal_handler(shutdown: tokio::sync::watch::Sender<bool>) -> std::io::
             seen += 1;
             if seen == 1 {
                 tracing::info!("stop requested: flushing, checkpointing and confirming");
-                let _ = shutdown.send(true);
+                job.request_drain();
             } else {
                 tracing::warn!("second stop signal: exiting now; unconfirmed changes will be resent on restart");
                 std::process::exit(130);

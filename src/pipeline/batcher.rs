@@ -13,15 +13,17 @@
 //! old; that may be in the middle of a transaction, which is fine because only commit markers
 //! move the durable LSN, and replays are idempotent.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::FlushPolicy;
-use crate::pipeline::change::Event;
+use crate::config::{FlushPolicy, TableName};
+use crate::metrics::{Metrics, TableCounters};
+use crate::pipeline::change::{Event, Op};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
 use crate::Lsn;
 
@@ -98,15 +100,6 @@ impl Feeder {
     }
 }
 
-/// Counters the batcher keeps; read by the control plane and tests.
-#[derive(Debug, Default)]
-pub struct BatcherStats {
-    /// Row changes (and truncates) made durable.
-    pub events: AtomicU64,
-    /// Batches written to the sink.
-    pub batches: AtomicU64,
-}
-
 /// Creates the channel between the reader and the batcher, with an in-flight budget of
 /// `2 × max_bytes` bytes.
 pub fn channel(policy: &FlushPolicy) -> (Feeder, mpsc::Receiver<Envelope>) {
@@ -127,27 +120,28 @@ pub fn channel(policy: &FlushPolicy) -> (Feeder, mpsc::Receiver<Envelope>) {
 /// Collects events into batches and hands them to the sink.
 pub struct Batcher<S> {
     sink: S,
-    policy: FlushPolicy,
+    policy: watch::Receiver<FlushPolicy>,
     rx: mpsc::Receiver<Envelope>,
     durable: watch::Sender<Lsn>,
-    stats: Arc<BatcherStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: Sink> Batcher<S> {
-    /// A batcher that reports each newly durable LSN on `durable`.
+    /// A batcher that reports each newly durable LSN on `durable`. The flush policy is read
+    /// live from `policy`, so a reload applies to the next batch.
     pub fn new(
         sink: S,
-        policy: FlushPolicy,
+        policy: watch::Receiver<FlushPolicy>,
         rx: mpsc::Receiver<Envelope>,
         durable: watch::Sender<Lsn>,
-        stats: Arc<BatcherStats>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Batcher {
             sink,
             policy,
             rx,
             durable,
-            stats,
+            metrics,
         }
     }
 
@@ -155,7 +149,8 @@ impl<S: Sink> Batcher<S> {
     pub async fn run(mut self) -> Result<(), SinkError> {
         let mut batch = Batch::default();
         loop {
-            let deadline = batch.oldest.map(|t| t + self.policy.interval);
+            let policy = *self.policy.borrow();
+            let deadline = batch.oldest.map(|t| t + policy.interval);
             let next = tokio::select! {
                 env = self.rx.recv() => env,
                 _ = sleep_until_opt(deadline) => {
@@ -183,7 +178,7 @@ impl<S: Sink> Batcher<S> {
                 }
             }
             batch.push(env);
-            if batch.changes >= self.policy.max_events || batch.bytes >= self.policy.max_bytes {
+            if batch.changes >= policy.max_events || batch.bytes >= policy.max_bytes {
                 self.flush(&mut batch).await?;
             }
         }
@@ -198,6 +193,40 @@ impl<S: Sink> Batcher<S> {
             }
             moved
         });
+    }
+
+    fn record(&self, batch: &Batch) {
+        let m = &self.metrics;
+        m.batches_total.fetch_add(1, Ordering::Relaxed);
+        m.events_total
+            .fetch_add(batch.changes as u64, Ordering::Relaxed);
+        m.bytes_total
+            .fetch_add(batch.bytes as u64, Ordering::Relaxed);
+        let mut counts: BTreeMap<&TableName, TableCounters> = BTreeMap::new();
+        let mut last_commit = None;
+        for event in &batch.events {
+            match event {
+                Event::Row(r) => {
+                    let c = counts.entry(&r.table.name).or_default();
+                    match r.op {
+                        Op::Insert => c.inserts += 1,
+                        Op::Update => c.updates += 1,
+                        Op::Delete => c.deletes += 1,
+                    }
+                }
+                Event::Truncate(t) => counts.entry(&t.table.name).or_default().truncates += 1,
+                Event::Commit { commit_time, .. } => last_commit = Some(*commit_time),
+                _ => {}
+            }
+        }
+        let counts: BTreeMap<String, TableCounters> = counts
+            .into_iter()
+            .map(|(t, c)| (t.to_string(), c))
+            .collect();
+        m.add_table_counts(&counts);
+        if let Some(t) = last_commit {
+            m.record_durable_commit(t);
+        }
     }
 
     async fn flush(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
@@ -218,10 +247,7 @@ impl<S: Sink> Batcher<S> {
                     Err(e) => return Err(e),
                 }
             }
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .events
-                .fetch_add(batch.changes as u64, Ordering::Relaxed);
+            self.record(batch);
         }
         let durable = batch.events.iter().rev().find_map(|e| match e {
             Event::Commit { end_lsn, .. } => Some(*end_lsn),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
 use crate::config::TableName;
+use crate::metrics::Metrics;
 use crate::pipeline::batcher::{Feeder, PipelineClosed};
 use crate::pipeline::change::{
     Event, Op, Position, RowChange, SchemaChange, TableSchema, TruncateChange,
@@ -130,6 +131,7 @@ pub struct WalReader {
     cache: SchemaCache,
     feeder: Feeder,
     progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
     resume_from: Lsn,
     txn: Option<Txn>,
 }
@@ -141,6 +143,7 @@ impl WalReader {
         cache: SchemaCache,
         feeder: Feeder,
         progress: Arc<Progress>,
+        metrics: Arc<Metrics>,
         resume_from: Lsn,
     ) -> Self {
         WalReader {
@@ -148,6 +151,7 @@ impl WalReader {
             cache,
             feeder,
             progress,
+            metrics,
             resume_from,
             txn: None,
         }
@@ -350,6 +354,9 @@ impl WalReader {
     }
 
     async fn send(&self, event: Event) -> Result<(), Step> {
+        if event.is_change() {
+            self.metrics.events_received.fetch_add(1, Ordering::Relaxed);
+        }
         self.feeder
             .send(event)
             .await

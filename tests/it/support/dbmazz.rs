@@ -33,6 +33,7 @@ impl Job {
                 ("NDJSON_PATH".into(), out.display().to_string()),
                 ("FLUSH_INTERVAL_MS".into(), "100".into()),
                 ("RUST_LOG".into(), "info".into()),
+                ("GRPC_PORT".into(), "off".into()),
             ],
             dir,
             runs: AtomicUsize::new(0),
