@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::postgres::conninfo::PgConnInfo;
+use crate::secret::Secret;
 
 /// A schema-qualified table name, as given in `TABLES` (unquoted parts are folded to lower case,
 /// as PostgreSQL does).
@@ -106,6 +108,15 @@ pub struct Config {
     /// `STATUS_INTERVAL_MS`: the longest gap between two standby status updates (it is further
     /// capped at half of the server's `wal_sender_timeout`).
     pub status_interval: Duration,
+    /// `GRPC_BIND` + `GRPC_PORT`: where the gRPC control plane listens; `None` when
+    /// `GRPC_PORT=off`. Port 0 picks a free port (logged at start).
+    pub grpc_addr: Option<SocketAddr>,
+    /// `GRPC_TOKEN` (or the contents of `GRPC_TOKEN_FILE`): when set, every gRPC call needs
+    /// `authorization: Bearer <token>`.
+    pub grpc_token: Option<Secret>,
+    /// `METRICS_BIND` + `METRICS_PORT`: Prometheus text endpoint; `None` when `METRICS_PORT` is
+    /// unset.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A variable has a value dbmazz cannot use.
@@ -237,6 +248,39 @@ impl Config {
             }
         };
 
+        let grpc_bind = parse_ip(get("GRPC_BIND"), "GRPC_BIND")?;
+        let grpc_addr = match get("GRPC_PORT").as_deref() {
+            Some("off") => None,
+            port => Some(SocketAddr::new(
+                grpc_bind,
+                parse_num(port.map(str::to_owned), "GRPC_PORT", 50051, 0, 65535)? as u16,
+            )),
+        };
+        let grpc_token = match (get("GRPC_TOKEN"), get("GRPC_TOKEN_FILE")) {
+            (Some(t), _) => Some(Secret::new(t)),
+            (None, Some(path)) => {
+                let token = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::new("GRPC_TOKEN_FILE", format!("cannot read {path}: {e}"))
+                })?;
+                Some(Secret::new(token.trim()))
+            }
+            (None, None) => None,
+        };
+        if grpc_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            return Err(ConfigError::new(
+                "GRPC_TOKEN",
+                "is too short; use at least 16 random characters",
+            ));
+        }
+        let metrics_bind = parse_ip(get("METRICS_BIND"), "METRICS_BIND")?;
+        let metrics_addr = match get("METRICS_PORT").as_deref() {
+            None | Some("off") => None,
+            port => Some(SocketAddr::new(
+                metrics_bind,
+                parse_num(port.map(str::to_owned), "METRICS_PORT", 9187, 0, 65535)? as u16,
+            )),
+        };
+
         Ok(Config {
             database,
             slot_name,
@@ -250,7 +294,22 @@ impl Config {
             replica_identity,
             sink,
             status_interval: Duration::from_millis(status_ms),
+            grpc_addr,
+            grpc_token,
+            metrics_addr,
         })
+    }
+}
+
+fn parse_ip(raw: Option<String>, var: &'static str) -> Result<IpAddr, ConfigError> {
+    match raw {
+        None => Ok(IpAddr::from([127, 0, 0, 1])),
+        Some(v) => v.parse().map_err(|_| {
+            ConfigError::new(
+                var,
+                format!("{v:?} is not an IP address; expected e.g. 127.0.0.1 or 0.0.0.0"),
+            )
+        }),
     }
 }
 
@@ -381,6 +440,21 @@ mod tests {
         assert_eq!(c.tables, vec![TableName::new("public", "orders")]);
         assert_eq!(c.replica_identity, ReplicaIdentityPolicy::Default);
         assert_eq!(c.sink, SinkConfig::Ndjson { path: None });
+        assert_eq!(c.grpc_addr, Some("127.0.0.1:50051".parse().unwrap()));
+        assert_eq!(c.metrics_addr, None);
+        assert!(c.grpc_token.is_none());
+    }
+
+    #[test]
+    fn control_plane_can_be_moved_or_switched_off() {
+        let mut v = base();
+        v.extend([("GRPC_PORT", "off"), ("METRICS_PORT", "0"), ("METRICS_BIND", "0.0.0.0")]);
+        let c = Config::from_vars(&vars(&v)).unwrap();
+        assert_eq!(c.grpc_addr, None);
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:0".parse().unwrap()));
+        let mut v = base();
+        v.push(("GRPC_TOKEN", "short"));
+        assert_eq!(Config::from_vars(&vars(&v)).unwrap_err().var, "GRPC_TOKEN");
     }
 
     #[test]
