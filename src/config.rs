@@ -60,11 +60,54 @@ pub fn quote_literal(value: &str) -> String {
 /// Where changes go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkConfig {
+    /// StarRocks primary-key tables, through Stream Load.
+    StarRocks(Box<StarRocksConfig>),
     /// One JSON object per change, to stdout (`None`) or appended to a file.
     Ndjson {
         /// `NDJSON_PATH`; `None` (unset or `-`) means stdout.
         path: Option<PathBuf>,
     },
+}
+
+/// What happens in StarRocks when a table is truncated in PostgreSQL (`TRUNCATE_POLICY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TruncatePolicy {
+    /// Stop the job with an error saying what happened (the default: nothing is lost or
+    /// guessed).
+    Stop,
+    /// Truncate the target table too.
+    Truncate,
+}
+
+/// `STARROCKS_*` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StarRocksConfig {
+    /// `STARROCKS_URL`: scheme://host:port of an FE (:8030) or BE (:8040), without a path.
+    pub url: String,
+    /// The host of `url` (used for the default MySQL address and redirect rules).
+    pub host: String,
+    /// `STARROCKS_DB`.
+    pub database: String,
+    /// `STARROCKS_USER`.
+    pub user: String,
+    /// `STARROCKS_PASS`.
+    pub password: Secret,
+    /// `STARROCKS_MYSQL_URL` (default `mysql://user:pass@<host>:9030/`): the FE's MySQL port,
+    /// used for DDL and checks.
+    pub mysql_url: Secret,
+    /// `STARROCKS_REDIRECT_ALLOW`: hosts a 307 may send loads to (default: the FE host,
+    /// `127.0.0.1` and `localhost`, after rewriting).
+    pub redirect_allow: Vec<String>,
+    /// `STARROCKS_HOST_REWRITE`: `from=to` pairs applied to redirect hosts (default:
+    /// `127.0.0.1` and `localhost` → the FE host, for all-in-one setups).
+    pub host_rewrite: Vec<(String, String)>,
+    /// `STARROCKS_LOAD_TIMEOUT_S`: the server-side `timeout` of each load; the client waits
+    /// 60 s longer.
+    pub load_timeout: Duration,
+    /// `CREATE_TABLES`: create missing target tables from the PostgreSQL schema.
+    pub create_tables: bool,
+    /// `TRUNCATE_POLICY`.
+    pub truncate_policy: TruncatePolicy,
 }
 
 /// `REPLICA_IDENTITY`: what dbmazz does to the replica identity of the tables it streams.
@@ -237,13 +280,14 @@ impl Config {
         };
 
         let sink = match get("SINK_TYPE").as_deref() {
-            None | Some("ndjson") => SinkConfig::Ndjson {
+            None | Some("starrocks") => SinkConfig::StarRocks(Box::new(starrocks_config(&get)?)),
+            Some("ndjson") => SinkConfig::Ndjson {
                 path: get("NDJSON_PATH").filter(|p| p != "-").map(PathBuf::from),
             },
             Some(other) => {
                 return Err(ConfigError::new(
                     "SINK_TYPE",
-                    format!("{other:?} is not supported by this build; expected ndjson"),
+                    format!("{other:?} is not supported; expected starrocks or ndjson"),
                 ))
             }
         };
@@ -299,6 +343,139 @@ impl Config {
             metrics_addr,
         })
     }
+}
+
+fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksConfig, ConfigError> {
+    let raw = get("STARROCKS_URL").ok_or_else(|| {
+        ConfigError::new(
+            "STARROCKS_URL",
+            "is not set; expected http://fe-host:8030 (or a BE on :8040), or set SINK_TYPE=ndjson",
+        )
+    })?;
+    let bad_url = || {
+        ConfigError::new(
+            "STARROCKS_URL",
+            format!("{raw:?} is not a URL of the form http://host:port"),
+        )
+    };
+    let rest = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))
+        .ok_or_else(bad_url)?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+        return Err(bad_url());
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h.to_owned(),
+        Some(_) => return Err(bad_url()),
+        None => authority.to_owned(),
+    };
+    let url = raw.trim_end_matches('/').to_owned();
+    let database = get("STARROCKS_DB").ok_or_else(|| {
+        ConfigError::new("STARROCKS_DB", "is not set; expected the StarRocks database name")
+    })?;
+    let user = get("STARROCKS_USER").unwrap_or_else(|| "root".into());
+    let password = Secret::new(get("STARROCKS_PASS").unwrap_or_default());
+    let mysql_url = match get("STARROCKS_MYSQL_URL") {
+        Some(u) => {
+            if !u.starts_with("mysql://") {
+                return Err(ConfigError::new(
+                    "STARROCKS_MYSQL_URL",
+                    "must look like mysql://user:password@fe-host:9030/",
+                ));
+            }
+            Secret::new(u)
+        }
+        None => Secret::new(format!(
+            "mysql://{}:{}@{}:9030/",
+            percent_encode(&user),
+            percent_encode(password.expose()),
+            host
+        )),
+    };
+    let list = |var: &str| -> Vec<String> {
+        get(var)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut host_rewrite = Vec::new();
+    for pair in list("STARROCKS_HOST_REWRITE") {
+        let (from, to) = pair.split_once('=').ok_or_else(|| {
+            ConfigError::new(
+                "STARROCKS_HOST_REWRITE",
+                format!("{pair:?} is not from=to; expected e.g. 127.0.0.1=fe.internal"),
+            )
+        })?;
+        host_rewrite.push((from.trim().to_owned(), to.trim().to_owned()));
+    }
+    if host_rewrite.is_empty() && !matches!(host.as_str(), "127.0.0.1" | "localhost") {
+        host_rewrite = vec![
+            ("127.0.0.1".into(), host.clone()),
+            ("localhost".into(), host.clone()),
+        ];
+    }
+    let mut redirect_allow = list("STARROCKS_REDIRECT_ALLOW");
+    if redirect_allow.is_empty() {
+        redirect_allow = vec![host.clone(), "127.0.0.1".into(), "localhost".into()];
+    }
+    let load_timeout = Duration::from_secs(parse_num(
+        get("STARROCKS_LOAD_TIMEOUT_S"),
+        "STARROCKS_LOAD_TIMEOUT_S",
+        600,
+        1,
+        259_200,
+    )?);
+    let create_tables = match get("CREATE_TABLES").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "CREATE_TABLES",
+                format!("{other:?} is not true or false"),
+            ))
+        }
+    };
+    let truncate_policy = match get("TRUNCATE_POLICY").as_deref() {
+        None | Some("stop") => TruncatePolicy::Stop,
+        Some("truncate") => TruncatePolicy::Truncate,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "TRUNCATE_POLICY",
+                format!("{other:?} is not supported; expected stop or truncate"),
+            ))
+        }
+    };
+    Ok(StarRocksConfig {
+        url,
+        host,
+        database,
+        user,
+        password,
+        mysql_url,
+        redirect_allow,
+        host_rewrite,
+        load_timeout,
+        create_tables,
+        truncate_policy,
+    })
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn parse_ip(raw: Option<String>, var: &'static str) -> Result<IpAddr, ConfigError> {
@@ -427,6 +604,7 @@ mod tests {
         vec![
             ("DATABASE_URL", "postgres://u:s3cret@db:5432/app"),
             ("TABLES", "orders"),
+            ("SINK_TYPE", "ndjson"),
         ]
     }
 
@@ -443,6 +621,45 @@ mod tests {
         assert_eq!(c.grpc_addr, Some("127.0.0.1:50051".parse().unwrap()));
         assert_eq!(c.metrics_addr, None);
         assert!(c.grpc_token.is_none());
+    }
+
+    #[test]
+    fn starrocks_is_the_default_sink_and_derives_its_mysql_address() {
+        let mut v = base();
+        v.retain(|(k, _)| *k != "SINK_TYPE");
+        v.extend([
+            ("STARROCKS_URL", "http://sr-fe:8030/"),
+            ("STARROCKS_DB", "analytics"),
+            ("STARROCKS_PASS", "p@ss"),
+        ]);
+        let c = Config::from_vars(&vars(&v)).unwrap();
+        let SinkConfig::StarRocks(sr) = c.sink else {
+            panic!("expected starrocks")
+        };
+        assert_eq!(sr.url, "http://sr-fe:8030");
+        assert_eq!(sr.mysql_url.expose(), "mysql://root:p%40ss@sr-fe:9030/");
+        assert_eq!(sr.host_rewrite[0], ("127.0.0.1".into(), "sr-fe".into()));
+        assert!(sr.redirect_allow.contains(&"sr-fe".to_string()));
+        assert_eq!(sr.truncate_policy, TruncatePolicy::Stop);
+        assert!(!format!("{sr:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn starrocks_settings_are_validated() {
+        for (var, value) in [
+            ("STARROCKS_URL", "sr-fe:8030"),
+            ("STARROCKS_URL", "http://sr-fe:x"),
+            ("TRUNCATE_POLICY", "ignore"),
+            ("CREATE_TABLES", "yes"),
+            ("STARROCKS_HOST_REWRITE", "nohost"),
+        ] {
+            let mut v = base();
+            v.retain(|(k, _)| *k != "SINK_TYPE");
+            v.extend([("STARROCKS_URL", "http://h:8030"), ("STARROCKS_DB", "d")]);
+            v.retain(|(k, _)| k != &var);
+            v.push((var, value));
+            assert_eq!(Config::from_vars(&vars(&v)).unwrap_err().var, var, "{var}={value}");
+        }
     }
 
     #[test]

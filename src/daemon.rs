@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::{quote_ident, Config, SinkConfig};
+use crate::config::{quote_ident, Config, SinkConfig, StarRocksConfig};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::ndjson::NdjsonSink;
 use crate::pipeline::batcher::{self, Batcher};
@@ -40,6 +40,7 @@ use crate::postgres::replication::{
 use crate::postgres::schema_cache::SchemaCache;
 use crate::postgres::setup::{self, SetupError};
 use crate::postgres::tls::{connect_sql, ConnectError};
+use crate::starrocks::sink::StarRocksSink;
 use crate::Lsn;
 
 /// Why the job stopped.
@@ -108,12 +109,13 @@ pub async fn run(config: Config, job: JobHandle) -> Result<(), DaemonError> {
         }
         let started = tokio::time::Instant::now();
         let result = match &config.sink {
+            SinkConfig::StarRocks(sr) => run_once(&config, SinkChoice::StarRocks(sr), &job).await,
             SinkConfig::Ndjson { path: Some(path) } => match NdjsonSink::file(path).await {
-                Ok(sink) => run_once(&config, sink, &job).await,
+                Ok(sink) => run_once(&config, SinkChoice::Ready(sink), &job).await,
                 Err(e) => Err(e.into()),
             },
             SinkConfig::Ndjson { path: None } => {
-                run_once(&config, NdjsonSink::stdout(), &job).await
+                run_once(&config, SinkChoice::Ready(NdjsonSink::stdout()), &job).await
             }
         };
         let stage = job.state().stage;
@@ -144,17 +146,42 @@ pub async fn run(config: Config, job: JobHandle) -> Result<(), DaemonError> {
     }
 }
 
+/// The sink of one run: ready to use, or prepared once the source's tables are known.
+enum SinkChoice<'a> {
+    Ready(NdjsonSink),
+    StarRocks(&'a StarRocksConfig),
+}
+
 /// One connection's worth of streaming: setup, then stream until a pause or drain request (`Ok`)
 /// or an error.
-async fn run_once<S: Sink>(config: &Config, sink: S, job: &JobHandle) -> Result<(), DaemonError> {
-    job.set_state(
-        Stage::Setup,
-        RunState::Starting,
-        "Configuring PostgreSQL",
-        None,
-    );
+async fn run_once(config: &Config, sink: SinkChoice<'_>, job: &JobHandle) -> Result<(), DaemonError> {
+    job.set_state(Stage::Setup, RunState::Starting, "Configuring PostgreSQL", None);
     let client = connect_sql(&config.database).await?;
     let source = setup::prepare_source(&client, config).await?;
+    match sink {
+        SinkChoice::Ready(sink) => stream(config, sink, job, client, source).await,
+        SinkChoice::StarRocks(sr) => {
+            job.set_state(Stage::Setup, RunState::Starting, "Configuring StarRocks", None);
+            let sink = StarRocksSink::connect(
+                sr.clone(),
+                &config.slot_name,
+                &source.tables,
+                job.metrics().clone(),
+            )
+            .await?;
+            stream(config, sink, job, client, source).await
+        }
+    }
+}
+
+/// Streams into `sink` until a pause or drain request, or an error.
+async fn stream<S: Sink>(
+    config: &Config,
+    sink: S,
+    job: &JobHandle,
+    client: tokio_postgres::Client,
+    source: setup::SourceInfo,
+) -> Result<(), DaemonError> {
     let store = CheckpointStore::open(
         connect_sql(&config.database).await?,
         "public",
@@ -222,8 +249,20 @@ async fn run_once<S: Sink>(config: &Config, sink: S, job: &JobHandle) -> Result<
         job.metrics().clone(),
         checkpoint.unwrap_or(Lsn::ZERO),
     );
+    let mut batcher_task = batcher_task;
     let exit = tokio::select! {
         exit = reader.run(stop_rx) => exit,
+        // The batcher only ends early when the sink failed; that error is the reason.
+        r = &mut batcher_task => {
+            checkpoint_task.abort();
+            status_task.abort();
+            stop_watcher.abort();
+            return Err(match r {
+                Ok(Err(e)) => e.into(),
+                Ok(Ok(())) => DaemonError::EndOfStream,
+                Err(join) => SinkError::definite(format!("the pipeline task failed: {join}")).into(),
+            });
+        }
         r = &mut checkpoint_task => {
             batcher_task.abort();
             status_task.abort();

@@ -19,6 +19,7 @@
 //! - [`pipeline`]: the row-change model, the batcher with its flush policy and the sink contract.
 //! - [`value`]: PostgreSQL text values to typed JSON, shared by every sink.
 //! - [`ndjson`]: the NDJSON sink (one change per line, to stdout or a file).
+//! - [`starrocks`]: the StarRocks sink (Stream Load for rows, MySQL protocol for DDL).
 //! - [`checkpoint`]: durable commit LSNs in `dbmazz_checkpoints`.
 //! - [`daemon`]: the task tree that wires it together, and the shutdown order.
 //! - [`job`]: the job's run state and the commands (pause, resume, reload, drain) that the
@@ -35,6 +36,7 @@ pub mod ndjson;
 pub mod pipeline;
 pub mod postgres;
 pub mod secret;
+pub mod starrocks;
 pub mod value;
 
 pub use lsn::Lsn;

@@ -50,6 +50,14 @@ pub struct Metrics {
     pub server_wal_lsn: AtomicU64,
     /// `pg_current_wal_lsn() - confirmed_flush_lsn` of the slot, as last polled.
     pub slot_lag_bytes: AtomicU64,
+    /// Float/numeric NaN and ±Infinity written to StarRocks as NULL (its types cannot hold them).
+    pub values_non_finite_nulled: AtomicU64,
+    /// Infinite dates/timestamps clamped to the ends of StarRocks' range.
+    pub values_infinity_clamped: AtomicU64,
+    /// Stream Load requests that committed.
+    pub loads_total: AtomicU64,
+    /// Stream Load attempts that failed transiently and were retried.
+    pub load_retries_total: AtomicU64,
     tables: Mutex<BTreeMap<String, TableCounters>>,
 }
 

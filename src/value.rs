@@ -20,6 +20,18 @@
 //!
 //! Conversion is strict: text that does not fit the column's type, or is not UTF-8, is a
 //! [`ValueError`] naming what was wrong. It is never silently replaced.
+//!
+//! [`Dialect::StarRocks`] differs where StarRocks cannot store the value as is, each case a
+//! documented mapping that the caller counts ([`Mapped`]):
+//!
+//! | value | StarRocks JSON |
+//! |---|---|
+//! | float or numeric `NaN`, `Infinity`, `-Infinity` | `null` (DOUBLE/DECIMAL have no such values) |
+//! | timestamp(tz) / date `infinity` | `9999-12-31 23:59:59.999999` / `9999-12-31` |
+//! | timestamp(tz) / date `-infinity` | `0000-01-01 00:00:00` / `0000-01-01` |
+//! | BC timestamps and dates | error (outside DATETIME's range) |
+//! | timestamptz | `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC (DATETIME has no zone) |
+//! | money | the number without currency symbol or separators |
 
 use std::collections::HashMap;
 
@@ -42,6 +54,8 @@ pub enum Scalar {
     Timestamptz,
     /// Timestamp without time zone: ISO-8601 without zone.
     Timestamp,
+    /// Date: as PostgreSQL prints it (`2024-02-29`, `infinity`).
+    Date,
     /// Anything else: the text as a JSON string.
     Text,
 }
@@ -75,7 +89,8 @@ impl ValueKind {
             17 => scalar(Scalar::Bytea),
             1184 => scalar(Scalar::Timestamptz),
             1114 => scalar(Scalar::Timestamp),
-            25 | 1043 | 1042 | 19 | 18 | 1082 | 1083 | 1266 | 1186 | 2950 | 869 | 650 | 829
+            1082 => scalar(Scalar::Date),
+            25 | 1043 | 1042 | 19 | 18 | 1083 | 1266 | 1186 | 2950 | 869 | 650 | 829
             | 774 | 1560 | 1562 | 142 | 3614 | 3615 | 2249 | 705 => scalar(Scalar::Text),
             1000 => array(Scalar::Bool),
             1005 | 1007 | 1016 | 1028 => array(Scalar::Int),
@@ -85,7 +100,8 @@ impl ValueKind {
             1001 => array(Scalar::Bytea),
             1185 => array(Scalar::Timestamptz),
             1115 => array(Scalar::Timestamp),
-            1009 | 1015 | 1014 | 1003 | 1002 | 1182 | 1183 | 1270 | 1187 | 2951 | 1041 | 651
+            1182 => array(Scalar::Date),
+            1009 | 1015 | 1014 | 1003 | 1002 | 1183 | 1270 | 1187 | 2951 | 1041 | 651
             | 1040 => array(Scalar::Text),
             _ => None,
         }
@@ -123,12 +139,51 @@ fn malformed(expected: &'static str, text: &[u8]) -> ValueError {
     }
 }
 
-/// Writes the JSON for one value's text.
-pub fn write_json(out: &mut Vec<u8>, kind: ValueKind, text: &[u8]) -> Result<(), ValueError> {
-    match kind {
-        ValueKind::Scalar(s) => write_scalar(out, s, text),
-        ValueKind::Array { elem, delim } => write_array(out, elem, delim, text),
+/// Whose conventions to follow where a value has no direct JSON form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// The NDJSON sink: keep PostgreSQL's meaning as text.
+    Ndjson,
+    /// StarRocks Stream Load: values StarRocks column types can hold.
+    StarRocks,
+}
+
+/// Mappings applied while writing one value (each counted by the caller).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mapped {
+    /// `NaN` or an infinity written as `null`.
+    pub non_finite_to_null: u32,
+    /// An infinite date or timestamp clamped to the end of the range.
+    pub infinity_clamped: u32,
+}
+
+impl Mapped {
+    /// Whether anything was mapped.
+    pub fn any(&self) -> bool {
+        self.non_finite_to_null > 0 || self.infinity_clamped > 0
     }
+}
+
+/// Writes the JSON for one value's text, the NDJSON way.
+pub fn write_json(out: &mut Vec<u8>, kind: ValueKind, text: &[u8]) -> Result<(), ValueError> {
+    write_json_as(out, kind, text, Dialect::Ndjson).map(|_| ())
+}
+
+/// Writes the JSON for one value's text in `dialect`, reporting the mappings applied.
+pub fn write_json_as(
+    out: &mut Vec<u8>,
+    kind: ValueKind,
+    text: &[u8],
+    dialect: Dialect,
+) -> Result<Mapped, ValueError> {
+    let mut mapped = Mapped::default();
+    match kind {
+        ValueKind::Scalar(s) => write_scalar(out, s, text, dialect, &mut mapped)?,
+        ValueKind::Array { elem, delim } => {
+            write_array(out, elem, delim, text, dialect, &mut mapped)?
+        }
+    }
+    Ok(mapped)
 }
 
 /// Writes binary-format value bytes as a hex JSON string (dbmazz asks for text format, so this
@@ -143,7 +198,20 @@ pub fn write_hex_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-fn write_scalar(out: &mut Vec<u8>, kind: Scalar, text: &[u8]) -> Result<(), ValueError> {
+fn write_scalar(
+    out: &mut Vec<u8>,
+    kind: Scalar,
+    text: &[u8],
+    dialect: Dialect,
+    mapped: &mut Mapped,
+) -> Result<(), ValueError> {
+    let non_finite = matches!(text, b"NaN" | b"Infinity" | b"-Infinity");
+    if dialect == Dialect::StarRocks && non_finite && matches!(kind, Scalar::Float | Scalar::Numeric)
+    {
+        mapped.non_finite_to_null += 1;
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
     match kind {
         Scalar::Bool => match text {
             b"t" => out.extend_from_slice(b"true"),
@@ -167,13 +235,28 @@ fn write_scalar(out: &mut Vec<u8>, kind: Scalar, text: &[u8]) -> Result<(), Valu
             }
         }
         Scalar::Numeric => {
-            let ok = is_json_number(text)
-                || matches!(text, b"NaN" | b"Infinity" | b"-Infinity")
-                || is_money(text);
-            if !ok {
+            if is_json_number(text) || non_finite {
+                write_string(out, text)?;
+            } else if is_money(text) {
+                if dialect == Dialect::StarRocks {
+                    let plain: Vec<u8> = text
+                        .iter()
+                        .copied()
+                        .filter(|b| b.is_ascii_digit() || *b == b'.' || *b == b'-')
+                        .collect();
+                    let negative = text.contains(&b'(');
+                    out.push(b'"');
+                    if negative && !plain.starts_with(b"-") {
+                        out.push(b'-');
+                    }
+                    out.extend_from_slice(&plain);
+                    out.push(b'"');
+                } else {
+                    write_string(out, text)?;
+                }
+            } else {
                 return Err(malformed("numeric", text));
             }
-            write_string(out, text)?;
         }
         Scalar::Json => {
             // json/jsonb output functions only produce valid JSON; it is nested as is after a
@@ -195,23 +278,72 @@ fn write_scalar(out: &mut Vec<u8>, kind: Scalar, text: &[u8]) -> Result<(), Valu
             out.extend(hex.iter().map(u8::to_ascii_lowercase));
             out.push(b'"');
         }
-        Scalar::Timestamptz => write_timestamp(out, text, true)?,
-        Scalar::Timestamp => write_timestamp(out, text, false)?,
+        Scalar::Timestamptz => write_timestamp(out, text, true, dialect, mapped)?,
+        Scalar::Timestamp => write_timestamp(out, text, false, dialect, mapped)?,
+        Scalar::Date => write_date(out, text, dialect, mapped)?,
         Scalar::Text => write_string(out, text)?,
     }
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.ffffff][+00]` → ISO-8601. Infinite and BC values keep PostgreSQL's
-/// text, as strings.
-fn write_timestamp(out: &mut Vec<u8>, text: &[u8], with_zone: bool) -> Result<(), ValueError> {
+fn write_date(
+    out: &mut Vec<u8>,
+    text: &[u8],
+    dialect: Dialect,
+    mapped: &mut Mapped,
+) -> Result<(), ValueError> {
+    if dialect == Dialect::StarRocks {
+        let clamped: Option<&[u8]> = match text {
+            b"infinity" => Some(b"9999-12-31"),
+            b"-infinity" => Some(b"0000-01-01"),
+            _ => None,
+        };
+        if let Some(c) = clamped {
+            mapped.infinity_clamped += 1;
+            write_ascii_string(out, c);
+            return Ok(());
+        }
+        if text.ends_with(b" BC") || text.len() != 10 {
+            return Err(malformed("date within 0000-9999 (StarRocks DATE range)", text));
+        }
+    }
+    write_string(out, text)
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff][+00]` → ISO-8601 (NDJSON) or StarRocks DATETIME text.
+/// For NDJSON, infinite and BC values keep PostgreSQL's text, as strings.
+fn write_timestamp(
+    out: &mut Vec<u8>,
+    text: &[u8],
+    with_zone: bool,
+    dialect: Dialect,
+    mapped: &mut Mapped,
+) -> Result<(), ValueError> {
     let expected = if with_zone {
         "timestamptz (is the session TimeZone UTC?)"
     } else {
         "timestamp"
     };
-    if matches!(text, b"infinity" | b"-infinity") || text.ends_with(b" BC") {
-        return write_string(out, text);
+    let infinite = matches!(text, b"infinity" | b"-infinity");
+    match dialect {
+        Dialect::Ndjson if infinite || text.ends_with(b" BC") => return write_string(out, text),
+        Dialect::StarRocks if infinite => {
+            mapped.infinity_clamped += 1;
+            let c: &[u8] = if text == b"infinity" {
+                b"9999-12-31 23:59:59.999999"
+            } else {
+                b"0000-01-01 00:00:00"
+            };
+            write_ascii_string(out, c);
+            return Ok(());
+        }
+        Dialect::StarRocks if text.ends_with(b" BC") => {
+            return Err(malformed(
+                "timestamp within 0000-9999 (StarRocks DATETIME range)",
+                text,
+            ))
+        }
+        _ => {}
     }
     let (body, zone_ok) = if with_zone {
         match text.strip_suffix(b"+00") {
@@ -234,11 +366,15 @@ fn write_timestamp(out: &mut Vec<u8>, text: &[u8], with_zone: bool) -> Result<()
         return Err(malformed(expected, text));
     }
     out.push(b'"');
-    out.extend_from_slice(&body[..10]);
-    out.push(b'T');
-    out.extend_from_slice(&body[11..]);
-    if with_zone {
-        out.push(b'Z');
+    if dialect == Dialect::StarRocks {
+        out.extend_from_slice(body);
+    } else {
+        out.extend_from_slice(&body[..10]);
+        out.push(b'T');
+        out.extend_from_slice(&body[11..]);
+        if with_zone {
+            out.push(b'Z');
+        }
     }
     out.push(b'"');
     Ok(())
@@ -343,7 +479,14 @@ pub fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
 
 /// Writes a PostgreSQL array literal (`{1,2,NULL}`, `{{"a b",c},{d,e}}`, `[0:1]={x,y}`) as a
 /// JSON array.
-fn write_array(out: &mut Vec<u8>, elem: Scalar, delim: u8, text: &[u8]) -> Result<(), ValueError> {
+fn write_array(
+    out: &mut Vec<u8>,
+    elem: Scalar,
+    delim: u8,
+    text: &[u8],
+    dialect: Dialect,
+    mapped: &mut Mapped,
+) -> Result<(), ValueError> {
     let body = match text.first() {
         Some(b'[') => {
             // Explicit bounds decoration: "[lo:hi]={...}".
@@ -358,6 +501,8 @@ fn write_array(out: &mut Vec<u8>, elem: Scalar, delim: u8, text: &[u8]) -> Resul
         delim,
         elem,
         scratch: Vec::new(),
+        dialect,
+        mapped,
     };
     parser.parse_level(out)?;
     if parser.pos != body.len() {
@@ -372,6 +517,8 @@ struct ArrayParser<'a> {
     delim: u8,
     elem: Scalar,
     scratch: Vec<u8>,
+    dialect: Dialect,
+    mapped: &'a mut Mapped,
 }
 
 impl ArrayParser<'_> {
@@ -440,7 +587,7 @@ impl ArrayParser<'_> {
             }
         }
         let item = std::mem::take(&mut self.scratch);
-        let r = write_scalar(out, self.elem, &item);
+        let r = write_scalar(out, self.elem, &item, self.dialect, self.mapped);
         self.scratch = item;
         r
     }
@@ -460,7 +607,7 @@ impl ArrayParser<'_> {
         } else if item.is_empty() {
             Err(self.err())
         } else {
-            write_scalar(out, self.elem, item)
+            write_scalar(out, self.elem, item, self.dialect, self.mapped)
         }
     }
 }
@@ -562,6 +709,33 @@ mod tests {
         assert!(json(arr(Scalar::Int), "{1,2").is_err());
         assert!(json(arr(Scalar::Int), "{1,x}").is_err());
         assert!(json(arr(Scalar::Int), "{1,2}x").is_err());
+    }
+
+    #[test]
+    fn starrocks_dialect_maps_what_starrocks_cannot_hold() {
+        let sr = |k: ValueKind, t: &str| {
+            let mut out = Vec::new();
+            let m = write_json_as(&mut out, k, t.as_bytes(), Dialect::StarRocks);
+            m.map(|m| (String::from_utf8(out).unwrap(), m))
+        };
+        let (v, m) = sr(s(Scalar::Float), "NaN").unwrap();
+        assert_eq!((v.as_str(), m.non_finite_to_null), ("null", 1));
+        let (v, m) = sr(s(Scalar::Numeric), "-Infinity").unwrap();
+        assert_eq!((v.as_str(), m.non_finite_to_null), ("null", 1));
+        let (v, m) = sr(s(Scalar::Timestamptz), "infinity").unwrap();
+        assert_eq!((v.as_str(), m.infinity_clamped), ("\"9999-12-31 23:59:59.999999\"", 1));
+        let (v, _) = sr(s(Scalar::Timestamptz), "2024-01-02 03:04:05.5+00").unwrap();
+        assert_eq!(v, "\"2024-01-02 03:04:05.5\"");
+        let (v, m) = sr(s(Scalar::Date), "-infinity").unwrap();
+        assert_eq!((v.as_str(), m.infinity_clamped), ("\"0000-01-01\"", 1));
+        let (v, m) = sr(arr(Scalar::Float), "{1,NaN}").unwrap();
+        assert_eq!((v.as_str(), m.non_finite_to_null), ("[1,null]", 1));
+        let (v, _) = sr(s(Scalar::Numeric), "-$1,234.50").unwrap();
+        assert_eq!(v, "\"-1234.50\"");
+        assert!(sr(s(Scalar::Date), "0044-03-15 BC").is_err());
+        assert!(sr(s(Scalar::Timestamp), "0044-03-15 12:00:00 BC").is_err());
+        // NDJSON keeps PostgreSQL's meaning.
+        assert_eq!(json(s(Scalar::Date), "infinity").unwrap(), "\"infinity\"");
     }
 
     #[test]

@@ -24,6 +24,23 @@ pub struct TableCatalog {
     pub name: TableName,
     /// Primary-key column names, in key order.
     pub key_columns: Vec<String>,
+    /// Columns in table order.
+    pub columns: Vec<CatalogColumn>,
+}
+
+/// A column as the catalog describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogColumn {
+    /// Name.
+    pub name: String,
+    /// Type OID.
+    pub type_oid: u32,
+    /// Type modifier, -1 when none.
+    pub type_modifier: i32,
+    /// For arrays, the element type OID (0 otherwise).
+    pub elem_oid: u32,
+    /// `NOT NULL`.
+    pub not_null: bool,
 }
 
 /// The result of feeding a Relation message to the cache.
@@ -176,6 +193,7 @@ mod tests {
             &[TableCatalog {
                 name: TableName::new("public", "orders"),
                 key_columns: vec!["id".into()],
+                columns: Vec::new(),
             }],
             HashMap::from([(99_999, ValueKind::Scalar(Scalar::Text))]),
         )

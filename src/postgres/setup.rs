@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 
 use crate::config::{quote_ident, Config, ReplicaIdentityPolicy, TableName};
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
-use crate::postgres::schema_cache::TableCatalog;
+use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
 use crate::value::{Scalar, ValueKind};
 use crate::Lsn;
 
@@ -197,6 +197,7 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
         tables.push(TableCatalog {
             name: table.clone(),
             key_columns,
+            columns: table_columns(client, oid, table).await?,
         });
     }
     let types = resolve_types(client, &oids).await?;
@@ -295,6 +296,33 @@ async fn check_table(
         }
     }
     Ok((oid, key))
+}
+
+async fn table_columns(
+    client: &Client,
+    oid: u32,
+    table: &TableName,
+) -> Result<Vec<CatalogColumn>, SetupError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, t.typelem, a.attnotnull \
+               FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+              ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(sql(format!("reading the columns of {table}")))?;
+    Ok(rows
+        .iter()
+        .map(|r| CatalogColumn {
+            name: r.get(0),
+            type_oid: r.get(1),
+            type_modifier: r.get(2),
+            elem_oid: r.get(3),
+            not_null: r.get(4),
+        })
+        .collect())
 }
 
 /// Resolves the JSON treatment of user-defined column types (domains, enums, arrays of them).

@@ -6,3 +6,4 @@ mod support;
 mod cdc;
 mod decoder;
 mod replication;
+mod starrocks;

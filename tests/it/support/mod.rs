@@ -7,3 +7,4 @@
 
 pub mod dbmazz;
 pub mod pg;
+pub mod starrocks;

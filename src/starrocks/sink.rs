@@ -1,0 +1,360 @@
+//! `SINK_TYPE=starrocks`: writes batches into StarRocks primary-key tables.
+//!
+//! At start it checks the cluster and every target table (exists, is a primary-key table), adds
+//! the audit columns and any PostgreSQL column the target lacks (waiting for each schema-change
+//! job), or creates missing tables when `CREATE_TABLES=true`. For each batch it splits every
+//! table's changes at truncates and schema changes, collapses them per key, and sends one load
+//! per column set. A batch is durable only when every load of every table committed.
+//!
+//! Labels are `<prefix>_<table>_<first LSN>_<last LSN>_<group>`: the same changes always form
+//! the same loads with the same labels, so a retry after an ambiguous failure (commit, then the
+//! connection dropped) is recognised by StarRocks as already done.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::config::{StarRocksConfig, TableName, TruncatePolicy};
+use crate::metrics::Metrics;
+use crate::pipeline::change::{Event, SchemaChange, TableSchema, TruncateChange};
+use crate::pipeline::sink::{Sink, SinkError};
+use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
+use crate::starrocks::ddl::{Ddl, DdlError};
+use crate::starrocks::encode::Segment;
+use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
+use crate::starrocks::types::{builtin_array_elem, starrocks_type, AUDIT_COLUMNS};
+
+/// Writes change batches into StarRocks.
+pub struct StarRocksSink {
+    cfg: Arc<StarRocksConfig>,
+    loader: StreamLoader,
+    ddl: Ddl,
+    label_prefix: String,
+    /// PostgreSQL table → StarRocks columns (lower case) known to exist.
+    targets: HashMap<TableName, HashSet<String>>,
+    metrics: Arc<Metrics>,
+    body: Vec<u8>,
+}
+
+fn ddl_error(e: DdlError) -> SinkError {
+    if e.is_transient() {
+        SinkError::transient(e.to_string())
+    } else {
+        SinkError::definite(e.to_string())
+    }
+}
+
+impl StarRocksSink {
+    /// Checks and prepares the target tables.
+    pub async fn connect(
+        cfg: StarRocksConfig,
+        slot: &str,
+        tables: &[TableCatalog],
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SinkError> {
+        let cfg = Arc::new(cfg);
+        let ddl = Ddl::new(&cfg.mysql_url, &cfg.database).map_err(ddl_error)?;
+        let version = ddl.version().await.map_err(ddl_error)?;
+        tracing::info!(version, database = %cfg.database, "connected to StarRocks");
+        let mut seen: HashMap<&str, &TableName> = HashMap::new();
+        let mut targets = HashMap::new();
+        for t in tables {
+            if let Some(other) = seen.insert(t.name.name.as_str(), &t.name) {
+                return Err(SinkError::definite(format!(
+                    "tables {other} and {} would both load into StarRocks table '{}'; replicate them with separate jobs",
+                    t.name, t.name.name
+                )));
+            }
+            let columns = prepare_table(&ddl, &cfg, t).await?;
+            targets.insert(t.name.clone(), columns);
+        }
+        Ok(StarRocksSink {
+            loader: StreamLoader::new(cfg.clone()),
+            cfg,
+            ddl,
+            label_prefix: format!("dbmazz_{slot}"),
+            targets,
+            metrics,
+            body: Vec::with_capacity(1 << 20),
+        })
+    }
+
+    async fn send_segment(&mut self, seg: Segment, synced_at: &str) -> Result<(), SinkError> {
+        if seg.is_empty() {
+            return Ok(());
+        }
+        let table = seg.table().clone();
+        for (group, (sig, rows)) in seg.groups().into_iter().enumerate() {
+            let first = rows.iter().map(|&i| seg.rows()[i].first_lsn).min().unwrap_or_default();
+            let last = rows.iter().map(|&i| seg.rows()[i].last_lsn).max().unwrap_or_default();
+            let mapped = seg
+                .encode(&rows, synced_at, &mut self.body)
+                .map_err(|e| SinkError::definite(format!("{e}; the job stops rather than guess a value")))?;
+            self.metrics
+                .values_non_finite_nulled
+                .fetch_add(u64::from(mapped.non_finite_to_null), Ordering::Relaxed);
+            self.metrics
+                .values_infinity_clamped
+                .fetch_add(u64::from(mapped.infinity_clamped), Ordering::Relaxed);
+            let full = sig.iter().all(|p| *p);
+            let req = LoadRequest {
+                table: table.name.name.clone(),
+                label: label(&self.label_prefix, &table.name, first.0, last.0, group),
+                partial_columns: (!full).then(|| seg.columns_header(&sig)),
+                body: std::mem::take(&mut self.body),
+            };
+            let label = req.label.clone();
+            let (outcome, body) = self.loader.load(req).await;
+            self.body = body;
+            match outcome {
+                LoadOutcome::Committed { loaded_rows } => {
+                    self.metrics.loads_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(table = %table.name, label, rows = rows.len(), loaded_rows, "load committed");
+                }
+                LoadOutcome::Transient(msg) => {
+                    self.metrics.load_retries_total.fetch_add(1, Ordering::Relaxed);
+                    return Err(SinkError::transient(msg));
+                }
+                LoadOutcome::Definite(msg) => return Err(SinkError::definite(msg)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, t: &TruncateChange) -> Result<(), SinkError> {
+        match self.cfg.truncate_policy {
+            TruncatePolicy::Stop => Err(SinkError::definite(format!(
+                "table {} was truncated in PostgreSQL (commit {}), and TRUNCATE_POLICY=stop: \
+                 truncate the StarRocks table '{}' yourself if that is intended, then restart \
+                 with TRUNCATE_POLICY=truncate to mirror truncates from now on",
+                t.table.name, t.pos.commit_lsn, t.table.name.name
+            ))),
+            TruncatePolicy::Truncate => {
+                self.ddl.truncate(&t.table.name.name).await.map_err(ddl_error)?;
+                tracing::info!(table = %t.table.name, "truncated the StarRocks table");
+                Ok(())
+            }
+        }
+    }
+
+    async fn schema_change(&mut self, change: &SchemaChange) -> Result<(), SinkError> {
+        let (old, new) = (&change.old, &change.new);
+        let name = &new.name;
+        for o in &old.columns {
+            match new.columns.iter().find(|n| n.name == o.name) {
+                None => {
+                    return Err(SinkError::definite(format!(
+                        "column {:?} of table {name} was dropped or renamed in PostgreSQL (at LSN {}); \
+                         dbmazz stops rather than leave it stale: change the StarRocks table '{}' to match, then restart",
+                        o.name, change.lsn, name.name
+                    )))
+                }
+                Some(n) if n.type_oid != o.type_oid || n.type_modifier != o.type_modifier => {
+                    return Err(SinkError::definite(format!(
+                        "column {:?} of table {name} changed type in PostgreSQL (at LSN {}); \
+                         change the StarRocks table '{}' to match, then restart",
+                        o.name, change.lsn, name.name
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        self.add_missing_columns(new).await
+    }
+
+    async fn add_missing_columns(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        let known = self.targets.entry(table.name.clone()).or_default();
+        let missing: Vec<(String, String)> = table
+            .columns
+            .iter()
+            .filter(|c| !known.contains(&c.name.to_lowercase()))
+            .map(|c| {
+                let col = CatalogColumn {
+                    name: c.name.clone(),
+                    type_oid: c.type_oid,
+                    type_modifier: c.type_modifier,
+                    elem_oid: builtin_array_elem(c.type_oid),
+                    not_null: false,
+                };
+                (c.name.clone(), starrocks_type(&col, false))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(table = %table.name, columns = ?missing.iter().map(|(n, _)| n).collect::<Vec<_>>(), "adding columns in StarRocks");
+        self.ddl
+            .add_columns(&table.name.name, &missing)
+            .await
+            .map_err(ddl_error)?;
+        known.extend(missing.into_iter().map(|(n, _)| n.to_lowercase()));
+        Ok(())
+    }
+}
+
+/// Checks one target table and brings it up to date; returns its columns.
+async fn prepare_table(
+    ddl: &Ddl,
+    cfg: &StarRocksConfig,
+    source: &TableCatalog,
+) -> Result<HashSet<String>, SinkError> {
+    let name = &source.name.name;
+    let target = match ddl.table(name).await.map_err(ddl_error)? {
+        Some(t) => t,
+        None if cfg.create_tables => {
+            ddl.create_table(name, source).await.map_err(ddl_error)?;
+            tracing::info!(table = %source.name, "created the StarRocks table");
+            ddl.table(name).await.map_err(ddl_error)?.ok_or_else(|| {
+                SinkError::definite(format!("Table '{name}' was created in StarRocks but cannot be found"))
+            })?
+        }
+        None => {
+            return Err(SinkError::definite(format!(
+                "Table '{name}' not found in StarRocks. Create the table before starting CDC \
+                 (or set CREATE_TABLES=true)."
+            )))
+        }
+    };
+    if let Some(model) = target.model.as_deref() {
+        if model != "PRIMARY_KEYS" {
+            return Err(SinkError::definite(format!(
+                "Table '{name}' in StarRocks is a {model} table; dbmazz needs a primary-key table \
+                 (CREATE TABLE ... PRIMARY KEY(...)) so updates and deletes replace rows"
+            )));
+        }
+    }
+    let mut columns: HashSet<String> = target.columns.into_iter().collect();
+    for key in &source.key_columns {
+        if !columns.contains(&key.to_lowercase()) {
+            return Err(SinkError::definite(format!(
+                "Table '{name}' in StarRocks has no column {key:?}, part of the PostgreSQL primary key; \
+                 recreate it with that key"
+            )));
+        }
+    }
+    let mut missing: Vec<(String, String)> = AUDIT_COLUMNS
+        .iter()
+        .filter(|(n, _)| !columns.contains(*n))
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    missing.extend(
+        source
+            .columns
+            .iter()
+            .filter(|c| !columns.contains(&c.name.to_lowercase()))
+            .map(|c| (c.name.clone(), starrocks_type(c, false))),
+    );
+    if !missing.is_empty() {
+        tracing::info!(table = name, columns = ?missing.iter().map(|(n, _)| n).collect::<Vec<_>>(), "adding columns in StarRocks");
+        ddl.add_columns(name, &missing).await.map_err(ddl_error)?;
+        columns.extend(missing.into_iter().map(|(n, _)| n.to_lowercase()));
+    }
+    Ok(columns)
+}
+
+/// `<prefix>_<table>_<first>_<last>_<group>`, at most 128 characters of `[-_A-Za-z0-9]`.
+fn label(prefix: &str, table: &TableName, first: u64, last: u64, group: usize) -> String {
+    let tail = format!("_{first:X}_{last:X}_{group}");
+    let mut t: String = table
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    let room = 128usize.saturating_sub(prefix.len() + 1 + tail.len());
+    if t.len() > room {
+        // Keep it unique: a hash of the full name replaces the cut-off part.
+        let hash = table
+            .to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let keep = room.saturating_sub(17);
+        t = format!("{}_{hash:016X}", &t[..keep.min(t.len())]);
+    }
+    format!("{prefix}_{t}{tail}")
+}
+
+impl Sink for StarRocksSink {
+    async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        let synced_at = synced_at_now();
+        let mut segments: BTreeMap<TableName, Segment> = BTreeMap::new();
+        for event in events {
+            match event {
+                Event::Row(r) => segments
+                    .entry(r.table.name.clone())
+                    .or_insert_with(|| Segment::new(r.table.clone()))
+                    .add(r),
+                Event::Truncate(t) => {
+                    if let Some(seg) = segments.remove(&t.table.name) {
+                        self.send_segment(seg, &synced_at).await?;
+                    }
+                    self.truncate(t).await?;
+                }
+                Event::Schema(change) => {
+                    if let Some(seg) = segments.remove(&change.new.name) {
+                        self.send_segment(seg, &synced_at).await?;
+                    }
+                    self.schema_change(change).await?;
+                }
+                Event::Commit { .. } | Event::Idle { .. } => {}
+            }
+        }
+        for (_, seg) in segments {
+            self.send_segment(seg, &synced_at).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The current UTC time as StarRocks DATETIME text.
+fn synced_at_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_deterministic_bounded_and_safe() {
+        let t = TableName::new("public", "orders");
+        let a = label("dbmazz_slot", &t, 0x10, 0x20, 0);
+        assert_eq!(a, "dbmazz_slot_public_orders_10_20_0");
+        assert_eq!(a, label("dbmazz_slot", &t, 0x10, 0x20, 0));
+        let long = TableName::new("s", "x".repeat(200));
+        let l = label(&"p".repeat(70), &long, u64::MAX, u64::MAX, 3);
+        assert!(l.len() <= 128, "{}", l.len());
+        assert!(l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        let other = TableName::new("s", format!("{}y", "x".repeat(199)));
+        assert_ne!(l, label(&"p".repeat(70), &other, u64::MAX, u64::MAX, 3));
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+}

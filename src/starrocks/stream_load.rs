@@ -1,0 +1,439 @@
+//! Stream Load over libcurl: one PUT per load, the FE's 307 followed by hand, and a decision for
+//! every outcome (stream-load.md §5).
+//!
+//! libcurl runs on tokio's blocking pool, so the async runtime never blocks. Handles are pooled
+//! and reset between loads, which keeps connections alive. Redirects are never followed
+//! automatically: a 307 is checked against an allowlist (after host rewriting) and the same
+//! request, with the same label and credentials, is sent to the new location.
+//!
+//! | outcome | decision |
+//! |---|---|
+//! | 307 + Location (≤ 3 hops, allowed host) | re-send there |
+//! | 401, 404/405, a body that is not JSON | definite |
+//! | 5xx, refused/reset connection, timeout before a JSON result | transient: same label again |
+//! | `Success`, `Publish Timeout` | committed |
+//! | `Label Already Exists` + FINISHED | committed by an earlier attempt |
+//! | `Label Already Exists` + RUNNING | poll `get_load_state`: VISIBLE/COMMITTED → committed, ABORTED → transient (resend), still running → transient |
+//! | `Fail`/`FAILED` with a retryable message (concurrency limit, too many versions, shutting down, running-txn limit, status unknown, timeouts, no backend) | transient |
+//! | any other `Fail` (filtered rows, bad column, partial-update misuse, access denied, …) | definite |
+
+use std::cell::Cell;
+use std::io::SeekFrom;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use curl::easy::{Easy, List, SeekResult};
+
+use crate::config::StarRocksConfig;
+
+/// How a load ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// Committed (now or by an earlier attempt with the same label).
+    Committed {
+        /// Rows loaded by this attempt (0 when an earlier attempt committed).
+        loaded_rows: u64,
+    },
+    /// Unknown or temporarily refused: send again with the same label later.
+    Transient(String),
+    /// Cannot succeed as is: stop the job.
+    Definite(String),
+}
+
+/// One load: a JSON array body for one table with one column set.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    /// Target table (in `STARROCKS_DB`).
+    pub table: String,
+    /// Deterministic label.
+    pub label: String,
+    /// `columns` header for a partial update; `None` for a full upsert.
+    pub partial_columns: Option<String>,
+    /// `[{...},{...}]`.
+    pub body: Vec<u8>,
+}
+
+/// Sends loads to one StarRocks cluster.
+pub struct StreamLoader {
+    cfg: Arc<StarRocksConfig>,
+    handles: Arc<Mutex<Vec<Easy>>>,
+}
+
+const MAX_HOPS: usize = 3;
+
+impl StreamLoader {
+    /// A loader for the configured cluster.
+    pub fn new(cfg: Arc<StarRocksConfig>) -> Self {
+        StreamLoader {
+            cfg,
+            handles: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Sends one load and decides what its outcome means. Gives the body back for reuse.
+    pub async fn load(&self, req: LoadRequest) -> (LoadOutcome, Vec<u8>) {
+        let cfg = self.cfg.clone();
+        let handles = self.handles.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut easy = handles
+                .lock()
+                .ok()
+                .and_then(|mut h| h.pop())
+                .unwrap_or_else(Easy::new);
+            let outcome = load_blocking(&mut easy, &cfg, &req);
+            if let Ok(mut h) = handles.lock() {
+                h.push(easy);
+            }
+            (outcome, req)
+        })
+        .await;
+        match joined {
+            Ok((LoadOutcome::Transient(msg), req)) if msg.starts_with(LABEL_RUNNING) => {
+                let outcome = self.await_running_label(&req.table, &req.label).await;
+                (outcome, req.body)
+            }
+            Ok((outcome, req)) => (outcome, req.body),
+            Err(e) => (
+                LoadOutcome::Definite(format!("the Stream Load task failed: {e}")),
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// An earlier attempt with this label is still open: ask the FE how it ends.
+    async fn await_running_label(&self, table: &str, label: &str) -> LoadOutcome {
+        for _ in 0..30 {
+            let cfg = self.cfg.clone();
+            let label_owned = label.to_owned();
+            let state = tokio::task::spawn_blocking(move || load_state(&cfg, &label_owned))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match state.as_deref() {
+                Ok("VISIBLE" | "COMMITTED") => return LoadOutcome::Committed { loaded_rows: 0 },
+                Ok("ABORTED") => {
+                    return LoadOutcome::Transient(format!(
+                        "load {label} of table '{table}' was aborted; sending it again"
+                    ))
+                }
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+        LoadOutcome::Transient(format!(
+            "load {label} of table '{table}' is still running after 30 s"
+        ))
+    }
+}
+
+const LABEL_RUNNING: &str = "label running:";
+
+struct Response {
+    code: u32,
+    location: Option<String>,
+    body: Vec<u8>,
+}
+
+fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> LoadOutcome {
+    let mut url = format!("{}/api/{}/{}/_stream_load", cfg.url, cfg.database, req.table);
+    for _hop in 0..=MAX_HOPS {
+        let resp = match put(easy, cfg, req, &url) {
+            Ok(r) => r,
+            Err(e) => {
+                return LoadOutcome::Transient(format!(
+                    "Stream Load of table '{}' (label {}) got no answer: {e}",
+                    req.table, req.label
+                ))
+            }
+        };
+        if matches!(resp.code, 301 | 302 | 303 | 307 | 308) {
+            let Some(location) = resp.location else {
+                return LoadOutcome::Definite(format!(
+                    "StarRocks answered {} without a Location for table '{}'",
+                    resp.code, req.table
+                ));
+            };
+            match follow(cfg, &location) {
+                Ok(next) => {
+                    url = next;
+                    continue;
+                }
+                Err(e) => return LoadOutcome::Definite(e),
+            }
+        }
+        return decide(&req.table, &req.label, resp.code, &resp.body);
+    }
+    LoadOutcome::Definite(format!(
+        "Stream Load of table '{}' was redirected more than {MAX_HOPS} times",
+        req.table
+    ))
+}
+
+/// Applies host rewriting and the allowlist to a redirect target.
+fn follow(cfg: &StarRocksConfig, location: &str) -> Result<String, String> {
+    let (scheme, rest) = location
+        .split_once("://")
+        .ok_or_else(|| format!("StarRocks redirected to an unusable location {location:?}"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let host = cfg
+        .host_rewrite
+        .iter()
+        .find(|(from, _)| from == host)
+        .map_or(host, |(_, to)| to.as_str());
+    if !cfg.redirect_allow.iter().any(|h| h == host) {
+        return Err(format!(
+            "StarRocks redirected a load to {host}, which is not in STARROCKS_REDIRECT_ALLOW; \
+             add it there (or map it with STARROCKS_HOST_REWRITE=from=to)"
+        ));
+    }
+    Ok(match port {
+        Some(p) => format!("{scheme}://{host}:{p}{path}"),
+        None => format!("{scheme}://{host}{path}"),
+    })
+}
+
+fn put(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest, url: &str) -> Result<Response, curl::Error> {
+    easy.reset();
+    easy.url(url)?;
+    easy.upload(true)?;
+    easy.in_filesize(req.body.len() as u64)?;
+    easy.username(&cfg.user)?;
+    easy.password(cfg.password.expose())?;
+    easy.follow_location(false)?;
+    easy.connect_timeout(Duration::from_secs(10))?;
+    // The client must wait longer than the server's own load timeout.
+    easy.timeout(cfg.load_timeout + Duration::from_secs(60))?;
+    let mut headers = List::new();
+    headers.append("Expect: 100-continue")?;
+    headers.append(&format!("label: {}", req.label))?;
+    headers.append("format: json")?;
+    headers.append("strip_outer_array: true")?;
+    headers.append("ignore_json_size: true")?;
+    headers.append("max_filter_ratio: 0")?;
+    headers.append("merge_condition: dbmazz_cdc_version")?;
+    headers.append(&format!("timeout: {}", cfg.load_timeout.as_secs()))?;
+    if let Some(columns) = &req.partial_columns {
+        headers.append("partial_update: true")?;
+        headers.append("partial_update_mode: row")?;
+        headers.append(&format!("columns: {columns}"))?;
+    }
+    easy.http_headers(headers)?;
+
+    let pos = Cell::new(0usize);
+    let mut body = Vec::new();
+    let mut location = None;
+    {
+        let mut transfer = easy.transfer();
+        transfer.read_function(|buf| {
+            let start = pos.get().min(req.body.len());
+            let n = buf.len().min(req.body.len() - start);
+            buf[..n].copy_from_slice(&req.body[start..start + n]);
+            pos.set(start + n);
+            Ok(n)
+        })?;
+        transfer.seek_function(|from| match from {
+            SeekFrom::Start(offset) => {
+                pos.set(offset as usize);
+                SeekResult::Ok
+            }
+            _ => SeekResult::CantSeek,
+        })?;
+        transfer.write_function(|data| {
+            body.extend_from_slice(data);
+            Ok(data.len())
+        })?;
+        transfer.header_function(|line| {
+            if let Ok(line) = std::str::from_utf8(line) {
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.trim().eq_ignore_ascii_case("location") {
+                        location = Some(value.trim().to_owned());
+                    }
+                }
+            }
+            true
+        })?;
+        transfer.perform()?;
+    }
+    Ok(Response {
+        code: easy.response_code()?,
+        location,
+        body,
+    })
+}
+
+fn get_field<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    v.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+fn get_str<'a>(v: &'a serde_json::Value, name: &str) -> &'a str {
+    get_field(v, name).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+const RETRYABLE: [&str; 9] = [
+    "cuncurrent limit",
+    "concurrent limit",
+    "too many versions",
+    "service is shutting down",
+    "current running txns on db",
+    "transaction status unknown",
+    "timeout",
+    "no backend alive",
+    "timed out",
+];
+
+/// The decision table for one HTTP answer.
+pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
+    let what = format!("Stream Load of table '{table}' (label {label})");
+    if code == 401 || code == 403 {
+        return LoadOutcome::Definite(format!(
+            "{what} was refused ({code}): check STARROCKS_USER/STARROCKS_PASS and the INSERT privilege"
+        ));
+    }
+    if code >= 500 {
+        return LoadOutcome::Transient(format!("{what}: StarRocks answered HTTP {code}"));
+    }
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return LoadOutcome::Definite(format!(
+            "{what}: HTTP {code} with a body that is not JSON; is STARROCKS_URL an FE (:8030) or BE (:8040) HTTP port?"
+        ));
+    };
+    if code != 200 {
+        return LoadOutcome::Definite(format!("{what}: HTTP {code}: {}", get_str(&json, "message")));
+    }
+    let status = get_str(&json, "status");
+    let message = [get_str(&json, "message"), get_str(&json, "msg")].join(" ");
+    let message = message.trim();
+    match status {
+        "Success" | "Publish Timeout" | "OK" => LoadOutcome::Committed {
+            loaded_rows: get_field(&json, "NumberLoadedRows")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
+        },
+        "Label Already Exists" => match get_str(&json, "ExistingJobStatus") {
+            "FINISHED" => LoadOutcome::Committed { loaded_rows: 0 },
+            _ => LoadOutcome::Transient(format!("{LABEL_RUNNING} {what} is still running")),
+        },
+        _ => {
+            let lower = message.to_lowercase();
+            if RETRYABLE.iter().any(|m| lower.contains(m)) {
+                LoadOutcome::Transient(format!("{what}: {message}"))
+            } else {
+                let error_url = get_str(&json, "ErrorURL");
+                let hint = if error_url.is_empty() {
+                    String::new()
+                } else {
+                    format!("; rejected rows and reasons: {error_url}")
+                };
+                LoadOutcome::Definite(format!(
+                    "{what} failed: {message}{hint}; nothing of it was applied, the job stops \
+                     so no row is silently dropped"
+                ))
+            }
+        }
+    }
+}
+
+/// `GET /api/{db}/get_load_state?label=L` → the label's state.
+fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, String> {
+    let mut easy = Easy::new();
+    let url = format!("{}/api/{}/get_load_state?label={label}", cfg.url, cfg.database);
+    let mut body = Vec::new();
+    let mut run = || -> Result<(), curl::Error> {
+        easy.url(&url)?;
+        easy.username(&cfg.user)?;
+        easy.password(cfg.password.expose())?;
+        easy.timeout(Duration::from_secs(10))?;
+        let mut transfer = easy.transfer();
+        transfer.write_function(|d| {
+            body.extend_from_slice(d);
+            Ok(d.len())
+        })?;
+        transfer.perform()
+    };
+    run().map_err(|e| e.to_string())?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    Ok(get_str(&json, "state").to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TruncatePolicy;
+    use crate::secret::Secret;
+
+    fn decide_json(code: u32, body: &str) -> LoadOutcome {
+        decide("orders", "l1", code, body.as_bytes())
+    }
+
+    #[test]
+    fn decision_table_matches_the_spec() {
+        assert_eq!(
+            decide_json(200, r#"{"Status":"Success","NumberLoadedRows":3}"#),
+            LoadOutcome::Committed { loaded_rows: 3 }
+        );
+        assert!(matches!(decide_json(200, r#"{"Status":"Publish Timeout"}"#), LoadOutcome::Committed { .. }));
+        assert!(matches!(
+            decide_json(200, r#"{"Status":"Label Already Exists","ExistingJobStatus":"FINISHED"}"#),
+            LoadOutcome::Committed { loaded_rows: 0 }
+        ));
+        assert!(matches!(
+            decide_json(200, r#"{"Status":"Label Already Exists","ExistingJobStatus":"RUNNING"}"#),
+            LoadOutcome::Transient(m) if m.starts_with(LABEL_RUNNING)
+        ));
+        assert!(matches!(decide_json(503, "busy"), LoadOutcome::Transient(_)));
+        assert!(matches!(decide_json(401, "{}"), LoadOutcome::Definite(_)));
+        assert!(matches!(decide_json(200, "<html>"), LoadOutcome::Definite(_)));
+        assert!(matches!(
+            decide_json(200, r#"{"Status":"Fail","Message":"Stream Load exceed http cuncurrent limit"}"#),
+            LoadOutcome::Transient(_)
+        ));
+        assert!(matches!(
+            decide_json(200, r#"{"Status":"Fail","Message":"Too many versions. tablet_id: 1"}"#),
+            LoadOutcome::Transient(_)
+        ));
+        match decide_json(200, r#"{"Status":"Fail","Message":"too many filtered rows","ErrorURL":"http://be/api/_load_error_log?file=x"}"#) {
+            LoadOutcome::Definite(m) => {
+                assert!(m.contains("orders") && m.contains("l1") && m.contains("too many filtered rows"));
+                assert!(m.contains("_load_error_log"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide_json(200, r#"{"status":"FAILED","msg":"No backend alive."}"#),
+            LoadOutcome::Transient(_)
+        ));
+    }
+
+    fn cfg() -> StarRocksConfig {
+        StarRocksConfig {
+            url: "http://fe:8030".into(),
+            host: "fe".into(),
+            database: "d".into(),
+            user: "root".into(),
+            password: Secret::new(""),
+            mysql_url: Secret::new("mysql://root:@fe:9030/"),
+            redirect_allow: vec!["fe".into(), "be1".into()],
+            host_rewrite: vec![("127.0.0.1".into(), "fe".into())],
+            load_timeout: Duration::from_secs(600),
+            create_tables: false,
+            truncate_policy: TruncatePolicy::Stop,
+        }
+    }
+
+    #[test]
+    fn redirects_are_rewritten_and_checked_against_the_allowlist() {
+        let c = cfg();
+        assert_eq!(
+            follow(&c, "http://127.0.0.1:8040/api/d/t/_stream_load?x=1").unwrap(),
+            "http://fe:8040/api/d/t/_stream_load?x=1"
+        );
+        assert_eq!(follow(&c, "http://be1:8040/p").unwrap(), "http://be1:8040/p");
+        let err = follow(&c, "http://evil:8040/p").unwrap_err();
+        assert!(err.contains("STARROCKS_REDIRECT_ALLOW"));
+    }
+}

@@ -1,0 +1,363 @@
+//! End to end into StarRocks: real PostgreSQL 15, the real `dbmazz` binary, and
+//! `tools/starrocks-double` speaking Stream Load and the MySQL protocol, with its fault switches.
+//! The oracle compares per-key row content of source and sink, not row counts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::dbmazz::{wait_until, Job};
+use crate::support::pg::PgCluster;
+use crate::support::starrocks::Double;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+type Rows = BTreeMap<String, Vec<Option<String>>>;
+
+fn sr_job(pg_url: &str, tables: &str, d: &Double) -> Job {
+    Job::new(pg_url, tables)
+        .env("SINK_TYPE", "starrocks")
+        .env("STARROCKS_URL", &d.url())
+        .env("STARROCKS_MYSQL_URL", &d.mysql_url())
+        .env("STARROCKS_DB", "app")
+        .env("FLUSH_INTERVAL_MS", "100")
+}
+
+/// Live (not soft-deleted) rows of a StarRocks table: key → the listed columns as text
+/// (empty while a listed column does not exist yet).
+fn sink_rows(d: &Double, table: &str, key: &str, cols: &str) -> Rows {
+    d.try_query(&format!(
+        "SELECT {key}, {cols}, dbmazz_is_deleted FROM app.{table} ORDER BY {key}"
+    ))
+    .unwrap_or_default()
+    .into_iter()
+    .filter(|r| !matches!(r.last().unwrap().as_deref(), Some("1" | "true")))
+    .map(|mut r| {
+        r.pop();
+        let k = r.remove(0).unwrap();
+        (k, r)
+    })
+    .collect()
+}
+
+/// The same from PostgreSQL (NULL as `None`).
+fn source_rows(pg: &PgCluster, table: &str, key: &str, cols: &str) -> Rows {
+    let out = pg.psql(
+        "app",
+        &format!(
+            "SELECT json_build_array({key}, {cols})::text FROM {table} ORDER BY {key}"
+        ),
+    );
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: Vec<serde_json::Value> = serde_json::from_str(l).unwrap();
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            (text(&v[0]).unwrap(), v[1..].iter().map(text).collect())
+        })
+        .collect()
+}
+
+fn wait_converged(pg: &PgCluster, d: &Double, table: &str, key: &str, cols: &str) {
+    let mut last = (Rows::new(), Rows::new());
+    let converged = (0..600).any(|_| {
+        last = (source_rows(pg, table, key, cols), sink_rows(d, table, key, cols));
+        if last.0 == last.1 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    });
+    assert!(converged, "table {table} did not converge:\nsource {:?}\nsink   {:?}", last.0, last.1);
+}
+
+fn create_both(pg: &PgCluster, d: &Double, pg_ddl: &str, sr_ddl: &str) {
+    pg.psql("app", pg_ddl);
+    for stmt in sr_ddl.split(';').filter(|s| !s.trim().is_empty()) {
+        d.exec(stmt);
+    }
+}
+
+#[test]
+fn inserts_updates_deletes_and_truncates_on_three_tables_converge() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE customers (id int PRIMARY KEY, name text);
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, status text);
+         CREATE TABLE items (order_id bigint, line int, sku text, PRIMARY KEY (order_id, line));",
+        "CREATE TABLE app.customers (id INT NOT NULL, name STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id);
+         CREATE TABLE app.orders (id BIGINT NOT NULL, customer_id INT, status STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id);
+         CREATE TABLE app.items (order_id BIGINT NOT NULL, line INT NOT NULL, sku STRING) PRIMARY KEY(order_id, line) DISTRIBUTED BY HASH(order_id)",
+    );
+    let job = sr_job(&url, "customers,orders,items", &d).env("TRUNCATE_POLICY", "truncate");
+    let mut p = job.spawn_streaming();
+    // The audit columns were added to the existing tables.
+    let cols: Vec<String> = d
+        .query("SELECT COLUMN_NAME FROM information_schema.columns WHERE TABLE_SCHEMA = 'app' AND TABLE_NAME = 'orders'")
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    for audit in ["dbmazz_op_type", "dbmazz_is_deleted", "dbmazz_synced_at", "dbmazz_cdc_version"] {
+        assert!(cols.contains(&audit.to_string()), "{cols:?}");
+    }
+    pg.psql(
+        "app",
+        "INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 50) g;
+         INSERT INTO orders SELECT g, g % 50 + 1, 'new' FROM generate_series(1, 200) g;
+         INSERT INTO items SELECT g, l, 'sku' || g FROM generate_series(1, 100) g, generate_series(1, 3) l;
+         UPDATE orders SET status = 'paid' WHERE id % 3 = 0;
+         DELETE FROM orders WHERE id % 7 = 0;
+         DELETE FROM items WHERE line = 2;
+         UPDATE customers SET name = NULL WHERE id = 5;",
+    );
+    wait_converged(&pg, &d, "customers", "id", "name");
+    wait_converged(&pg, &d, "orders", "id", "customer_id, status");
+    wait_converged(&pg, &d, "items", "concat(order_id, '/', line)", "sku");
+    pg.psql("app", "TRUNCATE items; INSERT INTO items VALUES (7, 1, 'after')");
+    wait_converged(&pg, &d, "items", "concat(order_id, '/', line)", "sku");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
+
+#[test]
+fn primary_key_change_soft_deletes_the_old_key_and_soft_deletes_keep_columns() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let job = sr_job(&url, "t", &d);
+    let mut p = job.spawn_streaming();
+    pg.psql("app", "INSERT INTO t VALUES (1, 'one'), (2, 'two')");
+    wait_converged(&pg, &d, "t", "id", "v");
+    pg.psql("app", "UPDATE t SET id = 10 WHERE id = 1; DELETE FROM t WHERE id = 2;");
+    wait_converged(&pg, &d, "t", "id", "v");
+    let all = d.query("SELECT id, v, dbmazz_is_deleted, dbmazz_op_type FROM app.t ORDER BY id");
+    let by_id: BTreeMap<String, Vec<Option<String>>> =
+        all.into_iter().map(|r| (r[0].clone().unwrap(), r)).collect();
+    // The deleted row stays, soft-deleted, with its other columns intact.
+    assert_eq!(by_id["2"][1].as_deref(), Some("two"));
+    assert!(matches!(by_id["2"][2].as_deref(), Some("1" | "true")));
+    assert_eq!(by_id["2"][3].as_deref(), Some("2"));
+    assert!(matches!(by_id["1"][2].as_deref(), Some("1" | "true")), "old key soft-deleted: {by_id:?}");
+    assert_eq!(by_id["10"][1].as_deref(), Some("one"));
+    p.terminate();
+    p.wait(MINUTE);
+}
+
+fn toast_case(identity: &str) {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+         ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;",
+        "CREATE TABLE app.docs (id INT NOT NULL, title STRING, body VARCHAR(1048576)) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let job = sr_job(&url, "docs", &d).env("REPLICA_IDENTITY", identity);
+    let mut p = job.spawn_streaming();
+    pg.psql("app", "INSERT INTO docs SELECT g, 't', repeat(md5(g::text), 300) FROM generate_series(1, 20) g");
+    wait_converged(&pg, &d, "docs", "id", "title, body");
+    // Updates that leave the TOASTed body alone, twice for one key in one transaction.
+    pg.psql(
+        "app",
+        "BEGIN; UPDATE docs SET title = 'x' WHERE id <= 10; UPDATE docs SET title = 'y' WHERE id = 3; COMMIT;",
+    );
+    wait_converged(&pg, &d, "docs", "id", "title, body");
+    let body = d.query("SELECT body FROM app.docs WHERE id = 3");
+    assert_eq!(body[0][0].as_deref().map(str::len), Some(9600), "the body was never overwritten");
+    p.terminate();
+    assert!(p.wait(MINUTE).success());
+}
+
+#[test]
+fn unchanged_toast_is_never_overwritten_with_default_identity() {
+    toast_case("default");
+}
+
+#[test]
+fn unchanged_toast_is_never_overwritten_with_full_identity() {
+    toast_case("full");
+}
+
+#[test]
+fn column_added_mid_stream_is_added_in_starrocks_before_its_rows() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE t (id int PRIMARY KEY, a text)",
+        "CREATE TABLE app.t (id INT NOT NULL, a STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let job = sr_job(&url, "t", &d);
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO t VALUES (1, 'x'); ALTER TABLE t ADD COLUMN extra int; INSERT INTO t VALUES (2, 'y', 5);",
+    );
+    wait_converged(&pg, &d, "t", "id", "a, extra");
+    p.terminate();
+    assert!(p.wait(MINUTE).success());
+}
+
+#[test]
+fn create_tables_builds_primary_key_tables_with_mapped_types() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    pg.psql(
+        "app",
+        "CREATE TABLE typed (id bigint PRIMARY KEY, f8 float8, n numeric(40,20), n2 numeric(12,2),
+            ts timestamptz, d date, j jsonb, arr int[], t text, by bytea, u uuid)",
+    );
+    let job = sr_job(&url, "typed", &d).env("CREATE_TABLES", "true");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO typed VALUES
+           (1, 'NaN', '12345678901234567890.12345678901234567890', 1.5, '2024-01-02 03:04:05.5+02',
+            'infinity', '{\"a\": 1}', '{1,2}', repeat('é', 40000), '\\x00ff', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+           (2, '-Infinity', '1', 2, 'infinity', '2024-02-29', null, '{}', '😀', null, null)",
+    );
+    wait_until(MINUTE, "two rows", || d.query("SELECT count(*) FROM app.typed")[0][0].as_deref() == Some("2"));
+    let r = d.query("SELECT f8, n, n2, ts, d, arr, t, by, u FROM app.typed WHERE id = 1");
+    let r = &r[0];
+    assert_eq!(r[0], None, "NaN is stored as NULL (documented)");
+    assert_eq!(r[1].as_deref(), Some("12345678901234567890.12345678901234567890"));
+    assert_eq!(r[3].as_deref(), Some("2024-01-02 01:04:05.500000").or(r[3].as_deref()));
+    assert!(r[3].as_deref().unwrap().starts_with("2024-01-02 01:04:05"), "UTC: {:?}", r[3]);
+    assert_eq!(r[4].as_deref(), Some("9999-12-31"));
+    assert_eq!(r[6].as_deref().map(|s| s.chars().count()), Some(40_000));
+    assert_eq!(r[7].as_deref(), Some("00ff"));
+    let r2 = d.query("SELECT ts, t FROM app.typed WHERE id = 2");
+    assert!(r2[0][0].as_deref().unwrap().starts_with("9999-12-31 23:59:59"));
+    assert_eq!(r2[0][1].as_deref(), Some("😀"));
+    p.terminate();
+    assert!(p.wait(MINUTE).success());
+}
+
+#[test]
+fn rejected_row_stops_the_job_with_table_label_and_reason() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE TABLE app.t (id INT NOT NULL, v VARCHAR(5)) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let job = sr_job(&url, "t", &d);
+    let mut p = job.spawn_streaming();
+    pg.psql("app", "INSERT INTO t VALUES (1, 'ok'), (2, 'much too long for five bytes')");
+    let status = p.wait(MINUTE);
+    assert_eq!(status.code(), Some(1), "{}", p.log());
+    let log = p.log();
+    assert!(log.contains("table 't'"), "{log}");
+    assert!(log.contains("label dbmazz_dbmazz_slot_public_t_"), "{log}");
+    assert!(log.contains("too many filtered rows"), "{log}");
+    assert!(!log.contains("much too long"), "row values never appear in logs: {log}");
+    // Nothing of the failed load was applied, and nothing was confirmed past it.
+    assert_eq!(d.query("SELECT count(*) FROM app.t")[0][0].as_deref(), Some("0"));
+}
+
+#[test]
+fn ambiguous_and_transient_failures_converge_without_double_apply() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE c (id int PRIMARY KEY, n bigint)",
+        "CREATE TABLE app.c (id INT NOT NULL, n BIGINT) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let job = sr_job(&url, "c", &d);
+    let mut p = job.spawn_streaming();
+    pg.psql("app", "INSERT INTO c SELECT g, 0 FROM generate_series(1, 10) g");
+    wait_converged(&pg, &d, "c", "id", "n");
+    // Commit then drop the connection: the retry with the same label must be recognised.
+    d.fault(json!({"kind": "commit_then_drop", "count": 1, "table": "c"}));
+    pg.psql("app", "UPDATE c SET n = n + 1");
+    wait_converged(&pg, &d, "c", "id", "n");
+    // Publish Timeout counts as committed.
+    d.fault(json!({"kind": "publish_timeout", "count": 1, "table": "c"}));
+    pg.psql("app", "UPDATE c SET n = n + 1");
+    wait_converged(&pg, &d, "c", "id", "n");
+    // A storm of 5xx answers and a concurrency-limit refusal: backoff, then through.
+    d.fault(json!({"kind": "http_5xx", "count": 4, "table": "c"}));
+    d.fault(json!({"kind": "concurrency_limit", "count": 1, "table": "c"}));
+    pg.psql("app", "UPDATE c SET n = n + 1");
+    wait_converged(&pg, &d, "c", "id", "n");
+    assert_eq!(
+        source_rows(&pg, "c", "id", "n")["1"][0].as_deref(),
+        Some("3"),
+        "three increments, each applied once"
+    );
+    let log = p.log();
+    assert!(log.contains("sink write failed, retrying"), "{log}");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
+
+#[test]
+fn kill_9_mid_load_then_restart_converges() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE k (id int PRIMARY KEY, n bigint, pad text)",
+        "CREATE TABLE app.k (id INT NOT NULL, n BIGINT, pad STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let job = sr_job(&url, "k", &d).env("FLUSH_SIZE", "200");
+    let mut p = job.spawn_streaming();
+    // Slow loads so the kill lands while one is in flight.
+    d.fault(json!({"kind": "delay_ms", "ms": 300, "table": "k"}));
+    pg.psql("app", "INSERT INTO k SELECT g, 0, repeat('p', 100) FROM generate_series(1, 3000) g");
+    for round in 0..5 {
+        pg.psql("app", &format!("UPDATE k SET n = n + 1 WHERE id % 5 = {round}"));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    p.kill9();
+    d.admin("DELETE", "/admin/faults", "");
+    pg.psql("app", "DELETE FROM k WHERE id % 11 = 0; UPDATE k SET pad = 'after' WHERE id % 13 = 0");
+    let mut p = job.spawn_streaming();
+    wait_converged(&pg, &d, "k", "id", "n, pad");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
+
+#[test]
+fn missing_starrocks_table_is_a_clear_error() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    pg.psql("app", "CREATE TABLE orders (id int PRIMARY KEY)");
+    let job = sr_job(&url, "orders", &d);
+    let mut p = job.spawn();
+    assert_eq!(p.wait(MINUTE).code(), Some(1));
+    assert!(
+        p.log().contains("Table 'orders' not found in StarRocks. Create the table before starting CDC"),
+        "{}",
+        p.log()
+    );
+}

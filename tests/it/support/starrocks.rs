@@ -1,0 +1,167 @@
+//! Runs `tools/starrocks-double` as a child process, and talks to it: SQL over its MySQL port,
+//! fault switches over its admin port.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use serde_json::Value as Json;
+
+/// A running StarRocks double.
+pub struct Double {
+    child: Child,
+    /// FE HTTP port.
+    pub fe: u16,
+    /// MySQL port.
+    pub mysql: u16,
+    /// Admin port.
+    pub admin: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn binary() -> PathBuf {
+    // tests run from target/<profile>/deps/it-<hash>; the double sits in target/<profile>/.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("starrocks-double");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p starrocks-double` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+impl Double {
+    /// Starts a double on free ports with a data dir, and creates database `db`.
+    pub fn start(db: &str) -> Double {
+        Double::start_with(db, &[])
+    }
+
+    /// Starts with extra flags.
+    pub fn start_with(db: &str, args: &[&str]) -> Double {
+        let dir = tempfile::Builder::new().prefix("sr-double").tempdir().unwrap();
+        let mut child = Command::new(binary())
+            .args(["--fe-port", "0", "--be-port", "0", "--mysql-port", "0", "--admin-port", "0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--alter-duration-ms", "200"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("double.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ports: Json = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("double did not print its ports ({e}): {line:?}"));
+        let port = |k: &str| ports[k].as_u64().unwrap() as u16;
+        let d = Double {
+            child,
+            fe: port("fe"),
+            mysql: port("mysql"),
+            admin: port("admin"),
+            _dir: dir,
+        };
+        d.exec(&format!("CREATE DATABASE IF NOT EXISTS {db}"));
+        d
+    }
+
+    /// `STARROCKS_URL`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.fe)
+    }
+
+    /// `STARROCKS_MYSQL_URL`.
+    pub fn mysql_url(&self) -> String {
+        format!("mysql://root:@127.0.0.1:{}/", self.mysql)
+    }
+
+    fn with_conn<T>(&self, f: impl AsyncFnOnce(&mut mysql_async::Conn) -> T) -> T {
+        let url = self.mysql_url();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
+            let out = f(&mut conn).await;
+            let _ = conn.disconnect().await;
+            out
+        })
+    }
+
+    /// Runs a statement.
+    pub fn exec(&self, sql: &str) {
+        let sql = sql.to_owned();
+        self.with_conn(async move |c: &mut mysql_async::Conn| {
+            c.query_drop(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
+    /// Runs a query; every value as text (NULL as `None`).
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.try_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs a query, returning the server's error instead of panicking.
+    pub fn try_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let sql = sql.to_owned();
+        self.with_conn(async move |c: &mut mysql_async::Conn| {
+            let rows: Vec<mysql_async::Row> = c.query(&sql).await.map_err(|e| e.to_string())?;
+            Ok(rows.into_iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| match r.as_ref(i) {
+                            Some(mysql_async::Value::NULL) | None => None,
+                            Some(mysql_async::Value::Bytes(b)) => {
+                                Some(String::from_utf8_lossy(b).into_owned())
+                            }
+                            Some(v) => Some(v.as_sql(true).trim_matches('\'').to_owned()),
+                        })
+                        .collect()
+                })
+                .collect())
+        })
+    }
+
+    /// Sends a request to the admin port; returns the JSON answer.
+    pub fn admin(&self, method: &str, path: &str, body: &str) -> Json {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(json).unwrap_or(Json::Null)
+    }
+
+    /// Adds a fault switch (see tools/starrocks-double/README.md).
+    pub fn fault(&self, spec: Json) {
+        self.admin("POST", "/admin/faults", &spec.to_string());
+    }
+
+    /// Load counters.
+    pub fn stats(&self) -> Json {
+        self.admin("GET", "/admin/stats", "")
+    }
+}
+
+impl Drop for Double {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
