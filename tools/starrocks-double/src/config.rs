@@ -1,0 +1,96 @@
+//! Command-line configuration.
+//!
+//! Why these flags: each one is a StarRocks setting a client can observe (ports, the BE host
+//! in redirects, label retention, load timeout, schema-change duration) or a test need
+//! (`--data-dir` for restarts, `--discard` for benchmarks). Port 0 binds a free port; the
+//! bound ports are printed as one JSON line on stdout.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// A port, or `off` for a listener that is not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalPort(pub Option<u16>);
+
+/// Parses a port, or `off`.
+fn port_or_off(s: &str) -> Result<OptionalPort, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OptionalPort(None));
+    }
+    s.parse::<u16>()
+        .map(|p| OptionalPort(Some(p)))
+        .map_err(|e| format!("not a port or 'off': {e}"))
+}
+
+/// A faithful StarRocks stand-in: Stream Load over HTTP (FE and BE) and the MySQL protocol.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "starrocks-double", version)]
+pub struct Config {
+    /// FE HTTP port (Stream Load entry point, answers 307 to the BE).
+    #[arg(long, default_value_t = 8030)]
+    pub fe_port: u16,
+    /// BE HTTP port (takes the load body).
+    #[arg(long, default_value_t = 8040)]
+    pub be_port: u16,
+    /// FE MySQL-protocol port.
+    #[arg(long, default_value_t = 9030)]
+    pub mysql_port: u16,
+    /// Admin HTTP port for fault switches and stats, or `off`.
+    #[arg(long, default_value = "8099", value_parser = port_or_off)]
+    pub admin_port: OptionalPort,
+    /// Address every listener binds.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Host the FE puts in the 307 `Location` (the address the BE "registered" under).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub advertise_be_host: String,
+    /// Extra FE hops before the BE: the FE first redirects to N more FE listeners in turn,
+    /// like a follower FE redirecting to the leader.
+    #[arg(long, default_value_t = 0)]
+    pub fe_extra_hops: u32,
+    /// User for HTTP Basic auth and MySQL.
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    /// Password (empty by default, like a fresh StarRocks).
+    #[arg(long, default_value = "")]
+    pub password: String,
+    /// Keep data, schema and labels in SQLite under this directory (default: in memory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Parse and count rows but store nothing (benchmarks).
+    #[arg(long)]
+    pub discard: bool,
+    /// FE `label_keep_max_second`: how long finished labels are remembered.
+    #[arg(long, default_value_t = 259_200)]
+    pub label_keep_max_second: u64,
+    /// FE `label_keep_max_num`: how many finished labels each database remembers.
+    #[arg(long, default_value_t = 1000)]
+    pub label_keep_max_num: usize,
+    /// How long an ADD COLUMN job stays PENDING/WAITING_TXN/RUNNING before FINISHED.
+    #[arg(long, default_value_t = 300)]
+    pub alter_duration_ms: u64,
+    /// FE `stream_load_default_timeout_second`: load timeout without a `timeout` header.
+    #[arg(long, default_value_t = 600)]
+    pub load_timeout_second: u64,
+    /// BE `streaming_load_max_mb`: the largest body accepted.
+    #[arg(long, default_value_t = 10_240)]
+    pub streaming_load_max_mb: u64,
+    /// Validate non-key columns of delete rows too (NOT NULL columns must then be present).
+    #[arg(long)]
+    pub strict_delete_rows: bool,
+    /// What `SELECT current_version()` returns.
+    #[arg(long, default_value = "3.3.5-double")]
+    pub sr_version: String,
+}
+
+impl Config {
+    /// A host clients can reach the listeners on: the bind address, or loopback for a
+    /// wildcard bind.
+    pub fn bind_host(&self) -> &str {
+        match self.bind.as_str() {
+            "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,1070 @@
+//! One Stream Load: its headers, its body, and the rows it turns into.
+//!
+//! Why split from the HTTP code: StarRocks decides a load in phases, and the client-visible
+//! behaviour depends on which phase rejects it (header failures arrive before `100 Continue`
+//! and leave no label; plan failures abort the label; data failures count filtered rows).
+//!
+//! ```text
+//! headers ──LoadOptions::from_headers──▶ (begin txn: label) ──plan()──▶ LoadPlan
+//! body ─────decode()──▶ rows in order ─▶ RowOp (converted) | Rejected (reason + row text)
+//! ```
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::catalog::TableDef;
+use crate::store::{ApplyMode, Op, RowOp};
+use crate::types::{Cell, ConvError};
+
+/// `streaming_load_max_batch_size_mb`: the JSON body limit without `ignore_json_size`.
+pub const JSON_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// How many rejected rows an error log keeps.
+const ERROR_LOG_MAX_ROWS: usize = 1000;
+
+/// Body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+/// A load's options, read from its headers.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub format: Format,
+    pub label: Option<String>,
+    pub strip_outer_array: bool,
+    pub columns: Option<Vec<ColumnSpec>>,
+    pub partial_update: bool,
+    pub merge_condition: Option<String>,
+    pub max_filter_ratio: f64,
+    pub strict_mode: bool,
+    pub timeout_s: u64,
+    pub column_separator: Vec<u8>,
+    pub row_delimiter: Vec<u8>,
+    pub skip_header: usize,
+}
+
+/// One entry of the `columns` header.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnSpec {
+    /// A source field named like a table column (or `__op`).
+    Name(String),
+    /// `target = source_field` or `target = 'constant'`.
+    Assign { target: String, value: AssignValue },
+}
+
+/// The right side of a `columns` assignment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AssignValue {
+    Source(String),
+    Const(String),
+}
+
+/// Reads a header by (case-insensitive) name.
+pub trait HeaderSource {
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+/// What the header phase can say before the body is read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HeaderError(pub String);
+
+fn parse_bool(v: Option<&str>, what: &str) -> Result<bool, HeaderError> {
+    match v {
+        None => Ok(false),
+        Some(s) if s.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Some(s) if s.trim().eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(HeaderError(format!(
+            "Invalid {what} format. Must be bool type"
+        ))),
+    }
+}
+
+/// `\x01`-style hex escapes, as the CSV separator headers allow.
+fn unescape_separator(s: &str) -> Vec<u8> {
+    let lower = s.to_ascii_lowercase();
+    if let Some(hex) = lower.strip_prefix("\\x") {
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect();
+        if let Some(b) = bytes {
+            if !b.is_empty() {
+                return b;
+            }
+        }
+    }
+    match s {
+        "\\t" => b"\t".to_vec(),
+        "\\n" => b"\n".to_vec(),
+        _ => s.as_bytes().to_vec(),
+    }
+}
+
+/// Whether a label matches `^[-_A-Za-z0-9]{1,128}$`.
+pub fn label_is_valid(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 128
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parses the `columns` header: `a, b, c = d, __op = 'delete'`, names may be backticked.
+pub fn parse_columns(s: &str) -> Result<Vec<ColumnSpec>, HeaderError> {
+    let toks =
+        crate::sql::lex(s).map_err(|e| HeaderError(format!("Invalid columns header: {e}")))?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let Some(name) = toks[i].ident() else {
+            return Err(HeaderError(format!(
+                "Invalid columns header near '{}'",
+                toks[i].text()
+            )));
+        };
+        let name = name.to_owned();
+        i += 1;
+        if toks.get(i).is_some_and(|t| t.is_sym("=")) {
+            i += 1;
+            let value = match toks.get(i).map(|t| &t.tok) {
+                Some(crate::sql::Tok::Str(v)) | Some(crate::sql::Tok::Num(v)) => {
+                    AssignValue::Const(v.clone())
+                }
+                Some(crate::sql::Tok::Word(v)) | Some(crate::sql::Tok::Quoted(v)) => {
+                    if toks.get(i + 1).is_some_and(|t| t.is_sym("(")) {
+                        return Err(HeaderError(format!(
+                            "column expression '{v}(...)' in the columns header is not supported by starrocks-double"
+                        )));
+                    }
+                    AssignValue::Source(v.clone())
+                }
+                _ => return Err(HeaderError(format!("Invalid columns header near '{name}'"))),
+            };
+            i += 1;
+            out.push(ColumnSpec::Assign {
+                target: name,
+                value,
+            });
+        } else {
+            out.push(ColumnSpec::Name(name));
+        }
+        match toks.get(i) {
+            None => break,
+            Some(t) if t.is_sym(",") => i += 1,
+            Some(t) => {
+                return Err(HeaderError(format!(
+                    "column expression near '{}' in the columns header is not supported by starrocks-double",
+                    t.text()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl LoadOptions {
+    /// The BE header phase up to (not including) begin-txn: format, sizes, timeout, flags.
+    pub fn from_headers(
+        h: &dyn HeaderSource,
+        content_length: Option<u64>,
+        default_timeout_s: u64,
+    ) -> Result<LoadOptions, HeaderError> {
+        let format = match h.header("format").map(|s| s.trim().to_ascii_lowercase()) {
+            None => Format::Csv,
+            Some(f) if f.is_empty() || f == "csv" => Format::Csv,
+            Some(f) if f == "json" => Format::Json,
+            Some(f) if ["gzip", "bzip2", "lz4", "deflate", "zstd"].contains(&f.as_str()) => {
+                return Err(HeaderError(format!(
+                    "compressed CSV (format={f}) is not supported by starrocks-double"
+                )))
+            }
+            Some(_) => {
+                return Err(HeaderError(format!(
+                    "unknown data format, format={}",
+                    h.header("format").unwrap_or_default()
+                )))
+            }
+        };
+        if format == Format::Json {
+            let ignore = h
+                .header("ignore_json_size")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+            if let Some(len) = content_length {
+                if !ignore && len > JSON_MAX_BYTES {
+                    return Err(HeaderError(format!(
+                        "The size of this batch exceed the max size [{JSON_MAX_BYTES}]  of json type data  data [ {len} ]. Set ignore_json_size to skip the check, although it may lead huge memory consuming."
+                    )));
+                }
+            }
+        }
+        let timeout_s = match h.header("timeout") {
+            None => default_timeout_s,
+            Some(t) => match t.trim().parse::<u32>() {
+                Ok(v) => u64::from(v),
+                Err(_) => return Err(HeaderError("Invalid timeout format".into())),
+            },
+        };
+        if h.header("compression").is_some() && h.header("content-encoding").is_some() {
+            return Err(HeaderError(
+                "Only one of compression and Content-Encoding can be set, but both are set".into(),
+            ));
+        }
+        if let Some(c) = h
+            .header("compression")
+            .or_else(|| h.header("content-encoding"))
+        {
+            if !c.trim().eq_ignore_ascii_case("identity") && !c.trim().is_empty() {
+                return Err(HeaderError(format!(
+                    "compression '{c}' is not supported by starrocks-double"
+                )));
+            }
+        }
+        for unsupported in [
+            "jsonpaths",
+            "json_root",
+            "where",
+            "envelope",
+            "enable_merge_commit",
+        ] {
+            if h.header(unsupported)
+                .is_some_and(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("false"))
+            {
+                return Err(HeaderError(format!(
+                    "the '{unsupported}' header is not supported by starrocks-double"
+                )));
+            }
+        }
+        let max_filter_ratio = match h.header("max_filter_ratio") {
+            None => 0.0,
+            Some(v) => v.trim().parse::<f64>().unwrap_or(0.0),
+        };
+        let skip_header = match h.header("skip_header") {
+            None => 0,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| HeaderError("Invalid csv load skip_header format".into()))?,
+        };
+        Ok(LoadOptions {
+            format,
+            label: h
+                .header("label")
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+            strip_outer_array: h
+                .header("strip_outer_array")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            columns: None,
+            partial_update: false,
+            merge_condition: None,
+            max_filter_ratio,
+            strict_mode: false,
+            timeout_s,
+            column_separator: h
+                .header("column_separator")
+                .map(unescape_separator)
+                .unwrap_or_else(|| b"\t".to_vec()),
+            row_delimiter: h
+                .header("row_delimiter")
+                .map(unescape_separator)
+                .unwrap_or_else(|| b"\n".to_vec()),
+            skip_header,
+        })
+    }
+
+    /// The plan-phase flags (after begin-txn: a failure here aborts the label).
+    pub fn read_plan_headers(&mut self, h: &dyn HeaderSource) -> Result<(), HeaderError> {
+        self.strict_mode = parse_bool(h.header("strict_mode"), "strict mode")?;
+        self.partial_update = parse_bool(h.header("partial_update"), "partial update flag")?;
+        if let Some(mode) = h.header("partial_update_mode") {
+            if !["row", "column", "auto"].contains(&mode.trim()) {
+                return Err(HeaderError(format!("Invalid partial update mode: {mode}")));
+            }
+        }
+        self.merge_condition = h
+            .header("merge_condition")
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        self.columns = match h.header("columns") {
+            Some(c) if !c.trim().is_empty() => Some(parse_columns(c)?),
+            _ => None,
+        };
+        if h.header("partitions").is_some() && h.header("temporary_partitions").is_some() {
+            return Err(HeaderError(
+                "Can not specify both partitions and temporary partitions".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where one table column's value comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A JSON key or a CSV field position.
+    Field(usize),
+    Const(String),
+}
+
+/// Where the op of each row comes from.
+#[derive(Debug, Clone)]
+enum OpSource {
+    Upsert,
+    Field(usize),
+    Const(Op),
+}
+
+/// How a load maps source fields onto the table, decided before the body is read.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// Source field names: JSON keys, or CSV positions' names.
+    fields: Vec<String>,
+    /// For each table column, its source; None = not listed.
+    sources: Vec<Option<Source>>,
+    op: OpSource,
+    pub mode: ApplyMode,
+}
+
+/// Builds the plan; the errors are the FE's plan-phase messages.
+pub fn plan(opts: &LoadOptions, table: &TableDef) -> Result<LoadPlan, HeaderError> {
+    let width = table.columns.len();
+    let mut fields: Vec<String> = Vec::new();
+    let mut sources: Vec<Option<Source>> = vec![None; width];
+    let mut op = OpSource::Upsert;
+    let field_index = |fields: &mut Vec<String>, name: &str| -> usize {
+        if let Some(i) = fields.iter().position(|f| f.eq_ignore_ascii_case(name)) {
+            i
+        } else {
+            fields.push(name.to_owned());
+            fields.len() - 1
+        }
+    };
+    let unknown = |name: &str| HeaderError(format!("Unknown column '{name}' in '{}'", table.name));
+    match &opts.columns {
+        None => {
+            for (i, c) in table.columns.iter().enumerate() {
+                let f = field_index(&mut fields, &c.name);
+                sources[i] = Some(Source::Field(f));
+            }
+            if table.is_primary() {
+                // `__op` is projected from JSON automatically (SR >= 2.x); CSV must list it.
+                if opts.format == Format::Json {
+                    op = OpSource::Field(field_index(&mut fields, "__op"));
+                }
+            }
+        }
+        Some(specs) => {
+            // CSV positions follow the order of plain names and assignment sources.
+            let assigned_sources: Vec<&str> = specs
+                .iter()
+                .filter_map(|s| match s {
+                    ColumnSpec::Assign {
+                        value: AssignValue::Source(src),
+                        ..
+                    } => Some(src.as_str()),
+                    _ => None,
+                })
+                .collect();
+            for spec in specs {
+                match spec {
+                    ColumnSpec::Name(name) => {
+                        let f = field_index(&mut fields, name);
+                        if name.eq_ignore_ascii_case("__op") {
+                            op = OpSource::Field(f);
+                        } else if let Some((i, _)) = table.column(name) {
+                            sources[i] = Some(Source::Field(f));
+                        } else if !assigned_sources
+                            .iter()
+                            .any(|s| s.eq_ignore_ascii_case(name))
+                        {
+                            return Err(unknown(name));
+                        }
+                    }
+                    ColumnSpec::Assign { target, value } => {
+                        if target.eq_ignore_ascii_case("__op") {
+                            op = match value {
+                                AssignValue::Const(v) => OpSource::Const(parse_op_text(v).ok_or_else(|| {
+                                    HeaderError(format!("Invalid __op value '{v}': expected 0, 1, 'upsert' or 'delete'"))
+                                })?),
+                                AssignValue::Source(src) => OpSource::Field(field_index(&mut fields, src)),
+                            };
+                            continue;
+                        }
+                        let Some((i, _)) = table.column(target) else {
+                            return Err(unknown(target));
+                        };
+                        sources[i] = Some(match value {
+                            AssignValue::Const(v) => Source::Const(v.clone()),
+                            AssignValue::Source(src) => {
+                                Source::Field(field_index(&mut fields, src))
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if !table.is_primary() {
+        op = OpSource::Upsert;
+    }
+    let listed: Vec<bool> = sources.iter().map(|s| s.is_some()).collect();
+    let mut mode = ApplyMode::default();
+    if opts.partial_update {
+        if !table.is_primary() {
+            return Err(HeaderError(
+                "Only primary key table support partial update".into(),
+            ));
+        }
+        if opts.columns.is_none() {
+            return Err(HeaderError(
+                "partial update requires the columns header listing the updated columns".into(),
+            ));
+        }
+        for k in &table.key_columns {
+            let (i, _) = table.column(k).ok_or_else(|| unknown(k))?;
+            if !listed[i] {
+                return Err(HeaderError(format!(
+                    "partial update must include all primary key columns, missing key column: {k}"
+                )));
+            }
+        }
+        mode.partial = Some((0..width).filter(|&i| listed[i]).collect());
+    }
+    if let Some(mc) = &opts.merge_condition {
+        if !table.is_primary() {
+            return Err(HeaderError(
+                "Conditional update only support primary key table".into(),
+            ));
+        }
+        let Some((i, col)) = table.column(mc) else {
+            return Err(HeaderError(format!(
+                "Merge condition column {mc} does not exist in table {}",
+                table.name
+            )));
+        };
+        if col.is_key {
+            return Err(HeaderError(format!(
+                "Merge condition column {mc} should not be a primary key column"
+            )));
+        }
+        mode.merge = Some(i);
+    }
+    Ok(LoadPlan {
+        fields,
+        sources,
+        op,
+        mode,
+    })
+}
+
+fn parse_op_text(s: &str) -> Option<Op> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "0" | "upsert" => Some(Op::Upsert),
+        "1" | "delete" => Some(Op::Delete),
+        _ => None,
+    }
+}
+
+fn op_from_json(v: &Json) -> Option<Op> {
+    match v {
+        Json::Null => Some(Op::Upsert),
+        Json::Number(n) => match n.as_i64() {
+            Some(0) => Some(Op::Upsert),
+            Some(1) => Some(Op::Delete),
+            _ => None,
+        },
+        Json::String(s) => parse_op_text(s),
+        _ => None,
+    }
+}
+
+/// A row StarRocks would filter: why, and the row as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub reason: String,
+    pub row: String,
+}
+
+/// The decoded body.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub total: u64,
+    pub rows: Vec<RowOp>,
+    pub rejected: Vec<Rejected>,
+    /// Rejected rows beyond the error-log cap are only counted.
+    pub rejected_count: u64,
+}
+
+/// A body StarRocks refuses as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(pub String);
+
+/// One source value.
+enum Raw<'a> {
+    Missing,
+    Json(&'a Json),
+    Text(&'a str),
+    Null,
+}
+
+/// Conversion settings shared by every row of a load.
+struct Converter<'a> {
+    table: &'a TableDef,
+    plan: &'a LoadPlan,
+    strict: bool,
+    strict_delete_rows: bool,
+}
+
+impl Converter<'_> {
+    /// Converts one source row; `get` looks a source field up by index.
+    fn row<'r>(&self, get: impl Fn(usize) -> Raw<'r>) -> Result<RowOp, String> {
+        let op = match &self.plan.op {
+            OpSource::Upsert => Op::Upsert,
+            OpSource::Const(op) => *op,
+            OpSource::Field(f) => match get(*f) {
+                Raw::Missing | Raw::Null => Op::Upsert,
+                Raw::Json(v) => op_from_json(v).ok_or_else(|| format!("Invalid __op value {v}"))?,
+                Raw::Text(t) => {
+                    parse_op_text(t).ok_or_else(|| format!("Invalid __op value '{t}'"))?
+                }
+            },
+        };
+        let partial = self.plan.mode.partial.is_some();
+        let mut values = Vec::with_capacity(self.table.columns.len());
+        for (i, col) in self.table.columns.iter().enumerate() {
+            let check = op == Op::Upsert || col.is_key || self.strict_delete_rows;
+            let raw = match &self.plan.sources[i] {
+                None => {
+                    values.push(if partial {
+                        col.fill_cell()
+                    } else {
+                        col.default_cell()
+                    });
+                    if check && values[i].is_null() && !col.nullable && !partial {
+                        return Err(format!("NULL value in non-nullable column '{}'", col.name));
+                    }
+                    continue;
+                }
+                Some(Source::Const(c)) => Raw::Text(c.as_str()),
+                Some(Source::Field(f)) => get(*f),
+            };
+            let converted = match raw {
+                Raw::Missing => Ok(if partial {
+                    Cell::Null
+                } else {
+                    col.default_cell()
+                }),
+                Raw::Null => Ok(Cell::Null),
+                Raw::Json(v) => col.ty.convert_json(v),
+                Raw::Text(t) => col.ty.convert_text(t),
+            };
+            let cell = match converted {
+                Ok(c) => c,
+                Err(_) if !check => Cell::Null,
+                Err(ConvError::TooLong(m)) => return Err(format!("{m}, column={}", col.name)),
+                Err(ConvError::Invalid(m)) => {
+                    if self.strict || !col.nullable {
+                        return Err(format!("{m}, column={}", col.name));
+                    }
+                    Cell::Null
+                }
+            };
+            if check && cell.is_null() && !col.nullable {
+                return Err(format!("NULL value in non-nullable column '{}'", col.name));
+            }
+            values.push(cell);
+        }
+        Ok(RowOp { op, values })
+    }
+}
+
+impl Decoded {
+    fn reject(&mut self, reason: String, row: String) {
+        self.rejected_count += 1;
+        if self.rejected.len() < ERROR_LOG_MAX_ROWS {
+            self.rejected.push(Rejected { reason, row });
+        }
+    }
+
+    pub fn filtered(&self) -> u64 {
+        self.rejected_count
+    }
+}
+
+/// Decodes and converts a whole body, keeping the row order.
+pub fn decode(
+    body: &[u8],
+    opts: &LoadOptions,
+    plan: &LoadPlan,
+    table: &TableDef,
+    strict_delete_rows: bool,
+) -> Result<Decoded, BodyError> {
+    let conv = Converter {
+        table,
+        plan,
+        strict: opts.strict_mode,
+        strict_delete_rows,
+    };
+    let mut out = Decoded::default();
+    match opts.format {
+        Format::Json => {
+            if body.iter().all(|b| b.is_ascii_whitespace()) {
+                return Ok(out);
+            }
+            let doc: Json = serde_json::from_slice(body)
+                .map_err(|e| BodyError(format!("Failed to parse json data: {e}")))?;
+            let objects: Vec<&Json> = match (&doc, opts.strip_outer_array) {
+                (Json::Array(items), true) => items.iter().collect(),
+                (Json::Array(_), false) => {
+                    return Err(BodyError(
+                        "JSON data is an array, strip_outer_array must be set true".into(),
+                    ))
+                }
+                (Json::Object(_), true) => {
+                    return Err(BodyError(
+                        "JSON data is an object, strip_outer_array must be set false".into(),
+                    ))
+                }
+                (Json::Object(_), false) => vec![&doc],
+                _ => return Err(BodyError("JSON data is not an object or an array".into())),
+            };
+            for obj in objects {
+                out.total += 1;
+                let Json::Object(map) = obj else {
+                    out.reject("JSON data is not an object".into(), obj.to_string());
+                    continue;
+                };
+                let keyed: Vec<Option<&Json>> = plan
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        map.get(f.as_str()).or_else(|| {
+                            map.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(f))
+                                .map(|(_, v)| v)
+                        })
+                    })
+                    .collect();
+                match conv.row(|i| match keyed.get(i).copied().flatten() {
+                    None => Raw::Missing,
+                    Some(Json::Null) => Raw::Null,
+                    Some(v) => Raw::Json(v),
+                }) {
+                    Ok(r) => out.rows.push(r),
+                    Err(reason) => out.reject(reason, obj.to_string()),
+                }
+            }
+        }
+        Format::Csv => {
+            let text = String::from_utf8_lossy(body);
+            let sep = String::from_utf8_lossy(&opts.column_separator).into_owned();
+            let delim = String::from_utf8_lossy(&opts.row_delimiter).into_owned();
+            let mut lines: Vec<&str> = text.split(delim.as_str()).collect();
+            if lines.last().is_some_and(|l| l.is_empty()) {
+                lines.pop();
+            }
+            for line in lines.into_iter().skip(opts.skip_header) {
+                out.total += 1;
+                let fields: Vec<&str> = line.split(sep.as_str()).collect();
+                if fields.len() != plan.fields.len() {
+                    out.reject(
+                        format!(
+                            "Value count does not match column count. Expect {}, but got {}",
+                            plan.fields.len(),
+                            fields.len()
+                        ),
+                        line.to_owned(),
+                    );
+                    continue;
+                }
+                match conv.row(|i| match fields.get(i) {
+                    None => Raw::Missing,
+                    Some(&"\\N") => Raw::Null,
+                    Some(f) => Raw::Text(f),
+                }) {
+                    Ok(r) => out.rows.push(r),
+                    Err(reason) => out.reject(reason, line.to_owned()),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Counts rows without converting them (`--discard`): JSON is still fully parsed.
+pub fn count_only(body: &[u8], opts: &LoadOptions) -> Result<u64, BodyError> {
+    match opts.format {
+        Format::Json => {
+            if body.iter().all(|b| b.is_ascii_whitespace()) {
+                return Ok(0);
+            }
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let shape = serde::Deserializer::deserialize_any(&mut de, CountVisitor)
+                .map_err(|e| BodyError(format!("Failed to parse json data: {e}")))?;
+            de.end()
+                .map_err(|e| BodyError(format!("Failed to parse json data: {e}")))?;
+            match (shape, opts.strip_outer_array) {
+                (Shape::Array(n), true) => Ok(n),
+                (Shape::Object, false) => Ok(1),
+                (Shape::Array(_), false) => Err(BodyError(
+                    "JSON data is an array, strip_outer_array must be set true".into(),
+                )),
+                (Shape::Object, true) => Err(BodyError(
+                    "JSON data is an object, strip_outer_array must be set false".into(),
+                )),
+                (Shape::Other, _) => {
+                    Err(BodyError("JSON data is not an object or an array".into()))
+                }
+            }
+        }
+        Format::Csv => {
+            let delim = &opts.row_delimiter;
+            if delim.is_empty() {
+                return Ok(0);
+            }
+            let mut n = 0u64;
+            let mut rest = body;
+            while let Some(pos) = rest
+                .windows(delim.len())
+                .position(|w| w == delim.as_slice())
+            {
+                n += 1;
+                rest = &rest[pos + delim.len()..];
+            }
+            if !rest.is_empty() {
+                n += 1;
+            }
+            Ok(n.saturating_sub(opts.skip_header as u64))
+        }
+    }
+}
+
+enum Shape {
+    Array(u64),
+    Object,
+    Other,
+}
+
+struct CountVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CountVisitor {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array or object")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let mut n = 0u64;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(Shape::Array(n))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Shape::Object)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+}
+
+/// The BE's answer to a load: field names, order and pretty printing as in StarRocks.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LoadResult {
+    #[serde(rename = "TxnId")]
+    pub txn_id: i64,
+    #[serde(rename = "Label")]
+    pub label: String,
+    #[serde(rename = "Status")]
+    pub status: &'static str,
+    #[serde(rename = "ExistingJobStatus", skip_serializing_if = "Option::is_none")]
+    pub existing_job_status: Option<&'static str>,
+    #[serde(rename = "Message")]
+    pub message: String,
+    #[serde(rename = "NumberTotalRows")]
+    pub number_total_rows: u64,
+    #[serde(rename = "NumberLoadedRows")]
+    pub number_loaded_rows: u64,
+    #[serde(rename = "NumberFilteredRows")]
+    pub number_filtered_rows: u64,
+    #[serde(rename = "NumberUnselectedRows")]
+    pub number_unselected_rows: u64,
+    #[serde(rename = "LoadBytes")]
+    pub load_bytes: u64,
+    #[serde(rename = "LoadTimeMs")]
+    pub load_time_ms: u64,
+    #[serde(rename = "BeginTxnTimeMs")]
+    pub begin_txn_time_ms: u64,
+    #[serde(rename = "StreamLoadPlanTimeMs")]
+    pub stream_load_plan_time_ms: u64,
+    #[serde(rename = "ReadDataTimeMs")]
+    pub read_data_time_ms: u64,
+    #[serde(rename = "WriteDataTimeMs")]
+    pub write_data_time_ms: u64,
+    #[serde(rename = "CommitAndPublishTimeMs")]
+    pub commit_and_publish_time_ms: u64,
+    #[serde(rename = "ErrorURL", skip_serializing_if = "Option::is_none")]
+    pub error_url: Option<String>,
+}
+
+/// The four statuses a load can end in.
+pub mod status {
+    pub const SUCCESS: &str = "Success";
+    pub const PUBLISH_TIMEOUT: &str = "Publish Timeout";
+    pub const LABEL_ALREADY_EXISTS: &str = "Label Already Exists";
+    pub const FAIL: &str = "Fail";
+}
+
+impl LoadResult {
+    /// A `Fail` with a message; txn id -1 when no transaction was begun.
+    pub fn fail(label: &str, txn_id: i64, message: impl Into<String>) -> LoadResult {
+        LoadResult {
+            txn_id,
+            label: label.to_owned(),
+            status: status::FAIL,
+            message: message.into(),
+            ..LoadResult::default()
+        }
+    }
+}
+
+/// JSON pretty-printed with four-space indentation, like the BE's rapidjson writer.
+pub fn pretty_json<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    if v.serialize(&mut ser).is_err() {
+        return b"{}".to_vec();
+    }
+    out
+}
+
+/// Converts the literal rows of `INSERT ... VALUES` like a strict load.
+pub fn convert_literals(
+    table: &TableDef,
+    columns: &[usize],
+    rows: &[Vec<crate::sql::Literal>],
+) -> Result<Vec<RowOp>, String> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.len() != columns.len() {
+            return Err(format!(
+                "Column count doesn't match value count. Expect {}, but got {}",
+                columns.len(),
+                row.len()
+            ));
+        }
+        let mut values: Vec<Cell> = table.columns.iter().map(|c| c.default_cell()).collect();
+        for (lit, &ci) in row.iter().zip(columns) {
+            let col = &table.columns[ci];
+            values[ci] = match lit {
+                crate::sql::Literal::Null => Cell::Null,
+                crate::sql::Literal::Text(t) => col.ty.convert_text(t).map_err(|e| {
+                    format!(
+                        "Insert has filtered data in strict mode: {e}, column={}",
+                        col.name
+                    )
+                })?,
+            };
+        }
+        for (c, v) in table.columns.iter().zip(&values) {
+            if v.is_null() && !c.nullable {
+                return Err(format!(
+                    "Insert has filtered data in strict mode: NULL value in non-nullable column '{}'",
+                    c.name
+                ));
+            }
+        }
+        out.push(RowOp {
+            op: Op::Upsert,
+            values,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ColumnDef, KeysType};
+    use crate::types::SrType;
+    use std::collections::HashMap;
+
+    struct H(HashMap<String, String>);
+    impl HeaderSource for H {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.0.get(&name.to_ascii_lowercase()).map(|s| s.as_str())
+        }
+    }
+    fn headers(pairs: &[(&str, &str)]) -> H {
+        H(pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect())
+    }
+
+    fn table() -> TableDef {
+        let col = |name: &str, ty: SrType, nullable: bool, key: bool| ColumnDef {
+            name: name.into(),
+            ty,
+            nullable,
+            default: None,
+            comment: String::new(),
+            is_key: key,
+        };
+        TableDef {
+            id: 1,
+            db: "d".into(),
+            name: "t".into(),
+            columns: vec![
+                col("id", SrType::BigInt, false, true),
+                col("name", SrType::Varchar(5), true, false),
+                col("n", SrType::Int, true, false),
+            ],
+            keys: KeysType::PrimaryKeys,
+            key_columns: vec!["id".into()],
+            distribution: vec!["id".into()],
+            buckets: None,
+            properties: vec![],
+            comment: String::new(),
+            created_at: 0,
+        }
+    }
+
+    fn opts(pairs: &[(&str, &str)]) -> LoadOptions {
+        let h = headers(pairs);
+        let mut o = LoadOptions::from_headers(&h, None, 600).unwrap();
+        o.read_plan_headers(&h).unwrap();
+        o
+    }
+
+    #[test]
+    fn label_regex_matches_starrocks() {
+        assert!(label_is_valid("batch_orders-0-1A"));
+        assert!(!label_is_valid("has space"));
+        assert!(!label_is_valid(""));
+        assert!(!label_is_valid(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn columns_header_accepts_backticks_and_constants() {
+        let c = parse_columns("`id`, name, __op = 'delete'").unwrap();
+        assert_eq!(c[0], ColumnSpec::Name("id".into()));
+        assert_eq!(
+            c[2],
+            ColumnSpec::Assign {
+                target: "__op".into(),
+                value: AssignValue::Const("delete".into())
+            }
+        );
+    }
+
+    #[test]
+    fn json_rows_keep_order_and_ops() {
+        let t = table();
+        let o = opts(&[("format", "json"), ("strip_outer_array", "true")]);
+        let p = plan(&o, &t).unwrap();
+        let body = br#"[{"id":1,"name":"a","__op":0},{"id":1,"__op":1},{"id":2,"name":"toolong"}]"#;
+        let d = decode(body, &o, &p, &t, false).unwrap();
+        assert_eq!(d.total, 3);
+        assert_eq!(d.rows.len(), 2);
+        assert_eq!(d.rows[1].op, Op::Delete);
+        assert_eq!(d.filtered(), 1);
+        assert!(
+            d.rejected[0].reason.contains("column=name"),
+            "{}",
+            d.rejected[0].reason
+        );
+    }
+
+    #[test]
+    fn non_strict_mode_turns_bad_values_into_null() {
+        let t = table();
+        let o = opts(&[("format", "json"), ("strip_outer_array", "true")]);
+        let p = plan(&o, &t).unwrap();
+        let d = decode(br#"[{"id":1,"n":"abc"}]"#, &o, &p, &t, false).unwrap();
+        assert_eq!(d.rows[0].values[2], Cell::Null);
+        let o = opts(&[
+            ("format", "json"),
+            ("strip_outer_array", "true"),
+            ("strict_mode", "true"),
+        ]);
+        let d = decode(br#"[{"id":1,"n":"abc"}]"#, &o, &p, &t, false).unwrap();
+        assert_eq!(d.filtered(), 1);
+    }
+
+    #[test]
+    fn partial_update_needs_key_columns() {
+        let t = table();
+        let o = opts(&[("partial_update", "true"), ("columns", "name")]);
+        assert!(plan(&o, &t).unwrap_err().0.contains("primary key"));
+    }
+
+    #[test]
+    fn unknown_column_in_columns_header_is_an_error() {
+        let t = table();
+        let o = opts(&[("columns", "id,nope")]);
+        assert!(plan(&o, &t)
+            .unwrap_err()
+            .0
+            .contains("Unknown column 'nope'"));
+    }
+
+    #[test]
+    fn csv_maps_fields_by_position_and_null_marker() {
+        let t = table();
+        let o = opts(&[("column_separator", ","), ("columns", "id,name,n,__op")]);
+        let p = plan(&o, &t).unwrap();
+        let d = decode(b"1,a,\\N,0\n2,b,3,1\n", &o, &p, &t, false).unwrap();
+        assert_eq!(d.rows.len(), 2);
+        assert_eq!(d.rows[0].values[2], Cell::Null);
+        assert_eq!(d.rows[1].op, Op::Delete);
+    }
+
+    #[test]
+    fn discard_counting_matches_decoding() {
+        let o = opts(&[("format", "json"), ("strip_outer_array", "true")]);
+        assert_eq!(count_only(br#"[{"a":1},{"b":[1,2]},{}]"#, &o).unwrap(), 3);
+        assert!(count_only(b"[{", &o).is_err());
+    }
+
+    #[test]
+    fn load_result_prints_starrocks_field_order() {
+        let r = LoadResult::fail("l", -1, "boom");
+        let s = String::from_utf8(pretty_json(&r)).unwrap();
+        assert!(
+            s.starts_with("{\n    \"TxnId\": -1,\n    \"Label\": \"l\",\n    \"Status\": \"Fail\""),
+            "{s}"
+        );
+        assert!(!s.contains("ErrorURL"));
+    }
+}

@@ -1,0 +1,1040 @@
+//! Executes MySQL-protocol statements against the catalog and SQLite.
+//!
+//! Why rewrite instead of interpret: tests and people need real SQL over the stored rows
+//! (filters, ORDER BY, aggregates, joins). SQLite already has that; the double only has to
+//! map StarRocks names onto its storage and a few MySQL-isms onto SQLite:
+//!
+//! ```text
+//! FROM db.t / FROM t (after USE)  →  FROM "db.t" AS "t"
+//! information_schema.columns      →  the attached, catalog-built information_schema
+//! @@version_comment, current_version(), database()  →  literals
+//! SELECT expr                     →  SELECT expr AS "expr"   (MySQL column naming)
+//! ```
+//!
+//! DDL, SHOW and INSERT are executed here directly against the catalog and store.
+
+use crate::catalog::{validate_table, ColumnDef, KeysType, TableDef};
+use crate::clock;
+use crate::double::Double;
+use crate::labels::TxnState;
+use crate::sql::{self, code, SqlError, Statement, Tok, Token};
+use crate::store::{quote_ident, ApplyMode, ResultSet, Store};
+use crate::types::Cell;
+
+/// The MySQL version string StarRocks 3.x reports for `@@version` / `version()`.
+const MYSQL_VERSION: &str = "8.0.33";
+
+/// One MySQL connection's state.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub db: Option<String>,
+    pub user: String,
+    pub connection_id: u32,
+}
+
+/// What a statement produced.
+#[derive(Debug)]
+pub enum Outcome {
+    Rows(ResultSet),
+    Done { affected: u64 },
+}
+
+fn done() -> Outcome {
+    Outcome::Done { affected: 0 }
+}
+
+fn rows(columns: &[&str], rows: Vec<Vec<Cell>>) -> Outcome {
+    Outcome::Rows(ResultSet {
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows,
+    })
+}
+
+fn text(s: impl Into<String>) -> Cell {
+    Cell::Text(s.into())
+}
+
+fn opt_text(s: Option<String>) -> Cell {
+    s.map(Cell::Text).unwrap_or(Cell::Null)
+}
+
+/// A MySQL `LIKE` pattern match, case-insensitive (`%`, `_`, `\` escapes).
+pub fn like(pattern: &str, value: &str) -> bool {
+    fn go(p: &[char], v: &[char]) -> bool {
+        match p.split_first() {
+            None => v.is_empty(),
+            Some(('%', rest)) => (0..=v.len()).any(|i| go(rest, &v[i..])),
+            Some(('_', rest)) => !v.is_empty() && go(rest, &v[1..]),
+            Some(('\\', rest)) if !rest.is_empty() => {
+                !v.is_empty() && v[0].eq_ignore_ascii_case(&rest[0]) && go(&rest[1..], &v[1..])
+            }
+            Some((c, rest)) => !v.is_empty() && v[0].eq_ignore_ascii_case(c) && go(rest, &v[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let v: Vec<char> = value.chars().collect();
+    go(&p, &v)
+}
+
+/// The system variables a client may read.
+fn system_variable(double: &Double, name: &str) -> Option<Cell> {
+    let n = name.to_ascii_lowercase();
+    Some(match n.as_str() {
+        "version" => text(MYSQL_VERSION),
+        "version_comment" => text(format!("StarRocks version {}", double.config.sr_version)),
+        "max_allowed_packet" => Cell::Int(67_108_864),
+        "wait_timeout" => Cell::Int(28_800),
+        "interactive_timeout" => Cell::Int(3600),
+        "net_write_timeout" | "net_read_timeout" => Cell::Int(60),
+        "query_timeout" => Cell::Int(300),
+        "autocommit" => Cell::Int(1),
+        "sql_mode" => text("ONLY_FULL_GROUP_BY"),
+        "time_zone" | "system_time_zone" => text("UTC"),
+        "tx_isolation" | "transaction_isolation" => text("REPEATABLE-READ"),
+        "tx_read_only" | "transaction_read_only" | "read_only" => Cell::Int(0),
+        "character_set_client"
+        | "character_set_connection"
+        | "character_set_results"
+        | "character_set_server"
+        | "character_set_database" => text("utf8"),
+        "collation_connection" | "collation_server" | "collation_database" => {
+            text("utf8_general_ci")
+        }
+        "lower_case_table_names" => Cell::Int(0),
+        "init_connect" | "socket" => text(""),
+        "license" => text("Apache License 2.0"),
+        "performance_schema" => Cell::Int(0),
+        "query_cache_size" => Cell::Int(1_048_576),
+        "query_cache_type" => Cell::Int(0),
+        "auto_increment_increment" => Cell::Int(1),
+        "language" => text("/starrocks/share/english/"),
+        "hostname" => text("starrocks-double"),
+        "port" => Cell::Int(i64::from(double.ports.mysql)),
+        _ => return None,
+    })
+}
+
+const VARIABLE_NAMES: &[&str] = &[
+    "autocommit",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_database",
+    "character_set_results",
+    "character_set_server",
+    "collation_connection",
+    "collation_database",
+    "collation_server",
+    "init_connect",
+    "interactive_timeout",
+    "language",
+    "license",
+    "lower_case_table_names",
+    "max_allowed_packet",
+    "net_read_timeout",
+    "net_write_timeout",
+    "query_timeout",
+    "sql_mode",
+    "system_time_zone",
+    "time_zone",
+    "transaction_isolation",
+    "transaction_read_only",
+    "tx_isolation",
+    "tx_read_only",
+    "version",
+    "version_comment",
+    "wait_timeout",
+];
+
+fn resolve_db(session: &Session, explicit: Option<String>) -> Result<String, SqlError> {
+    explicit
+        .or_else(|| session.db.clone())
+        .ok_or_else(|| SqlError::new(code::NO_DB, "No database selected"))
+}
+
+fn table_of(store: &Store, db: &str, table: &str) -> Result<std::sync::Arc<TableDef>, SqlError> {
+    if store.catalog.db(db).is_none() {
+        return Err(SqlError::new(
+            code::BAD_DB,
+            format!("Unknown database '{db}'"),
+        ));
+    }
+    store
+        .catalog
+        .table(db, table)
+        .cloned()
+        .ok_or_else(|| SqlError::analysis(format!("Unknown table '{db}.{table}'")))
+}
+
+/// Maps a SQLite error onto a StarRocks-style analysis error.
+fn sqlite_error(e: rusqlite::Error) -> SqlError {
+    let msg = e.to_string();
+    if let Some(t) = msg.strip_prefix("no such table: ") {
+        return SqlError::analysis(format!("Unknown table '{t}'"));
+    }
+    if let Some(c) = msg.strip_prefix("no such column: ") {
+        return SqlError::analysis(format!("Column '{c}' cannot be resolved"));
+    }
+    SqlError::analysis(msg)
+}
+
+/// Runs one statement.
+pub fn execute(
+    double: &Double,
+    session: &mut Session,
+    sql_text: &str,
+) -> Result<Outcome, SqlError> {
+    let stmt = sql::parse(sql_text)?;
+    match stmt {
+        Statement::NoOp => Ok(done()),
+        Statement::Use(db) => {
+            if !db.eq_ignore_ascii_case("information_schema")
+                && double.store().catalog.db(&db).is_none()
+            {
+                return Err(SqlError::new(
+                    code::BAD_DB,
+                    format!("Unknown database '{db}'"),
+                ));
+            }
+            session.db = Some(db);
+            Ok(done())
+        }
+        Statement::Query(toks) => {
+            let mut store = double.store();
+            if store.jobs.iter().any(|j| !j.is_done()) {
+                store.finish_jobs()?;
+            }
+            let sqlite = rewrite_select(double, session, &store, sql_text, toks)?;
+            store
+                .query(&sqlite)
+                .map(Outcome::Rows)
+                .map_err(sqlite_error)
+        }
+        Statement::ShowDatabases { like: pattern } => {
+            let store = double.store();
+            let mut names: Vec<String> = vec!["information_schema".into()];
+            names.extend(store.catalog.dbs.keys().cloned());
+            names.sort();
+            let out = names
+                .into_iter()
+                .filter(|n| pattern.as_deref().is_none_or(|p| like(p, n)))
+                .map(|n| vec![text(n)])
+                .collect();
+            Ok(rows(&["Database"], out))
+        }
+        Statement::ShowTables {
+            db,
+            full,
+            like: pattern,
+        } => {
+            let db = resolve_db(session, db)?;
+            let store = double.store();
+            let names: Vec<String> = if db.eq_ignore_ascii_case("information_schema") {
+                ["columns", "schemata", "tables", "tables_config"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                let Some(d) = store.catalog.db(&db) else {
+                    return Err(SqlError::new(
+                        code::BAD_DB,
+                        format!("Unknown database '{db}'"),
+                    ));
+                };
+                d.tables.keys().cloned().collect()
+            };
+            let col = format!("Tables_in_{db}");
+            let out = names
+                .into_iter()
+                .filter(|n| pattern.as_deref().is_none_or(|p| like(p, n)))
+                .map(|n| {
+                    if full {
+                        vec![text(n), text("BASE TABLE")]
+                    } else {
+                        vec![text(n)]
+                    }
+                })
+                .collect();
+            if full {
+                Ok(rows(&[col.as_str(), "Table_type"], out))
+            } else {
+                Ok(rows(&[col.as_str()], out))
+            }
+        }
+        Statement::ShowCreateTable { db, table } => {
+            let db = resolve_db(session, db)?;
+            let store = double.store();
+            let t = table_of(&store, &db, &table)?;
+            Ok(rows(
+                &["Table", "Create Table"],
+                vec![vec![text(t.name.clone()), text(t.create_statement())]],
+            ))
+        }
+        Statement::Describe { db, table } => {
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            if store.jobs.iter().any(|j| !j.is_done()) {
+                store.finish_jobs()?;
+            }
+            let t = table_of(&store, &db, &table)?;
+            let out = t
+                .columns
+                .iter()
+                .map(|c| {
+                    vec![
+                        text(c.name.clone()),
+                        text(c.ty.sql()),
+                        text(if c.nullable { "YES" } else { "NO" }),
+                        text(if c.is_key { "true" } else { "false" }),
+                        opt_text(c.default_text()),
+                        text(""),
+                    ]
+                })
+                .collect();
+            Ok(rows(
+                &["Field", "Type", "Null", "Key", "Default", "Extra"],
+                out,
+            ))
+        }
+        Statement::ShowAlterColumn { db, tail } => {
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            store.finish_jobs()?;
+            let sqlite = show_alter_sql(double, session, &db, sql_text, tail)?;
+            store
+                .query(&sqlite)
+                .map(Outcome::Rows)
+                .map_err(sqlite_error)
+        }
+        Statement::ShowVariables { like: pattern } => {
+            let out = VARIABLE_NAMES
+                .iter()
+                .filter(|n| pattern.as_deref().is_none_or(|p| like(p, n)))
+                .filter_map(|n| {
+                    system_variable(double, n).map(|v| {
+                        let v = match v {
+                            Cell::Int(i) => i.to_string(),
+                            Cell::Text(s) => s,
+                            _ => String::new(),
+                        };
+                        vec![text(*n), text(v)]
+                    })
+                })
+                .collect();
+            Ok(rows(&["Variable_name", "Value"], out))
+        }
+        Statement::ShowBackends => {
+            let now = clock::now_datetime_string();
+            Ok(rows(
+                &[
+                    "BackendId",
+                    "IP",
+                    "HeartbeatPort",
+                    "BePort",
+                    "HttpPort",
+                    "BrpcPort",
+                    "LastStartTime",
+                    "LastHeartbeat",
+                    "Alive",
+                    "SystemDecommissioned",
+                    "ClusterDecommissioned",
+                    "TabletNum",
+                    "ErrMsg",
+                    "Version",
+                    "Status",
+                ],
+                vec![vec![
+                    Cell::Int(10_001),
+                    text(double.config.advertise_be_host.clone()),
+                    Cell::Int(9050),
+                    Cell::Int(9060),
+                    Cell::Int(i64::from(double.ports.be)),
+                    Cell::Int(8060),
+                    text(now.clone()),
+                    text(now),
+                    text("true"),
+                    text("false"),
+                    text("false"),
+                    Cell::Int(0),
+                    text(""),
+                    text(double.config.sr_version.clone()),
+                    text("{\"lastSuccessReportTabletsTime\":\"N/A\"}"),
+                ]],
+            ))
+        }
+        Statement::ShowEmpty => Ok(rows(&["Level", "Code", "Message"], Vec::new())),
+        Statement::CreateDatabase {
+            name,
+            if_not_exists,
+        } => {
+            double.store().create_database(&name, if_not_exists)?;
+            Ok(done())
+        }
+        Statement::DropDatabase { name, if_exists } => {
+            double.store().drop_database(&name, if_exists)?;
+            if session.db.as_deref() == Some(name.as_str()) {
+                session.db = None;
+            }
+            Ok(done())
+        }
+        Statement::CreateTable(ct) => create_table(double, session, ct),
+        Statement::DropTable {
+            db,
+            table,
+            if_exists,
+        } => {
+            let db = resolve_db(session, db)?;
+            double.store().drop_table(&db, &table, if_exists)?;
+            Ok(done())
+        }
+        Statement::TruncateTable { db, table } => {
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            let t = table_of(&store, &db, &table)?;
+            store.truncate_table(&t)?;
+            Ok(done())
+        }
+        Statement::AlterAddColumns { db, table, columns } => {
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            store.finish_jobs()?;
+            let t = table_of(&store, &db, &table)?;
+            if store.has_running_job(&db, &table) {
+                return Err(SqlError::new(
+                    code::PARSE,
+                    format!("Table[{table}]'s state is not NORMAL. Do not allow doing ALTER ops"),
+                ));
+            }
+            for (i, add) in columns.iter().enumerate() {
+                let c = &add.column;
+                if t.column(&c.name).is_some()
+                    || columns[..i]
+                        .iter()
+                        .any(|o| o.column.name.eq_ignore_ascii_case(&c.name))
+                {
+                    return Err(SqlError::new(
+                        code::DUP_FIELDNAME,
+                        format!(
+                            "Can not add column which already exists in base table: {}",
+                            c.name
+                        ),
+                    ));
+                }
+                if c.is_key {
+                    return Err(SqlError::analysis(format!(
+                        "Can not add key column {} to a {} table",
+                        c.name,
+                        t.keys.model()
+                    )));
+                }
+                if !c.nullable && c.default.is_none() {
+                    return Err(SqlError::analysis(format!(
+                        "Can not add column {} which is not nullable and has no default value",
+                        c.name
+                    )));
+                }
+                if let Some(crate::catalog::DefaultValue::Literal(d)) = &c.default {
+                    if let Err(e) = c.ty.convert_text(d) {
+                        return Err(SqlError::analysis(format!(
+                            "Invalid default value for '{}': {e}",
+                            c.name
+                        )));
+                    }
+                }
+            }
+            store.add_job(&t, columns)?;
+            Ok(done())
+        }
+        Statement::Insert {
+            db,
+            table,
+            columns,
+            rows: values,
+        } => {
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            let t = table_of(&store, &db, &table)?;
+            let indexes: Vec<usize> = match columns {
+                None => (0..t.columns.len()).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        t.column(n).map(|(i, _)| i).ok_or_else(|| {
+                            SqlError::analysis(format!("Unknown column '{n}' in '{table}'"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let ops = crate::load::convert_literals(&t, &indexes, &values)
+                .map_err(|m| SqlError::new(1064, m))?;
+            let label = format!("insert_{}", crate::ids::uuid().replace('-', ""));
+            store.begin_label(&db, &table, &label)?;
+            if double.config.discard {
+                store.set_label_state(&db, &label, TxnState::Visible)?;
+            } else {
+                store.apply(
+                    &t,
+                    &ApplyMode::default(),
+                    &ops,
+                    Some((&label, TxnState::Visible)),
+                )?;
+            }
+            Ok(Outcome::Done {
+                affected: ops.len() as u64,
+            })
+        }
+        Statement::Delete {
+            db,
+            table,
+            where_tokens,
+        } => {
+            let db = resolve_db(session, db)?;
+            let store = double.store();
+            let t = table_of(&store, &db, &table)?;
+            let cond = render(double, session, &where_tokens)?;
+            let n = store
+                .execute(&format!(
+                    "DELETE FROM {} WHERE {cond}",
+                    quote_ident(&t.storage_name())
+                ))
+                .map_err(sqlite_error)?;
+            Ok(Outcome::Done { affected: n as u64 })
+        }
+    }
+}
+
+fn create_table(
+    double: &Double,
+    session: &Session,
+    ct: sql::CreateTable,
+) -> Result<Outcome, SqlError> {
+    let db = resolve_db(session, ct.db.clone())?;
+    if db.eq_ignore_ascii_case("information_schema") {
+        return Err(SqlError::analysis(
+            "Access denied; you can not create tables in information_schema",
+        ));
+    }
+    let (keys, key_columns) = match &ct.keys {
+        Some((k, cols)) => (*k, cols.clone()),
+        None => (
+            KeysType::DupKeys,
+            vec![ct
+                .columns
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default()],
+        ),
+    };
+    let mut columns: Vec<ColumnDef> = ct.columns.clone();
+    for c in &mut columns {
+        c.is_key = key_columns.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+    }
+    let mut properties: Vec<(String, String)> = vec![
+        ("compression".into(), "LZ4".into()),
+        ("fast_schema_evolution".into(), "true".into()),
+        ("replicated_storage".into(), "true".into()),
+        ("replication_num".into(), "1".into()),
+    ];
+    if keys == KeysType::PrimaryKeys {
+        properties.push(("enable_persistent_index".into(), "true".into()));
+    }
+    for (k, v) in &ct.properties {
+        match properties
+            .iter_mut()
+            .find(|(pk, _)| pk.eq_ignore_ascii_case(k))
+        {
+            Some(p) => p.1 = v.clone(),
+            None => properties.push((k.clone(), v.clone())),
+        }
+    }
+    let def = TableDef {
+        id: 0,
+        db: db.clone(),
+        name: ct.name.clone(),
+        columns,
+        keys,
+        key_columns,
+        distribution: ct.distribution.clone().unwrap_or_default(),
+        buckets: ct.buckets,
+        properties,
+        comment: ct.comment.clone(),
+        created_at: clock::now_ms() / 1000,
+    };
+    validate_table(&def, ct.distribution.is_some()).map_err(SqlError::analysis)?;
+    double.store().create_table(def, ct.if_not_exists)?;
+    Ok(done())
+}
+
+/// Renders tokens as SQLite SQL, replacing variables and MySQL-only functions.
+fn render(double: &Double, session: &Session, toks: &[Token]) -> Result<String, SqlError> {
+    let mut out: Vec<String> = Vec::with_capacity(toks.len());
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        let call = toks.get(i + 1).is_some_and(|n| n.is_sym("("))
+            && toks.get(i + 2).is_some_and(|n| n.is_sym(")"));
+        match &t.tok {
+            Tok::Word(w) if call => {
+                let lw = w.to_ascii_lowercase();
+                let replacement = match lw.as_str() {
+                    "current_version" => Some(sql_string(&double.config.sr_version)),
+                    "version" => Some(sql_string(MYSQL_VERSION)),
+                    "database" | "schema" => Some(
+                        session
+                            .db
+                            .as_deref()
+                            .map(sql_string)
+                            .unwrap_or_else(|| "NULL".into()),
+                    ),
+                    "current_user" | "user" | "session_user" | "system_user" => {
+                        Some(sql_string(&format!("'{}'@'%'", session.user)))
+                    }
+                    "connection_id" => Some(session.connection_id.to_string()),
+                    "now" | "current_timestamp" | "localtime" | "localtimestamp" | "sysdate" => {
+                        Some("datetime('now')".into())
+                    }
+                    "curdate" | "current_date" => Some("date('now')".into()),
+                    _ => None,
+                };
+                if let Some(r) = replacement {
+                    out.push(r);
+                    i += 3;
+                    continue;
+                }
+                out.push(w.clone());
+            }
+            Tok::Word(w)
+                if w.eq_ignore_ascii_case("if")
+                    && toks.get(i + 1).is_some_and(|n| n.is_sym("(")) =>
+            {
+                out.push("iif".into())
+            }
+            Tok::Word(w) if w.eq_ignore_ascii_case("char_length") => out.push("length".into()),
+            Tok::Word(w) => out.push(w.clone()),
+            Tok::Quoted(q) => out.push(quote_ident(q)),
+            Tok::Str(s) => out.push(sql_string(s)),
+            Tok::Num(n) => out.push(n.clone()),
+            Tok::Sym(s) => out.push(
+                match *s {
+                    "&&" => "AND",
+                    "||" => "OR",
+                    "<=>" => "IS",
+                    ":=" => "=",
+                    other => other,
+                }
+                .to_owned(),
+            ),
+            Tok::Param => {
+                return Err(SqlError::analysis("a '?' placeholder was not bound"));
+            }
+            Tok::SysVar(name) => match system_variable(double, name) {
+                Some(Cell::Int(v)) => out.push(v.to_string()),
+                Some(Cell::Text(s)) => out.push(sql_string(&s)),
+                _ => {
+                    return Err(SqlError::new(
+                        code::UNKNOWN_SYSTEM_VARIABLE,
+                        format!("Unknown system variable '{name}'"),
+                    ))
+                }
+            },
+            Tok::UserVar(_) => out.push("NULL".into()),
+        }
+        i += 1;
+    }
+    Ok(out.join(" "))
+}
+
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+const CLAUSE_KEYWORDS: &[&str] = &[
+    "WHERE",
+    "GROUP",
+    "ORDER",
+    "LIMIT",
+    "HAVING",
+    "JOIN",
+    "LEFT",
+    "RIGHT",
+    "INNER",
+    "CROSS",
+    "OUTER",
+    "FULL",
+    "ON",
+    "USING",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "NATURAL",
+    "INTO",
+    "FOR",
+    "WINDOW",
+    "STRAIGHT_JOIN",
+];
+
+fn is_clause_keyword(t: &Token) -> bool {
+    matches!(&t.tok, Tok::Word(w) if CLAUSE_KEYWORDS.iter().any(|k| w.eq_ignore_ascii_case(k)))
+}
+
+/// Adds `AS "<original text>"` to computed select items, so columns are named like MySQL
+/// names them (`count(*)`, `@@version_comment`, `current_version()`).
+fn alias_select_items(sql_text: &str, toks: &mut Vec<Token>) {
+    if !toks.first().is_some_and(|t| t.is_kw("SELECT")) {
+        return;
+    }
+    let mut start = 1;
+    while toks
+        .get(start)
+        .is_some_and(|t| t.is_kw("DISTINCT") || t.is_kw("ALL"))
+    {
+        start += 1;
+    }
+    let mut items: Vec<(usize, usize)> = Vec::new();
+    let mut depth = 0i32;
+    let mut item_start = start;
+    let mut end = toks.len();
+    for (i, t) in toks.iter().enumerate().skip(start) {
+        if t.is_sym("(") {
+            depth += 1;
+        } else if t.is_sym(")") {
+            depth -= 1;
+        } else if depth == 0 && t.is_sym(",") {
+            items.push((item_start, i));
+            item_start = i + 1;
+        } else if depth == 0 && (t.is_kw("FROM") || is_clause_keyword(t) || t.is_sym(";")) {
+            end = i;
+            break;
+        }
+    }
+    if item_start < end {
+        items.push((item_start, end));
+    }
+    let text_end = |idx: usize| -> usize { toks.get(idx).map(|t| t.pos).unwrap_or(sql_text.len()) };
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    for (a, b) in items {
+        let item = &toks[a..b];
+        if item.is_empty() {
+            continue;
+        }
+        let simple_ref = item.iter().enumerate().all(|(k, t)| {
+            if k % 2 == 0 {
+                t.ident().is_some() || t.is_sym("*")
+            } else {
+                t.is_sym(".")
+            }
+        });
+        if simple_ref {
+            continue;
+        }
+        let n = item.len();
+        let has_alias = n >= 2
+            && (item[n - 2].is_kw("AS")
+                || (item[n - 1].ident().is_some()
+                    && !item[n - 2].is_sym(".")
+                    && !matches!(item[n - 2].tok, Tok::Sym(s) if s != ")")
+                    && !["END", "NULL", "TRUE", "FALSE"]
+                        .iter()
+                        .any(|k| item[n - 1].is_kw(k))));
+        if has_alias {
+            continue;
+        }
+        let from = item[0].pos;
+        let to = text_end(b).min(sql_text.len());
+        if from >= to {
+            continue;
+        }
+        let original = sql_text[from..to].trim().trim_end_matches(';').trim_end();
+        inserts.push((b, original.to_owned()));
+    }
+    for (at, name) in inserts.into_iter().rev() {
+        let pos = toks.get(at).map(|t| t.pos).unwrap_or(sql_text.len());
+        toks.insert(
+            at,
+            Token {
+                tok: Tok::Quoted(name),
+                pos,
+            },
+        );
+        toks.insert(
+            at,
+            Token {
+                tok: Tok::Word("AS".into()),
+                pos,
+            },
+        );
+    }
+}
+
+/// Rewrites a SELECT for SQLite: select aliases, table references, variables.
+fn rewrite_select(
+    double: &Double,
+    session: &Session,
+    store: &Store,
+    sql_text: &str,
+    mut toks: Vec<Token>,
+) -> Result<String, SqlError> {
+    alias_select_items(sql_text, &mut toks);
+    let mut out: Vec<Token> = Vec::with_capacity(toks.len() + 8);
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        out.push(t.clone());
+        i += 1;
+        if !(t.is_kw("FROM") || t.is_kw("JOIN")) {
+            continue;
+        }
+        while let Some(first) = toks.get(i).and_then(|x| x.ident().map(str::to_owned)) {
+            let qualified = toks.get(i + 1).is_some_and(|x| x.is_sym("."))
+                && toks.get(i + 2).and_then(|x| x.ident()).is_some();
+            let (db, name, consumed) = if qualified {
+                let second = toks[i + 2].ident().unwrap_or_default().to_owned();
+                (Some(first), second, 3)
+            } else {
+                (None, first, 1)
+            };
+            let pos = toks[i].pos;
+            let resolved: Option<(String, String)> = match &db {
+                Some(d) if d.eq_ignore_ascii_case("information_schema") => None,
+                Some(d) => {
+                    if store.catalog.db(d).is_some() {
+                        if store.catalog.table(d, &name).is_none() {
+                            return Err(SqlError::analysis(format!("Unknown table '{d}.{name}'")));
+                        }
+                        Some((d.clone(), name.clone()))
+                    } else {
+                        return Err(SqlError::new(
+                            code::BAD_DB,
+                            format!("Unknown database '{d}'"),
+                        ));
+                    }
+                }
+                None => match &session.db {
+                    Some(d) if d.eq_ignore_ascii_case("information_schema") => None,
+                    Some(d) => store
+                        .catalog
+                        .table(d, &name)
+                        .map(|_| (d.clone(), name.clone())),
+                    None => None,
+                },
+            };
+            match (resolved, &db) {
+                (Some((d, n)), _) => {
+                    out.push(Token {
+                        tok: Tok::Quoted(crate::catalog::storage_name(&d, &n)),
+                        pos,
+                    });
+                    i += consumed;
+                    let has_alias = toks.get(i).is_some_and(|x| {
+                        x.is_kw("AS") || (x.ident().is_some() && !is_clause_keyword(x))
+                    });
+                    if !has_alias {
+                        out.push(Token {
+                            tok: Tok::Word("AS".into()),
+                            pos,
+                        });
+                        out.push(Token {
+                            tok: Tok::Quoted(n),
+                            pos,
+                        });
+                    }
+                }
+                (None, Some(_)) => {
+                    // information_schema.x: the attached database answers as is.
+                    out.push(Token {
+                        tok: Tok::Word("information_schema".into()),
+                        pos,
+                    });
+                    out.push(Token {
+                        tok: Tok::Sym("."),
+                        pos,
+                    });
+                    out.push(Token {
+                        tok: Tok::Word(name.to_ascii_lowercase()),
+                        pos,
+                    });
+                    i += consumed;
+                }
+                (None, None) => {
+                    if session
+                        .db
+                        .as_deref()
+                        .is_some_and(|d| d.eq_ignore_ascii_case("information_schema"))
+                    {
+                        out.push(Token {
+                            tok: Tok::Word("information_schema".into()),
+                            pos,
+                        });
+                        out.push(Token {
+                            tok: Tok::Sym("."),
+                            pos,
+                        });
+                        out.push(Token {
+                            tok: Tok::Word(name.to_ascii_lowercase()),
+                            pos,
+                        });
+                    } else {
+                        out.push(toks[i].clone());
+                    }
+                    i += consumed;
+                }
+            }
+            // Copy an alias, then continue through a comma-separated FROM list.
+            if toks.get(i).is_some_and(|x| x.is_kw("AS")) {
+                out.push(toks[i].clone());
+                i += 1;
+            }
+            if toks
+                .get(i)
+                .is_some_and(|x| x.ident().is_some() && !is_clause_keyword(x))
+            {
+                out.push(toks[i].clone());
+                i += 1;
+            }
+            if toks.get(i).is_some_and(|x| x.is_sym(",")) {
+                out.push(toks[i].clone());
+                i += 1;
+                continue;
+            }
+            break;
+        }
+    }
+    render(double, session, &out)
+}
+
+/// `SHOW ALTER TABLE COLUMN` as a query over the jobs table, keeping the user's WHERE,
+/// ORDER BY and LIMIT (ties on CreateTime are broken by JobId, newest first when DESC).
+fn show_alter_sql(
+    double: &Double,
+    session: &Session,
+    db: &str,
+    _sql_text: &str,
+    tail: Vec<Token>,
+) -> Result<String, SqlError> {
+    let mut where_part: Vec<Token> = Vec::new();
+    let mut order_part: Vec<Token> = Vec::new();
+    let mut limit_part: Vec<Token> = Vec::new();
+    let mut section = 0;
+    let mut depth = 0;
+    let mut i = 0;
+    while i < tail.len() {
+        let t = &tail[i];
+        if depth == 0 && t.is_kw("WHERE") {
+            section = 1;
+        } else if depth == 0 && t.is_kw("ORDER") && tail.get(i + 1).is_some_and(|n| n.is_kw("BY")) {
+            section = 2;
+            i += 2;
+            continue;
+        } else if depth == 0 && t.is_kw("LIMIT") {
+            section = 3;
+        } else {
+            if t.is_sym("(") {
+                depth += 1;
+            }
+            if t.is_sym(")") {
+                depth -= 1;
+            }
+            match section {
+                1 => where_part.push(t.clone()),
+                2 => order_part.push(t.clone()),
+                3 => limit_part.push(t.clone()),
+                _ => {
+                    return Err(sql::syntax_error(
+                        _sql_text,
+                        t.pos,
+                        &t.text(),
+                        "WHERE, ORDER BY, LIMIT",
+                    ));
+                }
+            }
+        }
+        i += 1;
+    }
+    let mut sql = format!(
+        "SELECT JobId, TableName, CreateTime, FinishTime, IndexName, IndexId, OriginIndexId, SchemaVersion, \
+         TransactionId, State, Msg, Progress, Timeout FROM _double_alter_jobs WHERE DbName = {}",
+        sql_string(db)
+    );
+    if !where_part.is_empty() {
+        sql.push_str(&format!(" AND ({})", render(double, session, &where_part)?));
+    }
+    if order_part.is_empty() {
+        sql.push_str(" ORDER BY JobId");
+    } else {
+        let desc = order_part.last().is_some_and(|t| t.is_kw("DESC"));
+        sql.push_str(&format!(
+            " ORDER BY {}, JobId {}",
+            render(double, session, &order_part)?,
+            if desc { "DESC" } else { "ASC" }
+        ));
+    }
+    if !limit_part.is_empty() {
+        sql.push_str(&format!(" LIMIT {}", render(double, session, &limit_part)?));
+    }
+    Ok(sql)
+}
+
+/// Replaces `?` placeholders with literals (prepared statements are executed as text).
+pub fn bind_params(sql_text: &str, params: &[Option<String>]) -> Result<String, SqlError> {
+    let toks = sql::lex(sql_text)?;
+    let mut out = String::with_capacity(sql_text.len() + 16);
+    let mut last = 0;
+    for (n, t) in toks.iter().filter(|t| t.tok == Tok::Param).enumerate() {
+        out.push_str(&sql_text[last..t.pos]);
+        match params.get(n) {
+            Some(Some(lit)) => out.push_str(lit),
+            Some(None) => out.push_str("NULL"),
+            None => {
+                return Err(SqlError::analysis(
+                    "not enough parameters for the prepared statement",
+                ))
+            }
+        }
+        last = t.pos + 1;
+    }
+    out.push_str(&sql_text[last..]);
+    Ok(out)
+}
+
+/// How many `?` placeholders a statement has.
+pub fn count_params(sql_text: &str) -> usize {
+    sql::lex(sql_text)
+        .map(|t| t.iter().filter(|t| t.tok == Tok::Param).count())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_matches_mysql_wildcards() {
+        assert!(like("ord%", "orders"));
+        assert!(like("o_ders", "ORDERS"));
+        assert!(!like("ord_", "orders"));
+    }
+
+    #[test]
+    fn params_are_spliced_outside_strings() {
+        let s = bind_params(
+            "SELECT '?' , ? FROM t WHERE a = ?",
+            &[Some("1".into()), None],
+        )
+        .unwrap();
+        assert_eq!(s, "SELECT '?' , 1 FROM t WHERE a = NULL");
+        assert_eq!(count_params("SELECT ? , '?'"), 1);
+    }
+
+    #[test]
+    fn computed_select_items_get_mysql_names() {
+        let sql = "SELECT count(*), id, @@version_comment, x AS y FROM t";
+        let mut toks = sql::lex(sql).unwrap();
+        alias_select_items(sql, &mut toks);
+        let texts: Vec<String> = toks.iter().map(|t| t.text()).collect();
+        assert!(texts.contains(&"`count(*)`".to_string()), "{texts:?}");
+        assert!(
+            texts.contains(&"`@@version_comment`".to_string()),
+            "{texts:?}"
+        );
+        assert!(!texts.contains(&"`id`".to_string()));
+    }
+}

@@ -1,0 +1,417 @@
+//! The MySQL side (stream-load.md §9, §14.10): DDL, information_schema, ALTER jobs, SELECT,
+//! prepared statements, restart with `--data-dir`, and clean shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use support::*;
+
+async fn error_of(d: &Double, sql: &str) -> String {
+    let mut c = d.mysql().await;
+    let err = c.query_drop(sql).await.expect_err(sql);
+    let _ = c.disconnect().await;
+    err.to_string()
+}
+
+#[tokio::test]
+async fn version_queries_answer_like_starrocks() {
+    let d = Double::start(&[]);
+    assert_eq!(
+        d.rows("SELECT current_version()").await,
+        vec![vec!["3.3.5-double"]]
+    );
+    assert_eq!(
+        d.rows("select @@version_comment limit 1").await,
+        vec![vec!["StarRocks version 3.3.5-double"]]
+    );
+    assert_eq!(d.rows("SELECT @@version").await, vec![vec!["8.0.33"]]);
+    let mut c = d.mysql().await;
+    c.query_drop("SET NAMES utf8mb4").await.unwrap();
+    c.query_drop("SET query_timeout = 60").await.unwrap();
+    let _ = c.disconnect().await;
+    assert!(error_of(&d, "SELECT @@no_such_variable")
+        .await
+        .contains("Unknown system variable"));
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused() {
+    let d = Double::start(&["--password", "s3cret"]);
+    assert!(d.mysql_as("root", "wrong").await.is_err());
+    let mut c = d.mysql_as("root", "s3cret").await.expect("right password");
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    let _ = c.disconnect().await;
+}
+
+#[tokio::test]
+async fn create_table_enforces_primary_key_rules() {
+    let d = Double::start(&[]);
+    d.ddl(&["CREATE DATABASE d", "CREATE DATABASE IF NOT EXISTS d"])
+        .await;
+    assert!(error_of(&d, "CREATE DATABASE d")
+        .await
+        .contains("database exists"));
+    let not_prefix = error_of(
+        &d,
+        "CREATE TABLE d.a (v INT, id BIGINT NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    )
+    .await;
+    assert!(not_prefix.contains("ordered prefix"), "{not_prefix}");
+    let decimal = error_of(
+        &d,
+        "CREATE TABLE d.a (id DECIMAL(10,2) NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    )
+    .await;
+    assert!(decimal.contains("not supported"), "{decimal}");
+    let nullable = error_of(
+        &d,
+        "CREATE TABLE d.a (id BIGINT) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    )
+    .await;
+    assert!(nullable.contains("cannot be nullable"), "{nullable}");
+    let no_dist = error_of(&d, "CREATE TABLE d.a (id BIGINT NOT NULL) PRIMARY KEY(id)").await;
+    assert!(no_dist.contains("DISTRIBUTED BY HASH"), "{no_dist}");
+    d.ddl(&[
+        "CREATE TABLE IF NOT EXISTS d.a (id BIGINT NOT NULL, tags ARRAY<INT>, b VARBINARY(16), big LARGEINT, \
+         f FLOAT, dt DATE, c CHAR(4)) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 2",
+        "CREATE TABLE IF NOT EXISTS d.a (id BIGINT NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    ])
+    .await;
+    assert!(error_of(
+        &d,
+        "CREATE TABLE d.a (id BIGINT NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)"
+    )
+    .await
+    .contains("already exists"));
+    assert!(error_of(&d, "CREATE TABLE nodb.a (id INT)")
+        .await
+        .contains("Unknown database"));
+}
+
+#[tokio::test]
+async fn information_schema_columns_shows_types_keys_and_boolean_as_tinyint() {
+    let d = Double::start(&[]);
+    d.ddl(&[
+        "CREATE DATABASE d",
+        "CREATE TABLE d.t (id BIGINT NOT NULL, flag BOOLEAN, amount DECIMAL(12,3), name VARCHAR(40), body STRING) \
+         PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    ])
+    .await;
+    let rows = d
+        .rows(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, ORDINAL_POSITION, IS_NULLABLE, COLUMN_KEY, COLUMN_SIZE, DECIMAL_DIGITS \
+             FROM information_schema.columns WHERE table_schema = 'd' AND table_name = 't' ORDER BY ORDINAL_POSITION",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            vec!["id", "bigint", "bigint(20)", "1", "NO", "PRI", "19", "0"],
+            vec![
+                "flag",
+                "tinyint",
+                "tinyint(1)",
+                "2",
+                "YES",
+                "",
+                "NULL",
+                "NULL"
+            ],
+            vec![
+                "amount",
+                "decimal",
+                "decimal(12,3)",
+                "3",
+                "YES",
+                "",
+                "12",
+                "3"
+            ],
+            vec![
+                "name",
+                "varchar",
+                "varchar(40)",
+                "4",
+                "YES",
+                "",
+                "40",
+                "NULL"
+            ],
+            vec![
+                "body",
+                "varchar",
+                "varchar(65533)",
+                "5",
+                "YES",
+                "",
+                "65533",
+                "NULL"
+            ],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn information_schema_tables_and_tables_config_answer_filtered_queries() {
+    let d = Double::start(&[]);
+    d.ddl(&[
+        "CREATE DATABASE d",
+        "CREATE TABLE d.pk (id INT NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES(\"fast_schema_evolution\" = \"true\")",
+        "CREATE TABLE d.dup (id INT) DUPLICATE KEY(id) DISTRIBUTED BY HASH(id)",
+    ])
+    .await;
+    let mut c = d.mysql().await;
+    let exists: Option<i64> = c
+        .exec_first(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            ("d", "pk"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(exists, Some(1));
+    let missing: Option<i64> = c
+        .exec_first(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            ("d", "nope"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing, None);
+    let _ = c.disconnect().await;
+    let cfg = d
+        .rows("SELECT TABLE_NAME, TABLE_MODEL, PRIMARY_KEY, PROPERTIES FROM information_schema.tables_config WHERE TABLE_SCHEMA = 'd' ORDER BY TABLE_NAME")
+        .await;
+    assert_eq!(cfg[0][0], "dup");
+    assert_eq!(cfg[0][1], "DUP_KEYS");
+    assert_eq!(cfg[1][1], "PRIMARY_KEYS");
+    assert_eq!(cfg[1][2], "`id`");
+    let props: serde_json::Value = serde_json::from_str(&cfg[1][3]).unwrap();
+    assert_eq!(props["fast_schema_evolution"], "true");
+    let kinds = d.rows("SELECT TABLE_TYPE FROM information_schema.tables WHERE TABLE_SCHEMA = 'd' AND TABLE_NAME = 'dup'").await;
+    assert_eq!(kinds, vec![vec!["BASE TABLE"]]);
+}
+
+#[tokio::test]
+async fn show_statements_describe_the_schema() {
+    let d = Double::start(&[]);
+    d.with_pk_table().await;
+    let mut c = d.mysql().await;
+    c.query_drop("USE d").await.unwrap();
+    let tables: Vec<String> = c.query("SHOW TABLES").await.unwrap();
+    assert_eq!(tables, vec!["t"]);
+    let create: Vec<(String, String)> = c.query("SHOW CREATE TABLE t").await.unwrap();
+    assert!(create[0].1.contains("PRIMARY KEY(`id`)"), "{}", create[0].1);
+    assert!(
+        create[0].1.contains("\"replication_num\" = \"1\""),
+        "{}",
+        create[0].1
+    );
+    let desc: Vec<mysql_async::Row> = c.query("DESC t").await.unwrap();
+    assert_eq!(desc.len(), 4);
+    let dbs: Vec<String> = c.query("SHOW DATABASES").await.unwrap();
+    assert!(dbs.contains(&"d".to_string()) && dbs.contains(&"information_schema".to_string()));
+    let _ = c.disconnect().await;
+}
+
+#[tokio::test]
+async fn alter_add_column_is_an_async_job_and_refuses_a_concurrent_alter() {
+    let d = Double::start(&["--alter-duration-ms", "600"]);
+    d.with_pk_table().await;
+    d.ddl(&["ALTER TABLE d.t ADD COLUMN extra INT NULL DEFAULT \"3\""])
+        .await;
+    let state = d
+        .rows(
+            "SHOW ALTER TABLE COLUMN FROM d WHERE TableName = 't' ORDER BY CreateTime DESC LIMIT 1",
+        )
+        .await;
+    assert_ne!(
+        state[0][9], "FINISHED",
+        "still running right after the statement: {state:?}"
+    );
+    assert_eq!(state[0][3], "NULL", "FinishTime is NULL until done");
+    let refused = error_of(&d, "ALTER TABLE d.t ADD COLUMN other INT NULL").await;
+    assert!(
+        refused.contains("Table[t]'s state is not NORMAL. Do not allow doing ALTER ops"),
+        "{refused}"
+    );
+    let finished = eventually(Duration::from_secs(5), || async {
+        d.rows(
+            "SHOW ALTER TABLE COLUMN FROM d WHERE TableName = 't' ORDER BY CreateTime DESC LIMIT 1",
+        )
+        .await[0][9]
+            == "FINISHED"
+    })
+    .await;
+    assert!(finished);
+    let columns = d.rows("SELECT COLUMN_NAME FROM information_schema.columns WHERE table_name = 't' ORDER BY ORDINAL_POSITION").await;
+    assert_eq!(columns.last().unwrap()[0], "extra");
+    d.ddl(&["ALTER TABLE d.t ADD COLUMN other INT NULL"]).await;
+    let jobs = d
+        .rows("SHOW ALTER TABLE COLUMN FROM d ORDER BY CreateTime DESC")
+        .await;
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs[0][0] > jobs[1][0], "newest job first: {jobs:?}");
+}
+
+#[tokio::test]
+async fn alter_add_column_if_not_exists_is_rejected() {
+    let d = Double::start(&[]);
+    d.with_pk_table().await;
+    let err = error_of(&d, "ALTER TABLE d.t ADD COLUMN IF NOT EXISTS extra INT").await;
+    assert!(err.contains("Unexpected input 'IF'"), "{err}");
+    let dup = error_of(&d, "ALTER TABLE d.t ADD COLUMN name INT").await;
+    assert!(dup.contains("already exists"), "{dup}");
+}
+
+#[tokio::test]
+async fn new_column_is_ignored_by_loads_until_the_job_finishes() {
+    let d = Double::start(&["--alter-duration-ms", "700"]);
+    d.with_pk_table().await;
+    d.ddl(&["ALTER TABLE d.t ADD COLUMN extra VARCHAR(10) NULL"])
+        .await;
+    let v = d.load_json("t", "during", &[], r#"[{"id":1,"extra":"dropped"}]"#);
+    assert_eq!(v["Status"], "Success", "{v}");
+    let named = d.load_json(
+        "t",
+        "during2",
+        &[("columns", "id,extra")],
+        r#"[{"id":2,"extra":"x"}]"#,
+    );
+    assert_eq!(named["Status"], "Fail");
+    assert!(
+        named["Message"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown column 'extra'"),
+        "{named}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            d.rows("DESC d.t").await.len() == 5
+        })
+        .await
+    );
+    d.load_json("t", "after", &[], r#"[{"id":3,"extra":"kept"}]"#);
+    assert_eq!(
+        d.rows("SELECT id, extra FROM d.t ORDER BY id").await,
+        vec![vec!["1", "NULL"], vec!["3", "kept"]]
+    );
+}
+
+#[tokio::test]
+async fn select_filters_orders_and_counts_stored_rows() {
+    let d = Double::start(&[]);
+    d.with_pk_table().await;
+    d.load_json("t", "s", &[], r#"[{"id":3,"name":"c","score":30},{"id":1,"name":"a","score":10},{"id":2,"name":"b","score":20}]"#);
+    let mut c = d.mysql().await;
+    c.query_drop("USE d").await.unwrap();
+    let names: Vec<String> = c
+        .query("SELECT name FROM t WHERE score >= 20 ORDER BY id DESC")
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["c", "b"]);
+    let n: Option<i64> = c.query_first("SELECT count(*) FROM d.t").await.unwrap();
+    assert_eq!(n, Some(3));
+    let total: Option<i64> = c
+        .query_first("SELECT sum(x.score) FROM d.t AS x WHERE x.id IN (1, 2)")
+        .await
+        .unwrap();
+    assert_eq!(total, Some(30));
+    let by_param: Vec<(i64, String)> = c
+        .exec("SELECT id, name FROM t WHERE id = ?", (2,))
+        .await
+        .unwrap();
+    assert_eq!(by_param, vec![(2, "b".to_string())]);
+    let cols = c
+        .query_iter("SELECT count(*), max(score) AS top FROM t")
+        .await
+        .unwrap();
+    let names: Vec<String> = cols
+        .columns_ref()
+        .iter()
+        .map(|c| c.name_str().to_string())
+        .collect();
+    assert_eq!(names, vec!["count(*)", "top"]);
+    drop(cols);
+    let _ = c.disconnect().await;
+}
+
+#[tokio::test]
+async fn insert_and_delete_statements_change_rows() {
+    let d = Double::start(&[]);
+    d.with_pk_table().await;
+    let mut c = d.mysql().await;
+    let inserted = c
+        .query_iter("INSERT INTO d.t (id, name) VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    assert_eq!(inserted.affected_rows(), 2);
+    inserted.drop_result().await.unwrap();
+    c.query_drop("DELETE FROM d.t WHERE id = 1").await.unwrap();
+    let _ = c.disconnect().await;
+    assert_eq!(
+        d.rows("SELECT id, name, score FROM d.t").await,
+        vec![vec!["2", "b", "7"]]
+    );
+    d.ddl(&["TRUNCATE TABLE d.t"]).await;
+    assert_eq!(d.rows("SELECT count(*) FROM d.t").await[0][0], "0");
+    d.ddl(&["DROP TABLE d.t"]).await;
+    assert!(error_of(&d, "SELECT * FROM d.t")
+        .await
+        .contains("Unknown table"));
+}
+
+#[tokio::test]
+async fn unsupported_sql_returns_an_error_and_the_connection_survives() {
+    let d = Double::start(&[]);
+    let mut c = d.mysql().await;
+    for bad in [
+        "GRANT ALL ON *.* TO x",
+        "SELECT * FROM",
+        "CREATE TABLE",
+        "SHOW PROC '/backends'",
+        "SELECT 'unterminated",
+    ] {
+        assert!(c.query_drop(bad).await.is_err(), "{bad} should fail");
+    }
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    assert!(
+        c.query_drop("SELECT * FROM t").await.is_err(),
+        "no database selected"
+    );
+    let _ = c.disconnect().await;
+}
+
+#[tokio::test]
+async fn restart_with_data_dir_keeps_rows_schema_and_labels() {
+    let dir = data_dir();
+    let args = ["--data-dir", path_str(dir.path())];
+    {
+        let mut d = Double::start(&args);
+        d.with_pk_table().await;
+        d.load_json("t", "persisted", &[], r#"[{"id":1,"name":"kept"}]"#);
+        assert!(d.terminate(), "SIGTERM exits cleanly");
+    }
+    let d = Double::start(&args);
+    assert_eq!(
+        d.rows("SELECT id, name FROM d.t").await,
+        vec![vec!["1", "kept"]]
+    );
+    assert_eq!(d.load_state("d", "persisted"), "VISIBLE");
+    let again = d.load_json("t", "persisted", &[], r#"[{"id":2}]"#);
+    assert_eq!(again["Status"], "Label Already Exists");
+    let cols = d
+        .rows("SELECT count(*) FROM information_schema.columns WHERE table_name = 't'")
+        .await;
+    assert_eq!(cols[0][0], "4");
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly() {
+    let mut d = Double::start(&[]);
+    assert!(d.terminate());
+}
