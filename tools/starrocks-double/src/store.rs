@@ -878,8 +878,12 @@ fn apply_rows(
     } else {
         "INSERT"
     };
+    // Columns are named: a schema change may have finished since this load was planned, and
+    // a column added meanwhile gets its default, as in StarRocks.
+    let names: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let names = names.join(", ");
     let mut insert = tx.prepare_cached(&format!(
-        "{verb} INTO {name} VALUES ({})",
+        "{verb} INTO {name} ({names}) VALUES ({})",
         placeholders.join(", ")
     ))?;
     if !table.is_primary() {
@@ -899,7 +903,7 @@ fn apply_rows(
     let mut delete = tx.prepare_cached(&format!("DELETE FROM {name} WHERE {key_where}"))?;
     let needs_current = mode.partial.is_some() || mode.merge.is_some();
     let mut select = if needs_current {
-        Some(tx.prepare_cached(&format!("SELECT * FROM {name} WHERE {key_where}"))?)
+        Some(tx.prepare_cached(&format!("SELECT {names} FROM {name} WHERE {key_where}"))?)
     } else {
         None
     };

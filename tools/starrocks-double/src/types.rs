@@ -694,6 +694,9 @@ fn num(s: &str, len: usize) -> Option<u32> {
 /// Parses `YYYY-MM-DD`, `YYYYMMDD`, and either followed by ` ` or `T` and
 /// `HH:MM[:SS[.f{1,9}]]`. Returns None for anything else or an impossible date.
 pub fn parse_datetime(s: &str) -> Option<DateTime> {
+    if !s.is_ascii() {
+        return None;
+    }
     let (date, time) = match s.find([' ', 'T']) {
         Some(i) => (&s[..i], Some(s[i + 1..].trim_start())),
         None => (s, None),
@@ -832,6 +835,8 @@ mod tests {
         assert!(parse_datetime("2024-13-01").is_none());
         assert!(parse_datetime("2024-01-01 24:00:00").is_none());
         assert!(parse_datetime("yesterday").is_none());
+        assert!(parse_datetime("2024é1").is_none());
+        assert!(parse_datetime("20é4-01-01").is_none());
     }
 
     #[test]

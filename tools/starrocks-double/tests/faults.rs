@@ -225,6 +225,23 @@ async fn stall_before_continue_delays_the_interim_response() {
 }
 
 #[tokio::test]
+async fn stall_body_read_sends_continue_then_waits_before_reading() {
+    let d = Double::start(&[]);
+    d.with_pk_table().await;
+    d.fault(json!({"kind": "stall_body_read_ms", "ms": 400, "count": 1}));
+    let started = Instant::now();
+    let v = be_load(d.be, "sb", r#"[{"id":1}]"#, Duration::from_secs(5))
+        .unwrap()
+        .json();
+    assert_eq!(status(&v), "Success");
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn reject_rows_fault_filters_rows_like_bad_data() {
     let d = Double::start(&[]);
     d.with_pk_table().await;
