@@ -240,8 +240,9 @@ impl<S: Sink> Batcher<S> {
                 match self.sink.write_batch(&batch.events).await {
                     Ok(()) => break,
                     Err(e) if e.kind == ErrorKind::Transient => {
-                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sink write failed, retrying");
-                        tokio::time::sleep(backoff).await;
+                        let wait = with_jitter(backoff);
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "sink write failed, retrying");
+                        tokio::time::sleep(wait).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                     Err(e) => return Err(e),
@@ -301,6 +302,14 @@ impl Batch {
         self.bytes = 0;
         self.oldest = None;
     }
+}
+
+/// `base` plus up to 50 % random jitter, so that many jobs do not retry in lockstep.
+fn with_jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -47,7 +47,13 @@ pub enum DdlError {
 impl DdlError {
     /// Whether retrying later may help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, DdlError::Query { transient: true, .. })
+        matches!(
+            self,
+            DdlError::Query {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
@@ -116,7 +122,9 @@ impl Ddl {
 
     /// `current_version()`.
     pub async fn version(&self) -> Result<String, DdlError> {
-        let rows = self.rows("version check", "SELECT current_version()").await?;
+        let rows = self
+            .rows("version check", "SELECT current_version()")
+            .await?;
         Ok(rows
             .into_iter()
             .next()
@@ -176,11 +184,23 @@ impl Ddl {
         let mut cols = Vec::new();
         for key in &source.key_columns {
             if let Some(c) = source.columns.iter().find(|c| &c.name == key) {
-                cols.push(format!("{} {} NOT NULL", ident(&c.name), starrocks_type(c, true)));
+                cols.push(format!(
+                    "{} {} NOT NULL",
+                    ident(&c.name),
+                    starrocks_type(c, true)
+                ));
             }
         }
-        for c in source.columns.iter().filter(|c| !source.key_columns.contains(&c.name)) {
-            cols.push(format!("{} {} NULL", ident(&c.name), starrocks_type(c, false)));
+        for c in source
+            .columns
+            .iter()
+            .filter(|c| !source.key_columns.contains(&c.name))
+        {
+            cols.push(format!(
+                "{} {} NULL",
+                ident(&c.name),
+                starrocks_type(c, false)
+            ));
         }
         for (name, ty) in AUDIT_COLUMNS {
             cols.push(format!("{} {ty} NULL", ident(name)));
@@ -198,7 +218,11 @@ impl Ddl {
     }
 
     /// Adds nullable columns and waits for the schema-change job to finish.
-    pub async fn add_columns(&self, table: &str, columns: &[(String, String)]) -> Result<(), DdlError> {
+    pub async fn add_columns(
+        &self,
+        table: &str,
+        columns: &[(String, String)],
+    ) -> Result<(), DdlError> {
         if columns.is_empty() {
             return Ok(());
         }
@@ -206,7 +230,12 @@ impl Ddl {
             .iter()
             .map(|(name, ty)| format!("ADD COLUMN {} {ty} NULL", ident(name)))
             .collect();
-        let sql = format!("ALTER TABLE {}.{} {}", ident(&self.db), ident(table), adds.join(", "));
+        let sql = format!(
+            "ALTER TABLE {}.{} {}",
+            ident(&self.db),
+            ident(table),
+            adds.join(", ")
+        );
         let action = format!("ALTER TABLE '{table}'");
         let mut attempts = 0;
         loop {
@@ -222,7 +251,11 @@ impl Ddl {
                 Err(e) => return Err(e),
             }
         }
-        tracing::info!(table, columns = columns.len(), "schema change submitted, waiting for it to finish");
+        tracing::info!(
+            table,
+            columns = columns.len(),
+            "schema change submitted, waiting for it to finish"
+        );
         self.wait_for_alter(table).await
     }
 
@@ -235,7 +268,9 @@ impl Ddl {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
         let mut pause = Duration::from_millis(100);
         loop {
-            let rows = self.rows(&format!("SHOW ALTER TABLE COLUMN for '{table}'"), &sql).await?;
+            let rows = self
+                .rows(&format!("SHOW ALTER TABLE COLUMN for '{table}'"), &sql)
+                .await?;
             let state = rows.first().map(|r| {
                 let get = |name: &str| {
                     r.columns_ref()

@@ -113,7 +113,14 @@ impl Segment {
                 })
                 .collect()
         };
-        self.merge(&change.row, values, op_type, deleted, pos.commit_lsn, pos.lsn);
+        self.merge(
+            &change.row,
+            values,
+            op_type,
+            deleted,
+            pos.commit_lsn,
+            pos.lsn,
+        );
     }
 
     fn key_values(&self, row: &Tuple) -> Vec<Option<Value>> {
@@ -245,7 +252,11 @@ impl Segment {
             .filter(|(_, present)| **present)
             .map(|(c, _)| header_name(&c.name))
             .collect();
-        cols.extend(crate::starrocks::types::AUDIT_COLUMNS.iter().map(|(n, _)| n.to_string()));
+        cols.extend(
+            crate::starrocks::types::AUDIT_COLUMNS
+                .iter()
+                .map(|(n, _)| n.to_string()),
+        );
         cols.join(",")
     }
 }
@@ -292,7 +303,11 @@ mod tests {
         Arc::new(TableSchema {
             rel_id: 1,
             name: TableName::new("public", "t"),
-            columns: vec![col("id", Scalar::Int), col("a", Scalar::Text), col("doc", Scalar::Text)],
+            columns: vec![
+                col("id", Scalar::Int),
+                col("a", Scalar::Text),
+                col("doc", Scalar::Text),
+            ],
             key: vec![0],
             replica_identity: b'd',
         })
@@ -302,7 +317,13 @@ mod tests {
         Value::Text(Bytes::copy_from_slice(s.as_bytes()))
     }
 
-    fn change(op: Op, lsn: u64, values: Vec<Value>, key_only: bool, old: Option<Vec<Value>>) -> RowChange {
+    fn change(
+        op: Op,
+        lsn: u64,
+        values: Vec<Value>,
+        key_only: bool,
+        old: Option<Vec<Value>>,
+    ) -> RowChange {
         RowChange {
             op,
             table: table(),
@@ -327,8 +348,20 @@ mod tests {
     #[test]
     fn two_updates_of_one_key_collapse_to_the_last() {
         let mut seg = Segment::new(table());
-        seg.add(&change(Op::Insert, 1, vec![t("1"), t("x"), t("d")], false, None));
-        seg.add(&change(Op::Update, 2, vec![t("1"), t("y"), t("d")], false, None));
+        seg.add(&change(
+            Op::Insert,
+            1,
+            vec![t("1"), t("x"), t("d")],
+            false,
+            None,
+        ));
+        seg.add(&change(
+            Op::Update,
+            2,
+            vec![t("1"), t("y"), t("d")],
+            false,
+            None,
+        ));
         assert_eq!(seg.len(), 1);
         let groups = seg.groups();
         assert_eq!(groups.len(), 1);
@@ -341,10 +374,26 @@ mod tests {
     #[test]
     fn unchanged_toast_makes_a_partial_row_that_never_writes_the_column() {
         let mut seg = Segment::new(table());
-        seg.add(&change(Op::Update, 1, vec![t("1"), t("y"), Value::UnchangedToast], false, None));
-        seg.add(&change(Op::Insert, 2, vec![t("2"), t("z"), t("big")], false, None));
+        seg.add(&change(
+            Op::Update,
+            1,
+            vec![t("1"), t("y"), Value::UnchangedToast],
+            false,
+            None,
+        ));
+        seg.add(&change(
+            Op::Insert,
+            2,
+            vec![t("2"), t("z"), t("big")],
+            false,
+            None,
+        ));
         let groups = seg.groups();
-        assert_eq!(groups.len(), 2, "full and partial rows go to separate loads");
+        assert_eq!(
+            groups.len(),
+            2,
+            "full and partial rows go to separate loads"
+        );
         assert!(groups[0].0.iter().all(|p| *p));
         let partial = &groups[1];
         assert_eq!(partial.0, vec![true, true, false]);
@@ -359,24 +408,48 @@ mod tests {
     #[test]
     fn partial_after_full_stays_full_with_the_new_values() {
         let mut seg = Segment::new(table());
-        seg.add(&change(Op::Insert, 1, vec![t("1"), t("x"), t("d")], false, None));
-        seg.add(&change(Op::Update, 2, vec![t("1"), t("y"), Value::UnchangedToast], false, None));
+        seg.add(&change(
+            Op::Insert,
+            1,
+            vec![t("1"), t("x"), t("d")],
+            false,
+            None,
+        ));
+        seg.add(&change(
+            Op::Update,
+            2,
+            vec![t("1"), t("y"), Value::UnchangedToast],
+            false,
+            None,
+        ));
         let groups = seg.groups();
         assert_eq!(groups.len(), 1);
         let b = body(&seg, &groups[0].1);
-        assert_eq!((b[0]["a"].as_str(), b[0]["doc"].as_str()), (Some("y"), Some("d")));
+        assert_eq!(
+            (b[0]["a"].as_str(), b[0]["doc"].as_str()),
+            (Some("y"), Some("d"))
+        );
     }
 
     #[test]
     fn key_only_delete_is_a_soft_partial_update() {
         let mut seg = Segment::new(table());
-        seg.add(&change(Op::Delete, 1, vec![t("1"), Value::Null, Value::Null], true, None));
+        seg.add(&change(
+            Op::Delete,
+            1,
+            vec![t("1"), Value::Null, Value::Null],
+            true,
+            None,
+        ));
         let groups = seg.groups();
         assert_eq!(groups[0].0, vec![true, false, false]);
         let b = body(&seg, &groups[0].1);
         assert_eq!(b[0]["dbmazz_is_deleted"], true);
         assert_eq!(b[0]["dbmazz_op_type"], 2);
-        assert!(b[0].get("a").is_none(), "the other columns keep their stored values");
+        assert!(
+            b[0].get("a").is_none(),
+            "the other columns keep their stored values"
+        );
     }
 
     #[test]
@@ -404,8 +477,20 @@ mod tests {
     #[test]
     fn reinsert_after_delete_revives_the_row() {
         let mut seg = Segment::new(table());
-        seg.add(&change(Op::Delete, 1, vec![t("1"), Value::Null, Value::Null], true, None));
-        seg.add(&change(Op::Insert, 2, vec![t("1"), t("x"), t("d")], false, None));
+        seg.add(&change(
+            Op::Delete,
+            1,
+            vec![t("1"), Value::Null, Value::Null],
+            true,
+            None,
+        ));
+        seg.add(&change(
+            Op::Insert,
+            2,
+            vec![t("1"), t("x"), t("d")],
+            false,
+            None,
+        ));
         let groups = seg.groups();
         assert_eq!(groups.len(), 1);
         assert_eq!(body(&seg, &groups[0].1)[0]["dbmazz_is_deleted"], false);

@@ -85,11 +85,19 @@ impl StarRocksSink {
         }
         let table = seg.table().clone();
         for (group, (sig, rows)) in seg.groups().into_iter().enumerate() {
-            let first = rows.iter().map(|&i| seg.rows()[i].first_lsn).min().unwrap_or_default();
-            let last = rows.iter().map(|&i| seg.rows()[i].last_lsn).max().unwrap_or_default();
-            let mapped = seg
-                .encode(&rows, synced_at, &mut self.body)
-                .map_err(|e| SinkError::definite(format!("{e}; the job stops rather than guess a value")))?;
+            let first = rows
+                .iter()
+                .map(|&i| seg.rows()[i].first_lsn)
+                .min()
+                .unwrap_or_default();
+            let last = rows
+                .iter()
+                .map(|&i| seg.rows()[i].last_lsn)
+                .max()
+                .unwrap_or_default();
+            let mapped = seg.encode(&rows, synced_at, &mut self.body).map_err(|e| {
+                SinkError::definite(format!("{e}; the job stops rather than guess a value"))
+            })?;
             self.metrics
                 .values_non_finite_nulled
                 .fetch_add(u64::from(mapped.non_finite_to_null), Ordering::Relaxed);
@@ -112,7 +120,9 @@ impl StarRocksSink {
                     tracing::debug!(table = %table.name, label, rows = rows.len(), loaded_rows, "load committed");
                 }
                 LoadOutcome::Transient(msg) => {
-                    self.metrics.load_retries_total.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .load_retries_total
+                        .fetch_add(1, Ordering::Relaxed);
                     return Err(SinkError::transient(msg));
                 }
                 LoadOutcome::Definite(msg) => return Err(SinkError::definite(msg)),
@@ -130,7 +140,10 @@ impl StarRocksSink {
                 t.table.name, t.pos.commit_lsn, t.table.name.name
             ))),
             TruncatePolicy::Truncate => {
-                self.ddl.truncate(&t.table.name.name).await.map_err(ddl_error)?;
+                self.ddl
+                    .truncate(&t.table.name.name)
+                    .await
+                    .map_err(ddl_error)?;
                 tracing::info!(table = %t.table.name, "truncated the StarRocks table");
                 Ok(())
             }
@@ -205,7 +218,9 @@ async fn prepare_table(
             ddl.create_table(name, source).await.map_err(ddl_error)?;
             tracing::info!(table = %source.name, "created the StarRocks table");
             ddl.table(name).await.map_err(ddl_error)?.ok_or_else(|| {
-                SinkError::definite(format!("Table '{name}' was created in StarRocks but cannot be found"))
+                SinkError::definite(format!(
+                    "Table '{name}' was created in StarRocks but cannot be found"
+                ))
             })?
         }
         None => {
@@ -258,7 +273,13 @@ fn label(prefix: &str, table: &TableName, first: u64, last: u64, group: usize) -
     let mut t: String = table
         .to_string()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let room = 128usize.saturating_sub(prefix.len() + 1 + tail.len());
     if t.len() > room {
@@ -266,7 +287,9 @@ fn label(prefix: &str, table: &TableName, first: u64, last: u64, group: usize) -
         let hash = table
             .to_string()
             .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
         let keep = room.saturating_sub(17);
         t = format!("{}_{hash:016X}", &t[..keep.min(t.len())]);
     }

@@ -133,7 +133,10 @@ struct Response {
 }
 
 fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> LoadOutcome {
-    let mut url = format!("{}/api/{}/{}/_stream_load", cfg.url, cfg.database, req.table);
+    let mut url = format!(
+        "{}/api/{}/{}/_stream_load",
+        cfg.url, cfg.database, req.table
+    );
     for _hop in 0..=MAX_HOPS {
         let resp = match put(easy, cfg, req, &url) {
             Ok(r) => r,
@@ -194,7 +197,12 @@ fn follow(cfg: &StarRocksConfig, location: &str) -> Result<String, String> {
     })
 }
 
-fn put(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest, url: &str) -> Result<Response, curl::Error> {
+fn put(
+    easy: &mut Easy,
+    cfg: &StarRocksConfig,
+    req: &LoadRequest,
+    url: &str,
+) -> Result<Response, curl::Error> {
     easy.reset();
     easy.url(url)?;
     easy.upload(true)?;
@@ -303,7 +311,10 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
         ));
     };
     if code != 200 {
-        return LoadOutcome::Definite(format!("{what}: HTTP {code}: {}", get_str(&json, "message")));
+        return LoadOutcome::Definite(format!(
+            "{what}: HTTP {code}: {}",
+            get_str(&json, "message")
+        ));
     }
     let status = get_str(&json, "status");
     let message = [get_str(&json, "message"), get_str(&json, "msg")].join(" ");
@@ -341,7 +352,10 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
 /// `GET /api/{db}/get_load_state?label=L` → the label's state.
 fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, String> {
     let mut easy = Easy::new();
-    let url = format!("{}/api/{}/get_load_state?label={label}", cfg.url, cfg.database);
+    let url = format!(
+        "{}/api/{}/get_load_state?label={label}",
+        cfg.url, cfg.database
+    );
     let mut body = Vec::new();
     let mut run = || -> Result<(), curl::Error> {
         easy.url(&url)?;
@@ -376,29 +390,54 @@ mod tests {
             decide_json(200, r#"{"Status":"Success","NumberLoadedRows":3}"#),
             LoadOutcome::Committed { loaded_rows: 3 }
         );
-        assert!(matches!(decide_json(200, r#"{"Status":"Publish Timeout"}"#), LoadOutcome::Committed { .. }));
         assert!(matches!(
-            decide_json(200, r#"{"Status":"Label Already Exists","ExistingJobStatus":"FINISHED"}"#),
+            decide_json(200, r#"{"Status":"Publish Timeout"}"#),
+            LoadOutcome::Committed { .. }
+        ));
+        assert!(matches!(
+            decide_json(
+                200,
+                r#"{"Status":"Label Already Exists","ExistingJobStatus":"FINISHED"}"#
+            ),
             LoadOutcome::Committed { loaded_rows: 0 }
         ));
         assert!(matches!(
             decide_json(200, r#"{"Status":"Label Already Exists","ExistingJobStatus":"RUNNING"}"#),
             LoadOutcome::Transient(m) if m.starts_with(LABEL_RUNNING)
         ));
-        assert!(matches!(decide_json(503, "busy"), LoadOutcome::Transient(_)));
+        assert!(matches!(
+            decide_json(503, "busy"),
+            LoadOutcome::Transient(_)
+        ));
         assert!(matches!(decide_json(401, "{}"), LoadOutcome::Definite(_)));
-        assert!(matches!(decide_json(200, "<html>"), LoadOutcome::Definite(_)));
         assert!(matches!(
-            decide_json(200, r#"{"Status":"Fail","Message":"Stream Load exceed http cuncurrent limit"}"#),
+            decide_json(200, "<html>"),
+            LoadOutcome::Definite(_)
+        ));
+        assert!(matches!(
+            decide_json(
+                200,
+                r#"{"Status":"Fail","Message":"Stream Load exceed http cuncurrent limit"}"#
+            ),
             LoadOutcome::Transient(_)
         ));
         assert!(matches!(
-            decide_json(200, r#"{"Status":"Fail","Message":"Too many versions. tablet_id: 1"}"#),
+            decide_json(
+                200,
+                r#"{"Status":"Fail","Message":"Too many versions. tablet_id: 1"}"#
+            ),
             LoadOutcome::Transient(_)
         ));
-        match decide_json(200, r#"{"Status":"Fail","Message":"too many filtered rows","ErrorURL":"http://be/api/_load_error_log?file=x"}"#) {
+        match decide_json(
+            200,
+            r#"{"Status":"Fail","Message":"too many filtered rows","ErrorURL":"http://be/api/_load_error_log?file=x"}"#,
+        ) {
             LoadOutcome::Definite(m) => {
-                assert!(m.contains("orders") && m.contains("l1") && m.contains("too many filtered rows"));
+                assert!(
+                    m.contains("orders")
+                        && m.contains("l1")
+                        && m.contains("too many filtered rows")
+                );
                 assert!(m.contains("_load_error_log"));
             }
             other => panic!("{other:?}"),
@@ -432,7 +471,10 @@ mod tests {
             follow(&c, "http://127.0.0.1:8040/api/d/t/_stream_load?x=1").unwrap(),
             "http://fe:8040/api/d/t/_stream_load?x=1"
         );
-        assert_eq!(follow(&c, "http://be1:8040/p").unwrap(), "http://be1:8040/p");
+        assert_eq!(
+            follow(&c, "http://be1:8040/p").unwrap(),
+            "http://be1:8040/p"
+        );
         let err = follow(&c, "http://evil:8040/p").unwrap_err();
         assert!(err.contains("STARROCKS_REDIRECT_ALLOW"));
     }

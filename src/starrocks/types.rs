@@ -28,7 +28,8 @@ pub const MAX_VARCHAR: u32 = 1_048_576;
 pub fn starrocks_type(col: &CatalogColumn, in_key: bool) -> String {
     scalar_type(col.type_oid, col.type_modifier, in_key).unwrap_or_else(|| {
         if col.elem_oid != 0 {
-            let elem = scalar_type(col.elem_oid, -1, false).unwrap_or_else(|| "VARCHAR(65533)".into());
+            let elem =
+                scalar_type(col.elem_oid, -1, false).unwrap_or_else(|| "VARCHAR(65533)".into());
             format!("ARRAY<{elem}>")
         } else {
             "VARCHAR(65533)".into()
@@ -101,9 +102,18 @@ mod tests {
     #[test]
     fn maps_the_documented_types() {
         let numeric = |p: i32, s: i32| ((p << 16) | s) + 4;
-        assert_eq!(starrocks_type(&col(1700, numeric(12, 2), 0), false), "DECIMAL(12,2)");
-        assert_eq!(starrocks_type(&col(1700, numeric(12, 2), 0), true), "VARCHAR(14)");
-        assert_eq!(starrocks_type(&col(1700, numeric(40, 20), 0), false), "VARCHAR(42)");
+        assert_eq!(
+            starrocks_type(&col(1700, numeric(12, 2), 0), false),
+            "DECIMAL(12,2)"
+        );
+        assert_eq!(
+            starrocks_type(&col(1700, numeric(12, 2), 0), true),
+            "VARCHAR(14)"
+        );
+        assert_eq!(
+            starrocks_type(&col(1700, numeric(40, 20), 0), false),
+            "VARCHAR(42)"
+        );
         assert_eq!(starrocks_type(&col(1700, -1, 0), false), "VARCHAR(65533)");
         assert_eq!(starrocks_type(&col(1043, 10 + 4, 0), false), "VARCHAR(40)");
         assert_eq!(starrocks_type(&col(25, -1, 0), false), "VARCHAR(1048576)");
