@@ -373,7 +373,10 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
     };
     let url = raw.trim_end_matches('/').to_owned();
     let database = get("STARROCKS_DB").ok_or_else(|| {
-        ConfigError::new("STARROCKS_DB", "is not set; expected the StarRocks database name")
+        ConfigError::new(
+            "STARROCKS_DB",
+            "is not set; expected the StarRocks database name",
+        )
     })?;
     let user = get("STARROCKS_USER").unwrap_or_else(|| "root".into());
     let password = Secret::new(get("STARROCKS_PASS").unwrap_or_default());
@@ -658,14 +661,22 @@ mod tests {
             v.extend([("STARROCKS_URL", "http://h:8030"), ("STARROCKS_DB", "d")]);
             v.retain(|(k, _)| k != &var);
             v.push((var, value));
-            assert_eq!(Config::from_vars(&vars(&v)).unwrap_err().var, var, "{var}={value}");
+            assert_eq!(
+                Config::from_vars(&vars(&v)).unwrap_err().var,
+                var,
+                "{var}={value}"
+            );
         }
     }
 
     #[test]
     fn control_plane_can_be_moved_or_switched_off() {
         let mut v = base();
-        v.extend([("GRPC_PORT", "off"), ("METRICS_PORT", "0"), ("METRICS_BIND", "0.0.0.0")]);
+        v.extend([
+            ("GRPC_PORT", "off"),
+            ("METRICS_PORT", "0"),
+            ("METRICS_BIND", "0.0.0.0"),
+        ]);
         let c = Config::from_vars(&vars(&v)).unwrap();
         assert_eq!(c.grpc_addr, None);
         assert_eq!(c.metrics_addr, Some("0.0.0.0:0".parse().unwrap()));

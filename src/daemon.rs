@@ -154,14 +154,28 @@ enum SinkChoice<'a> {
 
 /// One connection's worth of streaming: setup, then stream until a pause or drain request (`Ok`)
 /// or an error.
-async fn run_once(config: &Config, sink: SinkChoice<'_>, job: &JobHandle) -> Result<(), DaemonError> {
-    job.set_state(Stage::Setup, RunState::Starting, "Configuring PostgreSQL", None);
+async fn run_once(
+    config: &Config,
+    sink: SinkChoice<'_>,
+    job: &JobHandle,
+) -> Result<(), DaemonError> {
+    job.set_state(
+        Stage::Setup,
+        RunState::Starting,
+        "Configuring PostgreSQL",
+        None,
+    );
     let client = connect_sql(&config.database).await?;
     let source = setup::prepare_source(&client, config).await?;
     match sink {
         SinkChoice::Ready(sink) => stream(config, sink, job, client, source).await,
         SinkChoice::StarRocks(sr) => {
-            job.set_state(Stage::Setup, RunState::Starting, "Configuring StarRocks", None);
+            job.set_state(
+                Stage::Setup,
+                RunState::Starting,
+                "Configuring StarRocks",
+                None,
+            );
             let sink = StarRocksSink::connect(
                 sr.clone(),
                 &config.slot_name,

@@ -90,8 +90,8 @@ impl ValueKind {
             1184 => scalar(Scalar::Timestamptz),
             1114 => scalar(Scalar::Timestamp),
             1082 => scalar(Scalar::Date),
-            25 | 1043 | 1042 | 19 | 18 | 1083 | 1266 | 1186 | 2950 | 869 | 650 | 829
-            | 774 | 1560 | 1562 | 142 | 3614 | 3615 | 2249 | 705 => scalar(Scalar::Text),
+            25 | 1043 | 1042 | 19 | 18 | 1083 | 1266 | 1186 | 2950 | 869 | 650 | 829 | 774
+            | 1560 | 1562 | 142 | 3614 | 3615 | 2249 | 705 => scalar(Scalar::Text),
             1000 => array(Scalar::Bool),
             1005 | 1007 | 1016 | 1028 => array(Scalar::Int),
             1021 | 1022 => array(Scalar::Float),
@@ -101,8 +101,9 @@ impl ValueKind {
             1185 => array(Scalar::Timestamptz),
             1115 => array(Scalar::Timestamp),
             1182 => array(Scalar::Date),
-            1009 | 1015 | 1014 | 1003 | 1002 | 1183 | 1270 | 1187 | 2951 | 1041 | 651
-            | 1040 => array(Scalar::Text),
+            1009 | 1015 | 1014 | 1003 | 1002 | 1183 | 1270 | 1187 | 2951 | 1041 | 651 | 1040 => {
+                array(Scalar::Text)
+            }
             _ => None,
         }
     }
@@ -206,7 +207,9 @@ fn write_scalar(
     mapped: &mut Mapped,
 ) -> Result<(), ValueError> {
     let non_finite = matches!(text, b"NaN" | b"Infinity" | b"-Infinity");
-    if dialect == Dialect::StarRocks && non_finite && matches!(kind, Scalar::Float | Scalar::Numeric)
+    if dialect == Dialect::StarRocks
+        && non_finite
+        && matches!(kind, Scalar::Float | Scalar::Numeric)
     {
         mapped.non_finite_to_null += 1;
         out.extend_from_slice(b"null");
@@ -304,7 +307,10 @@ fn write_date(
             return Ok(());
         }
         if text.ends_with(b" BC") || text.len() != 10 {
-            return Err(malformed("date within 0000-9999 (StarRocks DATE range)", text));
+            return Err(malformed(
+                "date within 0000-9999 (StarRocks DATE range)",
+                text,
+            ));
         }
     }
     write_string(out, text)
@@ -723,7 +729,10 @@ mod tests {
         let (v, m) = sr(s(Scalar::Numeric), "-Infinity").unwrap();
         assert_eq!((v.as_str(), m.non_finite_to_null), ("null", 1));
         let (v, m) = sr(s(Scalar::Timestamptz), "infinity").unwrap();
-        assert_eq!((v.as_str(), m.infinity_clamped), ("\"9999-12-31 23:59:59.999999\"", 1));
+        assert_eq!(
+            (v.as_str(), m.infinity_clamped),
+            ("\"9999-12-31 23:59:59.999999\"", 1)
+        );
         let (v, _) = sr(s(Scalar::Timestamptz), "2024-01-02 03:04:05.5+00").unwrap();
         assert_eq!(v, "\"2024-01-02 03:04:05.5\"");
         let (v, m) = sr(s(Scalar::Date), "-infinity").unwrap();

@@ -25,7 +25,12 @@ pub struct Double {
 fn binary() -> PathBuf {
     // tests run from target/<profile>/deps/it-<hash>; the double sits in target/<profile>/.
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("starrocks-double");
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("starrocks-double");
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build -p starrocks-double` (scripts/test.sh does)",
@@ -42,9 +47,21 @@ impl Double {
 
     /// Starts with extra flags.
     pub fn start_with(db: &str, args: &[&str]) -> Double {
-        let dir = tempfile::Builder::new().prefix("sr-double").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sr-double")
+            .tempdir()
+            .unwrap();
         let mut child = Command::new(binary())
-            .args(["--fe-port", "0", "--be-port", "0", "--mysql-port", "0", "--admin-port", "0"])
+            .args([
+                "--fe-port",
+                "0",
+                "--be-port",
+                "0",
+                "--mysql-port",
+                "0",
+                "--admin-port",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--alter-duration-ms", "200"])
@@ -116,7 +133,8 @@ impl Double {
         let sql = sql.to_owned();
         self.with_conn(async move |c: &mut mysql_async::Conn| {
             let rows: Vec<mysql_async::Row> = c.query(&sql).await.map_err(|e| e.to_string())?;
-            Ok(rows.into_iter()
+            Ok(rows
+                .into_iter()
                 .map(|r| {
                     (0..r.len())
                         .map(|i| match r.as_ref(i) {
