@@ -13,5 +13,8 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> cargo build (incl. tools/starrocks-double, which the tests start)"
+cargo build --workspace --locked
+
 echo "==> cargo test"
 cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-2}"
