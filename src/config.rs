@@ -108,6 +108,8 @@ pub struct StarRocksConfig {
     pub create_tables: bool,
     /// `TRUNCATE_POLICY`.
     pub truncate_policy: TruncatePolicy,
+    /// `STARROCKS_COMPRESS=gzip`: gzip load bodies (`compression: gzip`, StarRocks ≥ 3.2.7).
+    pub gzip: bool,
 }
 
 /// `REPLICA_IDENTITY`: what dbmazz does to the replica identity of the tables it streams.
@@ -454,7 +456,18 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
             ))
         }
     };
+    let gzip = match get("STARROCKS_COMPRESS").as_deref() {
+        None | Some("none") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "STARROCKS_COMPRESS",
+                format!("{other:?} is not supported; expected none or gzip"),
+            ))
+        }
+    };
     Ok(StarRocksConfig {
+        gzip,
         url,
         host,
         database,
@@ -655,6 +668,7 @@ mod tests {
             ("TRUNCATE_POLICY", "ignore"),
             ("CREATE_TABLES", "yes"),
             ("STARROCKS_HOST_REWRITE", "nohost"),
+            ("STARROCKS_COMPRESS", "zstd"),
         ] {
             let mut v = base();
             v.retain(|(k, _)| *k != "SINK_TYPE");

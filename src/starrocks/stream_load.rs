@@ -133,12 +133,30 @@ struct Response {
 }
 
 fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> LoadOutcome {
+    let compressed;
+    let body: &[u8] = if cfg.gzip {
+        use std::io::Write as _;
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(req.body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        if let Err(e) = enc.write_all(&req.body) {
+            return LoadOutcome::Definite(format!("compressing a load body failed: {e}"));
+        }
+        compressed = match enc.finish() {
+            Ok(c) => c,
+            Err(e) => return LoadOutcome::Definite(format!("compressing a load body failed: {e}")),
+        };
+        &compressed
+    } else {
+        &req.body
+    };
     let mut url = format!(
         "{}/api/{}/{}/_stream_load",
         cfg.url, cfg.database, req.table
     );
     for _hop in 0..=MAX_HOPS {
-        let resp = match put(easy, cfg, req, &url) {
+        let resp = match put(easy, cfg, req, body, &url) {
             Ok(r) => r,
             Err(e) => {
                 return LoadOutcome::Transient(format!(
@@ -201,12 +219,13 @@ fn put(
     easy: &mut Easy,
     cfg: &StarRocksConfig,
     req: &LoadRequest,
+    body_bytes: &[u8],
     url: &str,
 ) -> Result<Response, curl::Error> {
     easy.reset();
     easy.url(url)?;
     easy.upload(true)?;
-    easy.in_filesize(req.body.len() as u64)?;
+    easy.in_filesize(body_bytes.len() as u64)?;
     easy.username(&cfg.user)?;
     easy.password(cfg.password.expose())?;
     easy.follow_location(false)?;
@@ -222,6 +241,9 @@ fn put(
     headers.append("max_filter_ratio: 0")?;
     headers.append("merge_condition: dbmazz_cdc_version")?;
     headers.append(&format!("timeout: {}", cfg.load_timeout.as_secs()))?;
+    if cfg.gzip {
+        headers.append("compression: gzip")?;
+    }
     if let Some(columns) = &req.partial_columns {
         headers.append("partial_update: true")?;
         headers.append("partial_update_mode: row")?;
@@ -235,9 +257,9 @@ fn put(
     {
         let mut transfer = easy.transfer();
         transfer.read_function(|buf| {
-            let start = pos.get().min(req.body.len());
-            let n = buf.len().min(req.body.len() - start);
-            buf[..n].copy_from_slice(&req.body[start..start + n]);
+            let start = pos.get().min(body_bytes.len());
+            let n = buf.len().min(body_bytes.len() - start);
+            buf[..n].copy_from_slice(&body_bytes[start..start + n]);
             pos.set(start + n);
             Ok(n)
         })?;
@@ -461,6 +483,7 @@ mod tests {
             load_timeout: Duration::from_secs(600),
             create_tables: false,
             truncate_policy: TruncatePolicy::Stop,
+            gzip: false,
         }
     }
 

@@ -26,6 +26,10 @@ pub const MAX_VARCHAR: u32 = 1_048_576;
 
 /// The StarRocks type for a PostgreSQL column; `in_key` selects key-compatible types.
 pub fn starrocks_type(col: &CatalogColumn, in_key: bool) -> String {
+    // Key columns may only be BOOLEAN, integers, DATE, DATETIME or VARCHAR in StarRocks.
+    if in_key && (col.elem_oid != 0 || matches!(col.type_oid, 700 | 701 | 790)) {
+        return "VARCHAR(256)".into();
+    }
     scalar_type(col.type_oid, col.type_modifier, in_key).unwrap_or_else(|| {
         if col.elem_oid != 0 {
             let elem =
@@ -121,6 +125,8 @@ mod tests {
         assert_eq!(starrocks_type(&col(3802, -1, 0), false), "JSON");
         assert_eq!(starrocks_type(&col(1007, -1, 23), false), "ARRAY<INT>");
         assert_eq!(starrocks_type(&col(99_999, -1, 0), false), "VARCHAR(65533)");
+        assert_eq!(starrocks_type(&col(701, -1, 0), true), "VARCHAR(256)");
+        assert_eq!(starrocks_type(&col(1007, -1, 23), true), "VARCHAR(256)");
     }
 }
 

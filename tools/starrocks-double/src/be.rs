@@ -234,6 +234,18 @@ pub async fn read_body(
         .saturating_mul(1024 * 1024);
     let deadline = started + Duration::from_secs(opts.timeout_s.max(1));
     match conn.read_body(req, max, deadline).await {
+        Ok(b) if opts.gzip => {
+            use std::io::Read;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&b[..])
+                .take(max as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("failed to decompress the gzip body: {e}"))?;
+            if out.len() > max as usize {
+                return Err(format!("body exceed max size: {max}."));
+            }
+            Ok(out)
+        }
         Ok(b) => Ok(b),
         Err(HttpBodyError::Short { .. }) | Err(HttpBodyError::Io(_)) => {
             Err("receive body don't equal with body bytes".into())

@@ -43,6 +43,9 @@ pub struct LoadOptions {
     pub column_separator: Vec<u8>,
     pub row_delimiter: Vec<u8>,
     pub skip_header: usize,
+    /// The body is gzip-compressed (`compression: gzip` or `Content-Encoding: gzip`, JSON only,
+    /// as StarRocks accepts from 3.2.7).
+    pub gzip: bool,
 }
 
 /// One entry of the `columns` header.
@@ -215,13 +218,17 @@ impl LoadOptions {
                 "Only one of compression and Content-Encoding can be set, but both are set".into(),
             ));
         }
+        let mut gzip = false;
         if let Some(c) = h
             .header("compression")
             .or_else(|| h.header("content-encoding"))
         {
-            if !c.trim().eq_ignore_ascii_case("identity") && !c.trim().is_empty() {
+            let c = c.trim();
+            if c.eq_ignore_ascii_case("gzip") {
+                gzip = true;
+            } else if !c.eq_ignore_ascii_case("identity") && !c.is_empty() {
                 return Err(HeaderError(format!(
-                    "compression '{c}' is not supported by starrocks-double"
+                    "compression '{c}' is not supported by starrocks-double (gzip is)"
                 )));
             }
         }
@@ -275,6 +282,7 @@ impl LoadOptions {
                 .map(unescape_separator)
                 .unwrap_or_else(|| b"\n".to_vec()),
             skip_header,
+            gzip,
         })
     }
 
