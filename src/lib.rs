@@ -25,9 +25,12 @@
 //! - [`job`]: the job's run state and the commands (pause, resume, reload, drain) that the
 //!   control plane sends through a handle.
 //! - [`metrics`]: counters and gauges shared by every way of reporting them.
+//! - [`control`]: the control plane: gRPC services (health, control, status, metrics stream,
+//!   reflection, `grpc.health.v1`), the Prometheus endpoint and the slot-lag monitor.
 
 pub mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod job;
 pub mod lsn;

@@ -2,9 +2,11 @@
 //!
 //! - [`pg`]: throw-away PostgreSQL clusters, one per test, started from a template made once.
 //! - [`dbmazz`]: the real `dbmazz` binary as a child process.
+//! - [`grpcurl`]: the real `grpcurl` binary, as operators script the control plane.
 
 #![allow(dead_code)] // each test file uses a different subset of the helpers
 
 pub mod dbmazz;
+pub mod grpcurl;
 pub mod pg;
 pub mod starrocks;

@@ -1,0 +1,225 @@
+//! `dbmazz.CdcControlService`: Pause, Resume, ReloadConfig, DrainAndStop and its 1.x name Stop.
+//!
+//! Each call asks the job through its handle and, where the change takes effect asynchronously
+//! (pause, resume), waits a bounded time for the job to get there so that the reply can report
+//! the state reached. Every call is logged with its name, the caller's address and the result.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use super::error::RpcError;
+use super::proto::cdc_control_service_server::CdcControlService;
+use super::proto::{
+    ControlResponse, DrainRequest, PauseRequest, ReloadConfigRequest, ResumeRequest, StopRequest,
+};
+use super::status::{cdc_state, display_name, lsn_text};
+use crate::config::{parse_tables, TableName};
+use crate::job::{JobHandle, RunState};
+
+/// How long Pause waits for the job to flush, confirm and close the replication connection.
+const PAUSE_WAIT: Duration = Duration::from_secs(30);
+/// How long Resume waits for the job to stream again.
+const RESUME_WAIT: Duration = Duration::from_secs(10);
+
+/// Serves `dbmazz.CdcControlService`.
+pub(crate) struct Commands {
+    job: JobHandle,
+    /// Set when the process should stop although the job cannot drain (it failed).
+    stop: watch::Sender<bool>,
+}
+
+impl Commands {
+    /// Commands for `job`; `stop` asks the process to end when the job cannot drain.
+    pub(crate) fn new(job: JobHandle, stop: watch::Sender<bool>) -> Self {
+        Commands { job, stop }
+    }
+
+    async fn pause(&self) -> Result<ControlResponse, RpcError> {
+        self.job.pause()?;
+        let run = self.settle(PAUSE_WAIT, |r| r == RunState::Paused).await;
+        let message = if run == RunState::Paused {
+            "paused: everything received is flushed and confirmed; new changes wait in the slot"
+        } else {
+            "pause requested: the job is still flushing"
+        };
+        Ok(self.reply(message.into()))
+    }
+
+    async fn resume(&self) -> Result<ControlResponse, RpcError> {
+        self.job.resume()?;
+        let run = self.settle(RESUME_WAIT, |r| r == RunState::Running).await;
+        let message = if run == RunState::Running {
+            "resumed: streaming from the checkpoint"
+        } else {
+            "resume requested: the job is still reconnecting"
+        };
+        Ok(self.reply(message.into()))
+    }
+
+    fn reload(&self, req: &ReloadConfigRequest) -> Result<ControlResponse, RpcError> {
+        if !req.tables.is_empty() {
+            self.check_tables(&req.tables)?;
+        }
+        let nonzero = |v: u64| (v != 0).then_some(v);
+        let policy = self
+            .job
+            .reload(nonzero(req.flush_size), nonzero(req.flush_interval_ms))?;
+        let message = format!(
+            "in force: flush_size={} flush_interval_ms={}",
+            policy.max_events,
+            policy.interval.as_millis()
+        );
+        Ok(self.reply(message))
+    }
+
+    /// Accepts a table list only when it names the running tables (in any order).
+    fn check_tables(&self, requested: &[String]) -> Result<(), RpcError> {
+        let wanted = parse_tables(&requested.join(",")).map_err(RpcError::BadTables)?;
+        let running = self.job.tables();
+        let same = wanted.len() == running.len() && wanted.iter().all(|t| running.contains(t));
+        if same {
+            return Ok(());
+        }
+        let names = |tables: &[TableName]| {
+            tables
+                .iter()
+                .map(display_name)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        Err(RpcError::TablesNeedRestart {
+            running: names(running),
+            requested: names(&wanted),
+        })
+    }
+
+    async fn drain_and_stop(&self) -> Result<ControlResponse, RpcError> {
+        if self.job.state().run == RunState::Failed {
+            // Nothing to drain: the job already stopped with an error that Health reports.
+            self.stop.send_replace(true);
+            return Ok(self.reply(
+                "the job had failed (see HealthService/Check); the process stops with exit code 1"
+                    .into(),
+            ));
+        }
+        let confirmed = self.job.drain_and_stop().await?;
+        // The process ends either way; after a failure main waits for this.
+        self.stop.send_replace(true);
+        if self.job.state().run == RunState::Failed {
+            let mut reply = self.reply(
+                "the job failed while draining (see HealthService/Check); the process stops with exit code 1"
+                    .into(),
+            );
+            reply.success = false;
+            return Ok(reply);
+        }
+        let mut reply = self.reply(format!(
+            "drained: everything received is durable and confirmed up to {confirmed}; the process exits"
+        ));
+        reply.confirmed_lsn = confirmed.0;
+        reply.confirmed_lsn_text = lsn_text(confirmed);
+        Ok(reply)
+    }
+
+    /// Waits until the run state satisfies `reached`, the job ends, or `limit` passes; returns
+    /// the run state then.
+    async fn settle(&self, limit: Duration, reached: impl Fn(RunState) -> bool) -> RunState {
+        let mut states = self.job.subscribe();
+        let _ = tokio::time::timeout(
+            limit,
+            states.wait_for(|s| {
+                reached(s.run) || matches!(s.run, RunState::Stopped | RunState::Failed)
+            }),
+        )
+        .await;
+        self.job.state().run
+    }
+
+    fn reply(&self, message: String) -> ControlResponse {
+        let policy = self.job.flush_policy();
+        ControlResponse {
+            success: true,
+            message,
+            state: cdc_state(self.job.state().run) as i32,
+            flush_size: policy.max_events as u64,
+            flush_interval_ms: policy.interval.as_millis() as u64,
+            confirmed_lsn: 0,
+            confirmed_lsn_text: String::new(),
+        }
+    }
+}
+
+/// Logs a control call (never its arguments' secrets: there are none) and turns the result
+/// into a gRPC reply.
+fn audited(
+    rpc: &'static str,
+    peer: Option<SocketAddr>,
+    result: Result<ControlResponse, RpcError>,
+) -> Result<Response<ControlResponse>, Status> {
+    let peer = peer_text(peer);
+    match result {
+        Ok(reply) => {
+            tracing::info!(rpc, peer, result = "ok", success = reply.success, detail = %reply.message, "control call");
+            Ok(Response::new(reply))
+        }
+        Err(err) => {
+            tracing::info!(rpc, peer, result = ?err.code(), error = %err, "control call refused");
+            Err(err.into())
+        }
+    }
+}
+
+/// The caller's address for logs.
+fn peer_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown".into(), |p| p.to_string())
+}
+
+#[tonic::async_trait]
+impl CdcControlService for Commands {
+    async fn pause(
+        &self,
+        request: Request<PauseRequest>,
+    ) -> Result<Response<ControlResponse>, Status> {
+        audited("Pause", request.remote_addr(), self.pause().await)
+    }
+
+    async fn resume(
+        &self,
+        request: Request<ResumeRequest>,
+    ) -> Result<Response<ControlResponse>, Status> {
+        audited("Resume", request.remote_addr(), self.resume().await)
+    }
+
+    async fn drain_and_stop(
+        &self,
+        request: Request<DrainRequest>,
+    ) -> Result<Response<ControlResponse>, Status> {
+        let peer = request.remote_addr();
+        tracing::info!(
+            rpc = "DrainAndStop",
+            peer = peer_text(peer),
+            "stop requested"
+        );
+        audited("DrainAndStop", peer, self.drain_and_stop().await)
+    }
+
+    async fn stop(
+        &self,
+        request: Request<StopRequest>,
+    ) -> Result<Response<ControlResponse>, Status> {
+        let peer = request.remote_addr();
+        tracing::info!(rpc = "Stop", peer = peer_text(peer), "stop requested");
+        audited("Stop", peer, self.drain_and_stop().await)
+    }
+
+    async fn reload_config(
+        &self,
+        request: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ControlResponse>, Status> {
+        let result = self.reload(request.get_ref());
+        audited("ReloadConfig", request.remote_addr(), result)
+    }
+}

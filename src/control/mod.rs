@@ -1,0 +1,41 @@
+//! The control plane: how operators and orchestrators observe and steer a running job.
+//!
+//! ```text
+//!                 ┌─ auth (bearer token, constant time) ─┐
+//! gRPC client ──▶ │ dbmazz.HealthService        health   │
+//! (grpcurl, jq)   │ dbmazz.CdcControlService    commands │──▶ JobHandle (watch channels,
+//!                 │ dbmazz.CdcStatusService     status   │    atomics, Metrics)
+//!                 │ dbmazz.CdcMetricsService    stream   │        ▲
+//!                 │ grpc.health.v1 · reflection v1/v1α   │        │ server WAL position,
+//!                 └──────────────────────────────────────┘        │ slot lag (every 2 s)
+//! Prometheus ───▶ GET /metrics (prometheus)                   slot_monitor ──SQL──▶ PostgreSQL
+//! ```
+//!
+//! Everything here only *observes* the job through its [`JobHandle`](crate::job::JobHandle) or
+//! asks it for a change; the replication hot path never waits on the control plane. Errors of
+//! the job's commands become gRPC status codes in one place ([`error`]).
+//!
+//! Security defaults: the listeners bind `127.0.0.1` unless `GRPC_BIND` / `METRICS_BIND` say
+//! otherwise; with `GRPC_TOKEN` set every call, reflection and health included, needs
+//! `authorization: Bearer <token>`; requests are limited to 4 MiB.
+
+mod auth;
+mod commands;
+mod error;
+mod health;
+mod metrics_stream;
+mod prometheus;
+mod sampler;
+mod server;
+mod slot_monitor;
+mod status;
+
+pub use server::{ControlPlane, StartError};
+
+/// Code generated from `proto/dbmazz.proto` by `build.rs` (server side only).
+pub mod proto {
+    tonic::include_proto!("dbmazz");
+
+    /// The encoded descriptors of `dbmazz.proto`, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dbmazz_descriptor");
+}

@@ -1,0 +1,422 @@
+//! The Prometheus endpoint: `GET /metrics` on `METRICS_BIND:METRICS_PORT`, in the OpenMetrics
+//! text format of the `prometheus-client` crate.
+//!
+//! The figures are read at scrape time through the same [`Sampler`] as the gRPC metrics stream,
+//! so both report the same numbers; in addition the endpoint reports the slot's lag as polled
+//! from `pg_replication_slots`. Rates are computed since the previous scrape. Labels carry table
+//! names and change kinds only — never a row value or a secret.
+//!
+//! The HTTP side is deliberately tiny (one request per connection, a bounded request head, a
+//! read timeout, a cap on concurrent connections): it serves one read-only document.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use super::health::is_serving;
+use super::sampler::{Baseline, Sampler};
+use crate::job::JobHandle;
+
+/// Metric names. Counters get the `_total` suffix in the exposition (`dbmazz_events_total`).
+pub(crate) mod names {
+    /// Counter: row changes (and truncates) durable in the sink.
+    pub const EVENTS: &str = "dbmazz_events";
+    /// Counter: row changes read from the WAL.
+    pub const EVENTS_RECEIVED: &str = "dbmazz_events_received";
+    /// Counter: batches written to the sink.
+    pub const BATCHES: &str = "dbmazz_batches";
+    /// Counter: bytes of change data durable in the sink.
+    pub const BYTES: &str = "dbmazz_bytes";
+    /// Counter, labels `table` and `op`: changes durable in the sink per table and kind.
+    pub const TABLE_CHANGES: &str = "dbmazz_table_changes";
+    /// Counter: CPU time used by the process.
+    pub const CPU_SECONDS: &str = "dbmazz_cpu_seconds";
+    /// Gauge: row changes made durable per second since the previous scrape.
+    pub const EVENTS_PER_SECOND: &str = "dbmazz_events_per_second";
+    /// Gauge: bytes made durable per second since the previous scrape.
+    pub const BYTES_PER_SECOND: &str = "dbmazz_bytes_per_second";
+    /// Gauge: CPU used since the previous scrape, 1000 = one core.
+    pub const CPU_MILLICORES: &str = "dbmazz_cpu_millicores";
+    /// Gauge: WAL bytes not yet confirmed.
+    pub const LAG_BYTES: &str = "dbmazz_lag_bytes";
+    /// Gauge: row changes received but not yet durable.
+    pub const LAG_EVENTS: &str = "dbmazz_lag_events";
+    /// Gauge: commit-to-sink-ack latency of the last durable transaction.
+    pub const REPLICATION_LAG_MS: &str = "dbmazz_replication_lag_ms";
+    /// Gauge: `pg_current_wal_lsn() - confirmed_flush_lsn` of the slot.
+    pub const SLOT_LAG_BYTES: &str = "dbmazz_slot_lag_bytes";
+    /// Gauge: resident set size.
+    pub const MEMORY_BYTES: &str = "dbmazz_memory_bytes";
+    /// Gauge: highest WAL position received.
+    pub const CURRENT_LSN: &str = "dbmazz_current_lsn";
+    /// Gauge: highest LSN confirmed to PostgreSQL.
+    pub const CONFIRMED_LSN: &str = "dbmazz_confirmed_lsn";
+    /// Gauge: 1 while healthy (Health SERVING), 0 after a definite error.
+    pub const HEALTHY: &str = "dbmazz_healthy";
+}
+
+/// Cap on the request head; a scrape request is a few hundred bytes.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Time a client gets to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Reads the job at each scrape.
+struct JobCollector {
+    job: JobHandle,
+    sampler: Mutex<Sampler>,
+}
+
+impl fmt::Debug for JobCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobCollector")
+            .field("slot", &self.job.slot_name())
+            .finish()
+    }
+}
+
+fn counter<T>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: T,
+) -> Result<(), fmt::Error>
+where
+    ConstCounter<T>: EncodeMetric,
+{
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge<T>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: T,
+) -> Result<(), fmt::Error>
+where
+    ConstGauge<T>: EncodeMetric,
+{
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for JobCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        use names::*;
+        let s = match self.sampler.lock() {
+            Ok(mut sampler) => sampler.sample(),
+            Err(_) => return Ok(()),
+        };
+        let e = &mut encoder;
+        counter(
+            e,
+            EVENTS,
+            "Row changes (and truncates) durable in the sink.",
+            s.events_total,
+        )?;
+        counter(
+            e,
+            EVENTS_RECEIVED,
+            "Row changes read from the WAL.",
+            s.events_received,
+        )?;
+        counter(e, BATCHES, "Batches written to the sink.", s.batches_total)?;
+        counter(
+            e,
+            BYTES,
+            "Bytes of change data durable in the sink.",
+            s.bytes_total,
+        )?;
+        counter(
+            e,
+            CPU_SECONDS,
+            "CPU time used by the process.",
+            s.cpu_seconds_total,
+        )?;
+        {
+            let kind = ConstCounter::new(0u64).metric_type();
+            let mut family = e.encode_descriptor(
+                TABLE_CHANGES,
+                "Changes durable in the sink, per table and kind.",
+                None,
+                kind,
+            )?;
+            for (table, c) in &s.tables {
+                for (op, n) in [
+                    ("insert", c.inserts),
+                    ("update", c.updates),
+                    ("delete", c.deletes),
+                    ("truncate", c.truncates),
+                ] {
+                    let labels = [("table", table.as_str()), ("op", op)];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        gauge(
+            e,
+            EVENTS_PER_SECOND,
+            "Row changes made durable per second since the previous scrape.",
+            s.events_per_second,
+        )?;
+        gauge(
+            e,
+            BYTES_PER_SECOND,
+            "Bytes made durable per second since the previous scrape.",
+            s.bytes_per_second,
+        )?;
+        gauge(
+            e,
+            CPU_MILLICORES,
+            "CPU used since the previous scrape (1000 = one core).",
+            s.cpu_millicores as f64,
+        )?;
+        gauge(
+            e,
+            LAG_BYTES,
+            "WAL bytes not yet confirmed: max(server WAL position, received) - confirmed.",
+            s.lag_bytes,
+        )?;
+        gauge(
+            e,
+            LAG_EVENTS,
+            "Row changes received but not yet durable.",
+            s.lag_events,
+        )?;
+        gauge(
+            e,
+            REPLICATION_LAG_MS,
+            "Commit-to-sink-ack latency of the last durable transaction, in milliseconds.",
+            s.replication_lag_ms,
+        )?;
+        gauge(
+            e,
+            SLOT_LAG_BYTES,
+            "pg_current_wal_lsn() - confirmed_flush_lsn of the replication slot, as last polled.",
+            s.slot_lag_bytes,
+        )?;
+        gauge(
+            e,
+            MEMORY_BYTES,
+            "Resident set size of the process.",
+            s.memory_bytes,
+        )?;
+        gauge(
+            e,
+            CURRENT_LSN,
+            "Highest WAL position received.",
+            s.received_lsn,
+        )?;
+        gauge(
+            e,
+            CONFIRMED_LSN,
+            "Highest LSN checkpointed and confirmed to PostgreSQL.",
+            s.confirmed_lsn,
+        )?;
+        gauge(
+            e,
+            HEALTHY,
+            "1 while the job is healthy, 0 after a definite error or once stopped.",
+            u64::from(is_serving(&self.job.state())),
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry with the job's collector.
+fn registry(job: JobHandle, since: Baseline) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(JobCollector {
+        sampler: Mutex::new(Sampler::new(job.clone(), since)),
+        job,
+    }));
+    registry
+}
+
+/// The exposition text of the job's metrics.
+fn render(registry: &Registry) -> String {
+    let mut body = String::new();
+    if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
+        body.clear();
+    }
+    body
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` becomes true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    job: JobHandle,
+    since: Baseline,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let registry = Arc::new(registry(job, since));
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "metrics endpoint: too many connections, closing one");
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &registry).await {
+                tracing::debug!(%peer, error = %e, "metrics endpoint: request failed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Reads one request head and answers it.
+async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let complete = tokio::time::timeout(READ_TIMEOUT, async {
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(true);
+            }
+            if head.len() > MAX_REQUEST_HEAD {
+                return Ok(false);
+            }
+        }
+    })
+    .await
+    .unwrap_or(Ok(false))?;
+    let response = if complete {
+        route(&head, registry)
+    } else {
+        reply(400, "text/plain; charset=utf-8", "bad request\n")
+    };
+    stream.write_all(&response).await?;
+    stream.shutdown().await
+}
+
+/// The full HTTP response to a request head.
+fn route(head: &[u8], registry: &Registry) -> Vec<u8> {
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    match (method, path) {
+        (b"GET", b"/metrics") => reply(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            &render(registry),
+        ),
+        (b"GET", b"/") => reply(
+            200,
+            "text/plain; charset=utf-8",
+            "dbmazz: metrics at /metrics\n",
+        ),
+        (b"GET", _) => reply(
+            404,
+            "text/plain; charset=utf-8",
+            "not found; try /metrics\n",
+        ),
+        _ => reply(405, "text/plain; charset=utf-8", "only GET is served\n"),
+    }
+}
+
+fn reply(code: u16, content_type: &str, body: &str) -> Vec<u8> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        _ => "Method Not Allowed",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FlushPolicy, TableName};
+    use crate::metrics::TableCounters;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering;
+
+    fn job() -> JobHandle {
+        JobHandle::new(
+            "s",
+            &[TableName::new("public", "t")],
+            FlushPolicy {
+                max_events: 10,
+                max_bytes: 1 << 20,
+                interval: Duration::from_secs(1),
+            },
+        )
+    }
+
+    #[test]
+    fn exposition_carries_the_job_counters_and_table_labels() {
+        let job = job();
+        job.metrics().events_total.store(7, Ordering::Relaxed);
+        let mut counts = BTreeMap::new();
+        counts.insert(
+            "public.t".to_string(),
+            TableCounters {
+                inserts: 7,
+                ..Default::default()
+            },
+        );
+        job.metrics().add_table_counts(&counts);
+        let registry = registry(job.clone(), Baseline::now(&job));
+        let text = render(&registry);
+        assert!(text.contains("\ndbmazz_events_total 7\n"), "{text}");
+        assert!(
+            text.contains(r#"dbmazz_table_changes_total{table="public.t",op="insert"} 7"#),
+            "{text}"
+        );
+        assert!(text.contains("\ndbmazz_healthy 1\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn only_get_metrics_is_served() {
+        let job = job();
+        let registry = registry(job.clone(), Baseline::now(&job));
+        let ok = route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &registry);
+        assert!(ok.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        let missing = route(b"GET /other HTTP/1.1\r\n\r\n", &registry);
+        assert!(missing.starts_with(b"HTTP/1.1 404"));
+        let post = route(b"POST /metrics HTTP/1.1\r\n\r\n", &registry);
+        assert!(post.starts_with(b"HTTP/1.1 405"));
+    }
+}

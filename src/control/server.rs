@@ -1,0 +1,210 @@
+//! Starting and stopping the control plane: the gRPC server, the Prometheus endpoint and the
+//! slot monitor.
+//!
+//! Listeners are bound before the job starts, so a port conflict is a startup error naming the
+//! variable, and the bound address is logged (`grpc listening addr=…`) — with `GRPC_PORT=0` that
+//! is the only way to learn the port. Shutdown is graceful and bounded: in-flight calls (such as
+//! the DrainAndStop whose reply is the signal that the job stopped) are answered first.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::InterceptorLayer;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use super::auth::BearerAuth;
+use super::commands::Commands;
+use super::health::{self, Health};
+use super::metrics_stream::MetricsStream;
+use super::proto::cdc_control_service_server::CdcControlServiceServer;
+use super::proto::cdc_metrics_service_server::CdcMetricsServiceServer;
+use super::proto::cdc_status_service_server::CdcStatusServiceServer;
+use super::proto::health_service_server::HealthServiceServer;
+use super::proto::FILE_DESCRIPTOR_SET;
+use super::sampler::Baseline;
+use super::status::StatusService;
+use super::{prometheus, slot_monitor};
+use crate::config::Config;
+use crate::job::JobHandle;
+
+/// Largest request (and response) message, as tonic's default decoding limit: 4 MiB.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Concurrent calls per client connection.
+const CALLS_PER_CONNECTION: usize = 32;
+
+/// The control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listening socket could not be bound.
+    #[error(
+        "cannot listen on {addr} ({vars}): {source}; pick a free port or set {vars} differently"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The variables that chose it.
+        vars: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The reflection service could not read the service descriptors.
+    #[error("cannot build the gRPC reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The running control plane of one job.
+pub struct ControlPlane {
+    grpc_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    grpc: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Binds and starts whatever `config` enables (gRPC on `GRPC_BIND:GRPC_PORT`, Prometheus on
+    /// `METRICS_BIND:METRICS_PORT`, and the slot monitor when either is on). `stop` is set when
+    /// an operator asks the process to stop although the job cannot drain (it failed).
+    pub async fn start(
+        config: &Config,
+        job: &JobHandle,
+        stop: watch::Sender<bool>,
+    ) -> Result<ControlPlane, StartError> {
+        let baseline = Baseline::now(job);
+        let shutdown = watch::Sender::new(false);
+        let mut plane = ControlPlane {
+            grpc_addr: None,
+            metrics_addr: None,
+            shutdown,
+            grpc: None,
+            tasks: Vec::new(),
+        };
+        if let Some(addr) = config.metrics_addr {
+            let listener = bind(addr, "METRICS_BIND/METRICS_PORT").await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %local, "metrics listening");
+            plane.metrics_addr = Some(local);
+            plane.tasks.push(tokio::spawn(prometheus::serve(
+                listener,
+                job.clone(),
+                baseline,
+                plane.shutdown.subscribe(),
+            )));
+        }
+        if let Some(addr) = config.grpc_addr {
+            let listener = bind(addr, "GRPC_BIND/GRPC_PORT").await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            let (reporter, standard_health) = tonic_health::server::health_reporter();
+            plane
+                .tasks
+                .push(tokio::spawn(health::follow_job(job.clone(), reporter)));
+            let reflection_v1 = reflection().build_v1()?;
+            let reflection_v1alpha = reflection().build_v1alpha()?;
+            let router = Server::builder()
+                .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+                .tcp_keepalive(Some(Duration::from_secs(60)))
+                .layer(InterceptorLayer::new(BearerAuth::new(
+                    config.grpc_token.as_ref(),
+                )))
+                .add_service(
+                    HealthServiceServer::new(Health::new(job.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    CdcControlServiceServer::new(Commands::new(job.clone(), stop))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    CdcStatusServiceServer::new(StatusService::new(job.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    CdcMetricsServiceServer::new(MetricsStream::new(
+                        job.clone(),
+                        baseline,
+                        plane.shutdown.subscribe(),
+                    ))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(standard_health.max_decoding_message_size(MAX_MESSAGE_BYTES))
+                .add_service(reflection_v1.max_decoding_message_size(MAX_MESSAGE_BYTES))
+                .add_service(reflection_v1alpha.max_decoding_message_size(MAX_MESSAGE_BYTES));
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let mut stopping = plane.shutdown.subscribe();
+            plane.grpc = Some(tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                    tracing::error!(error = %e, "grpc server stopped");
+                }
+            }));
+            tracing::info!(addr = %local, auth = config.grpc_token.is_some(), "grpc listening");
+            if !local.ip().is_loopback() && config.grpc_token.is_none() {
+                tracing::warn!(addr = %local, "grpc is reachable from other hosts without authentication: set GRPC_TOKEN (or GRPC_TOKEN_FILE), or bind to 127.0.0.1");
+            }
+            plane.grpc_addr = Some(local);
+        }
+        if plane.grpc_addr.is_some() || plane.metrics_addr.is_some() {
+            plane.tasks.push(tokio::spawn(slot_monitor::run(
+                config.database.clone(),
+                job.clone(),
+                plane.shutdown.subscribe(),
+            )));
+        }
+        Ok(plane)
+    }
+
+    /// Where gRPC listens, when enabled.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// Where the Prometheus endpoint listens, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops accepting calls, lets in-flight calls finish for at most `grace`, then stops
+    /// everything.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.shutdown.send_replace(true);
+        if let Some(mut grpc) = self.grpc.take() {
+            if tokio::time::timeout(grace, &mut grpc).await.is_err() {
+                tracing::warn!(
+                    grace_s = grace.as_secs(),
+                    "grpc calls still open after the grace period; closing them"
+                );
+                grpc.abort();
+            }
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Reflection over every service served: dbmazz's, `grpc.health.v1` and both reflection
+/// versions (grpcurl 1.8 speaks only v1alpha, newer clients v1).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+}
+
+async fn bind(addr: SocketAddr, vars: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, vars, source })
+}
