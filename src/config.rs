@@ -121,6 +121,28 @@ pub enum ReplicaIdentityPolicy {
     Full,
 }
 
+/// `SNAPSHOT_MODE`: which tables get their existing rows copied before streaming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Tables that were never (completely) snapshotted.
+    Initial,
+    /// No snapshot: only changes made after the slot was created.
+    Never,
+    /// Every table, on every start.
+    Always,
+}
+
+/// Initial-copy knobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// `SNAPSHOT_MODE`.
+    pub mode: SnapshotMode,
+    /// `SNAPSHOT_WORKERS`: parallel connections reading chunks.
+    pub workers: usize,
+    /// `SNAPSHOT_CHUNK_ROWS`: target rows per chunk.
+    pub chunk_rows: u64,
+}
+
 /// Batching knobs shared by every sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlushPolicy {
@@ -148,6 +170,8 @@ pub struct Config {
     pub flush: FlushPolicy,
     /// `REPLICA_IDENTITY`.
     pub replica_identity: ReplicaIdentityPolicy,
+    /// `SNAPSHOT_MODE`, `SNAPSHOT_WORKERS`, `SNAPSHOT_CHUNK_ROWS`.
+    pub snapshot: SnapshotConfig,
     /// `SINK_TYPE` and its options.
     pub sink: SinkConfig,
     /// `STATUS_INTERVAL_MS`: the longest gap between two standby status updates (it is further
@@ -294,6 +318,28 @@ impl Config {
             }
         };
 
+        let snapshot = SnapshotConfig {
+            mode: match get("SNAPSHOT_MODE").as_deref() {
+                None | Some("initial") => SnapshotMode::Initial,
+                Some("never") => SnapshotMode::Never,
+                Some("always") => SnapshotMode::Always,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "SNAPSHOT_MODE",
+                        format!("{other:?} is not supported; expected initial, never or always"),
+                    ))
+                }
+            },
+            workers: parse_num(get("SNAPSHOT_WORKERS"), "SNAPSHOT_WORKERS", 2, 1, 64)? as usize,
+            chunk_rows: parse_num(
+                get("SNAPSHOT_CHUNK_ROWS"),
+                "SNAPSHOT_CHUNK_ROWS",
+                100_000,
+                100,
+                100_000_000,
+            )?,
+        };
+
         let grpc_bind = parse_ip(get("GRPC_BIND"), "GRPC_BIND")?;
         let grpc_addr = match get("GRPC_PORT").as_deref() {
             Some("off") => None,
@@ -338,6 +384,7 @@ impl Config {
                 interval: Duration::from_millis(interval_ms),
             },
             replica_identity,
+            snapshot,
             sink,
             status_interval: Duration::from_millis(status_ms),
             grpc_addr,
@@ -725,6 +772,8 @@ mod tests {
             ("TABLES", "\"open"),
             ("SINK_TYPE", "kafka"),
             ("REPLICA_IDENTITY", "nothing"),
+            ("SNAPSHOT_MODE", "sometimes"),
+            ("SNAPSHOT_WORKERS", "0"),
             ("DATABASE_URL", "mysql://x"),
         ];
         for (var, value) in cases {

@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
@@ -39,6 +39,7 @@ use crate::postgres::replication::{
 };
 use crate::postgres::schema_cache::SchemaCache;
 use crate::postgres::setup::{self, SetupError};
+use crate::postgres::snapshot::{self, SnapshotError};
 use crate::postgres::tls::{connect_sql, ConnectError};
 use crate::starrocks::sink::StarRocksSink;
 use crate::Lsn;
@@ -64,6 +65,9 @@ pub enum DaemonError {
     /// The sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The initial snapshot failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// The server ended the replication stream without being asked to.
     #[error("the server ended the replication stream unexpectedly")]
     EndOfStream,
@@ -82,6 +86,7 @@ impl DaemonError {
             DaemonError::Replication(e) => e.is_transient(),
             DaemonError::Reader(e) => e.is_transient(),
             DaemonError::Sink(e) => e.kind == ErrorKind::Transient,
+            DaemonError::Snapshot(e) => e.is_transient(),
             DaemonError::EndOfStream => true,
         }
     }
@@ -207,6 +212,7 @@ async fn stream<S: Sink>(
     let slot_confirmed =
         setup::ensure_slot(&client, &mut repl, &config.slot_name, checkpoint).await?;
     drop(client);
+    let plan = snapshot::prepare(config, &source).await?;
 
     let start = checkpoint.unwrap_or(Lsn::ZERO).max(slot_confirmed);
     let publication = quote_ident(&config.publication_name);
@@ -240,8 +246,12 @@ async fn stream<S: Sink>(
     let (durable_tx, durable_rx) = watch::channel(start);
     let mut checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
     let (feeder, rx) = batcher::channel(&config.flush);
-    let batcher_task =
-        tokio::spawn(Batcher::new(sink, job.flush(), rx, durable_tx, job.metrics().clone()).run());
+    let (chunk_tx, chunk_rx) = mpsc::unbounded_channel();
+    let batcher_task = tokio::spawn(
+        Batcher::new(sink, job.flush(), rx, durable_tx, job.metrics().clone())
+            .with_chunk_reports(chunk_tx)
+            .run(),
+    );
 
     // The reader stops when a pause or a drain is requested.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -254,6 +264,17 @@ async fn stream<S: Sink>(
         let _ = stop_tx.send(true);
     });
 
+    let mut snapshot_task = plan.work.map(|work| {
+        tokio::spawn(snapshot::run(
+            work,
+            config.database.clone(),
+            config.snapshot.workers,
+            feeder.clone(),
+            chunk_rx,
+            stop_rx.clone(),
+            job.clone(),
+        ))
+    });
     let cache = SchemaCache::new(&source.tables, source.types);
     let reader = WalReader::new(
         stream,
@@ -262,10 +283,34 @@ async fn stream<S: Sink>(
         progress.clone(),
         job.metrics().clone(),
         checkpoint.unwrap_or(Lsn::ZERO),
-    );
+    )
+    .with_snapshot_skips(plan.skip_before);
     let mut batcher_task = batcher_task;
-    let exit = tokio::select! {
-        exit = reader.run(stop_rx) => exit,
+    let reader_run = reader.run(stop_rx);
+    tokio::pin!(reader_run);
+    let exit = loop {
+        let snapshot_running = snapshot_task.is_some();
+        tokio::select! {
+        exit = &mut reader_run => break exit,
+        r = async { snapshot_task.as_mut().expect("guarded").await }, if snapshot_running => {
+            match r {
+                Ok(Ok(())) => snapshot_task = None,
+                Ok(Err(e)) => {
+                    batcher_task.abort();
+                    checkpoint_task.abort();
+                    status_task.abort();
+                    stop_watcher.abort();
+                    return Err(e.into());
+                }
+                Err(join) => {
+                    batcher_task.abort();
+                    checkpoint_task.abort();
+                    status_task.abort();
+                    stop_watcher.abort();
+                    return Err(SinkError::definite(format!("the snapshot task failed: {join}")).into());
+                }
+            }
+        }
         // The batcher only ends early when the sink failed; that error is the reason.
         r = &mut batcher_task => {
             checkpoint_task.abort();
@@ -289,8 +334,17 @@ async fn stream<S: Sink>(
             stop_watcher.abort();
             return Err(flatten(r).err().unwrap_or(DaemonError::EndOfStream));
         }
+        }
     };
     stop_watcher.abort();
+    let stopping = matches!(exit, Ok(ReaderExit::Shutdown(_)));
+    if !stopping {
+        // Only a stop request makes the copy end by itself; otherwise it is cut here (its
+        // unfinished chunks are copied again on the next start).
+        if let Some(t) = snapshot_task.take() {
+            t.abort();
+        }
+    }
     if *job.drain().borrow() {
         job.set_state(Stage::Cdc, RunState::Draining, "Draining", None);
     }
@@ -301,6 +355,7 @@ async fn stream<S: Sink>(
             // Flush what arrived before the failure so that the restart replays less.
             let _ = drain(
                 batcher_task,
+                snapshot_task,
                 checkpoint_task,
                 stop_status_tx,
                 status_task,
@@ -313,6 +368,7 @@ async fn stream<S: Sink>(
     let ended_by_server = stream.is_none();
     drain(
         batcher_task,
+        snapshot_task,
         checkpoint_task,
         stop_status_tx,
         status_task,
@@ -329,6 +385,7 @@ async fn stream<S: Sink>(
 /// The stop sequence: flush, checkpoint, confirm, end the COPY, drain the stream.
 async fn drain(
     batcher_task: JoinHandle<Result<(), SinkError>>,
+    snapshot_task: Option<JoinHandle<Result<(), SnapshotError>>>,
     checkpoint_task: JoinHandle<Result<(), DaemonError>>,
     stop_status: watch::Sender<bool>,
     status_task: JoinHandle<Result<(), DaemonError>>,
@@ -338,6 +395,16 @@ async fn drain(
         Ok(r) => r.map_err(DaemonError::from),
         Err(join) => Err(SinkError::definite(format!("the pipeline task failed: {join}")).into()),
     };
+    // The copy records the chunks that became durable in the final flush, then ends.
+    if let Some(t) = snapshot_task {
+        match tokio::time::timeout(Duration::from_secs(30), t).await {
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "snapshot bookkeeping failed while stopping")
+            }
+            Ok(_) => {}
+            Err(_) => tracing::warn!("snapshot bookkeeping did not finish within 30 s"),
+        }
+    }
     let checkpoint_result = flatten(checkpoint_task.await);
     let _ = stop_status.send(true);
     let status_result = flatten(status_task.await);

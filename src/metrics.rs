@@ -54,6 +54,8 @@ pub struct Metrics {
     pub values_non_finite_nulled: AtomicU64,
     /// Infinite dates/timestamps clamped to the ends of StarRocks' range.
     pub values_infinity_clamped: AtomicU64,
+    /// Rows copied by the initial snapshot.
+    pub snapshot_rows_total: AtomicU64,
     /// Stream Load requests that committed.
     pub loads_total: AtomicU64,
     /// Stream Load attempts that failed transiently and were retried.

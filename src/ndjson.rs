@@ -152,7 +152,7 @@ pub fn encode_event(out: &mut Vec<u8>, event: &Event) -> Result<(), SinkError> {
             out.extend_from_slice(b"]}\n");
             Ok(())
         }
-        Event::Commit { .. } | Event::Idle { .. } => Ok(()),
+        Event::Commit { .. } | Event::Idle { .. } | Event::ChunkDone { .. } => Ok(()),
     }
 }
 

@@ -124,6 +124,18 @@ pub struct Batcher<S> {
     rx: mpsc::Receiver<Envelope>,
     durable: watch::Sender<Lsn>,
     metrics: Arc<Metrics>,
+    chunk_done: Option<mpsc::UnboundedSender<ChunkDurable>>,
+}
+
+/// A snapshot chunk whose rows are all durable in the sink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkDurable {
+    /// Table.
+    pub table: TableName,
+    /// Chunk number.
+    pub chunk: i32,
+    /// Rows it held.
+    pub rows: u64,
 }
 
 impl<S: Sink> Batcher<S> {
@@ -142,12 +154,30 @@ impl<S: Sink> Batcher<S> {
             rx,
             durable,
             metrics,
+            chunk_done: None,
+        }
+    }
+
+    /// Reports durable snapshot chunks on `tx`.
+    pub fn with_chunk_reports(mut self, tx: mpsc::UnboundedSender<ChunkDurable>) -> Self {
+        self.chunk_done = Some(tx);
+        self
+    }
+
+    fn report_chunk(&self, event: &Event) {
+        if let (Event::ChunkDone { table, chunk, rows }, Some(tx)) = (event, &self.chunk_done) {
+            let _ = tx.send(ChunkDurable {
+                table: table.clone(),
+                chunk: *chunk,
+                rows: *rows,
+            });
         }
     }
 
     /// Runs until the feeder side is dropped, then flushes what is left and returns.
     pub async fn run(mut self) -> Result<(), SinkError> {
         let mut batch = Batch::default();
+        let mut policy_open = true;
         loop {
             let policy = *self.policy.borrow();
             let deadline = batch.oldest.map(|t| t + policy.interval);
@@ -157,6 +187,19 @@ impl<S: Sink> Batcher<S> {
                     self.flush(&mut batch).await?;
                     continue;
                 }
+                // A reload applies at once: a smaller size may already be reached, and the
+                // next turn of the loop recomputes the deadline.
+                changed = self.policy.changed(), if policy_open => {
+                    if changed.is_err() {
+                        policy_open = false;
+                    } else {
+                        let p = *self.policy.borrow_and_update();
+                        if batch.changes >= p.max_events || batch.bytes >= p.max_bytes {
+                            self.flush(&mut batch).await?;
+                        }
+                    }
+                    continue;
+                }
             };
             let Some(env) = next else { break };
             if batch.events.is_empty() {
@@ -164,6 +207,10 @@ impl<S: Sink> Batcher<S> {
                 match env.event {
                     Event::Commit { end_lsn, .. } => {
                         self.advance(end_lsn);
+                        continue;
+                    }
+                    Event::ChunkDone { .. } => {
+                        self.report_chunk(&env.event);
                         continue;
                     }
                     Event::Idle { wal_end } => {
@@ -209,7 +256,7 @@ impl<S: Sink> Batcher<S> {
                 Event::Row(r) => {
                     let c = counts.entry(&r.table.name).or_default();
                     match r.op {
-                        Op::Insert => c.inserts += 1,
+                        Op::Insert | Op::Snapshot => c.inserts += 1,
                         Op::Update => c.updates += 1,
                         Op::Delete => c.deletes += 1,
                     }
@@ -255,6 +302,9 @@ impl<S: Sink> Batcher<S> {
             Event::Idle { wal_end } => Some(*wal_end),
             _ => None,
         });
+        for event in &batch.events {
+            self.report_chunk(event);
+        }
         // Dropping the events and their permits returns the budget to the reader.
         batch.clear();
         if let Some(lsn) = durable {
@@ -281,7 +331,10 @@ impl Batch {
         if env.event.is_change() {
             self.changes += 1;
         }
-        if !matches!(env.event, Event::Commit { .. } | Event::Idle { .. }) {
+        if !matches!(
+            env.event,
+            Event::Commit { .. } | Event::Idle { .. } | Event::ChunkDone { .. }
+        ) {
             self.needs_sink = true;
             self.oldest.get_or_insert_with(Instant::now);
         }

@@ -49,6 +49,8 @@ pub enum Op {
     Update,
     /// A removed row.
     Delete,
+    /// A row copied by the initial snapshot (an upsert stamped with the snapshot's LSN).
+    Snapshot,
 }
 
 impl Op {
@@ -58,6 +60,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
+            Op::Snapshot => "snapshot",
         }
     }
 }
@@ -174,6 +177,16 @@ pub enum Event {
     Idle {
         /// The server's sent position.
         wal_end: Lsn,
+    },
+    /// Every row of one snapshot chunk was sent before this marker; once it is durable the
+    /// chunk is recorded as done.
+    ChunkDone {
+        /// Table.
+        table: TableName,
+        /// Chunk number.
+        chunk: i32,
+        /// Rows the chunk held.
+        rows: u64,
     },
 }
 

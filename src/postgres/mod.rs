@@ -7,4 +7,5 @@ pub mod reader;
 pub mod replication;
 pub mod schema_cache;
 pub mod setup;
+pub mod snapshot;
 pub mod tls;

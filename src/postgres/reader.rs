@@ -134,6 +134,9 @@ pub struct WalReader {
     metrics: Arc<Metrics>,
     resume_from: Lsn,
     txn: Option<Txn>,
+    /// Per table: changes committed before this LSN are already in its snapshot.
+    skip_by_name: std::collections::HashMap<TableName, Lsn>,
+    skip_by_rel: hashbrown::HashMap<u32, Lsn>,
 }
 
 impl WalReader {
@@ -154,7 +157,15 @@ impl WalReader {
             metrics,
             resume_from,
             txn: None,
+            skip_by_name: std::collections::HashMap::new(),
+            skip_by_rel: hashbrown::HashMap::new(),
         }
+    }
+
+    /// Drops a table's changes committed before its snapshot LSN (they are in the copy).
+    pub fn with_snapshot_skips(mut self, skips: std::collections::HashMap<TableName, Lsn>) -> Self {
+        self.skip_by_name = skips;
+        self
     }
 
     /// Runs until shutdown is signalled, the pipeline closes, or an error.
@@ -246,6 +257,11 @@ impl WalReader {
                     .cache
                     .apply(&rel)
                     .map_err(|source| Step::Error(ReaderError::Schema { lsn, source }))?;
+                if let RelationUpdate::New(t) | RelationUpdate::Changed { new: t, .. } = &update {
+                    if let Some(&c) = self.skip_by_name.get(&t.name) {
+                        self.skip_by_rel.insert(rel.rel_id, c);
+                    }
+                }
                 if let RelationUpdate::Changed { old, new } = update {
                     tracing::info!(table = %new.name, lsn = %lsn, columns = new.columns.len(), "table definition changed");
                     return self
@@ -344,6 +360,13 @@ impl WalReader {
             .as_ref()
             .ok_or(Step::Error(ReaderError::NoTransaction { lsn }))?;
         if txn.skip {
+            return Ok(None);
+        }
+        if self
+            .skip_by_rel
+            .get(&rel_id)
+            .is_some_and(|&c| txn.pos.commit_lsn < c)
+        {
             return Ok(None);
         }
         match self.cache.get(rel_id) {

@@ -542,6 +542,32 @@ impl ReplicationClient {
         })
     }
 
+    /// `CREATE_REPLICATION_SLOT "slot" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`: a slot
+    /// that lives only as long as this connection, created just for its exported snapshot and
+    /// consistent point (the initial copy reads at that snapshot). The snapshot stays valid until
+    /// the next command on this connection, so keep the connection idle until every reader has
+    /// imported it.
+    pub async fn create_temporary_snapshot_slot(
+        &mut self,
+        slot: &str,
+    ) -> Result<CreatedSlot, ReplicationError> {
+        let peer = self.reader.peer.clone();
+        let command = format!(
+            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
+            quote_ident(slot)
+        );
+        let rows = self.simple_query(&command).await?;
+        let row = single_row(&peer, "CREATE_REPLICATION_SLOT", &rows, 3)?;
+        Ok(CreatedSlot {
+            consistent_point: parse_lsn(
+                &peer,
+                "CREATE_REPLICATION_SLOT consistent_point",
+                row[1].as_deref(),
+            )?,
+            snapshot_name: row[2].clone(),
+        })
+    }
+
     /// `START_REPLICATION SLOT "slot" LOGICAL start (options)`; on success the connection is in
     /// CopyBoth mode and is split into a stream to read and a sender for status updates, which
     /// may live on different tasks. `start` = [`Lsn::ZERO`] means "from the slot's

@@ -308,6 +308,7 @@ async fn table_columns(
             "SELECT a.attname::text, a.atttypid, a.atttypmod, t.typelem, a.attnotnull \
                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
               WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+                AND a.attgenerated = '' \
               ORDER BY a.attnum",
             &[&oid],
         )

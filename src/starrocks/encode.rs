@@ -7,6 +7,10 @@
 //! update listing exactly those columns. Because keys are unique after collapsing, the groups of
 //! one segment are independent and their order does not matter.
 //!
+//! Collapsing follows the rule of the loads' `merge_condition`: a change whose commit LSN is
+//! older than the one already collected for its key is dropped (snapshot rows, stamped with the
+//! snapshot's LSN, interleave with streamed changes that can be newer).
+//!
 //! Every row carries the audit columns: `dbmazz_op_type` (0 insert, 1 update, 2 delete),
 //! `dbmazz_is_deleted`, `dbmazz_synced_at` and `dbmazz_cdc_version` (the commit LSN, which the
 //! loads' `merge_condition` compares). Deletes are soft: the row stays with
@@ -96,7 +100,7 @@ impl Segment {
             self.merge(old, values, 2, true, pos.commit_lsn, pos.lsn);
         }
         let (op_type, deleted) = match change.op {
-            Op::Insert => (0, false),
+            Op::Insert | Op::Snapshot => (0, false),
             Op::Update => (1, false),
             Op::Delete => (2, true),
         };
@@ -145,6 +149,11 @@ impl Segment {
         match self.index.get(&key) {
             Some(&i) => {
                 let row = &mut self.rows[i];
+                // The same rule as the loads' merge_condition: an older version never replaces
+                // a newer one (snapshot rows interleave with streamed changes).
+                if version < row.version {
+                    return;
+                }
                 if values.iter().all(Option::is_some) {
                     row.values = values;
                 } else {
@@ -240,6 +249,30 @@ impl Segment {
         }
         out.push(b']');
         Ok(mapped)
+    }
+
+    /// A fingerprint of what these rows say (keys, versions, operations), so that two loads
+    /// with the same LSN range but different content never share a label (snapshot rows all
+    /// carry the snapshot's LSN).
+    pub fn fingerprint(&self, rows: &[usize]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+        };
+        for &i in rows {
+            let row = &self.rows[i];
+            for &k in &self.table.key {
+                if let Some(Some(Value::Text(b) | Value::Binary(b))) = row.values.get(k) {
+                    eat(&(b.len() as u32).to_le_bytes());
+                    eat(b);
+                }
+            }
+            eat(&row.version.0.to_le_bytes());
+            eat(&[row.op_type, u8::from(row.deleted)]);
+        }
+        h
     }
 
     /// The `columns` header of a partial load with this column set.
@@ -472,6 +505,32 @@ mod tests {
         assert_eq!(old["dbmazz_is_deleted"], true);
         let new = all.iter().find(|r| r["id"] == 2).unwrap();
         assert_eq!(new["dbmazz_is_deleted"], false);
+    }
+
+    #[test]
+    fn an_older_snapshot_row_never_replaces_a_newer_change() {
+        let mut seg = Segment::new(table());
+        // Streamed delete at commit 2000, then the snapshot's copy of the row at LSN 1500.
+        seg.add(&change(
+            Op::Delete,
+            1000,
+            vec![t("1"), Value::Null, Value::Null],
+            true,
+            None,
+        ));
+        let mut snap = change(
+            Op::Snapshot,
+            500,
+            vec![t("1"), t("old"), t("d")],
+            false,
+            None,
+        );
+        snap.pos.commit_lsn = Lsn(1500);
+        seg.add(&snap);
+        let groups = seg.groups();
+        let b = body(&seg, &groups[0].1);
+        assert_eq!(b[0]["dbmazz_is_deleted"], true);
+        assert!(b[0].get("a").is_none());
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! table's changes at truncates and schema changes, collapses them per key, and sends one load
 //! per column set. A batch is durable only when every load of every table committed.
 //!
-//! Labels are `<prefix>_<table>_<first LSN>_<last LSN>_<group>`: the same changes always form
-//! the same loads with the same labels, so a retry after an ambiguous failure (commit, then the
+//! Labels are `<prefix>_<table>_<first LSN>_<last LSN>_<group>_<fingerprint of keys and
+//! versions>`: the same changes always form the same loads with the same labels, so a retry after an ambiguous failure (commit, then the
 //! connection dropped) is recognised by StarRocks as already done.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -107,7 +107,14 @@ impl StarRocksSink {
             let full = sig.iter().all(|p| *p);
             let req = LoadRequest {
                 table: table.name.name.clone(),
-                label: label(&self.label_prefix, &table.name, first.0, last.0, group),
+                label: label(
+                    &self.label_prefix,
+                    &table.name,
+                    first.0,
+                    last.0,
+                    group,
+                    seg.fingerprint(&rows),
+                ),
                 partial_columns: (!full).then(|| seg.columns_header(&sig)),
                 body: std::mem::take(&mut self.body),
             };
@@ -267,9 +274,17 @@ async fn prepare_table(
     Ok(columns)
 }
 
-/// `<prefix>_<table>_<first>_<last>_<group>`, at most 128 characters of `[-_A-Za-z0-9]`.
-fn label(prefix: &str, table: &TableName, first: u64, last: u64, group: usize) -> String {
-    let tail = format!("_{first:X}_{last:X}_{group}");
+/// `<prefix>_<table>_<first>_<last>_<group>_<fingerprint>`, at most 128 characters of
+/// `[-_A-Za-z0-9]`.
+fn label(
+    prefix: &str,
+    table: &TableName,
+    first: u64,
+    last: u64,
+    group: usize,
+    fingerprint: u64,
+) -> String {
+    let tail = format!("_{first:X}_{last:X}_{group}_{:08X}", fingerprint as u32);
     let mut t: String = table
         .to_string()
         .chars()
@@ -318,7 +333,7 @@ impl Sink for StarRocksSink {
                     }
                     self.schema_change(change).await?;
                 }
-                Event::Commit { .. } | Event::Idle { .. } => {}
+                Event::Commit { .. } | Event::Idle { .. } | Event::ChunkDone { .. } => {}
             }
         }
         for (_, seg) in segments {
@@ -364,15 +379,16 @@ mod tests {
     #[test]
     fn labels_are_deterministic_bounded_and_safe() {
         let t = TableName::new("public", "orders");
-        let a = label("dbmazz_slot", &t, 0x10, 0x20, 0);
-        assert_eq!(a, "dbmazz_slot_public_orders_10_20_0");
-        assert_eq!(a, label("dbmazz_slot", &t, 0x10, 0x20, 0));
+        let a = label("dbmazz_slot", &t, 0x10, 0x20, 0, 0xAB);
+        assert_eq!(a, "dbmazz_slot_public_orders_10_20_0_000000AB");
+        assert_eq!(a, label("dbmazz_slot", &t, 0x10, 0x20, 0, 0xAB));
+        assert_ne!(a, label("dbmazz_slot", &t, 0x10, 0x20, 0, 0xAC));
         let long = TableName::new("s", "x".repeat(200));
-        let l = label(&"p".repeat(70), &long, u64::MAX, u64::MAX, 3);
+        let l = label(&"p".repeat(70), &long, u64::MAX, u64::MAX, 3, 1);
         assert!(l.len() <= 128, "{}", l.len());
         assert!(l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
         let other = TableName::new("s", format!("{}y", "x".repeat(199)));
-        assert_ne!(l, label(&"p".repeat(70), &other, u64::MAX, u64::MAX, 3));
+        assert_ne!(l, label(&"p".repeat(70), &other, u64::MAX, u64::MAX, 3, 1));
     }
 
     #[test]

@@ -89,6 +89,29 @@ pub const AUDIT_COLUMNS: [(&str, &str); 4] = [
     ("dbmazz_cdc_version", "BIGINT"),
 ];
 
+/// The element type of a built-in array type (0 when `oid` is not one).
+pub fn builtin_array_elem(oid: u32) -> u32 {
+    match oid {
+        1000 => 16,
+        1005 => 21,
+        1007 => 23,
+        1016 => 20,
+        1021 => 700,
+        1022 => 701,
+        1231 => 1700,
+        1009 => 25,
+        1015 => 1043,
+        1014 => 1042,
+        199 => 114,
+        3807 => 3802,
+        1182 => 1082,
+        1115 => 1114,
+        1185 => 1184,
+        2951 => 2950,
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,28 +150,5 @@ mod tests {
         assert_eq!(starrocks_type(&col(99_999, -1, 0), false), "VARCHAR(65533)");
         assert_eq!(starrocks_type(&col(701, -1, 0), true), "VARCHAR(256)");
         assert_eq!(starrocks_type(&col(1007, -1, 23), true), "VARCHAR(256)");
-    }
-}
-
-/// The element type of a built-in array type (0 when `oid` is not one).
-pub fn builtin_array_elem(oid: u32) -> u32 {
-    match oid {
-        1000 => 16,
-        1005 => 21,
-        1007 => 23,
-        1016 => 20,
-        1021 => 700,
-        1022 => 701,
-        1231 => 1700,
-        1009 => 25,
-        1015 => 1043,
-        1014 => 1042,
-        199 => 114,
-        3807 => 3802,
-        1182 => 1082,
-        1115 => 1114,
-        1185 => 1184,
-        2951 => 2950,
-        _ => 0,
     }
 }

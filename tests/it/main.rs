@@ -4,6 +4,8 @@
 mod support;
 
 mod cdc;
+mod control;
 mod decoder;
 mod replication;
+mod snapshot;
 mod starrocks;

@@ -207,7 +207,7 @@ pub fn final_state(lines: &[Json]) -> BTreeMap<(String, String), BTreeMap<String
             line["table"].as_str().unwrap()
         );
         match line["op"].as_str().unwrap() {
-            "insert" | "update" => {
+            "insert" | "update" | "snapshot" => {
                 if let Some(old) = line.get("old_key") {
                     state.remove(&(table.clone(), old.to_string()));
                 }

@@ -238,7 +238,7 @@ pub async fn read_body(
             use std::io::Read;
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&b[..])
-                .take(max as u64 + 1)
+                .take(max + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| format!("failed to decompress the gzip body: {e}"))?;
             if out.len() > max as usize {

@@ -1,0 +1,772 @@
+//! The initial snapshot: existing rows first, then streaming with no gap and no stale row.
+//!
+//! ```text
+//!  temporary slot ──(SNAPSHOT 'export')──▶ snapshot name + consistent point C
+//!        │ stays idle until every worker imported the snapshot, then closes
+//!        ▼
+//!  SNAPSHOT_WORKERS connections: BEGIN REPEATABLE READ; SET TRANSACTION SNAPSHOT '…'
+//!        │ each takes chunks (primary-key ranges) from a queue:
+//!        │ COPY (SELECT … WHERE key > lo AND key <= hi) TO STDOUT, parsed line by line
+//!        ▼
+//!  the pipeline (same byte budget as the stream) ──▶ sink ──▶ ChunkDone markers, once durable,
+//!                                                            are recorded in dbmazz_snapshot_chunks
+//! ```
+//!
+//! Every table to copy gets a plan (its chunks, their key bounds, and C1, the consistent point of
+//! its first snapshot) in `dbmazz_snapshot_tables` / `dbmazz_snapshot_chunks`, next to
+//! `dbmazz_checkpoints`. Streaming runs at the same time; the WAL reader drops a table's changes
+//! committed before its C1 (they are in the copy). A crash or stop leaves unfinished chunks
+//! pending; the next start copies only those, at a new snapshot C2 ≥ C1.
+//!
+//! **Why the result converges** (sinks apply a row only if its version, the commit LSN, is ≥ the
+//! stored one — StarRocks' `merge_condition`). Take any key and a chunk copied at snapshot Cs
+//! (C1, or a later C2 after a restart), its rows written with version Cs:
+//! - The exported snapshot and Cs come from the same slot creation, which waits for every
+//!   transaction running at that moment, so the copy holds exactly the commits < Cs (including
+//!   those of transactions that were open when a table was added to the publication), and the
+//!   main slot, created earlier, still delivers every commit ≥ C1.
+//! - A commit ≥ Cs is not in the copy; it is streamed with version ≥ Cs and wins over the copied
+//!   row whenever it arrives (before or after it).
+//! - A commit in [C1, Cs) is already in the copy (version Cs); when it is streamed its older
+//!   version loses, so it cannot regress the row. Commits < C1 are not streamed for the table.
+//! - A key deleted before Cs is absent from the copy; its delete is either < C1 (the sink never
+//!   had the row from this job) or streamed (soft delete, version ≥ C1).
+//!
+//! So after the last chunk and the stream past it, every key holds the state of its last
+//! commit: the same as the source. Restarting with a new Cs changes nothing in this argument,
+//! which is why finished chunks never need the original snapshot again. Chunks are key ranges
+//! rather than ctid ranges because a key stays in its range between two snapshots.
+//!
+//! Without `merge_condition` (the NDJSON sink) the same holds for a consumer that applies a line
+//! only if its `commit_lsn` is ≥ the one it has for that key.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{pin_mut, TryStreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use crate::config::{quote_ident, quote_literal, Config, SnapshotMode, TableName};
+use crate::job::{JobHandle, RunState, Stage};
+use crate::pipeline::batcher::{ChunkDurable, Feeder};
+use crate::pipeline::change::{ColumnSchema, Event, Op, Position, RowChange, TableSchema};
+use crate::postgres::conninfo::PgConnInfo;
+use crate::postgres::pgoutput::{Tuple, Value};
+use crate::postgres::replication::{ReplicationClient, ReplicationError};
+use crate::postgres::schema_cache::TableCatalog;
+use crate::postgres::setup::SourceInfo;
+use crate::postgres::tls::{connect_sql, ConnectError};
+use crate::value::ValueKind;
+use crate::Lsn;
+
+/// The snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Connecting failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Creating the temporary slot failed.
+    #[error("creating the snapshot's temporary slot failed: {0}")]
+    Slot(#[from] ReplicationError),
+    /// A query failed.
+    #[error("snapshot {action} failed: {source}")]
+    Sql {
+        /// What was being done.
+        action: String,
+        /// Cause.
+        source: tokio_postgres::Error,
+    },
+    /// COPY data did not parse.
+    #[error("snapshot of {table}: {message}")]
+    Copy {
+        /// Table.
+        table: TableName,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl SnapshotError {
+    /// Whether restarting may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SnapshotError::Connect(e) => e.is_transient(),
+            SnapshotError::Slot(e) => e.is_transient(),
+            SnapshotError::Sql { source, .. } => source.is_closed() || source.code().is_none(),
+            SnapshotError::Copy { .. } => false,
+        }
+    }
+}
+
+fn sql(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SnapshotError {
+    let action = action.into();
+    move |source| SnapshotError::Sql { action, source }
+}
+
+/// What streaming needs to know, and the copy work to do (if any).
+pub struct SnapshotPlan {
+    /// Per table, the LSN below which streamed changes are already in the copy.
+    pub skip_before: HashMap<TableName, Lsn>,
+    /// The copy to run, if any table needs one.
+    pub work: Option<SnapshotWork>,
+}
+
+/// One chunk to copy.
+struct ChunkTask {
+    table: Arc<TableSchema>,
+    chunk: i32,
+    copy_sql: String,
+}
+
+/// The copy to run: chunks, and the exported snapshot to read them at.
+pub struct SnapshotWork {
+    slot_conn: ReplicationClient,
+    snapshot_name: String,
+    lsn: Lsn,
+    chunks: Vec<ChunkTask>,
+    /// Chunks per table (for progress).
+    totals: HashMap<TableName, (usize, usize)>,
+    state: Client,
+    slot: String,
+}
+
+const STATE_DDL: &str = "CREATE TABLE IF NOT EXISTS public.dbmazz_snapshot_tables (
+        slot_name text NOT NULL, table_name text NOT NULL, snapshot_lsn pg_lsn NOT NULL,
+        state text NOT NULL, chunks int NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (slot_name, table_name));
+    CREATE TABLE IF NOT EXISTS public.dbmazz_snapshot_chunks (
+        slot_name text NOT NULL, table_name text NOT NULL, chunk int NOT NULL,
+        lower_bound text[], upper_bound text[], done boolean NOT NULL DEFAULT false,
+        rows bigint, PRIMARY KEY (slot_name, table_name, chunk));";
+
+/// Decides which tables to copy, plans their chunks, and creates the exported snapshot.
+pub async fn prepare(config: &Config, source: &SourceInfo) -> Result<SnapshotPlan, SnapshotError> {
+    let state = connect_sql(&config.database).await?;
+    state
+        .batch_execute(STATE_DDL)
+        .await
+        .map_err(sql("creating the snapshot state tables"))?;
+    let slot = config.slot_name.as_str();
+    if config.snapshot.mode == SnapshotMode::Always {
+        state
+            .execute(
+                "DELETE FROM public.dbmazz_snapshot_tables WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(sql("resetting snapshot state"))?;
+        state
+            .execute(
+                "DELETE FROM public.dbmazz_snapshot_chunks WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(sql("resetting snapshot state"))?;
+    }
+    let mut skip_before = HashMap::new();
+    let mut resume: Vec<&TableCatalog> = Vec::new();
+    let mut fresh: Vec<&TableCatalog> = Vec::new();
+    for table in &source.tables {
+        let name = table.name.to_string();
+        let row = state
+            .query_opt(
+                "SELECT snapshot_lsn::text, state FROM public.dbmazz_snapshot_tables \
+                  WHERE slot_name = $1 AND table_name = $2",
+                &[&slot, &name],
+            )
+            .await
+            .map_err(sql("reading snapshot state"))?;
+        match row {
+            Some(r) => {
+                let lsn: String = r.get(0);
+                let st: String = r.get(1);
+                if let Ok(lsn) = lsn.parse() {
+                    skip_before.insert(table.name.clone(), lsn);
+                }
+                if st != "done" && config.snapshot.mode != SnapshotMode::Never {
+                    resume.push(table);
+                }
+            }
+            None if config.snapshot.mode != SnapshotMode::Never => fresh.push(table),
+            None => {}
+        }
+    }
+    if resume.is_empty() && fresh.is_empty() {
+        return Ok(SnapshotPlan {
+            skip_before,
+            work: None,
+        });
+    }
+
+    let mut slot_conn = ReplicationClient::connect(&config.database).await?;
+    let temp_name: String = format!("{}_snap", &slot[..slot.len().min(55)]);
+    let created = slot_conn.create_temporary_snapshot_slot(&temp_name).await?;
+    let snapshot_name = created.snapshot_name.unwrap_or_default();
+    let lsn = created.consistent_point;
+    tracing::info!(snapshot_lsn = %lsn, tables = fresh.len() + resume.len(), "snapshot exported");
+
+    let mut chunks = Vec::new();
+    let mut totals = HashMap::new();
+    for table in fresh {
+        let bounds = plan_bounds(&state, table, config.snapshot.chunk_rows).await?;
+        let name = table.name.to_string();
+        state
+            .execute(
+                "INSERT INTO public.dbmazz_snapshot_tables (slot_name, table_name, snapshot_lsn, state, chunks) \
+                 VALUES ($1, $2, $3::text::pg_lsn, 'running', $4)",
+                &[&slot, &name, &lsn.to_string(), &(bounds.len() as i32)],
+            )
+            .await
+            .map_err(sql("recording the snapshot plan"))?;
+        for (i, (lo, hi)) in bounds.iter().enumerate() {
+            state
+                .execute(
+                    "INSERT INTO public.dbmazz_snapshot_chunks (slot_name, table_name, chunk, lower_bound, upper_bound) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&slot, &name, &(i as i32), lo, hi],
+                )
+                .await
+                .map_err(sql("recording the snapshot plan"))?;
+        }
+        skip_before.insert(table.name.clone(), lsn);
+        tracing::info!(table = %table.name, chunks = bounds.len(), "snapshot planned");
+    }
+    for table in source.tables.iter() {
+        let name = table.name.to_string();
+        let rows = state
+            .query(
+                "SELECT chunk, lower_bound, upper_bound, done FROM public.dbmazz_snapshot_chunks \
+                  WHERE slot_name = $1 AND table_name = $2 ORDER BY chunk",
+                &[&slot, &name],
+            )
+            .await
+            .map_err(sql("reading the snapshot plan"))?;
+        if rows.is_empty() {
+            continue;
+        }
+        let done = rows.iter().filter(|r| r.get::<_, bool>(3)).count();
+        if done == rows.len() {
+            continue;
+        }
+        if done > 0 {
+            tracing::info!(table = %table.name, done, total = rows.len(), "resuming snapshot: skipping finished chunks");
+        }
+        totals.insert(table.name.clone(), (done, rows.len()));
+        let schema = Arc::new(table_schema(table, &source.types));
+        let key_types = key_types(&state, table).await?;
+        for r in rows.iter().filter(|r| !r.get::<_, bool>(3)) {
+            let lo: Option<Vec<String>> = r.get(1);
+            let hi: Option<Vec<String>> = r.get(2);
+            chunks.push(ChunkTask {
+                table: schema.clone(),
+                chunk: r.get(0),
+                copy_sql: copy_sql(table, &key_types, lo.as_deref(), hi.as_deref()),
+            });
+        }
+    }
+    Ok(SnapshotPlan {
+        skip_before,
+        work: Some(SnapshotWork {
+            slot_conn,
+            snapshot_name,
+            lsn,
+            chunks,
+            totals,
+            state,
+            slot: slot.to_owned(),
+        }),
+    })
+}
+
+/// The schema snapshot rows carry, built from the catalog the way the schema cache builds it
+/// from a Relation message.
+fn table_schema(table: &TableCatalog, types: &HashMap<u32, ValueKind>) -> TableSchema {
+    let columns: Vec<ColumnSchema> = table
+        .columns
+        .iter()
+        .map(|c| ColumnSchema {
+            name: c.name.clone(),
+            type_oid: c.type_oid,
+            type_modifier: c.type_modifier,
+            kind: ValueKind::for_oid(c.type_oid, types),
+        })
+        .collect();
+    let key = table
+        .key_columns
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &c.name == k))
+        .collect();
+    TableSchema {
+        rel_id: 0,
+        name: table.name.clone(),
+        columns,
+        key,
+        replica_identity: b'd',
+    }
+}
+
+async fn key_types(state: &Client, table: &TableCatalog) -> Result<Vec<String>, SnapshotError> {
+    let mut out = Vec::new();
+    for k in &table.key_columns {
+        let row = state
+            .query_one(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                  WHERE attrelid = $1::text::regclass AND attname = $2",
+                &[&table.name.quoted(), k],
+            )
+            .await
+            .map_err(sql(format!("reading the key type of {}", table.name)))?;
+        out.push(row.get(0));
+    }
+    Ok(out)
+}
+
+/// Splits the key space into ranges of about `chunk_rows` rows, from a sample of keys.
+async fn plan_bounds(
+    state: &Client,
+    table: &TableCatalog,
+    chunk_rows: u64,
+) -> Result<Vec<(Option<Vec<String>>, Option<Vec<String>>)>, SnapshotError> {
+    let est: f64 = state
+        .query_one(
+            "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::float8 \
+                    ELSE pg_relation_size(c.oid)::float8 / 8192 * 60 END \
+               FROM pg_class c WHERE c.oid = $1::text::regclass",
+            &[&table.name.quoted()],
+        )
+        .await
+        .map_err(sql(format!("estimating the size of {}", table.name)))?
+        .get(0);
+    let chunks = (est / chunk_rows as f64).ceil() as usize;
+    if chunks <= 1 {
+        return Ok(vec![(None, None)]);
+    }
+    let keys: Vec<String> = table
+        .key_columns
+        .iter()
+        .map(|k| format!("{}::text", quote_ident(k)))
+        .collect();
+    let order: Vec<String> = table.key_columns.iter().map(|k| quote_ident(k)).collect();
+    let pct = ((chunks as f64 * 64.0) / est * 100.0).clamp(0.01, 100.0);
+    let sample = state
+        .query(
+            &format!(
+                "SELECT ARRAY[{}] FROM {} TABLESAMPLE SYSTEM ({pct}) ORDER BY {}",
+                keys.join(", "),
+                table.name.quoted(),
+                order.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(sql(format!("sampling the keys of {}", table.name)))?;
+    let sample: Vec<Vec<String>> = sample.iter().map(|r| r.get(0)).collect();
+    let mut cuts: Vec<Vec<String>> = Vec::new();
+    for i in 1..chunks {
+        if let Some(k) = sample.get(sample.len() * i / chunks) {
+            if cuts.last() != Some(k) {
+                cuts.push(k.clone());
+            }
+        }
+    }
+    let mut bounds = Vec::new();
+    let mut lo = None;
+    for cut in cuts {
+        bounds.push((lo, Some(cut.clone())));
+        lo = Some(cut);
+    }
+    bounds.push((lo, None));
+    Ok(bounds)
+}
+
+/// `COPY (SELECT <columns> FROM t WHERE key > lo AND key <= hi) TO STDOUT`.
+fn copy_sql(
+    table: &TableCatalog,
+    key_types: &[String],
+    lo: Option<&[String]>,
+    hi: Option<&[String]>,
+) -> String {
+    let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let key: Vec<String> = table.key_columns.iter().map(|k| quote_ident(k)).collect();
+    let row = |vals: &[String]| {
+        let items: Vec<String> = vals
+            .iter()
+            .zip(key_types)
+            .map(|(v, t)| format!("{}::{t}", quote_literal(v)))
+            .collect();
+        format!("ROW({})", items.join(", "))
+    };
+    let mut conds = Vec::new();
+    if let Some(lo) = lo {
+        conds.push(format!("ROW({}) > {}", key.join(", "), row(lo)));
+    }
+    if let Some(hi) = hi {
+        conds.push(format!("ROW({}) <= {}", key.join(", "), row(hi)));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    format!(
+        "COPY (SELECT {} FROM {}{filter}) TO STDOUT",
+        cols.join(", "),
+        table.name.quoted()
+    )
+}
+
+/// Parses one line of COPY text format into values (zero-copy unless a field has escapes).
+pub fn parse_copy_line(line: &Bytes, columns: usize) -> Result<Tuple, String> {
+    let mut values = Vec::with_capacity(columns);
+    let mut start = 0;
+    let bytes = &line[..];
+    loop {
+        let end = memchr::memchr(b'\t', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+        let field = &bytes[start..end];
+        values.push(if field == b"\\N" {
+            Value::Null
+        } else if memchr::memchr(b'\\', field).is_some() {
+            Value::Text(unescape(field)?)
+        } else {
+            Value::Text(line.slice(start..end))
+        });
+        if end == bytes.len() {
+            break;
+        }
+        start = end + 1;
+    }
+    if values.len() != columns {
+        return Err(format!(
+            "a COPY line has {} fields, the table has {columns} columns",
+            values.len()
+        ));
+    }
+    Ok(Tuple { values })
+}
+
+fn unescape(field: &[u8]) -> Result<Bytes, String> {
+    let mut out = BytesMut::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let b = field[i];
+        if b != b'\\' {
+            out.extend_from_slice(&[b]);
+            i += 1;
+            continue;
+        }
+        let Some(&c) = field.get(i + 1) else {
+            return Err("a COPY field ends with a lone backslash".into());
+        };
+        i += 2;
+        let decoded = match c {
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 11,
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match field.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                (v & 0xFF) as u8
+            }
+            b'x' => {
+                let mut v = 0u32;
+                let mut n = 0;
+                while n < 2 {
+                    match field.get(i).and_then(|d| char::from(*d).to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            i += 1;
+                            n += 1;
+                        }
+                        None => break,
+                    }
+                }
+                v as u8
+            }
+            other => other,
+        };
+        out.extend_from_slice(&[decoded]);
+    }
+    Ok(out.freeze())
+}
+
+/// Runs the copy until every chunk is durable, or until `stop` (pause/drain) turns true.
+pub async fn run(
+    work: SnapshotWork,
+    database: PgConnInfo,
+    workers: usize,
+    feeder: Feeder,
+    mut durable: mpsc::UnboundedReceiver<ChunkDurable>,
+    stop: watch::Receiver<bool>,
+    job: JobHandle,
+) -> Result<(), SnapshotError> {
+    let SnapshotWork {
+        slot_conn,
+        snapshot_name,
+        lsn,
+        chunks,
+        mut totals,
+        state,
+        slot,
+    } = work;
+    let pending = chunks.len();
+    let queue = Arc::new(Mutex::new(chunks.into_iter().collect::<VecDeque<_>>()));
+    let workers = workers.min(pending).max(1);
+    let (imported_tx, mut imported_rx) = mpsc::channel::<()>(workers);
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let client = connect_sql(&database).await?;
+        handles.push(tokio::spawn(worker(
+            client,
+            snapshot_name.clone(),
+            lsn,
+            queue.clone(),
+            feeder.clone(),
+            stop.clone(),
+            imported_tx.clone(),
+            job.clone(),
+        )));
+    }
+    drop(feeder);
+    drop(imported_tx);
+    // The exported snapshot must outlive every import; then the temporary slot can go.
+    let mut imported = 0;
+    while imported < workers && imported_rx.recv().await.is_some() {
+        imported += 1;
+    }
+    drop(slot_conn);
+    set_progress(&job, &totals);
+
+    let mut remaining = pending;
+    let mut workers_done = false;
+    let mut handles = futures_util::future::join_all(handles);
+    while remaining > 0 {
+        tokio::select! {
+            results = &mut handles, if !workers_done => {
+                workers_done = true;
+                for r in results {
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(join) => return Err(SnapshotError::Copy {
+                            table: TableName::new("", ""),
+                            message: format!("a snapshot worker failed: {join}"),
+                        }),
+                    }
+                }
+            }
+            done = durable.recv() => {
+                let Some(done) = done else { break };
+                let name = done.table.to_string();
+                state
+                    .execute(
+                        "UPDATE public.dbmazz_snapshot_chunks SET done = true, rows = $4 \
+                          WHERE slot_name = $1 AND table_name = $2 AND chunk = $3",
+                        &[&slot, &name, &done.chunk, &(done.rows as i64)],
+                    )
+                    .await
+                    .map_err(sql("recording a finished chunk"))?;
+                remaining -= 1;
+                if let Some(t) = totals.get_mut(&done.table) {
+                    t.0 += 1;
+                    if t.0 == t.1 {
+                        state
+                            .execute(
+                                "UPDATE public.dbmazz_snapshot_tables SET state = 'done', updated_at = now() \
+                                  WHERE slot_name = $1 AND table_name = $2",
+                                &[&slot, &name],
+                            )
+                            .await
+                            .map_err(sql("recording a finished table"))?;
+                        tracing::info!(table = %done.table, "snapshot finished");
+                    }
+                }
+                set_progress(&job, &totals);
+            }
+        }
+    }
+    if remaining == 0 {
+        tracing::info!(snapshot_lsn = %lsn, "snapshot complete, streaming only");
+        job.set_state(Stage::Cdc, RunState::Running, "Replicating", None);
+    } else {
+        tracing::info!(
+            remaining,
+            "snapshot stopped at a chunk boundary; it resumes on the next start"
+        );
+    }
+    Ok(())
+}
+
+fn set_progress(job: &JobHandle, totals: &HashMap<TableName, (usize, usize)>) {
+    let mut parts: Vec<String> = totals
+        .iter()
+        .map(|(t, (done, total))| format!("{t} {done}/{total} chunks"))
+        .collect();
+    parts.sort();
+    let rows = job.metrics().snapshot_rows_total.load(Ordering::Relaxed);
+    job.set_state(
+        Stage::Snapshot,
+        RunState::Running,
+        &format!("Snapshot: {} ({rows} rows copied)", parts.join(", ")),
+        None,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    mut client: Client,
+    snapshot_name: String,
+    lsn: Lsn,
+    queue: Arc<Mutex<VecDeque<ChunkTask>>>,
+    feeder: Feeder,
+    mut stop: watch::Receiver<bool>,
+    imported: mpsc::Sender<()>,
+    job: JobHandle,
+) -> Result<(), SnapshotError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(sql("starting the snapshot transaction"))?;
+    tx.batch_execute(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        quote_literal(&snapshot_name)
+    ))
+    .await
+    .map_err(sql("importing the exported snapshot"))?;
+    let _ = imported.send(()).await;
+    drop(imported);
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let Some(task) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+            return Ok(());
+        };
+        let table = task.table.name.clone();
+        let copy = tx
+            .copy_out(&task.copy_sql)
+            .await
+            .map_err(sql(format!("COPY of {table}")))?;
+        pin_mut!(copy);
+        let mut buf = BytesMut::new();
+        let mut rows: u64 = 0;
+        let ncols = task.table.columns.len();
+        let pos = Position {
+            lsn,
+            commit_lsn: lsn,
+            xid: 0,
+            commit_time: 0,
+        };
+        loop {
+            let next = tokio::select! {
+                next = copy.try_next() => next.map_err(sql(format!("COPY of {table}")))?,
+                _ = stop.changed() => return Ok(()),
+            };
+            let eof = next.is_none();
+            if let Some(data) = next {
+                buf.extend_from_slice(&data);
+            }
+            while let Some(nl) = memchr::memchr(b'\n', &buf) {
+                let line = buf.split_to(nl + 1).freeze().slice(..nl);
+                let row = parse_copy_line(&line, ncols).map_err(|message| SnapshotError::Copy {
+                    table: table.clone(),
+                    message,
+                })?;
+                rows += 1;
+                let event = Event::Row(RowChange {
+                    op: Op::Snapshot,
+                    table: task.table.clone(),
+                    pos,
+                    row,
+                    key_only: false,
+                    old: None,
+                });
+                tokio::select! {
+                    r = feeder.send(event) => if r.is_err() { return Ok(()) },
+                    _ = stop.changed() => return Ok(()),
+                }
+            }
+            if eof {
+                break;
+            }
+        }
+        job.metrics()
+            .snapshot_rows_total
+            .fetch_add(rows, Ordering::Relaxed);
+        let _ = feeder
+            .send(Event::ChunkDone {
+                table,
+                chunk: task.chunk,
+                rows,
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_lines_parse_nulls_escapes_and_zero_copy_fields() {
+        let line = Bytes::from_static(b"1\t\\N\ta\\tb\\\\c\\n\tplain\t\\101\\x42");
+        let t = parse_copy_line(&line, 6).unwrap();
+        assert_eq!(t.values[0], Value::Text(Bytes::from_static(b"1")));
+        assert_eq!(t.values[1], Value::Null);
+        assert_eq!(t.values[2], Value::Text(Bytes::from_static(b"a\tb\\c\n")));
+        assert_eq!(t.values[4], Value::Text(Bytes::from_static(b"AB")));
+        if let Value::Text(b) = &t.values[3] {
+            assert_eq!(
+                b.as_ptr(),
+                line[14..].as_ptr(),
+                "unescaped fields are slices"
+            );
+        } else {
+            panic!()
+        }
+        assert!(parse_copy_line(&line, 5).is_err());
+        assert!(parse_copy_line(&Bytes::from_static(b"a\\"), 1).is_err());
+        assert_eq!(
+            parse_copy_line(&Bytes::from_static(b""), 1)
+                .unwrap()
+                .values
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn chunk_sql_bounds_keys_as_rows() {
+        let table = TableCatalog {
+            name: TableName::new("public", "t"),
+            key_columns: vec!["a".into(), "b".into()],
+            columns: vec![],
+        };
+        let s = copy_sql(
+            &table,
+            &["integer".into(), "text".into()],
+            Some(&["1".into(), "x'y".into()]),
+            None,
+        );
+        assert_eq!(
+            s,
+            "COPY (SELECT  FROM \"public\".\"t\" WHERE ROW(\"a\", \"b\") > ROW('1'::integer, 'x''y'::text)) TO STDOUT"
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! The initial snapshot, end to end into the StarRocks double: existing rows first, then
+//! streaming, with writers busy during the copy, a `kill -9` in the middle, and tables added
+//! later. The oracle compares every key's column values in source and sink.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::support::dbmazz::Job;
+use crate::support::pg::PgCluster;
+use crate::support::starrocks::Double;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+type Rows = BTreeMap<String, Option<String>>;
+
+fn sr_job(pg_url: &str, tables: &str, d: &Double) -> Job {
+    Job::new(pg_url, tables)
+        .env("SINK_TYPE", "starrocks")
+        .env("STARROCKS_URL", &d.url())
+        .env("STARROCKS_MYSQL_URL", &d.mysql_url())
+        .env("STARROCKS_DB", "app")
+        .env("FLUSH_SIZE", "20000")
+        .env("FLUSH_INTERVAL_MS", "200")
+        .env("SNAPSHOT_CHUNK_ROWS", "20000")
+        .env("CREATE_TABLES", "true")
+}
+
+/// key → value text, from PostgreSQL (`key_expr` and `val_expr` are SQL over the table).
+fn source(pg: &PgCluster, table: &str, key_expr: &str, val_expr: &str) -> Rows {
+    pg.psql(
+        "app",
+        &format!("SELECT {key_expr} || E'\\t' || coalesce({val_expr}, '<null>') FROM {table}"),
+    )
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(|l| {
+        let (k, v) = l.split_once('\t').unwrap();
+        (k.to_owned(), (v != "<null>").then(|| v.to_owned()))
+    })
+    .collect()
+}
+
+/// The same from the sink, live rows only (empty while the table does not exist yet).
+fn sink(d: &Double, table: &str, key_expr: &str, val_col: &str) -> Rows {
+    d.try_query(&format!(
+        "SELECT {key_expr}, {val_col}, dbmazz_is_deleted FROM app.{table}"
+    ))
+    .unwrap_or_default()
+    .into_iter()
+    .filter(|r| !matches!(r[2].as_deref(), Some("1" | "true")))
+    .map(|r| (r[0].clone().unwrap(), r[1].clone()))
+    .collect()
+}
+
+fn assert_converges(pg: &PgCluster, d: &Double, table: &str, key: (&str, &str), val: (&str, &str)) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let src = source(pg, table, key.0, val.0);
+        let dst = sink(d, table, key.1, val.1);
+        if src == dst {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let missing: Vec<_> = src
+                .keys()
+                .filter(|k| !dst.contains_key(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = dst
+                .keys()
+                .filter(|k| !src.contains_key(*k))
+                .take(5)
+                .collect();
+            let differ: Vec<_> = src
+                .iter()
+                .filter(|(k, v)| dst.get(*k).is_some_and(|d| d != *v))
+                .take(5)
+                .collect();
+            panic!(
+                "{table}: {} source rows, {} sink rows; missing {missing:?}, extra {extra:?}, differ {differ:?}",
+                src.len(),
+                dst.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn setup_mixed(pg: &PgCluster, rows_per_table: i64) {
+    pg.psql(
+        "app",
+        &format!(
+            "CREATE TABLE t_int (id int PRIMARY KEY, v text);
+             CREATE TABLE t_text (code text PRIMARY KEY, v text);
+             CREATE TABLE t_comp (a bigint, b text, v text, PRIMARY KEY (a, b));
+             INSERT INTO t_int SELECT g, md5(g::text) FROM generate_series(1, {n}) g;
+             INSERT INTO t_text SELECT 'k' || g, md5(g::text) FROM generate_series(1, {n}) g;
+             INSERT INTO t_comp SELECT g / 10, 'b' || (g % 10), md5(g::text) FROM generate_series(1, {n}) g;
+             ANALYZE t_int; ANALYZE t_text; ANALYZE t_comp;",
+            n = rows_per_table
+        ),
+    );
+}
+
+fn check_mixed(pg: &PgCluster, d: &Double) {
+    assert_converges(pg, d, "t_int", ("id::text", "id"), ("v", "v"));
+    assert_converges(pg, d, "t_text", ("code", "code"), ("v", "v"));
+    assert_converges(
+        pg,
+        d,
+        "t_comp",
+        ("a::text || '/' || b", "concat(a, '/', b)"),
+        ("v", "v"),
+    );
+}
+
+/// Writes to all three tables in small transactions until `stop`.
+fn writer(pg: &PgCluster, stop: &AtomicBool, n: i64) {
+    let mut i: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let k = (i * 7919) % n + 1;
+        pg.psql(
+            "app",
+            &format!(
+                "BEGIN;
+                 UPDATE t_int SET v = 'u{i}' WHERE id = {k};
+                 UPDATE t_text SET v = 'u{i}' WHERE code = 'k{k}';
+                 UPDATE t_comp SET v = 'u{i}' WHERE a = {a} AND b = 'b{b}';
+                 DELETE FROM t_int WHERE id = {d};
+                 INSERT INTO t_int VALUES ({new}, 'new{i}') ON CONFLICT (id) DO UPDATE SET v = 'again{i}';
+                 INSERT INTO t_text VALUES ('new{i}', 'n') ON CONFLICT DO NOTHING;
+                 COMMIT;",
+                a = k / 10,
+                b = k % 10,
+                d = (k * 13) % n + 1,
+                new = n + i,
+            ),
+        );
+    }
+}
+
+#[test]
+fn million_rows_copied_while_writers_run_converge_per_key() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    let n = 333_334;
+    setup_mixed(&pg, n);
+    let job = sr_job(&url, "t_int,t_text,t_comp", &d);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| writer(&pg, &stop, n));
+        let mut p = job.spawn();
+        p.wait_for_log("snapshot exported", MINUTE);
+        p.wait_for_log("snapshot complete", Duration::from_secs(300));
+        // Keep writing a little after the copy, then quiesce.
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap();
+        check_mixed(&pg, &d);
+        let log = p.log();
+        assert!(log.contains("snapshot planned"), "{log}");
+        p.terminate();
+        assert!(p.wait(MINUTE).success(), "{}", p.log());
+    });
+}
+
+#[test]
+fn kill_9_mid_snapshot_resumes_at_the_first_unfinished_chunk() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    let n = 150_000;
+    setup_mixed(&pg, n);
+    let job = sr_job(&url, "t_int,t_text,t_comp", &d)
+        .env("SNAPSHOT_WORKERS", "1")
+        .env("FLUSH_SIZE", "5000");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| writer(&pg, &stop, n));
+        let mut p = job.spawn();
+        p.wait_for_log("snapshot exported", MINUTE);
+        // Kill once some chunks are durable but not all.
+        let deadline = std::time::Instant::now() + MINUTE;
+        loop {
+            let done = pg.psql(
+                "app",
+                "SELECT count(*) FILTER (WHERE done) FROM dbmazz_snapshot_chunks",
+            );
+            if done.parse::<i64>().unwrap_or(0) >= 3 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no chunk finished: {}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p.kill9();
+        let (done, total): (i64, i64) = {
+            let r = pg.psql("app", "SELECT count(*) FILTER (WHERE done) || ' ' || count(*) FROM dbmazz_snapshot_chunks");
+            let (a, b) = r.split_once(' ').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        };
+        assert!(
+            done < total,
+            "the kill came too late to test resumption ({done}/{total})"
+        );
+        let mut p = job.spawn();
+        p.wait_for_log("resuming snapshot: skipping finished chunks", MINUTE);
+        p.wait_for_log("snapshot complete", Duration::from_secs(300));
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap();
+        check_mixed(&pg, &d);
+        p.terminate();
+        assert!(p.wait(MINUTE).success(), "{}", p.log());
+    });
+}
+
+#[test]
+fn empty_toasted_and_later_added_tables_are_copied() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    pg.psql(
+        "app",
+        "CREATE TABLE empty (id int PRIMARY KEY, v text);
+         CREATE TABLE toasty (id int PRIMARY KEY, v text);
+         ALTER TABLE toasty ALTER COLUMN v SET STORAGE EXTERNAL;
+         INSERT INTO toasty SELECT g, repeat(md5(g::text), 200) FROM generate_series(1, 300) g;
+         CREATE TABLE later (id int PRIMARY KEY, v text);
+         INSERT INTO later SELECT g, 'l' || g FROM generate_series(1, 1000) g;",
+    );
+    let job = sr_job(&url, "empty,toasty", &d);
+    let mut p = job.spawn();
+    p.wait_for_log("snapshot complete", MINUTE);
+    assert_converges(&pg, &d, "toasty", ("id::text", "id"), ("v", "v"));
+    assert_converges(&pg, &d, "empty", ("id::text", "id"), ("v", "v"));
+    // An unchanged-TOAST update after the copy keeps the copied value.
+    pg.psql(
+        "app",
+        "UPDATE toasty SET id = id WHERE id <= 10; INSERT INTO empty VALUES (1, 'x')",
+    );
+    assert_converges(&pg, &d, "toasty", ("id::text", "id"), ("v", "v"));
+    assert_converges(&pg, &d, "empty", ("id::text", "id"), ("v", "v"));
+    p.terminate();
+    assert!(p.wait(MINUTE).success());
+
+    // Restart with one more table, with a transaction open on it while dbmazz adds it.
+    let mut open_tx = std::process::Command::new(
+        std::env::var("PG_BIN")
+            .map(|b| format!("{b}/psql"))
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/psql".into()),
+    )
+    .args([
+        "-X",
+        "-q",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &pg.port.to_string(),
+        "-U",
+        "postgres",
+        "-d",
+        "app",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    {
+        use std::io::Write;
+        let stdin = open_tx.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN; INSERT INTO later VALUES (5000, 'open'); SELECT pg_sleep(3); COMMIT;"
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let job2 = Job::new(&url, "empty,toasty,later")
+        .env("SINK_TYPE", "starrocks")
+        .env("STARROCKS_URL", &d.url())
+        .env("STARROCKS_MYSQL_URL", &d.mysql_url())
+        .env("STARROCKS_DB", "app")
+        .env("CREATE_TABLES", "true")
+        .env("FLUSH_INTERVAL_MS", "200");
+    let mut p = job2.spawn();
+    p.wait_for_log("snapshot complete", MINUTE);
+    drop(open_tx.stdin.take());
+    assert!(open_tx.wait().unwrap().success());
+    pg.psql("app", "UPDATE later SET v = 'changed' WHERE id = 1");
+    assert_converges(&pg, &d, "later", ("id::text", "id"), ("v", "v"));
+    let log = p.log();
+    assert!(
+        !log.contains("table=public.toasty chunks"),
+        "finished tables are not copied again: {log}"
+    );
+    p.terminate();
+    assert!(p.wait(MINUTE).success());
+}
