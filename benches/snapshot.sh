@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Snapshot throughput against PostgreSQL's own read limit, in one run on one machine:
+#   1. PostgreSQL alone: COPY (SELECT * FROM t) TO STDOUT into /dev/null (the read limit);
+#   2. dbmazz's initial snapshot of the same table into starrocks-double --discard.
+# Reports rows/s, MB/s (of COPY text) and the ratio 2/1.
+#
+#   benches/snapshot.sh [ROWS]        (default 5000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-5000000}"
+WORKERS="${SNAPSHOT_WORKERS:-2}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+
+scripts/install-deps.sh >/dev/null
+command -v mysql >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-client >/dev/null; }
+cargo build --release -p dbmazz -p starrocks-double 2>&1 | grep -E '^\s+(Compiling dbmazz|Finished)' || true
+
+WORK=$(mktemp -d /tmp/dbmazz-snapbench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/pg/postmaster.pid" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+chown postgres "$WORK"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+runuser -u postgres -- "$PG_BIN/initdb" -N -A trust -U postgres -D "$WORK/pg" >/dev/null
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o \
+  "-c port=$PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK -c wal_level=logical -c fsync=off -c shared_buffers=512MB" start >/dev/null
+PSQL=("$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1)
+
+echo "==> loading $ROWS rows"
+"${PSQL[@]}" <<SQL
+CREATE TABLE snap (id bigint PRIMARY KEY, customer_id bigint, status text, amount numeric(12,2),
+                   created_at timestamptz, note text);
+INSERT INTO snap SELECT g, g % 100000, (ARRAY['new','paid','shipped'])[g % 3 + 1], (g % 100000) / 100.0,
+       '2026-01-01'::timestamptz + g * interval '1 second', 'note ' || md5(g::text)
+  FROM generate_series(1, $ROWS) g;
+VACUUM ANALYZE snap;
+SQL
+
+now() { date +%s.%N; }
+echo "==> PostgreSQL limit: COPY (SELECT * FROM snap) TO STDOUT > /dev/null"
+t0=$(now)
+BYTES=$("${PSQL[@]}" -c "COPY (SELECT * FROM snap) TO STDOUT" | wc -c)
+t1=$(now)
+PG_S=$(echo "$t1 - $t0" | bc -l)
+
+echo "==> dbmazz snapshot into starrocks-double --discard ($WORKERS workers)"
+target/release/starrocks-double --discard --fe-port 0 --be-port 0 --mysql-port 0 --admin-port off \
+  > "$WORK/double.ports" 2> "$WORK/double.log" &
+PIDS+=($!)
+for _ in $(seq 50); do [ -s "$WORK/double.ports" ] && break; sleep 0.1; done
+FE=$(python3 -c "import json;print(json.load(open('$WORK/double.ports'))['fe'])")
+MY=$(python3 -c "import json;print(json.load(open('$WORK/double.ports'))['mysql'])")
+mysql -h127.0.0.1 -P"$MY" -uroot -e "CREATE DATABASE bench"
+t2=$(now)
+DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable" TABLES=snap \
+STARROCKS_URL="http://127.0.0.1:$FE" STARROCKS_DB=bench STARROCKS_MYSQL_URL="mysql://root:@127.0.0.1:$MY/" \
+CREATE_TABLES=true SNAPSHOT_WORKERS="$WORKERS" SNAPSHOT_CHUNK_ROWS=250000 FLUSH_SIZE=50000 \
+FLUSH_MAX_BYTES=33554432 FLUSH_INTERVAL_MS=1000 GRPC_PORT=off \
+  target/release/dbmazz 2> "$WORK/dbmazz.log" &
+DBMAZZ=$!
+PIDS+=($DBMAZZ)
+PEAK=0
+until grep -q "snapshot complete" "$WORK/dbmazz.log"; do
+  kill -0 "$DBMAZZ" 2>/dev/null || { cat "$WORK/dbmazz.log"; exit 1; }
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$DBMAZZ/status" 2>/dev/null || echo 0)
+  [ "${rss:-0}" -gt "$PEAK" ] && PEAK=$rss
+  sleep 0.05
+done
+t3=$(now)
+kill -TERM "$DBMAZZ"; wait "$DBMAZZ" || true
+DB_S=$(echo "$t3 - $t2" | bc -l)
+
+python3 - "$ROWS" "$BYTES" "$PG_S" "$DB_S" "$PEAK" <<'PY'
+import sys
+rows, nbytes, pg, db, peak = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+mb = nbytes / 1e6
+print(f"\n| measure | seconds | rows/s | MB/s |\n|---|---|---|---|")
+print(f"| PostgreSQL COPY TO STDOUT > /dev/null | {pg:.2f} | {rows/pg:,.0f} | {mb/pg:.1f} |")
+print(f"| dbmazz snapshot → double --discard (start to complete) | {db:.2f} | {rows/db:,.0f} | {mb/db:.1f} |")
+print(f"\nratio dbmazz / PostgreSQL limit: {pg/db:.2f}x   (target >= 0.7x)")
+print(f"dbmazz peak RSS: {peak/1024:.1f} MiB; table text size {mb:.0f} MB")
+PY
