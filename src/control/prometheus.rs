@@ -62,6 +62,16 @@ pub(crate) mod names {
     pub const CONFIRMED_LSN: &str = "dbmazz_confirmed_lsn";
     /// Gauge: 1 while healthy (Health SERVING), 0 after a definite error.
     pub const HEALTHY: &str = "dbmazz_healthy";
+    /// Rows copied by the initial snapshot (its rate is the snapshot's rows/s).
+    pub const SNAPSHOT_ROWS: &str = "dbmazz_snapshot_rows";
+    /// Stream Load requests that committed.
+    pub const LOADS: &str = "dbmazz_starrocks_loads";
+    /// Stream Load attempts that failed transiently and were retried.
+    pub const LOAD_RETRIES: &str = "dbmazz_starrocks_load_retries";
+    /// NaN/±Infinity written to StarRocks as NULL.
+    pub const VALUES_NON_FINITE_NULLED: &str = "dbmazz_values_non_finite_nulled";
+    /// Infinite dates/timestamps clamped to StarRocks' range.
+    pub const VALUES_INFINITY_CLAMPED: &str = "dbmazz_values_infinity_clamped";
 }
 
 /// Cap on the request head; a scrape request is a few hundred bytes.
@@ -132,6 +142,38 @@ impl Collector for JobCollector {
             s.events_received,
         )?;
         counter(e, BATCHES, "Batches written to the sink.", s.batches_total)?;
+        let m = self.job.metrics();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        counter(
+            e,
+            SNAPSHOT_ROWS,
+            "Rows copied by the initial snapshot.",
+            load(&m.snapshot_rows_total),
+        )?;
+        counter(
+            e,
+            LOADS,
+            "StarRocks Stream Loads committed.",
+            load(&m.loads_total),
+        )?;
+        counter(
+            e,
+            LOAD_RETRIES,
+            "StarRocks Stream Load attempts retried after a transient failure.",
+            load(&m.load_retries_total),
+        )?;
+        counter(
+            e,
+            VALUES_NON_FINITE_NULLED,
+            "NaN and infinite numbers written to StarRocks as NULL.",
+            load(&m.values_non_finite_nulled),
+        )?;
+        counter(
+            e,
+            VALUES_INFINITY_CLAMPED,
+            "Infinite dates and timestamps clamped to the ends of StarRocks' range.",
+            load(&m.values_infinity_clamped),
+        )?;
         counter(
             e,
             BYTES,
@@ -388,6 +430,9 @@ mod tests {
     fn exposition_carries_the_job_counters_and_table_labels() {
         let job = job();
         job.metrics().events_total.store(7, Ordering::Relaxed);
+        job.metrics()
+            .snapshot_rows_total
+            .store(5, Ordering::Relaxed);
         let mut counts = BTreeMap::new();
         counts.insert(
             "public.t".to_string(),
@@ -400,6 +445,7 @@ mod tests {
         let registry = registry(job.clone(), Baseline::now(&job));
         let text = render(&registry);
         assert!(text.contains("\ndbmazz_events_total 7\n"), "{text}");
+        assert!(text.contains("\ndbmazz_snapshot_rows_total 5\n"), "{text}");
         assert!(
             text.contains(r#"dbmazz_table_changes_total{table="public.t",op="insert"} 7"#),
             "{text}"
