@@ -726,7 +726,7 @@ mod tests {
     #[test]
     fn copy_lines_parse_nulls_escapes_and_zero_copy_fields() {
         let line = Bytes::from_static(b"1\t\\N\ta\\tb\\\\c\\n\tplain\t\\101\\x42");
-        let t = parse_copy_line(&line, 6).unwrap();
+        let t = parse_copy_line(&line, 5).unwrap();
         assert_eq!(t.values[0], Value::Text(Bytes::from_static(b"1")));
         assert_eq!(t.values[1], Value::Null);
         assert_eq!(t.values[2], Value::Text(Bytes::from_static(b"a\tb\\c\n")));
@@ -734,13 +734,13 @@ mod tests {
         if let Value::Text(b) = &t.values[3] {
             assert_eq!(
                 b.as_ptr(),
-                line[14..].as_ptr(),
+                line[15..].as_ptr(),
                 "unescaped fields are slices"
             );
         } else {
             panic!()
         }
-        assert!(parse_copy_line(&line, 5).is_err());
+        assert!(parse_copy_line(&line, 6).is_err());
         assert!(parse_copy_line(&Bytes::from_static(b"a\\"), 1).is_err());
         assert_eq!(
             parse_copy_line(&Bytes::from_static(b""), 1)

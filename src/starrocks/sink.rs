@@ -285,7 +285,7 @@ fn label(
     fingerprint: u64,
 ) -> String {
     let tail = format!("_{first:X}_{last:X}_{group}_{:08X}", fingerprint as u32);
-    let mut t: String = table
+    let t: String = table
         .to_string()
         .chars()
         .map(|c| {
@@ -296,19 +296,17 @@ fn label(
             }
         })
         .collect();
-    let room = 128usize.saturating_sub(prefix.len() + 1 + tail.len());
-    if t.len() > room {
-        // Keep it unique: a hash of the full name replaces the cut-off part.
-        let hash = table
-            .to_string()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
-        let keep = room.saturating_sub(17);
-        t = format!("{}_{hash:016X}", &t[..keep.min(t.len())]);
+    let full = format!("{prefix}_{t}{tail}");
+    if full.len() <= 128 {
+        return full;
     }
-    format!("{prefix}_{t}{tail}")
+    // Too long to read anyway: a hash of slot and table keeps it unique and within 128.
+    let hash = format!("{prefix}/{table}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    format!("dbmazz_{hash:016X}{tail}")
 }
 
 impl Sink for StarRocksSink {
