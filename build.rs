@@ -1,4 +1,4 @@
-//! Compiles `proto/dbmazz.proto` into `OUT_DIR` (server side only, plus the file descriptor set
+//! Compiles `proto/dbmazz.proto` into `OUT_DIR` (server and client side, plus the file descriptor set
 //! that gRPC reflection serves). Nothing generated is committed. `protoc` comes from the
 //! `protoc-bin-vendored` build dependency unless `PROTOC` already names one.
 
@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(true)
         .build_server(true)
         .file_descriptor_set_path(out.join("dbmazz_descriptor.bin"))
         .compile_protos(&["proto/dbmazz.proto"], &["proto"])?;
