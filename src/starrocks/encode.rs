@@ -185,6 +185,17 @@ impl Segment {
     /// Groups the rows by column set: `(columns present, row indexes)`, in a deterministic
     /// order.
     pub fn groups(&self) -> Vec<(Vec<bool>, Vec<usize>)> {
+        // Fast path: every row carries every column (snapshots, insert-heavy batches).
+        if self
+            .rows
+            .iter()
+            .all(|r| r.values.iter().all(Option::is_some))
+        {
+            return vec![(
+                vec![true; self.table.columns.len()],
+                (0..self.rows.len()).collect(),
+            )];
+        }
         let mut groups: BTreeMap<Vec<bool>, Vec<usize>> = BTreeMap::new();
         for (i, row) in self.rows.iter().enumerate() {
             let sig: Vec<bool> = row.values.iter().map(Option::is_some).collect();
