@@ -679,11 +679,29 @@ async fn worker(
                 _ = stop.changed() => return Ok(()),
             };
             let eof = next.is_none();
-            if let Some(data) = next {
-                buf.extend_from_slice(&data);
-            }
-            while let Some(nl) = memchr::memchr(b'\n', &buf) {
-                let line = buf.split_to(nl + 1).freeze().slice(..nl);
+            let mut whole = match next {
+                // PostgreSQL sends one row per CopyData message: parse it in place.
+                Some(data)
+                    if buf.is_empty()
+                        && data.last() == Some(&b'\n')
+                        && memchr::memchr(b'\n', &data[..data.len() - 1]).is_none() =>
+                {
+                    Some(data.slice(..data.len() - 1))
+                }
+                Some(data) => {
+                    buf.extend_from_slice(&data);
+                    None
+                }
+                None => None,
+            };
+            loop {
+                let line = if let Some(line) = whole.take() {
+                    line
+                } else if let Some(nl) = memchr::memchr(b'\n', &buf) {
+                    buf.split_to(nl + 1).freeze().slice(..nl)
+                } else {
+                    break;
+                };
                 let row = parse_copy_line(&line, ncols).map_err(|message| SnapshotError::Copy {
                     table: table.clone(),
                     message,
