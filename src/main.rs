@@ -9,6 +9,10 @@
 //! After a definite error the process stays up while gRPC is enabled, so that orchestrators can
 //! read the error from Health (`NOT_SERVING` + `errorDetail`); it exits 1 on SIGTERM/SIGINT or
 //! DrainAndStop. With `GRPC_PORT=off` it exits 1 at once.
+//!
+//! Subcommands (only when the first argument names one; otherwise the daemon runs as above):
+//! `dbmazz top` (terminal dashboard, see [`dbmazz::top`]) and `dbmazz verify` (compare source and
+//! sink, see [`dbmazz::verify`]; exit 0 when equal, 1 when they differ, 2 for bad arguments).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +28,11 @@ use tracing_subscriber::EnvFilter;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    if let Some(cmd) = std::env::args().nth(1) {
+        if matches!(cmd.as_str(), "top" | "verify") {
+            return cli::main();
+        }
+    }
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| {
             EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()))
@@ -94,6 +103,160 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+mod cli {
+    //! `dbmazz top` and `dbmazz verify`.
+
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use clap::{Args, Parser, Subcommand};
+    use dbmazz::verify::Target;
+
+    #[derive(Parser)]
+    #[command(
+        name = "dbmazz",
+        about = "PostgreSQL → StarRocks CDC; without a subcommand, the daemon (configured by the environment)"
+    )]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(Subcommand)]
+    enum Cmd {
+        /// Live terminal dashboard of a running dbmazz (gRPC API).
+        Top(TopArgs),
+        /// Compare source and sink per table (live row counts and per-key hashes).
+        Verify(VerifyArgs),
+    }
+
+    /// Where source and sink are; unset flags fall back to the daemon's variables.
+    #[derive(Args)]
+    struct Where {
+        /// PostgreSQL URL [env: DATABASE_URL].
+        #[arg(long)]
+        source_url: Option<String>,
+        /// StarRocks MySQL URL, e.g. mysql://root:@127.0.0.1:9030/ [env: STARROCKS_MYSQL_URL].
+        #[arg(long)]
+        sink_mysql_url: Option<String>,
+        /// StarRocks database [env: STARROCKS_DB].
+        #[arg(long)]
+        sink_db: Option<String>,
+        /// Comma list of tables [env: TABLES].
+        #[arg(long)]
+        tables: Option<String>,
+    }
+
+    #[derive(Args)]
+    struct TopArgs {
+        /// host:port of dbmazz's gRPC API [default: 127.0.0.1:$GRPC_PORT or 127.0.0.1:50051].
+        #[arg(long)]
+        grpc: Option<String>,
+        /// Bearer token [env: GRPC_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
+        #[command(flatten)]
+        place: Where,
+        /// Refresh interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Row-count refresh interval in seconds.
+        #[arg(long, default_value_t = 3)]
+        counts_every: u64,
+        /// One summary line per interval, even on a terminal.
+        #[arg(long)]
+        plain: bool,
+        /// Quit after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+    }
+
+    #[derive(Args)]
+    struct VerifyArgs {
+        #[command(flatten)]
+        place: Where,
+        /// Most differing keys listed per table.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Retry for up to this many seconds while source and sink differ.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    }
+
+    fn target(w: Where) -> anyhow::Result<Target> {
+        Target::resolve(w.source_url, w.sink_mysql_url, w.sink_db, w.tables)
+    }
+
+    pub fn main() -> ExitCode {
+        let cli = match Cli::try_parse() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            }
+        };
+        match cli.cmd {
+            Cmd::Top(a) => {
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let grpc = a.grpc.unwrap_or_else(|| {
+                    format!(
+                        "127.0.0.1:{}",
+                        env("GRPC_PORT").unwrap_or_else(|| "50051".into())
+                    )
+                });
+                let counts = target(a.place).ok();
+                let opts = dbmazz::top::Options {
+                    grpc,
+                    token: a.token.or_else(|| env("GRPC_TOKEN")),
+                    counts,
+                    interval: Duration::from_millis(a.interval_ms.max(100)),
+                    counts_interval: Duration::from_secs(a.counts_every.max(1)),
+                    plain: a.plain,
+                    duration: a.duration.map(Duration::from_secs),
+                };
+                match dbmazz::top::run(opts) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("dbmazz top: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Cmd::Verify(a) => {
+                let t = match target(a.place) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("dbmazz verify: {e:#}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("dbmazz verify: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match rt.block_on(dbmazz::verify::run(
+                    &t,
+                    a.limit,
+                    Duration::from_secs(a.wait),
+                )) {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("dbmazz verify: {e:#}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// First SIGTERM/SIGINT: drain and stop. Second: exit at once.
