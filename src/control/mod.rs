@@ -32,7 +32,7 @@ mod status;
 
 pub use server::{ControlPlane, StartError};
 
-/// Code generated from `proto/dbmazz.proto` by `build.rs` (server side only).
+/// Code generated from `proto/dbmazz.proto` by `build.rs` (servers, and the client `dbmazz top` uses).
 pub mod proto {
     tonic::include_proto!("dbmazz");
 
