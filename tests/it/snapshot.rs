@@ -15,11 +15,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 type Rows = BTreeMap<String, Option<String>>;
 
 fn sr_job(pg_url: &str, tables: &str, d: &Double) -> Job {
-    Job::new(pg_url, tables)
-        .env("SINK_TYPE", "starrocks")
-        .env("STARROCKS_URL", &d.url())
-        .env("STARROCKS_MYSQL_URL", &d.mysql_url())
-        .env("STARROCKS_DB", "app")
+    d.job(pg_url, tables)
         .env("FLUSH_SIZE", "20000")
         .env("FLUSH_INTERVAL_MS", "200")
         .env("SNAPSHOT_CHUNK_ROWS", "20000")
@@ -280,13 +276,9 @@ fn empty_toasted_and_later_added_tables_are_copied() {
         .unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
-    let job2 = Job::new(&url, "empty,toasty,later")
-        .env("SINK_TYPE", "starrocks")
-        .env("STARROCKS_URL", &d.url())
-        .env("STARROCKS_MYSQL_URL", &d.mysql_url())
-        .env("STARROCKS_DB", "app")
-        .env("CREATE_TABLES", "true")
-        .env("FLUSH_INTERVAL_MS", "200");
+    let job2 = d
+        .job(&url, "empty,toasty,later")
+        .env("CREATE_TABLES", "true");
     let mut p = job2.spawn();
     p.wait_for_log("snapshot complete", MINUTE);
     drop(open_tx.stdin.take());

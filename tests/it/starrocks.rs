@@ -16,12 +16,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 type Rows = BTreeMap<String, Vec<Option<String>>>;
 
 fn sr_job(pg_url: &str, tables: &str, d: &Double) -> Job {
-    Job::new(pg_url, tables)
-        .env("SINK_TYPE", "starrocks")
-        .env("STARROCKS_URL", &d.url())
-        .env("STARROCKS_MYSQL_URL", &d.mysql_url())
-        .env("STARROCKS_DB", "app")
-        .env("FLUSH_INTERVAL_MS", "100")
+    d.job(pg_url, tables)
 }
 
 /// Live (not soft-deleted) rows of a StarRocks table: key → the listed columns as text

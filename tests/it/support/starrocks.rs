@@ -94,6 +94,17 @@ impl Double {
         format!("http://127.0.0.1:{}", self.fe)
     }
 
+    /// A dbmazz job streaming `tables` from `pg_url` into this double's database `app`,
+    /// flushing every 100 ms.
+    pub fn job(&self, pg_url: &str, tables: &str) -> crate::support::dbmazz::Job {
+        crate::support::dbmazz::Job::new(pg_url, tables)
+            .env("SINK_TYPE", "starrocks")
+            .env("STARROCKS_URL", &self.url())
+            .env("STARROCKS_MYSQL_URL", &self.mysql_url())
+            .env("STARROCKS_DB", "app")
+            .env("FLUSH_INTERVAL_MS", "100")
+    }
+
     /// `STARROCKS_MYSQL_URL`.
     pub fn mysql_url(&self) -> String {
         format!("mysql://root:@127.0.0.1:{}/", self.mysql)
