@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Markdown report from benches/e2e/bench.py's JSON: tables, ratios to pg_recvlogical, targets.
+
+usage: report.py results.json
+Every dbmazz figure is set against pg_recvlogical FROM THE SAME REPETITION (same cluster, same WAL,
+run minutes apart); the ratio shown is the median over repetitions of those per-repetition ratios.
+"""
+import json
+import statistics as st
+import sys
+
+R = json.load(open(sys.argv[1]))
+NAMES = {
+    "pg_recvlogical": "pg_recvlogical (pgoutput → /dev/null)",
+    "dbmazz_ndjson": "dbmazz → NDJSON /dev/null",
+    "dbmazz_sr_discard": "dbmazz → StarRocks double --discard",
+    "dbmazz_sr_store": "dbmazz → StarRocks double (stores rows)",
+    "dbmazz_ndjson_fs1500": "dbmazz → NDJSON /dev/null, FLUSH_SIZE=1500",
+    "dbmazz_sr_discard_fs1500": "dbmazz → double --discard, FLUSH_SIZE=1500",
+}
+ORDER = list(NAMES)
+TARGET_RATIO = {"dbmazz_ndjson": 1.0, "dbmazz_sr_discard": 0.8}
+RSS_LIMIT_MB = 24
+IDLE_RSS_MB = 12
+IDLE_CPU_PCT = 1.0
+P99_MS = 250
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return st.median(xs) if xs else None
+
+
+def f(x, fmt="{:.2f}", none="–"):
+    return none if x is None else fmt.format(x)
+
+
+def mb(kb):
+    return None if kb is None else kb / 1024
+
+
+out = []
+p = out.append
+m = R["machine"]
+p(f"# dbmazz end-to-end benchmark, {R['started']}{' (--quick)' if R.get('quick') else ''}")
+p("")
+p(f"- Machine: {m['cores']} vCPU ({m['cpu']}), {m['mem_mb'] / 1024:.0f} GiB, {m['os']}, kernel {m['kernel']}")
+v = R.get("versions", {})
+g = R.get("git", {})
+p(f"- {v.get('postgres', '')}; dbmazz at commit {g.get('commit', '?')} ({g.get('subject', '')})"
+  + (f" plus uncommitted changes in {len(g['uncommitted'])} files" if g.get("uncommitted") else "")
+  + f", release build of {v.get('dbmazz_built', '?')} (sha256 {v.get('dbmazz_sha256', '?')}…); {v.get('rustc', '')}")
+s = R["settings"]
+p(f"- dbmazz settings: FLUSH_SIZE={s['flush_size']}, FLUSH_INTERVAL_MS={s['flush_interval_ms']}, "
+  f"FLUSH_MAX_BYTES={s['flush_max_bytes']}, GRPC_PORT=off; catch-up polled every {s['poll_ms']:.0f} ms")
+p(f"- Command: `{R.get('command') or 'benches/e2e.sh'}`; {R['reps']} repetition(s); total {R.get('total_s', 0) / 60:.1f} min; "
+  f"scheduler priority of the run: {R.get('priority', '?')}")
+p("- PostgreSQL: throwaway cluster per workload, `fsync=off`, `synchronous_commit=off`, wal_level=logical, "
+  "shared_buffers=512MB, autovacuum off, 127.0.0.1 only")
+p("")
+
+# ------------------------------------------------------------------ throughput
+targets = []
+p("## Catch-up throughput (median of the repetitions)")
+p("")
+p("Each consumer starts on its own copy of a slot created before the workload and is timed from process "
+  "start until it has everything up to the end LSN (pg_recvlogical: exits at `--endpos`; dbmazz: the slot's "
+  "`confirmed_flush_lsn` reaches the end LSN, i.e. every change is durable in the sink and checkpointed). "
+  "Nothing is subtracted: dbmazz's wall time includes its start-up (shown separately). "
+  "**× recvlogical** = pg_recvlogical's wall ÷ this consumer's wall in the same repetition (= rows/s ratio), "
+  "median over repetitions.")
+p("")
+p("| workload | consumer | rows/s | × recvlogical | WAL MB/s | wall s (min–max) | startup s | peak RSS MB (max) | "
+  "CPU s | walsender CPU s | double CPU s | others' CPU s |")
+p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+wl_rows = []
+for w, W in R["workloads"].items():
+    rows = W["counts"]["rows"]
+    walmb = W["wal_bytes"] / 1e6
+    runs = [r for r in W["runs"] if r.get("ok")]
+    failed = [r for r in W["runs"] if not r.get("ok")]
+    by_rep = {}
+    for r in runs:
+        by_rep.setdefault(r["rep"], {})[r["consumer"]] = r
+    for c in ORDER:
+        rs = [r for r in runs if r["consumer"] == c]
+        if not rs:
+            if any(r["consumer"] == c for r in failed):
+                p(f"| {w} | {NAMES[c]} | FAILED | | | | | | | | | |")
+            continue
+        wall = med([r["wall_s"] for r in rs])
+        ratios = [reps["pg_recvlogical"]["wall_s"] / reps[c]["wall_s"]
+                  for reps in by_rep.values() if c in reps and "pg_recvlogical" in reps]
+        ratio = med(ratios)
+        rss = [mb(r["peak_rss_kb"]) for r in rs]
+        spread = f"{min(r['wall_s'] for r in rs):.2f}–{max(r['wall_s'] for r in rs):.2f}"
+        p(f"| {w} | {NAMES[c]} | {rows / wall:,.0f} | "
+          f"{'1 (base)' if c == 'pg_recvlogical' else f(ratio, '**{:.2f}×**')} | {walmb / wall:.1f} | "
+          f"{wall:.2f} ({spread}) | {f(med([r.get('startup_s') for r in rs]))} | "
+          f"{med(rss):.1f} ({max(rss):.1f}) | {med([r['cpu_s'] for r in rs]):.2f} | "
+          f"{med([r['walsender_cpu_s'] for r in rs]):.2f} | {f(med([r.get('double_cpu_s') for r in rs]))} | "
+          f"{med([r.get('background_cpu_s', 0) for r in rs]):.1f} |")
+        if c in TARGET_RATIO:
+            targets.append((f"{NAMES[c]} ≥ {TARGET_RATIO[c]:.1f}× pg_recvlogical rows/s, {w}",
+                            f"{f(ratio, '{:.2f}×')} (reps: {', '.join(f'{x:.2f}' for x in ratios)})",
+                            ratio is not None and ratio >= TARGET_RATIO[c]))
+        if c != "pg_recvlogical" and c != "dbmazz_sr_store" and w in ("bulk", "mixed"):
+            fs = "FLUSH_SIZE=1500 (default)" if c.endswith("_fs1500") else f"FLUSH_SIZE={s['flush_size']}"
+            sink = "NDJSON" if "ndjson" in c else "double --discard"
+            anon = max(mb(r.get("anon_max_kb")) or 0 for r in rs)
+            targets.append((f"peak RSS ≤ {RSS_LIMIT_MB} MB, {w}, → {sink}, {fs}",
+                            f"{max(rss):.1f} MB (max of {len(rss)} run(s); heap/anon {anon:.1f} MB)",
+                            max(rss) <= RSS_LIMIT_MB))
+    c = W["counts"]
+    ver = W.get("verify", {})
+    stored = ""
+    st_runs = [r for r in W["runs"] if r["consumer"] == "dbmazz_sr_store" and r.get("double_counts")]
+    if st_runs and W.get("pg_counts"):
+        parts = []
+        for t, n in W["pg_counts"].items():
+            dc = st_runs[-1]["double_counts"].get(t, {})
+            live = sum(v for k, v in dc.items() if k in ("0", "False", "false", "None"))
+            parts.append(f"{t}: {live:,} live rows vs {n:,} in PG {'OK' if live == n else 'MISMATCH'}")
+        stored = "; ".join(parts)
+    wl_rows.append(
+        f"| {w} | {W['description']} | {c['inserts']:,} / {c['updates']:,} / {c['deletes']:,} | {c['commits']:,} | "
+        f"{c['payload_bytes'] / 1e6:.1f} | {walmb:.1f} | {W['workload_s']:.1f} | "
+        f"{c['wall_s']:.2f} ({c['rows'] / c['wall_s']:,.0f} rows/s) | "
+        f"{'OK' if ver.get('match') else ('MISMATCH ' + str(ver.get('ndjson_ops'))) if ver else '–'} | {stored or '–'} |")
+    for r in failed:
+        p(f"| {w} | {r['consumer']} rep {r.get('rep')} failed: rc={r.get('rc')} timed_out={r.get('timed_out')} "
+          f"| | | | | | | | | | |")
+p("")
+p("CPU s = the consumer's user+sys CPU until it had everything (pg_recvlogical: at exit); walsender CPU s = "
+  "the serving walsender (sampled every poll); double CPU s = starrocks-double; others' CPU s = CPU the rest "
+  "of the machine used during the run (other sessions' builds and tests share these 2 cores; large values "
+  "mean the run was disturbed). Peak RSS = VmHWM of the consumer process.")
+p("")
+mem_rows = []
+for w, W in R["workloads"].items():
+    for c in ORDER:
+        rs = [r for r in W["runs"] if r.get("ok") and r["consumer"] == c and c != "pg_recvlogical"]
+        if not rs:
+            continue
+        r = max(rs, key=lambda x: x["peak_rss_kb"])
+        sm = r.get("smaps_at_peak_kb") or {}
+        mem_rows.append(f"| {w} | {NAMES[c]} | {mb(r['peak_rss_kb']):.1f} | {f(mb(r.get('anon_max_kb')), '{:.1f}')} | "
+                        f"{f(mb(r.get('file_at_anon_max_kb')), '{:.1f}')} | "
+                        + " | ".join(f(mb(sm.get(k)), "{:.1f}") for k in
+                                     ("executable", "shared libraries", "[heap]", "anonymous mmap")) + " |")
+if mem_rows:
+    p("### Where dbmazz's memory is (the run with the highest peak of each row)")
+    p("")
+    p("VmHWM = peak RSS; RssAnon = heap and other private memory at its peak, RssFile = file-backed pages "
+      "(mostly the executable's code) at that moment; the last four columns split the resident set at the "
+      "anon peak by mapping (smaps).")
+    p("")
+    p("| workload | consumer | VmHWM MB | RssAnon MB | RssFile MB | executable | shared libs | [heap] | anon mmaps |")
+    p("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    out.extend(mem_rows)
+    p("")
+p("### Workloads (identical WAL for every consumer of a workload)")
+p("")
+p("| workload | what | rows I / U / D | commits | pgoutput MB | WAL MB | generate s | in-server decode s (SQL, no network) | dbmazz → NDJSON file: every change line present | dbmazz → double (stored) vs PostgreSQL |")
+p("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+out.extend(wl_rows)
+p("")
+
+# ------------------------------------------------------------------ idle
+if "idle" in R:
+    I = R["idle"]
+    p(f"## Idle (dbmazz → NDJSON /dev/null, no traffic, {I['seconds']:.0f} s after start-up + 2 s)")
+    p("")
+    sm = I.get("smaps_kb") or {}
+    p("| RSS MB (median / max) | RssAnon MB max | VmHWM MB | of which executable / shared libs / [heap] / anon mmaps MB | CPU s | CPU % of one core | threads | start-up s |")
+    p("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    p(f"| {mb(I['rss_kb_median']):.1f} / {mb(I['rss_kb_max']):.1f} | {mb(I['anon_kb_max']):.1f} | "
+      f"{mb(I['hwm_kb']):.1f} | " + " / ".join(f(mb(sm.get(k)), "{:.1f}") for k in
+                                             ("executable", "shared libraries", "[heap]", "anonymous mmap"))
+      + f" | {I['cpu_s']:.3f} | {I['cpu_pct']:.3f} | {I['threads']} | {I['startup_s']:.2f} |")
+    p("")
+    targets.append((f"idle RSS ≤ {IDLE_RSS_MB} MB", f"{mb(I['rss_kb_max']):.1f} MB (max VmRSS)",
+                    mb(I["rss_kb_max"]) <= IDLE_RSS_MB))
+    targets.append((f"idle CPU ≤ {IDLE_CPU_PCT:.0f}% of a core", f"{I['cpu_pct']:.3f} %", I["cpu_pct"] <= IDLE_CPU_PCT))
+
+# ------------------------------------------------------------------ latency
+if "latency" in R:
+    L = R["latency"]
+    B, D = L["baseline_recvlogical"], L["dbmazz"]
+    p(f"## Commit → ack latency under load (FLUSH_INTERVAL_MS=100)")
+    p("")
+    p(f"pgbench TPC-B (4 row changes per transaction) at `-R {L['target_rows_s'] // 4} -c 8 -j 2` for "
+      f"{D['seconds']:.0f} s per phase, `synchronous_commit=on` (with fsync off), and one marker row committed "
+      "every 100 ms. Phase 1 measures PostgreSQL's own delivery latency with `pg_recvlogical -f file` (the "
+      "marker's bytes appear in the file); phase 2 runs dbmazz → NDJSON file on the same cluster and load.")
+    p("")
+    p("| phase | load reached | machine busy | of it others' CPU s | consumer CPU | consumer RSS MB |")
+    p("|---|---:|---:|---:|---:|---:|")
+    for name, X in (("1: pg_recvlogical → file", B), ("2: dbmazz → NDJSON file", D)):
+        p(f"| {name} | {f(X['pgbench_tps'], '{:.0f}')} tps ≈ {f(X['rows_s'], '{:,.0f}')} rows/s | "
+          f"{X['machine_busy_pct']:.0f} % | {f(X.get('others_cpu_s'), '{:.1f}')} | {X['consumer_cpu_pct']:.0f} % of a core | {f(mb(X['consumer_rss_kb']), '{:.1f}')} |")
+    p("")
+    p("| measure (marker rows) | n | p50 ms | p90 ms | p99 ms | max ms |")
+    p("|---|---:|---:|---:|---:|---:|")
+
+    def drow(name, d):
+        if d and d.get("n"):
+            p(f"| {name} | {d['n']} | {d['p50']:.0f} | {d['p90']:.0f} | {d['p99']:.0f} | {d['max']:.0f} |")
+    drow("phase 1: commit → bytes in pg_recvlogical's file (PostgreSQL alone)", B["commit_to_line_ms"])
+    drow("phase 2: commit → line in dbmazz's NDJSON file (sink write)", D["commit_to_line_ms"])
+    drow("phase 2: commit → `confirmed_flush_lsn` passes it (durable, checkpointed, acked to PostgreSQL)",
+         D["commit_to_confirmed_ms"])
+    if D.get("gauge_replication_lag_ms"):
+        drow("phase 2: `dbmazz_replication_lag_ms` scraped every 100 ms (commit → sink ack of the last durable txn)",
+             D["gauge_replication_lag_ms"])
+    p("")
+    if B.get("counts") and D.get("counts"):
+        p("perf stat of each consumer over its phase (per second):")
+        p("")
+        p("| consumer | CPU % of a core | recv() /s | context switches /s |")
+        p("|---|---:|---:|---:|")
+        for name, X in (("pg_recvlogical", B), ("dbmazz", D)):
+            c = X["counts"]
+            p(f"| {name} | {X['consumer_cpu_pct']:.0f} | {(c.get('sys_enter_recvfrom', 0) + c.get('sys_enter_read', 0)) / X['seconds']:,.0f} | "
+              f"{c.get('context-switches', 0) / X['seconds']:,.0f} |")
+        p("")
+    if L.get("dbmazz_perf"):
+        P3 = L["dbmazz_perf"]
+        p(f"Diagnosis run (dbmazz under `perf record`, same load; p99 commit→ack there "
+          f"{f((P3['commit_to_confirmed_ms'] or {}).get('p99'), '{:.0f}')} ms): self time by function, then by thread")
+        p("")
+        p("```")
+        out.extend(x[:110] for x in P3["self"][:22])
+        p("")
+        out.extend(x[:110] for x in P3["threads"][:5])
+        p("```")
+        p("")
+    missing = B["markers_missing"] + D["markers_missing"]
+    if missing:
+        p(f"{missing} marker(s) never arrived within 2 s after the load stopped.")
+        p("")
+    dd = D["commit_to_confirmed_ms"] or {}
+    g2 = D.get("gauge_replication_lag_ms") or {}
+    targets.append((f"p99 commit→ack ≤ {P99_MS} ms at ~10k rows/s (FLUSH_INTERVAL_MS=100)",
+                    f"{f(dd.get('p99'), '{:.0f}')} ms to the PostgreSQL ack; "
+                    f"{f(D['commit_to_line_ms'].get('p99'), '{:.0f}')} ms to the sink write"
+                    + (f"; {g2['p99']:.0f} ms dbmazz_replication_lag_ms" if g2.get("p99") is not None else "")
+                    + f" (PostgreSQL alone: {f(B['commit_to_line_ms'].get('p99'), '{:.0f}')} ms)",
+                    dd.get("p99") is not None and dd["p99"] <= P99_MS))
+
+# ------------------------------------------------------------------ targets
+p("## Targets")
+p("")
+p("| target | measured | result |")
+p("|---|---|---|")
+for name, meas, ok in targets:
+    p(f"| {name} | {meas} | {'PASS' if ok else '**FAIL**'} |")
+p("")
+
+# ------------------------------------------------------------------ profiles
+if R.get("profiles"):
+    p("## Diagnosis of missed throughput targets (extra runs on the same WAL, not in the medians)")
+    p("")
+    for w, P in R["profiles"].items():
+        p(f"### {w}")
+        p("")
+        p("perf stat of the consumer process and of the walsender serving it (counts for the whole catch-up):")
+        p("")
+        p("| consumer | wall s | consumer CPU s | walsender CPU s | walsender send() | walsender recv() | "
+          "consumer recv() | consumer ctx switches | walsender ctx switches |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for c, r in P.get("counts", {}).items():
+            cc, wc = r.get("consumer_counts") or {}, r.get("walsender_counts") or {}
+            p(f"| {NAMES.get(c, c)} | {f(r.get('wall_s'))} | {f(r.get('cpu_s'))} | {f(r.get('walsender_cpu_s'))} | "
+              f"{wc.get('sys_enter_sendto', 0):,} | {wc.get('sys_enter_recvfrom', 0):,} | "
+              f"{cc.get('sys_enter_recvfrom', 0) + cc.get('sys_enter_read', 0):,} | "
+              f"{cc.get('context-switches', 0):,} | {wc.get('context-switches', 0):,} |")
+        p("")
+        for c, pr in P.get("perf", {}).items():
+            p(f"{NAMES.get(c, c)} under `perf record -e cpu-clock --call-graph dwarf` "
+              f"(wall {f(pr['run'].get('wall_s'))} s): self time by function, then by thread")
+            p("")
+            p("```")
+            out.extend(x[:110] for x in pr["self"][:22])
+            p("")
+            out.extend(x[:110] for x in pr["threads"][:5])
+            p("```")
+            p("")
+        sy = P.get("system")
+        if sy:
+            p(f"Whole machine by process name during one {NAMES.get(sy['consumer'], sy['consumer'])} run "
+              f"(wall {f(sy.get('wall_s'))} s; `postgres` is mostly the walsender):")
+            p("")
+            p("```")
+            out.extend(x[:80] for x in sy["by_comm"][:10])
+            p("```")
+            p("")
+print("\n".join(out))
