@@ -528,9 +528,14 @@ impl ReplicationClient {
         slot: &str,
         export_snapshot: bool,
     ) -> Result<CreatedSlot, ReplicationError> {
-        let peer = self.reader.peer.clone();
         let command = create_slot_command(slot, export_snapshot, self.server_major());
-        let rows = self.simple_query(&command).await?;
+        self.create_slot(&command).await
+    }
+
+    /// Runs a CREATE_REPLICATION_SLOT command and reads its consistent point and snapshot.
+    async fn create_slot(&mut self, command: &str) -> Result<CreatedSlot, ReplicationError> {
+        let peer = self.reader.peer.clone();
+        let rows = self.simple_query(command).await?;
         let row = single_row(&peer, "CREATE_REPLICATION_SLOT", &rows, 3)?;
         Ok(CreatedSlot {
             consistent_point: parse_lsn(
@@ -551,21 +556,11 @@ impl ReplicationClient {
         &mut self,
         slot: &str,
     ) -> Result<CreatedSlot, ReplicationError> {
-        let peer = self.reader.peer.clone();
         let command = format!(
             "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
             quote_ident(slot)
         );
-        let rows = self.simple_query(&command).await?;
-        let row = single_row(&peer, "CREATE_REPLICATION_SLOT", &rows, 3)?;
-        Ok(CreatedSlot {
-            consistent_point: parse_lsn(
-                &peer,
-                "CREATE_REPLICATION_SLOT consistent_point",
-                row[1].as_deref(),
-            )?,
-            snapshot_name: row[2].clone(),
-        })
+        self.create_slot(&command).await
     }
 
     /// `START_REPLICATION SLOT "slot" LOGICAL start (options)`; on success the connection is in
