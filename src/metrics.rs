@@ -60,7 +60,90 @@ pub struct Metrics {
     pub loads_total: AtomicU64,
     /// Stream Load attempts that failed transiently and were retried.
     pub load_retries_total: AtomicU64,
+    /// Commit-to-sink-ack latency of every transaction made durable.
+    pub commit_to_ack: LatencyHistogram,
     tables: Mutex<BTreeMap<String, TableCounters>>,
+}
+
+/// Upper bounds of the commit-to-ack histogram's buckets, in milliseconds (then `+Inf`). Dense
+/// around the `FLUSH_INTERVAL_MS` range (100 ms by default) where a healthy job sits, sparse in
+/// the catch-up range.
+pub const LATENCY_BUCKETS_MS: [u64; 17] = [
+    5, 10, 25, 50, 75, 100, 150, 200, 250, 350, 500, 750, 1_000, 2_500, 5_000, 10_000, 60_000,
+];
+
+/// A fixed-bucket latency histogram that the hot path updates with relaxed atomics only (one
+/// bucket increment, a count and a sum per observation), read by the Prometheus endpoint.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+/// A copy of a [`LatencyHistogram`] at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatencySnapshot {
+    /// Per-bucket (not cumulative) counts, with each bucket's upper bound in seconds; the last
+    /// bound is infinity.
+    pub buckets: Vec<(f64, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of the observations, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl LatencyHistogram {
+    /// Records one latency, in microseconds.
+    pub fn observe_us(&self, us: u64) {
+        let ms = us.div_ceil(1000);
+        let i = LATENCY_BUCKETS_MS.partition_point(|&bound| bound < ms);
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The current counts.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let bound = LATENCY_BUCKETS_MS
+                    .get(i)
+                    .map_or(f64::INFINITY, |&ms| ms as f64 / 1000.0);
+                (bound, n.load(Ordering::Relaxed))
+            })
+            .collect();
+        LatencySnapshot {
+            buckets,
+            count: self.count.load(Ordering::Relaxed),
+            sum_seconds: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+impl LatencySnapshot {
+    /// The `q` quantile (0..=1), as the upper bound in milliseconds of the bucket that holds it
+    /// (`None` with no observations; `u64::MAX` when it is in the `+Inf` bucket).
+    pub fn quantile_ms(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, (_, n)) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        Some(u64::MAX)
+    }
 }
 
 impl Metrics {
@@ -83,16 +166,26 @@ impl Metrics {
         self.tables.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// Records that a transaction committed at `commit_time_pg_us` (µs since 2000-01-01) is now
-    /// durable.
-    pub fn record_durable_commit(&self, commit_time_pg_us: i64) {
-        let unix_us = commit_time_pg_us.saturating_add(PG_EPOCH_OFFSET_MICROS);
-        self.last_durable_commit_unix_us
-            .store(unix_us, Ordering::Relaxed);
+    /// Records that the transactions committed at `commit_times_pg_us` (µs since 2000-01-01,
+    /// PostgreSQL's clock, in commit order) are now durable: one histogram observation each, and
+    /// the last one becomes the "last durable commit" gauges.
+    pub fn record_durable_commits(&self, commit_times_pg_us: impl IntoIterator<Item = i64>) {
         let now = now_unix_us();
-        let lag_ms = (now - unix_us).max(0) / 1000;
-        self.commit_to_ack_ms
-            .store(lag_ms as u64, Ordering::Relaxed);
+        let mut last = None;
+        for t in commit_times_pg_us {
+            let unix_us = t.saturating_add(PG_EPOCH_OFFSET_MICROS);
+            // A server clock ahead of ours would give negative latencies: count them as 0.
+            self.commit_to_ack
+                .observe_us(u64::try_from(now - unix_us).unwrap_or(0));
+            last = Some(unix_us);
+        }
+        if let Some(unix_us) = last {
+            self.last_durable_commit_unix_us
+                .store(unix_us, Ordering::Relaxed);
+            let lag_ms = (now - unix_us).max(0) / 1000;
+            self.commit_to_ack_ms
+                .store(lag_ms as u64, Ordering::Relaxed);
+        }
     }
 
     /// Row changes read but not yet durable.
@@ -142,6 +235,57 @@ mod tests {
         m.add_table_counts(&batch);
         m.add_table_counts(&batch);
         assert_eq!(m.table_counts()["public.t"].total(), 6);
+    }
+
+    #[test]
+    fn commit_latencies_land_in_their_buckets() {
+        let m = Metrics::default();
+        let now_pg = now_unix_us() - PG_EPOCH_OFFSET_MICROS;
+        // 3 s, 40 ms and ~0 ms ago, and one "from the future" (server clock ahead)
+        m.record_durable_commits([
+            now_pg - 3_000_000,
+            now_pg - 40_000,
+            now_pg,
+            now_pg + 5_000_000,
+        ]);
+        let s = m.commit_to_ack.snapshot();
+        assert_eq!(s.count, 4);
+        assert_eq!(s.buckets.len(), LATENCY_BUCKETS_MS.len() + 1);
+        let at = |ms: f64| {
+            s.buckets
+                .iter()
+                .find(|(b, _)| (*b - ms / 1000.0).abs() < 1e-9)
+                .unwrap()
+                .1
+        };
+        assert_eq!(at(5_000.0), 1, "3 s lands in (2.5 s, 5 s]");
+        assert_eq!(at(50.0), 1, "40 ms lands in (25 ms, 50 ms]");
+        assert_eq!(
+            at(5.0),
+            2,
+            "~0 ms and a negative latency land in the first bucket"
+        );
+        assert!(
+            s.sum_seconds >= 3.04 && s.sum_seconds < 3.5,
+            "{}",
+            s.sum_seconds
+        );
+        assert_eq!(s.quantile_ms(0.5), Some(5));
+        assert_eq!(s.quantile_ms(0.99), Some(5_000));
+        // the gauge follows the last commit of the call
+        assert_eq!(m.commit_to_ack_ms.load(Ordering::Relaxed), 0);
+        assert_eq!(LatencySnapshot::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn bucket_bounds_are_inclusive() {
+        let h = LatencyHistogram::default();
+        h.observe_us(100_000); // exactly 100 ms: le="0.1"
+        h.observe_us(100_001); // just above: le="0.15"
+        h.observe_us(3_600_000_000); // an hour: +Inf
+        let s = h.snapshot();
+        let nonzero: Vec<(f64, u64)> = s.buckets.iter().copied().filter(|b| b.1 > 0).collect();
+        assert_eq!(nonzero, vec![(0.1, 1), (0.15, 1), (f64::INFINITY, 1)]);
     }
 
     #[test]

@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -54,6 +56,10 @@ pub(crate) mod names {
     pub const REPLICATION_LAG_MS: &str = "dbmazz_replication_lag_ms";
     /// Gauge: `pg_current_wal_lsn() - confirmed_flush_lsn` of the slot.
     pub const SLOT_LAG_BYTES: &str = "dbmazz_slot_lag_bytes";
+    /// Histogram (unit seconds, so exposed as `dbmazz_commit_to_ack_seconds`): time from a
+    /// transaction's commit in PostgreSQL (its commit timestamp) to the sink acknowledging it,
+    /// one observation per transaction made durable.
+    pub const COMMIT_TO_ACK: &str = "dbmazz_commit_to_ack";
     /// Gauge: resident set size.
     pub const MEMORY_BYTES: &str = "dbmazz_memory_bytes";
     /// Gauge: highest WAL position received.
@@ -242,6 +248,21 @@ impl Collector for JobCollector {
             "Commit-to-sink-ack latency of the last durable transaction, in milliseconds.",
             s.replication_lag_ms,
         )?;
+        {
+            let h = m.commit_to_ack.snapshot();
+            e.encode_descriptor(
+                COMMIT_TO_ACK,
+                "Time from a transaction's commit in PostgreSQL to the sink acknowledging it.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                h.sum_seconds,
+                h.count,
+                &h.buckets,
+                None,
+            )?;
+        }
         gauge(
             e,
             SLOT_LAG_BYTES,
@@ -442,8 +463,39 @@ mod tests {
             },
         );
         job.metrics().add_table_counts(&counts);
+        let now_pg = crate::metrics::now_unix_us() - crate::metrics::PG_EPOCH_OFFSET_MICROS;
+        job.metrics().record_durable_commits([
+            now_pg - 60_000,
+            now_pg - 70_000,
+            now_pg - 2_000_000,
+        ]);
         let registry = registry(job.clone(), Baseline::now(&job));
         let text = render(&registry);
+        assert!(
+            text.contains("# TYPE dbmazz_commit_to_ack_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ndbmazz_commit_to_ack_seconds_count 3\n"),
+            "{text}"
+        );
+        // cumulative buckets: two commits within 75 ms, all three within 2.5 s
+        assert!(
+            text.contains("\ndbmazz_commit_to_ack_seconds_bucket{le=\"0.05\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ndbmazz_commit_to_ack_seconds_bucket{le=\"0.075\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ndbmazz_commit_to_ack_seconds_bucket{le=\"2.5\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ndbmazz_commit_to_ack_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("\ndbmazz_events_total 7\n"), "{text}");
         assert!(text.contains("\ndbmazz_snapshot_rows_total 5\n"), "{text}");
         assert!(

@@ -32,6 +32,9 @@ use crate::Lsn;
 /// keepalive).
 pub const IDLE_CONFIRM_MIN_BYTES: u64 = 1024 * 1024;
 
+/// Most envelopes the batcher takes from the channel per wake-up.
+const RECV_AT_ONCE: usize = 256;
+
 /// An event with the budget permits it holds until it is durable.
 #[derive(Debug)]
 pub struct Envelope {
@@ -178,14 +181,32 @@ impl<S: Sink> Batcher<S> {
     pub async fn run(mut self) -> Result<(), SinkError> {
         let mut batch = Batch::default();
         let mut policy_open = true;
+        // Envelopes are taken from the channel up to this many per wake-up, and the flush timer
+        // is armed once per batch (not once per event): both keep the per-change cost small.
+        let mut received = Vec::with_capacity(RECV_AT_ONCE);
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let policy = *self.policy.borrow();
             let deadline = batch.oldest.map(|t| t + policy.interval);
-            let next = tokio::select! {
-                env = self.rx.recv() => env,
-                _ = sleep_until_opt(deadline) => {
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(d);
+                }
+                armed = deadline;
+            }
+            tokio::select! {
+                n = self.rx.recv_many(&mut received, RECV_AT_ONCE) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for env in received.drain(..) {
+                        self.accept(&mut batch, env, &policy).await?;
+                    }
+                }
+                _ = &mut timer, if deadline.is_some() => {
                     self.flush(&mut batch).await?;
-                    continue;
                 }
                 // A reload applies at once: a smaller size may already be reached, and the
                 // next turn of the loop recomputes the deadline.
@@ -198,38 +219,46 @@ impl<S: Sink> Batcher<S> {
                             self.flush(&mut batch).await?;
                         }
                     }
-                    continue;
                 }
-            };
-            let Some(env) = next else { break };
-            if batch.events.is_empty() {
-                // Nothing received before this marker is pending, so its position is durable.
-                match env.event {
-                    Event::Commit { end_lsn, .. } => {
-                        self.advance(end_lsn);
-                        continue;
-                    }
-                    Event::ChunkDone { .. } => {
-                        self.report_chunk(&env.event);
-                        continue;
-                    }
-                    Event::Idle { wal_end } => {
-                        // Only worth a checkpoint write when unrelated WAL piled up; otherwise
-                        // the write itself would produce WAL, a keepalive, and another write.
-                        if wal_end.0 >= self.durable.borrow().0 + IDLE_CONFIRM_MIN_BYTES {
-                            self.advance(wal_end);
-                        }
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            batch.push(env);
-            if batch.changes >= policy.max_events || batch.bytes >= policy.max_bytes {
-                self.flush(&mut batch).await?;
             }
         }
         self.flush(&mut batch).await
+    }
+
+    /// Adds one envelope to the batch, flushing when the batch is full.
+    async fn accept(
+        &mut self,
+        batch: &mut Batch,
+        env: Envelope,
+        policy: &FlushPolicy,
+    ) -> Result<(), SinkError> {
+        if batch.events.is_empty() {
+            // Nothing received before this marker is pending, so its position is durable.
+            match env.event {
+                Event::Commit { end_lsn, .. } => {
+                    self.advance(end_lsn);
+                    return Ok(());
+                }
+                Event::ChunkDone { .. } => {
+                    self.report_chunk(&env.event);
+                    return Ok(());
+                }
+                Event::Idle { wal_end } => {
+                    // Only worth a checkpoint write when unrelated WAL piled up; otherwise
+                    // the write itself would produce WAL, a keepalive, and another write.
+                    if wal_end.0 >= self.durable.borrow().0 + IDLE_CONFIRM_MIN_BYTES {
+                        self.advance(wal_end);
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        batch.push(env);
+        if batch.changes >= policy.max_events || batch.bytes >= policy.max_bytes {
+            self.flush(batch).await?;
+        }
+        Ok(())
     }
 
     fn advance(&self, lsn: Lsn) {
@@ -250,7 +279,7 @@ impl<S: Sink> Batcher<S> {
         m.bytes_total
             .fetch_add(batch.bytes as u64, Ordering::Relaxed);
         let mut counts: BTreeMap<&TableName, TableCounters> = BTreeMap::new();
-        let mut last_commit = None;
+        let mut commits = Vec::new();
         for event in &batch.events {
             match event {
                 Event::Row(r) => {
@@ -262,7 +291,7 @@ impl<S: Sink> Batcher<S> {
                     }
                 }
                 Event::Truncate(t) => counts.entry(&t.table.name).or_default().truncates += 1,
-                Event::Commit { commit_time, .. } => last_commit = Some(*commit_time),
+                Event::Commit { commit_time, .. } => commits.push(*commit_time),
                 _ => {}
             }
         }
@@ -271,9 +300,7 @@ impl<S: Sink> Batcher<S> {
             .map(|(t, c)| (t.to_string(), c))
             .collect();
         m.add_table_counts(&counts);
-        if let Some(t) = last_commit {
-            m.record_durable_commit(t);
-        }
+        m.record_durable_commits(commits);
     }
 
     async fn flush(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
@@ -363,11 +390,4 @@ fn with_jitter(base: Duration) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     base + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
