@@ -1,8 +1,10 @@
 //! Decoder throughput on payloads captured from a real PostgreSQL 15.
 //!
-//! `bulk_orders` is the hot path: thousands of inserts and updates of a realistic table
-//! (numeric, timestamptz, jsonb, text). The other fixtures mix every message kind, streaming
-//! and two-phase commit. Each benchmark decodes every frame of a fixture once per iteration and
+//! `peers_bulk`, `peers_oltp` and `peers_mixed` are the three workloads of the end-to-end
+//! benchmark (`benches/e2e.sh`: one big insert transaction, pgbench TPC-B, and the TOAST mix),
+//! scaled down. `bulk_orders` is a wider realistic table (numeric, timestamptz, jsonb, text)
+//! with inserts, updates and deletes. The other fixtures mix every message kind, streaming and
+//! two-phase commit. Each benchmark decodes every frame of a fixture once per iteration and
 //! reports bytes per second and messages per second.
 
 use std::hint::black_box;
@@ -74,10 +76,18 @@ fn unhex(line: &str) -> Vec<u8> {
 }
 
 fn bench_fixtures(c: &mut Criterion) {
-    let fixtures: Vec<Fixture> = ["bulk_orders", "v1_basic", "v2_stream", "v3_twophase"]
-        .into_iter()
-        .map(Fixture::load)
-        .collect();
+    let fixtures: Vec<Fixture> = [
+        "peers_bulk",
+        "peers_oltp",
+        "peers_mixed",
+        "bulk_orders",
+        "v1_basic",
+        "v2_stream",
+        "v3_twophase",
+    ]
+    .into_iter()
+    .map(Fixture::load)
+    .collect();
 
     let mut bytes = c.benchmark_group("decode_bytes");
     for fixture in &fixtures {

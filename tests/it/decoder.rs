@@ -144,6 +144,9 @@ fn every_fixture_frame_decodes() {
     let names = fixture_names();
     for expected in [
         "bulk_orders.hex",
+        "peers_bulk.hex",
+        "peers_oltp.hex",
+        "peers_mixed.hex",
         "v1_basic.hex",
         "v1_binary.hex",
         "v2_stream.hex",
@@ -181,7 +184,12 @@ fn every_strict_prefix_of_real_frames_is_an_error() {
 
 #[test]
 fn transactions_begin_with_the_commit_lsn_they_end_with() {
-    for name in ["v1_basic.hex", "bulk_orders.hex"] {
+    for name in [
+        "v1_basic.hex",
+        "bulk_orders.hex",
+        "peers_oltp.hex",
+        "peers_mixed.hex",
+    ] {
         let mut open: Option<Begin> = None;
         let mut committed = 0;
         for msg in decode_fixture(name) {
