@@ -7,14 +7,17 @@
 #                       [--skip "idle latency"] [--profile auto|always|never] [--no-build] [--keep-tmp]
 #                       [--out-dir DIR] [--idle-s S] [--latency-s S]
 #   --quick   1 repetition, small workloads (100k-row bulk, 20k pgbench txns, 20k mixed steps),
-#             10 s idle and 10 s latency phases: a smoke test in ~2 minutes
+#             10 s idle and 10 s latency phases: a smoke test in ~3 minutes (~8 with profiles)
 #   default   3 repetitions of the peers' workloads (1M-row transaction, 300k pgbench txns,
-#             200k TOAST mix steps), 60 s idle, 30 s latency: ~15 minutes on 2 cores
+#             200k TOAST mix steps), 60 s idle, 2 x 30 s latency phases per load: ~15 minutes
+#             on 2 cores, plus ~1-2 minutes per missed target for its diagnosis
 # Env: E2E_FLUSH_SIZE (20000), E2E_FLUSH_INTERVAL_MS (100), E2E_FLUSH_MAX_BYTES (8388608).
 #
 # Output: a markdown report on stdout and in OUT_DIR/results-<date>.md, raw data in .json beside it
-# (OUT_DIR: benches/e2e for full runs, target/e2e for --quick). Everything runs on 127.0.0.1 in
-# throwaway clusters under a temp dir; every process and directory it started is removed on exit.
+# (OUT_DIR: benches/e2e for full runs, target/e2e for --quick); full perf/massif reports of the
+# diagnosis in target/e2e/profiles-<date>/, consumer logs in target/e2e/last-logs with --keep-tmp
+# or after a failure. Everything runs on 127.0.0.1 in throwaway clusters under a temp dir; every
+# process and directory it started is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -41,9 +44,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ $QUICK = 1 ]; then
-  REPS=${REPS:-1}; IDLE_S=${IDLE_S:-10}; LAT_S=${LAT_S:-10}; OUT_DIR=${OUT_DIR:-$ROOT/target/e2e}
+  REPS=${REPS:-1}; IDLE_S=${IDLE_S:-10}; LAT_S=${LAT_S:-10}; LAT_REPS=1; OUT_DIR=${OUT_DIR:-$ROOT/target/e2e}
 else
-  REPS=${REPS:-3}; IDLE_S=${IDLE_S:-60}; LAT_S=${LAT_S:-30}; OUT_DIR=${OUT_DIR:-$ROOT/benches/e2e}
+  REPS=${REPS:-3}; IDLE_S=${IDLE_S:-60}; LAT_S=${LAT_S:-30}; LAT_REPS=2; OUT_DIR=${OUT_DIR:-$ROOT/benches/e2e}
 fi
 PGBIN=/usr/lib/postgresql/15/bin
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -55,12 +58,21 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for pkg in postgresql-15 postgresql-client-15 python3 python3-venv procps util-linux; do
   have_pkg "$pkg" || need+=("$pkg")
 done
-if [ "$PROFILE" != never ] && ! command -v perf >/dev/null; then need+=(linux-perf); fi
-if [ ${#need[@]} -gt 0 ]; then
-  log "installing ${need[*]}"
+optional=()
+if [ "$PROFILE" != never ]; then
+  command -v perf >/dev/null || optional+=(linux-perf)      # profiles of missed targets
+  command -v valgrind >/dev/null || optional+=(valgrind)    # heap profile of missed memory targets
+fi
+if [ ${#need[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
+  log "installing ${need[*]} ${optional[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 \
-    || { [ "${need[*]}" != linux-perf ] && exit 1; log "linux-perf unavailable: no profiles"; PROFILE=never; }
+  if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  fi
+  for pkg in "${optional[@]}"; do
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$pkg" >&2 \
+      || log "$pkg unavailable: the diagnosis that needs it is skipped"
+  done
   # The Debian package starts a default cluster on 5432; this benchmark uses its own clusters.
   if command -v pg_ctlcluster >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q '^15 *main .*online'; then
     $SUDO pg_ctlcluster 15 main stop || true
@@ -103,8 +115,9 @@ cleanup() {
     [ -f "$d/postmaster.pid" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
   done
   if [ $KEEP = 1 ] || [ $rc -ne 0 ]; then
-    mkdir -p "$OUT_DIR"; rm -rf "$OUT_DIR/last-logs"; cp -r "$TMP/logs" "$OUT_DIR/last-logs" 2>/dev/null
-    [ $rc -ne 0 ] && log "logs kept in $OUT_DIR/last-logs"
+    mkdir -p "$ROOT/target/e2e"; rm -rf "$ROOT/target/e2e/last-logs"
+    cp -r "$TMP/logs" "$ROOT/target/e2e/last-logs" 2>/dev/null
+    log "logs kept in target/e2e/last-logs"
   fi
   rm -rf "$TMP"
   exit $rc
@@ -124,7 +137,7 @@ JSON="$OUT_DIR/results-$STAMP.json"
 MD="$OUT_DIR/results-$STAMP.md"
 ARGS=(--tmp "$TMP" --out "$JSON" --pgbin "$PGBIN" --dbmazz "$TMP/bin/dbmazz"
       --double "$TMP/bin/starrocks-double" --reps "$REPS" --workloads "$WORKLOADS"
-      --idle-s "$IDLE_S" --latency-s "$LAT_S" --profile "$PROFILE"
+      --idle-s "$IDLE_S" --latency-s "$LAT_S" --latency-reps "$LAT_REPS" --profile "$PROFILE" --profiles-dir "$ROOT/target/e2e/profiles-$STAMP"
       --flush-size "${E2E_FLUSH_SIZE:-20000}" --flush-interval-ms "${E2E_FLUSH_INTERVAL_MS:-100}"
       --flush-max-bytes "${E2E_FLUSH_MAX_BYTES:-8388608}")
 [ $QUICK = 1 ] && ARGS+=(--quick)

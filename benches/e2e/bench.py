@@ -169,6 +169,7 @@ def smaps_breakdown(pid):
     """Resident kB by mapping: the executable, [heap], anonymous mmaps (glibc arenas, thread
     stacks), shared libraries, other."""
     out = {}
+    files = {}
     name = None
     exe = os.path.realpath(f"/proc/{pid}/exe")
     try:
@@ -186,10 +187,14 @@ def smaps_breakdown(pid):
                     name = "shared libraries"
                 else:
                     name = "other"
+                fname = os.path.basename(path) if path.startswith("/") else None
             elif parts[0] == "Rss:" and name:
                 out[name] = out.get(name, 0) + int(parts[1])
+                if fname:
+                    files[fname] = files.get(fname, 0) + int(parts[1])
     except OSError:
         pass
+    out["files"] = dict(sorted(files.items(), key=lambda kv: -kv[1])[:6])
     return out
 
 
@@ -557,7 +562,7 @@ def read_perf_stat(path):
     return out
 
 
-def measure(cl, mon, consumer, slot, end_lsn, tables, tag, perf=None, extra_env=None, count=None):
+def measure(cl, mon, consumer, slot, end_lsn, tables, tag, perf=None, extra_env=None, count=None, wrap=None):
     """perf: dict(freq, args, out) runs the consumer under perf record; count: a path prefix, counts
     the consumer's and its walsender's syscalls and context switches with perf stat."""
     """Runs one consumer on a fresh copy of the template slot; returns a result dict."""
@@ -596,12 +601,16 @@ def measure(cl, mon, consumer, slot, end_lsn, tables, tag, perf=None, extra_env=
                    "-o", perf["out"], "--", *cmd]
         elif count:
             cmd = ["perf", "stat", "-x,", "-e", SYSCALL_EVENTS, "-o", count + ".consumer", "--", *cmd]
+        elif wrap:
+            cmd = [*wrap, *cmd]
         wrapped = bool(perf or count)
         ws_stat = None
         p = spawn(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         waiter = Waiter(p)
         reader = LineReader(p.stderr, os.path.join(ARGS.logs, f"{tag}.log"), pattern)
         pid = p.pid
+        if wrap:
+            wrapped = False  # valgrind runs the program in its own process
         if wrapped:
             while waiter.t_exit is None:
                 try:
@@ -703,7 +712,7 @@ def measure(cl, mon, consumer, slot, end_lsn, tables, tag, perf=None, extra_env=
             (own1.user + own1.system - own0.user - own0.system)
         res["machine_busy_s"] = (sys1[0] - sys0[0]) / HZ
         res["background_cpu_s"] = max(0.0, res["machine_busy_s"] - mine)
-        if not ok:
+        if not ok and not wrap:
             res["log_tail"] = reader.lines[-15:]
             log(f"   !! {consumer} failed (rc={waiter.rc}, timed_out={t_done is None}); log: {tag}.log")
         if double is not None:
@@ -749,15 +758,23 @@ CONSUMERS = {
     "dbmazz_sr_store": "first",
     "dbmazz_ndjson_fs1500": "first",
     "dbmazz_sr_discard_fs1500": "first",
+    "dbmazz_ndjson_fs1500_mb2": "first",
+    "dbmazz_sr_discard_fs1500_mb2": "first",
 }
 VARIANTS = {
     "dbmazz_ndjson_fs1500": {"FLUSH_SIZE": "1500"},
     "dbmazz_sr_discard_fs1500": {"FLUSH_SIZE": "1500"},
+    # what a smaller in-flight budget does to memory: FLUSH_MAX_BYTES 2 MiB instead of 8 MiB
+    "dbmazz_ndjson_fs1500_mb2": {"FLUSH_SIZE": "1500", "FLUSH_MAX_BYTES": str(2 << 20)},
+    "dbmazz_sr_discard_fs1500_mb2": {"FLUSH_SIZE": "1500", "FLUSH_MAX_BYTES": str(2 << 20)},
 }
 
 
 def base_kind(consumer):
-    return consumer[:-len("_fs1500")] if consumer.endswith("_fs1500") else consumer
+    for suffix in ("_fs1500_mb2", "_fs1500"):
+        if consumer.endswith(suffix):
+            return consumer[:-len(suffix)]
+    return consumer
 
 
 def run_workload(w):
@@ -829,6 +846,56 @@ def perf_report(data, *extra):
     return [ln.rstrip() for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
+def massif_summary(path, top=8):
+    """Heap at massif's peak snapshot, grouped by the first dbmazz frame of each allocation path."""
+    lines = open(path).read().splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("heap_tree=peak")), None)
+    if start is None:
+        return {"peak_bytes": None, "sites": []}
+    nodes = []
+    for ln in lines[start + 1:]:
+        if ln.startswith("snapshot="):
+            break
+        m = re.match(r"^( *)n\d+: (\d+) (.*)$", ln)
+        if m:
+            nodes.append((len(m.group(1)), int(m.group(2)), m.group(3)))
+    sites, stack = {}, []
+    for depth, nbytes, desc in nodes:
+        stack = stack[:depth] + [desc]
+        mine = "dbmazz::" in desc or "<dbmazz" in desc
+        if mine and not any("dbmazz::" in x or "<dbmazz" in x for x in stack[:-1]):
+            name = re.sub(r" \(in /[^)]*\)", "", re.sub(r"^0x[0-9A-F]+: ", "", desc))
+            sites[name] = sites.get(name, 0) + nbytes
+    return {"peak_bytes": nodes[0][1] if nodes else None,
+            "sites": sorted(([v, k] for k, v in sites.items()), reverse=True)[:top]}
+
+
+def heap_profile(cl, w, out, consumer):
+    """One dbmazz run under valgrind massif (stopped after --massif-s seconds: the in-flight budget
+    fills within seconds, and valgrind makes dbmazz the slow side, i.e. the worst case for memory)."""
+    conn = cl.connect()
+    mf = os.path.join(ARGS.tmp, f"{w}.{consumer}.massif")
+    old = ARGS.run_timeout
+    ARGS.run_timeout = ARGS.massif_s
+    try:
+        measure(cl, conn, consumer, f"e2e_heap_{consumer}", out["end_lsn"], out["tables"], f"{w}.{consumer}.massif",
+                wrap=["valgrind", "--tool=massif", "--depth=30", f"--massif-out-file={mf}"])
+    finally:
+        ARGS.run_timeout = old
+        conn.close()
+    if not os.path.exists(mf):
+        return None
+    res = massif_summary(mf)
+    res["consumer"] = consumer
+    os.makedirs(ARGS.profiles_dir, exist_ok=True)
+    subprocess.run(f"ms_print --threshold=2 {mf} > {os.path.join(ARGS.profiles_dir, w + '.' + consumer + '.massif.txt')}",
+                   shell=True, check=False)
+    os.unlink(mf)
+    log(f"   massif {consumer}: peak heap {(res['peak_bytes'] or 0) / 1e6:.1f} MB; "
+        + "; ".join(f"{b / 1e6:.1f} MB {n[:60]}" for b, n in res["sites"][:3]))
+    return res
+
+
 def diagnose(cl, w, out, which):
     """Evidence for a missed target, from extra runs on the same WAL (not part of the medians):
       counts : perf stat of the consumer and of its walsender (recv/send syscalls, context
@@ -837,7 +904,7 @@ def diagnose(cl, w, out, which):
                graphs) of each dbmazz sink in `which`: self and inclusive time per function
       system : cpu-clock samples of the whole machine by process name during a dbmazz run
     """
-    pdir = os.path.join(ARGS.out_dir, "profiles")
+    pdir = ARGS.profiles_dir
     os.makedirs(pdir, exist_ok=True)
     conn = cl.connect()
     res = {"counts": {}, "perf": {}}
@@ -940,6 +1007,55 @@ def scrape(port, name):
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def scrape_hist(port, name):
+    """{upper bound in s: cumulative count} of a Prometheus histogram, or None."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+            text = r.read().decode()
+    except Exception:
+        return None
+    out = {}
+    for line in text.splitlines():
+        m = re.match(name + r'_bucket\{le="([^"]+)"\} (\d+)', line)
+        if m:
+            out["inf" if m.group(1) == "+Inf" else m.group(1)] = int(m.group(2))
+    return out or None
+
+
+def hist_delta(before, after):
+    """Observations between two scrapes: {bound: cumulative count} (bounds as strings, JSON-safe)."""
+    if not before or not after:
+        return None
+    return {b: after[b] - before.get(b, 0) for b in after}
+
+
+def hist_quantiles(delta):
+    """n and p50/p90/p99 in ms of a cumulative-bucket histogram, interpolated inside the bucket
+    the way Prometheus' histogram_quantile() does (in the +Inf bucket: the last finite bound)."""
+    if not delta:
+        return None
+    bounds = sorted(delta, key=lambda b: float(b))
+    cum = [delta[b] for b in bounds]
+    n = cum[-1]
+    res = {"n": n, "max": None}
+    for q in (50, 90, 99):
+        res[f"p{q}"] = None
+        if n == 0:
+            continue
+        rank = n * q / 100.0
+        for i, b in enumerate(bounds):
+            if cum[i] >= rank:
+                lo = float(bounds[i - 1]) if i else 0.0
+                below = cum[i - 1] if i else 0
+                if b == "inf":
+                    res[f"p{q}"] = lo * 1000
+                else:
+                    inside = cum[i] - below
+                    res[f"p{q}"] = (lo + (float(b) - lo) * ((rank - below) / inside if inside else 1.0)) * 1000
+                break
+    return res
 
 
 def pct(xs, p):
@@ -1148,97 +1264,112 @@ def run_latency():
             pg_args = ["-n", "-c", "8", "-j", "2", "-R", str(tps), "-T", str(ARGS.latency_s)]
             if load == "batch10":
                 pg_args += ["-f", script]
-            R = {"what": spec["what"], "rate_tps": tps}
-            # phase 1: PostgreSQL's own latency to a consumer that does nothing (baseline)
-            slot_n += 1
-            slot = f"e2e_lat_base{slot_n}"
-            ex(conn, f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
-            path = os.path.join(ARGS.tmp, "latency.pgoutput")
-            open(path, "wb").close()
-            p = spawn([f"{ARGS.pgbin}/pg_recvlogical", "-d", cl.libpq(), "-S", slot, "--start", "--no-loop",
-                       "-F", "0", "-o", "proto_version=1", "-o", f"publication_names={PUB}", "-f", path],
-                      env=base_env(), stdout=subprocess.DEVNULL,
-                      stderr=open(os.path.join(ARGS.logs, f"latency.{load}.recvlogical.log"), "w"))
-            procs.append(p)
-            time.sleep(1)
-            mr = MarkerRun(cl, path, slot, False, pg_args)
-            mr.rows_per_txn = spec["rows_per_txn"]
-            mr.id0 = slot_n * 10_000_000
-            base = mr.run(p.pid, stat_path=os.path.join(ARGS.tmp, f"lat.{load}.base.stat")
-                          if ARGS.profile != "never" and shutil_which("perf") else None)
-            p.send_signal(signal.SIGINT)
-            p.wait(30)
-            drop_slot(conn, slot)
-            os.unlink(path)
-            R["baseline_recvlogical"] = base
-            log(f"   {load} pg_recvlogical: {base['pgbench_tps']} tps; commit->received p50 "
-                f"{base['commit_to_line_ms']['p50']:.0f} p99 {base['commit_to_line_ms']['p99']:.0f} ms; "
-                f"machine {base['machine_busy_pct']:.0f} % busy")
+            R = {"what": spec["what"], "rate_tps": tps, "reps": []}
+            for rep in range(ARGS.latency_reps):
+                rr = {}
+                # phase 1: PostgreSQL's own latency to a consumer that does nothing (baseline)
+                slot_n += 1
+                slot = f"e2e_lat_base{slot_n}"
+                ex(conn, f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
+                path = os.path.join(ARGS.tmp, "latency.pgoutput")
+                open(path, "wb").close()
+                p = spawn([f"{ARGS.pgbin}/pg_recvlogical", "-d", cl.libpq(), "-S", slot, "--start", "--no-loop",
+                           "-F", "0", "-o", "proto_version=1", "-o", f"publication_names={PUB}", "-f", path],
+                          env=base_env(), stdout=subprocess.DEVNULL,
+                          stderr=open(os.path.join(ARGS.logs, f"latency.{load}.recvlogical.log"), "w"))
+                procs.append(p)
+                time.sleep(1)
+                mr = MarkerRun(cl, path, slot, False, pg_args)
+                mr.rows_per_txn = spec["rows_per_txn"]
+                mr.id0 = slot_n * 10_000_000
+                base = mr.run(p.pid, stat_path=os.path.join(ARGS.tmp, f"lat.{load}.base.stat")
+                              if ARGS.profile != "never" and shutil_which("perf") else None)
+                p.send_signal(signal.SIGINT)
+                p.wait(30)
+                drop_slot(conn, slot)
+                os.unlink(path)
+                rr["baseline_recvlogical"] = base
+                log(f"   {load} #{rep + 1} pg_recvlogical: {base['pgbench_tps']} tps; commit->received p50 "
+                    f"{base['commit_to_line_ms']['p50']:.0f} p99 {base['commit_to_line_ms']['p99']:.0f} ms; "
+                    f"machine {base['machine_busy_pct']:.0f} % busy")
 
-            # phase 2: dbmazz, from a slot created now
-            slot_n += 1
-            slot = f"e2e_lat_dbmazz{slot_n}"
-            path = os.path.join(ARGS.tmp, "latency.ndjson")
-            open(path, "wb").close()
-            env = dbmazz_env(cl, slot, tables, {"SINK_TYPE": "ndjson", "NDJSON_PATH": path},
-                             {"FLUSH_INTERVAL_MS": "100", "METRICS_PORT": str(mport), "METRICS_BIND": "127.0.0.1"})
-            t0 = time.monotonic()
-            p = spawn([ARGS.dbmazz], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            procs.append(p)
-            waiter = Waiter(p)
-            reader = LineReader(p.stderr, os.path.join(ARGS.logs, f"latency.{load}.dbmazz.log"), "streaming changes")
-            while reader.t_match is None and waiter.t_exit is None and time.monotonic() - t0 < 60:
-                time.sleep(0.02)
-            if reader.t_match is None:
-                raise RuntimeError(f"dbmazz did not start streaming (see logs/latency.{load}.dbmazz.log)")
-            metrics_ok = scrape(mport, "dbmazz_replication_lag_ms") is not None
-            gauge = []
-            mr = MarkerRun(cl, path, slot, True, pg_args)
-            mr.rows_per_txn = spec["rows_per_txn"]
-            mr.id0 = slot_n * 10_000_000
+                # phase 2: dbmazz, from a slot created now
+                slot_n += 1
+                slot = f"e2e_lat_dbmazz{slot_n}"
+                path = os.path.join(ARGS.tmp, "latency.ndjson")
+                open(path, "wb").close()
+                env = dbmazz_env(cl, slot, tables, {"SINK_TYPE": "ndjson", "NDJSON_PATH": path},
+                                 {"FLUSH_INTERVAL_MS": "100", "METRICS_PORT": str(mport), "METRICS_BIND": "127.0.0.1"})
+                t0 = time.monotonic()
+                p = spawn([ARGS.dbmazz], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                procs.append(p)
+                waiter = Waiter(p)
+                reader = LineReader(p.stderr, os.path.join(ARGS.logs, f"latency.{load}.dbmazz.log"), "streaming changes")
+                while reader.t_match is None and waiter.t_exit is None and time.monotonic() - t0 < 60:
+                    time.sleep(0.02)
+                if reader.t_match is None:
+                    raise RuntimeError(f"dbmazz did not start streaming (see logs/latency.{load}.dbmazz.log)")
+                metrics_ok = scrape(mport, "dbmazz_replication_lag_ms") is not None
+                gauge = []
+                mr = MarkerRun(cl, path, slot, True, pg_args)
+                mr.rows_per_txn = spec["rows_per_txn"]
+                mr.id0 = slot_n * 10_000_000
 
-            def scrape_loop(mr=mr, gauge=gauge):
-                while not mr.stop.is_set():
-                    v = scrape(mport, "dbmazz_replication_lag_ms")
-                    if v is not None:
-                        gauge.append(v)
-                    time.sleep(0.1)
+                def scrape_loop(mr=mr, gauge=gauge):
+                    while not mr.stop.is_set():
+                        v = scrape(mport, "dbmazz_replication_lag_ms")
+                        if v is not None:
+                            gauge.append(v)
+                        time.sleep(0.1)
 
-            extra = [threading.Thread(target=scrape_loop, daemon=True)] if metrics_ok else []
-            d = mr.run(p.pid, extra, stat_path=os.path.join(ARGS.tmp, f"lat.{load}.dbmazz.stat")
-                       if ARGS.profile != "never" and shutil_which("perf") else None)
-            d.update(metrics_endpoint=metrics_ok, gauge_replication_lag_ms=dist(gauge) if gauge else None)
-            R["dbmazz"] = d
-            log(f"   {load} dbmazz: {d['pgbench_tps']} tps; commit->NDJSON line p50 "
-                f"{d['commit_to_line_ms']['p50']:.0f} p99 {d['commit_to_line_ms']['p99']:.0f} ms; commit->confirmed "
-                f"p50 {d['commit_to_confirmed_ms']['p50']:.0f} p99 {d['commit_to_confirmed_ms']['p99']:.0f} ms; "
-                f"dbmazz cpu {d['consumer_cpu_pct']:.0f} %, machine {d['machine_busy_pct']:.0f} % busy")
-            p99 = (d["commit_to_confirmed_ms"] or {}).get("p99")
-            if shutil_which("perf") and load == "tpcb" and (
-                    ARGS.profile == "always" or (ARGS.profile == "auto" and (p99 is None or p99 > 250))):
-                # diagnosis only: one more phase with dbmazz under perf record
-                log("   diagnosing the latency: one more phase with dbmazz under perf record")
-                data = os.path.join(ARGS.tmp, "lat.perf.data")
-                mr3 = MarkerRun(cl, path, slot, True, pg_args)
-                mr3.id0 = 90_000_000
-                d3 = mr3.run(p.pid, record_path=data)
-                pr = {"commit_to_confirmed_ms": d3["commit_to_confirmed_ms"],
-                      "consumer_cpu_pct": d3["consumer_cpu_pct"],
-                      "self": perf_report(data, "--no-children", "--sort", "symbol", "--percent-limit", "0.8")[:40],
-                      "inclusive": perf_report(data, "--children", "--sort", "symbol", "--percent-limit", "3")[:60],
-                      "threads": perf_report(data, "--no-children", "--sort", "comm")[:8]}
-                os.makedirs(os.path.join(ARGS.out_dir, "profiles"), exist_ok=True)
-                with open(os.path.join(ARGS.out_dir, "profiles", f"latency.{load}.dbmazz.txt"), "w") as fh:
-                    for k in ("self", "inclusive", "threads"):
-                        fh.write(f"# {k}\n" + "\n".join(pr[k]) + "\n\n")
-                os.unlink(data)
-                R["dbmazz_perf"] = pr
-            p.send_signal(signal.SIGTERM)
-            waiter.wait(30)
-            reader.join(5)
-            d["rc"] = waiter.rc
-            drop_slot(conn, slot)
-            os.unlink(path)
+                extra = [threading.Thread(target=scrape_loop, daemon=True)] if metrics_ok else []
+                h0 = scrape_hist(mport, "dbmazz_commit_to_ack_seconds")
+                d = mr.run(p.pid, extra, stat_path=os.path.join(ARGS.tmp, f"lat.{load}.dbmazz.stat")
+                           if ARGS.profile != "never" and shutil_which("perf") else None)
+                hd = hist_delta(h0, scrape_hist(mport, "dbmazz_commit_to_ack_seconds"))
+                d.update(metrics_endpoint=metrics_ok, gauge_replication_lag_ms=dist(gauge) if gauge else None,
+                         gauge_values=gauge, hist_delta=hd, hist_commit_to_ack_ms=hist_quantiles(hd))
+                rr["dbmazz"] = d
+                log(f"   {load} #{rep + 1} dbmazz: {d['pgbench_tps']} tps; commit->NDJSON line p50 "
+                    f"{d['commit_to_line_ms']['p50']:.0f} p99 {d['commit_to_line_ms']['p99']:.0f} ms; commit->confirmed "
+                    f"p50 {d['commit_to_confirmed_ms']['p50']:.0f} p99 {d['commit_to_confirmed_ms']['p99']:.0f} ms; "
+                    f"dbmazz cpu {d['consumer_cpu_pct']:.0f} %, machine {d['machine_busy_pct']:.0f} % busy")
+                p99 = (d["commit_to_confirmed_ms"] or {}).get("p99")
+                if shutil_which("perf") and load == "tpcb" and rep == 0 and (
+                        ARGS.profile == "always" or (ARGS.profile == "auto" and (p99 is None or p99 > 250))):
+                    # diagnosis only: one more phase with dbmazz under perf record
+                    log("   diagnosing the latency: one more phase with dbmazz under perf record")
+                    data = os.path.join(ARGS.tmp, "lat.perf.data")
+                    mr3 = MarkerRun(cl, path, slot, True, pg_args)
+                    mr3.id0 = 90_000_000
+                    d3 = mr3.run(p.pid, record_path=data)
+                    pr = {"commit_to_confirmed_ms": d3["commit_to_confirmed_ms"],
+                          "consumer_cpu_pct": d3["consumer_cpu_pct"],
+                          "self": perf_report(data, "--no-children", "--sort", "symbol", "--percent-limit", "0.8")[:40],
+                          "inclusive": perf_report(data, "--children", "--sort", "symbol", "--percent-limit", "3")[:60],
+                          "threads": perf_report(data, "--no-children", "--sort", "comm")[:8]}
+                    os.makedirs(ARGS.profiles_dir, exist_ok=True)
+                    with open(os.path.join(ARGS.profiles_dir, f"latency.{load}.dbmazz.txt"), "w") as fh:
+                        for k in ("self", "inclusive", "threads"):
+                            fh.write(f"# {k}\n" + "\n".join(pr[k]) + "\n\n")
+                    os.unlink(data)
+                    R["dbmazz_perf"] = pr
+                p.send_signal(signal.SIGTERM)
+                waiter.wait(30)
+                reader.join(5)
+                d["rc"] = waiter.rc
+                drop_slot(conn, slot)
+                os.unlink(path)
+                R["reps"].append(rr)
+            # every marker of every repetition in one distribution
+            def pool(key, col):
+                return dist([x[col] for r in R["reps"] for x in r[key]["series"] if x[col] is not None])
+            R["pooled"] = dict(baseline_line=pool("baseline_recvlogical", 1), dbmazz_line=pool("dbmazz", 1),
+                               dbmazz_ack=pool("dbmazz", 2),
+                               gauge=dist([v for r in R["reps"] for v in r["dbmazz"].get("gauge_values", [])]))
+            deltas = [r["dbmazz"].get("hist_delta") for r in R["reps"]]
+            if all(deltas):
+                R["pooled"]["hist"] = hist_quantiles({b: sum(x[b] for x in deltas) for b in deltas[0]})
             res["loads"][load] = R
         conn.close()
         return res
@@ -1289,17 +1420,22 @@ def main():
     ap.add_argument("--idle-s", type=int, default=60)
     ap.add_argument("--latency-s", type=int, default=30)
     ap.add_argument("--latency-rows", type=int, default=10000)
+    ap.add_argument("--latency-reps", type=int, default=2)
     ap.add_argument("--run-timeout", type=float, default=300)
     ap.add_argument("--profile", choices=["auto", "always", "never"], default="auto")
     ap.add_argument("--skip", default="", help="any of: idle latency")
     ap.add_argument("--quiet-wait", type=float, default=10,
                     help="longest wait for a quiet machine before each measurement (s)")
     ap.add_argument("--perf-freq", type=int, default=499)
+    ap.add_argument("--massif-s", type=float, default=20)
+    ap.add_argument("--profiles-dir", default="", help="full perf/massif reports (default: beside --out)")
     ap.add_argument("--nice", type=int, default=-10,
                     help="priority of this run's autogroup (other sessions' builds share the cores)")
     ARGS = ap.parse_args()
     prio = set_priority(ARGS.nice)
     ARGS.out_dir = os.path.dirname(os.path.abspath(ARGS.out))
+    if not ARGS.profiles_dir:
+        ARGS.profiles_dir = os.path.join(ARGS.out_dir, "profiles")
     ARGS.logs = os.path.join(ARGS.tmp, "logs")
     os.makedirs(ARGS.logs, exist_ok=True)
     ARGS.consumers = ARGS.consumers.split()
@@ -1336,6 +1472,12 @@ def main():
                 if ARGS.profile != "never" and which and shutil_which("perf"):
                     log(f"   diagnosing {w}: {', '.join(which)} (extra runs: perf stat, perf record)")
                     res["profiles"][w] = diagnose(cl, w, out, which)
+                    save()
+                heavy = [c for c in ("dbmazz_ndjson", "dbmazz_sr_discard_fs1500") if c in ARGS.consumers
+                         and (ARGS.profile == "always" or (ARGS.profile == "auto" and rss_missed(out, c)))]
+                if ARGS.profile != "never" and heavy and w in ("bulk", "mixed") and shutil_which("valgrind"):
+                    log(f"   heap profile {w}: {', '.join(heavy)} (valgrind massif, {ARGS.massif_s:.0f} s each)")
+                    res.setdefault("heap", {})[w] = [h for h in (heap_profile(cl, w, out, c) for c in heavy) if h]
                     save()
             finally:
                 cl.stop()
@@ -1396,6 +1538,10 @@ def set_priority(nice):
 def shutil_which(x):
     import shutil
     return shutil.which(x)
+
+
+def rss_missed(out, consumer, limit_kb=24 * 1024):
+    return any(r["peak_rss_kb"] > limit_kb for r in out["runs"] if r.get("ok") and r["consumer"] == consumer)
 
 
 def misses(out):
