@@ -11,7 +11,7 @@
 #   default   3 repetitions of the peers' workloads (1M-row transaction, 300k pgbench txns,
 #             200k TOAST mix steps), 60 s idle, 2 x 30 s latency phases per load: ~15 minutes
 #             on 2 cores, plus ~1-2 minutes per missed target for its diagnosis
-# Env: E2E_FLUSH_SIZE (20000), E2E_FLUSH_INTERVAL_MS (100), E2E_FLUSH_MAX_BYTES (8388608).
+# Env: E2E_FLUSH_SIZE, E2E_FLUSH_MAX_BYTES (unset: dbmazz's defaults), E2E_FLUSH_INTERVAL_MS (100).
 #
 # Output: a markdown report on stdout and in OUT_DIR/results-<date>.md, raw data in .json beside it
 # (OUT_DIR: benches/e2e for full runs, target/e2e for --quick); full perf/massif reports of the
@@ -138,8 +138,8 @@ MD="$OUT_DIR/results-$STAMP.md"
 ARGS=(--tmp "$TMP" --out "$JSON" --pgbin "$PGBIN" --dbmazz "$TMP/bin/dbmazz"
       --double "$TMP/bin/starrocks-double" --reps "$REPS" --workloads "$WORKLOADS"
       --idle-s "$IDLE_S" --latency-s "$LAT_S" --latency-reps "$LAT_REPS" --profile "$PROFILE" --profiles-dir "$ROOT/target/e2e/profiles-$STAMP"
-      --flush-size "${E2E_FLUSH_SIZE:-20000}" --flush-interval-ms "${E2E_FLUSH_INTERVAL_MS:-100}"
-      --flush-max-bytes "${E2E_FLUSH_MAX_BYTES:-8388608}")
+      --flush-size "${E2E_FLUSH_SIZE:-0}" --flush-interval-ms "${E2E_FLUSH_INTERVAL_MS:-100}"
+      --flush-max-bytes "${E2E_FLUSH_MAX_BYTES:-0}")
 [ $QUICK = 1 ] && ARGS+=(--quick)
 [ -n "$CONSUMERS" ] && ARGS+=(--consumers "$CONSUMERS")
 [ -n "$SKIP" ] && ARGS+=(--skip "$SKIP")

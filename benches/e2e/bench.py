@@ -538,9 +538,13 @@ def dbmazz_env(cl, slot, tables, sink_env, extra=None):
     env.update({
         "DATABASE_URL": cl.url(), "TABLES": ",".join(tables), "SLOT_NAME": slot,
         "PUBLICATION_NAME": PUB, "GRPC_PORT": "off", "SNAPSHOT_MODE": "never",
-        "FLUSH_SIZE": str(ARGS.flush_size), "FLUSH_INTERVAL_MS": str(ARGS.flush_interval_ms),
-        "FLUSH_MAX_BYTES": str(ARGS.flush_max_bytes),
+        "FLUSH_INTERVAL_MS": str(ARGS.flush_interval_ms),
     })
+    # unset = dbmazz's own defaults
+    if ARGS.flush_size:
+        env["FLUSH_SIZE"] = str(ARGS.flush_size)
+    if ARGS.flush_max_bytes:
+        env["FLUSH_MAX_BYTES"] = str(ARGS.flush_max_bytes)
     env.update(sink_env)
     env.update(extra or {})
     return env
@@ -748,30 +752,25 @@ def count_ndjson(path):
 
 # ---------------------------------------------------------------- throughput workloads
 
-# name -> repetitions it runs in ("all", or only the first); the *_fs1500 variants run dbmazz with
-# its default FLUSH_SIZE (1500) instead of the benchmark's, to show what the batch size costs in
-# memory and buys in speed
+# name -> repetitions it runs in ("all", or only the first). The base consumers run dbmazz with its
+# defaults (what an operator gets); the *_fs20000 variants use 13x bigger batches, to show what
+# the batch size buys in speed and costs in memory.
 CONSUMERS = {
     "pg_recvlogical": "all",
     "dbmazz_ndjson": "all",
     "dbmazz_sr_discard": "all",
     "dbmazz_sr_store": "first",
-    "dbmazz_ndjson_fs1500": "first",
-    "dbmazz_sr_discard_fs1500": "first",
-    "dbmazz_ndjson_fs1500_mb2": "first",
-    "dbmazz_sr_discard_fs1500_mb2": "first",
+    "dbmazz_ndjson_fs20000": "first",
+    "dbmazz_sr_discard_fs20000": "first",
 }
 VARIANTS = {
-    "dbmazz_ndjson_fs1500": {"FLUSH_SIZE": "1500"},
-    "dbmazz_sr_discard_fs1500": {"FLUSH_SIZE": "1500"},
-    # what a smaller in-flight budget does to memory: FLUSH_MAX_BYTES 2 MiB instead of 8 MiB
-    "dbmazz_ndjson_fs1500_mb2": {"FLUSH_SIZE": "1500", "FLUSH_MAX_BYTES": str(2 << 20)},
-    "dbmazz_sr_discard_fs1500_mb2": {"FLUSH_SIZE": "1500", "FLUSH_MAX_BYTES": str(2 << 20)},
+    "dbmazz_ndjson_fs20000": {"FLUSH_SIZE": "20000"},
+    "dbmazz_sr_discard_fs20000": {"FLUSH_SIZE": "20000"},
 }
 
 
 def base_kind(consumer):
-    for suffix in ("_fs1500_mb2", "_fs1500"):
+    for suffix in ("_fs20000",):
         if consumer.endswith(suffix):
             return consumer[:-len(suffix)]
     return consumer
@@ -1414,9 +1413,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workloads", default="bulk oltp mixed")
     ap.add_argument("--consumers", default=" ".join(CONSUMERS))
-    ap.add_argument("--flush-size", type=int, default=20000)
+    ap.add_argument("--flush-size", type=int, default=0)
     ap.add_argument("--flush-interval-ms", type=int, default=100)
-    ap.add_argument("--flush-max-bytes", type=int, default=8 * 1024 * 1024)
+    ap.add_argument("--flush-max-bytes", type=int, default=0)
     ap.add_argument("--idle-s", type=int, default=60)
     ap.add_argument("--latency-s", type=int, default=30)
     ap.add_argument("--latency-rows", type=int, default=10000)
@@ -1473,7 +1472,7 @@ def main():
                     log(f"   diagnosing {w}: {', '.join(which)} (extra runs: perf stat, perf record)")
                     res["profiles"][w] = diagnose(cl, w, out, which)
                     save()
-                heavy = [c for c in ("dbmazz_ndjson", "dbmazz_sr_discard_fs1500") if c in ARGS.consumers
+                heavy = [c for c in ("dbmazz_ndjson", "dbmazz_sr_discard") if c in ARGS.consumers
                          and (ARGS.profile == "always" or (ARGS.profile == "auto" and rss_missed(out, c)))]
                 if ARGS.profile != "never" and heavy and w in ("bulk", "mixed") and shutil_which("valgrind"):
                     log(f"   heap profile {w}: {', '.join(heavy)} (valgrind massif, {ARGS.massif_s:.0f} s each)")
