@@ -529,8 +529,11 @@ class Double:
 # ---------------------------------------------------------------- one measurement
 
 def base_env():
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
-            "RUST_LOG": "info", "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
+           "RUST_LOG": "info", "LANG": "C.UTF-8"}
+    # allocator experiments (glibc's MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, ...) pass through
+    env.update({k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"})
+    return env
 
 
 def dbmazz_env(cl, slot, tables, sink_env, extra=None):
@@ -753,8 +756,8 @@ def count_ndjson(path):
 # ---------------------------------------------------------------- throughput workloads
 
 # name -> repetitions it runs in ("all", or only the first). The base consumers run dbmazz with its
-# defaults (what an operator gets); the *_fs20000 variants use 13x bigger batches, to show what
-# the batch size buys in speed and costs in memory.
+# defaults (what an operator gets); the *_fs20000 variants use 13x bigger batches and *_mb8 a 4x
+# bigger byte budget, to show what they buy in speed and cost in memory.
 CONSUMERS = {
     "pg_recvlogical": "all",
     "dbmazz_ndjson": "all",
@@ -762,15 +765,18 @@ CONSUMERS = {
     "dbmazz_sr_store": "first",
     "dbmazz_ndjson_fs20000": "first",
     "dbmazz_sr_discard_fs20000": "first",
+    "dbmazz_sr_discard_mb8": "first",
 }
 VARIANTS = {
     "dbmazz_ndjson_fs20000": {"FLUSH_SIZE": "20000"},
     "dbmazz_sr_discard_fs20000": {"FLUSH_SIZE": "20000"},
+    # the in-flight budget of dbmazz 0.1's first default (FLUSH_MAX_BYTES 8 MiB instead of 2 MiB)
+    "dbmazz_sr_discard_mb8": {"FLUSH_MAX_BYTES": str(8 << 20)},
 }
 
 
 def base_kind(consumer):
-    for suffix in ("_fs20000",):
+    for suffix in ("_fs20000", "_mb8"):
         if consumer.endswith(suffix):
             return consumer[:-len(suffix)]
     return consumer

@@ -17,6 +17,7 @@ NAMES = {
     "dbmazz_sr_store": "dbmazz → StarRocks double (stores rows)",
     "dbmazz_ndjson_fs20000": "dbmazz → NDJSON /dev/null, FLUSH_SIZE=20000",
     "dbmazz_sr_discard_fs20000": "dbmazz → double --discard, FLUSH_SIZE=20000",
+    "dbmazz_sr_discard_mb8": "dbmazz → double --discard, FLUSH_MAX_BYTES=8 MiB",
 }
 ORDER = list(NAMES)
 TARGET_RATIO = {"dbmazz_ndjson": 1.0, "dbmazz_sr_discard": 0.8}
