@@ -23,6 +23,7 @@ mod auth;
 mod commands;
 mod error;
 mod health;
+mod http;
 mod metrics_stream;
 mod prometheus;
 mod sampler;

@@ -27,7 +27,7 @@ use super::proto::health_service_server::HealthServiceServer;
 use super::proto::FILE_DESCRIPTOR_SET;
 use super::sampler::Baseline;
 use super::status::StatusService;
-use super::{prometheus, slot_monitor};
+use super::{http, prometheus, slot_monitor};
 use crate::config::Config;
 use crate::job::JobHandle;
 
@@ -88,10 +88,10 @@ impl ControlPlane {
             let local = listener.local_addr().unwrap_or(addr);
             tracing::info!(addr = %local, "metrics listening");
             plane.metrics_addr = Some(local);
-            plane.tasks.push(tokio::spawn(prometheus::serve(
+            let router = prometheus::routes(job.clone(), baseline);
+            plane.tasks.push(tokio::spawn(http::serve(
                 listener,
-                job.clone(),
-                baseline,
+                router,
                 plane.shutdown.subscribe(),
             )));
         }
