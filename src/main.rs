@@ -20,6 +20,8 @@ use std::time::Duration;
 use dbmazz::config::Config;
 use dbmazz::control::ControlPlane;
 use dbmazz::job::JobHandle;
+use dbmazz::provision::config::ProvisionConfig;
+use dbmazz::provision::engine::Engine;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -51,6 +53,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let provision_config = match ProvisionConfig::from_vars(
+        &std::env::vars().collect(),
+        std::slice::from_ref(&config.database.dbname),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dbmazz: {e}");
+            return ExitCode::from(2);
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -71,7 +83,17 @@ fn main() -> ExitCode {
             eprintln!("dbmazz: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        let plane = match ControlPlane::start(&config, &job, stop.clone()).await {
+        let provision = match provision_config {
+            None => Engine::disabled(),
+            Some(c) => match Engine::start(c).await {
+                Ok(engine) => engine,
+                Err(e) => {
+                    eprintln!("dbmazz: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+        };
+        let plane = match ControlPlane::start(&config, &job, stop.clone(), &provision).await {
             Ok(plane) => plane,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the control plane");

@@ -6,6 +6,7 @@
 //! (grpcurl, jq)   │ dbmazz.CdcControlService    commands │──▶ JobHandle (watch channels,
 //!                 │ dbmazz.CdcStatusService     status   │    atomics, Metrics)
 //!                 │ dbmazz.CdcMetricsService    stream   │        ▲
+//!                 │ dbmazz.SchemaService        schema   │──▶ provision::engine::Engine
 //!                 │ grpc.health.v1 · reflection v1/v1α   │        │ server WAL position,
 //!                 └──────────────────────────────────────┘        │ slot lag (every 2 s)
 //! Prometheus ───▶ GET /metrics (prometheus)                   slot_monitor ──SQL──▶ PostgreSQL
@@ -27,6 +28,7 @@ mod http;
 mod metrics_stream;
 mod prometheus;
 mod sampler;
+mod schema;
 mod server;
 mod slot_monitor;
 mod status;
