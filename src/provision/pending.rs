@@ -99,6 +99,8 @@ pub mod guard {
         pub line: u64,
         /// The rule.
         pub rule: String,
+        /// Why.
+        pub reason: String,
         /// The statement (shortened).
         pub statement: String,
     }
@@ -127,7 +129,7 @@ pub mod names {
     pub struct NameError(pub String);
 
     /// Checks a database name.
-    pub fn validate_db_name(_name: &str, _reserved: &[String]) -> Result<(), NameError> {
+    pub fn validate_database_name<S: AsRef<str>>(_name: &str, _reserved: &[S]) -> Result<(), NameError> {
         unimplemented!("names lands from the schema-split branch")
     }
 

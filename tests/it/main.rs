@@ -7,6 +7,7 @@ mod cdc;
 mod control;
 mod decoder;
 mod demo;
+mod provision;
 mod replication;
 mod snapshot;
 mod starrocks;
