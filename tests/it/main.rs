@@ -6,6 +6,7 @@ mod support;
 mod cdc;
 mod control;
 mod decoder;
+mod mariadb;
 mod demo;
 mod provision;
 mod replication;
