@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use crate::support::dbmazz::{wait_until, Job, Proc};
 use crate::support::grpcurl::{self, Client};
+use crate::support::mariadb::{self, MariaDb};
 use crate::support::pg::{PgCluster, PgOptions};
 
 /// Upper bound for anything a test waits for; generous for a loaded two-core machine.
@@ -632,4 +633,159 @@ fn without_provision_urls_the_service_answers_failed_precondition_naming_them() 
     // The CDC job runs as before.
     let h = c.ok("dbmazz.HealthService/Check", "{}");
     assert_eq!(h["status"], "SERVING", "{h}");
+}
+
+/// A daemon streaming `src.t` from `pg`, provisioning on MariaDB `m` only.
+fn mysql_job(pg: &PgCluster, m: &MariaDb) -> Job {
+    let job = Job::new(&pg.url("src"), "t")
+        .env("GRPC_PORT", "0")
+        .env("PROVISION_MYSQL_URL", &m.admin_url(""))
+        .env("PROVISION_ROLE", mariadb::PROVISION_USER)
+        .env("PROVISION_ROLE_PASSWORD", mariadb::PROVISION_PASSWORD);
+    let tmp = job.dir().join("schemas");
+    job.env("SCHEMA_TMP_PATH", &tmp.display().to_string())
+}
+
+fn mysql_meta(database: &str) -> String {
+    format!(r#"{{"engine":"MYSQL","database":"{database}","fileName":"dump.sql"}}"#)
+}
+
+/// What mysqldump writes for a table with rows, a trigger and a procedure (DELIMITER blocks,
+/// version comments, LOCK TABLES), with the provisioning account as definer.
+fn mysqldump_style() -> String {
+    let definer = format!("`{}`@`%`", mariadb::PROVISION_USER);
+    format!(
+        r#"-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)
+/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
+/*!40101 SET NAMES utf8mb4 */;
+/*!40014 SET @OLD_UNIQUE_CHECKS=@@UNIQUE_CHECKS, UNIQUE_CHECKS=0 */;
+/*!40101 SET @OLD_SQL_MODE=@@SQL_MODE, SQL_MODE='NO_AUTO_VALUE_ON_ZERO' */;
+
+DROP TABLE IF EXISTS `orders`;
+CREATE TABLE `orders` (
+  `id` int NOT NULL AUTO_INCREMENT,
+  `note` varchar(100) DEFAULT NULL,
+  `total` decimal(10,2) NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+LOCK TABLES `orders` WRITE;
+/*!40000 ALTER TABLE `orders` DISABLE KEYS */;
+INSERT INTO `orders` VALUES (1,'semi; colon',10.50),(2,'it''s \"quoted\"',20.00),(3,'back\\slash; DELIMITER ;;',5.25);
+/*!40000 ALTER TABLE `orders` ENABLE KEYS */;
+UNLOCK TABLES;
+
+CREATE TABLE `audit` (
+  `order_id` int NOT NULL,
+  `what` varchar(40) NOT NULL
+) ENGINE=InnoDB;
+
+DELIMITER ;;
+/*!50003 CREATE*/ /*!50017 DEFINER={definer}*/ /*!50003 TRIGGER `orders_ai` AFTER INSERT ON `orders` FOR EACH ROW BEGIN
+  INSERT INTO audit (order_id, what) VALUES (NEW.id, 'inserted; ok');
+END */;;
+DELIMITER ;
+
+DELIMITER ;;
+CREATE DEFINER={definer} PROCEDURE `order_total`(OUT n DECIMAL(10,2))
+BEGIN
+  SELECT SUM(total) INTO n FROM orders;
+END ;;
+DELIMITER ;
+/*!40101 SET SQL_MODE=@OLD_SQL_MODE */;
+/*!40014 SET UNIQUE_CHECKS=@OLD_UNIQUE_CHECKS */;
+"#
+    )
+}
+
+#[test]
+fn a_mysqldump_style_file_with_delimiter_triggers_is_applied_on_mariadb() {
+    let pg = cluster();
+    let m = MariaDb::start();
+    let job = mysql_job(&pg, &m);
+    let file = write(job.dir(), "dump.sql", &mysqldump_style());
+    let (_p, c, port) = start(&job);
+    let id = upload_ok(port, &mysql_meta("shop_a"), &file)["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "SUCCESS", "{j}");
+    assert_eq!(j["engine"], "MYSQL");
+    assert_eq!(uint(&j["progress"]), 100);
+    assert_eq!(
+        m.query("SELECT id, note, total FROM shop_a.orders ORDER BY id"),
+        "1\tsemi; colon\t10.50\n2\tit's \"quoted\"\t20.00\n3\tback\\\\slash; DELIMITER ;;\t5.25"
+    );
+    // The trigger and the procedure exist and work.
+    m.query("INSERT INTO shop_a.orders (note, total) VALUES ('new', 1.00)");
+    assert_eq!(
+        m.query("SELECT order_id, what FROM shop_a.audit"),
+        "4\tinserted; ok"
+    );
+    assert_eq!(m.query("CALL shop_a.order_total(@n); SELECT @n"), "36.75");
+    // The account got rights on this database only.
+    let grants = m.query(&format!(
+        "SHOW GRANTS FOR '{}'@'%'",
+        mariadb::PROVISION_USER
+    ));
+    assert!(grants.contains("ON `shop_a`.*"), "{grants}");
+    assert!(!grants.contains("ALL PRIVILEGES ON *.*"), "{grants}");
+}
+
+#[test]
+fn a_mysql_failure_drops_the_database_and_names_the_line() {
+    let pg = cluster();
+    let m = MariaDb::start();
+    let job = mysql_job(&pg, &m);
+    let file = write(
+        job.dir(),
+        "bad.sql",
+        "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n\nINSERT INTO missing_table VALUES (1);\nCREATE TABLE b (id int);\n",
+    );
+    let (_p, c, port) = start(&job);
+    let id = upload_ok(port, &mysql_meta("shop_bad"), &file)["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "FAILED", "{j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(error.starts_with("line 4: "), "{error}");
+    assert!(error.contains("missing_table"), "{error}");
+    assert!(error.contains("ERROR 1146"), "{error}");
+    assert!(error.contains("database shop_bad was dropped"), "{error}");
+    assert!(!m.database_exists("shop_bad"));
+
+    // LOAD DATA LOCAL is refused by the guard before anything is created.
+    let file = write(
+        job.dir(),
+        "load.sql",
+        "CREATE TABLE a (id int);\nLOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE a;\n",
+    );
+    let id = upload_ok(port, &mysql_meta("shop_load"), &file)["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "FAILED", "{j}");
+    assert!(j["error"].as_str().unwrap().starts_with("line 2: "), "{j}");
+    assert!(!m.database_exists("shop_load"));
+
+    // DropDatabase on MariaDB kills the open connections first.
+    let id = upload_ok(
+        port,
+        &mysql_meta("shop_drop"),
+        &write(job.dir(), "ok.sql", "CREATE TABLE a (id int);\n"),
+    )["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(finished(&c, &id)["status"], "SUCCESS");
+    let r = c.ok(
+        "dbmazz.SchemaService/DropDatabase",
+        r#"{"engine":"MYSQL","name":"shop_drop"}"#,
+    );
+    assert_eq!(r["dropped"], true, "{r}");
+    assert!(!m.database_exists("shop_drop"));
 }
