@@ -16,6 +16,8 @@
 //! - [`secret`]: a string that never prints its value.
 //! - [`postgres`]: everything that talks to PostgreSQL: connection parameters, TLS, the
 //!   replication client, the pure pgoutput decoder, the schema cache and automatic setup.
+//! - [`provision`]: schema uploads: the streaming statement splitter, the SQL guard and
+//!   database-name validation.
 //! - [`pipeline`]: the row-change model, the batcher with its flush policy and the sink contract.
 //! - [`value`]: PostgreSQL text values to typed JSON, shared by every sink.
 //! - [`ndjson`]: the NDJSON sink (one change per line, to stdout or a file).
@@ -40,6 +42,7 @@ pub mod metrics;
 pub mod ndjson;
 pub mod pipeline;
 pub mod postgres;
+pub mod provision;
 pub mod secret;
 pub mod starrocks;
 pub mod top;
