@@ -28,7 +28,8 @@
 //! - [`control`]: the control plane: gRPC services (health, control, status, metrics stream,
 //!   reflection, `grpc.health.v1`), the Prometheus endpoint and the slot-lag monitor.
 //! - [`provision`]: the schema provisioning service (upload a `.sql` file, create the
-//!   database, apply it in the background).
+//!   database, apply it in the background): job engine, statement splitter, SQL guard,
+//!   database-name validation.
 //! - [`top`]: `dbmazz top`, the terminal dashboard fed by the gRPC API.
 //! - [`verify`]: `dbmazz verify`, the per-table, per-key comparison of source and sink.
 

@@ -732,7 +732,7 @@ impl Inner {
     }
 
     fn check_name(&self, name: &str) -> Result<(), ProvisionError> {
-        names::validate_db_name(name, &self.cfg.reserved)
+        names::validate_database_name(name, &self.cfg.reserved)
             .map_err(|e| ProvisionError::InvalidArgument(format!("database: {e}")))
     }
 
@@ -983,12 +983,7 @@ impl Inner {
         while let Some(piece) = reader.next().await? {
             if let Piece::Statement { sql, line, .. } = &piece {
                 if let Some(guard) = &guard {
-                    guard.check(sql, *line).map_err(|v| {
-                        format!(
-                            "line {}: refused by the SQL guard ({}): {}",
-                            v.line, v.rule, v.statement
-                        )
-                    })?;
+                    guard.check(sql, *line).map_err(|v| v.to_string())?;
                 }
                 statements += 1;
             }

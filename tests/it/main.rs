@@ -8,6 +8,7 @@ mod control;
 mod decoder;
 mod demo;
 mod mariadb;
+mod provision;
 mod replication;
 mod snapshot;
 mod starrocks;
