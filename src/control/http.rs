@@ -89,7 +89,6 @@ pub(crate) async fn serve(
 }
 
 /// The peer address of a request served by [`serve`] (absent in unit tests).
-#[allow(dead_code)] // used by the REST routes
 pub(crate) fn peer(req: &axum::http::Extensions) -> Option<SocketAddr> {
     req.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }

@@ -29,7 +29,7 @@ use super::proto::FILE_DESCRIPTOR_SET;
 use super::sampler::Baseline;
 use super::schema::SchemaRpc;
 use super::status::StatusService;
-use super::{http, prometheus, slot_monitor};
+use super::{http, prometheus, rest, slot_monitor};
 use crate::config::Config;
 use crate::job::JobHandle;
 use crate::provision::engine::Engine;
@@ -93,7 +93,13 @@ impl ControlPlane {
             let local = listener.local_addr().unwrap_or(addr);
             tracing::info!(addr = %local, "metrics listening");
             plane.metrics_addr = Some(local);
-            let router = prometheus::routes(job.clone(), baseline);
+            // The provisioning routes (REST, WebSocket) share the port with /metrics and the
+            // token with gRPC; /metrics stays open.
+            let router = rest::routes(
+                provision.clone(),
+                BearerAuth::new(config.grpc_token.as_ref()),
+            )
+            .merge(prometheus::routes(job.clone(), baseline));
             plane.tasks.push(tokio::spawn(http::serve(
                 listener,
                 router,
