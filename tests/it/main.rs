@@ -9,6 +9,7 @@ mod decoder;
 mod demo;
 mod mariadb;
 mod provision;
+mod provision_rest;
 mod replication;
 mod snapshot;
 mod starrocks;
