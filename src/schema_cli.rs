@@ -140,8 +140,12 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let more = s.to_string();
+        // hyper and tonic repeat their sources' words; keep each piece once.
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
         cur = s.source();
     }
     text
@@ -327,15 +331,15 @@ pub async fn upload(server: &Server, u: &Upload) -> Result<Outcome> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "job {} {}({} bytes, sha256 {}, uploaded in {secs:.1}s)",
+        "job {}: {} bytes uploaded in {secs:.1}s, sha256 {}…{}",
         response.job_id,
+        response.bytes,
+        response.sha256.get(..12).unwrap_or(&response.sha256),
         if response.deduplicated {
-            "[earlier job, upload discarded] "
+            " (an earlier job with the same content or key: upload discarded)"
         } else {
             ""
         },
-        response.bytes,
-        response.sha256
     );
     if u.no_wait {
         return Ok(Outcome::Success);

@@ -589,6 +589,7 @@ async fn websocket_subscription_sees_monotonic_progress_then_done_or_failed() {
     let mut progress = Vec::new();
     let last = loop {
         let ev = next_json(&mut ws).await;
+        eprintln!("{ev}");
         assert_eq!(ev["jobId"], id.as_str(), "{ev}");
         progress.push(ev["progress"].as_u64().unwrap());
         match ev["type"].as_str().unwrap() {
