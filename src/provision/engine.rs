@@ -833,11 +833,14 @@ impl Inner {
         if options.deduplicate_by_hash {
             let earlier = st.order.iter().rev().find_map(|id| {
                 let j = st.jobs[id].tx.borrow();
+                // A job that did not fail, and (unless a dry run) still holds the database it
+                // created: after a DropDatabase the same file provisions the database again.
                 (j.engine == job.engine
                     && j.database == job.database
                     && j.sha256 == job.sha256
                     && j.dry_run == job.dry_run
-                    && j.status != JobStatus::Failed)
+                    && j.status != JobStatus::Failed
+                    && (j.dry_run || !j.status.is_final() || j.created_database))
                     .then(|| Submitted {
                         job_id: j.id.clone(),
                         deduplicated: true,
@@ -1088,21 +1091,23 @@ impl JobCtx {
     }
 
     /// Reports that the file is applied up to byte `applied`, with `statements` run.
-    /// Throttled: sent when the percentage grows, or at most every 100 ms otherwise.
     pub(super) fn progress(&mut self, applied: u64, statements: u64) {
         let (bytes, old) = {
             let j = self.slot.tx.borrow();
             (j.bytes, j.progress)
         };
         let pct = (applied.saturating_mul(100) / bytes.max(1)).min(99) as u8;
-        if pct <= old && self.last_sent.elapsed() < PROGRESS_EVERY {
-            return;
+        // Always recorded (GetJob is exact); subscribers are woken when the percentage grows
+        // or every PROGRESS_EVERY.
+        let notify = pct > old || self.last_sent.elapsed() >= PROGRESS_EVERY;
+        if notify {
+            self.last_sent = Instant::now();
         }
-        self.last_sent = Instant::now();
-        self.slot.tx.send_modify(|j| {
+        self.slot.tx.send_if_modified(|j| {
             j.progress = j.progress.max(pct);
             j.bytes_applied = j.bytes_applied.max(applied);
             j.statements = statements;
+            notify
         });
     }
 }
