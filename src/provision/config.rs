@@ -37,7 +37,8 @@ pub struct JobOptions {
     /// `DELETE_SCHEMA_AFTER_APPLY` (default true): delete the stored upload when the job ends.
     pub delete_schema_after_apply: bool,
     /// `SCHEMA_DEDUPLICATE_BY_HASH` (default true): same engine + database + SHA-256 as an
-    /// earlier job that did not fail returns that job.
+    /// earlier job that did not fail, and whose database was not dropped since, returns that
+    /// job.
     pub deduplicate_by_hash: bool,
     /// `SCHEMA_ENABLE_SQL_GUARD` (default true): refuse dangerous statements before anything
     /// is created.

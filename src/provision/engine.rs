@@ -833,11 +833,14 @@ impl Inner {
         if options.deduplicate_by_hash {
             let earlier = st.order.iter().rev().find_map(|id| {
                 let j = st.jobs[id].tx.borrow();
+                // A job that did not fail, and (unless a dry run) still holds the database it
+                // created: after a DropDatabase the same file provisions the database again.
                 (j.engine == job.engine
                     && j.database == job.database
                     && j.sha256 == job.sha256
                     && j.dry_run == job.dry_run
-                    && j.status != JobStatus::Failed)
+                    && j.status != JobStatus::Failed
+                    && (j.dry_run || !j.status.is_final() || j.created_database))
                     .then(|| Submitted {
                         job_id: j.id.clone(),
                         deduplicated: true,
@@ -1088,21 +1091,23 @@ impl JobCtx {
     }
 
     /// Reports that the file is applied up to byte `applied`, with `statements` run.
-    /// Throttled: sent when the percentage grows, or at most every 100 ms otherwise.
     pub(super) fn progress(&mut self, applied: u64, statements: u64) {
         let (bytes, old) = {
             let j = self.slot.tx.borrow();
             (j.bytes, j.progress)
         };
         let pct = (applied.saturating_mul(100) / bytes.max(1)).min(99) as u8;
-        if pct <= old && self.last_sent.elapsed() < PROGRESS_EVERY {
-            return;
+        // Always recorded (GetJob is exact); subscribers are woken when the percentage grows
+        // or every PROGRESS_EVERY.
+        let notify = pct > old || self.last_sent.elapsed() >= PROGRESS_EVERY;
+        if notify {
+            self.last_sent = Instant::now();
         }
-        self.last_sent = Instant::now();
-        self.slot.tx.send_modify(|j| {
+        self.slot.tx.send_if_modified(|j| {
             j.progress = j.progress.max(pct);
             j.bytes_applied = j.bytes_applied.max(applied);
             j.statements = statements;
+            notify
         });
     }
 }
@@ -1233,4 +1238,238 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, extra: &[(&str, &str)]) -> ProvisionConfig {
+        let mut vars: HashMap<String, String> = [
+            // Nothing listens there: these tests never reach a server.
+            (
+                "PROVISION_POSTGRES_URL",
+                "postgres://admin@127.0.0.1:9/postgres?sslmode=disable",
+            ),
+            ("PROVISION_ROLE", "tenant_owner"),
+            ("SCHEMA_TMP_PATH", dir.to_str().unwrap()),
+            ("SCHEMA_DRY_RUN", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        ProvisionConfig::from_vars(&vars, &["app".into()])
+            .unwrap()
+            .unwrap()
+    }
+
+    fn meta(db: &str) -> UploadMeta {
+        UploadMeta {
+            engine: SqlEngine::Postgres,
+            database: db.into(),
+            file_name: "schema.sql".into(),
+            idempotency_key: None,
+            overrides: Overrides::default(),
+            client: None,
+        }
+    }
+
+    fn body(text: &str) -> impl Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin {
+        let chunks: Vec<Result<Bytes, ProvisionError>> = text
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures_util::stream::iter(chunks)
+    }
+
+    async fn wait_final(engine: &Engine, id: &str) -> Job {
+        let mut rx = engine.subscribe(id).unwrap();
+        let mut last = 0;
+        loop {
+            let j = rx.borrow_and_update().clone();
+            assert!(j.progress >= last, "progress went down");
+            last = j.progress;
+            if j.status.is_final() {
+                return j;
+            }
+            rx.changed().await.unwrap();
+        }
+    }
+
+    const SCHEMA: &str = "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n";
+
+    #[tokio::test]
+    async fn a_dry_run_counts_statements_and_the_hash_matches_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(dir.path(), &[])).await.unwrap();
+        let s = engine.submit(meta("tenant_a"), body(SCHEMA)).await.unwrap();
+        assert!(!s.deduplicated);
+        assert_eq!(s.bytes, SCHEMA.len() as u64);
+        assert_eq!(s.sha256, hex(&Sha256::digest(SCHEMA.as_bytes())));
+        let j = wait_final(&engine, &s.job_id).await;
+        assert_eq!(j.status, JobStatus::Success, "{j:?}");
+        assert_eq!((j.statements, j.progress, j.dry_run), (2, 100, true));
+        // The upload was deleted, and the job is listed.
+        assert!(!dir.path().join(format!("{}.sql", s.job_id)).exists());
+        assert_eq!(engine.list(0).unwrap()[0].id, s.job_id);
+        // Same bytes, same database: the same job.
+        let again = engine.submit(meta("tenant_a"), body(SCHEMA)).await.unwrap();
+        assert_eq!((again.job_id, again.deduplicated), (s.job_id, true));
+    }
+
+    #[tokio::test]
+    async fn refusals_have_their_codes_and_leave_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(
+            dir.path(),
+            &[("SCHEMA_MAX_BYTES", "40"), ("RATE_LIMIT_MAX", "3")],
+        ))
+        .await
+        .unwrap();
+        let mut m = meta("tenant_a");
+        m.file_name = "schema.txt".into();
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let e = engine.submit(meta("app"), body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let mut m = meta("tenant_a");
+        m.overrides.enable_sql_guard = Some(false);
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert!(e.to_string().contains("SCHEMA_ENABLE_SQL_GUARD"), "{e}");
+        let mut m = meta("tenant_a");
+        m.engine = SqlEngine::Mysql;
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::FailedPrecondition);
+        assert!(e.to_string().contains("PROVISION_MYSQL_URL"), "{e}");
+        // Rate-limited uploads: 1 too large, 2 empty, 3 interrupted, 4 refused.
+        let e = engine
+            .submit(meta("tenant_a"), body(&SCHEMA.repeat(2)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.grpc_code(), e.http_status()),
+            (tonic::Code::ResourceExhausted, 413)
+        );
+        let e = engine.submit(meta("tenant_a"), body("")).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let broken = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b"CREATE")),
+            Err(ProvisionError::Interrupted("client went away".into())),
+        ]);
+        let e = engine.submit(meta("tenant_a"), broken).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::Cancelled, "{e}");
+        let e = engine
+            .submit(meta("tenant_a"), body(SCHEMA))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.grpc_code(), e.http_status()),
+            (tonic::Code::ResourceExhausted, 429)
+        );
+        assert!(e.to_string().contains("RATE_LIMIT_MAX"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            engine.get("nope").unwrap_err().grpc_code(),
+            tonic::Code::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_return_the_first_job_and_conflict_across_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(dir.path(), &[])).await.unwrap();
+        let mut m = meta("tenant_a");
+        m.idempotency_key = Some("req-1".into());
+        let first = engine.submit(m.clone(), body(SCHEMA)).await.unwrap();
+        let retry = engine.submit(m.clone(), body("SELECT 1;")).await.unwrap();
+        assert_eq!((retry.job_id, retry.deduplicated), (first.job_id, true));
+        m.database = "tenant_b".into();
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::AlreadyExists, "{e}");
+    }
+
+    #[tokio::test]
+    async fn jobs_left_running_by_a_dead_daemon_are_failed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &[]);
+        let store = Store::open(&cfg.job_store_path).unwrap();
+        let job = |id: &str, status, created| Job {
+            id: id.into(),
+            status,
+            progress: 40,
+            stage: Stage::ApplyingSchema,
+            error: None,
+            sha256: "00".into(),
+            bytes: 10,
+            bytes_applied: 4,
+            statements: 1,
+            engine: SqlEngine::Postgres,
+            database: format!("db_{id}"),
+            file_name: "s.sql".into(),
+            dry_run: false,
+            created_database: created,
+            created_at_ms: 1,
+            started_at_ms: 2,
+            finished_at_ms: 0,
+            idempotency_key: None,
+        };
+        for (id, status, created) in [
+            ("a", JobStatus::Running, false),
+            ("b", JobStatus::Queued, false),
+            ("c", JobStatus::Running, true),
+        ] {
+            store
+                .save(&JobRecord {
+                    job: job(id, status, created),
+                    options: JobOptions::default(),
+                })
+                .unwrap();
+        }
+        let engine = Engine::start(cfg.clone()).await.unwrap();
+        for id in ["a", "b"] {
+            let j = engine.get(id).unwrap();
+            assert_eq!(j.status, JobStatus::Failed);
+            assert_eq!(j.error.as_deref(), Some(STOPPED_REASON));
+        }
+        // The database of "c" cannot be dropped (nothing listens): the error says so, and
+        // dbmazz still counts it as its own.
+        let mut rx = engine.subscribe("c").unwrap();
+        let j = loop {
+            let j = rx.borrow_and_update().clone();
+            if j.error
+                .as_deref()
+                .is_some_and(|e| e.len() > STOPPED_REASON.len())
+            {
+                break j;
+            }
+            rx.changed().await.unwrap();
+        };
+        assert_eq!(j.status, JobStatus::Failed);
+        let error = j.error.unwrap();
+        assert!(error.starts_with(STOPPED_REASON), "{error}");
+        assert!(error.contains("dropping database db_c failed"), "{error}");
+        assert!(j.created_database);
+        // The records on disk say the same after another restart.
+        drop(engine);
+        let engine = Engine::start(cfg).await.unwrap();
+        assert_eq!(engine.get("a").unwrap().status, JobStatus::Failed);
+        assert_eq!(engine.list(0).unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_disabled_engine_names_the_variables() {
+        let e = Engine::disabled().list(0).unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::FailedPrecondition);
+        assert!(e.to_string().contains("PROVISION_POSTGRES_URL"));
+        assert!(e.to_string().contains("PROVISION_MYSQL_URL"));
+    }
 }

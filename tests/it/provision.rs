@@ -537,6 +537,13 @@ fn drop_database_terminates_connections_and_refuses_databases_dbmazz_did_not_cre
         &format!(r#"{{"id":"{id}"}}"#),
     );
     assert_eq!(j["createdDatabase"], Json::Null, "{j}");
+    // The same file provisions the dropped database again (no deduplication to the old job).
+    let again = upload_ok(port, &meta("tenant_drop", ""), &file);
+    assert_eq!(again["deduplicated"], Json::Null, "{again}");
+    let id2 = again["jobId"].as_str().unwrap().to_owned();
+    assert_ne!(id2, id);
+    assert_eq!(finished(&c, &id2)["status"], "SUCCESS");
+    assert!(db_exists(&pg, "tenant_drop"));
 
     pg.create_database("foreign_db");
     let e = c
@@ -737,7 +744,7 @@ fn a_mysqldump_style_file_with_delimiter_triggers_is_applied_on_mariadb() {
 fn a_mysql_failure_drops_the_database_and_names_the_line() {
     let pg = cluster();
     let m = MariaDb::start();
-    let job = mysql_job(&pg, &m);
+    let job = mysql_job(&pg, &m).env("SCHEMA_ENABLE_SQL_GUARD", "false");
     let file = write(
         job.dir(),
         "bad.sql",
@@ -757,19 +764,36 @@ fn a_mysql_failure_drops_the_database_and_names_the_line() {
     assert!(error.contains("database shop_bad was dropped"), "{error}");
     assert!(!m.database_exists("shop_bad"));
 
-    // LOAD DATA LOCAL is refused by the guard before anything is created.
+    // LOAD DATA LOCAL: with the guard on for the call it is refused before anything is
+    // created; with the guard off (as this daemon runs) the driver refuses to send the file.
     let file = write(
         job.dir(),
         "load.sql",
-        "CREATE TABLE a (id int);\nLOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE a;\n",
+        "CREATE TABLE a (line text);\nLOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE a;\n",
     );
+    let guarded =
+        r#"{"engine":"MYSQL","database":"shop_load","fileName":"l.sql","enableSqlGuard":true}"#;
+    let id = upload_ok(port, guarded, &file)["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "FAILED", "{j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("line 2: ") && error.contains("rule load"),
+        "{error}"
+    );
+    assert!(!m.database_exists("shop_load"));
     let id = upload_ok(port, &mysql_meta("shop_load"), &file)["jobId"]
         .as_str()
         .unwrap()
         .to_owned();
     let j = finished(&c, &id);
     assert_eq!(j["status"], "FAILED", "{j}");
-    assert!(j["error"].as_str().unwrap().starts_with("line 2: "), "{j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(error.starts_with("line 2: "), "{error}");
+    assert!(error.contains("dropped"), "{error}");
     assert!(!m.database_exists("shop_load"));
 
     // DropDatabase on MariaDB kills the open connections first.
@@ -782,10 +806,26 @@ fn a_mysql_failure_drops_the_database_and_names_the_line() {
         .unwrap()
         .to_owned();
     assert_eq!(finished(&c, &id)["status"], "SUCCESS");
+    let mut session = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-P"])
+        .arg(m.port.to_string())
+        .arg(format!("-u{}", mariadb::PROVISION_USER))
+        .arg(format!("-p{}", mariadb::PROVISION_PASSWORD))
+        .args(["shop_drop", "-e", "SELECT SLEEP(60)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(WAIT, "the session to connect", || {
+        m.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = 'shop_drop'") != "0"
+    });
     let r = c.ok(
         "dbmazz.SchemaService/DropDatabase",
         r#"{"engine":"MYSQL","name":"shop_drop"}"#,
     );
     assert_eq!(r["dropped"], true, "{r}");
+    assert_eq!(r["terminatedConnections"], 1, "{r}");
     assert!(!m.database_exists("shop_drop"));
+    let _ = session.kill();
+    let _ = session.wait();
 }
