@@ -29,6 +29,10 @@ command -v jq >/dev/null || apt_extra+=(jq)
 command -v tmux >/dev/null || apt_extra+=(tmux)
 command -v mysql >/dev/null || apt_extra+=(mariadb-client-core)
 python3 -m pip --version >/dev/null 2>&1 || apt_extra+=(python3-pip)
+# Schema provisioning's tests start their own throw-away MariaDB servers (tests/it/support/
+# mariadb.rs). mariadb-server-core ships mariadbd and mariadb-install-db without the service
+# wrapper, so nothing starts in the background; the full mariadb-server package is not needed.
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_extra+=(mariadb-server-core)
 if [ ${#apt_extra[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -199,7 +199,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(var: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(var: &'static str, message: impl Into<String>) -> Self {
         ConfigError {
             var,
             message: message.into(),
@@ -561,7 +561,7 @@ fn is_slot_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn parse_num(
+pub(crate) fn parse_num(
     raw: Option<String>,
     var: &'static str,
     default: u64,

@@ -27,6 +27,10 @@
 //! - [`metrics`]: counters and gauges shared by every way of reporting them.
 //! - [`control`]: the control plane: gRPC services (health, control, status, metrics stream,
 //!   reflection, `grpc.health.v1`), the Prometheus endpoint and the slot-lag monitor.
+//! - [`provision`]: the schema provisioning service (upload a `.sql` file, create the
+//!   database, apply it in the background): job engine, statement splitter, SQL guard,
+//!   database-name validation.
+//! - [`schema_cli`]: `dbmazz schema`, the provisioning client (upload with progress bars).
 //! - [`top`]: `dbmazz top`, the terminal dashboard fed by the gRPC API.
 //! - [`verify`]: `dbmazz verify`, the per-table, per-key comparison of source and sink.
 
@@ -40,6 +44,8 @@ pub mod metrics;
 pub mod ndjson;
 pub mod pipeline;
 pub mod postgres;
+pub mod provision;
+pub mod schema_cli;
 pub mod secret;
 pub mod starrocks;
 pub mod top;

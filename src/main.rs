@@ -12,7 +12,10 @@
 //!
 //! Subcommands (only when the first argument names one; otherwise the daemon runs as above):
 //! `dbmazz top` (terminal dashboard, see [`dbmazz::top`]) and `dbmazz verify` (compare source and
-//! sink, see [`dbmazz::verify`]; exit 0 when equal, 1 when they differ, 2 for bad arguments).
+//! sink, see [`dbmazz::verify`]; exit 0 when equal, 1 when they differ, 2 for bad arguments) and
+//! `dbmazz schema upload|status|list|drop` (schema provisioning client, see
+//! [`dbmazz::schema_cli`]; exit 0 on success, 1 when the job failed, 2 for bad arguments or an
+//! unreachable server).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +23,8 @@ use std::time::Duration;
 use dbmazz::config::Config;
 use dbmazz::control::ControlPlane;
 use dbmazz::job::JobHandle;
+use dbmazz::provision::config::ProvisionConfig;
+use dbmazz::provision::engine::Engine;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -29,7 +34,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     if let Some(cmd) = std::env::args().nth(1) {
-        if matches!(cmd.as_str(), "top" | "verify") {
+        if matches!(cmd.as_str(), "top" | "verify" | "schema") {
             return cli::main();
         }
     }
@@ -45,6 +50,16 @@ fn main() -> ExitCode {
         .init();
 
     let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dbmazz: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let provision_config = match ProvisionConfig::from_vars(
+        &std::env::vars().collect(),
+        std::slice::from_ref(&config.database.dbname),
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dbmazz: {e}");
@@ -71,7 +86,17 @@ fn main() -> ExitCode {
             eprintln!("dbmazz: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        let plane = match ControlPlane::start(&config, &job, stop.clone()).await {
+        let provision = match provision_config {
+            None => Engine::disabled(),
+            Some(c) => match Engine::start(c).await {
+                Ok(engine) => engine,
+                Err(e) => {
+                    eprintln!("dbmazz: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+        };
+        let plane = match ControlPlane::start(&config, &job, stop.clone(), &provision).await {
             Ok(plane) => plane,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the control plane");
@@ -106,7 +131,7 @@ fn main() -> ExitCode {
 }
 
 mod cli {
-    //! `dbmazz top` and `dbmazz verify`.
+    //! `dbmazz top`, `dbmazz verify` and `dbmazz schema`.
 
     use std::process::ExitCode;
     use std::time::Duration;
@@ -130,6 +155,152 @@ mod cli {
         Top(TopArgs),
         /// Compare source and sink per table (live row counts and per-key hashes).
         Verify(VerifyArgs),
+        /// Provision databases through a running dbmazz (SchemaService).
+        Schema(SchemaArgs),
+    }
+
+    #[derive(Args)]
+    struct SchemaArgs {
+        /// dbmazz's gRPC API [default: http://127.0.0.1:$GRPC_PORT or http://127.0.0.1:50051].
+        #[arg(long, global = true)]
+        addr: Option<String>,
+        /// Bearer token [env: GRPC_TOKEN].
+        #[arg(long, global = true, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// File holding the bearer token [env: GRPC_TOKEN_FILE].
+        #[arg(long, global = true)]
+        token_file: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        cmd: SchemaCmd,
+    }
+
+    #[derive(Subcommand)]
+    enum SchemaCmd {
+        /// Upload a .sql file: dbmazz creates the database and applies the file; follows the job
+        /// to its end (exit 0 on success, 1 when it failed).
+        Upload {
+            /// postgres or mysql.
+            #[arg(long)]
+            engine: String,
+            /// Database to create (^[a-z_][a-z0-9_]{0,62}$).
+            #[arg(long)]
+            name: String,
+            /// The .sql file.
+            file: std::path::PathBuf,
+            /// A retried upload with the same key returns the first upload's job.
+            #[arg(long)]
+            idempotency_key: Option<String>,
+            /// Split and guard the file only; create and apply nothing.
+            #[arg(long)]
+            dry_run: bool,
+            /// Print the job id after the upload and return.
+            #[arg(long)]
+            no_wait: bool,
+            /// Plain progress lines even on a terminal.
+            #[arg(long)]
+            plain: bool,
+        },
+        /// Show one job (exit 1 when it failed).
+        Status {
+            /// Job id.
+            id: String,
+        },
+        /// List jobs, newest first.
+        List {
+            /// Most jobs shown.
+            #[arg(long, default_value_t = 20)]
+            limit: u32,
+        },
+        /// Drop a database (terminating its connections first).
+        Drop {
+            /// postgres or mysql.
+            #[arg(long)]
+            engine: String,
+            /// The database.
+            #[arg(long)]
+            name: String,
+            /// Drop it even though dbmazz did not create it.
+            #[arg(long)]
+            force: bool,
+        },
+    }
+
+    fn schema(a: SchemaArgs) -> ExitCode {
+        use dbmazz::schema_cli::{self, Outcome, Server, Upload};
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let token = match (
+            a.token,
+            a.token_file
+                .or_else(|| env("GRPC_TOKEN_FILE").map(Into::into)),
+        ) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => match schema_cli::read_token_file(&path) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("dbmazz schema: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            (None, None) => env("GRPC_TOKEN"),
+        };
+        let server = Server {
+            addr: a.addr.unwrap_or_else(|| {
+                format!(
+                    "http://127.0.0.1:{}",
+                    env("GRPC_PORT").unwrap_or_else(|| "50051".into())
+                )
+            }),
+            token,
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("dbmazz schema: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let result = rt.block_on(async {
+            match a.cmd {
+                SchemaCmd::Upload {
+                    engine,
+                    name,
+                    file,
+                    idempotency_key,
+                    dry_run,
+                    no_wait,
+                    plain,
+                } => {
+                    let u = Upload {
+                        engine,
+                        name,
+                        file,
+                        idempotency_key,
+                        dry_run,
+                        no_wait,
+                        plain,
+                    };
+                    schema_cli::upload(&server, &u).await
+                }
+                SchemaCmd::Status { id } => schema_cli::status(&server, &id).await,
+                SchemaCmd::List { limit } => schema_cli::list(&server, limit).await,
+                SchemaCmd::Drop {
+                    engine,
+                    name,
+                    force,
+                } => schema_cli::drop_database(&server, &engine, &name, force).await,
+            }
+        });
+        match result {
+            Ok(Outcome::Success) => ExitCode::SUCCESS,
+            Ok(Outcome::JobFailed) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("dbmazz schema: {e}");
+                ExitCode::from(2)
+            }
+        }
     }
 
     /// Where source and sink are; unset flags fall back to the daemon's variables.
@@ -198,6 +369,7 @@ mod cli {
             }
         };
         match cli.cmd {
+            Cmd::Schema(a) => schema(a),
             Cmd::Top(a) => {
                 let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
                 let grpc = a.grpc.unwrap_or_else(|| {

@@ -29,7 +29,8 @@ impl BearerAuth {
         }
     }
 
-    fn check(&self, offered: Option<&[u8]>) -> Result<(), Status> {
+    /// Checks an `authorization` value (also used by the REST routes).
+    pub(crate) fn check(&self, offered: Option<&[u8]>) -> Result<(), Status> {
         let Some(expected) = &self.expected else {
             return Ok(());
         };

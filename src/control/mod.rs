@@ -6,9 +6,12 @@
 //! (grpcurl, jq)   │ dbmazz.CdcControlService    commands │──▶ JobHandle (watch channels,
 //!                 │ dbmazz.CdcStatusService     status   │    atomics, Metrics)
 //!                 │ dbmazz.CdcMetricsService    stream   │        ▲
+//!                 │ dbmazz.SchemaService        schema   │──▶ provision::engine::Engine
 //!                 │ grpc.health.v1 · reflection v1/v1α   │        │ server WAL position,
 //!                 └──────────────────────────────────────┘        │ slot lag (every 2 s)
 //! Prometheus ───▶ GET /metrics (prometheus)                   slot_monitor ──SQL──▶ PostgreSQL
+//! curl, browsers ▶ /schema/*, /ws (rest, same token as gRPC) ──▶ provision::engine::Engine
+//!                  └─ both on the HTTP port (http: axum routes, hyper connections)
 //! ```
 //!
 //! Everything here only *observes* the job through its [`JobHandle`](crate::job::JobHandle) or
@@ -17,15 +20,19 @@
 //!
 //! Security defaults: the listeners bind `127.0.0.1` unless `GRPC_BIND` / `METRICS_BIND` say
 //! otherwise; with `GRPC_TOKEN` set every call, reflection and health included, needs
-//! `authorization: Bearer <token>`; requests are limited to 4 MiB.
+//! `authorization: Bearer <token>`, and so does every provisioning route of the HTTP port
+//! (`/metrics` stays open); gRPC messages are limited to 4 MiB, uploads by `SCHEMA_MAX_BYTES`.
 
 mod auth;
 mod commands;
 mod error;
 mod health;
+mod http;
 mod metrics_stream;
 mod prometheus;
+mod rest;
 mod sampler;
+mod schema;
 mod server;
 mod slot_monitor;
 mod status;

@@ -6,13 +6,16 @@
 //! from `pg_replication_slots`. Rates are computed since the previous scrape. Labels carry table
 //! names and change kinds only — never a row value or a secret.
 //!
-//! The HTTP side is deliberately tiny (one request per connection, a bounded request head, a
-//! read timeout, a cap on concurrent connections): it serves one read-only document.
+//! The listener and its limits are [`super::http`]'s; this module only renders the document
+//! (and answers the paths nobody else serves), one request per connection as always.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -20,9 +23,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use prometheus_client::registry::Unit;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
 
 use super::health::is_serving;
 use super::sampler::{Baseline, Sampler};
@@ -79,13 +79,6 @@ pub(crate) mod names {
     /// Infinite dates/timestamps clamped to StarRocks' range.
     pub const VALUES_INFINITY_CLAMPED: &str = "dbmazz_values_infinity_clamped";
 }
-
-/// Cap on the request head; a scrape request is a few hundred bytes.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// Time a client gets to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 16;
 
 /// Reads the job at each scrape.
 struct JobCollector {
@@ -316,115 +309,59 @@ fn render(registry: &Registry) -> String {
     body
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` becomes true.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    job: JobHandle,
-    since: Baseline,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// The exposition's content type.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// `GET /metrics` and `GET /`, and the answers to everything else on the port that no other
+/// route takes (404 for an unknown path, 405 for another method). Each answer closes the
+/// connection, as the endpoint always has.
+pub(crate) fn routes(job: JobHandle, since: Baseline) -> Router {
     let registry = Arc::new(registry(job, since));
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { reply(StatusCode::OK, OPENMETRICS, render(&registry)) }
+            }),
+        )
+        .route(
+            "/",
+            get(|| async { reply(StatusCode::OK, TEXT, "dbmazz: metrics at /metrics\n".into()) }),
+        )
+        .method_not_allowed_fallback(|| async { not_allowed() })
+        .fallback(|method: Method| async move {
+            if method == Method::GET || method == Method::HEAD {
+                reply(
+                    StatusCode::NOT_FOUND,
+                    TEXT,
+                    "not found; try /metrics\n".into(),
+                )
+            } else {
+                not_allowed()
             }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics endpoint: too many connections, closing one");
-            continue;
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, &registry).await {
-                tracing::debug!(%peer, error = %e, "metrics endpoint: request failed");
-            }
-            drop(permit);
-        });
-    }
+        })
 }
 
-/// Reads one request head and answers it.
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let complete = tokio::time::timeout(READ_TIMEOUT, async {
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                return Ok(true);
-            }
-            if head.len() > MAX_REQUEST_HEAD {
-                return Ok(false);
-            }
-        }
-    })
-    .await
-    .unwrap_or(Ok(false))?;
-    let response = if complete {
-        route(&head, registry)
-    } else {
-        reply(400, "text/plain; charset=utf-8", "bad request\n")
-    };
-    stream.write_all(&response).await?;
-    stream.shutdown().await
-}
-
-/// The full HTTP response to a request head.
-fn route(head: &[u8], registry: &Registry) -> Vec<u8> {
-    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|b| *b == b' ');
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
-    match (method, path) {
-        (b"GET", b"/metrics") => reply(
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            &render(registry),
-        ),
-        (b"GET", b"/") => reply(
-            200,
-            "text/plain; charset=utf-8",
-            "dbmazz: metrics at /metrics\n",
-        ),
-        (b"GET", _) => reply(
-            404,
-            "text/plain; charset=utf-8",
-            "not found; try /metrics\n",
-        ),
-        _ => reply(405, "text/plain; charset=utf-8", "only GET is served\n"),
-    }
-}
-
-fn reply(code: u16, content_type: &str, body: &str) -> Vec<u8> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        _ => "Method Not Allowed",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+fn not_allowed() -> Response {
+    reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        TEXT,
+        "only GET is served\n".into(),
     )
-    .into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
+}
+
+fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response {
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONNECTION, "close"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -434,6 +371,7 @@ mod tests {
     use crate::metrics::TableCounters;
     use std::collections::BTreeMap;
     use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     fn job() -> JobHandle {
         JobHandle::new(
@@ -506,15 +444,41 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
-    #[test]
-    fn only_get_metrics_is_served() {
+    async fn call(method: Method, path: &str) -> (StatusCode, String, String) {
+        use tower::ServiceExt;
         let job = job();
-        let registry = registry(job.clone(), Baseline::now(&job));
-        let ok = route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &registry);
-        assert!(ok.starts_with(b"HTTP/1.1 200 OK\r\n"));
-        let missing = route(b"GET /other HTTP/1.1\r\n\r\n", &registry);
-        assert!(missing.starts_with(b"HTTP/1.1 404"));
-        let post = route(b"POST /metrics HTTP/1.1\r\n\r\n", &registry);
-        assert!(post.starts_with(b"HTTP/1.1 405"));
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = routes(job.clone(), Baseline::now(&job))
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ctype = resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(resp.headers()[header::CONNECTION], "close");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, ctype, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn only_get_metrics_is_served() {
+        let (status, ctype, body) = call(Method::GET, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ctype, OPENMETRICS);
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        let (status, _, body) = call(Method::GET, "/other").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, "not found; try /metrics\n");
+        let (status, _, body) = call(Method::POST, "/metrics").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body, "only GET is served\n");
     }
 }

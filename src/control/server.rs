@@ -24,12 +24,15 @@ use super::proto::cdc_control_service_server::CdcControlServiceServer;
 use super::proto::cdc_metrics_service_server::CdcMetricsServiceServer;
 use super::proto::cdc_status_service_server::CdcStatusServiceServer;
 use super::proto::health_service_server::HealthServiceServer;
+use super::proto::schema_service_server::SchemaServiceServer;
 use super::proto::FILE_DESCRIPTOR_SET;
 use super::sampler::Baseline;
+use super::schema::SchemaRpc;
 use super::status::StatusService;
-use super::{prometheus, slot_monitor};
+use super::{http, prometheus, rest, slot_monitor};
 use crate::config::Config;
 use crate::job::JobHandle;
+use crate::provision::engine::Engine;
 
 /// Largest request (and response) message, as tonic's default decoding limit: 4 MiB.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -69,10 +72,12 @@ impl ControlPlane {
     /// Binds and starts whatever `config` enables (gRPC on `GRPC_BIND:GRPC_PORT`, Prometheus on
     /// `METRICS_BIND:METRICS_PORT`, and the slot monitor when either is on). `stop` is set when
     /// an operator asks the process to stop although the job cannot drain (it failed).
+    /// `provision` serves `dbmazz.SchemaService` (a disabled engine answers FAILED_PRECONDITION).
     pub async fn start(
         config: &Config,
         job: &JobHandle,
         stop: watch::Sender<bool>,
+        provision: &Engine,
     ) -> Result<ControlPlane, StartError> {
         let baseline = Baseline::now(job);
         let shutdown = watch::Sender::new(false);
@@ -88,10 +93,16 @@ impl ControlPlane {
             let local = listener.local_addr().unwrap_or(addr);
             tracing::info!(addr = %local, "metrics listening");
             plane.metrics_addr = Some(local);
-            plane.tasks.push(tokio::spawn(prometheus::serve(
+            // The provisioning routes (REST, WebSocket) share the port with /metrics and the
+            // token with gRPC; /metrics stays open.
+            let router = rest::routes(
+                provision.clone(),
+                BearerAuth::new(config.grpc_token.as_ref()),
+            )
+            .merge(prometheus::routes(job.clone(), baseline));
+            plane.tasks.push(tokio::spawn(http::serve(
                 listener,
-                job.clone(),
-                baseline,
+                router,
                 plane.shutdown.subscribe(),
             )));
         }
@@ -133,6 +144,11 @@ impl ControlPlane {
                     ))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    SchemaServiceServer::new(SchemaRpc::new(provision.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 )
                 .add_service(standard_health.max_decoding_message_size(MAX_MESSAGE_BYTES))
                 .add_service(reflection_v1.max_decoding_message_size(MAX_MESSAGE_BYTES))

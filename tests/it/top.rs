@@ -11,8 +11,9 @@ use crate::support::grpcurl::Client;
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
 
-/// A tmux server of our own (its own socket), killed on drop.
-struct Tmux {
+/// A tmux server of our own (its own socket), killed on drop. Also used by the
+/// `dbmazz schema` CLI tests.
+pub(crate) struct Tmux {
     socket: String,
 }
 
@@ -24,8 +25,14 @@ impl Tmux {
     }
 
     fn start(command: &str) -> Tmux {
+        Tmux::start_named("top", 80, 24, command)
+    }
+
+    /// A session `top` of `width`×`height` running `command`, on a tmux server named after
+    /// `name` and this process (tests running at once do not share a server).
+    pub(crate) fn start_named(name: &str, width: u16, height: u16, command: &str) -> Tmux {
         let t = Tmux {
-            socket: format!("dbmazz-top-test-{}", std::process::id()),
+            socket: format!("dbmazz-{name}-test-{}", std::process::id()),
         };
         let ok = t
             .cmd()
@@ -35,9 +42,9 @@ impl Tmux {
                 "new-session",
                 "-d",
                 "-x",
-                "80",
+                &width.to_string(),
                 "-y",
-                "24",
+                &height.to_string(),
                 "-s",
                 "top",
             ])
@@ -73,7 +80,7 @@ impl Tmux {
             .is_ok_and(|s| s.success())
     }
 
-    fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
         for _ in 0..600 {
             last = self.capture();

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 //!
 //! - [`pg`]: throw-away PostgreSQL clusters, one per test, started from a template made once.
+//! - [`mariadb`]: throw-away MariaDB servers, one per test, started from a template made once.
 //! - [`dbmazz`]: the real `dbmazz` binary as a child process.
 //! - [`grpcurl`]: the real `grpcurl` binary, as operators script the control plane.
 
@@ -8,5 +9,6 @@
 
 pub mod dbmazz;
 pub mod grpcurl;
+pub mod mariadb;
 pub mod pg;
 pub mod starrocks;

@@ -423,7 +423,7 @@ fn template_data_dir() -> &'static Path {
 /// Where cluster directories go: `DBMAZZ_TEST_TMPDIR` if set, else `/dev/shm` when it is a
 /// roomy tmpfs (copying the template there takes a tenth of the time it takes on ext4), else the
 /// system temp dir.
-fn cluster_parent() -> &'static Path {
+pub fn cluster_parent() -> &'static Path {
     static PARENT: OnceLock<PathBuf> = OnceLock::new();
     PARENT.get_or_init(|| {
         if let Some(dir) = std::env::var_os("DBMAZZ_TEST_TMPDIR") {

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Slow checks that are not part of the regular suite (scripts/test.sh): each takes minutes.
+# - a generated 1 GB schema upload (COPY data, generated while it is sent) applied with the
+#   daemon's RSS staying under 64 MiB and WatchJob progress rising monotonically to 100.
+# The regular suite runs the same check on 100 MB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cargo test --test it -- --ignored --nocapture --test-threads 1 \
+  provision_rest::a_1_gb_upload_streams_with_flat_memory_and_monotonic_progress

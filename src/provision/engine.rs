@@ -1,0 +1,1475 @@
+//! The provisioning job engine: stores an upload, runs it on a bounded worker pool, and tells
+//! everyone who asks (gRPC, REST, WebSocket) where each job is.
+//!
+//! ```text
+//! submit(meta, chunks) ─▶ SCHEMA_TMP_PATH/<id>.sql.part  (SHA-256 + size cap while streaming)
+//!                         rename ─▶ <id>.sql ─▶ dedupe / idempotency / one-job-per-database
+//!                         ─▶ job QUEUED (store) ─▶ worker permit (SCHEMA_WORKERS)
+//! worker: validating (split + guard over the whole file; nothing created yet)
+//!         ─▶ creating-database ─▶ applying-schema (as PROVISION_ROLE) ─▶ cleanup ─▶ done
+//! ```
+//!
+//! Validation reads the whole file before anything is created, so a guard refusal or a file
+//! that does not split never leaves a database behind; dry runs stop after it. Every job's
+//! current state lives in a `watch` channel: [`Engine::get`] reads it, [`Engine::subscribe`]
+//! follows it. Records are persisted on every status or stage change; at start, jobs that were
+//! queued or running when the daemon died are failed with "dbmazz stopped while the job was
+//! running" and their databases cleaned up per policy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Semaphore};
+
+pub use super::config::{JobOptions, ProvisionConfig};
+use super::guard::Guard;
+use super::names;
+use super::split::{Dialect, Piece, Splitter};
+use super::store::{create_private_dir, JobRecord, Store};
+use super::{apply_mysql, apply_pg};
+
+/// The reason given for jobs that were running when dbmazz stopped.
+pub const STOPPED_REASON: &str = "dbmazz stopped while the job was running";
+/// Largest chunk a client may send in one message.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes read from the stored file per step of the splitter.
+const READ_BYTES: usize = 256 * 1024;
+/// Shortest time between two progress events of one job (a change of percentage is always
+/// sent).
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// The kind of server a schema is applied to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqlEngine {
+    /// PostgreSQL, through `PROVISION_POSTGRES_URL`.
+    Postgres,
+    /// MySQL 8 or MariaDB, through `PROVISION_MYSQL_URL`.
+    Mysql,
+}
+
+impl SqlEngine {
+    /// `postgres` or `mysql`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqlEngine::Postgres => "postgres",
+            SqlEngine::Mysql => "mysql",
+        }
+    }
+
+    /// Parses `postgres` (or `postgresql`, `pg`) and `mysql` (or `mariadb`).
+    pub fn parse(s: &str) -> Option<SqlEngine> {
+        match s.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" | "pg" => Some(SqlEngine::Postgres),
+            "mysql" | "mariadb" => Some(SqlEngine::Mysql),
+            _ => None,
+        }
+    }
+
+    /// The variable that enables this engine.
+    pub fn url_var(self) -> &'static str {
+        match self {
+            SqlEngine::Postgres => "PROVISION_POSTGRES_URL",
+            SqlEngine::Mysql => "PROVISION_MYSQL_URL",
+        }
+    }
+
+    fn dialect(self) -> Dialect {
+        match self {
+            SqlEngine::Postgres => Dialect::Postgres,
+            SqlEngine::Mysql => Dialect::MySql,
+        }
+    }
+}
+
+impl fmt::Display for SqlEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Stored, waiting for a worker.
+    Queued,
+    /// Being validated or applied.
+    Running,
+    /// Applied (or validated, for a dry run).
+    Success,
+    /// Stopped; the job's `error` says why.
+    Failed,
+}
+
+impl JobStatus {
+    /// `queued`, `running`, `success` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Success => "success",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether the job has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Success | JobStatus::Failed)
+    }
+}
+
+/// What a running job is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Waiting for a worker.
+    Queued,
+    /// Splitting and guarding the whole file.
+    Validating,
+    /// Creating the database and granting it to the role.
+    CreatingDatabase,
+    /// Running the statements.
+    ApplyingSchema,
+    /// Dropping a failed job's database, deleting the upload.
+    Cleanup,
+    /// Ended (see the status).
+    Done,
+}
+
+impl Stage {
+    /// The kebab-case name (`applying-schema`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Validating => "validating",
+            Stage::CreatingDatabase => "creating-database",
+            Stage::ApplyingSchema => "applying-schema",
+            Stage::Cleanup => "cleanup",
+            Stage::Done => "done",
+        }
+    }
+}
+
+/// One job as clients see it (also its JSON form for REST: camelCase fields, lower-case
+/// status, kebab-case stage).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// Server-generated id (a UUID).
+    pub id: String,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Percentage of the file applied, 0-100; never decreases, 100 exactly at success.
+    pub progress: u8,
+    /// What it is doing.
+    pub stage: Stage,
+    /// Why it failed (and what was cleaned up).
+    pub error: Option<String>,
+    /// SHA-256 of the file, lower-case hex.
+    pub sha256: String,
+    /// Size of the file.
+    pub bytes: u64,
+    /// Bytes of the file applied so far.
+    pub bytes_applied: u64,
+    /// Statements applied (validated, for a dry run).
+    pub statements: u64,
+    /// Target server kind.
+    pub engine: SqlEngine,
+    /// Target database.
+    pub database: String,
+    /// The client's file name (never used as a path).
+    pub file_name: String,
+    /// Whether this is a dry run.
+    pub dry_run: bool,
+    /// Whether dbmazz created the database for this job and still holds it.
+    pub created_database: bool,
+    /// When the upload was stored (ms since the Unix epoch).
+    pub created_at_ms: u64,
+    /// When a worker took it (0 until then).
+    pub started_at_ms: u64,
+    /// When it ended (0 until then).
+    pub finished_at_ms: u64,
+    /// The idempotency key of the upload.
+    pub idempotency_key: Option<String>,
+}
+
+/// Per-upload overrides of the server's `SCHEMA_*` settings; `None` keeps the setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `SCHEMA_FAIL_IF_DB_EXISTS`.
+    pub fail_if_db_exists: Option<bool>,
+    /// `SCHEMA_DROP_DB_ON_FAILURE`.
+    pub drop_db_on_failure: Option<bool>,
+    /// `DELETE_SCHEMA_AFTER_APPLY`.
+    pub delete_schema_after_apply: Option<bool>,
+    /// `SCHEMA_DEDUPLICATE_BY_HASH`.
+    pub deduplicate_by_hash: Option<bool>,
+    /// `SCHEMA_DRY_RUN`.
+    pub dry_run: Option<bool>,
+    /// `SCHEMA_ENABLE_SQL_GUARD`: may turn the guard on, never off.
+    pub enable_sql_guard: Option<bool>,
+}
+
+/// What an upload is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadMeta {
+    /// Target server kind.
+    pub engine: SqlEngine,
+    /// Database to create.
+    pub database: String,
+    /// The client's file name; must end in `.sql`.
+    pub file_name: String,
+    /// With `SCHEMA_ENABLE_IDEMPOTENCY`: retries with the same key return the first job.
+    pub idempotency_key: Option<String>,
+    /// Per-call overrides.
+    pub overrides: Overrides,
+    /// The caller's address, for `RATE_LIMIT_*` (`None`: all such callers share one budget).
+    pub client: Option<IpAddr>,
+}
+
+/// The answer to an accepted upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job (the earlier one when `deduplicated`).
+    pub job_id: String,
+    /// An earlier job was returned and the upload discarded.
+    pub deduplicated: bool,
+    /// SHA-256 of the upload.
+    pub sha256: String,
+    /// Size of the upload.
+    pub bytes: u64,
+}
+
+/// The answer to a DropDatabase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    /// False when the database did not exist.
+    pub dropped: bool,
+    /// Connections terminated first.
+    pub terminated_connections: u32,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// Why a provisioning call was refused. [`ProvisionError::grpc_code`] and
+/// [`ProvisionError::http_status`] give the status for each way in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvisionError {
+    /// Neither engine is configured.
+    #[error(
+        "schema provisioning is not enabled on this dbmazz: set PROVISION_POSTGRES_URL and/or \
+         PROVISION_MYSQL_URL (and PROVISION_ROLE), then restart it"
+    )]
+    Disabled,
+    /// The requested engine is not configured.
+    #[error("{engine} provisioning is not enabled on this dbmazz: set {var} (and PROVISION_ROLE), then restart it")]
+    EngineDisabled {
+        /// The engine asked for.
+        engine: SqlEngine,
+        /// Its variable.
+        var: &'static str,
+    },
+    /// A bad argument.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The call does not fit the current state (busy database, database exists, not created
+    /// by dbmazz).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The upload exceeds `SCHEMA_MAX_BYTES`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// `RATE_LIMIT_MAX` uploads were made within `RATE_LIMIT_WINDOW_MS`.
+    #[error("rate limit: at most {max} uploads per {window_ms} ms per client (RATE_LIMIT_MAX, RATE_LIMIT_WINDOW_MS); retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// `RATE_LIMIT_MAX`.
+        max: u32,
+        /// `RATE_LIMIT_WINDOW_MS`.
+        window_ms: u64,
+        /// When the window ends.
+        retry_after_ms: u64,
+    },
+    /// An idempotency key was reused for a different request.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// No such job.
+    #[error("no schema job {0:?}; list them with SchemaService/ListJobs")]
+    NotFound(String),
+    /// The upload stream broke off.
+    #[error("the upload was interrupted: {0}")]
+    Interrupted(String),
+    /// dbmazz itself failed (disk, store).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ProvisionError {
+    /// The gRPC status code.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ProvisionError::Disabled | ProvisionError::EngineDisabled { .. } => {
+                Code::FailedPrecondition
+            }
+            ProvisionError::InvalidArgument(_) => Code::InvalidArgument,
+            ProvisionError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ProvisionError::TooLarge(_) | ProvisionError::RateLimited { .. } => {
+                Code::ResourceExhausted
+            }
+            ProvisionError::AlreadyExists(_) => Code::AlreadyExists,
+            ProvisionError::NotFound(_) => Code::NotFound,
+            ProvisionError::Interrupted(_) => Code::Cancelled,
+            ProvisionError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The HTTP status for the REST way in.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ProvisionError::Disabled | ProvisionError::EngineDisabled { .. } => 503,
+            ProvisionError::InvalidArgument(_) | ProvisionError::Interrupted(_) => 400,
+            ProvisionError::FailedPrecondition(_) | ProvisionError::AlreadyExists(_) => 409,
+            ProvisionError::TooLarge(_) => 413,
+            ProvisionError::RateLimited { .. } => 429,
+            ProvisionError::NotFound(_) => 404,
+            ProvisionError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<ProvisionError> for tonic::Status {
+    fn from(e: ProvisionError) -> tonic::Status {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+/// The engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A directory could not be created or read.
+    #[error("{var}: cannot use {path}: {source}")]
+    Dir {
+        /// The variable naming it.
+        var: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The provisioning engine; cheap to clone. A disabled engine refuses every call with
+/// [`ProvisionError::Disabled`].
+#[derive(Clone)]
+pub struct Engine {
+    inner: Option<Arc<Inner>>,
+}
+
+pub(super) struct Inner {
+    pub(super) cfg: ProvisionConfig,
+    store: Store,
+    state: Mutex<State>,
+    workers: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, Arc<Slot>>,
+    /// Job ids in creation order.
+    order: Vec<String>,
+    /// Idempotency key → job id.
+    keys: HashMap<String, String>,
+    /// Per client: start of the window and uploads in it.
+    rate: HashMap<Option<IpAddr>, (Instant, u32)>,
+    /// Databases being dropped by DropDatabase.
+    dropping: Vec<(SqlEngine, String)>,
+}
+
+struct Slot {
+    tx: watch::Sender<Job>,
+    options: JobOptions,
+}
+
+impl Engine {
+    /// An engine that refuses every call (provisioning not configured).
+    pub fn disabled() -> Engine {
+        Engine { inner: None }
+    }
+
+    /// Opens the store and the upload directory, fails the jobs a dead daemon left running
+    /// (cleaning up their databases in the background), and starts accepting uploads.
+    pub async fn start(cfg: ProvisionConfig) -> Result<Engine, StartError> {
+        create_private_dir(&cfg.tmp_path).map_err(|source| StartError::Dir {
+            var: "SCHEMA_TMP_PATH",
+            path: cfg.tmp_path.clone(),
+            source,
+        })?;
+        let store_err = |source| StartError::Dir {
+            var: "SCHEMA_JOB_STORE_PATH",
+            path: cfg.job_store_path.clone(),
+            source,
+        };
+        let store = Store::open(&cfg.job_store_path).map_err(store_err)?;
+        let mut records = store.load().map_err(store_err)?;
+        remove_partial_uploads(&cfg.tmp_path);
+        records.sort_by(|a, b| {
+            (a.job.created_at_ms, &a.job.id).cmp(&(b.job.created_at_ms, &b.job.id))
+        });
+        let mut state = State::default();
+        let mut interrupted = Vec::new();
+        for mut rec in records {
+            if !rec.job.status.is_final() {
+                rec.job.status = JobStatus::Failed;
+                rec.job.stage = Stage::Done;
+                rec.job.error = Some(STOPPED_REASON.to_owned());
+                rec.job.finished_at_ms = now_ms();
+                interrupted.push(rec.job.id.clone());
+            }
+            if let Some(key) = &rec.job.idempotency_key {
+                state.keys.insert(key.clone(), rec.job.id.clone());
+            }
+            state.order.push(rec.job.id.clone());
+            state.jobs.insert(
+                rec.job.id.clone(),
+                Arc::new(Slot {
+                    tx: watch::Sender::new(rec.job),
+                    options: rec.options,
+                }),
+            );
+        }
+        let workers = Arc::new(Semaphore::new(cfg.workers));
+        let inner = Arc::new(Inner {
+            cfg,
+            store,
+            state: Mutex::new(state),
+            workers,
+        });
+        for id in interrupted {
+            let slot = inner.slot(&id).expect("just inserted");
+            inner.persist(&slot);
+            tracing::warn!(job = %id, "schema job failed: {STOPPED_REASON}");
+            let inner = inner.clone();
+            tokio::spawn(async move { inner.finish_interrupted(slot).await });
+        }
+        tracing::info!(
+            postgres = inner.cfg.postgres.is_some(),
+            mysql = inner.cfg.mysql.is_some(),
+            workers = inner.cfg.workers,
+            "schema provisioning enabled"
+        );
+        Ok(Engine { inner: Some(inner) })
+    }
+
+    /// Whether provisioning is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    fn inner(&self) -> Result<&Arc<Inner>, ProvisionError> {
+        self.inner.as_ref().ok_or(ProvisionError::Disabled)
+    }
+
+    /// Stores an upload and queues its job. `body` yields the file's bytes (chunks of any
+    /// size; the gRPC and REST layers bound them); an `Err` item aborts the upload with that
+    /// error. Returns once the file is stored, with the new job's id, or an earlier job's id
+    /// when the idempotency key or the SHA-256 (with deduplication) matches.
+    pub async fn submit<S>(&self, meta: UploadMeta, body: S) -> Result<Submitted, ProvisionError>
+    where
+        S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
+    {
+        let inner = self.inner()?;
+        inner.check_engine(meta.engine)?;
+        if !meta.file_name.to_ascii_lowercase().ends_with(".sql")
+            || meta.file_name.len() > 255
+            || meta.file_name.contains(['\0', '\n'])
+        {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "file_name {:?}: only .sql files are accepted (at most 255 characters)",
+                meta.file_name
+            )));
+        }
+        inner.check_name(&meta.database)?;
+        if let Some(key) = &meta.idempotency_key {
+            if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ProvisionError::InvalidArgument(
+                    "idempotency_key: use 1-128 printable ASCII characters without spaces".into(),
+                ));
+            }
+        }
+        let options = inner.resolve(&meta.overrides)?;
+        let key = meta
+            .idempotency_key
+            .clone()
+            .filter(|_| inner.cfg.idempotency);
+        if let Some(key) = &key {
+            if let Some(found) = inner.by_key(key, &meta)? {
+                return Ok(found);
+            }
+        }
+        inner.rate_check(meta.client)?;
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let part = inner.cfg.tmp_path.join(format!("{id}.sql.part"));
+        let path = inner.upload_path(&id);
+        let (sha256, bytes) = match receive(body, &part, inner.cfg.max_bytes).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e);
+            }
+        };
+        if bytes == 0 {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(ProvisionError::InvalidArgument(format!(
+                "{}: the file is empty",
+                meta.file_name
+            )));
+        }
+        if let Err(e) = tokio::fs::rename(&part, &path).await {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(ProvisionError::Internal(format!(
+                "cannot store the upload in SCHEMA_TMP_PATH ({}): {e}",
+                inner.cfg.tmp_path.display()
+            )));
+        }
+
+        let job = Job {
+            id: id.clone(),
+            status: JobStatus::Queued,
+            progress: 0,
+            stage: Stage::Queued,
+            error: None,
+            sha256: sha256.clone(),
+            bytes,
+            bytes_applied: 0,
+            statements: 0,
+            engine: meta.engine,
+            database: meta.database.clone(),
+            file_name: meta.file_name.clone(),
+            dry_run: options.dry_run,
+            created_database: false,
+            created_at_ms: now_ms(),
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            idempotency_key: key.clone(),
+        };
+        let registered = {
+            let mut st = inner.state.lock().expect("provision state");
+            inner.register(&mut st, job, options, &meta, key.as_deref())
+        };
+        let slot = match registered {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(earlier)) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Ok(earlier);
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(e);
+            }
+        };
+        inner.persist(&slot);
+        tracing::info!(job = %id, engine = %meta.engine, database = %meta.database, bytes, dry_run = options.dry_run, "schema job queued");
+        let worker = inner.clone();
+        tokio::spawn(async move { worker.run(slot).await });
+        Ok(Submitted {
+            job_id: id,
+            deduplicated: false,
+            sha256,
+            bytes,
+        })
+    }
+
+    /// One job as it is now.
+    pub fn get(&self, id: &str) -> Result<Job, ProvisionError> {
+        let inner = self.inner()?;
+        let slot = inner
+            .slot(id)
+            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
+        let job = slot.tx.borrow().clone();
+        Ok(job)
+    }
+
+    /// At most `limit` jobs (0 = 100), newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<Job>, ProvisionError> {
+        let inner = self.inner()?;
+        let limit = if limit == 0 { 100 } else { limit };
+        let st = inner.state.lock().expect("provision state");
+        Ok(st
+            .order
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|id| st.jobs.get(id))
+            .map(|s| s.tx.borrow().clone())
+            .collect())
+    }
+
+    /// Follows one job: the receiver holds its current state and sees every change (progress
+    /// is throttled to about ten changes a second). The job has ended when its status
+    /// [`is_final`](JobStatus::is_final); no change follows that.
+    pub fn subscribe(&self, id: &str) -> Result<watch::Receiver<Job>, ProvisionError> {
+        let inner = self.inner()?;
+        let slot = inner
+            .slot(id)
+            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
+        Ok(slot.tx.subscribe())
+    }
+
+    /// Drops a database after terminating its connections. Refuses a database a job is
+    /// working on, and one dbmazz did not create unless `force`.
+    pub async fn drop_database(
+        &self,
+        engine: SqlEngine,
+        name: &str,
+        force: bool,
+    ) -> Result<Dropped, ProvisionError> {
+        let inner = self.inner()?;
+        inner.check_engine(engine)?;
+        inner.check_name(name)?;
+        let created = {
+            let mut st = inner.state.lock().expect("provision state");
+            if let Some(busy) = st.active_on(engine, name) {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "job {busy} is working on {engine} database {name}; wait for it to end \
+                     (WatchJob) and retry"
+                )));
+            }
+            if st.dropping.iter().any(|(e, n)| *e == engine && n == name) {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "{engine} database {name} is already being dropped"
+                )));
+            }
+            let created: Vec<Arc<Slot>> = st
+                .jobs
+                .values()
+                .filter(|s| {
+                    let j = s.tx.borrow();
+                    j.engine == engine && j.database == name && j.created_database
+                })
+                .cloned()
+                .collect();
+            if created.is_empty() && !force {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "{engine} database {name} was not created by dbmazz; set force to drop it \
+                     anyway"
+                )));
+            }
+            st.dropping.push((engine, name.to_owned()));
+            created
+        };
+        let result = inner.drop_db(engine, name).await;
+        {
+            let mut st = inner.state.lock().expect("provision state");
+            st.dropping.retain(|(e, n)| !(*e == engine && n == name));
+        }
+        let (existed, terminated) = result.map_err(ProvisionError::FailedPrecondition)?;
+        for slot in created {
+            slot.tx.send_modify(|j| j.created_database = false);
+            inner.persist(&slot);
+        }
+        let message = if existed {
+            format!("dropped {engine} database {name} (terminated {terminated} connections)")
+        } else {
+            format!("{engine} database {name} did not exist")
+        };
+        tracing::info!(%engine, database = name, terminated, existed, "drop database");
+        Ok(Dropped {
+            dropped: existed,
+            terminated_connections: terminated,
+            message,
+        })
+    }
+}
+
+impl State {
+    /// The queued or running job on this database, if any.
+    fn active_on(&self, engine: SqlEngine, name: &str) -> Option<String> {
+        self.jobs.values().find_map(|s| {
+            let j = s.tx.borrow();
+            (j.engine == engine && j.database == name && !j.status.is_final() && !j.dry_run)
+                .then(|| j.id.clone())
+        })
+    }
+}
+
+impl Inner {
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        self.state
+            .lock()
+            .expect("provision state")
+            .jobs
+            .get(id)
+            .cloned()
+    }
+
+    pub(super) fn upload_path(&self, id: &str) -> PathBuf {
+        self.cfg.tmp_path.join(format!("{id}.sql"))
+    }
+
+    fn check_engine(&self, engine: SqlEngine) -> Result<(), ProvisionError> {
+        let configured = match engine {
+            SqlEngine::Postgres => self.cfg.postgres.is_some(),
+            SqlEngine::Mysql => self.cfg.mysql.is_some(),
+        };
+        if configured {
+            Ok(())
+        } else {
+            Err(ProvisionError::EngineDisabled {
+                engine,
+                var: engine.url_var(),
+            })
+        }
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), ProvisionError> {
+        names::validate_database_name(name, &self.cfg.reserved)
+            .map_err(|e| ProvisionError::InvalidArgument(format!("database: {e}")))
+    }
+
+    fn resolve(&self, o: &Overrides) -> Result<JobOptions, ProvisionError> {
+        let d = self.cfg.defaults;
+        if d.enable_sql_guard && o.enable_sql_guard == Some(false) {
+            return Err(ProvisionError::InvalidArgument(
+                "enable_sql_guard: the SQL guard is on for this server (SCHEMA_ENABLE_SQL_GUARD) \
+                 and a call cannot turn it off"
+                    .into(),
+            ));
+        }
+        Ok(JobOptions {
+            fail_if_db_exists: o.fail_if_db_exists.unwrap_or(d.fail_if_db_exists),
+            drop_db_on_failure: o.drop_db_on_failure.unwrap_or(d.drop_db_on_failure),
+            delete_schema_after_apply: o
+                .delete_schema_after_apply
+                .unwrap_or(d.delete_schema_after_apply),
+            deduplicate_by_hash: o.deduplicate_by_hash.unwrap_or(d.deduplicate_by_hash),
+            enable_sql_guard: o.enable_sql_guard.unwrap_or(d.enable_sql_guard),
+            dry_run: o.dry_run.unwrap_or(d.dry_run),
+        })
+    }
+
+    /// The earlier job of an idempotency key, if the key is known.
+    fn by_key(&self, key: &str, meta: &UploadMeta) -> Result<Option<Submitted>, ProvisionError> {
+        let st = self.state.lock().expect("provision state");
+        let Some(id) = st.keys.get(key) else {
+            return Ok(None);
+        };
+        let Some(slot) = st.jobs.get(id) else {
+            return Ok(None);
+        };
+        let j = slot.tx.borrow();
+        if j.engine != meta.engine || j.database != meta.database {
+            return Err(ProvisionError::AlreadyExists(format!(
+                "idempotency_key {key:?} was used for job {} ({} database {}); use a new key \
+                 for a different request",
+                j.id, j.engine, j.database
+            )));
+        }
+        Ok(Some(Submitted {
+            job_id: j.id.clone(),
+            deduplicated: true,
+            sha256: j.sha256.clone(),
+            bytes: j.bytes,
+        }))
+    }
+
+    fn rate_check(&self, client: Option<IpAddr>) -> Result<(), ProvisionError> {
+        let Some(limit) = self.cfg.rate_limit else {
+            return Ok(());
+        };
+        let mut st = self.state.lock().expect("provision state");
+        let now = Instant::now();
+        st.rate
+            .retain(|_, (start, _)| now.duration_since(*start) < limit.window);
+        let entry = st.rate.entry(client).or_insert((now, 0));
+        if entry.1 >= limit.max {
+            let left = limit.window.saturating_sub(now.duration_since(entry.0));
+            return Err(ProvisionError::RateLimited {
+                max: limit.max,
+                window_ms: limit.window.as_millis() as u64,
+                retry_after_ms: left.as_millis() as u64,
+            });
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Registers a stored upload, or returns the earlier job it duplicates (`Ok(Err)`).
+    fn register(
+        &self,
+        st: &mut State,
+        job: Job,
+        options: JobOptions,
+        meta: &UploadMeta,
+        key: Option<&str>,
+    ) -> Result<Result<Arc<Slot>, Submitted>, ProvisionError> {
+        if let Some(key) = key {
+            if let Some(id) = st.keys.get(key) {
+                let j = st.jobs[id].tx.borrow();
+                if j.engine != meta.engine || j.database != meta.database {
+                    return Err(ProvisionError::AlreadyExists(format!(
+                        "idempotency_key {key:?} was used for job {} ({} database {}); use a \
+                         new key for a different request",
+                        j.id, j.engine, j.database
+                    )));
+                }
+                return Ok(Err(Submitted {
+                    job_id: j.id.clone(),
+                    deduplicated: true,
+                    sha256: j.sha256.clone(),
+                    bytes: j.bytes,
+                }));
+            }
+        }
+        if options.deduplicate_by_hash {
+            let earlier = st.order.iter().rev().find_map(|id| {
+                let j = st.jobs[id].tx.borrow();
+                // A job that did not fail, and (unless a dry run) still holds the database it
+                // created: after a DropDatabase the same file provisions the database again.
+                (j.engine == job.engine
+                    && j.database == job.database
+                    && j.sha256 == job.sha256
+                    && j.dry_run == job.dry_run
+                    && j.status != JobStatus::Failed
+                    && (j.dry_run || !j.status.is_final() || j.created_database))
+                    .then(|| Submitted {
+                        job_id: j.id.clone(),
+                        deduplicated: true,
+                        sha256: j.sha256.clone(),
+                        bytes: j.bytes,
+                    })
+            });
+            if let Some(earlier) = earlier {
+                return Ok(Err(earlier));
+            }
+        }
+        if !job.dry_run {
+            if let Some(busy) = st.active_on(job.engine, &job.database) {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "job {busy} is already working on {} database {}; one job per database at a \
+                     time: wait for it (WatchJob) and retry",
+                    job.engine, job.database
+                )));
+            }
+            if st
+                .dropping
+                .iter()
+                .any(|(e, n)| *e == job.engine && *n == job.database)
+            {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "{} database {} is being dropped; retry when DropDatabase returns",
+                    job.engine, job.database
+                )));
+            }
+        }
+        let id = job.id.clone();
+        let slot = Arc::new(Slot {
+            tx: watch::Sender::new(job),
+            options,
+        });
+        if let Some(key) = key {
+            st.keys.insert(key.to_owned(), id.clone());
+        }
+        st.order.push(id.clone());
+        st.jobs.insert(id, slot.clone());
+        Ok(Ok(slot))
+    }
+
+    /// Writes a job's record; a failure is logged (the in-memory state stays authoritative).
+    fn persist(&self, slot: &Slot) {
+        let record = JobRecord {
+            job: slot.tx.borrow().clone(),
+            options: slot.options,
+        };
+        if let Err(e) = self.store.save(&record) {
+            tracing::error!(job = %record.job.id, dir = %self.cfg.job_store_path.display(), error = %e, "cannot write the schema job record (SCHEMA_JOB_STORE_PATH)");
+        }
+    }
+
+    /// Runs one job to its end on a worker permit.
+    async fn run(self: Arc<Self>, slot: Arc<Slot>) {
+        let Ok(_permit) = self.workers.clone().acquire_owned().await else {
+            return;
+        };
+        slot.tx.send_modify(|j| {
+            j.status = JobStatus::Running;
+            j.stage = Stage::Validating;
+            j.started_at_ms = now_ms();
+        });
+        self.persist(&slot);
+        let mut ctx = JobCtx::new(self.clone(), slot.clone());
+        let result = self.execute(&mut ctx).await;
+        let (id, engine, database, created) = {
+            let j = slot.tx.borrow();
+            (
+                j.id.clone(),
+                j.engine,
+                j.database.clone(),
+                j.created_database,
+            )
+        };
+        let mut error = result.err();
+        if error.is_some() || slot.options.delete_schema_after_apply {
+            ctx.set_stage(Stage::Cleanup);
+        }
+        if let Some(message) = &mut error {
+            if created && slot.options.drop_db_on_failure {
+                match self.drop_db(engine, &database).await {
+                    Ok(_) => {
+                        message.push_str(&format!("; database {database} was dropped"));
+                        slot.tx.send_modify(|j| j.created_database = false);
+                    }
+                    Err(e) => {
+                        message.push_str(&format!("; dropping database {database} failed too: {e}"))
+                    }
+                }
+            } else if created {
+                message.push_str(&format!(
+                    "; database {database} was kept (SCHEMA_DROP_DB_ON_FAILURE=false)"
+                ));
+            }
+        }
+        if slot.options.delete_schema_after_apply {
+            let _ = tokio::fs::remove_file(self.upload_path(&id)).await;
+        }
+        slot.tx.send_modify(|j| {
+            j.stage = Stage::Done;
+            j.finished_at_ms = now_ms();
+            match &error {
+                None => {
+                    j.status = JobStatus::Success;
+                    j.progress = 100;
+                    if !j.dry_run {
+                        j.bytes_applied = j.bytes;
+                    }
+                }
+                Some(e) => {
+                    j.status = JobStatus::Failed;
+                    j.error = Some(e.clone());
+                }
+            }
+        });
+        self.persist(&slot);
+        match &error {
+            None => {
+                tracing::info!(job = %id, %engine, database = %database, "schema job succeeded")
+            }
+            Some(e) => {
+                tracing::warn!(job = %id, %engine, database = %database, error = %e, "schema job failed")
+            }
+        }
+    }
+
+    /// Validation, then (unless a dry run) the apply. `Err` is the job's error message.
+    async fn execute(&self, ctx: &mut JobCtx) -> Result<(), String> {
+        let (id, engine) = {
+            let j = ctx.slot.tx.borrow();
+            (j.id.clone(), j.engine)
+        };
+        let path = self.upload_path(&id);
+        let guard = ctx
+            .slot
+            .options
+            .enable_sql_guard
+            .then(|| Guard::new(engine.dialect(), &self.cfg.forbidden_keywords));
+        let mut reader = PieceReader::open(&path, engine.dialect()).await?;
+        let mut statements = 0u64;
+        while let Some(piece) = reader.next().await? {
+            if let Piece::Statement { sql, line, .. } = &piece {
+                if let Some(guard) = &guard {
+                    guard.check(sql, *line).map_err(|v| v.to_string())?;
+                }
+                statements += 1;
+            }
+        }
+        if ctx.slot.options.dry_run {
+            ctx.slot.tx.send_modify(|j| j.statements = statements);
+            return Ok(());
+        }
+        match engine {
+            SqlEngine::Postgres => apply_pg::apply(ctx, &path).await,
+            SqlEngine::Mysql => apply_mysql::apply(ctx, &path).await,
+        }
+    }
+
+    /// Drops a database on `engine` after terminating its connections: (existed, terminated).
+    pub(super) async fn drop_db(
+        &self,
+        engine: SqlEngine,
+        name: &str,
+    ) -> Result<(bool, u32), String> {
+        match engine {
+            SqlEngine::Postgres => apply_pg::drop_database(&self.cfg, name).await,
+            SqlEngine::Mysql => apply_mysql::drop_database(&self.cfg, name).await,
+        }
+    }
+
+    /// Cleans up after a job that was running when the daemon died.
+    async fn finish_interrupted(self: Arc<Self>, slot: Arc<Slot>) {
+        let (id, engine, database, created) = {
+            let j = slot.tx.borrow();
+            (
+                j.id.clone(),
+                j.engine,
+                j.database.clone(),
+                j.created_database,
+            )
+        };
+        if created && slot.options.drop_db_on_failure {
+            let note = if self.check_engine(engine).is_err() {
+                format!(
+                    "; database {database} was kept: {} is no longer set",
+                    engine.url_var()
+                )
+            } else {
+                match self.drop_db(engine, &database).await {
+                    Ok(_) => {
+                        slot.tx.send_modify(|j| j.created_database = false);
+                        format!("; database {database} was dropped")
+                    }
+                    Err(e) => format!("; dropping database {database} failed: {e}"),
+                }
+            };
+            slot.tx.send_modify(|j| {
+                if let Some(err) = &mut j.error {
+                    err.push_str(&note);
+                }
+            });
+        }
+        if slot.options.delete_schema_after_apply {
+            let _ = tokio::fs::remove_file(self.upload_path(&id)).await;
+        }
+        self.persist(&slot);
+    }
+}
+
+/// What an apply needs from the engine: settings, and a way to report progress.
+pub(super) struct JobCtx {
+    pub(super) inner: Arc<Inner>,
+    slot: Arc<Slot>,
+    last_sent: Instant,
+}
+
+impl JobCtx {
+    fn new(inner: Arc<Inner>, slot: Arc<Slot>) -> JobCtx {
+        JobCtx {
+            inner,
+            slot,
+            last_sent: Instant::now(),
+        }
+    }
+
+    /// The resolved options of the job.
+    pub(super) fn options(&self) -> JobOptions {
+        self.slot.options
+    }
+
+    /// The target database.
+    pub(super) fn database(&self) -> String {
+        self.slot.tx.borrow().database.clone()
+    }
+
+    /// Moves to `stage` (persisted).
+    pub(super) fn set_stage(&mut self, stage: Stage) {
+        self.slot.tx.send_modify(|j| j.stage = stage);
+        self.inner.persist(&self.slot);
+    }
+
+    /// Records that dbmazz created the database (persisted at once, so a crash cleans it up).
+    pub(super) fn mark_created(&mut self) {
+        self.slot.tx.send_modify(|j| j.created_database = true);
+        self.inner.persist(&self.slot);
+    }
+
+    /// Reports that the file is applied up to byte `applied`, with `statements` run.
+    pub(super) fn progress(&mut self, applied: u64, statements: u64) {
+        let (bytes, old) = {
+            let j = self.slot.tx.borrow();
+            (j.bytes, j.progress)
+        };
+        let pct = (applied.saturating_mul(100) / bytes.max(1)).min(99) as u8;
+        // Always recorded (GetJob is exact); subscribers are woken when the percentage grows
+        // or every PROGRESS_EVERY.
+        let notify = pct > old || self.last_sent.elapsed() >= PROGRESS_EVERY;
+        if notify {
+            self.last_sent = Instant::now();
+        }
+        self.slot.tx.send_if_modified(|j| {
+            j.progress = j.progress.max(pct);
+            j.bytes_applied = j.bytes_applied.max(applied);
+            j.statements = statements;
+            notify
+        });
+    }
+}
+
+/// The pieces of a stored file, read in bounded chunks through the splitter.
+pub(super) struct PieceReader {
+    file: tokio::fs::File,
+    splitter: Splitter,
+    buf: Vec<u8>,
+    pieces: std::collections::VecDeque<Piece>,
+    out: Vec<Piece>,
+    eof: bool,
+}
+
+impl PieceReader {
+    /// Opens a stored upload.
+    pub(super) async fn open(path: &Path, dialect: Dialect) -> Result<PieceReader, String> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| format!("cannot read the stored upload {}: {e}", path.display()))?;
+        Ok(PieceReader {
+            file,
+            splitter: Splitter::new(dialect),
+            buf: vec![0; READ_BYTES],
+            pieces: Default::default(),
+            out: Vec::new(),
+            eof: false,
+        })
+    }
+
+    /// The next piece, `None` at the end of the file. A file that does not split is an error
+    /// naming its line.
+    pub(super) async fn next(&mut self) -> Result<Option<Piece>, String> {
+        loop {
+            if let Some(p) = self.pieces.pop_front() {
+                return Ok(Some(p));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            let n = self
+                .file
+                .read(&mut self.buf)
+                .await
+                .map_err(|e| format!("cannot read the stored upload: {e}"))?;
+            if n == 0 {
+                self.eof = true;
+                self.splitter
+                    .finish(&mut self.out)
+                    .map_err(|e| e.to_string())?;
+            } else {
+                self.splitter
+                    .feed(&self.buf[..n], &mut self.out)
+                    .map_err(|e| e.to_string())?;
+            }
+            self.pieces.extend(self.out.drain(..));
+        }
+    }
+}
+
+/// Streams `body` into a new file at `part`: (SHA-256 hex, bytes).
+async fn receive<S>(mut body: S, part: &Path, max: u64) -> Result<(String, u64), ProvisionError>
+where
+    S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
+{
+    let io = |e: std::io::Error| {
+        ProvisionError::Internal(format!(
+            "cannot store the upload in SCHEMA_TMP_PATH ({}): {e}",
+            part.parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ))
+    };
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(part)
+        .await
+        .map_err(io)?;
+    let mut file = tokio::io::BufWriter::with_capacity(READ_BYTES, file);
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        bytes += chunk.len() as u64;
+        if bytes > max {
+            return Err(ProvisionError::TooLarge(format!(
+                "the upload is larger than SCHEMA_MAX_BYTES ({max} bytes)"
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    let digest = hasher.finalize();
+    Ok((hex(&digest), bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Deletes `*.sql.part` files a dead daemon left in the upload directory.
+fn remove_partial_uploads(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".sql.part"))
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, extra: &[(&str, &str)]) -> ProvisionConfig {
+        let mut vars: HashMap<String, String> = [
+            // Nothing listens there: these tests never reach a server.
+            (
+                "PROVISION_POSTGRES_URL",
+                "postgres://admin@127.0.0.1:9/postgres?sslmode=disable",
+            ),
+            ("PROVISION_ROLE", "tenant_owner"),
+            ("SCHEMA_TMP_PATH", dir.to_str().unwrap()),
+            ("SCHEMA_DRY_RUN", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        ProvisionConfig::from_vars(&vars, &["app".into()])
+            .unwrap()
+            .unwrap()
+    }
+
+    fn meta(db: &str) -> UploadMeta {
+        UploadMeta {
+            engine: SqlEngine::Postgres,
+            database: db.into(),
+            file_name: "schema.sql".into(),
+            idempotency_key: None,
+            overrides: Overrides::default(),
+            client: None,
+        }
+    }
+
+    fn body(text: &str) -> impl Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin {
+        let chunks: Vec<Result<Bytes, ProvisionError>> = text
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures_util::stream::iter(chunks)
+    }
+
+    async fn wait_final(engine: &Engine, id: &str) -> Job {
+        let mut rx = engine.subscribe(id).unwrap();
+        let mut last = 0;
+        loop {
+            let j = rx.borrow_and_update().clone();
+            assert!(j.progress >= last, "progress went down");
+            last = j.progress;
+            if j.status.is_final() {
+                return j;
+            }
+            rx.changed().await.unwrap();
+        }
+    }
+
+    const SCHEMA: &str = "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n";
+
+    #[tokio::test]
+    async fn a_dry_run_counts_statements_and_the_hash_matches_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(dir.path(), &[])).await.unwrap();
+        let s = engine.submit(meta("tenant_a"), body(SCHEMA)).await.unwrap();
+        assert!(!s.deduplicated);
+        assert_eq!(s.bytes, SCHEMA.len() as u64);
+        assert_eq!(s.sha256, hex(&Sha256::digest(SCHEMA.as_bytes())));
+        let j = wait_final(&engine, &s.job_id).await;
+        assert_eq!(j.status, JobStatus::Success, "{j:?}");
+        assert_eq!((j.statements, j.progress, j.dry_run), (2, 100, true));
+        // The upload was deleted, and the job is listed.
+        assert!(!dir.path().join(format!("{}.sql", s.job_id)).exists());
+        assert_eq!(engine.list(0).unwrap()[0].id, s.job_id);
+        // Same bytes, same database: the same job.
+        let again = engine.submit(meta("tenant_a"), body(SCHEMA)).await.unwrap();
+        assert_eq!((again.job_id, again.deduplicated), (s.job_id, true));
+    }
+
+    #[tokio::test]
+    async fn refusals_have_their_codes_and_leave_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(
+            dir.path(),
+            &[("SCHEMA_MAX_BYTES", "40"), ("RATE_LIMIT_MAX", "3")],
+        ))
+        .await
+        .unwrap();
+        let mut m = meta("tenant_a");
+        m.file_name = "schema.txt".into();
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let e = engine.submit(meta("app"), body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let mut m = meta("tenant_a");
+        m.overrides.enable_sql_guard = Some(false);
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert!(e.to_string().contains("SCHEMA_ENABLE_SQL_GUARD"), "{e}");
+        let mut m = meta("tenant_a");
+        m.engine = SqlEngine::Mysql;
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::FailedPrecondition);
+        assert!(e.to_string().contains("PROVISION_MYSQL_URL"), "{e}");
+        // Rate-limited uploads: 1 too large, 2 empty, 3 interrupted, 4 refused.
+        let e = engine
+            .submit(meta("tenant_a"), body(&SCHEMA.repeat(2)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.grpc_code(), e.http_status()),
+            (tonic::Code::ResourceExhausted, 413)
+        );
+        let e = engine.submit(meta("tenant_a"), body("")).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let broken = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b"CREATE")),
+            Err(ProvisionError::Interrupted("client went away".into())),
+        ]);
+        let e = engine.submit(meta("tenant_a"), broken).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::Cancelled, "{e}");
+        let e = engine
+            .submit(meta("tenant_a"), body(SCHEMA))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.grpc_code(), e.http_status()),
+            (tonic::Code::ResourceExhausted, 429)
+        );
+        assert!(e.to_string().contains("RATE_LIMIT_MAX"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            engine.get("nope").unwrap_err().grpc_code(),
+            tonic::Code::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_return_the_first_job_and_conflict_across_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(dir.path(), &[])).await.unwrap();
+        let mut m = meta("tenant_a");
+        m.idempotency_key = Some("req-1".into());
+        let first = engine.submit(m.clone(), body(SCHEMA)).await.unwrap();
+        let retry = engine.submit(m.clone(), body("SELECT 1;")).await.unwrap();
+        assert_eq!((retry.job_id, retry.deduplicated), (first.job_id, true));
+        m.database = "tenant_b".into();
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::AlreadyExists, "{e}");
+    }
+
+    #[tokio::test]
+    async fn jobs_left_running_by_a_dead_daemon_are_failed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &[]);
+        let store = Store::open(&cfg.job_store_path).unwrap();
+        let job = |id: &str, status, created| Job {
+            id: id.into(),
+            status,
+            progress: 40,
+            stage: Stage::ApplyingSchema,
+            error: None,
+            sha256: "00".into(),
+            bytes: 10,
+            bytes_applied: 4,
+            statements: 1,
+            engine: SqlEngine::Postgres,
+            database: format!("db_{id}"),
+            file_name: "s.sql".into(),
+            dry_run: false,
+            created_database: created,
+            created_at_ms: 1,
+            started_at_ms: 2,
+            finished_at_ms: 0,
+            idempotency_key: None,
+        };
+        for (id, status, created) in [
+            ("a", JobStatus::Running, false),
+            ("b", JobStatus::Queued, false),
+            ("c", JobStatus::Running, true),
+        ] {
+            store
+                .save(&JobRecord {
+                    job: job(id, status, created),
+                    options: JobOptions::default(),
+                })
+                .unwrap();
+        }
+        let engine = Engine::start(cfg.clone()).await.unwrap();
+        for id in ["a", "b"] {
+            let j = engine.get(id).unwrap();
+            assert_eq!(j.status, JobStatus::Failed);
+            assert_eq!(j.error.as_deref(), Some(STOPPED_REASON));
+        }
+        // The database of "c" cannot be dropped (nothing listens): the error says so, and
+        // dbmazz still counts it as its own.
+        let mut rx = engine.subscribe("c").unwrap();
+        let j = loop {
+            let j = rx.borrow_and_update().clone();
+            if j.error
+                .as_deref()
+                .is_some_and(|e| e.len() > STOPPED_REASON.len())
+            {
+                break j;
+            }
+            rx.changed().await.unwrap();
+        };
+        assert_eq!(j.status, JobStatus::Failed);
+        let error = j.error.unwrap();
+        assert!(error.starts_with(STOPPED_REASON), "{error}");
+        assert!(error.contains("dropping database db_c failed"), "{error}");
+        assert!(j.created_database);
+        // The records on disk say the same after another restart.
+        drop(engine);
+        let engine = Engine::start(cfg).await.unwrap();
+        assert_eq!(engine.get("a").unwrap().status, JobStatus::Failed);
+        assert_eq!(engine.list(0).unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_disabled_engine_names_the_variables() {
+        let e = Engine::disabled().list(0).unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::FailedPrecondition);
+        assert!(e.to_string().contains("PROVISION_POSTGRES_URL"));
+        assert!(e.to_string().contains("PROVISION_MYSQL_URL"));
+    }
+}
