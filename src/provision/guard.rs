@@ -222,17 +222,19 @@ impl Guard {
             let starts = |keyword: &str| first_word.is_word(keyword);
             let ends = |pattern: &[&str]| ends_with(&recent, pattern);
 
-            // Server-file functions, by bare or quoted name.
-            let name = match token {
-                Token::Word(w) => Some(w.to_ascii_lowercase()),
-                Token::QuotedIdent(q) if mysql => Some(q.to_ascii_lowercase()),
-                Token::QuotedIdent(q) => Some(q.to_owned()),
-                _ => None,
+            // Server-file functions, by bare or quoted name (PostgreSQL quoted names are exact).
+            let file_function = match token {
+                Token::Word(w) => SERVER_FILE_FUNCTIONS
+                    .iter()
+                    .any(|f| w.eq_ignore_ascii_case(f)),
+                Token::QuotedIdent(q) if mysql => SERVER_FILE_FUNCTIONS
+                    .iter()
+                    .any(|f| q.eq_ignore_ascii_case(f)),
+                Token::QuotedIdent(q) => SERVER_FILE_FUNCTIONS.contains(&q),
+                _ => false,
             };
-            if let Some(name) = &name {
-                if SERVER_FILE_FUNCTIONS.contains(&name.as_str()) {
-                    return refuse(SERVER_FILE_FUNCTION);
-                }
+            if file_function {
+                return refuse(SERVER_FILE_FUNCTION);
             }
 
             // set_config('role', …) is SET ROLE in function form.
@@ -256,6 +258,31 @@ impl Guard {
                 (3, Token::Punct(b',')) => set_config = 0,
                 (2 | 3, _) => return refuse(SET_ROLE),
                 _ => set_config = 0,
+            }
+
+            // Everything below the COPY and set_config state machines matches words: literals,
+            // numbers and punctuation (most of a big INSERT) cannot complete a pattern.
+            let is_name = matches!(token, Token::Word(_) | Token::QuotedIdent(_));
+            if !mysql && starts("copy") && !copy_checked {
+                match token {
+                    Token::Punct(b'(') => depth += 1,
+                    Token::Punct(b')') => depth -= 1,
+                    _ => {}
+                }
+                if copy_target_next {
+                    copy_checked = true;
+                    if token.is_word("program") {
+                        return refuse(COPY_PROGRAM);
+                    }
+                    if !(token.is_word("stdin") || token.is_word("stdout")) {
+                        return refuse(COPY_SERVER_FILE);
+                    }
+                }
+                copy_target_next =
+                    index > 1 && depth == 0 && (token.is_word("from") || token.is_word("to"));
+            }
+            if !is_name {
+                continue;
             }
 
             for verb in ["create", "alter", "drop"] {
@@ -343,24 +370,6 @@ impl Guard {
             }
             if starts("grant") || starts("revoke") {
                 saw_on |= token.is_word("on");
-            }
-            if !mysql && starts("copy") && !copy_checked {
-                match token {
-                    Token::Punct(b'(') => depth += 1,
-                    Token::Punct(b')') => depth -= 1,
-                    _ => {}
-                }
-                if copy_target_next {
-                    copy_checked = true;
-                    if token.is_word("program") {
-                        return refuse(COPY_PROGRAM);
-                    }
-                    if !(token.is_word("stdin") || token.is_word("stdout")) {
-                        return refuse(COPY_SERVER_FILE);
-                    }
-                }
-                copy_target_next =
-                    index > 1 && depth == 0 && (token.is_word("from") || token.is_word("to"));
             }
 
             for (phrase, words) in &self.extra {
@@ -544,6 +553,10 @@ mod tests {
             ("SELECT LOAD_FILE('/etc/passwd')", "server-file-function"),
             ("SELECT * FROM t INTO OUTFILE '/tmp/x'", "select-into-file"),
             ("SELECT 1 INTO DUMPFILE '/tmp/x'", "select-into-file"),
+            (
+                "SELECT 1 /*M!100000 , LOAD_FILE('/etc/passwd') */",
+                "server-file-function",
+            ),
             (
                 "CREATE PROCEDURE p() BEGIN DROP DATABASE other; END",
                 "drop-database",

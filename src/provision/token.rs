@@ -3,8 +3,9 @@
 //! The guard must work on tokens, never on substrings: a keyword inside a string literal, a
 //! quoted identifier, a dollar-quoted body or a comment is not a keyword. These lexing rules
 //! mirror the splitter's ([`super::split`]), on a whole statement instead of a stream, so no
-//! "need more bytes" state is needed. MySQL's executable comments (`/*! … */`, `/*!50003 … */`)
-//! are code: their markers are skipped and their content is tokenized like the rest.
+//! "need more bytes" state is needed. MySQL's executable comments (`/*! … */`, `/*!50003 … */`,
+//! MariaDB's `/*M!100100 … */`) are code: their markers are skipped and their content is
+//! tokenized like the rest.
 
 use super::split::{is_ident_cont, is_ident_start, Dialect};
 
@@ -112,9 +113,14 @@ impl<'a> Iterator for Tokens<'a> {
                         memchr::memchr(b'\n', &b[self.pos..]).map_or(b.len(), |i| self.pos + i);
                 }
                 b'/' if next == Some(b'*') => {
-                    if mysql && self.at(self.pos + 2) == Some(b'!') {
+                    let marker = match (self.at(self.pos + 2), self.at(self.pos + 3)) {
+                        (Some(b'!'), _) => 3,
+                        (Some(b'M'), Some(b'!')) => 4,
+                        _ => 0,
+                    };
+                    if mysql && marker > 0 {
                         self.exec_comment = true;
-                        self.pos += 3;
+                        self.pos += marker;
                         while self.at(self.pos).is_some_and(|c| c.is_ascii_digit()) {
                             self.pos += 1;
                         }
