@@ -136,6 +136,42 @@ const SERVER_FILE_FUNCTIONS: &[&str] = &[
     "load_file",
 ];
 
+/// The words that can complete a default rule; any other word cannot, which keeps the guard
+/// cheap on the many `NULL`s and names of a big INSERT.
+const PATTERN_ENDS: &[&str] = &[
+    "database",
+    "schema",
+    "role",
+    "user",
+    "group",
+    "publication",
+    "subscription",
+    "system",
+    "owned",
+    "outfile",
+    "dumpfile",
+    "data",
+    "xml",
+    "authorization",
+    "session_authorization",
+    "password",
+    "global",
+    "persist",
+    "persist_only",
+    "on",
+    "load",
+    "use",
+];
+
+fn is_pattern_end(token: Token<'_>) -> bool {
+    match token {
+        Token::Word(w) | Token::QuotedIdent(w) => {
+            PATTERN_ENDS.iter().any(|p| w.eq_ignore_ascii_case(p))
+        }
+        _ => false,
+    }
+}
+
 /// How many recent tokens the pattern matcher looks back over (default patterns need 3).
 const DEFAULT_WINDOW: usize = 3;
 
@@ -281,7 +317,7 @@ impl Guard {
                 copy_target_next =
                     index > 1 && depth == 0 && (token.is_word("from") || token.is_word("to"));
             }
-            if !is_name {
+            if !is_name || (self.extra.is_empty() && !is_pattern_end(token)) {
                 continue;
             }
 

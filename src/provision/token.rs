@@ -62,8 +62,17 @@ impl<'a> Tokens<'a> {
         let b = self.bytes();
         let mut i = self.pos;
         while i < b.len() {
+            let found = if backslash {
+                memchr::memchr2(close, b'\\', &b[i..])
+            } else {
+                memchr::memchr(close, &b[i..])
+            };
+            let Some(skip) = found else {
+                break;
+            };
+            i += skip;
             let c = b[i];
-            if backslash && c == b'\\' {
+            if c == b'\\' {
                 i += 2;
             } else if c == close {
                 if b.get(i + 1) == Some(&close) {
@@ -72,8 +81,6 @@ impl<'a> Tokens<'a> {
                     self.pos = i + 1;
                     return i;
                 }
-            } else {
-                i += 1;
             }
         }
         self.pos = b.len();
