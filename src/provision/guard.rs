@@ -136,6 +136,42 @@ const SERVER_FILE_FUNCTIONS: &[&str] = &[
     "load_file",
 ];
 
+/// The words that can complete a default rule; any other word cannot, which keeps the guard
+/// cheap on the many `NULL`s and names of a big INSERT.
+const PATTERN_ENDS: &[&str] = &[
+    "database",
+    "schema",
+    "role",
+    "user",
+    "group",
+    "publication",
+    "subscription",
+    "system",
+    "owned",
+    "outfile",
+    "dumpfile",
+    "data",
+    "xml",
+    "authorization",
+    "session_authorization",
+    "password",
+    "global",
+    "persist",
+    "persist_only",
+    "on",
+    "load",
+    "use",
+];
+
+fn is_pattern_end(token: Token<'_>) -> bool {
+    match token {
+        Token::Word(w) | Token::QuotedIdent(w) => {
+            PATTERN_ENDS.iter().any(|p| w.eq_ignore_ascii_case(p))
+        }
+        _ => false,
+    }
+}
+
 /// How many recent tokens the pattern matcher looks back over (default patterns need 3).
 const DEFAULT_WINDOW: usize = 3;
 
@@ -222,17 +258,19 @@ impl Guard {
             let starts = |keyword: &str| first_word.is_word(keyword);
             let ends = |pattern: &[&str]| ends_with(&recent, pattern);
 
-            // Server-file functions, by bare or quoted name.
-            let name = match token {
-                Token::Word(w) => Some(w.to_ascii_lowercase()),
-                Token::QuotedIdent(q) if mysql => Some(q.to_ascii_lowercase()),
-                Token::QuotedIdent(q) => Some(q.to_owned()),
-                _ => None,
+            // Server-file functions, by bare or quoted name (PostgreSQL quoted names are exact).
+            let file_function = match token {
+                Token::Word(w) => SERVER_FILE_FUNCTIONS
+                    .iter()
+                    .any(|f| w.eq_ignore_ascii_case(f)),
+                Token::QuotedIdent(q) if mysql => SERVER_FILE_FUNCTIONS
+                    .iter()
+                    .any(|f| q.eq_ignore_ascii_case(f)),
+                Token::QuotedIdent(q) => SERVER_FILE_FUNCTIONS.contains(&q),
+                _ => false,
             };
-            if let Some(name) = &name {
-                if SERVER_FILE_FUNCTIONS.contains(&name.as_str()) {
-                    return refuse(SERVER_FILE_FUNCTION);
-                }
+            if file_function {
+                return refuse(SERVER_FILE_FUNCTION);
             }
 
             // set_config('role', …) is SET ROLE in function form.
@@ -256,6 +294,31 @@ impl Guard {
                 (3, Token::Punct(b',')) => set_config = 0,
                 (2 | 3, _) => return refuse(SET_ROLE),
                 _ => set_config = 0,
+            }
+
+            // Everything below the COPY and set_config state machines matches words: literals,
+            // numbers and punctuation (most of a big INSERT) cannot complete a pattern.
+            let is_name = matches!(token, Token::Word(_) | Token::QuotedIdent(_));
+            if !mysql && starts("copy") && !copy_checked {
+                match token {
+                    Token::Punct(b'(') => depth += 1,
+                    Token::Punct(b')') => depth -= 1,
+                    _ => {}
+                }
+                if copy_target_next {
+                    copy_checked = true;
+                    if token.is_word("program") {
+                        return refuse(COPY_PROGRAM);
+                    }
+                    if !(token.is_word("stdin") || token.is_word("stdout")) {
+                        return refuse(COPY_SERVER_FILE);
+                    }
+                }
+                copy_target_next =
+                    index > 1 && depth == 0 && (token.is_word("from") || token.is_word("to"));
+            }
+            if !is_name || (self.extra.is_empty() && !is_pattern_end(token)) {
+                continue;
             }
 
             for verb in ["create", "alter", "drop"] {
@@ -343,24 +406,6 @@ impl Guard {
             }
             if starts("grant") || starts("revoke") {
                 saw_on |= token.is_word("on");
-            }
-            if !mysql && starts("copy") && !copy_checked {
-                match token {
-                    Token::Punct(b'(') => depth += 1,
-                    Token::Punct(b')') => depth -= 1,
-                    _ => {}
-                }
-                if copy_target_next {
-                    copy_checked = true;
-                    if token.is_word("program") {
-                        return refuse(COPY_PROGRAM);
-                    }
-                    if !(token.is_word("stdin") || token.is_word("stdout")) {
-                        return refuse(COPY_SERVER_FILE);
-                    }
-                }
-                copy_target_next =
-                    index > 1 && depth == 0 && (token.is_word("from") || token.is_word("to"));
             }
 
             for (phrase, words) in &self.extra {
@@ -544,6 +589,10 @@ mod tests {
             ("SELECT LOAD_FILE('/etc/passwd')", "server-file-function"),
             ("SELECT * FROM t INTO OUTFILE '/tmp/x'", "select-into-file"),
             ("SELECT 1 INTO DUMPFILE '/tmp/x'", "select-into-file"),
+            (
+                "SELECT 1 /*M!100000 , LOAD_FILE('/etc/passwd') */",
+                "server-file-function",
+            ),
             (
                 "CREATE PROCEDURE p() BEGIN DROP DATABASE other; END",
                 "drop-database",

@@ -10,7 +10,9 @@
 //! quotes and `COPY … FROM stdin` data blocks, MySQL backslash escapes, executable `/*! … */`
 //! comments and the `DELIMITER` lines mysqldump writes. It never executes anything and never
 //! guesses: a psql or mysql client command (a backslash outside quotes) is an error, except the
-//! `\restrict` / `\unrestrict` lines pg_dump 15.14+ writes, which come out as [`Piece::Meta`].
+//! `\restrict` / `\unrestrict` lines pg_dump 15.14+ writes and the sandbox-mode line
+//! mariadb-dump writes, which come out as [`Piece::Meta`]. MariaDB's `/*M! … */` comments are
+//! executable like `/*! … */`, so they are code for the splitter and the guard.
 //!
 //! Statements keep their text verbatim (including comments inside them) but lose the comments
 //! and blank lines *between* statements, so a statement's `line` is the line of its first token.
@@ -22,6 +24,9 @@ use memchr::{memchr, memchr2, memchr3};
 
 /// Default for [`Splitter::with_max_statement_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_STATEMENT_BYTES: usize = 64 << 20;
+/// The first line of mariadb-dump output since 10.5.25 / 10.11.8 starts like this: a
+/// `mariadb` client command (`\-`, sandbox mode) hidden in a comment no server executes.
+const MARIADB_SANDBOX: &[u8] = b"/*M!999999\\- enable the sandbox mode";
 /// Default for [`Splitter::with_copy_chunk_bytes`]: COPY data comes out in pieces of about 1 MiB.
 pub const DEFAULT_COPY_CHUNK_BYTES: usize = 1 << 20;
 
@@ -66,8 +71,9 @@ pub enum Piece {
         end: u64,
     },
     /// An accepted client directive that is not executed: pg_dump's `\restrict KEY` /
-    /// `\unrestrict KEY` lines, and mysqldump's `DELIMITER xx` lines (already applied by the
-    /// splitter). Appliers skip it; it only advances progress.
+    /// `\unrestrict KEY` lines, mysqldump's `DELIMITER xx` lines (already applied by the
+    /// splitter) and mariadb-dump's `/*M!999999\- enable the sandbox mode */` line. Appliers
+    /// skip it; it only advances progress.
     Meta {
         /// The line, trimmed.
         text: String,
@@ -607,18 +613,52 @@ impl Splitter {
                     None if !eof => break Flow::NeedMore,
                     Some(b'*') => {
                         if dialect == Dialect::MySql {
-                            match rest.get(2) {
-                                None if !eof => break Flow::NeedMore,
-                                Some(b'!') => {
-                                    if self.stmt_start.is_none() {
-                                        self.stmt_start = Some(pos);
-                                        self.stmt_line = line;
+                            // `/*!` (MySQL and MariaDB) and `/*M!` (MariaDB) are executable.
+                            let marker = match (rest.get(2), rest.get(3)) {
+                                (None, _) | (Some(b'M'), None) if !eof => break Flow::NeedMore,
+                                (Some(b'!'), _) => 3,
+                                (Some(b'M'), Some(b'!')) => 4,
+                                _ => 0,
+                            };
+                            if marker == 4 && self.stmt_start.is_none() {
+                                match prefix_match(rest, MARIADB_SANDBOX, eof) {
+                                    Match::NeedMore => break Flow::NeedMore,
+                                    Match::No => {}
+                                    Match::Yes => {
+                                        let Some((text, next)) =
+                                            self.client_line(pos, line, eof)?
+                                        else {
+                                            break Flow::NeedMore;
+                                        };
+                                        if !text.ends_with("*/") {
+                                            return Err(SplitError {
+                                                line,
+                                                message: "unexpected text after mariadb-dump's \
+                                                          sandbox-mode line"
+                                                    .into(),
+                                            });
+                                        }
+                                        out.push(Piece::Meta {
+                                            text,
+                                            line,
+                                            end: self.base + next as u64,
+                                        });
+                                        if self.buf[next - 1] == b'\n' {
+                                            line += 1;
+                                        }
+                                        pos = next;
+                                        continue;
                                     }
-                                    self.exec_comment = true;
-                                    pos += 3;
-                                    continue;
                                 }
-                                _ => {}
+                            }
+                            if marker > 0 {
+                                if self.stmt_start.is_none() {
+                                    self.stmt_start = Some(pos);
+                                    self.stmt_line = line;
+                                }
+                                self.exec_comment = true;
+                                pos += marker;
+                                continue;
                             }
                         }
                         self.lex = Lex::BlockComment {
@@ -1583,6 +1623,70 @@ mod tests {
         assert_eq!(metas, 4);
     }
 
+    #[test]
+    fn real_mariadb_dump_splits_like_the_mariadb_client() {
+        let input = fixture("mariadb_dump_shop.sql");
+        let whole = split_chunked(Splitter::new(Dialect::MySql), &input, &[]);
+        assert_eq!(whole.1, None);
+        for sizes in [&[1usize][..], &[4096], &[13, 1000, 1]] {
+            assert_eq!(
+                split_chunked(Splitter::new(Dialect::MySql), &input, sizes),
+                whole
+            );
+        }
+        let pieces = whole.0;
+        // The mariadb client sent 96 queries for this file (server general log; see README).
+        let stmts = statements(&pieces);
+        assert_eq!(stmts.len(), 96);
+        let metas: Vec<(&str, u64)> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Meta { text, line, .. } => Some((text.as_str(), *line)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(metas[0], ("/*M!999999\\- enable the sandbox mode */", 1));
+        assert_eq!(metas.len(), 1 + 6, "{metas:?}");
+        let guard = crate::provision::guard::Guard::new(Dialect::MySql, &[]);
+        for (sql, line) in &stmts {
+            guard.check(sql, *line).unwrap();
+        }
+        let find = |prefix: &str| {
+            stmts
+                .iter()
+                .find(|(sql, _)| sql.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no statement starts with {prefix}"))
+        };
+        let trigger = find("/*!50003 CREATE*/ /*!50017 DEFINER");
+        assert_eq!(trigger.1, 107);
+        assert!(trigger.0.ends_with("WHERE id = NEW.customer_id;\nEND */"));
+        let procedure = find("CREATE DEFINER=`root`@`localhost` PROCEDURE");
+        assert!(procedure.0.ends_with("END IF;\nEND"), "{}", procedure.0);
+        let function = find("CREATE DEFINER=`root`@`localhost` FUNCTION");
+        assert!(function
+            .0
+            .ends_with("RETURN CONCAT('order #', p_id, '; ok')"));
+        let insert = find("INSERT INTO `customers`");
+        assert_eq!(insert.1, 55);
+        assert!(insert
+            .0
+            .contains("(4,'DROP DATABASE shop;','it\\'s ;; fine',0)"));
+    }
+
+    #[test]
+    fn mariadb_executable_comments_are_code_and_only_the_sandbox_line_is_meta() {
+        let pieces = split(
+            Dialect::MySql,
+            "/*M!999999\\- enable the sandbox mode */ \nSELECT 1 /*M!100000 , 2 */;\n",
+        );
+        assert_eq!(statements(&pieces), [("SELECT 1 /*M!100000 , 2 */", 2)]);
+        let err = split_err(
+            Dialect::MySql,
+            "SELECT 1;\n/*M!999999\\- enable */ SELECT 2;\n",
+        );
+        assert_eq!(err.line, 2);
+    }
+
     /// Fragments that exercise every lexer state when concatenated at random.
     fn fragment(dialect: Dialect) -> impl Strategy<Value = &'static str> {
         let common = [
@@ -1700,6 +1804,29 @@ mod tests {
             let ends: Vec<u64> = whole.0.iter().map(Piece::end).collect();
             prop_assert!(ends.windows(2).all(|w| w[0] <= w[1]));
             prop_assert!(ends.iter().all(|&e| e <= input.len() as u64));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_split_the_same_in_any_chunks(
+            dialect in dialect(),
+            input in proptest::collection::vec(any::<u8>(), 0..300),
+            sizes in chunk_sizes(),
+        ) {
+            let splitter = || Splitter::new(dialect).with_copy_chunk_bytes(8);
+            let whole = split_chunked(splitter(), &input, &[]);
+            prop_assert_eq!(&split_chunked(splitter(), &input, &sizes), &whole);
+            // Whatever is refused, the line named exists in the input.
+            if let Some(err) = &whole.1 {
+                let lines = 1 + memchr::memchr_iter(b'\n', &input).count() as u64;
+                prop_assert!(err.line >= 1 && err.line <= lines, "{}", err);
+            }
+            // The guard never panics on what the splitter lets through.
+            let guard = crate::provision::guard::Guard::new(dialect, &["drop table".into()]);
+            for piece in &whole.0 {
+                if let Piece::Statement { sql, line, .. } = piece {
+                    let _ = guard.check(sql, *line);
+                }
+            }
         }
 
         #[test]

@@ -3,8 +3,9 @@
 //! The guard must work on tokens, never on substrings: a keyword inside a string literal, a
 //! quoted identifier, a dollar-quoted body or a comment is not a keyword. These lexing rules
 //! mirror the splitter's ([`super::split`]), on a whole statement instead of a stream, so no
-//! "need more bytes" state is needed. MySQL's executable comments (`/*! … */`, `/*!50003 … */`)
-//! are code: their markers are skipped and their content is tokenized like the rest.
+//! "need more bytes" state is needed. MySQL's executable comments (`/*! … */`, `/*!50003 … */`,
+//! MariaDB's `/*M!100100 … */`) are code: their markers are skipped and their content is
+//! tokenized like the rest.
 
 use super::split::{is_ident_cont, is_ident_start, Dialect};
 
@@ -61,8 +62,17 @@ impl<'a> Tokens<'a> {
         let b = self.bytes();
         let mut i = self.pos;
         while i < b.len() {
+            let found = if backslash {
+                memchr::memchr2(close, b'\\', &b[i..])
+            } else {
+                memchr::memchr(close, &b[i..])
+            };
+            let Some(skip) = found else {
+                break;
+            };
+            i += skip;
             let c = b[i];
-            if backslash && c == b'\\' {
+            if c == b'\\' {
                 i += 2;
             } else if c == close {
                 if b.get(i + 1) == Some(&close) {
@@ -71,8 +81,6 @@ impl<'a> Tokens<'a> {
                     self.pos = i + 1;
                     return i;
                 }
-            } else {
-                i += 1;
             }
         }
         self.pos = b.len();
@@ -112,9 +120,14 @@ impl<'a> Iterator for Tokens<'a> {
                         memchr::memchr(b'\n', &b[self.pos..]).map_or(b.len(), |i| self.pos + i);
                 }
                 b'/' if next == Some(b'*') => {
-                    if mysql && self.at(self.pos + 2) == Some(b'!') {
+                    let marker = match (self.at(self.pos + 2), self.at(self.pos + 3)) {
+                        (Some(b'!'), _) => 3,
+                        (Some(b'M'), Some(b'!')) => 4,
+                        _ => 0,
+                    };
+                    if mysql && marker > 0 {
                         self.exec_comment = true;
-                        self.pos += 3;
+                        self.pos += marker;
                         while self.at(self.pos).is_some_and(|c| c.is_ascii_digit()) {
                             self.pos += 1;
                         }

@@ -829,3 +829,77 @@ fn a_mysql_failure_drops_the_database_and_names_the_line() {
     let _ = session.kill();
     let _ = session.wait();
 }
+
+#[test]
+fn a_real_mariadb_dump_is_applied_like_the_mariadb_client_does() {
+    let pg = cluster();
+    let m = MariaDb::start();
+    let job = mysql_job(&pg, &m);
+    // Definers must be the applying account (a non-privileged account cannot create objects
+    // for root); everything else is mariadb-dump's own output.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/provision/mariadb_dump_shop.sql"),
+    )
+    .unwrap()
+    .replace(
+        "DEFINER=`root`@`localhost`",
+        &format!("DEFINER=`{}`@`%`", mariadb::PROVISION_USER),
+    );
+    let file = write(job.dir(), "shop.sql", &text);
+    // The reference: the same file through the mariadb client, as the admin.
+    m.query("CREATE DATABASE shop_ref");
+    let out = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-P"])
+        .arg(m.port.to_string())
+        .arg(format!("-u{}", mariadb::ADMIN_USER))
+        .arg(format!("-p{}", mariadb::ADMIN_PASSWORD))
+        .arg("shop_ref")
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_p, c, port) = start(&job);
+    let id = upload_ok(port, &mysql_meta("shop_x"), &file)["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "SUCCESS", "{j}");
+    for table in ["customers", "orders"] {
+        let sums = m.query(&format!("CHECKSUM TABLE shop_ref.{table}, shop_x.{table}"));
+        let values: Vec<&str> = sums
+            .lines()
+            .map(|l| l.split('\t').nth(1).unwrap())
+            .collect();
+        assert_eq!(values.len(), 2, "{sums}");
+        assert_eq!(values[0], values[1], "{table}: {sums}");
+        assert_eq!(
+            m.query(&format!("SELECT COUNT(*) FROM shop_x.{table}")),
+            "6"
+        );
+    }
+    assert_eq!(
+        m.query("SELECT name FROM shop_x.customers WHERE id = 4"),
+        "DROP DATABASE shop;"
+    );
+    assert_eq!(
+        m.query("SELECT * FROM shop_x.customer_orders ORDER BY name"),
+        // What the view computes, on the reference tables (its definer has no rights there).
+        m.query(
+            "SELECT c.name, COUNT(o.id) FROM shop_ref.customers c \
+             LEFT JOIN shop_ref.orders o ON o.customer_id = c.id GROUP BY c.name ORDER BY c.name"
+        )
+    );
+    let routines = "SELECT GROUP_CONCAT(ROUTINE_NAME ORDER BY ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ";
+    assert_eq!(
+        m.query(&format!("{routines}'shop_x'")),
+        m.query(&format!("{routines}'shop_ref'"))
+    );
+    let triggers = "SELECT GROUP_CONCAT(TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ";
+    assert_eq!(
+        m.query(&format!("{triggers}'shop_x'")),
+        m.query(&format!("{triggers}'shop_ref'"))
+    );
+    assert_ne!(m.query(&format!("{triggers}'shop_x'")), "NULL");
+}
