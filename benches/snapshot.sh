@@ -5,6 +5,10 @@
 # Reports rows/s, MB/s (of COPY text) and the ratio 2/1.
 #
 #   benches/snapshot.sh [ROWS]        (default 5000000)
+#
+# It also reports where the CPU went during the snapshot (dbmazz, the double, the PostgreSQL
+# backends, everything else on the machine). PROFILE=1 records dbmazz with `perf record` and
+# prints its top functions (needs linux-perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-5000000}"
@@ -55,13 +59,25 @@ for _ in $(seq 50); do [ -s "$WORK/double.ports" ] && break; sleep 0.1; done
 FE=$(python3 -c "import json;print(json.load(open('$WORK/double.ports'))['fe'])")
 MY=$(python3 -c "import json;print(json.load(open('$WORK/double.ports'))['mysql'])")
 mysql -h127.0.0.1 -P"$MY" -uroot -e "CREATE DATABASE bench"
+cpu_of() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+machine_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+POSTMASTER=$(head -1 "$WORK/pg/postmaster.pid")
+pg_cpu() { local t; t=$(cpu_of "$POSTMASTER"); for p in $(pgrep -P "$POSTMASTER"); do t=$((t + $(cpu_of "$p"))); done; echo "$t"; }
+DOUBLE=${PIDS[0]}
+PG0=$(pg_cpu); DBL0=$(cpu_of "$DOUBLE"); ALL0=$(machine_busy)
+PERF=()
+[ "${PROFILE:-0}" = 1 ] && PERF=(perf record -F 999 -o "$WORK/perf.data" --)
 t2=$(now)
 DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable" TABLES=snap \
 STARROCKS_URL="http://127.0.0.1:$FE" STARROCKS_DB=bench STARROCKS_MYSQL_URL="mysql://root:@127.0.0.1:$MY/" \
 CREATE_TABLES=true SNAPSHOT_WORKERS="$WORKERS" SNAPSHOT_CHUNK_ROWS=250000 FLUSH_SIZE=50000 \
 FLUSH_MAX_BYTES=33554432 FLUSH_INTERVAL_MS=1000 GRPC_PORT=off \
-  target/release/dbmazz 2> "$WORK/dbmazz.log" &
+  "${PERF[@]}" target/release/dbmazz 2> "$WORK/dbmazz.log" &
 DBMAZZ=$!
+if [ "${PROFILE:-0}" = 1 ]; then
+  PERFPID=$DBMAZZ
+  for _ in $(seq 100); do DBMAZZ=$(pgrep -P "$PERFPID" -x dbmazz || true); [ -n "$DBMAZZ" ] && break; sleep 0.05; done
+fi
 PIDS+=($DBMAZZ)
 PEAK=0
 until grep -q "snapshot complete" "$WORK/dbmazz.log"; do
@@ -71,16 +87,26 @@ until grep -q "snapshot complete" "$WORK/dbmazz.log"; do
   sleep 0.05
 done
 t3=$(now)
-kill -TERM "$DBMAZZ"; wait "$DBMAZZ" || true
+# Backends of finished workers have exited: their CPU is in the postmaster's children total.
+DBM_CPU=$(cpu_of "$DBMAZZ"); PG1=$(pg_cpu); DBL1=$(cpu_of "$DOUBLE"); ALL1=$(machine_busy)
+kill -TERM "$DBMAZZ"; wait "${PERFPID:-$DBMAZZ}" || true
 DB_S=$(echo "$t3 - $t2" | bc -l)
 
-python3 - "$ROWS" "$BYTES" "$PG_S" "$DB_S" "$PEAK" <<'PY'
+HZ=$(getconf CLK_TCK)
+python3 - "$ROWS" "$BYTES" "$PG_S" "$DB_S" "$PEAK" "$HZ" "$DBM_CPU" "$((DBL1 - DBL0))" "$((PG1 - PG0))" "$((ALL1 - ALL0))" <<'PY'
 import sys
 rows, nbytes, pg, db, peak = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+hz, dbm, dbl, pgc, total = (int(a) for a in sys.argv[6:11])
 mb = nbytes / 1e6
 print(f"\n| measure | seconds | rows/s | MB/s |\n|---|---|---|---|")
 print(f"| PostgreSQL COPY TO STDOUT > /dev/null | {pg:.2f} | {rows/pg:,.0f} | {mb/pg:.1f} |")
 print(f"| dbmazz snapshot → double --discard (start to complete) | {db:.2f} | {rows/db:,.0f} | {mb/db:.1f} |")
 print(f"\nratio dbmazz / PostgreSQL limit: {pg/db:.2f}x   (target >= 0.7x)")
 print(f"dbmazz peak RSS: {peak/1024:.1f} MiB; table text size {mb:.0f} MB")
+others = total - dbm - dbl - pgc
+print(f"CPU seconds during the snapshot ({db:.1f} s wall, {2*db:.1f} core-s on 2 cores): "
+      f"dbmazz {dbm/hz:.1f}, double {dbl/hz:.1f}, PostgreSQL {pgc/hz:.1f}, others {others/hz:.1f}")
 PY
+if [ "${PROFILE:-0}" = 1 ]; then
+  perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+fi

@@ -246,6 +246,11 @@ async fn stream<S: Sink>(
     let (durable_tx, durable_rx) = watch::channel(start);
     let mut checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
     let (feeder, rx) = batcher::channel(&config.flush);
+    let snapshot_output = snapshot::Output {
+        format: sink.snapshot_format(),
+        // Four bodies per batch: the workers fill the next ones while a batch loads.
+        body_bytes: (config.flush.max_bytes / 4).clamp(256 * 1024, 16 << 20),
+    };
     let (chunk_tx, chunk_rx) = mpsc::unbounded_channel();
     let batcher_task = tokio::spawn(
         Batcher::new(sink, job.flush(), rx, durable_tx, job.metrics().clone())
@@ -269,6 +274,7 @@ async fn stream<S: Sink>(
             work,
             config.database.clone(),
             config.snapshot.workers,
+            snapshot_output,
             feeder.clone(),
             chunk_rx,
             stop_rx.clone(),

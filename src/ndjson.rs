@@ -152,6 +152,11 @@ pub fn encode_event(out: &mut Vec<u8>, event: &Event) -> Result<(), SinkError> {
             out.extend_from_slice(b"]}\n");
             Ok(())
         }
+        Event::Encoded(e) => Err(SinkError::definite(format!(
+            "internal error: snapshot rows of {} arrived encoded for StarRocks at the NDJSON sink; \
+             please report this",
+            e.table.name
+        ))),
         Event::Commit { .. } | Event::Idle { .. } | Event::ChunkDone { .. } => Ok(()),
     }
 }

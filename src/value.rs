@@ -458,6 +458,14 @@ pub fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(text.len() + 2);
     out.push(b'"');
+    // Most values need no escape; this check is branch-free, so it vectorizes.
+    if !text.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    }) {
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in text.iter().enumerate() {
         let esc: &[u8] = match b {

@@ -290,6 +290,7 @@ impl<S: Sink> Batcher<S> {
                         Op::Delete => c.deletes += 1,
                     }
                 }
+                Event::Encoded(e) => counts.entry(&e.table.name).or_default().inserts += e.rows,
                 Event::Truncate(t) => counts.entry(&t.table.name).or_default().truncates += 1,
                 Event::Commit { commit_time, .. } => commits.push(*commit_time),
                 _ => {}
@@ -355,9 +356,7 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, env: Envelope) {
-        if env.event.is_change() {
-            self.changes += 1;
-        }
+        self.changes += env.event.changes();
         if !matches!(
             env.event,
             Event::Commit { .. } | Event::Idle { .. } | Event::ChunkDone { .. }

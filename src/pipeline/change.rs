@@ -178,6 +178,9 @@ pub enum Event {
         /// The server's sent position.
         wal_end: Lsn,
     },
+    /// Snapshot rows already encoded in the sink's load format by a snapshot worker (only for
+    /// sinks whose [`crate::pipeline::sink::Sink::snapshot_format`] asks for it).
+    Encoded(EncodedRows),
     /// Every row of one snapshot chunk was sent before this marker; once it is durable the
     /// chunk is recorded as done.
     ChunkDone {
@@ -195,12 +198,40 @@ impl Event {
     pub fn data_bytes(&self) -> usize {
         match self {
             Event::Row(r) => r.data_bytes() + 96,
+            Event::Encoded(e) => e.body.len() + 96,
             _ => 96,
         }
     }
 
     /// Whether this is a row-level change (row or truncate) rather than a marker.
     pub fn is_change(&self) -> bool {
-        matches!(self, Event::Row(_) | Event::Truncate(_))
+        matches!(self, Event::Row(_) | Event::Truncate(_) | Event::Encoded(_))
     }
+
+    /// Row-level changes this event stands for (what `FLUSH_SIZE` counts).
+    pub fn changes(&self) -> usize {
+        match self {
+            Event::Row(_) | Event::Truncate(_) => 1,
+            Event::Encoded(e) => e.rows as usize,
+            _ => 0,
+        }
+    }
+}
+
+/// A block of snapshot rows of one table, encoded as one load body: every row is a full-row
+/// insert stamped with the snapshot's LSN, so nothing needs collapsing or grouping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedRows {
+    /// Table.
+    pub table: Arc<TableSchema>,
+    /// The load body (for StarRocks: a JSON array of full rows with the audit columns).
+    pub body: bytes::Bytes,
+    /// Rows in the body.
+    pub rows: u64,
+    /// The version every row carries (the snapshot's consistent point).
+    pub version: Lsn,
+    /// A hash of the rows' keys, so that bodies with the same version never share a label.
+    pub fingerprint: u64,
+    /// Values mapped while encoding (NaN to null, infinite dates clamped).
+    pub mapped: crate::value::Mapped,
 }

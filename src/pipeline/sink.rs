@@ -49,8 +49,23 @@ impl SinkError {
     }
 }
 
+/// How the snapshot workers hand rows to a sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotFormat {
+    /// One [`Event::Row`] per row (the sink encodes them like streamed changes).
+    Rows,
+    /// [`Event::Encoded`] blocks of StarRocks Stream Load JSON, encoded by the workers in
+    /// parallel, each sent as one load.
+    StarRocksJson,
+}
+
 /// A destination for change events.
 pub trait Sink: Send + 'static {
+    /// How this sink wants snapshot rows.
+    fn snapshot_format(&self) -> SnapshotFormat {
+        SnapshotFormat::Rows
+    }
+
     /// Writes `events` (in order) and returns once all of them are durable. On error nothing
     /// in the batch may be assumed durable.
     fn write_batch(

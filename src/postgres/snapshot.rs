@@ -7,10 +7,17 @@
 //!  SNAPSHOT_WORKERS connections: BEGIN REPEATABLE READ; SET TRANSACTION SNAPSHOT '…'
 //!        │ each takes chunks (primary-key ranges) from a queue:
 //!        │ COPY (SELECT … WHERE key > lo AND key <= hi) TO STDOUT, parsed line by line
+//!        │ (StarRocks: encoded right here into Stream Load JSON bodies; other sinks: row events)
 //!        ▼
 //!  the pipeline (same byte budget as the stream) ──▶ sink ──▶ ChunkDone markers, once durable,
 //!                                                            are recorded in dbmazz_snapshot_chunks
 //! ```
+//!
+//! Encoding in the workers is what makes the copy fast: it runs in parallel, and a chunk's rows
+//! need none of the per-key collapse of streamed changes (each key appears once in a chunk, every
+//! row is a full row with version C). A body is sent after everything queued before it, and its
+//! chunk's ChunkDone marker comes after its last body, so "done only once durable" holds as for
+//! row events.
 //!
 //! Every table to copy gets a plan (its chunks, their key bounds, and C1, the consistent point of
 //! its first snapshot) in `dbmazz_snapshot_tables` / `dbmazz_snapshot_chunks`, next to
@@ -53,12 +60,14 @@ use crate::config::{quote_ident, quote_literal, Config, SnapshotMode, TableName}
 use crate::job::{JobHandle, RunState, Stage};
 use crate::pipeline::batcher::{ChunkDurable, Feeder};
 use crate::pipeline::change::{ColumnSchema, Event, Op, Position, RowChange, TableSchema};
+use crate::pipeline::sink::SnapshotFormat;
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::pgoutput::{Tuple, Value};
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
 use crate::postgres::schema_cache::TableCatalog;
 use crate::postgres::setup::SourceInfo;
 use crate::postgres::tls::{connect_sql, ConnectError};
+use crate::starrocks::encode::{BodyPool, SnapshotBody};
 use crate::value::ValueKind;
 use crate::Lsn;
 
@@ -121,14 +130,25 @@ struct ChunkTask {
     copy_sql: String,
 }
 
+/// One table's snapshot progress (what Health shows).
+#[derive(Clone, Debug, Default)]
+struct TableProgress {
+    chunks_done: usize,
+    chunks: usize,
+    /// Rows of the durable chunks.
+    rows_done: u64,
+    /// PostgreSQL's estimate of the table's rows (`pg_class.reltuples`).
+    rows_estimated: u64,
+}
+
 /// The copy to run: chunks, and the exported snapshot to read them at.
 pub struct SnapshotWork {
     slot_conn: ReplicationClient,
     snapshot_name: String,
     lsn: Lsn,
     chunks: Vec<ChunkTask>,
-    /// Chunks per table (for progress).
-    totals: HashMap<TableName, (usize, usize)>,
+    /// Per table with chunks to copy (for progress).
+    totals: HashMap<TableName, TableProgress>,
     state: Client,
     slot: String,
 }
@@ -238,7 +258,7 @@ pub async fn prepare(config: &Config, source: &SourceInfo) -> Result<SnapshotPla
         let name = table.name.to_string();
         let rows = state
             .query(
-                "SELECT chunk, lower_bound, upper_bound, done FROM public.dbmazz_snapshot_chunks \
+                "SELECT chunk, lower_bound, upper_bound, done, rows FROM public.dbmazz_snapshot_chunks \
                   WHERE slot_name = $1 AND table_name = $2 ORDER BY chunk",
                 &[&slot, &name],
             )
@@ -254,7 +274,20 @@ pub async fn prepare(config: &Config, source: &SourceInfo) -> Result<SnapshotPla
         if done > 0 {
             tracing::info!(table = %table.name, done, total = rows.len(), "resuming snapshot: skipping finished chunks");
         }
-        totals.insert(table.name.clone(), (done, rows.len()));
+        let rows_done: i64 = rows
+            .iter()
+            .filter(|r| r.get::<_, bool>(3))
+            .map(|r| r.get::<_, Option<i64>>(4).unwrap_or(0))
+            .sum();
+        totals.insert(
+            table.name.clone(),
+            TableProgress {
+                chunks_done: done,
+                chunks: rows.len(),
+                rows_done: rows_done.max(0) as u64,
+                rows_estimated: estimate_rows(&state, table).await?.max(0.0) as u64,
+            },
+        );
         let schema = Arc::new(table_schema(table, &source.types));
         let key_types = key_types(&state, table).await?;
         for r in rows.iter().filter(|r| !r.get::<_, bool>(3)) {
@@ -324,13 +357,10 @@ async fn key_types(state: &Client, table: &TableCatalog) -> Result<Vec<String>, 
     Ok(out)
 }
 
-/// Splits the key space into ranges of about `chunk_rows` rows, from a sample of keys.
-async fn plan_bounds(
-    state: &Client,
-    table: &TableCatalog,
-    chunk_rows: u64,
-) -> Result<Vec<(Option<Vec<String>>, Option<Vec<String>>)>, SnapshotError> {
-    let est: f64 = state
+/// PostgreSQL's estimate of a table's rows: `reltuples`, or one from its size if it was never
+/// analyzed.
+async fn estimate_rows(state: &Client, table: &TableCatalog) -> Result<f64, SnapshotError> {
+    Ok(state
         .query_one(
             "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::float8 \
                     ELSE pg_relation_size(c.oid)::float8 / 8192 * 60 END \
@@ -339,7 +369,16 @@ async fn plan_bounds(
         )
         .await
         .map_err(sql(format!("estimating the size of {}", table.name)))?
-        .get(0);
+        .get(0))
+}
+
+/// Splits the key space into ranges of about `chunk_rows` rows, from a sample of keys.
+async fn plan_bounds(
+    state: &Client,
+    table: &TableCatalog,
+    chunk_rows: u64,
+) -> Result<Vec<(Option<Vec<String>>, Option<Vec<String>>)>, SnapshotError> {
+    let est = estimate_rows(state, table).await?;
     let chunks = (est / chunk_rows as f64).ceil() as usize;
     if chunks <= 1 {
         return Ok(vec![(None, None)]);
@@ -350,7 +389,22 @@ async fn plan_bounds(
         .map(|k| format!("{}::text", quote_ident(k)))
         .collect();
     let order: Vec<String> = table.key_columns.iter().map(|k| quote_ident(k)).collect();
-    let pct = ((chunks as f64 * 64.0) / est * 100.0).clamp(0.01, 100.0);
+    // SYSTEM sampling picks whole pages, and rows sit in pages in clusters of nearby keys: 64
+    // sampled rows per chunk from a handful of pages would cut very uneven chunks (and leave one
+    // worker with most of the table). So sample at least 16 pages per chunk, unless that is
+    // more than 200,000 rows.
+    let pages: f64 = state
+        .query_one(
+            "SELECT greatest(relpages::float8, pg_relation_size(oid)::float8 / 8192, 1) \
+               FROM pg_class WHERE oid = $1::text::regclass",
+            &[&table.name.quoted()],
+        )
+        .await
+        .map_err(sql(format!("reading the size of {}", table.name)))?
+        .get(0);
+    let by_rows = chunks as f64 * 64.0 / est;
+    let by_pages = (chunks as f64 * 16.0 / pages).min(200_000.0 / est);
+    let pct = (by_rows.max(by_pages) * 100.0).clamp(0.01, 100.0);
     let sample = state
         .query(
             &format!(
@@ -429,7 +483,9 @@ pub fn parse_copy_line(line: &Bytes, columns: usize) -> Result<Tuple, String> {
         values.push(if field == b"\\N" {
             Value::Null
         } else if memchr::memchr(b'\\', field).is_some() {
-            Value::Text(unescape(field)?)
+            let mut out = Vec::with_capacity(field.len());
+            unescape_into(field, &mut out)?;
+            Value::Text(Bytes::from(out))
         } else {
             Value::Text(line.slice(start..end))
         });
@@ -447,13 +503,13 @@ pub fn parse_copy_line(line: &Bytes, columns: usize) -> Result<Tuple, String> {
     Ok(Tuple { values })
 }
 
-fn unescape(field: &[u8]) -> Result<Bytes, String> {
-    let mut out = BytesMut::with_capacity(field.len());
+/// Decodes the backslash escapes of one COPY text field, appending to `out`.
+pub(crate) fn unescape_into(field: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let mut i = 0;
     while i < field.len() {
         let b = field[i];
         if b != b'\\' {
-            out.extend_from_slice(&[b]);
+            out.push(b);
             i += 1;
             continue;
         }
@@ -498,16 +554,27 @@ fn unescape(field: &[u8]) -> Result<Bytes, String> {
             }
             other => other,
         };
-        out.extend_from_slice(&[decoded]);
+        out.push(decoded);
     }
-    Ok(out.freeze())
+    Ok(())
+}
+
+/// How the workers hand rows to the pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    /// Rows, or bodies encoded for the sink.
+    pub format: SnapshotFormat,
+    /// Size at which an encoded body is cut (a fraction of the byte budget).
+    pub body_bytes: usize,
 }
 
 /// Runs the copy until every chunk is durable, or until `stop` (pause/drain) turns true.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     work: SnapshotWork,
     database: PgConnInfo,
     workers: usize,
+    output: Output,
     feeder: Feeder,
     mut durable: mpsc::UnboundedReceiver<ChunkDurable>,
     stop: watch::Receiver<bool>,
@@ -526,6 +593,7 @@ pub async fn run(
     let queue = Arc::new(Mutex::new(chunks.into_iter().collect::<VecDeque<_>>()));
     let workers = workers.min(pending).max(1);
     let (imported_tx, mut imported_rx) = mpsc::channel::<()>(workers);
+    let pool = BodyPool::default();
     let mut handles = Vec::new();
     for _ in 0..workers {
         let client = connect_sql(&database).await?;
@@ -538,6 +606,8 @@ pub async fn run(
             stop.clone(),
             imported_tx.clone(),
             job.clone(),
+            output,
+            pool.clone(),
         )));
     }
     drop(feeder);
@@ -581,8 +651,9 @@ pub async fn run(
                     .map_err(sql("recording a finished chunk"))?;
                 remaining -= 1;
                 if let Some(t) = totals.get_mut(&done.table) {
-                    t.0 += 1;
-                    if t.0 == t.1 {
+                    t.chunks_done += 1;
+                    t.rows_done += done.rows;
+                    if t.chunks_done == t.chunks {
                         state
                             .execute(
                                 "UPDATE public.dbmazz_snapshot_tables SET state = 'done', updated_at = now() \
@@ -610,19 +681,30 @@ pub async fn run(
     Ok(())
 }
 
-fn set_progress(job: &JobHandle, totals: &HashMap<TableName, (usize, usize)>) {
-    let mut parts: Vec<String> = totals
-        .iter()
-        .map(|(t, (done, total))| format!("{t} {done}/{total} chunks"))
-        .collect();
+fn set_progress(job: &JobHandle, totals: &HashMap<TableName, TableProgress>) {
+    let mut parts: Vec<String> = totals.iter().map(|(t, p)| progress_text(t, p)).collect();
     parts.sort();
     let rows = job.metrics().snapshot_rows_total.load(Ordering::Relaxed);
     job.set_state(
         Stage::Snapshot,
         RunState::Running,
-        &format!("Snapshot: {} ({rows} rows copied)", parts.join(", ")),
+        &format!("Snapshot: {} ({rows} rows read)", parts.join(", ")),
         None,
     );
+}
+
+/// `public.t 1200000/~5000000 rows (24%), 5/20 chunks`: rows of durable chunks against
+/// PostgreSQL's estimate (which may be off; the chunk count is exact).
+fn progress_text(table: &TableName, p: &TableProgress) -> String {
+    let pct = p
+        .rows_done
+        .saturating_mul(100)
+        .checked_div(p.rows_estimated)
+        .map_or(String::new(), |pct| format!(" ({}%)", pct.min(100)));
+    format!(
+        "{table} {}/~{} rows{pct}, {}/{} chunks",
+        p.rows_done, p.rows_estimated, p.chunks_done, p.chunks
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -635,6 +717,8 @@ async fn worker(
     mut stop: watch::Receiver<bool>,
     imported: mpsc::Sender<()>,
     job: JobHandle,
+    output: Output,
+    pool: BodyPool,
 ) -> Result<(), SnapshotError> {
     let tx = client
         .build_transaction()
@@ -673,9 +757,22 @@ async fn worker(
             xid: 0,
             commit_time: 0,
         };
+        let mut body = (output.format == SnapshotFormat::StarRocksJson).then(|| {
+            SnapshotBody::new(
+                task.table.clone(),
+                lsn,
+                &crate::starrocks::sink::synced_at_now(),
+                output.body_bytes,
+                pool.clone(),
+            )
+        });
+        let copy_error = |message| SnapshotError::Copy {
+            table: table.clone(),
+            message,
+        };
         loop {
             let next = tokio::select! {
-                next = copy.try_next() => next.map_err(sql(format!("COPY of {table}")))?,
+                next = copy.try_next() => next.map_err(|e| sql(format!("COPY of {table}"))(e))?,
                 _ = stop.changed() => return Ok(()),
             };
             let eof = next.is_none();
@@ -702,26 +799,38 @@ async fn worker(
                 } else {
                     break;
                 };
-                let row = parse_copy_line(&line, ncols).map_err(|message| SnapshotError::Copy {
-                    table: table.clone(),
-                    message,
-                })?;
                 rows += 1;
-                let event = Event::Row(RowChange {
-                    op: Op::Snapshot,
-                    table: task.table.clone(),
-                    pos,
-                    row,
-                    key_only: false,
-                    old: None,
-                });
-                tokio::select! {
-                    r = feeder.send(event) => if r.is_err() { return Ok(()) },
-                    _ = stop.changed() => return Ok(()),
+                let event = match &mut body {
+                    Some(body) => {
+                        body.push_line(&line).map_err(copy_error)?;
+                        if !body.is_full() {
+                            continue;
+                        }
+                        match body.take() {
+                            Some(e) => Event::Encoded(e),
+                            None => continue,
+                        }
+                    }
+                    None => Event::Row(RowChange {
+                        op: Op::Snapshot,
+                        table: task.table.clone(),
+                        pos,
+                        row: parse_copy_line(&line, ncols).map_err(copy_error)?,
+                        key_only: false,
+                        old: None,
+                    }),
+                };
+                if !send(&feeder, &mut stop, event).await {
+                    return Ok(());
                 }
             }
             if eof {
                 break;
+            }
+        }
+        if let Some(e) = body.as_mut().and_then(SnapshotBody::take) {
+            if !send(&feeder, &mut stop, Event::Encoded(e)).await {
+                return Ok(());
             }
         }
         job.metrics()
@@ -734,6 +843,14 @@ async fn worker(
                 rows,
             })
             .await;
+    }
+}
+
+/// Sends an event unless a stop comes first; returns whether to go on.
+async fn send(feeder: &Feeder, stop: &mut watch::Receiver<bool>, event: Event) -> bool {
+    tokio::select! {
+        r = feeder.send(event) => r.is_ok(),
+        _ = stop.changed() => false,
     }
 }
 
@@ -766,6 +883,35 @@ mod tests {
                 .values
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn progress_shows_rows_against_the_estimate_and_chunks() {
+        let t = TableName::new("public", "t");
+        let p = TableProgress {
+            chunks_done: 5,
+            chunks: 20,
+            rows_done: 1_250_000,
+            rows_estimated: 5_000_000,
+        };
+        assert_eq!(
+            progress_text(&t, &p),
+            "public.t 1250000/~5000000 rows (25%), 5/20 chunks"
+        );
+        let under = TableProgress {
+            rows_done: 700,
+            rows_estimated: 500,
+            ..p
+        };
+        assert!(progress_text(&t, &under).contains("700/~500 rows (100%)"));
+        let unknown = TableProgress {
+            chunks: 1,
+            ..TableProgress::default()
+        };
+        assert_eq!(
+            progress_text(&t, &unknown),
+            "public.t 0/~0 rows, 0/1 chunks"
         );
     }
 

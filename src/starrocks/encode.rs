@@ -18,12 +18,16 @@
 //!
 //! Bodies are written straight into a reusable buffer, value by value; nothing is allocated per
 //! row besides the collapsed row's slot.
+//!
+//! Snapshot rows take a shorter path: [`SnapshotBody`] encodes COPY text lines straight into a
+//! body in the snapshot worker that read them, with the same value conversions, and without a
+//! segment (a chunk holds each key once, all rows full, all with the snapshot's version).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Arc;
 
-use crate::pipeline::change::{Op, RowChange, TableSchema};
+use crate::pipeline::change::{EncodedRows, Op, RowChange, TableSchema};
 use crate::postgres::pgoutput::{Tuple, Value};
 use crate::value::{self, Dialect, Mapped, ValueError};
 use crate::Lsn;
@@ -383,6 +387,82 @@ mod tests {
         }
     }
 
+    #[test]
+    fn snapshot_bodies_match_the_segment_encoding_of_the_same_copy_lines() {
+        let lines: [&[u8]; 3] = [
+            b"1\tplain\t\\N-not-null",
+            b"2\t\\N\ttab\\there \"quoted\" \\\\ and \\n",
+            b"3\t\\x41\\102\t",
+        ];
+        let pool = BodyPool::default();
+        let mut enc = SnapshotBody::new(
+            table(),
+            Lsn(77),
+            "2026-01-01 00:00:00",
+            1 << 20,
+            pool.clone(),
+        );
+        let mut seg = Segment::new(table());
+        for line in lines {
+            enc.push_line(line).unwrap();
+            let row = crate::postgres::snapshot::parse_copy_line(&Bytes::copy_from_slice(line), 3)
+                .unwrap();
+            seg.add(&RowChange {
+                op: Op::Snapshot,
+                table: table(),
+                pos: Position {
+                    lsn: Lsn(77),
+                    commit_lsn: Lsn(77),
+                    xid: 0,
+                    commit_time: 0,
+                },
+                row,
+                key_only: false,
+                old: None,
+            });
+        }
+        assert!(!enc.is_full());
+        assert_eq!(enc.rows(), 3);
+        let e = enc.take().unwrap();
+        assert_eq!((e.rows, e.version), (3, Lsn(77)));
+        let got: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(got, body(&seg, &[0, 1, 2]));
+        assert_eq!(got[1]["doc"], "tab\there \"quoted\" \\ and \n");
+        assert_eq!(got[2]["a"], "AB");
+        assert_eq!(got[1]["a"], serde_json::Value::Null);
+        assert!(enc.take().is_none(), "a taken body starts empty");
+
+        // The fingerprint follows the keys: other keys, other label.
+        let fp = |lines: &[&[u8]]| {
+            let mut enc = SnapshotBody::new(table(), Lsn(77), "x", 1 << 20, pool.clone());
+            for l in lines {
+                enc.push_line(l).unwrap();
+            }
+            enc.take().unwrap().fingerprint
+        };
+        assert_eq!(fp(&[b"1\ta\tb"]), fp(&[b"1\tother\tvalues"]));
+        assert_ne!(fp(&[b"1\ta\tb"]), fp(&[b"2\ta\tb"]));
+
+        // Buffers come back to the pool once the body is dropped, and are reused.
+        drop(e);
+        let fresh = BodyPool::default();
+        let mut small = SnapshotBody::new(table(), Lsn(78), "x", 16, fresh.clone());
+        small.push_line(b"4\tx\ty").unwrap();
+        assert!(small.is_full(), "a 16-byte target is reached by one row");
+        let e = small.take().unwrap();
+        assert!(fresh.0.lock().unwrap().is_empty());
+        drop(e);
+        assert_eq!(fresh.0.lock().unwrap().len(), 1, "the buffer came back");
+        small.push_line(b"5\tx\ty").unwrap();
+        assert!(fresh.0.lock().unwrap().is_empty(), "and was taken again");
+
+        let mut bad = SnapshotBody::new(table(), Lsn(77), "x", 1 << 20, pool);
+        let err = bad.push_line(b"1\ttoo few").unwrap_err();
+        assert!(err.contains("2 fields, the table has 3 columns"), "{err}");
+        let err = bad.push_line(b"x\ta\tb").unwrap_err();
+        assert!(err.contains("\"id\""), "names the column: {err}");
+    }
+
     fn body(seg: &Segment, rows: &[usize]) -> serde_json::Value {
         let mut out = Vec::new();
         seg.encode(rows, "2026-01-01 00:00:00", &mut out).unwrap();
@@ -564,5 +644,220 @@ mod tests {
         let groups = seg.groups();
         assert_eq!(groups.len(), 1);
         assert_eq!(body(&seg, &groups[0].1)[0]["dbmazz_is_deleted"], false);
+    }
+}
+
+/// Encodes snapshot rows straight from COPY text lines into a Stream Load JSON body, in the
+/// snapshot worker that read them: no per-row allocation, no collapsing (a chunk holds each key
+/// once, and every row is a full-row insert with the same version).
+pub struct SnapshotBody {
+    table: Arc<TableSchema>,
+    version: Lsn,
+    /// `{"col":` for the first column, `,"col":` for the others.
+    prefixes: Vec<Vec<u8>>,
+    /// The audit columns and the closing brace.
+    tail: Vec<u8>,
+    /// Whether each column is part of the key (hashed into the fingerprint).
+    is_key: Vec<bool>,
+    body: Vec<u8>,
+    rows: u64,
+    fingerprint: u64,
+    mapped: Mapped,
+    scratch: Vec<u8>,
+    target: usize,
+    pool: BodyPool,
+}
+
+/// Body buffers that come back when a body's last reference is dropped (once its batch is
+/// durable), so that the snapshot reuses a few buffers instead of mapping and zeroing fresh
+/// pages for every body. Keeps at most [`BodyPool::KEEP`] buffers.
+#[derive(Clone, Debug, Default)]
+pub struct BodyPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl BodyPool {
+    /// Buffers kept for reuse (more than the byte budget lets be in flight is pointless).
+    pub const KEEP: usize = 12;
+
+    fn get(&self, capacity: usize) -> Vec<u8> {
+        let mut buf = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        buf.reserve(capacity);
+        buf
+    }
+}
+
+/// A body's buffer on its way to the sink; goes back to its pool when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: BodyPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if let Ok(mut free) = self.pool.0.lock() {
+            if free.len() < BodyPool::KEEP {
+                free.push(buf);
+            }
+        }
+    }
+}
+
+impl SnapshotBody {
+    /// An encoder for `table`'s rows copied at `version`, cutting bodies at about `target` bytes
+    /// (buffers come from `pool`).
+    pub fn new(
+        table: Arc<TableSchema>,
+        version: Lsn,
+        synced_at: &str,
+        target: usize,
+        pool: BodyPool,
+    ) -> Self {
+        let prefixes = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut p = vec![if i == 0 { b'{' } else { b',' }];
+                value::write_escaped(&mut p, c.name.as_bytes());
+                p.push(b':');
+                p
+            })
+            .collect();
+        let tail = format!(
+            "{}\"dbmazz_op_type\":0,\"dbmazz_is_deleted\":false,\"dbmazz_synced_at\":\"{synced_at}\",\"dbmazz_cdc_version\":{}}}",
+            if table.columns.is_empty() { "{" } else { "," },
+            version.0
+        )
+        .into_bytes();
+        let is_key = (0..table.columns.len())
+            .map(|i| table.key.contains(&i))
+            .collect();
+        SnapshotBody {
+            table,
+            version,
+            prefixes,
+            tail,
+            is_key,
+            body: Vec::new(),
+            rows: 0,
+            fingerprint: FNV_OFFSET,
+            mapped: Mapped::default(),
+            scratch: Vec::new(),
+            target,
+            pool,
+        }
+    }
+
+    /// Whether the body reached its target size.
+    pub fn is_full(&self) -> bool {
+        self.body.len() >= self.target
+    }
+
+    /// Rows in the current body.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Adds one COPY text line (without its newline). On error the body is unusable.
+    pub fn push_line(&mut self, line: &[u8]) -> Result<(), String> {
+        if self.body.is_empty() {
+            if self.body.capacity() == 0 {
+                self.body = self.pool.get(self.target + self.target / 8);
+            }
+            self.body.push(b'[');
+        } else {
+            self.body.push(b',');
+        }
+        let ncols = self.prefixes.len();
+        let mut fields = 0;
+        let mut start = 0;
+        loop {
+            let end = memchr::memchr(b'\t', &line[start..]).map_or(line.len(), |i| start + i);
+            if fields >= ncols {
+                fields += 1;
+                if end == line.len() {
+                    break;
+                }
+                start = end + 1;
+                continue;
+            }
+            let raw = &line[start..end];
+            let col = &self.table.columns[fields];
+            self.body.extend_from_slice(&self.prefixes[fields]);
+            if raw == b"\\N" {
+                self.body.extend_from_slice(b"null");
+            } else {
+                let text = if memchr::memchr(b'\\', raw).is_some() {
+                    self.scratch.clear();
+                    crate::postgres::snapshot::unescape_into(raw, &mut self.scratch)?;
+                    &self.scratch[..]
+                } else {
+                    raw
+                };
+                if self.is_key[fields] {
+                    fnv(&mut self.fingerprint, &(text.len() as u32).to_le_bytes());
+                    fnv(&mut self.fingerprint, text);
+                }
+                let m = value::write_json_as(&mut self.body, col.kind, text, Dialect::StarRocks)
+                    .map_err(|e| format!("column {:?}: {e}", col.name))?;
+                self.mapped.non_finite_to_null += m.non_finite_to_null;
+                self.mapped.infinity_clamped += m.infinity_clamped;
+            }
+            fields += 1;
+            if end == line.len() {
+                break;
+            }
+            start = end + 1;
+        }
+        if fields != ncols {
+            return Err(format!(
+                "a COPY line has {fields} fields, the table has {ncols} columns"
+            ));
+        }
+        self.body.extend_from_slice(&self.tail);
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Takes the body encoded so far (`None` if it holds no row) and starts a new one.
+    pub fn take(&mut self) -> Option<EncodedRows> {
+        if self.rows == 0 {
+            return None;
+        }
+        let mut body = std::mem::take(&mut self.body);
+        body.push(b']');
+        let mut fingerprint = std::mem::replace(&mut self.fingerprint, FNV_OFFSET);
+        fnv(&mut fingerprint, &self.version.0.to_le_bytes());
+        Some(EncodedRows {
+            table: self.table.clone(),
+            body: bytes::Bytes::from_owner(Pooled {
+                buf: body,
+                pool: self.pool.clone(),
+            }),
+            rows: std::mem::take(&mut self.rows),
+            version: self.version,
+            fingerprint,
+            mapped: std::mem::take(&mut self.mapped),
+        })
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h = (*h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
     }
 }

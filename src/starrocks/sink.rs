@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use crate::config::{StarRocksConfig, TableName, TruncatePolicy};
 use crate::metrics::Metrics;
-use crate::pipeline::change::{Event, SchemaChange, TableSchema, TruncateChange};
-use crate::pipeline::sink::{Sink, SinkError};
+use crate::pipeline::change::{EncodedRows, Event, SchemaChange, TableSchema, TruncateChange};
+use crate::pipeline::sink::{Sink, SinkError, SnapshotFormat};
 use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
 use crate::starrocks::ddl::{Ddl, DdlError};
 use crate::starrocks::encode::Segment;
@@ -116,26 +116,65 @@ impl StarRocksSink {
                     seg.fingerprint(&rows),
                 ),
                 partial_columns: (!full).then(|| seg.columns_header(&sig)),
-                body: std::mem::take(&mut self.body),
+                body: std::mem::take(&mut self.body).into(),
             };
             let label = req.label.clone();
             let (outcome, body) = self.loader.load(req).await;
-            self.body = body;
-            match outcome {
-                LoadOutcome::Committed { loaded_rows } => {
-                    self.metrics.loads_total.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(table = %table.name, label, rows = rows.len(), loaded_rows, "load committed");
-                }
-                LoadOutcome::Transient(msg) => {
-                    self.metrics
-                        .load_retries_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(SinkError::transient(msg));
-                }
-                LoadOutcome::Definite(msg) => return Err(SinkError::definite(msg)),
-            }
+            // Reuses the buffer when the load no longer holds it.
+            self.body = body.into();
+            self.load_outcome(outcome, &table.name, &label, rows.len())?;
         }
         Ok(())
+    }
+
+    /// Sends a block of snapshot rows the workers encoded: one full-row load.
+    async fn send_encoded(&mut self, e: &EncodedRows) -> Result<(), SinkError> {
+        self.metrics
+            .values_non_finite_nulled
+            .fetch_add(u64::from(e.mapped.non_finite_to_null), Ordering::Relaxed);
+        self.metrics
+            .values_infinity_clamped
+            .fetch_add(u64::from(e.mapped.infinity_clamped), Ordering::Relaxed);
+        let name = &e.table.name;
+        let req = LoadRequest {
+            table: name.name.clone(),
+            label: label(
+                &self.label_prefix,
+                name,
+                e.version.0,
+                e.version.0,
+                0,
+                e.fingerprint,
+            ),
+            partial_columns: None,
+            body: e.body.clone(),
+        };
+        let label = req.label.clone();
+        let (outcome, _) = self.loader.load(req).await;
+        self.load_outcome(outcome, name, &label, e.rows as usize)
+    }
+
+    fn load_outcome(
+        &self,
+        outcome: LoadOutcome,
+        table: &TableName,
+        label: &str,
+        rows: usize,
+    ) -> Result<(), SinkError> {
+        match outcome {
+            LoadOutcome::Committed { loaded_rows } => {
+                self.metrics.loads_total.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(table = %table, label, rows, loaded_rows, "load committed");
+                Ok(())
+            }
+            LoadOutcome::Transient(msg) => {
+                self.metrics
+                    .load_retries_total
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(SinkError::transient(msg))
+            }
+            LoadOutcome::Definite(msg) => Err(SinkError::definite(msg)),
+        }
     }
 
     async fn truncate(&mut self, t: &TruncateChange) -> Result<(), SinkError> {
@@ -310,6 +349,10 @@ fn label(
 }
 
 impl Sink for StarRocksSink {
+    fn snapshot_format(&self) -> SnapshotFormat {
+        SnapshotFormat::StarRocksJson
+    }
+
     async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
         let synced_at = synced_at_now();
         let mut segments: BTreeMap<TableName, Segment> = BTreeMap::new();
@@ -331,6 +374,14 @@ impl Sink for StarRocksSink {
                     }
                     self.schema_change(change).await?;
                 }
+                Event::Encoded(e) => {
+                    // Streamed changes of the table received before this block load first, so
+                    // loads keep the order of the stream.
+                    if let Some(seg) = segments.remove(&e.table.name) {
+                        self.send_segment(seg, &synced_at).await?;
+                    }
+                    self.send_encoded(e).await?;
+                }
                 Event::Commit { .. } | Event::Idle { .. } | Event::ChunkDone { .. } => {}
             }
         }
@@ -342,7 +393,7 @@ impl Sink for StarRocksSink {
 }
 
 /// The current UTC time as StarRocks DATETIME text.
-fn synced_at_now() -> String {
+pub(crate) fn synced_at_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);

@@ -49,8 +49,8 @@ pub struct LoadRequest {
     pub label: String,
     /// `columns` header for a partial update; `None` for a full upsert.
     pub partial_columns: Option<String>,
-    /// `[{...},{...}]`.
-    pub body: Vec<u8>,
+    /// `[{...},{...}]` (shared, so that a retried batch does not copy it).
+    pub body: bytes::Bytes,
 }
 
 /// Sends loads to one StarRocks cluster.
@@ -71,7 +71,7 @@ impl StreamLoader {
     }
 
     /// Sends one load and decides what its outcome means. Gives the body back for reuse.
-    pub async fn load(&self, req: LoadRequest) -> (LoadOutcome, Vec<u8>) {
+    pub async fn load(&self, req: LoadRequest) -> (LoadOutcome, bytes::Bytes) {
         let cfg = self.cfg.clone();
         let handles = self.handles.clone();
         let joined = tokio::task::spawn_blocking(move || {
@@ -95,7 +95,7 @@ impl StreamLoader {
             Ok((outcome, req)) => (outcome, req.body),
             Err(e) => (
                 LoadOutcome::Definite(format!("the Stream Load task failed: {e}")),
-                Vec::new(),
+                bytes::Bytes::new(),
             ),
         }
     }

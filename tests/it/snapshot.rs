@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::dbmazz::Job;
+use crate::support::dbmazz::{Job, Proc};
+use crate::support::grpcurl::Client;
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
 
@@ -83,6 +84,52 @@ fn assert_converges(pg: &PgCluster, d: &Double, table: &str, key: (&str, &str), 
     }
 }
 
+/// Stops the writer thread when the test's scope ends, also by a failed assertion (the scope
+/// would otherwise wait for the writer forever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The port the daemon's gRPC server logged.
+fn grpc_port(p: &mut Proc) -> u16 {
+    p.wait_for_log("grpc listening", MINUTE);
+    let log = p.log();
+    let line = log.lines().find(|l| l.contains("grpc listening")).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// `(rows done, rows estimated, chunks done, chunks)` of `table` in Health's stage detail
+/// (`public.t 40000/~150000 rows (26%), 2/8 chunks, …`).
+fn table_progress(detail: &str, table: &str) -> (u64, u64, u64, u64) {
+    let needle = format!("public.{table} ");
+    let rest = detail
+        .split_once(&needle)
+        .unwrap_or_else(|| panic!("no {needle:?} in {detail:?}"))
+        .1;
+    let num = |s: &str| -> u64 {
+        s.parse()
+            .unwrap_or_else(|_| panic!("{s:?} is not a number in {detail:?}"))
+    };
+    let (rows, rest) = rest.split_once(" rows").unwrap();
+    let (done, estimated) = rows.split_once("/~").unwrap();
+    let chunks = rest.split(", ").nth(1).unwrap();
+    let (chunks_done, chunks) = chunks.trim_end_matches(" chunks").split_once('/').unwrap();
+    (
+        num(done),
+        num(estimated),
+        num(chunks_done),
+        num(chunks.split(' ').next().unwrap()),
+    )
+}
+
 fn setup_mixed(pg: &PgCluster, rows_per_table: i64) {
     pg.psql(
         "app",
@@ -144,12 +191,70 @@ fn million_rows_copied_while_writers_run_converge_per_key() {
     let d = Double::start("app");
     let n = 333_334;
     setup_mixed(&pg, n);
-    let job = sr_job(&url, "t_int,t_text,t_comp", &d);
+    let job = sr_job(&url, "t_int,t_text,t_comp", &d).env("GRPC_PORT", "0");
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop_writer = StopOnDrop(&stop);
         let w = s.spawn(|| writer(&pg, &stop, n));
         let mut p = job.spawn();
+        let grpc = Client::new(grpc_port(&mut p));
         p.wait_for_log("snapshot exported", MINUTE);
+        // Health shows per-table progress while copying: rows done against the estimate,
+        // and chunks.
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let detail = loop {
+            let health = grpc.ok("dbmazz.HealthService/Check", "{}");
+            let detail = health["stageDetail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if health["stage"] == "STAGE_SNAPSHOT"
+                && ["t_comp", "t_int", "t_text"]
+                    .iter()
+                    .any(|t| table_progress(&detail, t).2 > 0)
+            {
+                break detail;
+            }
+            assert!(
+                !p.log().contains("snapshot complete"),
+                "the copy ended before Health showed a finished chunk: {health}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress: {detail:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        for table in ["t_comp", "t_int", "t_text"] {
+            let (done, estimated, chunks_done, chunks) = table_progress(&detail, table);
+            // ANALYZE ran on n rows (its estimate samples pages, so it may be a little off).
+            assert!(
+                (n as u64 * 9 / 10..n as u64 * 11 / 10).contains(&estimated),
+                "{table}: estimate {estimated} in {detail:?}"
+            );
+            let planned: u64 = pg
+                .psql(
+                    "app",
+                    &format!("SELECT count(*) FROM dbmazz_snapshot_chunks WHERE table_name = 'public.{table}'"),
+                )
+                .parse()
+                .unwrap();
+            assert_eq!(chunks, planned, "{table} in {detail:?}");
+            assert!(chunks_done < chunks, "{table} in {detail:?}");
+            // Rows of the chunks recorded done (read after Health, so at least as many).
+            let recorded: u64 = pg
+                .psql(
+                    "app",
+                    &format!("SELECT coalesce(sum(rows), 0) FROM dbmazz_snapshot_chunks WHERE table_name = 'public.{table}' AND done"),
+                )
+                .parse()
+                .unwrap();
+            assert!(
+                done <= recorded,
+                "{table}: {recorded} rows recorded, {detail:?}"
+            );
+            assert!(chunks_done == 0 || done > 0, "{table} in {detail:?}");
+        }
         p.wait_for_log("snapshot complete", Duration::from_secs(300));
         // Keep writing a little after the copy, then quiesce.
         std::thread::sleep(Duration::from_secs(1));
@@ -175,6 +280,7 @@ fn kill_9_mid_snapshot_resumes_at_the_first_unfinished_chunk() {
         .env("FLUSH_SIZE", "5000");
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop_writer = StopOnDrop(&stop);
         let w = s.spawn(|| writer(&pg, &stop, n));
         let mut p = job.spawn();
         p.wait_for_log("snapshot exported", MINUTE);
