@@ -248,8 +248,10 @@ async fn stream<S: Sink>(
     let (feeder, rx) = batcher::channel(&config.flush);
     let snapshot_output = snapshot::Output {
         format: sink.snapshot_format(),
-        // Four bodies per batch: the workers fill the next ones while a batch loads.
-        body_bytes: (config.flush.max_bytes / 4).clamp(256 * 1024, 16 << 20),
+        // Four bodies per batch: the workers fill the next ones while a batch loads. At least
+        // 1 MiB, so that the small default FLUSH_MAX_BYTES does not turn a big table into
+        // thousands of tiny loads.
+        body_bytes: (config.flush.max_bytes / 4).clamp(1 << 20, 16 << 20),
     };
     let (chunk_tx, chunk_rx) = mpsc::unbounded_channel();
     let batcher_task = tokio::spawn(
