@@ -94,7 +94,7 @@ for b in dbmazz starrocks-double; do
 done
 
 # ---------------------------------------------------------------- temp dir and cleanup
-TMP=$(mktemp -d /tmp/dbmazz-e2e.XXXXXX)
+TMP=$(mktemp -d "${E2E_TMPDIR:-/tmp}/dbmazz-e2e.XXXXXX")
 chmod 755 "$TMP"   # the postgres user must reach its data directories inside
 BENCH_PID=""
 cleanup() {
