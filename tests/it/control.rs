@@ -17,7 +17,7 @@ use crate::support::pg::PgCluster;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The address a listener of the daemon logged (`<what> listening addr=…`).
-fn listening(p: &mut Proc, what: &str) -> SocketAddr {
+pub(crate) fn listening(p: &mut Proc, what: &str) -> SocketAddr {
     let needle = format!("{what} listening");
     p.wait_for_log(&needle, WAIT);
     let log = p.log();

@@ -18,6 +18,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value as Json;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::control::listening;
+
 use crate::support::dbmazz::{Job, Proc};
 use crate::support::mariadb::{MariaDb, PROVISION_PASSWORD, PROVISION_USER};
 use crate::support::pg::PgCluster;
@@ -123,19 +125,6 @@ impl Drop for Daemon {
             eprintln!("--- dbmazz log ---\n{}", self.p.log());
         }
     }
-}
-
-/// The address a listener of the daemon logged (`<what> listening addr=…`).
-fn listening(p: &mut Proc, what: &str) -> SocketAddr {
-    let needle = format!("{what} listening");
-    p.wait_for_log(&needle, WAIT);
-    let log = p.log();
-    let line = log.lines().find(|l| l.contains(&needle)).unwrap();
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr= in {line:?}"))
-        .parse()
-        .unwrap()
 }
 
 /// Runs the real curl; the HTTP status and the body parsed as JSON (`Null` when it is not).

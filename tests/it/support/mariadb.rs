@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::pg::{cluster_parent, free_port};
+use super::pg::{cluster_parent, free_port, run};
 
 /// The administrative user of every test server.
 pub const ADMIN_USER: &str = "dbmazz_admin";
@@ -260,21 +260,6 @@ fn client_command(socket: &Path) -> Command {
         .arg(format!("--socket={}", socket.display()))
         .args(["--protocol=socket", "-uroot", "--connect-timeout=5"]);
     cmd
-}
-
-fn run(cmd: &mut Command, what: &str) -> std::process::Output {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-    if !output.status.success() {
-        panic!(
-            "{what} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    output
 }
 
 /// The template data directory: `mariadb-install-db` and the test users, once per build,

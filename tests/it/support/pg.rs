@@ -316,7 +316,8 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
-fn run(cmd: &mut Command, what: &str) -> Output {
+/// Runs `cmd` to completion; panics with its output when it fails.
+pub fn run(cmd: &mut Command, what: &str) -> Output {
     let output = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
