@@ -178,28 +178,7 @@ mod cli {
     enum SchemaCmd {
         /// Upload a .sql file: dbmazz creates the database and applies the file; follows the job
         /// to its end (exit 0 on success, 1 when it failed).
-        Upload {
-            /// postgres or mysql.
-            #[arg(long)]
-            engine: String,
-            /// Database to create (^[a-z_][a-z0-9_]{0,62}$).
-            #[arg(long)]
-            name: String,
-            /// The .sql file.
-            file: std::path::PathBuf,
-            /// A retried upload with the same key returns the first upload's job.
-            #[arg(long)]
-            idempotency_key: Option<String>,
-            /// Split and guard the file only; create and apply nothing.
-            #[arg(long)]
-            dry_run: bool,
-            /// Print the job id after the upload and return.
-            #[arg(long)]
-            no_wait: bool,
-            /// Plain progress lines even on a terminal.
-            #[arg(long)]
-            plain: bool,
-        },
+        Upload(dbmazz::schema_cli::Upload),
         /// Show one job (exit 1 when it failed).
         Status {
             /// Job id.
@@ -226,7 +205,7 @@ mod cli {
     }
 
     fn schema(a: SchemaArgs) -> ExitCode {
-        use dbmazz::schema_cli::{self, Outcome, Server, Upload};
+        use dbmazz::schema_cli::{self, Outcome, Server};
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let token = match (
             a.token,
@@ -264,26 +243,7 @@ mod cli {
         };
         let result = rt.block_on(async {
             match a.cmd {
-                SchemaCmd::Upload {
-                    engine,
-                    name,
-                    file,
-                    idempotency_key,
-                    dry_run,
-                    no_wait,
-                    plain,
-                } => {
-                    let u = Upload {
-                        engine,
-                        name,
-                        file,
-                        idempotency_key,
-                        dry_run,
-                        no_wait,
-                        plain,
-                    };
-                    schema_cli::upload(&server, &u).await
-                }
+                SchemaCmd::Upload(u) => schema_cli::upload(&server, &u).await,
                 SchemaCmd::Status { id } => schema_cli::status(&server, &id).await,
                 SchemaCmd::List { limit } => schema_cli::list(&server, limit).await,
                 SchemaCmd::Drop {

@@ -67,22 +67,28 @@ pub struct Server {
     pub token: Option<String>,
 }
 
-/// What `dbmazz schema upload` sends.
-#[derive(Clone, Debug)]
+/// What `dbmazz schema upload` sends (its command-line arguments).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Upload {
-    /// `postgres` or `mysql`.
+    /// postgres or mysql.
+    #[arg(long)]
     pub engine: String,
-    /// Database to create.
+    /// Database to create (^[a-z_][a-z0-9_]{0,62}$).
+    #[arg(long)]
     pub name: String,
-    /// The `.sql` file.
+    /// The .sql file.
     pub file: PathBuf,
-    /// Idempotency key.
+    /// A retried upload with the same key returns the first upload's job.
+    #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Split and guard only.
+    /// Split and guard the file only; create and apply nothing.
+    #[arg(long)]
     pub dry_run: bool,
-    /// Return after the upload instead of following the job.
+    /// Print the job id after the upload and return.
+    #[arg(long)]
     pub no_wait: bool,
-    /// Plain lines even on a terminal.
+    /// Plain progress lines even on a terminal.
+    #[arg(long)]
     pub plain: bool,
 }
 

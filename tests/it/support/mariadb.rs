@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::pg::{cluster_parent, free_port, run};
+use super::pg::{cluster_parent, encode, free_port, run};
 
 /// The administrative user of every test server.
 pub const ADMIN_USER: &str = "dbmazz_admin";
@@ -360,17 +360,4 @@ fn template_parent() -> PathBuf {
     } else {
         std::env::temp_dir()
     }
-}
-
-/// Percent-encodes everything but unreserved characters, for URL user/password parts.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }

@@ -564,7 +564,7 @@ fn make_certificates(dir: &Path, data_dir: &Path) {
 }
 
 /// Percent-encodes everything but unreserved characters, for URL user/password parts.
-fn encode(text: &str) -> String {
+pub fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
