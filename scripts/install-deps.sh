@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need=()
-for pkg in postgresql-15 postgresql-client-15 libssl-dev pkg-config openssl ca-certificates procps; do
+for pkg in postgresql-15 postgresql-client-15 pkg-config openssl ca-certificates procps; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 

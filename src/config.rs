@@ -110,6 +110,9 @@ pub struct StarRocksConfig {
     pub truncate_policy: TruncatePolicy,
     /// `STARROCKS_COMPRESS=gzip`: gzip load bodies (`compression: gzip`, StarRocks ≥ 3.2.7).
     pub gzip: bool,
+    /// `STARROCKS_CA_FILE`: PEM CA certificates that an `https://` StarRocks must chain to;
+    /// without it the system's trust store is used.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// `REPLICA_IDENTITY`: what dbmazz does to the replica identity of the tables it streams.
@@ -515,8 +518,21 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
             ))
         }
     };
+    let ca_file = match get("STARROCKS_CA_FILE") {
+        None => None,
+        Some(path) => {
+            if let Err(e) = std::fs::metadata(&path) {
+                return Err(ConfigError::new(
+                    "STARROCKS_CA_FILE",
+                    format!("cannot read {path:?}: {e}; expected a PEM file of CA certificates"),
+                ));
+            }
+            Some(std::path::PathBuf::from(path))
+        }
+    };
     Ok(StarRocksConfig {
         gzip,
+        ca_file,
         url,
         host,
         database,

@@ -158,6 +158,13 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
     for _hop in 0..=MAX_HOPS {
         let resp = match put(easy, cfg, req, body, &url) {
             Ok(r) => r,
+            Err(e) if is_certificate_error(&e) => {
+                return LoadOutcome::Definite(format!(
+                    "Stream Load of table '{}' to {url}: the server's TLS certificate was not \
+                     accepted ({e}); point STARROCKS_CA_FILE at the CA that signed it",
+                    req.table
+                ))
+            }
             Err(e) => {
                 return LoadOutcome::Transient(format!(
                     "Stream Load of table '{}' (label {}) got no answer: {e}",
@@ -224,6 +231,7 @@ fn put(
 ) -> Result<Response, curl::Error> {
     easy.reset();
     easy.url(url)?;
+    tls_options(easy, cfg)?;
     easy.upload(true)?;
     easy.in_filesize(body_bytes.len() as u64)?;
     easy.username(&cfg.user)?;
@@ -291,6 +299,22 @@ fn put(
         location,
         body,
     })
+}
+
+/// Trust settings for `https://` addresses: the configured CA file, else the system's store.
+fn tls_options(easy: &mut Easy, cfg: &StarRocksConfig) -> Result<(), curl::Error> {
+    match &cfg.ca_file {
+        Some(path) => easy.cainfo(path),
+        None => easy.ssl_options(curl::easy::SslOpt::new().native_ca(true)),
+    }
+}
+
+/// A TLS failure that retrying will not fix: the certificate did not verify.
+fn is_certificate_error(e: &curl::Error) -> bool {
+    e.is_peer_failed_verification()
+        || e.is_ssl_certproblem()
+        || e.is_ssl_cacert_badfile()
+        || e.is_ssl_issuer_error()
 }
 
 fn get_field<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
@@ -381,6 +405,7 @@ fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, String> {
     let mut body = Vec::new();
     let mut run = || -> Result<(), curl::Error> {
         easy.url(&url)?;
+        tls_options(&mut easy, cfg)?;
         easy.username(&cfg.user)?;
         easy.password(cfg.password.expose())?;
         easy.timeout(Duration::from_secs(10))?;
@@ -484,6 +509,7 @@ mod tests {
             create_tables: false,
             truncate_policy: TruncatePolicy::Stop,
             gzip: false,
+            ca_file: None,
         }
     }
 

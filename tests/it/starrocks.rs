@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::support::dbmazz::{wait_until, Job};
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
+use crate::support::tls_proxy::TlsProxy;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -422,4 +423,54 @@ fn missing_starrocks_table_is_a_clear_error() {
         "{}",
         p.log()
     );
+}
+
+#[test]
+fn https_starrocks_is_verified_against_the_configured_ca() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let proxy = TlsProxy::start(d.fe);
+    let https = format!("https://localhost:{}", proxy.port);
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 50) g",
+    );
+
+    // A certificate from a CA the job was not told to trust stops the job with what to do,
+    // rather than retrying forever.
+    let other = proxy.other_ca_cert();
+    let untrusted = sr_job(&url, "t", &d)
+        .env("STARROCKS_URL", &https)
+        .env("STARROCKS_CA_FILE", other.to_str().unwrap());
+    let mut p = untrusted.spawn();
+    let status = p.wait(MINUTE);
+    let log = p.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("TLS certificate was not accepted"), "{log}");
+    assert!(log.contains("STARROCKS_CA_FILE"), "{log}");
+    assert_eq!(
+        d.query("SELECT count(*) FROM app.t")[0][0].as_deref(),
+        Some("0")
+    );
+
+    // With the right CA, the snapshot and then the stream go through TLS.
+    let ca = proxy.ca_cert();
+    let trusted = sr_job(&url, "t", &d)
+        .env("STARROCKS_URL", &https)
+        .env("STARROCKS_CA_FILE", ca.to_str().unwrap());
+    let mut p = trusted.spawn_streaming();
+    pg.psql(
+        "app",
+        "UPDATE t SET v = 'changed' WHERE id <= 10; DELETE FROM t WHERE id = 50",
+    );
+    wait_converged(&pg, &d, "t", "id", "v");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
 }

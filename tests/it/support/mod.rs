@@ -4,6 +4,7 @@
 //! - [`mariadb`]: throw-away MariaDB servers, one per test, started from a template made once.
 //! - [`dbmazz`]: the real `dbmazz` binary as a child process.
 //! - [`grpcurl`]: the real `grpcurl` binary, as operators script the control plane.
+//! - [`tls_proxy`]: a TLS-terminating proxy in front of the double, for `https://` addresses.
 
 #![allow(dead_code)] // each test file uses a different subset of the helpers
 
@@ -12,3 +13,4 @@ pub mod grpcurl;
 pub mod mariadb;
 pub mod pg;
 pub mod starrocks;
+pub mod tls_proxy;

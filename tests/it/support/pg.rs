@@ -481,6 +481,20 @@ fn template_parent() -> PathBuf {
 /// A CA, a server certificate for DNS name `localhost` signed by it (key in the data dir,
 /// mode 0600), and an unrelated second CA.
 fn make_certificates(dir: &Path, data_dir: &Path) {
+    make_test_certificates(dir);
+    for file in ["server.crt", "server.key"] {
+        fs::copy(dir.join(file), data_dir.join(file)).expect("copy the server certificate");
+    }
+    fs::set_permissions(
+        data_dir.join("server.key"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod the server key");
+}
+
+/// Writes `ca.crt` (a throwaway CA), `other-ca.crt` (an unrelated CA) and `server.crt` /
+/// `server.key` (for `localhost` only, signed by `ca.crt`) into `dir`, with the openssl CLI.
+pub fn make_test_certificates(dir: &Path) {
     let openssl = |args: &[&str], what: &str| {
         run(Command::new("openssl").current_dir(dir).args(args), what);
     };
@@ -553,14 +567,6 @@ fn make_certificates(dir: &Path, data_dir: &Path) {
         ],
         "sign the server certificate",
     );
-    for file in ["server.crt", "server.key"] {
-        fs::copy(dir.join(file), data_dir.join(file)).expect("copy the server certificate");
-    }
-    fs::set_permissions(
-        data_dir.join("server.key"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .expect("chmod the server key");
 }
 
 /// Percent-encodes everything but unreserved characters, for URL user/password parts.
