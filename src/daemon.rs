@@ -41,6 +41,7 @@ use crate::postgres::schema_cache::SchemaCache;
 use crate::postgres::setup::{self, SetupError};
 use crate::postgres::snapshot::{self, SnapshotError};
 use crate::postgres::tls::{connect_sql, ConnectError};
+use crate::postgres::toast_backfill::{CopyingTables, ToastBackfill};
 use crate::starrocks::sink::StarRocksSink;
 use crate::Lsn;
 
@@ -254,9 +255,16 @@ async fn stream<S: Sink>(
         body_bytes: (config.flush.max_bytes / 4).clamp(1 << 20, 16 << 20),
     };
     let (chunk_tx, chunk_rx) = mpsc::unbounded_channel();
+    let copying = CopyingTables::new(
+        plan.work
+            .as_ref()
+            .map(|w| w.copying_tables())
+            .unwrap_or_default(),
+    );
     let batcher_task = tokio::spawn(
         Batcher::new(sink, job.flush(), rx, durable_tx, job.metrics().clone())
             .with_chunk_reports(chunk_tx)
+            .with_toast_backfill(ToastBackfill::new(copying.clone(), config.database.clone()))
             .run(),
     );
 
@@ -281,6 +289,7 @@ async fn stream<S: Sink>(
             chunk_rx,
             stop_rx.clone(),
             job.clone(),
+            copying,
         ))
     });
     let cache = SchemaCache::new(&source.tables, source.types);

@@ -1,7 +1,7 @@
 //! Batching, the flush policy, backpressure, and the durable-LSN hand-off.
 //!
 //! ```text
-//!  WAL reader ──Feeder::send──▶ [bounded channel + byte budget] ──▶ Batcher ──write_batch──▶ Sink
+//!  WAL reader ──Feeder::send_all──▶ [bounded channel + byte budget] ──▶ Batcher ──write_batch──▶ Sink
 //!       ▲ waits when the budget is spent                                │ after the sink returns
 //!       └───────────── permits return when a batch is durable ◀─────────┘ durable LSN ─▶ checkpoint
 //! ```
@@ -12,6 +12,13 @@
 //! `FLUSH_SIZE` changes, `FLUSH_MAX_BYTES` bytes, or its oldest change is `FLUSH_INTERVAL_MS`
 //! old; that may be in the middle of a transaction, which is fine because only commit markers
 //! move the durable LSN, and replays are idempotent.
+//!
+//! The reader sends events in parcels: everything decoded from the bytes one socket read
+//! returned, with one budget acquisition and one channel send for the lot. A send per event
+//! woke the batcher's thread for every row; under a steady OLTP load most of the daemon's time
+//! went to those cross-thread wake-ups (tens of thousands of context switches a second), and
+//! the scheduling delay showed up as commit → ack latency. Parcels add no delay: the reader
+//! sends as soon as the socket has no complete message left.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -25,6 +32,7 @@ use crate::config::{FlushPolicy, TableName};
 use crate::metrics::{Metrics, TableCounters};
 use crate::pipeline::change::{Event, Op};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
+use crate::postgres::toast_backfill::ToastBackfill;
 use crate::Lsn;
 
 /// How far the server's position must be ahead of the durable LSN before an idle keepalive
@@ -35,11 +43,21 @@ pub const IDLE_CONFIRM_MIN_BYTES: u64 = 1024 * 1024;
 /// Most envelopes the batcher takes from the channel per wake-up.
 const RECV_AT_ONCE: usize = 256;
 
-/// An event with the budget permits it holds until it is durable.
+/// Largest parcel the reader stages before sending (a quarter of the budget if that is less),
+/// so a long run of buffered messages still reaches the batcher in steps.
+const PARCEL_MAX_BYTES: usize = 64 * 1024;
+
+/// Events sent together, with the budget permits they hold until they are durable.
 #[derive(Debug)]
 pub struct Envelope {
-    event: Event,
+    events: Parcel,
     permit: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug)]
+enum Parcel {
+    One(Event),
+    Many(Vec<Event>),
 }
 
 /// The pipeline is gone (its task ended); the reader should stop.
@@ -59,6 +77,31 @@ impl Feeder {
     /// Sends an event, waiting while the byte budget is spent (backpressure).
     pub async fn send(&self, event: Event) -> Result<(), PipelineClosed> {
         let need = self.permits_for(&event);
+        self.send_parcel(Parcel::One(event), need).await
+    }
+
+    /// Sends `events` (in order) as one parcel and leaves the vector empty; `bytes` is the sum
+    /// of their [`Event::data_bytes`]. Waits while the byte budget is spent.
+    pub async fn send_all(
+        &self,
+        events: &mut Vec<Event>,
+        bytes: usize,
+    ) -> Result<(), PipelineClosed> {
+        match events.len() {
+            0 => Ok(()),
+            1 => {
+                let event = events.pop().expect("one event");
+                self.send(event).await
+            }
+            n => {
+                let need = self.clamp(bytes.max(n));
+                let parcel = Parcel::Many(std::mem::take(events));
+                self.send_parcel(parcel, need).await
+            }
+        }
+    }
+
+    async fn send_parcel(&self, events: Parcel, need: u32) -> Result<(), PipelineClosed> {
         let permit = self
             .budget
             .clone()
@@ -67,34 +110,26 @@ impl Feeder {
             .map_err(|_| PipelineClosed)?;
         self.tx
             .send(Envelope {
-                event,
+                events,
                 permit: Some(permit),
             })
             .await
             .map_err(|_| PipelineClosed)
     }
 
-    /// Sends an event only if that needs no waiting; returns whether it was sent.
-    pub fn try_send(&self, event: Event) -> bool {
-        let Ok(permit) = self
-            .budget
-            .clone()
-            .try_acquire_many_owned(self.permits_for(&event))
-        else {
-            return false;
-        };
-        self.tx
-            .try_send(Envelope {
-                event,
-                permit: Some(permit),
-            })
-            .is_ok()
+    fn permits_for(&self, event: &Event) -> u32 {
+        self.clamp(event.data_bytes())
     }
 
-    fn permits_for(&self, event: &Event) -> u32 {
-        u32::try_from(event.data_bytes())
+    fn clamp(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .clamp(1, self.budget_cap)
+    }
+
+    /// Budget bytes one parcel may hold; the reader sends before it stages more.
+    pub fn parcel_limit(&self) -> usize {
+        (self.budget_cap as usize / 4).clamp(1, PARCEL_MAX_BYTES)
     }
 
     /// Bytes of the budget currently free (for metrics and tests).
@@ -128,6 +163,7 @@ pub struct Batcher<S> {
     durable: watch::Sender<Lsn>,
     metrics: Arc<Metrics>,
     chunk_done: Option<mpsc::UnboundedSender<ChunkDurable>>,
+    backfill: Option<ToastBackfill>,
 }
 
 /// A snapshot chunk whose rows are all durable in the sink.
@@ -158,12 +194,20 @@ impl<S: Sink> Batcher<S> {
             durable,
             metrics,
             chunk_done: None,
+            backfill: None,
         }
     }
 
     /// Reports durable snapshot chunks on `tx`.
     pub fn with_chunk_reports(mut self, tx: mpsc::UnboundedSender<ChunkDurable>) -> Self {
         self.chunk_done = Some(tx);
+        self
+    }
+
+    /// Completes unchanged TOAST values of updates to tables still being copied, before each
+    /// write (see [`crate::postgres::toast_backfill`]).
+    pub fn with_toast_backfill(mut self, backfill: ToastBackfill) -> Self {
+        self.backfill = Some(backfill);
         self
     }
 
@@ -202,7 +246,29 @@ impl<S: Sink> Batcher<S> {
                         break;
                     }
                     for env in received.drain(..) {
-                        self.accept(&mut batch, env, &policy).await?;
+                        match env.events {
+                            Parcel::One(event) => {
+                                self.accept(&mut batch, event, env.permit, &policy).await?;
+                            }
+                            Parcel::Many(events) => {
+                                let mut permit = env.permit;
+                                let last = events.len() - 1;
+                                for (i, event) in events.into_iter().enumerate() {
+                                    // Each event carries its share of the parcel's permits,
+                                    // so a flush in the middle of a parcel returns exactly the
+                                    // budget of what became durable.
+                                    let share = if i == last {
+                                        permit.take()
+                                    } else {
+                                        permit.as_mut().and_then(|p| {
+                                            let n = event.data_bytes().clamp(1, p.num_permits());
+                                            if n == p.num_permits() { None } else { p.split(n) }
+                                        })
+                                    };
+                                    self.accept(&mut batch, event, share, &policy).await?;
+                                }
+                            }
+                        }
                     }
                 }
                 _ = &mut timer, if deadline.is_some() => {
@@ -225,22 +291,23 @@ impl<S: Sink> Batcher<S> {
         self.flush(&mut batch).await
     }
 
-    /// Adds one envelope to the batch, flushing when the batch is full.
+    /// Adds one event (with its budget permits) to the batch, flushing when the batch is full.
     async fn accept(
         &mut self,
         batch: &mut Batch,
-        env: Envelope,
+        event: Event,
+        permit: Option<OwnedSemaphorePermit>,
         policy: &FlushPolicy,
     ) -> Result<(), SinkError> {
         if batch.events.is_empty() {
             // Nothing received before this marker is pending, so its position is durable.
-            match env.event {
+            match event {
                 Event::Commit { end_lsn, .. } => {
                     self.advance(end_lsn);
                     return Ok(());
                 }
                 Event::ChunkDone { .. } => {
-                    self.report_chunk(&env.event);
+                    self.report_chunk(&event);
                     return Ok(());
                 }
                 Event::Idle { wal_end } => {
@@ -254,7 +321,7 @@ impl<S: Sink> Batcher<S> {
                 _ => {}
             }
         }
-        batch.push(env);
+        batch.push(event, permit);
         if batch.changes >= policy.max_events || batch.bytes >= policy.max_bytes {
             self.flush(batch).await?;
         }
@@ -312,7 +379,15 @@ impl<S: Sink> Batcher<S> {
         if batch.needs_sink {
             let mut backoff = Duration::from_millis(200);
             loop {
-                match self.sink.write_batch(&batch.events).await {
+                let filled = match self.backfill.as_mut() {
+                    Some(b) => b.fill(&mut batch.events).await.map(|_| ()),
+                    None => Ok(()),
+                };
+                let written = match filled {
+                    Ok(()) => self.sink.write_batch(&batch.events).await,
+                    Err(e) => Err(e),
+                };
+                match written {
                     Ok(()) => break,
                     Err(e) if e.kind == ErrorKind::Transient => {
                         let wait = with_jitter(backoff);
@@ -355,18 +430,18 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, env: Envelope) {
-        self.changes += env.event.changes();
+    fn push(&mut self, event: Event, permit: Option<OwnedSemaphorePermit>) {
+        self.changes += event.changes();
         if !matches!(
-            env.event,
+            event,
             Event::Commit { .. } | Event::Idle { .. } | Event::ChunkDone { .. }
         ) {
             self.needs_sink = true;
             self.oldest.get_or_insert_with(Instant::now);
         }
-        self.bytes += env.event.data_bytes();
-        self.events.push(env.event);
-        match (&mut self.permit, env.permit) {
+        self.bytes += event.data_bytes();
+        self.events.push(event);
+        match (&mut self.permit, permit) {
             (Some(held), Some(p)) => held.merge(p),
             (held @ None, p) => *held = p,
             (Some(_), None) => {}
@@ -389,4 +464,145 @@ fn with_jitter(base: Duration) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     base + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TableName;
+    use crate::pipeline::change::{ColumnSchema, Position, RowChange, TableSchema};
+    use crate::postgres::pgoutput::{Tuple, Value};
+    use crate::value::{Scalar, ValueKind};
+
+    /// Records the row count of every batch it is given.
+    struct Recording(Arc<std::sync::Mutex<Vec<usize>>>);
+
+    impl Sink for Recording {
+        async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+            let rows = events.iter().filter(|e| e.is_change()).count();
+            self.0.lock().unwrap().push(rows);
+            Ok(())
+        }
+    }
+
+    fn row(id: u64) -> Event {
+        let table = Arc::new(TableSchema {
+            rel_id: 1,
+            name: TableName::new("public", "t"),
+            columns: vec![ColumnSchema {
+                name: "id".into(),
+                type_oid: 20,
+                type_modifier: -1,
+                kind: ValueKind::Scalar(Scalar::Int),
+            }],
+            key: vec![0],
+            replica_identity: b'd',
+        });
+        Event::Row(RowChange {
+            op: Op::Insert,
+            table,
+            pos: Position {
+                lsn: Lsn(id),
+                commit_lsn: Lsn(100),
+                xid: 1,
+                commit_time: 0,
+            },
+            row: Tuple {
+                values: vec![Value::Text(bytes::Bytes::from(id.to_string()))],
+            },
+            key_only: false,
+            old: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_parcel_split_over_batches_returns_exactly_its_budget() {
+        let policy = FlushPolicy {
+            max_events: 2,
+            max_bytes: 1 << 20,
+            interval: Duration::from_secs(3600),
+        };
+        let (feeder, rx) = channel(&policy);
+        let cap = feeder.budget_available();
+        let (_policy_tx, policy_rx) = watch::channel(policy);
+        let (durable_tx, mut durable_rx) = watch::channel(Lsn::ZERO);
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let batcher = Batcher::new(
+            Recording(batches.clone()),
+            policy_rx,
+            rx,
+            durable_tx,
+            Arc::new(Metrics::default()),
+        );
+        let task = tokio::spawn(batcher.run());
+
+        let mut parcel: Vec<Event> = (1..=5).map(row).collect();
+        parcel.push(Event::Commit {
+            commit_lsn: Lsn(100),
+            end_lsn: Lsn(101),
+            commit_time: 0,
+        });
+        let bytes = parcel.iter().map(Event::data_bytes).sum();
+        feeder.send_all(&mut parcel, bytes).await.unwrap();
+        assert!(parcel.is_empty(), "the parcel was taken");
+        // Two full batches are written at once; the fifth row waits with its commit.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while batches.lock().unwrap().len() < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*batches.lock().unwrap(), vec![2, 2]);
+        assert!(
+            feeder.budget_available() < cap,
+            "the rows not yet durable still hold budget"
+        );
+        assert_eq!(*durable_rx.borrow_and_update(), Lsn::ZERO);
+
+        drop(feeder);
+        task.await.unwrap().unwrap();
+        assert_eq!(*batches.lock().unwrap(), vec![2, 2, 1]);
+        assert_eq!(*durable_rx.borrow(), Lsn(101));
+    }
+
+    #[tokio::test]
+    async fn budget_comes_back_whole_once_every_event_is_durable() {
+        let policy = FlushPolicy {
+            max_events: 3,
+            max_bytes: 1 << 20,
+            interval: Duration::from_millis(10),
+        };
+        let (feeder, rx) = channel(&policy);
+        let cap = feeder.budget_available();
+        let (_policy_tx, policy_rx) = watch::channel(policy);
+        let (durable_tx, _durable_rx) = watch::channel(Lsn::ZERO);
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn(
+            Batcher::new(
+                Recording(batches.clone()),
+                policy_rx,
+                rx,
+                durable_tx,
+                Arc::new(Metrics::default()),
+            )
+            .run(),
+        );
+        for start in [0, 10, 20] {
+            let mut parcel: Vec<Event> = (start..start + 7).map(row).collect();
+            let bytes = parcel.iter().map(Event::data_bytes).sum();
+            feeder.send_all(&mut parcel, bytes).await.unwrap();
+        }
+        feeder.send(row(99)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while feeder.budget_available() != cap {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every permit returns after the timed flush");
+        assert_eq!(batches.lock().unwrap().iter().sum::<usize>(), 22);
+        drop(feeder);
+        task.await.unwrap().unwrap();
+    }
 }

@@ -9,3 +9,4 @@ pub mod schema_cache;
 pub mod setup;
 pub mod snapshot;
 pub mod tls;
+pub mod toast_backfill;

@@ -2,10 +2,13 @@
 //!
 //! It owns the replication stream, decodes each XLogData payload with the pure
 //! [`pgoutput`](crate::postgres::pgoutput) decoder, keeps the [`SchemaCache`] current, and feeds
-//! [`Event`]s to the pipeline. Sending waits when the pipeline's byte budget is spent, which is
-//! how a slow sink slows reading instead of growing memory. Keepalives never wait: they update
-//! the shared [`Progress`], wake the status task when PostgreSQL asks for a reply, and, when no
-//! transaction is open, pass an idle marker so a quiet database can still release WAL.
+//! [`Event`]s to the pipeline. Events are staged while more complete messages sit in the read
+//! buffer and sent as one parcel once the socket has nothing more (or the parcel is full), so
+//! the batcher wakes once per read rather than once per row. Sending waits when the pipeline's
+//! byte budget is spent, which is how a slow sink slows reading instead of growing memory.
+//! Keepalives update the shared [`Progress`], wake the status task when PostgreSQL asks for a
+//! reply, and, when no transaction is open, pass an idle marker so a quiet database can still
+//! release WAL.
 //!
 //! On resume it skips transactions whose commit is older than the checkpoint: PostgreSQL 15 may
 //! resend a few already-confirmed transactions after a restart.
@@ -137,6 +140,9 @@ pub struct WalReader {
     /// Per table: changes committed before this LSN are already in its snapshot.
     skip_by_name: std::collections::HashMap<TableName, Lsn>,
     skip_by_rel: hashbrown::HashMap<u32, Lsn>,
+    /// Events decoded but not yet sent, and their bytes.
+    staged: Vec<Event>,
+    staged_bytes: usize,
 }
 
 impl WalReader {
@@ -159,6 +165,8 @@ impl WalReader {
             txn: None,
             skip_by_name: std::collections::HashMap::new(),
             skip_by_rel: hashbrown::HashMap::new(),
+            staged: Vec::new(),
+            staged_bytes: 0,
         }
     }
 
@@ -176,6 +184,19 @@ impl WalReader {
         loop {
             if *shutdown.borrow() {
                 return Ok(ReaderExit::Shutdown(self.stream));
+            }
+            if !self.staged.is_empty() && !self.stream.has_buffered_message() {
+                // Nothing more to decode without waiting on the socket: hand over what we have.
+                let sent = tokio::select! {
+                    r = self.send_staged() => r,
+                    _ = shutdown.changed() => continue_after_shutdown(),
+                };
+                match sent {
+                    Ok(()) => {}
+                    Err(Step::Closed) => return Ok(ReaderExit::PipelineClosed(self.stream)),
+                    Err(Step::Shutdown) => return Ok(ReaderExit::Shutdown(self.stream)),
+                    Err(Step::Error(e)) => return Err(e),
+                }
             }
             let msg = tokio::select! {
                 msg = self.stream.next() => msg?,
@@ -207,8 +228,10 @@ impl WalReader {
                         self.progress.status_now.notify_one();
                     }
                     if self.txn.is_none() {
-                        // Best effort: if the pipeline is full, the next keepalive will do.
-                        self.feeder.try_send(Event::Idle { wal_end });
+                        match self.staged.last_mut() {
+                            Some(Event::Idle { wal_end: staged }) => *staged = wal_end,
+                            _ => self.staged.push(Event::Idle { wal_end }),
+                        }
                     }
                     Ok(())
                 }
@@ -376,12 +399,23 @@ impl WalReader {
         }
     }
 
-    async fn send(&self, event: Event) -> Result<(), Step> {
+    /// Stages an event; sends the staged parcel once it reaches the feeder's parcel limit.
+    async fn send(&mut self, event: Event) -> Result<(), Step> {
         if event.is_change() {
             self.metrics.events_received.fetch_add(1, Ordering::Relaxed);
         }
+        self.staged_bytes += event.data_bytes();
+        self.staged.push(event);
+        if self.staged_bytes >= self.feeder.parcel_limit() {
+            self.send_staged().await?;
+        }
+        Ok(())
+    }
+
+    async fn send_staged(&mut self) -> Result<(), Step> {
+        let bytes = std::mem::take(&mut self.staged_bytes);
         self.feeder
-            .send(event)
+            .send_all(&mut self.staged, bytes)
             .await
             .map_err(|PipelineClosed| Step::Closed)
     }

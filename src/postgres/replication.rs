@@ -990,6 +990,14 @@ impl std::fmt::Debug for ReplicationStream {
 }
 
 impl ReplicationStream {
+    /// Whether a complete message is already in the read buffer, so [`next`](Self::next) can
+    /// return without waiting on the socket.
+    pub fn has_buffered_message(&self) -> bool {
+        let buf = &self.reader.buf;
+        // Tag byte, then a length that counts itself but not the tag.
+        buf.len() >= 5 && buf.len() > u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize
+    }
+
     /// Next message; `Ok(None)` once the server ended the COPY (after our CopyDone, or
     /// server-side end) and the command completed. Messages the server sent before its own
     /// CopyDone are still returned after [`StatusSender::finish`], so a transaction may end

@@ -67,6 +67,7 @@ use crate::postgres::replication::{ReplicationClient, ReplicationError};
 use crate::postgres::schema_cache::TableCatalog;
 use crate::postgres::setup::SourceInfo;
 use crate::postgres::tls::{connect_sql, ConnectError};
+use crate::postgres::toast_backfill::CopyingTables;
 use crate::starrocks::encode::{BodyPool, SnapshotBody};
 use crate::value::ValueKind;
 use crate::Lsn;
@@ -151,6 +152,17 @@ pub struct SnapshotWork {
     totals: HashMap<TableName, TableProgress>,
     state: Client,
     slot: String,
+}
+
+impl SnapshotWork {
+    /// The tables that still have chunks to copy.
+    pub fn copying_tables(&self) -> Vec<TableName> {
+        self.totals
+            .iter()
+            .filter(|(_, t)| t.chunks_done < t.chunks)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
 }
 
 const STATE_DDL: &str = "CREATE TABLE IF NOT EXISTS public.dbmazz_snapshot_tables (
@@ -579,6 +591,7 @@ pub async fn run(
     mut durable: mpsc::UnboundedReceiver<ChunkDurable>,
     stop: watch::Receiver<bool>,
     job: JobHandle,
+    copying: Arc<CopyingTables>,
 ) -> Result<(), SnapshotError> {
     let SnapshotWork {
         slot_conn,
@@ -662,6 +675,7 @@ pub async fn run(
                             )
                             .await
                             .map_err(sql("recording a finished table"))?;
+                        copying.finished(&done.table);
                         tracing::info!(table = %done.table, "snapshot finished");
                     }
                 }

@@ -323,6 +323,40 @@ fn kill_9_mid_snapshot_resumes_at_the_first_unfinished_chunk() {
 }
 
 #[test]
+fn unchanged_toast_update_that_overtakes_its_chunk_keeps_the_toasted_value() {
+    // An update that leaves a TOASTed column alone is a partial row. If it is streamed before
+    // the snapshot chunk holding its key is loaded, the copied row (older by version) loses to
+    // it; the update must therefore carry the full value, or the column stays empty.
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    pg.psql(
+        "app",
+        "CREATE TABLE a_filler (id int PRIMARY KEY, v text);
+         INSERT INTO a_filler SELECT g, 'f' || g FROM generate_series(1, 400000) g;
+         CREATE TABLE z_docs (id int PRIMARY KEY, title text, body text);
+         ALTER TABLE z_docs ALTER COLUMN body SET STORAGE EXTERNAL;
+         INSERT INTO z_docs SELECT g, 't', repeat(md5(g::text), 200) FROM generate_series(1, 50) g;",
+    );
+    // One worker copies a_filler's 20 chunks first; z_docs waits behind them.
+    let job = sr_job(&url, "a_filler,z_docs", &d)
+        .env("SNAPSHOT_WORKERS", "1")
+        .env("RUST_LOG", "info,dbmazz::postgres::toast_backfill=debug");
+    let mut p = job.spawn_streaming();
+    pg.psql("app", "UPDATE z_docs SET title = 'changed' WHERE id <= 25");
+    p.wait_for_log("snapshot complete", 4 * MINUTE);
+    assert_converges(&pg, &d, "z_docs", ("id::text", "id"), ("title", "title"));
+    assert_converges(&pg, &d, "z_docs", ("id::text", "id"), ("body", "body"));
+    let log = p.log();
+    assert!(
+        log.contains("filled unchanged TOAST values during the snapshot"),
+        "the update reached the sink while z_docs was still being copied: {log}"
+    );
+    p.terminate();
+    assert!(p.wait(MINUTE).success());
+}
+
+#[test]
 fn empty_toasted_and_later_added_tables_are_copied() {
     let pg = PgCluster::start();
     let url = pg.create_database("app");
