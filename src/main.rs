@@ -33,6 +33,7 @@ use tracing_subscriber::EnvFilter;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    fixed_mmap_threshold();
     if let Some(cmd) = std::env::args().nth(1) {
         if matches!(cmd.as_str(), "top" | "verify" | "schema") {
             return cli::main();
@@ -136,6 +137,22 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Large buffers (Stream Load bodies, 256 KiB read chunks) are freed and reallocated all the
+/// time. glibc raises its mmap threshold after each large free, so they end up in the heap
+/// arenas, where fragmentation keeps freed memory resident: the TOAST-mix catch-up peaked at
+/// 25 MB instead of 21 MB. A fixed threshold keeps allocations of 128 KiB and more in their own
+/// mappings, returned to the system on free, at the same speed. `MALLOC_MMAP_THRESHOLD_` in the
+/// environment still overrides it.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only adjusts allocator parameters; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
 }
 
 mod cli {

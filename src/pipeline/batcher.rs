@@ -321,8 +321,12 @@ impl<S: Sink> Batcher<S> {
                 _ => {}
             }
         }
+        // A finished snapshot chunk is flushed at once: its bodies are already full-size loads,
+        // so waiting for FLUSH_INTERVAL_MS would only delay the chunk's (and the snapshot's)
+        // completion.
+        let chunk_done = matches!(event, Event::ChunkDone { .. });
         batch.push(event, permit);
-        if batch.changes >= policy.max_events || batch.bytes >= policy.max_bytes {
+        if chunk_done || batch.changes >= policy.max_events || batch.bytes >= policy.max_bytes {
             self.flush(batch).await?;
         }
         Ok(())
@@ -604,5 +608,45 @@ mod tests {
         assert_eq!(batches.lock().unwrap().iter().sum::<usize>(), 22);
         drop(feeder);
         task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_finished_snapshot_chunk_is_flushed_without_waiting_for_the_interval() {
+        let policy = FlushPolicy {
+            max_events: 1000,
+            max_bytes: 1 << 20,
+            interval: Duration::from_secs(3600),
+        };
+        let (feeder, rx) = channel(&policy);
+        let (_policy_tx, policy_rx) = watch::channel(policy);
+        let (durable_tx, _durable_rx) = watch::channel(Lsn::ZERO);
+        let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let _task = tokio::spawn(
+            Batcher::new(
+                Recording(batches.clone()),
+                policy_rx,
+                rx,
+                durable_tx,
+                Arc::new(Metrics::default()),
+            )
+            .with_chunk_reports(chunk_tx)
+            .run(),
+        );
+        feeder.send(row(1)).await.unwrap();
+        feeder
+            .send(Event::ChunkDone {
+                table: TableName::new("public", "t"),
+                chunk: 3,
+                rows: 1,
+            })
+            .await
+            .unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(5), chunk_rx.recv())
+            .await
+            .expect("reported before the hour-long interval")
+            .unwrap();
+        assert_eq!(done.chunk, 3);
+        assert_eq!(*batches.lock().unwrap(), vec![1]);
     }
 }
