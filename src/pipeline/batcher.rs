@@ -519,26 +519,61 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn a_parcel_split_over_batches_returns_exactly_its_budget() {
+    /// A batcher over a [`Recording`] sink with `policy` (and chunk reports when `chunks` is
+    /// given), running as a task.
+    struct Rig {
+        feeder: Feeder,
+        cap: usize,
+        batches: Arc<std::sync::Mutex<Vec<usize>>>,
+        durable: watch::Receiver<Lsn>,
+        task: tokio::task::JoinHandle<Result<(), SinkError>>,
+        _policy: watch::Sender<FlushPolicy>,
+    }
+
+    fn rig(
+        max_events: usize,
+        interval: Duration,
+        chunks: Option<mpsc::UnboundedSender<ChunkDurable>>,
+    ) -> Rig {
         let policy = FlushPolicy {
-            max_events: 2,
+            max_events,
             max_bytes: 1 << 20,
-            interval: Duration::from_secs(3600),
+            interval,
         };
         let (feeder, rx) = channel(&policy);
-        let cap = feeder.budget_available();
-        let (_policy_tx, policy_rx) = watch::channel(policy);
-        let (durable_tx, mut durable_rx) = watch::channel(Lsn::ZERO);
+        let (policy_tx, policy_rx) = watch::channel(policy);
+        let (durable_tx, durable) = watch::channel(Lsn::ZERO);
         let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let batcher = Batcher::new(
+        let mut batcher = Batcher::new(
             Recording(batches.clone()),
             policy_rx,
             rx,
             durable_tx,
             Arc::new(Metrics::default()),
         );
-        let task = tokio::spawn(batcher.run());
+        if let Some(tx) = chunks {
+            batcher = batcher.with_chunk_reports(tx);
+        }
+        Rig {
+            cap: feeder.budget_available(),
+            feeder,
+            batches,
+            durable,
+            task: tokio::spawn(batcher.run()),
+            _policy: policy_tx,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parcel_split_over_batches_returns_exactly_its_budget() {
+        let Rig {
+            feeder,
+            cap,
+            batches,
+            durable: mut durable_rx,
+            task,
+            ..
+        } = rig(2, Duration::from_secs(3600), None);
 
         let mut parcel: Vec<Event> = (1..=5).map(row).collect();
         parcel.push(Event::Commit {
@@ -572,26 +607,13 @@ mod tests {
 
     #[tokio::test]
     async fn budget_comes_back_whole_once_every_event_is_durable() {
-        let policy = FlushPolicy {
-            max_events: 3,
-            max_bytes: 1 << 20,
-            interval: Duration::from_millis(10),
-        };
-        let (feeder, rx) = channel(&policy);
-        let cap = feeder.budget_available();
-        let (_policy_tx, policy_rx) = watch::channel(policy);
-        let (durable_tx, _durable_rx) = watch::channel(Lsn::ZERO);
-        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let task = tokio::spawn(
-            Batcher::new(
-                Recording(batches.clone()),
-                policy_rx,
-                rx,
-                durable_tx,
-                Arc::new(Metrics::default()),
-            )
-            .run(),
-        );
+        let Rig {
+            feeder,
+            cap,
+            batches,
+            task,
+            ..
+        } = rig(3, Duration::from_millis(10), None);
         for start in [0, 10, 20] {
             let mut parcel: Vec<Event> = (start..start + 7).map(row).collect();
             let bytes = parcel.iter().map(Event::data_bytes).sum();
@@ -612,27 +634,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_snapshot_chunk_is_flushed_without_waiting_for_the_interval() {
-        let policy = FlushPolicy {
-            max_events: 1000,
-            max_bytes: 1 << 20,
-            interval: Duration::from_secs(3600),
-        };
-        let (feeder, rx) = channel(&policy);
-        let (_policy_tx, policy_rx) = watch::channel(policy);
-        let (durable_tx, _durable_rx) = watch::channel(Lsn::ZERO);
         let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
-        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let _task = tokio::spawn(
-            Batcher::new(
-                Recording(batches.clone()),
-                policy_rx,
-                rx,
-                durable_tx,
-                Arc::new(Metrics::default()),
-            )
-            .with_chunk_reports(chunk_tx)
-            .run(),
-        );
+        let Rig {
+            feeder, batches, ..
+        } = rig(1000, Duration::from_secs(3600), Some(chunk_tx));
         feeder.send(row(1)).await.unwrap();
         feeder
             .send(Event::ChunkDone {

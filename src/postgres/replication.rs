@@ -994,8 +994,8 @@ impl ReplicationStream {
     /// return without waiting on the socket.
     pub fn has_buffered_message(&self) -> bool {
         let buf = &self.reader.buf;
-        // Tag byte, then a length that counts itself but not the tag.
-        buf.len() >= 5 && buf.len() > u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize
+        // As in take_frame: the length counts itself but not the tag byte.
+        matches!(Header::parse(buf), Ok(Some(h)) if buf.len() > h.len() as usize)
     }
 
     /// Next message; `Ok(None)` once the server ended the COPY (after our CopyDone, or
