@@ -113,6 +113,10 @@ pub struct StarRocksConfig {
     /// `STARROCKS_CA_FILE`: PEM CA certificates that an `https://` StarRocks must chain to;
     /// without it the system's trust store is used.
     pub ca_file: Option<std::path::PathBuf>,
+    /// `STARROCKS_SNAPSHOT_FORMAT=csv` (default): snapshot rows that need no escaping are loaded
+    /// as tab-separated CSV, the rest (and tables with JSON or array columns) as JSON; `json`
+    /// loads every snapshot row as JSON.
+    pub snapshot_csv: bool,
 }
 
 /// `REPLICA_IDENTITY`: what dbmazz does to the replica identity of the tables it streams.
@@ -518,6 +522,16 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
             ))
         }
     };
+    let snapshot_csv = match get("STARROCKS_SNAPSHOT_FORMAT").as_deref() {
+        None | Some("csv") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "STARROCKS_SNAPSHOT_FORMAT",
+                format!("{other:?} is not supported; expected csv or json"),
+            ))
+        }
+    };
     let ca_file = match get("STARROCKS_CA_FILE") {
         None => None,
         Some(path) => {
@@ -533,6 +547,7 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
     Ok(StarRocksConfig {
         gzip,
         ca_file,
+        snapshot_csv,
         url,
         host,
         database,
@@ -722,6 +737,7 @@ mod tests {
         assert_eq!(sr.host_rewrite[0], ("127.0.0.1".into(), "sr-fe".into()));
         assert!(sr.redirect_allow.contains(&"sr-fe".to_string()));
         assert_eq!(sr.truncate_policy, TruncatePolicy::Stop);
+        assert!(sr.snapshot_csv, "CSV snapshot bodies by default");
         assert!(!format!("{sr:?}").contains("p@ss"));
     }
 
@@ -734,6 +750,7 @@ mod tests {
             ("CREATE_TABLES", "yes"),
             ("STARROCKS_HOST_REWRITE", "nohost"),
             ("STARROCKS_COMPRESS", "zstd"),
+            ("STARROCKS_SNAPSHOT_FORMAT", "parquet"),
         ] {
             let mut v = base();
             v.retain(|(k, _)| *k != "SINK_TYPE");

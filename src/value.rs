@@ -187,6 +187,72 @@ pub fn write_json_as(
     Ok(mapped)
 }
 
+/// Whether values of `kind` can be written as plain StarRocks CSV fields by
+/// [`write_starrocks_csv`]. JSON and arrays cannot: their StarRocks text forms are JSON, which
+/// CSV would carry only as opaque text.
+pub fn csv_capable(kind: ValueKind) -> bool {
+    matches!(kind, ValueKind::Scalar(s) if s != Scalar::Json)
+}
+
+/// Writes one value's text as a StarRocks CSV field (tab-separated, `\N` for NULL, no quoting):
+/// the same value [`write_json_as`] writes in [`Dialect::StarRocks`], without JSON's quotes.
+///
+/// `text` must hold no tab, newline, carriage return or backslash (COPY text escapes those, so
+/// the caller sends such rows as JSON instead) and must be valid UTF-8 (the caller checks the
+/// whole line once). A value that would need escaping in CSV therefore never reaches here.
+/// Booleans are written `1`/`0`, the form StarRocks' BOOLEAN (a TINYINT) always accepts.
+pub fn write_starrocks_csv(
+    out: &mut Vec<u8>,
+    kind: Scalar,
+    text: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<Mapped, ValueError> {
+    let mut mapped = Mapped::default();
+    match kind {
+        Scalar::Text => out.extend_from_slice(text),
+        Scalar::Int => {
+            let digits = text.strip_prefix(b"-").unwrap_or(text);
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(malformed("integer", text));
+            }
+            out.extend_from_slice(text);
+        }
+        Scalar::Float | Scalar::Numeric if is_json_number(text) => out.extend_from_slice(text),
+        Scalar::Bool => match text {
+            b"t" => out.push(b'1'),
+            b"f" => out.push(b'0'),
+            _ => return Err(malformed("boolean", text)),
+        },
+        Scalar::Bytea => return Err(malformed("bytea in hex format", text)),
+        _ => {
+            // Everything else goes through the JSON writer, whose StarRocks output for these
+            // kinds is `null`, a number, or a string of ASCII without escapes.
+            scratch.clear();
+            write_scalar(scratch, kind, text, Dialect::StarRocks, &mut mapped)?;
+            match scratch.as_slice() {
+                b"null" => out.extend_from_slice(b"\\N"),
+                [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => out.extend_from_slice(inner),
+                [b'"', ..] => return Err(malformed("a value CSV can carry unescaped", text)),
+                other => out.extend_from_slice(other),
+            }
+        }
+    }
+    Ok(mapped)
+}
+
+/// Writes a bytea field of COPY text (`\\x0aff`: COPY doubles the backslash) as the lower-case
+/// hex StarRocks receives in JSON too.
+pub fn write_starrocks_csv_bytea(out: &mut Vec<u8>, copy_field: &[u8]) -> Result<(), ValueError> {
+    let hex = copy_field
+        .strip_prefix(b"\\\\x")
+        .ok_or_else(|| malformed("bytea in hex format", copy_field))?;
+    if hex.len() % 2 != 0 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return Err(malformed("bytea in hex format", copy_field));
+    }
+    out.extend(hex.iter().map(u8::to_ascii_lowercase));
+    Ok(())
+}
+
 /// Writes binary-format value bytes as a hex JSON string (dbmazz asks for text format, so this
 /// only happens if a server sends binary anyway).
 pub fn write_hex_string(out: &mut Vec<u8>, bytes: &[u8]) {

@@ -224,8 +224,11 @@ impl Event {
 pub struct EncodedRows {
     /// Table.
     pub table: Arc<TableSchema>,
-    /// The load body (for StarRocks: a JSON array of full rows with the audit columns).
+    /// The load body (for StarRocks: a JSON array of full rows with the audit columns, or
+    /// tab-separated CSV when `csv_columns` is set).
     pub body: bytes::Bytes,
+    /// For a CSV body: the `columns` header naming its fields in order.
+    pub csv_columns: Option<Arc<str>>,
     /// Rows in the body.
     pub rows: u64,
     /// The version every row carries (the snapshot's consistent point).

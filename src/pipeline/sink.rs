@@ -54,9 +54,12 @@ impl SinkError {
 pub enum SnapshotFormat {
     /// One [`Event::Row`] per row (the sink encodes them like streamed changes).
     Rows,
-    /// [`Event::Encoded`] blocks of StarRocks Stream Load JSON, encoded by the workers in
-    /// parallel, each sent as one load.
-    StarRocksJson,
+    /// [`Event::Encoded`] blocks of StarRocks Stream Load bodies, encoded by the workers in
+    /// parallel, each sent as one load: JSON only, or CSV wherever a row needs no escaping.
+    StarRocks {
+        /// Whether CSV bodies may be used.
+        csv: bool,
+    },
 }
 
 /// A destination for change events.

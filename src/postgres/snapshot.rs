@@ -7,7 +7,7 @@
 //!  SNAPSHOT_WORKERS connections: BEGIN REPEATABLE READ; SET TRANSACTION SNAPSHOT '…'
 //!        │ each takes chunks (primary-key ranges) from a queue:
 //!        │ COPY (SELECT … WHERE key > lo AND key <= hi) TO STDOUT, parsed line by line
-//!        │ (StarRocks: encoded right here into Stream Load JSON bodies; other sinks: row events)
+//!        │ (StarRocks: encoded right here into Stream Load CSV/JSON bodies; other sinks: row events)
 //!        ▼
 //!  the pipeline (same byte budget as the stream) ──▶ sink ──▶ ChunkDone markers, once durable,
 //!                                                            are recorded in dbmazz_snapshot_chunks
@@ -771,15 +771,17 @@ async fn worker(
             xid: 0,
             commit_time: 0,
         };
-        let mut body = (output.format == SnapshotFormat::StarRocksJson).then(|| {
-            SnapshotBody::new(
+        let mut body = match output.format {
+            SnapshotFormat::StarRocks { csv } => Some(SnapshotBody::new(
                 task.table.clone(),
                 lsn,
                 &crate::starrocks::sink::synced_at_now(),
                 output.body_bytes,
                 pool.clone(),
-            )
-        });
+                csv,
+            )),
+            SnapshotFormat::Rows => None,
+        };
         let copy_error = |message| SnapshotError::Copy {
             table: table.clone(),
             message,
@@ -842,7 +844,7 @@ async fn worker(
                 break;
             }
         }
-        if let Some(e) = body.as_mut().and_then(SnapshotBody::take) {
+        while let Some(e) = body.as_mut().and_then(SnapshotBody::take) {
             if !send(&feeder, &mut stop, Event::Encoded(e)).await {
                 return Ok(());
             }

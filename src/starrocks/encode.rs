@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::pipeline::change::{EncodedRows, Op, RowChange, TableSchema};
 use crate::postgres::pgoutput::{Tuple, Value};
-use crate::value::{self, Dialect, Mapped, ValueError};
+use crate::value::{self, Dialect, Mapped, Scalar, ValueError, ValueKind};
 use crate::Lsn;
 
 /// One key's collapsed state.
@@ -338,7 +338,6 @@ mod tests {
     use super::*;
     use crate::config::TableName;
     use crate::pipeline::change::{ColumnSchema, Position};
-    use crate::value::{Scalar, ValueKind};
     use bytes::Bytes;
 
     fn table() -> Arc<TableSchema> {
@@ -401,6 +400,7 @@ mod tests {
             "2026-01-01 00:00:00",
             1 << 20,
             pool.clone(),
+            false,
         );
         let mut seg = Segment::new(table());
         for line in lines {
@@ -434,7 +434,7 @@ mod tests {
 
         // The fingerprint follows the keys: other keys, other label.
         let fp = |lines: &[&[u8]]| {
-            let mut enc = SnapshotBody::new(table(), Lsn(77), "x", 1 << 20, pool.clone());
+            let mut enc = SnapshotBody::new(table(), Lsn(77), "x", 1 << 20, pool.clone(), false);
             for l in lines {
                 enc.push_line(l).unwrap();
             }
@@ -446,7 +446,7 @@ mod tests {
         // Buffers come back to the pool once the body is dropped, and are reused.
         drop(e);
         let fresh = BodyPool::default();
-        let mut small = SnapshotBody::new(table(), Lsn(78), "x", 16, fresh.clone());
+        let mut small = SnapshotBody::new(table(), Lsn(78), "x", 16, fresh.clone(), false);
         small.push_line(b"4\tx\ty").unwrap();
         assert!(small.is_full(), "a 16-byte target is reached by one row");
         let e = small.take().unwrap();
@@ -456,11 +456,163 @@ mod tests {
         small.push_line(b"5\tx\ty").unwrap();
         assert!(fresh.0.lock().unwrap().is_empty(), "and was taken again");
 
-        let mut bad = SnapshotBody::new(table(), Lsn(77), "x", 1 << 20, pool);
+        let mut bad = SnapshotBody::new(table(), Lsn(77), "x", 1 << 20, pool, false);
         let err = bad.push_line(b"1\ttoo few").unwrap_err();
         assert!(err.contains("2 fields, the table has 3 columns"), "{err}");
         let err = bad.push_line(b"x\ta\tb").unwrap_err();
         assert!(err.contains("\"id\""), "names the column: {err}");
+    }
+
+    fn typed_table(extra: Option<(&str, Scalar)>) -> Arc<TableSchema> {
+        let col = |name: &str, kind| ColumnSchema {
+            name: name.into(),
+            type_oid: 0,
+            type_modifier: -1,
+            kind: ValueKind::Scalar(kind),
+        };
+        let mut columns = vec![
+            col("id", Scalar::Int),
+            col("ok", Scalar::Bool),
+            col("f", Scalar::Float),
+            col("n", Scalar::Numeric),
+            col("ts", Scalar::Timestamptz),
+            col("d", Scalar::Date),
+            col("by", Scalar::Bytea),
+            col("odd name", Scalar::Text),
+        ];
+        columns.extend(extra.map(|(n, k)| col(n, k)));
+        Arc::new(TableSchema {
+            rel_id: 2,
+            name: TableName::new("public", "typed"),
+            columns,
+            key: vec![0],
+            replica_identity: b'd',
+        })
+    }
+
+    /// A CSV field as the JSON value StarRocks would get for it from the JSON body.
+    fn csv_as_json(field: &str, json: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match (field, json) {
+            ("\\N", _) => J::Null,
+            ("1", J::Bool(_)) => J::Bool(true),
+            ("0", J::Bool(_)) => J::Bool(false),
+            (f, J::String(_)) => J::String(f.into()),
+            (f, _) => serde_json::from_str(f).unwrap_or_else(|_| J::String(f.into())),
+        }
+    }
+
+    #[test]
+    fn csv_rows_carry_the_json_values_and_escaped_rows_go_as_json() {
+        let lines: [&[u8]; 6] = [
+            b"1\tt\t1.5\t12.50\t2024-01-02 03:04:05.25+00\t2024-02-29\t\\\\x0AfF\tplain \"quoted\" text",
+            b"2\tf\tNaN\t-Infinity\tinfinity\t-infinity\t\\N\t\\N",
+            b"3\t\\N\t-1e-05\t0\t1999-12-31 23:59:59+00\tinfinity\t\\\\x\t",
+            b"4\tt\t2\t3\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\ttab\\there, newline\\n, backslash \\\\",
+            b"5\tt\t2\t3\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\t\\\\N is not null here",
+            "6\tt\t2\t3\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\té 😀 \u{1}".as_bytes(),
+        ];
+        let pool = BodyPool::default();
+        let encode = |csv: bool| {
+            let mut enc =
+                SnapshotBody::new(typed_table(None), Lsn(9), "S", 1 << 20, pool.clone(), csv);
+            for l in lines {
+                enc.push_line(l).unwrap();
+            }
+            assert_eq!(enc.rows(), 6);
+            let mut out = Vec::new();
+            while let Some(e) = enc.take() {
+                out.push(e);
+            }
+            out
+        };
+        let json_only = encode(false);
+        assert_eq!(json_only.len(), 1);
+        assert!(json_only[0].csv_columns.is_none());
+        let reference: Vec<serde_json::Value> =
+            serde_json::from_slice::<Vec<_>>(&json_only[0].body).unwrap();
+
+        let both = encode(true);
+        assert_eq!(both.len(), 2, "one CSV body and one JSON body");
+        let (csv, json) = match both[0].csv_columns {
+            Some(_) => (&both[0], &both[1]),
+            None => (&both[1], &both[0]),
+        };
+        assert_eq!((csv.rows, json.rows), (4, 2));
+        assert_eq!(
+            csv.csv_columns.as_deref(),
+            Some("id,ok,f,n,ts,d,by,`odd name`,dbmazz_op_type,dbmazz_is_deleted,dbmazz_synced_at,dbmazz_cdc_version")
+        );
+        let text = std::str::from_utf8(&csv.body).unwrap();
+        assert!(text.ends_with('\n'));
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "1\t1\t1.5\t12.50\t2024-01-02 03:04:05.25\t2024-02-29\t0aff\tplain \"quoted\" text\t0\t0\tS\t9"
+        );
+        let names: Vec<&str> = csv.csv_columns.as_deref().unwrap().split(',').collect();
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), names.len(), "{line:?}");
+            let id: usize = fields[0].parse().unwrap();
+            let want = &reference[id - 1];
+            for (name, field) in names.iter().zip(&fields) {
+                let key = name.trim_matches('`');
+                assert_eq!(
+                    csv_as_json(field, &want[key]),
+                    want[key],
+                    "row {id} column {key}"
+                );
+            }
+            seen.push(id);
+        }
+        assert_eq!(seen, [1, 2, 3, 6], "rows with escapes are not CSV");
+        let json_rows: Vec<serde_json::Value> = serde_json::from_slice(&json.body).unwrap();
+        assert_eq!(json_rows, [reference[3].clone(), reference[4].clone()]);
+        assert_eq!(json_rows[1]["odd name"], "\\N is not null here");
+        assert_eq!(
+            (csv.mapped.non_finite_to_null, csv.mapped.infinity_clamped),
+            (2, 3),
+            "NaN and -Infinity nulled; three infinite dates clamped"
+        );
+        assert_ne!(csv.fingerprint, json.fingerprint);
+
+        // Bad values are errors naming the column, in CSV as in JSON.
+        for csv in [true, false] {
+            let mut enc =
+                SnapshotBody::new(typed_table(None), Lsn(9), "S", 1 << 20, pool.clone(), csv);
+            let err = enc
+                .push_line(b"7\tyes\t1\t1\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\tx")
+                .unwrap_err();
+            assert!(err.contains("\"ok\"") && err.contains("boolean"), "{err}");
+            let err = enc
+                .push_line(b"7\tt\t1\t1\t2024-01-02 03:04:05+02\t2024-01-01\t\\N\tx")
+                .unwrap_err();
+            assert!(err.contains("\"ts\""), "{err}");
+            let err = enc
+                .push_line(b"7\tt\t1\t1\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\t\xff")
+                .unwrap_err();
+            assert!(
+                err.contains("\"odd name\"") && err.contains("UTF-8"),
+                "{err}"
+            );
+            let err = enc.push_line(b"7\tt").unwrap_err();
+            assert!(err.contains("2 fields, the table has 8 columns"), "{err}");
+        }
+
+        // A JSON column keeps the whole table on JSON bodies.
+        let mut enc = SnapshotBody::new(
+            typed_table(Some(("doc", Scalar::Json))),
+            Lsn(9),
+            "S",
+            1 << 20,
+            pool,
+            true,
+        );
+        enc.push_line(b"1\tt\t1\t1\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\tx\t{\"a\": 1}")
+            .unwrap();
+        let e = enc.take().unwrap();
+        assert!(e.csv_columns.is_none() && e.body.starts_with(b"["));
     }
 
     fn body(seg: &Segment, rows: &[usize]) -> serde_json::Value {
@@ -647,9 +799,19 @@ mod tests {
     }
 }
 
-/// Encodes snapshot rows straight from COPY text lines into a Stream Load JSON body, in the
-/// snapshot worker that read them: no per-row allocation, no collapsing (a chunk holds each key
-/// once, and every row is a full-row insert with the same version).
+/// Encodes snapshot rows straight from COPY text lines into Stream Load bodies, in the snapshot
+/// worker that read them: no per-row allocation, no collapsing (a chunk holds each key once, and
+/// every row is a full-row insert with the same version).
+///
+/// Two bodies fill side by side. A row goes into the **CSV** body when its table allows it (CSV
+/// enabled, no JSON or array columns) and none of its fields holds a COPY escape other than the
+/// NULL marker `\N` and a bytea's `\\x`. Such a row's fields then hold no tab, newline or
+/// backslash, so they are tab-separated CSV exactly as StarRocks reads it without quoting or
+/// escapes, and most fields are copied as they are; only values whose StarRocks text differs
+/// from PostgreSQL's are converted (booleans, timestamptz, non-finite numbers, infinite dates,
+/// money, bytea), by the same rules as JSON ([`value::write_starrocks_csv`]). Every other row goes
+/// into the **JSON** body. A CSV row is about half the size of its JSON object and is cheaper to
+/// write and to parse. CSV escaping is never relied on: a value that would need it goes as JSON.
 pub struct SnapshotBody {
     table: Arc<TableSchema>,
     version: Lsn,
@@ -657,15 +819,36 @@ pub struct SnapshotBody {
     prefixes: Vec<Vec<u8>>,
     /// The audit columns and the closing brace.
     tail: Vec<u8>,
+    /// The CSV body's `columns` header; `None` when every row goes as JSON.
+    csv_columns: Option<Arc<str>>,
+    /// The CSV audit fields and the row delimiter.
+    csv_tail: Vec<u8>,
     /// Whether each column is part of the key (hashed into the fingerprint).
     is_key: Vec<bool>,
+    json: Part,
+    csv: Part,
+    scratch: Vec<u8>,
+    target: usize,
+    pool: BodyPool,
+}
+
+/// One body being filled.
+struct Part {
     body: Vec<u8>,
     rows: u64,
     fingerprint: u64,
     mapped: Mapped,
-    scratch: Vec<u8>,
-    target: usize,
-    pool: BodyPool,
+}
+
+impl Part {
+    fn new() -> Self {
+        Part {
+            body: Vec::new(),
+            rows: 0,
+            fingerprint: FNV_OFFSET,
+            mapped: Mapped::default(),
+        }
+    }
 }
 
 /// Body buffers that come back when a body's last reference is dropped (once its batch is
@@ -716,13 +899,14 @@ impl Drop for Pooled {
 
 impl SnapshotBody {
     /// An encoder for `table`'s rows copied at `version`, cutting bodies at about `target` bytes
-    /// (buffers come from `pool`).
+    /// (buffers come from `pool`); `csv` lets it use CSV bodies where rows allow.
     pub fn new(
         table: Arc<TableSchema>,
         version: Lsn,
         synced_at: &str,
         target: usize,
         pool: BodyPool,
+        csv: bool,
     ) -> Self {
         let prefixes = table
             .columns
@@ -741,6 +925,23 @@ impl SnapshotBody {
             version.0
         )
         .into_bytes();
+        let csv_columns = (csv
+            && !table.columns.is_empty()
+            && table.columns.iter().all(|c| value::csv_capable(c.kind)))
+        .then(|| {
+            let names: Vec<String> = table
+                .columns
+                .iter()
+                .map(|c| header_name(&c.name))
+                .chain(
+                    crate::starrocks::types::AUDIT_COLUMNS
+                        .iter()
+                        .map(|(n, _)| n.to_string()),
+                )
+                .collect();
+            Arc::from(names.join(","))
+        });
+        let csv_tail = format!("\t0\t0\t{synced_at}\t{}\n", version.0).into_bytes();
         let is_key = (0..table.columns.len())
             .map(|i| table.key.contains(&i))
             .collect();
@@ -749,36 +950,131 @@ impl SnapshotBody {
             version,
             prefixes,
             tail,
+            csv_columns,
+            csv_tail,
             is_key,
-            body: Vec::new(),
-            rows: 0,
-            fingerprint: FNV_OFFSET,
-            mapped: Mapped::default(),
+            json: Part::new(),
+            csv: Part::new(),
             scratch: Vec::new(),
             target,
             pool,
         }
     }
 
-    /// Whether the body reached its target size.
+    /// Whether a body reached its target size.
     pub fn is_full(&self) -> bool {
-        self.body.len() >= self.target
+        self.json.body.len() >= self.target || self.csv.body.len() >= self.target
     }
 
-    /// Rows in the current body.
+    /// Rows in the current bodies.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.json.rows + self.csv.rows
     }
 
-    /// Adds one COPY text line (without its newline). On error the body is unusable.
+    /// Adds one COPY text line (without its newline). On error the bodies are unusable.
     pub fn push_line(&mut self, line: &[u8]) -> Result<(), String> {
-        if self.body.is_empty() {
-            if self.body.capacity() == 0 {
-                self.body = self.pool.get(self.target + self.target / 8);
+        if self.csv_columns.is_some() && self.push_csv(line)? {
+            return Ok(());
+        }
+        self.push_json(line)
+    }
+
+    /// Adds a line to the CSV body; `false` (with nothing written) when it must go as JSON.
+    fn push_csv(&mut self, line: &[u8]) -> Result<bool, String> {
+        // Invalid UTF-8 goes the JSON way, which names the column that holds it.
+        if simdutf8::basic::from_utf8(line).is_err() {
+            return Ok(false);
+        }
+        let SnapshotBody {
+            table,
+            csv_tail,
+            is_key,
+            csv: part,
+            scratch,
+            target,
+            pool,
+            ..
+        } = self;
+        if part.body.capacity() == 0 {
+            part.body = pool.get(*target + *target / 8);
+        }
+        let body = &mut part.body;
+        let start = body.len();
+        let mut fingerprint = part.fingerprint;
+        let mut mapped = Mapped::default();
+        let ncols = is_key.len();
+        let mut fields = 0;
+        let mut pos = 0;
+        loop {
+            let end = memchr::memchr(b'\t', &line[pos..]).map_or(line.len(), |i| pos + i);
+            if fields < ncols {
+                let raw = &line[pos..end];
+                let col = &table.columns[fields];
+                if fields > 0 {
+                    body.push(b'\t');
+                }
+                let escaped = memchr::memchr(b'\\', raw).is_some();
+                let written = if raw == b"\\N" {
+                    body.extend_from_slice(raw);
+                    Ok(Mapped::default())
+                } else {
+                    if is_key[fields] {
+                        fnv(&mut fingerprint, &(raw.len() as u32).to_le_bytes());
+                        fnv(&mut fingerprint, raw);
+                    }
+                    match col.kind {
+                        ValueKind::Scalar(Scalar::Bytea) if escaped => {
+                            value::write_starrocks_csv_bytea(body, raw).map(|()| Mapped::default())
+                        }
+                        ValueKind::Scalar(kind) if !escaped => {
+                            value::write_starrocks_csv(body, kind, raw, scratch)
+                        }
+                        _ => {
+                            body.truncate(start);
+                            return Ok(false);
+                        }
+                    }
+                };
+                match written {
+                    Ok(m) => {
+                        mapped.non_finite_to_null += m.non_finite_to_null;
+                        mapped.infinity_clamped += m.infinity_clamped;
+                    }
+                    Err(e) => {
+                        body.truncate(start);
+                        return Err(format!("column {:?}: {e}", col.name));
+                    }
+                }
             }
-            self.body.push(b'[');
+            fields += 1;
+            if end == line.len() {
+                break;
+            }
+            pos = end + 1;
+        }
+        if fields != ncols {
+            body.truncate(start);
+            return Err(format!(
+                "a COPY line has {fields} fields, the table has {ncols} columns"
+            ));
+        }
+        body.extend_from_slice(csv_tail);
+        part.rows += 1;
+        part.fingerprint = fingerprint;
+        part.mapped.non_finite_to_null += mapped.non_finite_to_null;
+        part.mapped.infinity_clamped += mapped.infinity_clamped;
+        Ok(true)
+    }
+
+    fn push_json(&mut self, line: &[u8]) -> Result<(), String> {
+        let part = &mut self.json;
+        if part.body.is_empty() {
+            if part.body.capacity() == 0 {
+                part.body = self.pool.get(self.target + self.target / 8);
+            }
+            part.body.push(b'[');
         } else {
-            self.body.push(b',');
+            part.body.push(b',');
         }
         let ncols = self.prefixes.len();
         let mut fields = 0;
@@ -795,9 +1091,9 @@ impl SnapshotBody {
             }
             let raw = &line[start..end];
             let col = &self.table.columns[fields];
-            self.body.extend_from_slice(&self.prefixes[fields]);
+            part.body.extend_from_slice(&self.prefixes[fields]);
             if raw == b"\\N" {
-                self.body.extend_from_slice(b"null");
+                part.body.extend_from_slice(b"null");
             } else {
                 let text = if memchr::memchr(b'\\', raw).is_some() {
                     self.scratch.clear();
@@ -807,13 +1103,13 @@ impl SnapshotBody {
                     raw
                 };
                 if self.is_key[fields] {
-                    fnv(&mut self.fingerprint, &(text.len() as u32).to_le_bytes());
-                    fnv(&mut self.fingerprint, text);
+                    fnv(&mut part.fingerprint, &(text.len() as u32).to_le_bytes());
+                    fnv(&mut part.fingerprint, text);
                 }
-                let m = value::write_json_as(&mut self.body, col.kind, text, Dialect::StarRocks)
+                let m = value::write_json_as(&mut part.body, col.kind, text, Dialect::StarRocks)
                     .map_err(|e| format!("column {:?}: {e}", col.name))?;
-                self.mapped.non_finite_to_null += m.non_finite_to_null;
-                self.mapped.infinity_clamped += m.infinity_clamped;
+                part.mapped.non_finite_to_null += m.non_finite_to_null;
+                part.mapped.infinity_clamped += m.infinity_clamped;
             }
             fields += 1;
             if end == line.len() {
@@ -826,30 +1122,44 @@ impl SnapshotBody {
                 "a COPY line has {fields} fields, the table has {ncols} columns"
             ));
         }
-        self.body.extend_from_slice(&self.tail);
-        self.rows += 1;
+        part.body.extend_from_slice(&self.tail);
+        part.rows += 1;
         Ok(())
     }
 
-    /// Takes the body encoded so far (`None` if it holds no row) and starts a new one.
+    /// Takes the fuller of the bodies encoded so far (`None` if neither holds a row) and starts
+    /// it anew; call it until `None` to take both.
     pub fn take(&mut self) -> Option<EncodedRows> {
-        if self.rows == 0 {
+        let csv = self.csv.rows > 0
+            && (self.json.rows == 0 || self.csv.body.len() >= self.json.body.len());
+        let part = if csv {
+            &mut self.csv
+        } else if self.json.rows > 0 {
+            &mut self.json
+        } else {
             return None;
-        }
-        let mut body = std::mem::take(&mut self.body);
-        body.push(b']');
-        let mut fingerprint = std::mem::replace(&mut self.fingerprint, FNV_OFFSET);
+        };
+        let mut body = std::mem::take(&mut part.body);
+        let mut fingerprint = std::mem::replace(&mut part.fingerprint, FNV_OFFSET);
         fnv(&mut fingerprint, &self.version.0.to_le_bytes());
+        if csv {
+            // The two bodies of a chunk hold different keys; this keeps their labels apart
+            // even if the key hashes collided.
+            fnv(&mut fingerprint, b"csv");
+        } else {
+            body.push(b']');
+        }
         Some(EncodedRows {
             table: self.table.clone(),
             body: bytes::Bytes::from_owner(Pooled {
                 buf: body,
                 pool: self.pool.clone(),
             }),
-            rows: std::mem::take(&mut self.rows),
+            rows: std::mem::take(&mut part.rows),
             version: self.version,
             fingerprint,
-            mapped: std::mem::take(&mut self.mapped),
+            mapped: std::mem::take(&mut part.mapped),
+            csv_columns: if csv { self.csv_columns.clone() } else { None },
         })
     }
 }

@@ -116,6 +116,7 @@ impl StarRocksSink {
                     seg.fingerprint(&rows),
                 ),
                 partial_columns: (!full).then(|| seg.columns_header(&sig)),
+                csv_columns: None,
                 body: std::mem::take(&mut self.body).into(),
             };
             let label = req.label.clone();
@@ -147,6 +148,7 @@ impl StarRocksSink {
                 e.fingerprint,
             ),
             partial_columns: None,
+            csv_columns: e.csv_columns.clone(),
             body: e.body.clone(),
         };
         let label = req.label.clone();
@@ -350,7 +352,11 @@ fn label(
 
 impl Sink for StarRocksSink {
     fn snapshot_format(&self) -> SnapshotFormat {
-        SnapshotFormat::StarRocksJson
+        SnapshotFormat::StarRocks {
+            // Compressed CSV is a different `format` (`gzip`), which not every StarRocks reads
+            // like JSON's `compression`; gzip keeps snapshot bodies JSON.
+            csv: self.cfg.snapshot_csv && !self.cfg.gzip,
+        }
     }
 
     async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {

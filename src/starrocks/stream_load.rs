@@ -40,7 +40,7 @@ pub enum LoadOutcome {
     Definite(String),
 }
 
-/// One load: a JSON array body for one table with one column set.
+/// One load: a JSON array body (or a CSV body) for one table with one column set.
 #[derive(Debug, Clone)]
 pub struct LoadRequest {
     /// Target table (in `STARROCKS_DB`).
@@ -49,7 +49,9 @@ pub struct LoadRequest {
     pub label: String,
     /// `columns` header for a partial update; `None` for a full upsert.
     pub partial_columns: Option<String>,
-    /// `[{...},{...}]` (shared, so that a retried batch does not copy it).
+    /// For a tab-separated CSV body of full rows: the `columns` header naming its fields.
+    pub csv_columns: Option<std::sync::Arc<str>>,
+    /// `[{...},{...}]`, or CSV lines (shared, so that a retried batch does not copy it).
     pub body: bytes::Bytes,
 }
 
@@ -243,9 +245,16 @@ fn put(
     let mut headers = List::new();
     headers.append("Expect: 100-continue")?;
     headers.append(&format!("label: {}", req.label))?;
-    headers.append("format: json")?;
-    headers.append("strip_outer_array: true")?;
-    headers.append("ignore_json_size: true")?;
+    if let Some(columns) = &req.csv_columns {
+        // Rows come without quoting or escapes (see `SnapshotBody`), NULL as `\N`.
+        headers.append("format: csv")?;
+        headers.append("column_separator: \\x09")?;
+        headers.append(&format!("columns: {columns}"))?;
+    } else {
+        headers.append("format: json")?;
+        headers.append("strip_outer_array: true")?;
+        headers.append("ignore_json_size: true")?;
+    }
     headers.append("max_filter_ratio: 0")?;
     headers.append("merge_condition: dbmazz_cdc_version")?;
     headers.append(&format!("timeout: {}", cfg.load_timeout.as_secs()))?;
@@ -510,6 +519,7 @@ mod tests {
             truncate_policy: TruncatePolicy::Stop,
             gzip: false,
             ca_file: None,
+            snapshot_csv: true,
         }
     }
 

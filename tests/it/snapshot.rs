@@ -433,3 +433,73 @@ fn empty_toasted_and_later_added_tables_are_copied() {
     p.terminate();
     assert!(p.wait(MINUTE).success());
 }
+
+#[test]
+fn copied_rows_equal_streamed_rows_whether_loaded_as_csv_or_json() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    let columns = "id, ok, f, n, ts, t, d, by, u, s, vc";
+    pg.psql(
+        "app",
+        &format!(
+            "CREATE TABLE copied (id int PRIMARY KEY, ok bool, f float8, n numeric(20,4),
+                 ts timestamptz, t timestamp, d date, by bytea, u uuid, s text, vc varchar(40));
+             CREATE TABLE streamed (LIKE copied INCLUDING ALL);
+             INSERT INTO copied ({columns}) VALUES
+               (1, true, 1.5, 12.5, '2024-01-02 03:04:05.25+02', '2024-01-02 03:04:05', '2024-02-29',
+                '\\x0aff', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'plain \"quoted\" text', ''),
+               (2, false, 'NaN', 'NaN', 'infinity', '-infinity', 'infinity', '\\x', NULL, '', NULL),
+               (3, NULL, '-Infinity', -0.0001, '1999-12-31 23:59:59+00', NULL, '-infinity', NULL, NULL,
+                E'tab\\there, newline\\n, cr\\r, backslash \\\\', E'\\\\N'),
+               (4, true, 1e300, 0, NULL, NULL, NULL, '\\x00', NULL, E'\\\\N', 'é 😀'),
+               (5, true, 2, 3, NULL, NULL, NULL, NULL, NULL, E'form\\ffeed and bell \\x07', 'x');
+             INSERT INTO copied (id, ok, f, n, ts, s, vc)
+               SELECT g, g % 2 = 0, g / 7.0, g * 1.25, '2026-01-01'::timestamptz + g * interval '1 s',
+                      'row ' || g, md5(g::text)
+                 FROM generate_series(10, 3000) g;"
+        ),
+    );
+    let job = sr_job(&url, "copied,streamed", &d);
+    let mut p = job.spawn();
+    p.wait_for_log("snapshot complete", MINUTE);
+    pg.psql(
+        "app",
+        &format!("INSERT INTO streamed ({columns}) SELECT {columns} FROM copied"),
+    );
+    let sink_rows = |table: &str| {
+        d.try_query(&format!(
+            "SELECT {columns}, dbmazz_is_deleted, dbmazz_op_type FROM app.{table} ORDER BY id"
+        ))
+        .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + 2 * MINUTE;
+    while sink_rows("streamed").len() < 2996 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (copied, streamed) = (sink_rows("copied"), sink_rows("streamed"));
+    assert_eq!(copied.len(), 2996);
+    for (c, s) in copied.iter().zip(&streamed) {
+        assert_eq!(c, s, "the copied row equals the streamed one");
+    }
+    assert_eq!(copied.len(), streamed.len());
+    assert_converges(
+        &pg,
+        &d,
+        "copied",
+        ("id::text", "id"),
+        ("upper(encode(convert_to(s, 'UTF8'), 'hex'))", "hex(s)"),
+    );
+    assert_converges(&pg, &d, "copied", ("id::text", "id"), ("vc", "vc"));
+    let by_format = &d.stats()["rows_by_format"];
+    assert!(
+        by_format["csv"].as_u64().unwrap_or(0) >= 2993,
+        "rows without escapes are loaded as CSV: {by_format}"
+    );
+    assert!(
+        by_format["json"].as_u64().unwrap_or(0) >= 2996 + 3,
+        "streamed rows and the three rows with escapes are JSON: {by_format}"
+    );
+    p.terminate();
+    assert!(p.wait(MINUTE).success());
+}

@@ -269,10 +269,11 @@ pub async fn decode(
     let discard = double.config.discard;
     let strict_delete = double.config.strict_delete_rows;
     let reject_every = fired.reject_every;
+    let format = opts.format;
     let (opts, plan, table) = (opts.clone(), plan.clone(), table.clone());
     let res = tokio::task::spawn_blocking(move || {
         if discard {
-            return load::count_only(&body, &opts).map(|total| Decoded {
+            return load::count_only(&body, &opts, &plan).map(|total| Decoded {
                 total,
                 ..Decoded::default()
             });
@@ -297,7 +298,16 @@ pub async fn decode(
     })
     .await;
     match res {
-        Ok(Ok(d)) => Ok(d),
+        Ok(Ok(d)) => {
+            let format = match format {
+                load::Format::Csv => "csv",
+                load::Format::Json => "json",
+            };
+            double
+                .stats
+                .update(|s| *s.rows_by_format.entry(format.into()).or_default() += d.total);
+            Ok(d)
+        }
         Ok(Err(e)) => Err(e.0),
         Err(e) => Err(format!("internal error: {e}")),
     }

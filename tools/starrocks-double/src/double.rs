@@ -41,6 +41,8 @@ pub struct Ports {
 pub struct StatsSnapshot {
     pub loads: u64,
     pub loads_by_status: BTreeMap<String, u64>,
+    /// Rows decoded (or counted, with `--discard`) per body format: `csv`, `json`.
+    pub rows_by_format: BTreeMap<String, u64>,
     pub rows_total: u64,
     pub rows_loaded: u64,
     pub rows_filtered: u64,

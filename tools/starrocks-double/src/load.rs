@@ -706,8 +706,9 @@ pub fn decode(
     Ok(out)
 }
 
-/// Counts rows without converting them (`--discard`): JSON is still fully parsed.
-pub fn count_only(body: &[u8], opts: &LoadOptions) -> Result<u64, BodyError> {
+/// Counts rows without converting them (`--discard`): JSON is still fully parsed, and every
+/// CSV row must have the field count the plan expects (what a BE checks before converting).
+pub fn count_only(body: &[u8], opts: &LoadOptions, plan: &LoadPlan) -> Result<u64, BodyError> {
     match opts.format {
         Format::Json => {
             if body.iter().all(|b| b.is_ascii_whitespace()) {
@@ -733,21 +734,30 @@ pub fn count_only(body: &[u8], opts: &LoadOptions) -> Result<u64, BodyError> {
             }
         }
         Format::Csv => {
-            let delim = &opts.row_delimiter;
-            if delim.is_empty() {
+            let (delim, sep) = (&opts.row_delimiter, &opts.column_separator);
+            if delim.is_empty() || sep.is_empty() {
                 return Ok(0);
             }
+            let rows = memchr::memmem::Finder::new(delim);
+            let fields = memchr::memmem::Finder::new(sep);
             let mut n = 0u64;
             let mut rest = body;
-            while let Some(pos) = rest
-                .windows(delim.len())
-                .position(|w| w == delim.as_slice())
-            {
+            while !rest.is_empty() {
+                let (line, next) = match rows.find(rest) {
+                    Some(pos) => (&rest[..pos], &rest[pos + delim.len()..]),
+                    None => (rest, &rest[rest.len()..]),
+                };
                 n += 1;
-                rest = &rest[pos + delim.len()..];
-            }
-            if !rest.is_empty() {
-                n += 1;
+                if n > opts.skip_header as u64 {
+                    let count = fields.find_iter(line).count() + 1;
+                    if count != plan.fields.len() {
+                        return Err(BodyError(format!(
+                            "Value count does not match column count. Expect {}, but got {count}",
+                            plan.fields.len()
+                        )));
+                    }
+                }
+                rest = next;
             }
             Ok(n.saturating_sub(opts.skip_header as u64))
         }
@@ -1060,9 +1070,26 @@ mod tests {
 
     #[test]
     fn discard_counting_matches_decoding() {
+        let t = table();
         let o = opts(&[("format", "json"), ("strip_outer_array", "true")]);
-        assert_eq!(count_only(br#"[{"a":1},{"b":[1,2]},{}]"#, &o).unwrap(), 3);
-        assert!(count_only(b"[{", &o).is_err());
+        let p = plan(&o, &t).unwrap();
+        assert_eq!(
+            count_only(br#"[{"a":1},{"b":[1,2]},{}]"#, &o, &p).unwrap(),
+            3
+        );
+        assert!(count_only(b"[{", &o, &p).is_err());
+        let o = opts(&[("column_separator", "\\x09"), ("columns", "id,name,n,__op")]);
+        let p = plan(&o, &t).unwrap();
+        let body = b"1\ta\t\\N\t0\n2\tb\t3\t1\n";
+        assert_eq!(count_only(body, &o, &p).unwrap(), 2);
+        assert_eq!(decode(body, &o, &p, &t, false).unwrap().rows.len(), 2);
+        assert_eq!(
+            count_only(&body[..body.len() - 1], &o, &p).unwrap(),
+            2,
+            "no final delimiter"
+        );
+        let err = count_only(b"1\ta\t\\N\t0\n2\tb\n", &o, &p).unwrap_err();
+        assert!(err.0.contains("Expect 4, but got 2"), "{}", err.0);
     }
 
     #[test]
