@@ -786,35 +786,48 @@ async fn worker(
             table: table.clone(),
             message,
         };
+        // One stop future for the whole chunk: building one per row costs more than the row.
+        let mut stop_copy = stop.clone();
+        let stopped = stop_copy.changed();
+        tokio::pin!(stopped);
         loop {
             let next = tokio::select! {
+                biased;
                 next = copy.try_next() => next.map_err(|e| sql(format!("COPY of {table}"))(e))?,
-                _ = stop.changed() => return Ok(()),
+                _ = &mut stopped => return Ok(()),
             };
-            let eof = next.is_none();
-            let mut whole = match next {
-                // PostgreSQL sends one row per CopyData message: parse it in place.
-                Some(data)
-                    if buf.is_empty()
-                        && data.last() == Some(&b'\n')
-                        && memchr::memchr(b'\n', &data[..data.len() - 1]).is_none() =>
-                {
-                    Some(data.slice(..data.len() - 1))
-                }
-                Some(data) => {
-                    buf.extend_from_slice(&data);
-                    None
-                }
-                None => None,
-            };
-            loop {
-                let line = if let Some(line) = whole.take() {
-                    line
-                } else if let Some(nl) = memchr::memchr(b'\n', &buf) {
-                    buf.split_to(nl + 1).freeze().slice(..nl)
-                } else {
-                    break;
+            let Some(data) = next else { break };
+            // PostgreSQL sends one row per CopyData message: use it in place.
+            let single = buf.is_empty()
+                && data.last() == Some(&b'\n')
+                && memchr::memchr(b'\n', &data[..data.len() - 1]).is_none();
+            if single {
+                rows += 1;
+                let line = &data[..data.len() - 1];
+                let event = match &mut body {
+                    Some(body) => {
+                        body.push_line(line).map_err(copy_error)?;
+                        if !body.is_full() {
+                            continue;
+                        }
+                        match body.take() {
+                            Some(e) => Event::Encoded(e),
+                            None => continue,
+                        }
+                    }
+                    None => Event::Row(
+                        row_event(&task, pos, &data.slice(..data.len() - 1), ncols)
+                            .map_err(copy_error)?,
+                    ),
                 };
+                if !send(&feeder, &mut stop, event).await {
+                    return Ok(());
+                }
+                continue;
+            }
+            buf.extend_from_slice(&data);
+            while let Some(nl) = memchr::memchr(b'\n', &buf) {
+                let line = buf.split_to(nl + 1).freeze().slice(..nl);
                 rows += 1;
                 let event = match &mut body {
                     Some(body) => {
@@ -827,22 +840,18 @@ async fn worker(
                             None => continue,
                         }
                     }
-                    None => Event::Row(RowChange {
-                        op: Op::Snapshot,
-                        table: task.table.clone(),
-                        pos,
-                        row: parse_copy_line(&line, ncols).map_err(copy_error)?,
-                        key_only: false,
-                        old: None,
-                    }),
+                    None => Event::Row(row_event(&task, pos, &line, ncols).map_err(copy_error)?),
                 };
                 if !send(&feeder, &mut stop, event).await {
                     return Ok(());
                 }
             }
-            if eof {
-                break;
-            }
+        }
+        if !buf.is_empty() {
+            return Err(copy_error(format!(
+                "the COPY data ends with {} bytes after the last newline",
+                buf.len()
+            )));
         }
         while let Some(e) = body.as_mut().and_then(SnapshotBody::take) {
             if !send(&feeder, &mut stop, Event::Encoded(e)).await {
@@ -860,6 +869,23 @@ async fn worker(
             })
             .await;
     }
+}
+
+/// A copied row as a row event (for sinks that encode rows themselves).
+fn row_event(
+    task: &ChunkTask,
+    pos: Position,
+    line: &Bytes,
+    ncols: usize,
+) -> Result<RowChange, String> {
+    Ok(RowChange {
+        op: Op::Snapshot,
+        table: task.table.clone(),
+        pos,
+        row: parse_copy_line(line, ncols)?,
+        key_only: false,
+        old: None,
+    })
 }
 
 /// Sends an event unless a stop comes first; returns whether to go on.

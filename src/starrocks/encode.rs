@@ -1003,18 +1003,21 @@ impl SnapshotBody {
         let mut fingerprint = part.fingerprint;
         let mut mapped = Mapped::default();
         let ncols = is_key.len();
+        // Most lines hold no backslash at all: then no field needs the per-field check.
+        let any_escape = memchr::memchr(b'\\', line).is_some();
+        let mut tabs = memchr::memchr_iter(b'\t', line);
         let mut fields = 0;
         let mut pos = 0;
         loop {
-            let end = memchr::memchr(b'\t', &line[pos..]).map_or(line.len(), |i| pos + i);
+            let end = tabs.next().unwrap_or(line.len());
             if fields < ncols {
                 let raw = &line[pos..end];
                 let col = &table.columns[fields];
                 if fields > 0 {
                     body.push(b'\t');
                 }
-                let escaped = memchr::memchr(b'\\', raw).is_some();
-                let written = if raw == b"\\N" {
+                let escaped = any_escape && memchr::memchr(b'\\', raw).is_some();
+                let written = if escaped && raw == b"\\N" {
                     body.extend_from_slice(raw);
                     Ok(Mapped::default())
                 } else {
