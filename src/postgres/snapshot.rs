@@ -791,8 +791,9 @@ async fn worker(
         let stopped = stop_copy.changed();
         tokio::pin!(stopped);
         loop {
+            // Not biased: with COPY data always ready, a biased select would only see a pause
+            // at the end of the chunk.
             let next = tokio::select! {
-                biased;
                 next = copy.try_next() => next.map_err(|e| sql(format!("COPY of {table}"))(e))?,
                 _ = &mut stopped => return Ok(()),
             };

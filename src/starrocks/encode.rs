@@ -491,6 +491,78 @@ mod tests {
         })
     }
 
+    fn text_table(columns: usize, name_len: usize) -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            rel_id: 3,
+            name: TableName::new("public", "wide"),
+            columns: (0..columns)
+                .map(|i| ColumnSchema {
+                    name: format!("{i:0>name_len$}"),
+                    type_oid: 25,
+                    type_modifier: -1,
+                    kind: ValueKind::Scalar(Scalar::Text),
+                })
+                .collect(),
+            key: vec![0],
+            replica_identity: b'd',
+        })
+    }
+
+    #[test]
+    fn what_a_csv_reader_could_misread_goes_as_json() {
+        let pool = BodyPool::default();
+        let mut enc = SnapshotBody::new(text_table(2, 4), Lsn(5), "S", 1 << 20, pool.clone(), true);
+        enc.push_line("\u{feff}bom\tx".as_bytes()).unwrap();
+        enc.push_line(b"plain\tx").unwrap();
+        let mut formats: Vec<(bool, u64)> = std::iter::from_fn(|| enc.take())
+            .map(|e| (e.csv_columns.is_some(), e.rows))
+            .collect();
+        formats.sort();
+        assert_eq!(
+            formats,
+            [(false, 1), (true, 1)],
+            "the line starting with a BOM is JSON"
+        );
+
+        // 400 columns with 20-byte names make a `columns` header over 8 KiB: JSON only.
+        let mut wide = SnapshotBody::new(
+            text_table(400, 20),
+            Lsn(5),
+            "S",
+            1 << 20,
+            pool.clone(),
+            true,
+        );
+        wide.push_line(vec!["v"; 400].join("\t").as_bytes())
+            .unwrap();
+        assert!(wide.take().unwrap().csv_columns.is_none());
+        let mut narrow = SnapshotBody::new(
+            text_table(100, 20),
+            Lsn(5),
+            "S",
+            1 << 20,
+            pool.clone(),
+            true,
+        );
+        narrow
+            .push_line(vec!["v"; 100].join("\t").as_bytes())
+            .unwrap();
+        assert!(narrow.take().unwrap().csv_columns.is_some());
+
+        // Buffers of bodies still being filled go back to the pool with the encoder.
+        let fresh = BodyPool::default();
+        let mut enc = SnapshotBody::new(text_table(2, 4), Lsn(5), "S", 64, fresh.clone(), true);
+        enc.push_line(b"a\\tb\tx").unwrap();
+        enc.push_line(b"plain\tx").unwrap();
+        assert!(fresh.0.lock().unwrap().is_empty());
+        drop(enc);
+        assert_eq!(
+            fresh.0.lock().unwrap().len(),
+            2,
+            "the JSON and the CSV buffer came back"
+        );
+    }
+
     /// A CSV field as the JSON value StarRocks would get for it from the JSON body.
     fn csv_as_json(field: &str, json: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value as J;
@@ -899,6 +971,9 @@ impl Drop for Pooled {
 }
 
 impl SnapshotBody {
+    /// The longest `columns` header a CSV body may need (JSON bodies need none).
+    pub const MAX_CSV_HEADER: usize = 8 * 1024;
+
     /// An encoder for `table`'s rows copied at `version`, cutting bodies at about `target` bytes
     /// (buffers come from `pool`); `csv` lets it use CSV bodies where rows allow.
     pub fn new(
@@ -940,8 +1015,12 @@ impl SnapshotBody {
                         .map(|(n, _)| n.to_string()),
                 )
                 .collect();
-            Arc::from(names.join(","))
-        });
+            names.join(",")
+        })
+        // CSV needs the `columns` header on every load; a very wide table stays on JSON rather
+        // than risk the FE's HTTP header size limit.
+        .filter(|header| header.len() <= Self::MAX_CSV_HEADER)
+        .map(Arc::from);
         let csv_tail = format!("\t0\t0\t{synced_at}\t{}\n", version.0).into_bytes();
         let is_key = (0..table.columns.len())
             .map(|i| table.key.contains(&i))
@@ -982,8 +1061,10 @@ impl SnapshotBody {
 
     /// Adds a line to the CSV body; `false` (with nothing written) when it must go as JSON.
     fn push_csv(&mut self, line: &[u8]) -> Result<bool, String> {
-        // Invalid UTF-8 goes the JSON way, which names the column that holds it.
-        if simdutf8::basic::from_utf8(line).is_err() {
+        // Invalid UTF-8 goes the JSON way, which names the column that holds it. So does a line
+        // starting with a byte-order mark, which a CSV reader may take for the body's encoding
+        // mark and strip.
+        if line.starts_with("\u{feff}".as_bytes()) || simdutf8::basic::from_utf8(line).is_err() {
             return Ok(false);
         }
         let SnapshotBody {
@@ -1165,6 +1246,20 @@ impl SnapshotBody {
             mapped: std::mem::take(&mut part.mapped),
             csv_columns: if csv { self.csv_columns.clone() } else { None },
         })
+    }
+}
+
+impl Drop for SnapshotBody {
+    /// Bodies still being filled (or never used) hand their buffers back to the pool.
+    fn drop(&mut self) {
+        for part in [&mut self.json, &mut self.csv] {
+            if part.body.capacity() > 0 {
+                drop(Pooled {
+                    buf: std::mem::take(&mut part.body),
+                    pool: self.pool.clone(),
+                });
+            }
+        }
     }
 }
 

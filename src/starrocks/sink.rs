@@ -325,7 +325,9 @@ fn label(
     group: usize,
     fingerprint: u64,
 ) -> String {
-    let tail = format!("_{first:X}_{last:X}_{group}_{:08X}", fingerprint as u32);
+    // All 64 bits of the fingerprint: the snapshot bodies of one table share first, last and
+    // group, so a collision there would read as "already loaded" and lose a body's rows.
+    let tail = format!("_{first:X}_{last:X}_{group}_{fingerprint:016X}");
     let t: String = table
         .to_string()
         .chars()
@@ -435,7 +437,12 @@ mod tests {
     fn labels_are_deterministic_bounded_and_safe() {
         let t = TableName::new("public", "orders");
         let a = label("dbmazz_slot", &t, 0x10, 0x20, 0, 0xAB);
-        assert_eq!(a, "dbmazz_slot_public_orders_10_20_0_000000AB");
+        assert_eq!(a, "dbmazz_slot_public_orders_10_20_0_00000000000000AB");
+        assert_ne!(
+            a,
+            label("dbmazz_slot", &t, 0x10, 0x20, 0, 0xAB | (1 << 40)),
+            "every bit of the fingerprint counts"
+        );
         assert_eq!(a, label("dbmazz_slot", &t, 0x10, 0x20, 0, 0xAB));
         assert_ne!(a, label("dbmazz_slot", &t, 0x10, 0x20, 0, 0xAC));
         let long = TableName::new("s", "x".repeat(200));

@@ -273,10 +273,7 @@ pub async fn decode(
     let (opts, plan, table) = (opts.clone(), plan.clone(), table.clone());
     let res = tokio::task::spawn_blocking(move || {
         if discard {
-            return load::count_only(&body, &opts, &plan).map(|total| Decoded {
-                total,
-                ..Decoded::default()
-            });
+            return load::count_only(&body, &opts, &plan);
         }
         let mut d = load::decode(&body, &opts, &plan, &table, strict_delete)?;
         if let Some(every) = reject_every {

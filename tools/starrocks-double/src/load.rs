@@ -679,6 +679,10 @@ pub fn decode(
                 lines.pop();
             }
             for line in lines.into_iter().skip(opts.skip_header) {
+                // The BE's CSV reader skips empty records.
+                if line.is_empty() {
+                    continue;
+                }
                 out.total += 1;
                 let fields: Vec<&str> = line.split(sep.as_str()).collect();
                 if fields.len() != plan.fields.len() {
@@ -707,12 +711,13 @@ pub fn decode(
 }
 
 /// Counts rows without converting them (`--discard`): JSON is still fully parsed, and every
-/// CSV row must have the field count the plan expects (what a BE checks before converting).
-pub fn count_only(body: &[u8], opts: &LoadOptions, plan: &LoadPlan) -> Result<u64, BodyError> {
-    match opts.format {
+/// CSV row is split into fields and checked against the plan's field count (what a BE checks
+/// before converting; a row that fails is filtered, as in [`decode`]).
+pub fn count_only(body: &[u8], opts: &LoadOptions, plan: &LoadPlan) -> Result<Decoded, BodyError> {
+    let total = match opts.format {
         Format::Json => {
             if body.iter().all(|b| b.is_ascii_whitespace()) {
-                return Ok(0);
+                return Ok(Decoded::default());
             }
             let mut de = serde_json::Deserializer::from_slice(body);
             let shape = serde::Deserializer::deserialize_any(&mut de, CountVisitor)
@@ -720,48 +725,62 @@ pub fn count_only(body: &[u8], opts: &LoadOptions, plan: &LoadPlan) -> Result<u6
             de.end()
                 .map_err(|e| BodyError(format!("Failed to parse json data: {e}")))?;
             match (shape, opts.strip_outer_array) {
-                (Shape::Array(n), true) => Ok(n),
-                (Shape::Object, false) => Ok(1),
-                (Shape::Array(_), false) => Err(BodyError(
-                    "JSON data is an array, strip_outer_array must be set true".into(),
-                )),
-                (Shape::Object, true) => Err(BodyError(
-                    "JSON data is an object, strip_outer_array must be set false".into(),
-                )),
+                (Shape::Array(n), true) => n,
+                (Shape::Object, false) => 1,
+                (Shape::Array(_), false) => {
+                    return Err(BodyError(
+                        "JSON data is an array, strip_outer_array must be set true".into(),
+                    ))
+                }
+                (Shape::Object, true) => {
+                    return Err(BodyError(
+                        "JSON data is an object, strip_outer_array must be set false".into(),
+                    ))
+                }
                 (Shape::Other, _) => {
-                    Err(BodyError("JSON data is not an object or an array".into()))
+                    return Err(BodyError("JSON data is not an object or an array".into()))
                 }
             }
         }
         Format::Csv => {
             let (delim, sep) = (&opts.row_delimiter, &opts.column_separator);
             if delim.is_empty() || sep.is_empty() {
-                return Ok(0);
+                return Ok(Decoded::default());
             }
             let rows = memchr::memmem::Finder::new(delim);
             let fields = memchr::memmem::Finder::new(sep);
-            let mut n = 0u64;
+            let mut out = Decoded::default();
+            let mut seen = 0usize;
             let mut rest = body;
             while !rest.is_empty() {
                 let (line, next) = match rows.find(rest) {
                     Some(pos) => (&rest[..pos], &rest[pos + delim.len()..]),
                     None => (rest, &rest[rest.len()..]),
                 };
-                n += 1;
-                if n > opts.skip_header as u64 {
-                    let count = fields.find_iter(line).count() + 1;
-                    if count != plan.fields.len() {
-                        return Err(BodyError(format!(
+                rest = next;
+                seen += 1;
+                if seen <= opts.skip_header || line.is_empty() {
+                    continue;
+                }
+                out.total += 1;
+                let count = fields.find_iter(line).count() + 1;
+                if count != plan.fields.len() {
+                    out.reject(
+                        format!(
                             "Value count does not match column count. Expect {}, but got {count}",
                             plan.fields.len()
-                        )));
-                    }
+                        ),
+                        String::from_utf8_lossy(line).into_owned(),
+                    );
                 }
-                rest = next;
             }
-            Ok(n.saturating_sub(opts.skip_header as u64))
+            return Ok(out);
         }
-    }
+    };
+    Ok(Decoded {
+        total,
+        ..Decoded::default()
+    })
 }
 
 enum Shape {
@@ -1074,22 +1093,29 @@ mod tests {
         let o = opts(&[("format", "json"), ("strip_outer_array", "true")]);
         let p = plan(&o, &t).unwrap();
         assert_eq!(
-            count_only(br#"[{"a":1},{"b":[1,2]},{}]"#, &o, &p).unwrap(),
+            count_only(br#"[{"a":1},{"b":[1,2]},{}]"#, &o, &p)
+                .unwrap()
+                .total,
             3
         );
         assert!(count_only(b"[{", &o, &p).is_err());
         let o = opts(&[("column_separator", "\\x09"), ("columns", "id,name,n,__op")]);
         let p = plan(&o, &t).unwrap();
-        let body = b"1\ta\t\\N\t0\n2\tb\t3\t1\n";
-        assert_eq!(count_only(body, &o, &p).unwrap(), 2);
-        assert_eq!(decode(body, &o, &p, &t, false).unwrap().rows.len(), 2);
+        let body = b"1\ta\t\\N\t0\n\n2\tb\t3\t1\n";
         assert_eq!(
-            count_only(&body[..body.len() - 1], &o, &p).unwrap(),
+            count_only(body, &o, &p).unwrap().total,
             2,
-            "no final delimiter"
+            "empty lines are skipped"
         );
-        let err = count_only(b"1\ta\t\\N\t0\n2\tb\n", &o, &p).unwrap_err();
-        assert!(err.0.contains("Expect 4, but got 2"), "{}", err.0);
+        assert_eq!(decode(body, &o, &p, &t, false).unwrap().rows.len(), 2);
+        let no_final = count_only(&body[..body.len() - 1], &o, &p).unwrap();
+        assert_eq!(no_final.total, 2, "no final delimiter");
+        let short: &[u8] = b"1\ta\t\\N\t0\n2\tb\n";
+        let counted = count_only(short, &o, &p).unwrap();
+        let decoded = decode(short, &o, &p, &t, false).unwrap();
+        assert_eq!((counted.total, counted.filtered()), (2, 1));
+        assert_eq!((decoded.total, decoded.filtered()), (2, 1));
+        assert!(counted.rejected[0].reason.contains("Expect 4, but got 2"));
     }
 
     #[test]
