@@ -303,16 +303,14 @@ impl Config {
             600_000,
         )?;
 
-        let replica_identity = match get("REPLICA_IDENTITY").as_deref() {
-            None | Some("default") => ReplicaIdentityPolicy::Default,
-            Some("full") => ReplicaIdentityPolicy::Full,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "REPLICA_IDENTITY",
-                    format!("{other:?} is not supported; expected default or full"),
-                ))
-            }
-        };
+        let replica_identity = parse_choice(
+            get("REPLICA_IDENTITY"),
+            "REPLICA_IDENTITY",
+            &[
+                ("default", ReplicaIdentityPolicy::Default),
+                ("full", ReplicaIdentityPolicy::Full),
+            ],
+        )?;
 
         let sink = match get("SINK_TYPE").as_deref() {
             None | Some("starrocks") => SinkConfig::StarRocks(Box::new(starrocks_config(&get)?)),
@@ -328,17 +326,15 @@ impl Config {
         };
 
         let snapshot = SnapshotConfig {
-            mode: match get("SNAPSHOT_MODE").as_deref() {
-                None | Some("initial") => SnapshotMode::Initial,
-                Some("never") => SnapshotMode::Never,
-                Some("always") => SnapshotMode::Always,
-                Some(other) => {
-                    return Err(ConfigError::new(
-                        "SNAPSHOT_MODE",
-                        format!("{other:?} is not supported; expected initial, never or always"),
-                    ))
-                }
-            },
+            mode: parse_choice(
+                get("SNAPSHOT_MODE"),
+                "SNAPSHOT_MODE",
+                &[
+                    ("initial", SnapshotMode::Initial),
+                    ("never", SnapshotMode::Never),
+                    ("always", SnapshotMode::Always),
+                ],
+            )?,
             workers: parse_num(get("SNAPSHOT_WORKERS"), "SNAPSHOT_WORKERS", 2, 1, 64)? as usize,
             chunk_rows: parse_num(
                 get("SNAPSHOT_CHUNK_ROWS"),
@@ -492,46 +488,29 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
         1,
         259_200,
     )?);
-    let create_tables = match get("CREATE_TABLES").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "CREATE_TABLES",
-                format!("{other:?} is not true or false"),
-            ))
-        }
-    };
-    let truncate_policy = match get("TRUNCATE_POLICY").as_deref() {
-        None | Some("stop") => TruncatePolicy::Stop,
-        Some("truncate") => TruncatePolicy::Truncate,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "TRUNCATE_POLICY",
-                format!("{other:?} is not supported; expected stop or truncate"),
-            ))
-        }
-    };
-    let gzip = match get("STARROCKS_COMPRESS").as_deref() {
-        None | Some("none") => false,
-        Some("gzip") => true,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "STARROCKS_COMPRESS",
-                format!("{other:?} is not supported; expected none or gzip"),
-            ))
-        }
-    };
-    let snapshot_csv = match get("STARROCKS_SNAPSHOT_FORMAT").as_deref() {
-        None | Some("csv") => true,
-        Some("json") => false,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "STARROCKS_SNAPSHOT_FORMAT",
-                format!("{other:?} is not supported; expected csv or json"),
-            ))
-        }
-    };
+    let create_tables = parse_choice(
+        get("CREATE_TABLES"),
+        "CREATE_TABLES",
+        &[("false", false), ("true", true)],
+    )?;
+    let truncate_policy = parse_choice(
+        get("TRUNCATE_POLICY"),
+        "TRUNCATE_POLICY",
+        &[
+            ("stop", TruncatePolicy::Stop),
+            ("truncate", TruncatePolicy::Truncate),
+        ],
+    )?;
+    let gzip = parse_choice(
+        get("STARROCKS_COMPRESS"),
+        "STARROCKS_COMPRESS",
+        &[("none", false), ("gzip", true)],
+    )?;
+    let snapshot_csv = parse_choice(
+        get("STARROCKS_SNAPSHOT_FORMAT"),
+        "STARROCKS_SNAPSHOT_FORMAT",
+        &[("csv", true), ("json", false)],
+    )?;
     let ca_file = match get("STARROCKS_CA_FILE") {
         None => None,
         Some(path) => {
@@ -590,6 +569,29 @@ fn is_slot_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Parses a variable that takes one of a few words; the first choice is the default.
+fn parse_choice<T: Copy>(
+    raw: Option<String>,
+    var: &'static str,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(choices[0].1);
+    };
+    if let Some((_, v)) = choices.iter().find(|(word, _)| *word == raw) {
+        return Ok(*v);
+    }
+    let words: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
+    let expected = match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => words.join(""),
+    };
+    Err(ConfigError::new(
+        var,
+        format!("{raw:?} is not supported; expected {expected}"),
+    ))
 }
 
 pub(crate) fn parse_num(
@@ -739,6 +741,28 @@ mod tests {
         assert_eq!(sr.truncate_policy, TruncatePolicy::Stop);
         assert!(sr.snapshot_csv, "CSV snapshot bodies by default");
         assert!(!format!("{sr:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn word_choices_default_to_the_first_and_name_every_choice_when_wrong() {
+        let c = Config::from_vars(&vars(&base())).unwrap();
+        assert_eq!(c.snapshot.mode, SnapshotMode::Initial);
+        assert_eq!(c.replica_identity, ReplicaIdentityPolicy::Default);
+        let mut v = base();
+        v.push(("SNAPSHOT_MODE", "always"));
+        assert_eq!(
+            Config::from_vars(&vars(&v)).unwrap().snapshot.mode,
+            SnapshotMode::Always
+        );
+        v.pop();
+        v.push(("SNAPSHOT_MODE", "Always"));
+        let e = Config::from_vars(&vars(&v)).unwrap_err();
+        assert_eq!(e.var, "SNAPSHOT_MODE");
+        assert!(
+            e.to_string()
+                .contains("\"Always\" is not supported; expected initial, never or always"),
+            "{e}"
+        );
     }
 
     #[test]
