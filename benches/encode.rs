@@ -1,12 +1,92 @@
 //! StarRocks encoder throughput: realistic `orders` rows collapsed per key and written as a
-//! Stream Load JSON body (rows/s and MB of body per second).
+//! Stream Load JSON body (rows/s and MB of body per second), and snapshot COPY lines encoded into
+//! CSV and into JSON bodies (MB of COPY text per second), side by side.
 
 #[path = "common/rows.rs"]
 mod rows;
 
+use std::sync::Arc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dbmazz::starrocks::encode::Segment;
+use dbmazz::config::TableName;
+use dbmazz::pipeline::change::{ColumnSchema, TableSchema};
+use dbmazz::starrocks::encode::{BodyPool, Segment, SnapshotBody};
+use dbmazz::value::{Scalar, ValueKind};
+use dbmazz::Lsn;
 use rows::{changes, orders};
+
+/// The table of `benches/snapshot.sh`, and COPY text lines shaped like its rows.
+fn snapshot_table_and_lines(n: u64) -> (Arc<TableSchema>, Vec<Vec<u8>>) {
+    let col = |name: &str, kind| ColumnSchema {
+        name: name.into(),
+        type_oid: 0,
+        type_modifier: -1,
+        kind: ValueKind::Scalar(kind),
+    };
+    let table = Arc::new(TableSchema {
+        rel_id: 9,
+        name: TableName::new("public", "snap"),
+        columns: vec![
+            col("id", Scalar::Int),
+            col("customer_id", Scalar::Int),
+            col("status", Scalar::Text),
+            col("amount", Scalar::Numeric),
+            col("created_at", Scalar::Timestamptz),
+            col("note", Scalar::Text),
+        ],
+        key: vec![0],
+        replica_identity: b'd',
+    });
+    let lines = (1..=n)
+        .map(|g| {
+            format!(
+                "{g}\t{}\t{}\t{}.{:02}\t2026-01-{:02} {:02}:{:02}:{:02}+00\tnote {:032x}",
+                g % 100_000,
+                ["new", "paid", "shipped"][(g % 3) as usize],
+                g % 100_000 / 100,
+                g % 100,
+                1 + g / 86_400 % 28,
+                g / 3600 % 24,
+                g / 60 % 60,
+                g % 60,
+                g.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            )
+            .into_bytes()
+        })
+        .collect();
+    (table, lines)
+}
+
+fn snapshot_bodies(c: &mut Criterion) {
+    let (table, lines) = snapshot_table_and_lines(20_000);
+    let text: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
+    let pool = BodyPool::default();
+    let mut g = c.benchmark_group("snapshot_body");
+    g.throughput(Throughput::Bytes(text));
+    for (name, csv) in [("csv", true), ("json", false)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut enc = SnapshotBody::new(
+                    table.clone(),
+                    Lsn(1),
+                    "2026-11-22 23:00:00",
+                    8 << 20,
+                    pool.clone(),
+                    csv,
+                );
+                for l in &lines {
+                    enc.push_line(l).unwrap();
+                }
+                let mut bytes = 0;
+                while let Some(e) = enc.take() {
+                    bytes += e.body.len();
+                }
+                bytes
+            })
+        });
+    }
+    g.finish();
+}
 
 fn bench(c: &mut Criterion) {
     let rows = changes(10_000);
@@ -43,5 +123,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, snapshot_bodies);
 criterion_main!(benches);
