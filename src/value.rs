@@ -158,6 +158,13 @@ pub struct Mapped {
     pub infinity_clamped: u32,
 }
 
+impl std::ops::AddAssign for Mapped {
+    fn add_assign(&mut self, other: Mapped) {
+        self.non_finite_to_null += other.non_finite_to_null;
+        self.infinity_clamped += other.infinity_clamped;
+    }
+}
+
 impl Mapped {
     /// Whether anything was mapped.
     pub fn any(&self) -> bool {

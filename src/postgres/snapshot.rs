@@ -484,14 +484,34 @@ fn copy_sql(
     )
 }
 
+/// The tab-separated fields of one line of COPY text format (without its newline), escapes
+/// left as they are.
+pub(crate) fn copy_fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\t', line)
+        .chain(std::iter::once(line.len()))
+        .map(move |end| {
+            let field = &line[start..end];
+            start = end + 1;
+            field
+        })
+}
+
+/// The error for a COPY line whose field count is not the table's column count.
+pub(crate) fn check_field_count(fields: usize, columns: usize) -> Result<(), String> {
+    if fields == columns {
+        Ok(())
+    } else {
+        Err(format!(
+            "a COPY line has {fields} fields, the table has {columns} columns"
+        ))
+    }
+}
+
 /// Parses one line of COPY text format into values (zero-copy unless a field has escapes).
 pub fn parse_copy_line(line: &Bytes, columns: usize) -> Result<Tuple, String> {
     let mut values = Vec::with_capacity(columns);
-    let mut start = 0;
-    let bytes = &line[..];
-    loop {
-        let end = memchr::memchr(b'\t', &bytes[start..]).map_or(bytes.len(), |i| start + i);
-        let field = &bytes[start..end];
+    for field in copy_fields(line) {
         values.push(if field == b"\\N" {
             Value::Null
         } else if memchr::memchr(b'\\', field).is_some() {
@@ -499,19 +519,10 @@ pub fn parse_copy_line(line: &Bytes, columns: usize) -> Result<Tuple, String> {
             unescape_into(field, &mut out)?;
             Value::Text(Bytes::from(out))
         } else {
-            Value::Text(line.slice(start..end))
+            Value::Text(line.slice_ref(field))
         });
-        if end == bytes.len() {
-            break;
-        }
-        start = end + 1;
     }
-    if values.len() != columns {
-        return Err(format!(
-            "a COPY line has {} fields, the table has {columns} columns",
-            values.len()
-        ));
-    }
+    check_field_count(values.len(), columns)?;
     Ok(Tuple { values })
 }
 
@@ -804,25 +815,15 @@ async fn worker(
                 && memchr::memchr(b'\n', &data[..data.len() - 1]).is_none();
             if single {
                 rows += 1;
-                let line = &data[..data.len() - 1];
-                let event = match &mut body {
-                    Some(body) => {
-                        body.push_line(line).map_err(copy_error)?;
-                        if !body.is_full() {
-                            continue;
-                        }
-                        match body.take() {
-                            Some(e) => Event::Encoded(e),
-                            None => continue,
-                        }
+                let end = data.len() - 1;
+                let event = line_event(&mut body, &data[..end], || {
+                    row_event(&task, pos, &data.slice(..end), ncols)
+                })
+                .map_err(copy_error)?;
+                if let Some(event) = event {
+                    if !send(&feeder, &mut stop, event).await {
+                        return Ok(());
                     }
-                    None => Event::Row(
-                        row_event(&task, pos, &data.slice(..data.len() - 1), ncols)
-                            .map_err(copy_error)?,
-                    ),
-                };
-                if !send(&feeder, &mut stop, event).await {
-                    return Ok(());
                 }
                 continue;
             }
@@ -830,21 +831,12 @@ async fn worker(
             while let Some(nl) = memchr::memchr(b'\n', &buf) {
                 let line = buf.split_to(nl + 1).freeze().slice(..nl);
                 rows += 1;
-                let event = match &mut body {
-                    Some(body) => {
-                        body.push_line(&line).map_err(copy_error)?;
-                        if !body.is_full() {
-                            continue;
-                        }
-                        match body.take() {
-                            Some(e) => Event::Encoded(e),
-                            None => continue,
-                        }
+                let event = line_event(&mut body, &line, || row_event(&task, pos, &line, ncols))
+                    .map_err(copy_error)?;
+                if let Some(event) = event {
+                    if !send(&feeder, &mut stop, event).await {
+                        return Ok(());
                     }
-                    None => Event::Row(row_event(&task, pos, &line, ncols).map_err(copy_error)?),
-                };
-                if !send(&feeder, &mut stop, event).await {
-                    return Ok(());
                 }
             }
         }
@@ -869,6 +861,26 @@ async fn worker(
                 rows,
             })
             .await;
+    }
+}
+
+/// What one copied line becomes: a full body to send (the line was added to `body`), nothing yet,
+/// or, for sinks that encode rows themselves (no `body`), a row event.
+fn line_event(
+    body: &mut Option<SnapshotBody>,
+    line: &[u8],
+    as_row: impl FnOnce() -> Result<RowChange, String>,
+) -> Result<Option<Event>, String> {
+    match body {
+        Some(body) => {
+            body.push_line(line)?;
+            Ok(if body.is_full() {
+                body.take().map(Event::Encoded)
+            } else {
+                None
+            })
+        }
+        None => as_row().map(|row| Some(Event::Row(row))),
     }
 }
 

@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use crate::pipeline::change::{EncodedRows, Op, RowChange, TableSchema};
 use crate::postgres::pgoutput::{Tuple, Value};
+use crate::postgres::snapshot::{check_field_count, copy_fields, unescape_into};
 use crate::value::{self, Dialect, Mapped, Scalar, ValueError, ValueKind};
 use crate::Lsn;
 
@@ -242,15 +243,13 @@ impl Segment {
                 match v {
                     Value::Null => out.extend_from_slice(b"null"),
                     Value::Text(text) => {
-                        let m = value::write_json_as(out, col.kind, text, Dialect::StarRocks)
+                        mapped += value::write_json_as(out, col.kind, text, Dialect::StarRocks)
                             .map_err(|source| EncodeError {
                                 table: self.table.name.to_string(),
                                 column: col.name.clone(),
                                 lsn: row.last_lsn,
                                 source,
                             })?;
-                        mapped.non_finite_to_null += m.non_finite_to_null;
-                        mapped.infinity_clamped += m.infinity_clamped;
                     }
                     Value::Binary(bytes) => value::write_hex_string(out, bytes),
                     Value::UnchangedToast => out.extend_from_slice(b"null"),
@@ -922,6 +921,13 @@ impl Part {
             mapped: Mapped::default(),
         }
     }
+
+    /// Takes a buffer for the body from `pool` the first time it is written to.
+    fn ensure_buffer(&mut self, pool: &BodyPool, target: usize) {
+        if self.body.capacity() == 0 {
+            self.body = pool.get(target + target / 8);
+        }
+    }
 }
 
 /// Body buffers that come back when a body's last reference is dropped (once its batch is
@@ -1067,146 +1073,67 @@ impl SnapshotBody {
         if line.starts_with("\u{feff}".as_bytes()) || simdutf8::basic::from_utf8(line).is_err() {
             return Ok(false);
         }
-        let SnapshotBody {
-            table,
-            csv_tail,
-            is_key,
-            csv: part,
-            scratch,
-            target,
-            pool,
-            ..
-        } = self;
-        if part.body.capacity() == 0 {
-            part.body = pool.get(*target + *target / 8);
-        }
-        let body = &mut part.body;
-        let start = body.len();
-        let mut fingerprint = part.fingerprint;
-        let mut mapped = Mapped::default();
-        let ncols = is_key.len();
-        // Most lines hold no backslash at all: then no field needs the per-field check.
-        let any_escape = memchr::memchr(b'\\', line).is_some();
-        let mut tabs = memchr::memchr_iter(b'\t', line);
-        let mut fields = 0;
-        let mut pos = 0;
-        loop {
-            let end = tabs.next().unwrap_or(line.len());
-            if fields < ncols {
-                let raw = &line[pos..end];
-                let col = &table.columns[fields];
-                if fields > 0 {
-                    body.push(b'\t');
-                }
-                let escaped = any_escape && memchr::memchr(b'\\', raw).is_some();
-                let written = if escaped && raw == b"\\N" {
-                    body.extend_from_slice(raw);
-                    Ok(Mapped::default())
-                } else {
-                    if is_key[fields] {
-                        fnv(&mut fingerprint, &(raw.len() as u32).to_le_bytes());
-                        fnv(&mut fingerprint, raw);
-                    }
-                    match col.kind {
-                        ValueKind::Scalar(Scalar::Bytea) if escaped => {
-                            value::write_starrocks_csv_bytea(body, raw).map(|()| Mapped::default())
-                        }
-                        ValueKind::Scalar(kind) if !escaped => {
-                            value::write_starrocks_csv(body, kind, raw, scratch)
-                        }
-                        _ => {
-                            body.truncate(start);
-                            return Ok(false);
-                        }
-                    }
-                };
-                match written {
-                    Ok(m) => {
-                        mapped.non_finite_to_null += m.non_finite_to_null;
-                        mapped.infinity_clamped += m.infinity_clamped;
-                    }
-                    Err(e) => {
-                        body.truncate(start);
-                        return Err(format!("column {:?}: {e}", col.name));
-                    }
-                }
+        let part = &mut self.csv;
+        part.ensure_buffer(&self.pool, self.target);
+        let start = part.body.len();
+        let written = csv_row(
+            &self.table,
+            &self.is_key,
+            line,
+            &mut part.body,
+            &mut self.scratch,
+            part.fingerprint,
+        );
+        match written {
+            Ok(Some((fingerprint, mapped))) => {
+                part.body.extend_from_slice(&self.csv_tail);
+                part.rows += 1;
+                part.fingerprint = fingerprint;
+                part.mapped += mapped;
+                Ok(true)
             }
-            fields += 1;
-            if end == line.len() {
-                break;
+            Ok(None) => {
+                part.body.truncate(start);
+                Ok(false)
             }
-            pos = end + 1;
+            Err(e) => {
+                part.body.truncate(start);
+                Err(e)
+            }
         }
-        if fields != ncols {
-            body.truncate(start);
-            return Err(format!(
-                "a COPY line has {fields} fields, the table has {ncols} columns"
-            ));
-        }
-        body.extend_from_slice(csv_tail);
-        part.rows += 1;
-        part.fingerprint = fingerprint;
-        part.mapped.non_finite_to_null += mapped.non_finite_to_null;
-        part.mapped.infinity_clamped += mapped.infinity_clamped;
-        Ok(true)
     }
 
     fn push_json(&mut self, line: &[u8]) -> Result<(), String> {
         let part = &mut self.json;
-        if part.body.is_empty() {
-            if part.body.capacity() == 0 {
-                part.body = self.pool.get(self.target + self.target / 8);
-            }
-            part.body.push(b'[');
-        } else {
-            part.body.push(b',');
-        }
-        let ncols = self.prefixes.len();
+        part.ensure_buffer(&self.pool, self.target);
+        part.body
+            .push(if part.body.is_empty() { b'[' } else { b',' });
         let mut fields = 0;
-        let mut start = 0;
-        loop {
-            let end = memchr::memchr(b'\t', &line[start..]).map_or(line.len(), |i| start + i);
-            if fields >= ncols {
-                fields += 1;
-                if end == line.len() {
-                    break;
-                }
-                start = end + 1;
+        for raw in copy_fields(line) {
+            fields += 1;
+            let Some(col) = self.table.columns.get(fields - 1) else {
                 continue;
-            }
-            let raw = &line[start..end];
-            let col = &self.table.columns[fields];
-            part.body.extend_from_slice(&self.prefixes[fields]);
+            };
+            part.body.extend_from_slice(&self.prefixes[fields - 1]);
             if raw == b"\\N" {
                 part.body.extend_from_slice(b"null");
+                continue;
+            }
+            let text = if memchr::memchr(b'\\', raw).is_some() {
+                self.scratch.clear();
+                unescape_into(raw, &mut self.scratch)?;
+                &self.scratch[..]
             } else {
-                let text = if memchr::memchr(b'\\', raw).is_some() {
-                    self.scratch.clear();
-                    crate::postgres::snapshot::unescape_into(raw, &mut self.scratch)?;
-                    &self.scratch[..]
-                } else {
-                    raw
-                };
-                if self.is_key[fields] {
-                    fnv(&mut part.fingerprint, &(text.len() as u32).to_le_bytes());
-                    fnv(&mut part.fingerprint, text);
-                }
-                let m = value::write_json_as(&mut part.body, col.kind, text, Dialect::StarRocks)
-                    .map_err(|e| format!("column {:?}: {e}", col.name))?;
-                part.mapped.non_finite_to_null += m.non_finite_to_null;
-                part.mapped.infinity_clamped += m.infinity_clamped;
+                raw
+            };
+            if self.is_key[fields - 1] {
+                fnv(&mut part.fingerprint, &(text.len() as u32).to_le_bytes());
+                fnv(&mut part.fingerprint, text);
             }
-            fields += 1;
-            if end == line.len() {
-                break;
-            }
-            start = end + 1;
+            part.mapped += value::write_json_as(&mut part.body, col.kind, text, Dialect::StarRocks)
+                .map_err(|e| format!("column {:?}: {e}", col.name))?;
         }
-        if fields != ncols {
-            return Err(format!(
-                "a COPY line has {fields} fields, the table has {ncols} columns"
-            ));
-        }
+        check_field_count(fields, self.prefixes.len())?;
         part.body.extend_from_slice(&self.tail);
         part.rows += 1;
         Ok(())
@@ -1247,6 +1174,53 @@ impl SnapshotBody {
             csv_columns: if csv { self.csv_columns.clone() } else { None },
         })
     }
+}
+
+/// Writes the fields of one COPY line to `body` as a CSV row (without the audit fields), hashing
+/// key fields into `fingerprint`. `Ok(None)` when a field holds an escape CSV cannot carry; the
+/// caller then drops what was written and sends the line as JSON.
+fn csv_row(
+    table: &TableSchema,
+    is_key: &[bool],
+    line: &[u8],
+    body: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    mut fingerprint: u64,
+) -> Result<Option<(u64, Mapped)>, String> {
+    // Most lines hold no backslash at all: then no field needs the per-field check.
+    let any_escape = memchr::memchr(b'\\', line).is_some();
+    let mut mapped = Mapped::default();
+    let mut fields = 0;
+    for raw in copy_fields(line) {
+        fields += 1;
+        let Some(col) = table.columns.get(fields - 1) else {
+            continue;
+        };
+        if fields > 1 {
+            body.push(b'\t');
+        }
+        let escaped = any_escape && memchr::memchr(b'\\', raw).is_some();
+        if escaped && raw == b"\\N" {
+            body.extend_from_slice(raw);
+            continue;
+        }
+        if is_key[fields - 1] {
+            fnv(&mut fingerprint, &(raw.len() as u32).to_le_bytes());
+            fnv(&mut fingerprint, raw);
+        }
+        mapped += match col.kind {
+            ValueKind::Scalar(Scalar::Bytea) if escaped => {
+                value::write_starrocks_csv_bytea(body, raw).map(|()| Mapped::default())
+            }
+            ValueKind::Scalar(kind) if !escaped => {
+                value::write_starrocks_csv(body, kind, raw, scratch)
+            }
+            _ => return Ok(None),
+        }
+        .map_err(|e| format!("column {:?}: {e}", col.name))?;
+    }
+    check_field_count(fields, is_key.len())?;
+    Ok(Some((fingerprint, mapped)))
 }
 
 impl Drop for SnapshotBody {
