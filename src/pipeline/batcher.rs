@@ -246,29 +246,7 @@ impl<S: Sink> Batcher<S> {
                         break;
                     }
                     for env in received.drain(..) {
-                        match env.events {
-                            Parcel::One(event) => {
-                                self.accept(&mut batch, event, env.permit, &policy).await?;
-                            }
-                            Parcel::Many(events) => {
-                                let mut permit = env.permit;
-                                let last = events.len() - 1;
-                                for (i, event) in events.into_iter().enumerate() {
-                                    // Each event carries its share of the parcel's permits,
-                                    // so a flush in the middle of a parcel returns exactly the
-                                    // budget of what became durable.
-                                    let share = if i == last {
-                                        permit.take()
-                                    } else {
-                                        permit.as_mut().and_then(|p| {
-                                            let n = event.data_bytes().clamp(1, p.num_permits());
-                                            if n == p.num_permits() { None } else { p.split(n) }
-                                        })
-                                    };
-                                    self.accept(&mut batch, event, share, &policy).await?;
-                                }
-                            }
-                        }
+                        self.accept_envelope(&mut batch, env, &policy).await?;
                     }
                 }
                 _ = &mut timer, if deadline.is_some() => {
@@ -289,6 +267,39 @@ impl<S: Sink> Batcher<S> {
             }
         }
         self.flush(&mut batch).await
+    }
+
+    /// Adds an envelope's events to the batch. Each event of a parcel carries its share of the
+    /// parcel's permits, so a flush in the middle of a parcel returns exactly the budget of what
+    /// became durable.
+    async fn accept_envelope(
+        &mut self,
+        batch: &mut Batch,
+        env: Envelope,
+        policy: &FlushPolicy,
+    ) -> Result<(), SinkError> {
+        let events = match env.events {
+            Parcel::One(event) => return self.accept(batch, event, env.permit, policy).await,
+            Parcel::Many(events) => events,
+        };
+        let mut permit = env.permit;
+        let last = events.len() - 1;
+        for (i, event) in events.into_iter().enumerate() {
+            let share = if i == last {
+                permit.take()
+            } else {
+                permit.as_mut().and_then(|p| {
+                    let n = event.data_bytes().clamp(1, p.num_permits());
+                    if n == p.num_permits() {
+                        None
+                    } else {
+                        p.split(n)
+                    }
+                })
+            };
+            self.accept(batch, event, share, policy).await?;
+        }
+        Ok(())
     }
 
     /// Adds one event (with its budget permits) to the batch, flushing when the batch is full.
@@ -383,14 +394,13 @@ impl<S: Sink> Batcher<S> {
         if batch.needs_sink {
             let mut backoff = Duration::from_millis(200);
             loop {
-                let filled = match self.backfill.as_mut() {
-                    Some(b) => b.fill(&mut batch.events).await.map(|_| ()),
-                    None => Ok(()),
-                };
-                let written = match filled {
-                    Ok(()) => self.sink.write_batch(&batch.events).await,
-                    Err(e) => Err(e),
-                };
+                let written = async {
+                    if let Some(b) = self.backfill.as_mut() {
+                        b.fill(&mut batch.events).await?;
+                    }
+                    self.sink.write_batch(&batch.events).await
+                }
+                .await;
                 match written {
                     Ok(()) => break,
                     Err(e) if e.kind == ErrorKind::Transient => {
