@@ -130,26 +130,24 @@ impl ToastBackfill {
         }
         missing.sort_unstable();
         let sql = lookup_sql(&table, &missing, &keys);
+        let transient = |e: &dyn std::fmt::Display| {
+            SinkError::transient(format!(
+                "looking up unchanged TOAST values of {} during its snapshot: {e}",
+                table.name
+            ))
+        };
         let client = match &self.client {
             Some(c) if !c.is_closed() => c,
             _ => {
-                let c = connect_sql(&self.database).await.map_err(|e| {
-                    SinkError::transient(format!(
-                        "looking up unchanged TOAST values of {} during its snapshot: {e}",
-                        table.name
-                    ))
-                })?;
+                let c = connect_sql(&self.database)
+                    .await
+                    .map_err(|e| transient(&e))?;
                 self.client.insert(c)
             }
         };
         let messages = match client.simple_query(&sql).await {
             Ok(m) => m,
-            Err(e) if client.is_closed() => {
-                return Err(SinkError::transient(format!(
-                    "looking up unchanged TOAST values of {} during its snapshot: {e}",
-                    table.name
-                )))
-            }
+            Err(e) if client.is_closed() => return Err(transient(&e)),
             Err(e) => {
                 tracing::warn!(table = %table.name, error = %e, "could not look up unchanged TOAST values; those updates stay partial");
                 return Ok(0);
@@ -221,10 +219,9 @@ fn lookup_sql(table: &TableSchema, missing: &[usize], keys: &[Vec<String>]) -> S
         })
         .collect();
     format!(
-        "SELECT {} FROM ONLY {}.{} WHERE ({}) IN ({})",
+        "SELECT {} FROM ONLY {} WHERE ({}) IN ({})",
         selected.join(", "),
-        quote_ident(&table.name.schema),
-        quote_ident(&table.name.name),
+        table.name.quoted(),
         key_cols.join(", "),
         tuples.join(", ")
     )
