@@ -8,35 +8,25 @@ mod rows;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dbmazz::config::TableName;
-use dbmazz::pipeline::change::{ColumnSchema, TableSchema};
+use dbmazz::pipeline::change::TableSchema;
 use dbmazz::starrocks::encode::{BodyPool, Segment, SnapshotBody};
-use dbmazz::value::{Scalar, ValueKind};
+use dbmazz::value::Scalar;
 use dbmazz::Lsn;
 use rows::{changes, orders};
 
 /// The table of `benches/snapshot.sh`, and COPY text lines shaped like its rows.
 fn snapshot_table_and_lines(n: u64) -> (Arc<TableSchema>, Vec<Vec<u8>>) {
-    let col = |name: &str, kind| ColumnSchema {
-        name: name.into(),
-        type_oid: 0,
-        type_modifier: -1,
-        kind: ValueKind::Scalar(kind),
-    };
-    let table = Arc::new(TableSchema {
-        rel_id: 9,
-        name: TableName::new("public", "snap"),
-        columns: vec![
-            col("id", Scalar::Int),
-            col("customer_id", Scalar::Int),
-            col("status", Scalar::Text),
-            col("amount", Scalar::Numeric),
-            col("created_at", Scalar::Timestamptz),
-            col("note", Scalar::Text),
+    let table = rows::table(
+        "snap",
+        &[
+            ("id", 20, Scalar::Int),
+            ("customer_id", 20, Scalar::Int),
+            ("status", 25, Scalar::Text),
+            ("amount", 1700, Scalar::Numeric),
+            ("created_at", 1184, Scalar::Timestamptz),
+            ("note", 25, Scalar::Text),
         ],
-        key: vec![0],
-        replica_identity: b'd',
-    });
+    );
     let lines = (1..=n)
         .map(|g| {
             format!(

@@ -10,29 +10,39 @@ use dbmazz::postgres::pgoutput::{Tuple, Value};
 use dbmazz::value::{Scalar, ValueKind};
 use dbmazz::Lsn;
 
-/// The `orders` table: a bigint key and six more columns.
-pub fn orders() -> Arc<TableSchema> {
-    let col = |name: &str, oid: u32, kind| ColumnSchema {
-        name: name.into(),
-        type_oid: oid,
-        type_modifier: -1,
-        kind: ValueKind::Scalar(kind),
-    };
+/// A table `public.<name>` keyed by its first column, from (name, type OID, kind) triples.
+pub fn table(name: &str, columns: &[(&str, u32, Scalar)]) -> Arc<TableSchema> {
     Arc::new(TableSchema {
         rel_id: 1,
-        name: TableName::new("public", "orders"),
-        columns: vec![
-            col("id", 20, Scalar::Int),
-            col("customer_id", 20, Scalar::Int),
-            col("status", 25, Scalar::Text),
-            col("amount", 1700, Scalar::Numeric),
-            col("created_at", 1184, Scalar::Timestamptz),
-            col("payload", 3802, Scalar::Json),
-            col("note", 25, Scalar::Text),
-        ],
+        name: TableName::new("public", name),
+        columns: columns
+            .iter()
+            .map(|&(name, oid, kind)| ColumnSchema {
+                name: name.into(),
+                type_oid: oid,
+                type_modifier: -1,
+                kind: ValueKind::Scalar(kind),
+            })
+            .collect(),
         key: vec![0],
         replica_identity: b'd',
     })
+}
+
+/// The `orders` table: a bigint key and six more columns.
+pub fn orders() -> Arc<TableSchema> {
+    table(
+        "orders",
+        &[
+            ("id", 20, Scalar::Int),
+            ("customer_id", 20, Scalar::Int),
+            ("status", 25, Scalar::Text),
+            ("amount", 1700, Scalar::Numeric),
+            ("created_at", 1184, Scalar::Timestamptz),
+            ("payload", 3802, Scalar::Json),
+            ("note", 25, Scalar::Text),
+        ],
+    )
 }
 
 /// `n` inserts of distinct keys, in LSN order.
