@@ -92,10 +92,13 @@ impl Job {
     }
 }
 
-/// Parses an NDJSON file; every line must be a JSON object.
+/// Parses an NDJSON file; every complete line must be a JSON object. A last line without its
+/// newline is still being written by the sink and is left for the next read.
 pub fn read_ndjson(path: &Path) -> Vec<Json> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
         .collect()
 }
