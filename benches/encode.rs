@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dbmazz::pipeline::change::TableSchema;
+use dbmazz::pipeline::sink::ColumnTargets;
 use dbmazz::starrocks::encode::{BodyPool, Segment, SnapshotBody};
 use dbmazz::value::Scalar;
 use dbmazz::Lsn;
@@ -58,6 +59,7 @@ fn snapshot_bodies(c: &mut Criterion) {
             b.iter(|| {
                 let mut enc = SnapshotBody::new(
                     table.clone(),
+                    &ColumnTargets::default(),
                     Lsn(1),
                     "2026-11-22 23:00:00",
                     8 << 20,
@@ -81,7 +83,7 @@ fn snapshot_bodies(c: &mut Criterion) {
 fn bench(c: &mut Criterion) {
     let rows = changes(10_000);
     let mut body = Vec::new();
-    let mut seg = Segment::new(orders());
+    let mut seg = Segment::new(orders(), &ColumnTargets::default());
     for r in &rows {
         seg.add(r);
     }
@@ -93,7 +95,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(rows.len() as u64));
     g.bench_function("collapse_and_encode_rows", |b| {
         b.iter(|| {
-            let mut seg = Segment::new(orders());
+            let mut seg = Segment::new(orders(), &ColumnTargets::default());
             for r in &rows {
                 seg.add(r);
             }

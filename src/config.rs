@@ -95,8 +95,8 @@ pub struct StarRocksConfig {
     /// `STARROCKS_MYSQL_URL` (default `mysql://user:pass@<host>:9030/`): the FE's MySQL port,
     /// used for DDL and checks.
     pub mysql_url: Secret,
-    /// `STARROCKS_REDIRECT_ALLOW`: hosts a 307 may send loads to (default: the FE host,
-    /// `127.0.0.1` and `localhost`, after rewriting).
+    /// `STARROCKS_REDIRECT_ALLOW`: when set, the only hosts a 307 may send loads to (after
+    /// rewriting); empty (the default) follows the FE to any of its nodes.
     pub redirect_allow: Vec<String>,
     /// `STARROCKS_HOST_REWRITE`: `from=to` pairs applied to redirect hosts (default:
     /// `127.0.0.1` and `localhost` → the FE host, for all-in-one setups).
@@ -106,6 +106,18 @@ pub struct StarRocksConfig {
     pub load_timeout: Duration,
     /// `CREATE_TABLES`: create missing target tables from the PostgreSQL schema.
     pub create_tables: bool,
+    /// `STARROCKS_RUN_MODE`: `shared_nothing` or `shared_data` when set; unset (`auto`), it is
+    /// read from the FE (which needs the OPERATE privilege).
+    pub run_mode: Option<crate::starrocks::cluster::RunMode>,
+    /// `STARROCKS_DATETIME_FRACTION=drop`: accept that a StarRocks before 3.3.5 keeps
+    /// timestamps to the second (default `keep`: such a cluster is refused).
+    pub datetime_fraction_drop: bool,
+    /// `STARROCKS_PRIMARY_KEY_LIMIT`: the BEs' `primary_key_limit_size` (default 128 bytes); a
+    /// row whose encoded key is longer stops the job before its load is sent.
+    pub primary_key_limit: usize,
+    /// `STARROCKS_REPLICATION_NUM`: replicas of the tables dbmazz creates; `None` (the default)
+    /// takes the number of alive BEs (or CNs), at most 3.
+    pub replication_num: Option<u32>,
     /// `TRUNCATE_POLICY`.
     pub truncate_policy: TruncatePolicy,
     /// `STARROCKS_COMPRESS=gzip`: gzip load bodies (`compression: gzip`, StarRocks ≥ 3.2.7).
@@ -477,10 +489,8 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
             ("localhost".into(), host.clone()),
         ];
     }
-    let mut redirect_allow = list("STARROCKS_REDIRECT_ALLOW");
-    if redirect_allow.is_empty() {
-        redirect_allow = vec![host.clone(), "127.0.0.1".into(), "localhost".into()];
-    }
+    // Empty: follow the FE wherever it sends a load (its BEs and CNs are on other hosts).
+    let redirect_allow = list("STARROCKS_REDIRECT_ALLOW");
     let load_timeout = Duration::from_secs(parse_num(
         get("STARROCKS_LOAD_TIMEOUT_S"),
         "STARROCKS_LOAD_TIMEOUT_S",
@@ -492,6 +502,34 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
         get("CREATE_TABLES"),
         "CREATE_TABLES",
         &[("false", false), ("true", true)],
+    )?;
+    let replication_num = get("STARROCKS_REPLICATION_NUM")
+        .map(|raw| parse_num(Some(raw), "STARROCKS_REPLICATION_NUM", 3, 1, 32))
+        .transpose()?
+        .map(|n| n as u32);
+    let run_mode = {
+        use crate::starrocks::cluster::RunMode;
+        parse_choice(
+            get("STARROCKS_RUN_MODE"),
+            "STARROCKS_RUN_MODE",
+            &[
+                ("auto", None),
+                ("shared_nothing", Some(RunMode::SharedNothing)),
+                ("shared_data", Some(RunMode::SharedData)),
+            ],
+        )?
+    };
+    let primary_key_limit = parse_num(
+        get("STARROCKS_PRIMARY_KEY_LIMIT"),
+        "STARROCKS_PRIMARY_KEY_LIMIT",
+        128,
+        1,
+        1 << 20,
+    )? as usize;
+    let datetime_fraction_drop = parse_choice(
+        get("STARROCKS_DATETIME_FRACTION"),
+        "STARROCKS_DATETIME_FRACTION",
+        &[("keep", false), ("drop", true)],
     )?;
     let truncate_policy = parse_choice(
         get("TRUNCATE_POLICY"),
@@ -537,6 +575,10 @@ fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksCon
         host_rewrite,
         load_timeout,
         create_tables,
+        run_mode,
+        datetime_fraction_drop,
+        primary_key_limit,
+        replication_num,
         truncate_policy,
     })
 }
@@ -687,6 +729,36 @@ fn parse_ident(part: &str) -> Result<String, String> {
     Ok(part.to_lowercase())
 }
 
+/// A StarRocks configuration for unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// FE `fe:8030`, database `d`, every option at its default.
+    pub(crate) fn starrocks_config() -> StarRocksConfig {
+        StarRocksConfig {
+            url: "http://fe:8030".into(),
+            host: "fe".into(),
+            database: "d".into(),
+            user: "root".into(),
+            password: Secret::new(""),
+            mysql_url: Secret::new("mysql://root:@fe:9030/"),
+            redirect_allow: Vec::new(),
+            host_rewrite: Vec::new(),
+            load_timeout: Duration::from_secs(600),
+            create_tables: false,
+            run_mode: None,
+            datetime_fraction_drop: false,
+            primary_key_limit: 128,
+            replication_num: None,
+            truncate_policy: TruncatePolicy::Stop,
+            gzip: false,
+            ca_file: None,
+            snapshot_csv: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -737,7 +809,11 @@ mod tests {
         assert_eq!(sr.url, "http://sr-fe:8030");
         assert_eq!(sr.mysql_url.expose(), "mysql://root:p%40ss@sr-fe:9030/");
         assert_eq!(sr.host_rewrite[0], ("127.0.0.1".into(), "sr-fe".into()));
-        assert!(sr.redirect_allow.contains(&"sr-fe".to_string()));
+        assert!(
+            sr.redirect_allow.is_empty(),
+            "loads follow the FE to any node by default"
+        );
+        assert_eq!(sr.replication_num, None);
         assert_eq!(sr.truncate_policy, TruncatePolicy::Stop);
         assert!(sr.snapshot_csv, "CSV snapshot bodies by default");
         assert!(!format!("{sr:?}").contains("p@ss"));

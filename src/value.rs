@@ -131,6 +131,76 @@ pub enum ValueError {
         /// Length of the offending text.
         len: usize,
     },
+    /// A primary key is longer than the sink takes.
+    #[error(transparent)]
+    KeyTooLong(#[from] KeyTooLong),
+    /// An array nests deeper or shallower than the sink's array column, which would load its
+    /// elements as NULL.
+    #[error(
+        "a {found}-dimensional array does not fit the target's {target}-level ARRAY column \
+         (StarRocks would load its elements as NULL); change the target column to {target_hint} \
+         or to JSON, then restart"
+    )]
+    ArrayDepth {
+        /// Dimensions of the value.
+        found: usize,
+        /// ARRAY levels of the target column.
+        target: u8,
+        /// The nesting the value needs, e.g. `ARRAY<ARRAY<…>>`.
+        target_hint: String,
+    },
+}
+
+/// A primary key too long for the sink (StarRocks' `primary_key_limit_size`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the primary key takes {size} bytes in StarRocks' key encoding, over its \
+     primary_key_limit_size of {limit}, and StarRocks would fail the whole load; raise \
+     primary_key_limit_size in every BE's be.conf and set STARROCKS_PRIMARY_KEY_LIMIT to match, \
+     then restart"
+)]
+pub struct KeyTooLong {
+    /// Encoded size.
+    pub size: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
+/// The number of dimensions of a PostgreSQL array literal (`{1,2}` → 1, `{{1},{2}}` → 2,
+/// `[0:1]={x,y}` → 1); 0 for an empty array (`{}`), which fits any depth. Elements that start
+/// with `{` are always quoted in the text form, so leading braces count dimensions exactly.
+pub fn array_dimensions(text: &[u8]) -> usize {
+    let body = match text.first() {
+        Some(b'[') => memchr::memchr(b'=', text).map_or(text, |eq| &text[eq + 1..]),
+        _ => text,
+    };
+    let depth = body.iter().take_while(|&&b| b == b'{').count();
+    if body.get(depth) == Some(&b'}') {
+        0
+    } else {
+        depth
+    }
+}
+
+/// Checks that an array value's dimensions match a target ARRAY column of `target` levels.
+pub fn check_array_depth(text: &[u8], target: u8) -> Result<(), ValueError> {
+    let found = array_dimensions(text);
+    if found == 0 || found == usize::from(target) {
+        return Ok(());
+    }
+    let mut hint = String::new();
+    for _ in 0..found {
+        hint.push_str("ARRAY<");
+    }
+    hint.push('…');
+    for _ in 0..found {
+        hint.push('>');
+    }
+    Err(ValueError::ArrayDepth {
+        found,
+        target,
+        target_hint: hint,
+    })
 }
 
 fn malformed(expected: &'static str, text: &[u8]) -> ValueError {
@@ -796,6 +866,22 @@ mod tests {
         assert!(json(arr(Scalar::Int), "{1,2").is_err());
         assert!(json(arr(Scalar::Int), "{1,x}").is_err());
         assert!(json(arr(Scalar::Int), "{1,2}x").is_err());
+    }
+
+    #[test]
+    fn array_dimensions_come_from_the_leading_braces() {
+        assert_eq!(array_dimensions(b"{1,2}"), 1);
+        assert_eq!(array_dimensions(b"{{1,2},{3,4}}"), 2);
+        assert_eq!(array_dimensions(br#"{"{not nested}",b}"#), 1);
+        assert_eq!(array_dimensions(b"[0:1][1:1]={{7},{8}}"), 2);
+        assert_eq!(array_dimensions(b"{}"), 0);
+        assert!(check_array_depth(b"{}", 3).is_ok());
+        assert!(check_array_depth(b"{{1}}", 2).is_ok());
+        let e = check_array_depth(b"{{{1}}}", 1).unwrap_err().to_string();
+        assert!(
+            e.contains("3-dimensional") && e.contains("ARRAY<ARRAY<ARRAY<…>>>"),
+            "{e}"
+        );
     }
 
     #[test]

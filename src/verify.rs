@@ -89,8 +89,11 @@ impl Conns {
         let source = connect_sql(&info)
             .await
             .with_context(|| format!("connect to {}", info.redacted()))?;
-        let opts = mysql_async::Opts::from_url(&target.sink_mysql_url)
-            .map_err(|e| anyhow!("sink MySQL URL: {e}"))?;
+        let opts = crate::starrocks::ddl::mysql_opts(&target.sink_mysql_url).ok_or_else(|| {
+            anyhow!(
+                "the sink MySQL URL is not valid (expected mysql://user:password@fe-host:9030/)"
+            )
+        })?;
         let sink = mysql_async::Conn::new(opts)
             .await
             .context("connect to the sink's MySQL port")?;

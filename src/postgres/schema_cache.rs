@@ -39,6 +39,9 @@ pub struct CatalogColumn {
     pub type_modifier: i32,
     /// For arrays, the element type OID (0 otherwise).
     pub elem_oid: u32,
+    /// For arrays, the dimensions the column was declared with (`attndims`: `int[][]` → 2);
+    /// PostgreSQL does not enforce them, so values may still differ. 0 when not declared.
+    pub array_dims: u8,
     /// `NOT NULL`.
     pub not_null: bool,
 }

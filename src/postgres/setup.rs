@@ -305,7 +305,8 @@ async fn table_columns(
 ) -> Result<Vec<CatalogColumn>, SetupError> {
     let rows = client
         .query(
-            "SELECT a.attname::text, a.atttypid, a.atttypmod, t.typelem, a.attnotnull \
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, t.typelem, a.attnotnull, \
+                    a.attndims::int4 \
                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
               WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
                 AND a.attgenerated = '' \
@@ -322,6 +323,7 @@ async fn table_columns(
             type_modifier: r.get(2),
             elem_oid: r.get(3),
             not_null: r.get(4),
+            array_dims: u8::try_from(r.get::<_, i32>(5)).unwrap_or(u8::MAX),
         })
         .collect())
 }

@@ -60,7 +60,7 @@ use crate::config::{quote_ident, quote_literal, Config, SnapshotMode, TableName}
 use crate::job::{JobHandle, RunState, Stage};
 use crate::pipeline::batcher::{ChunkDurable, Feeder};
 use crate::pipeline::change::{ColumnSchema, Event, Op, Position, RowChange, TableSchema};
-use crate::pipeline::sink::SnapshotFormat;
+use crate::pipeline::sink::{ColumnTargets, SnapshotFormat};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::pgoutput::{Tuple, Value};
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
@@ -583,7 +583,7 @@ pub(crate) fn unescape_into(field: &[u8], out: &mut Vec<u8>) -> Result<(), Strin
 }
 
 /// How the workers hand rows to the pipeline.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Output {
     /// Rows, or bodies encoded for the sink.
     pub format: SnapshotFormat,
@@ -630,7 +630,7 @@ pub async fn run(
             stop.clone(),
             imported_tx.clone(),
             job.clone(),
-            output,
+            output.clone(),
             pool.clone(),
         )));
     }
@@ -782,14 +782,17 @@ async fn worker(
             xid: 0,
             commit_time: 0,
         };
-        let mut body = match output.format {
-            SnapshotFormat::StarRocks { csv } => Some(SnapshotBody::new(
+        let mut body = match &output.format {
+            SnapshotFormat::StarRocks { csv, targets } => Some(SnapshotBody::new(
                 task.table.clone(),
+                targets
+                    .get(&task.table.name)
+                    .map_or(&ColumnTargets::default(), |t| t.as_ref()),
                 lsn,
                 &crate::starrocks::sink::synced_at_now(),
                 output.body_bytes,
                 pool.clone(),
-                csv,
+                *csv,
             )),
             SnapshotFormat::Rows => None,
         };

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, Pool, Row};
+use mysql_async::{Opts, OptsBuilder, Pool, Row};
 
 use crate::postgres::schema_cache::TableCatalog;
 use crate::secret::Secret;
@@ -79,14 +79,71 @@ pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// MySQL options for a StarRocks FE from `url`, or `None` when it is not a MySQL URL.
+///
+/// `prefer_socket` is always off: with it on, the driver asks for `@@socket` on connect, a
+/// variable StarRocks does not have (`ERROR 1193: Unknown system variable 'socket'`), and the
+/// connection fails before any statement runs.
+pub fn mysql_opts(url: &str) -> Option<Opts> {
+    let opts = Opts::from_url(url).ok()?;
+    Some(OptsBuilder::from_opts(opts).prefer_socket(false).into())
+}
+
+/// One column of a target table, as `information_schema.columns` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetColumn {
+    /// The name as StarRocks stores it (case kept: Stream Load matches JSON keys by exact name).
+    pub name: String,
+    /// `COLUMN_TYPE`, lower case (`int(11)`, `array<array<int(11)>>`, `json`, …).
+    pub column_type: String,
+}
+
+impl TargetColumn {
+    /// For an `ARRAY` column, how many `ARRAY` levels it nests; `None` for any other type.
+    pub fn array_depth(&self) -> Option<u8> {
+        let mut depth = 0u8;
+        let mut rest = self.column_type.as_str();
+        while let Some(inner) = rest.strip_prefix("array<") {
+            depth = depth.saturating_add(1);
+            rest = inner;
+        }
+        (depth > 0).then_some(depth)
+    }
+
+    /// Its encoded width in a primary key when fixed (StarRocks' key encoder); `None` for
+    /// strings.
+    pub fn key_width(&self) -> Option<u8> {
+        let base = self
+            .column_type
+            .split(|c: char| c == '(' || c.is_whitespace())
+            .next()
+            .unwrap_or("");
+        Some(match base {
+            "boolean" | "tinyint" => 1,
+            "smallint" => 2,
+            "int" | "integer" | "date" => 4,
+            "bigint" | "datetime" => 8,
+            "largeint" => 16,
+            _ => return None,
+        })
+    }
+}
+
 /// What the target table looks like.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetTable {
-    /// Column names (lower case, as StarRocks stores them).
-    pub columns: Vec<String>,
+    /// Its columns, in order.
+    pub columns: Vec<TargetColumn>,
     /// Table model from `information_schema.tables_config` (`PRIMARY_KEYS`, `DUP_KEYS`, …),
     /// when the server reports it.
     pub model: Option<String>,
+}
+
+/// One row of `SHOW ALTER TABLE COLUMN`.
+struct AlterJob {
+    id: String,
+    state: String,
+    msg: String,
 }
 
 /// A connection pool to the FE's MySQL port, bound to one database.
@@ -98,7 +155,7 @@ pub struct Ddl {
 impl Ddl {
     /// Connects lazily (the first statement opens the connection).
     pub fn new(url: &Secret, db: &str) -> Result<Ddl, DdlError> {
-        let opts = Opts::from_url(url.expose()).map_err(|_| DdlError::BadUrl)?;
+        let opts = mysql_opts(url.expose()).ok_or(DdlError::BadUrl)?;
         Ok(Ddl {
             pool: Pool::new(opts),
             db: db.to_owned(),
@@ -132,6 +189,31 @@ impl Ddl {
             .unwrap_or_default())
     }
 
+    /// The value of FE configuration item `name` (`ADMIN SHOW FRONTEND CONFIG LIKE`), read from
+    /// its `Value` column by name (the column set differs between releases).
+    pub async fn frontend_config(&self, name: &str) -> Result<Option<String>, DdlError> {
+        let rows = self
+            .rows(
+                "ADMIN SHOW FRONTEND CONFIG",
+                &format!("ADMIN SHOW FRONTEND CONFIG LIKE {}", literal(name)),
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| text_column(r, "Value")))
+    }
+
+    /// Alive BEs that are not being decommissioned (`SHOW BACKENDS`).
+    pub async fn alive_backends(&self) -> Result<usize, DdlError> {
+        let rows = self.rows("SHOW BACKENDS", "SHOW BACKENDS").await?;
+        Ok(rows
+            .iter()
+            .filter(|r| {
+                text_column(r, "Alive").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                    && !text_column(r, "SystemDecommissioned")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            })
+            .count())
+    }
+
     /// The table's columns and model, or `None` if it does not exist.
     pub async fn table(&self, table: &str) -> Result<Option<TargetTable>, DdlError> {
         let action = format!("lookup of table '{table}'");
@@ -152,15 +234,21 @@ impl Ddl {
             .rows(
                 &action,
                 &format!(
-                    "SELECT COLUMN_NAME FROM information_schema.columns WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+                    "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.columns WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
                     literal(&self.db),
                     literal(table)
                 ),
             )
             .await?
             .into_iter()
-            .filter_map(|r| r.get::<Option<String>, _>(0).flatten())
-            .map(|c| c.to_lowercase())
+            .filter_map(|r| {
+                let name = r.get::<Option<String>, _>(0).flatten()?;
+                let column_type = r.get::<Option<String>, _>(1).flatten().unwrap_or_default();
+                Some(TargetColumn {
+                    name,
+                    column_type: column_type.to_lowercase(),
+                })
+            })
             .collect();
         let model = self
             .rows(
@@ -179,8 +267,13 @@ impl Ddl {
     }
 
     /// Creates a primary-key table for `source` (key columns first, then the others, then the
-    /// audit columns).
-    pub async fn create_table(&self, table: &str, source: &TableCatalog) -> Result<(), DdlError> {
+    /// audit columns), with `replication_num` replicas when given (else the cluster's default).
+    pub async fn create_table(
+        &self,
+        table: &str,
+        source: &TableCatalog,
+        replication_num: Option<u32>,
+    ) -> Result<(), DdlError> {
         let mut cols = Vec::new();
         for key in &source.key_columns {
             if let Some(c) = source.columns.iter().find(|c| &c.name == key) {
@@ -206,8 +299,11 @@ impl Ddl {
             cols.push(format!("{} {ty} NULL", ident(name)));
         }
         let keys: Vec<String> = source.key_columns.iter().map(|k| ident(k)).collect();
+        let replicas = replication_num
+            .map(|n| format!(", \"replication_num\" = \"{n}\""))
+            .unwrap_or_default();
         let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} ({}) PRIMARY KEY({}) DISTRIBUTED BY HASH({}) PROPERTIES(\"fast_schema_evolution\" = \"true\")",
+            "CREATE TABLE IF NOT EXISTS {}.{} ({}) PRIMARY KEY({}) DISTRIBUTED BY HASH({}) PROPERTIES(\"fast_schema_evolution\" = \"true\"{replicas})",
             ident(&self.db),
             ident(table),
             cols.join(", "),
@@ -217,7 +313,7 @@ impl Ddl {
         self.exec(&format!("CREATE TABLE '{table}'"), &sql).await
     }
 
-    /// Adds nullable columns and waits for the schema-change job to finish.
+    /// Adds nullable columns and waits until loads can use them.
     pub async fn add_columns(
         &self,
         table: &str,
@@ -237,6 +333,14 @@ impl Ddl {
             adds.join(", ")
         );
         let action = format!("ALTER TABLE '{table}'");
+        // Jobs that existed before ours: on a fast-schema-evolution table ADD COLUMN makes no
+        // job at all, and the newest row may then be an older, unrelated one.
+        let earlier: Vec<String> = self
+            .alter_jobs(table)
+            .await?
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
         let mut attempts = 0;
         loop {
             match self.exec(&action, &sql).await {
@@ -256,53 +360,78 @@ impl Ddl {
             columns = columns.len(),
             "schema change submitted, waiting for it to finish"
         );
-        self.wait_for_alter(table).await
+        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        self.wait_for_alter(table, &earlier, &names).await
     }
 
-    async fn wait_for_alter(&self, table: &str) -> Result<(), DdlError> {
+    /// `SHOW ALTER TABLE COLUMN` rows of `table`.
+    async fn alter_jobs(&self, table: &str) -> Result<Vec<AlterJob>, DdlError> {
         let sql = format!(
-            "SHOW ALTER TABLE COLUMN FROM {} WHERE TableName = {} ORDER BY CreateTime DESC LIMIT 1",
+            "SHOW ALTER TABLE COLUMN FROM {} WHERE TableName = {}",
             ident(&self.db),
             literal(table)
         );
+        let rows = self
+            .rows(&format!("SHOW ALTER TABLE COLUMN for '{table}'"), &sql)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let get = |name: &str| text_column(r, name).unwrap_or_default();
+                AlterJob {
+                    id: get("JobId"),
+                    state: get("State"),
+                    msg: get("Msg"),
+                }
+            })
+            .collect())
+    }
+
+    /// Waits until every job on `table` that is not in `earlier` finished and every column in
+    /// `columns` is visible.
+    async fn wait_for_alter(
+        &self,
+        table: &str,
+        earlier: &[String],
+        columns: &[&str],
+    ) -> Result<(), DdlError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
         let mut pause = Duration::from_millis(100);
         loop {
-            let rows = self
-                .rows(&format!("SHOW ALTER TABLE COLUMN for '{table}'"), &sql)
-                .await?;
-            let state = rows.first().map(|r| {
-                let get = |name: &str| {
-                    r.columns_ref()
-                        .iter()
-                        .position(|c| c.name_str().eq_ignore_ascii_case(name))
-                        .and_then(|i| r.get::<Option<String>, _>(i).flatten())
-                        .unwrap_or_default()
-                };
-                (get("State"), get("Msg"))
-            });
-            match state {
-                None => return Ok(()),
-                Some((s, _)) if s == "FINISHED" => return Ok(()),
-                Some((s, msg)) if s == "CANCELLED" => {
-                    return Err(DdlError::AlterJob {
-                        db: self.db.clone(),
-                        table: table.into(),
-                        outcome: format!("was cancelled: {msg}"),
+            let ours: Vec<AlterJob> = self
+                .alter_jobs(table)
+                .await?
+                .into_iter()
+                .filter(|j| !earlier.contains(&j.id))
+                .collect();
+            if let Some(job) = ours.iter().find(|j| j.state == "CANCELLED") {
+                return Err(DdlError::AlterJob {
+                    db: self.db.clone(),
+                    table: table.into(),
+                    outcome: format!("was cancelled: {}", job.msg),
+                });
+            }
+            if ours.iter().all(|j| j.state == "FINISHED") {
+                let visible = self.table(table).await?.is_some_and(|t| {
+                    columns.iter().all(|c| {
+                        t.columns
+                            .iter()
+                            .any(|have| have.name.eq_ignore_ascii_case(c))
                     })
-                }
-                Some(_) if tokio::time::Instant::now() > deadline => {
-                    return Err(DdlError::AlterJob {
-                        db: self.db.clone(),
-                        table: table.into(),
-                        outcome: "did not finish within an hour".into(),
-                    })
-                }
-                Some(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(3));
+                });
+                if visible {
+                    return Ok(());
                 }
             }
+            if tokio::time::Instant::now() > deadline {
+                return Err(DdlError::AlterJob {
+                    db: self.db.clone(),
+                    table: table.into(),
+                    outcome: "did not finish within an hour".into(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(3));
         }
     }
 
@@ -314,6 +443,14 @@ impl Ddl {
         )
         .await
     }
+}
+
+/// The text of column `name` (matched without regard to case) of a result row.
+fn text_column(row: &Row, name: &str) -> Option<String> {
+    row.columns_ref()
+        .iter()
+        .position(|c| c.name_str().eq_ignore_ascii_case(name))
+        .and_then(|i| row.get::<Option<String>, _>(i).flatten())
 }
 
 #[cfg(test)]

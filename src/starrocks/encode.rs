@@ -29,9 +29,10 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use crate::pipeline::change::{EncodedRows, Op, RowChange, TableSchema};
+use crate::pipeline::sink::ColumnTargets;
 use crate::postgres::pgoutput::{Tuple, Value};
 use crate::postgres::snapshot::{check_field_count, copy_fields, unescape_into};
-use crate::value::{self, Dialect, Mapped, Scalar, ValueError, ValueKind};
+use crate::value::{self, Dialect, KeyTooLong, Mapped, Scalar, ValueError, ValueKind};
 use crate::Lsn;
 
 /// One key's collapsed state.
@@ -68,15 +69,112 @@ pub struct EncodeError {
 /// One table's collapsed changes between two barriers.
 pub struct Segment {
     table: Arc<TableSchema>,
+    /// Per column: the JSON key (the target's own name, already escaped) and the target's
+    /// ARRAY depth.
+    keys: Vec<(Vec<u8>, Option<u8>)>,
+    /// Per column: the name for a `columns` header.
+    header_names: Vec<String>,
+    key_limit: Option<KeyLimit>,
     rows: Vec<MergedRow>,
     index: hashbrown::HashMap<Vec<u8>, usize>,
 }
 
+/// Per column of `table`: the target's name and ARRAY depth.
+fn target_columns<'a>(
+    table: &'a TableSchema,
+    targets: &'a ColumnTargets,
+) -> impl Iterator<Item = (&'a str, Option<u8>)> + 'a {
+    table
+        .columns
+        .iter()
+        .map(move |c| match targets.get(&c.name) {
+            Some(t) => (t.name.as_str(), t.array_depth),
+            None => (c.name.as_str(), None),
+        })
+}
+
+/// StarRocks' check of a primary key's encoded size (`primary_key_limit_size`, be.conf): a
+/// longer key fails the whole load, so dbmazz stops before sending it, naming the key.
+#[derive(Clone, Debug)]
+struct KeyLimit {
+    limit: usize,
+    /// Per key column, in key order: its table column and fixed width (`None`: a string).
+    columns: Vec<(usize, Option<u8>)>,
+    /// What the encoding adds beyond the values' text: fixed widths and terminators.
+    overhead: usize,
+}
+
+impl KeyLimit {
+    /// The check for `table`'s key, or `None` when no key value can reach the limit.
+    fn new(table: &TableSchema, targets: &ColumnTargets) -> Option<KeyLimit> {
+        if targets.key_limit == 0 || table.key.is_empty() {
+            return None;
+        }
+        let columns: Vec<(usize, Option<u8>)> = table
+            .key
+            .iter()
+            .map(|&k| {
+                let width = table
+                    .columns
+                    .get(k)
+                    .and_then(|c| targets.get(&c.name))
+                    .and_then(|t| t.key_width);
+                (k, width)
+            })
+            .collect();
+        let fixed: usize = columns.iter().filter_map(|(_, w)| w.map(usize::from)).sum();
+        if columns.iter().all(|(_, w)| w.is_some()) && fixed <= targets.key_limit {
+            return None;
+        }
+        let overhead = fixed + 2 * columns.len();
+        Some(KeyLimit {
+            limit: targets.key_limit,
+            columns,
+            overhead,
+        })
+    }
+
+    /// Checks the key whose values (in key order, as text) `values` yields. A single string key
+    /// counts its bytes; in a composite key a string that is not last also has its zero bytes
+    /// escaped and a two-byte terminator.
+    fn check<'v>(&self, values: impl Iterator<Item = &'v [u8]>) -> Result<(), KeyTooLong> {
+        let last = self.columns.len().saturating_sub(1);
+        let single = self.columns.len() == 1;
+        let mut size = 0;
+        for (i, ((_, width), value)) in self.columns.iter().zip(values).enumerate() {
+            size += match width {
+                Some(w) => usize::from(*w),
+                None if single || i == last => value.len(),
+                None => value.len() + memchr::memchr_iter(0, value).count() + 2,
+            };
+        }
+        if size > self.limit {
+            return Err(KeyTooLong {
+                size,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Segment {
-    /// An empty segment for `table`.
-    pub fn new(table: Arc<TableSchema>) -> Self {
+    /// An empty segment for `table`, whose columns the target names and shapes as `targets`
+    /// says.
+    pub fn new(table: Arc<TableSchema>, targets: &ColumnTargets) -> Self {
+        let mut keys = Vec::with_capacity(table.columns.len());
+        let mut header_names = Vec::with_capacity(table.columns.len());
+        for (name, depth) in target_columns(&table, targets) {
+            let mut key = Vec::with_capacity(name.len() + 2);
+            value::write_escaped(&mut key, name.as_bytes());
+            keys.push((key, depth));
+            header_names.push(header_name(name));
+        }
         Segment {
+            key_limit: KeyLimit::new(&table, targets),
             table,
+            keys,
+            header_names,
             rows: Vec::new(),
             index: hashbrown::HashMap::new(),
         }
@@ -234,22 +332,43 @@ impl Segment {
             if n > 0 {
                 out.push(b',');
             }
+            if let Some(limit) = &self.key_limit {
+                let key = limit.columns.iter().map(|(k, _)| match &row.values[*k] {
+                    Some(Value::Text(b) | Value::Binary(b)) => &b[..],
+                    _ => &[][..],
+                });
+                limit.check(key).map_err(|e| EncodeError {
+                    table: self.table.name.to_string(),
+                    column: self.key_names(),
+                    lsn: row.last_lsn,
+                    source: e.into(),
+                })?;
+            }
             out.push(b'{');
             for (c, v) in row.values.iter().enumerate() {
                 let Some(v) = v else { continue };
                 let col = &self.table.columns[c];
-                value::write_escaped(out, col.name.as_bytes());
+                let (key, depth) = &self.keys[c];
+                out.extend_from_slice(key);
                 out.push(b':');
                 match v {
                     Value::Null => out.extend_from_slice(b"null"),
                     Value::Text(text) => {
-                        mapped += value::write_json_as(out, col.kind, text, Dialect::StarRocks)
-                            .map_err(|source| EncodeError {
-                                table: self.table.name.to_string(),
-                                column: col.name.clone(),
-                                lsn: row.last_lsn,
-                                source,
-                            })?;
+                        let written = match (col.kind, depth) {
+                            (ValueKind::Array { .. }, Some(depth)) => {
+                                value::check_array_depth(text, *depth)
+                            }
+                            _ => Ok(()),
+                        }
+                        .and_then(|()| {
+                            value::write_json_as(out, col.kind, text, Dialect::StarRocks)
+                        });
+                        mapped += written.map_err(|source| EncodeError {
+                            table: self.table.name.to_string(),
+                            column: col.name.clone(),
+                            lsn: row.last_lsn,
+                            source,
+                        })?;
                     }
                     Value::Binary(bytes) => value::write_hex_string(out, bytes),
                     Value::UnchangedToast => out.extend_from_slice(b"null"),
@@ -290,15 +409,25 @@ impl Segment {
         h
     }
 
+    /// The key's column names, for errors.
+    fn key_names(&self) -> String {
+        let names: Vec<&str> = self
+            .table
+            .key
+            .iter()
+            .filter_map(|&k| self.table.columns.get(k).map(|c| c.name.as_str()))
+            .collect();
+        names.join(", ")
+    }
+
     /// The `columns` header of a partial load with this column set.
     pub fn columns_header(&self, sig: &[bool]) -> String {
         let mut cols: Vec<String> = self
-            .table
-            .columns
+            .header_names
             .iter()
             .zip(sig)
             .filter(|(_, present)| **present)
-            .map(|(c, _)| header_name(&c.name))
+            .map(|(name, _)| name.clone())
             .collect();
         cols.extend(
             crate::starrocks::types::AUDIT_COLUMNS
@@ -396,13 +525,14 @@ mod tests {
         let pool = BodyPool::default();
         let mut enc = SnapshotBody::new(
             table(),
+            &ColumnTargets::default(),
             Lsn(77),
             "2026-01-01 00:00:00",
             1 << 20,
             pool.clone(),
             false,
         );
-        let mut seg = Segment::new(table());
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
         for line in lines {
             enc.push_line(line).unwrap();
             let row = crate::postgres::snapshot::parse_copy_line(&Bytes::copy_from_slice(line), 3)
@@ -434,7 +564,15 @@ mod tests {
 
         // The fingerprint follows the keys: other keys, other label.
         let fp = |lines: &[&[u8]]| {
-            let mut enc = SnapshotBody::new(table(), Lsn(77), "x", 1 << 20, pool.clone(), false);
+            let mut enc = SnapshotBody::new(
+                table(),
+                &ColumnTargets::default(),
+                Lsn(77),
+                "x",
+                1 << 20,
+                pool.clone(),
+                false,
+            );
             for l in lines {
                 enc.push_line(l).unwrap();
             }
@@ -446,7 +584,15 @@ mod tests {
         // Buffers come back to the pool once the body is dropped, and are reused.
         drop(e);
         let fresh = BodyPool::default();
-        let mut small = SnapshotBody::new(table(), Lsn(78), "x", 16, fresh.clone(), false);
+        let mut small = SnapshotBody::new(
+            table(),
+            &ColumnTargets::default(),
+            Lsn(78),
+            "x",
+            16,
+            fresh.clone(),
+            false,
+        );
         small.push_line(b"4\tx\ty").unwrap();
         assert!(small.is_full(), "a 16-byte target is reached by one row");
         let e = small.take().unwrap();
@@ -456,7 +602,15 @@ mod tests {
         small.push_line(b"5\tx\ty").unwrap();
         assert!(fresh.0.lock().unwrap().is_empty(), "and was taken again");
 
-        let mut bad = SnapshotBody::new(table(), Lsn(77), "x", 1 << 20, pool, false);
+        let mut bad = SnapshotBody::new(
+            table(),
+            &ColumnTargets::default(),
+            Lsn(77),
+            "x",
+            1 << 20,
+            pool,
+            false,
+        );
         let err = bad.push_line(b"1\ttoo few").unwrap_err();
         assert!(err.contains("2 fields, the table has 3 columns"), "{err}");
         let err = bad.push_line(b"x\ta\tb").unwrap_err();
@@ -510,7 +664,15 @@ mod tests {
     #[test]
     fn what_a_csv_reader_could_misread_goes_as_json() {
         let pool = BodyPool::default();
-        let mut enc = SnapshotBody::new(text_table(2, 4), Lsn(5), "S", 1 << 20, pool.clone(), true);
+        let mut enc = SnapshotBody::new(
+            text_table(2, 4),
+            &ColumnTargets::default(),
+            Lsn(5),
+            "S",
+            1 << 20,
+            pool.clone(),
+            true,
+        );
         enc.push_line("\u{feff}bom\tx".as_bytes()).unwrap();
         enc.push_line(b"plain\tx").unwrap();
         let mut formats: Vec<(bool, u64)> = std::iter::from_fn(|| enc.take())
@@ -526,6 +688,7 @@ mod tests {
         // 400 columns with 20-byte names make a `columns` header over 8 KiB: JSON only.
         let mut wide = SnapshotBody::new(
             text_table(400, 20),
+            &ColumnTargets::default(),
             Lsn(5),
             "S",
             1 << 20,
@@ -537,6 +700,7 @@ mod tests {
         assert!(wide.take().unwrap().csv_columns.is_none());
         let mut narrow = SnapshotBody::new(
             text_table(100, 20),
+            &ColumnTargets::default(),
             Lsn(5),
             "S",
             1 << 20,
@@ -550,7 +714,15 @@ mod tests {
 
         // Buffers of bodies still being filled go back to the pool with the encoder.
         let fresh = BodyPool::default();
-        let mut enc = SnapshotBody::new(text_table(2, 4), Lsn(5), "S", 64, fresh.clone(), true);
+        let mut enc = SnapshotBody::new(
+            text_table(2, 4),
+            &ColumnTargets::default(),
+            Lsn(5),
+            "S",
+            64,
+            fresh.clone(),
+            true,
+        );
         enc.push_line(b"a\\tb\tx").unwrap();
         enc.push_line(b"plain\tx").unwrap();
         assert!(fresh.0.lock().unwrap().is_empty());
@@ -586,8 +758,15 @@ mod tests {
         ];
         let pool = BodyPool::default();
         let encode = |csv: bool| {
-            let mut enc =
-                SnapshotBody::new(typed_table(None), Lsn(9), "S", 1 << 20, pool.clone(), csv);
+            let mut enc = SnapshotBody::new(
+                typed_table(None),
+                &ColumnTargets::default(),
+                Lsn(9),
+                "S",
+                1 << 20,
+                pool.clone(),
+                csv,
+            );
             for l in lines {
                 enc.push_line(l).unwrap();
             }
@@ -651,8 +830,15 @@ mod tests {
 
         // Bad values are errors naming the column, in CSV as in JSON.
         for csv in [true, false] {
-            let mut enc =
-                SnapshotBody::new(typed_table(None), Lsn(9), "S", 1 << 20, pool.clone(), csv);
+            let mut enc = SnapshotBody::new(
+                typed_table(None),
+                &ColumnTargets::default(),
+                Lsn(9),
+                "S",
+                1 << 20,
+                pool.clone(),
+                csv,
+            );
             let err = enc
                 .push_line(b"7\tyes\t1\t1\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\tx")
                 .unwrap_err();
@@ -675,6 +861,7 @@ mod tests {
         // A JSON column keeps the whole table on JSON bodies.
         let mut enc = SnapshotBody::new(
             typed_table(Some(("doc", Scalar::Json))),
+            &ColumnTargets::default(),
             Lsn(9),
             "S",
             1 << 20,
@@ -687,6 +874,148 @@ mod tests {
         assert!(e.csv_columns.is_none() && e.body.starts_with(b"["));
     }
 
+    /// A table `(Id int key, Tags int[], name text key-less)` and the target's view of it.
+    fn mixed_case() -> (Arc<TableSchema>, ColumnTargets) {
+        let col = |name: &str, kind| ColumnSchema {
+            name: name.into(),
+            type_oid: 0,
+            type_modifier: -1,
+            kind,
+        };
+        let table = Arc::new(TableSchema {
+            rel_id: 3,
+            name: TableName::new("public", "m"),
+            columns: vec![
+                col("Id", ValueKind::Scalar(Scalar::Text)),
+                col(
+                    "Tags",
+                    ValueKind::Array {
+                        elem: Scalar::Int,
+                        delim: b',',
+                    },
+                ),
+            ],
+            key: vec![0],
+            replica_identity: b'd',
+        });
+        let mut targets = ColumnTargets::default();
+        targets.key_limit = 16;
+        targets.insert(
+            "id",
+            crate::pipeline::sink::TargetColumn {
+                name: "id".into(),
+                array_depth: None,
+                key_width: None,
+            },
+        );
+        targets.insert(
+            "tags",
+            crate::pipeline::sink::TargetColumn {
+                name: "TAGS".into(),
+                array_depth: Some(1),
+                key_width: None,
+            },
+        );
+        (table, targets)
+    }
+
+    #[test]
+    fn bodies_use_the_targets_spelling_and_check_array_depth_and_key_size() {
+        let (table, targets) = mixed_case();
+        let mut seg = Segment::new(table.clone(), &targets);
+        let mut c = change(Op::Insert, 10, vec![t("k1"), t("{1,2}")], false, None);
+        c.table = table.clone();
+        seg.add(&c);
+        let json = body(&seg, &[0]);
+        assert_eq!(json[0]["id"], "k1");
+        assert_eq!(json[0]["TAGS"], serde_json::json!([1, 2]));
+        assert!(json[0].get("Id").is_none() && json[0].get("Tags").is_none());
+        assert!(seg
+            .columns_header(&[true, false])
+            .starts_with("id,dbmazz_op_type"));
+
+        let mut seg = Segment::new(table.clone(), &targets);
+        let mut c = change(Op::Insert, 10, vec![t("k2"), t("{{1,2}}")], false, None);
+        c.table = table.clone();
+        seg.add(&c);
+        let err = seg
+            .encode(&[0], "S", &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"Tags\"")
+                && err.contains("2-dimensional")
+                && err.contains("ARRAY<ARRAY<"),
+            "{err}"
+        );
+
+        let mut seg = Segment::new(table.clone(), &targets);
+        let mut c = change(
+            Op::Insert,
+            10,
+            vec![t(&"k".repeat(17)), t("{}")],
+            false,
+            None,
+        );
+        c.table = table.clone();
+        seg.add(&c);
+        let err = seg
+            .encode(&[0], "S", &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("17 bytes") && err.contains("STARROCKS_PRIMARY_KEY_LIMIT"),
+            "{err}"
+        );
+        assert!(
+            !err.contains(&"k".repeat(17)),
+            "key values stay out of errors"
+        );
+
+        let mut enc = SnapshotBody::new(
+            table,
+            &targets,
+            Lsn(5),
+            "S",
+            1 << 20,
+            BodyPool::default(),
+            true,
+        );
+        enc.push_line(b"k3\t{3}").unwrap();
+        let e = enc.take().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(json[0]["TAGS"], serde_json::json!([3]));
+        assert!(enc
+            .push_line(b"k4\t{{3}}")
+            .unwrap_err()
+            .contains("2-dimensional"));
+        let err = enc
+            .push_line(format!("{}\t{{}}", "k".repeat(17)).as_bytes())
+            .unwrap_err();
+        assert!(
+            err.contains("key (Id)") && err.contains("17 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn composite_keys_count_like_starrocks_encoder() {
+        let limit = KeyLimit {
+            limit: 20,
+            columns: vec![(0, Some(8)), (1, None), (2, None)],
+            overhead: 0,
+        };
+        // 8 (bigint) + 5 + 2 (terminator) + 5 (last string) = 20: allowed.
+        assert!(limit
+            .check([&b"1"[..], b"abcde", b"fghij"].into_iter())
+            .is_ok());
+        // A zero byte in a string that is not last is escaped to two bytes.
+        let e = limit
+            .check([&b"1"[..], b"ab\0de", b"fghij"].into_iter())
+            .unwrap_err();
+        assert_eq!((e.size, e.limit), (21, 20));
+    }
+
     fn body(seg: &Segment, rows: &[usize]) -> serde_json::Value {
         let mut out = Vec::new();
         seg.encode(rows, "2026-01-01 00:00:00", &mut out).unwrap();
@@ -695,7 +1024,7 @@ mod tests {
 
     #[test]
     fn two_updates_of_one_key_collapse_to_the_last() {
-        let mut seg = Segment::new(table());
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
         seg.add(&change(
             Op::Insert,
             1,
@@ -721,7 +1050,7 @@ mod tests {
 
     #[test]
     fn unchanged_toast_makes_a_partial_row_that_never_writes_the_column() {
-        let mut seg = Segment::new(table());
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
         seg.add(&change(
             Op::Update,
             1,
@@ -755,7 +1084,7 @@ mod tests {
 
     #[test]
     fn partial_after_full_stays_full_with_the_new_values() {
-        let mut seg = Segment::new(table());
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
         seg.add(&change(
             Op::Insert,
             1,
@@ -781,7 +1110,7 @@ mod tests {
 
     #[test]
     fn key_only_delete_is_a_soft_partial_update() {
-        let mut seg = Segment::new(table());
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
         seg.add(&change(
             Op::Delete,
             1,
@@ -802,7 +1131,7 @@ mod tests {
 
     #[test]
     fn key_change_soft_deletes_the_old_key() {
-        let mut seg = Segment::new(table());
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
         seg.add(&change(
             Op::Update,
             1,
@@ -824,7 +1153,7 @@ mod tests {
 
     #[test]
     fn an_older_snapshot_row_never_replaces_a_newer_change() {
-        let mut seg = Segment::new(table());
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
         // Streamed delete at commit 2000, then the snapshot's copy of the row at LSN 1500.
         seg.add(&change(
             Op::Delete,
@@ -850,7 +1179,7 @@ mod tests {
 
     #[test]
     fn reinsert_after_delete_revives_the_row() {
-        let mut seg = Segment::new(table());
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
         seg.add(&change(
             Op::Delete,
             1,
@@ -897,6 +1226,9 @@ pub struct SnapshotBody {
     csv_tail: Vec<u8>,
     /// Whether each column is part of the key (hashed into the fingerprint).
     is_key: Vec<bool>,
+    /// Per column: the target's ARRAY depth, checked for array values.
+    depths: Vec<Option<u8>>,
+    key_limit: Option<KeyLimit>,
     json: Part,
     csv: Part,
     scratch: Vec<u8>,
@@ -981,26 +1313,30 @@ impl SnapshotBody {
     pub const MAX_CSV_HEADER: usize = 8 * 1024;
 
     /// An encoder for `table`'s rows copied at `version`, cutting bodies at about `target` bytes
-    /// (buffers come from `pool`); `csv` lets it use CSV bodies where rows allow.
+    /// (buffers come from `pool`); `csv` lets it use CSV bodies where rows allow. Columns are
+    /// named and shaped as `targets` says.
     pub fn new(
         table: Arc<TableSchema>,
+        targets: &ColumnTargets,
         version: Lsn,
         synced_at: &str,
         target: usize,
         pool: BodyPool,
         csv: bool,
     ) -> Self {
-        let prefixes = table
-            .columns
+        let names: Vec<(&str, Option<u8>)> = target_columns(&table, targets).collect();
+        let prefixes = names
             .iter()
             .enumerate()
-            .map(|(i, c)| {
+            .map(|(i, (name, _))| {
                 let mut p = vec![if i == 0 { b'{' } else { b',' }];
-                value::write_escaped(&mut p, c.name.as_bytes());
+                value::write_escaped(&mut p, name.as_bytes());
                 p.push(b':');
                 p
             })
             .collect();
+        let depths = names.iter().map(|(_, depth)| *depth).collect();
+        let key_limit = KeyLimit::new(&table, targets);
         let tail = format!(
             "{}\"dbmazz_op_type\":0,\"dbmazz_is_deleted\":false,\"dbmazz_synced_at\":\"{synced_at}\",\"dbmazz_cdc_version\":{}}}",
             if table.columns.is_empty() { "{" } else { "," },
@@ -1011,10 +1347,9 @@ impl SnapshotBody {
             && !table.columns.is_empty()
             && table.columns.iter().all(|c| value::csv_capable(c.kind)))
         .then(|| {
-            let names: Vec<String> = table
-                .columns
+            let names: Vec<String> = names
                 .iter()
-                .map(|c| header_name(&c.name))
+                .map(|(name, _)| header_name(name))
                 .chain(
                     crate::starrocks::types::AUDIT_COLUMNS
                         .iter()
@@ -1039,6 +1374,8 @@ impl SnapshotBody {
             csv_columns,
             csv_tail,
             is_key,
+            depths,
+            key_limit,
             json: Part::new(),
             csv: Part::new(),
             scratch: Vec::new(),
@@ -1059,10 +1396,43 @@ impl SnapshotBody {
 
     /// Adds one COPY text line (without its newline). On error the bodies are unusable.
     pub fn push_line(&mut self, line: &[u8]) -> Result<(), String> {
+        if let Some(limit) = &self.key_limit {
+            // A line shorter than the limit less what the encoding adds cannot hold a longer key.
+            if line.len() + limit.overhead > limit.limit {
+                self.check_key(line)?;
+            }
+        }
         if self.csv_columns.is_some() && self.push_csv(line)? {
             return Ok(());
         }
         self.push_json(line)
+    }
+
+    /// Checks the encoded size of one COPY line's key.
+    fn check_key(&mut self, line: &[u8]) -> Result<(), String> {
+        let Some(limit) = &self.key_limit else {
+            return Ok(());
+        };
+        let fields: Vec<&[u8]> = copy_fields(line).collect();
+        let mut values: Vec<Vec<u8>> = Vec::with_capacity(limit.columns.len());
+        for (k, _) in &limit.columns {
+            let raw = fields.get(*k).copied().unwrap_or_default();
+            let mut text = Vec::with_capacity(raw.len());
+            if memchr::memchr(b'\\', raw).is_some() {
+                unescape_into(raw, &mut text)?;
+            } else {
+                text.extend_from_slice(raw);
+            }
+            values.push(text);
+        }
+        limit.check(values.iter().map(Vec::as_slice)).map_err(|e| {
+            let names: Vec<&str> = limit
+                .columns
+                .iter()
+                .filter_map(|(k, _)| self.table.columns.get(*k).map(|c| c.name.as_str()))
+                .collect();
+            format!("key ({}): {e}", names.join(", "))
+        })
     }
 
     /// Adds a line to the CSV body; `false` (with nothing written) when it must go as JSON.
@@ -1129,6 +1499,10 @@ impl SnapshotBody {
             if self.is_key[fields - 1] {
                 fnv(&mut part.fingerprint, &(text.len() as u32).to_le_bytes());
                 fnv(&mut part.fingerprint, text);
+            }
+            if let (ValueKind::Array { .. }, Some(depth)) = (col.kind, self.depths[fields - 1]) {
+                value::check_array_depth(text, depth)
+                    .map_err(|e| format!("column {:?}: {e}", col.name))?;
             }
             part.mapped += value::write_json_as(&mut part.body, col.kind, text, Dialect::StarRocks)
                 .map_err(|e| format!("column {:?}: {e}", col.name))?;

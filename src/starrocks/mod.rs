@@ -7,6 +7,7 @@
 //!                     ──▶ stream_load: PUT with a deterministic label, 307 by hand,
 //!                         decision table for every outcome
 //! ddl: version and table checks, audit columns, ADD COLUMN jobs, CREATE TABLE, TRUNCATE
+//! cluster: version, run mode and alive BEs at start; refusals for what the cluster lacks
 //! ```
 //!
 //! Correctness rests on design invariants 2–4: every row carries `dbmazz_cdc_version` = its
@@ -15,6 +16,7 @@
 //! columns (unchanged TOAST, key-only delete) is a partial update with exactly the columns it
 //! has; `max_filter_ratio` is 0, so a rejected row stops the job instead of vanishing.
 
+pub mod cluster;
 pub mod ddl;
 pub mod encode;
 pub mod sink;

@@ -10,16 +10,17 @@
 //! versions>`: the same changes always form the same loads with the same labels, so a retry after an ambiguous failure (commit, then the
 //! connection dropped) is recognised by StarRocks as already done.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::config::{StarRocksConfig, TableName, TruncatePolicy};
 use crate::metrics::Metrics;
 use crate::pipeline::change::{EncodedRows, Event, SchemaChange, TableSchema, TruncateChange};
-use crate::pipeline::sink::{Sink, SinkError, SnapshotFormat};
+use crate::pipeline::sink::{ColumnTargets, Sink, SinkError, SnapshotFormat, TargetColumn};
 use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
-use crate::starrocks::ddl::{Ddl, DdlError};
+use crate::starrocks::cluster::Cluster;
+use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
 use crate::starrocks::encode::Segment;
 use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
 use crate::starrocks::types::{builtin_array_elem, starrocks_type, AUDIT_COLUMNS};
@@ -30,8 +31,10 @@ pub struct StarRocksSink {
     loader: StreamLoader,
     ddl: Ddl,
     label_prefix: String,
-    /// PostgreSQL table → StarRocks columns (lower case) known to exist.
-    targets: HashMap<TableName, HashSet<String>>,
+    /// PostgreSQL table → its StarRocks columns (names as StarRocks has them, ARRAY depths).
+    targets: HashMap<TableName, Arc<ColumnTargets>>,
+    /// What the cluster is (checks for columns added mid-stream).
+    cluster: Cluster,
     metrics: Arc<Metrics>,
     body: Vec<u8>,
 }
@@ -54,8 +57,23 @@ impl StarRocksSink {
     ) -> Result<Self, SinkError> {
         let cfg = Arc::new(cfg);
         let ddl = Ddl::new(&cfg.mysql_url, &cfg.database).map_err(ddl_error)?;
-        let version = ddl.version().await.map_err(ddl_error)?;
-        tracing::info!(version, database = %cfg.database, "connected to StarRocks");
+        let cluster = Cluster::probe(&ddl, &cfg).await.map_err(ddl_error)?;
+        tracing::info!(
+            version = %cluster.version_text,
+            run_mode = ?cluster.run_mode,
+            alive_backends = ?cluster.alive_backends,
+            database = %cfg.database,
+            "connected to StarRocks"
+        );
+        cluster
+            .check(&cfg)
+            .map_err(|e| SinkError::definite(e.to_string()))?;
+        for t in tables {
+            cluster
+                .check_columns(&cfg, &t.name.to_string(), &t.columns)
+                .map_err(|e| SinkError::definite(e.to_string()))?;
+        }
+        let replication_num = cluster.replication_num(&cfg);
         let mut seen: HashMap<&str, &TableName> = HashMap::new();
         let mut targets = HashMap::new();
         for t in tables {
@@ -65,8 +83,8 @@ impl StarRocksSink {
                     t.name, t.name.name
                 )));
             }
-            let columns = prepare_table(&ddl, &cfg, t).await?;
-            targets.insert(t.name.clone(), columns);
+            let columns = prepare_table(&ddl, &cfg, t, replication_num).await?;
+            targets.insert(t.name.clone(), Arc::new(columns));
         }
         Ok(StarRocksSink {
             loader: StreamLoader::new(cfg.clone()),
@@ -74,6 +92,7 @@ impl StarRocksSink {
             ddl,
             label_prefix: format!("dbmazz_{slot}"),
             targets,
+            cluster,
             metrics,
             body: Vec::with_capacity(1 << 20),
         })
@@ -225,32 +244,89 @@ impl StarRocksSink {
 
     async fn add_missing_columns(&mut self, table: &TableSchema) -> Result<(), SinkError> {
         let known = self.targets.entry(table.name.clone()).or_default();
-        let missing: Vec<(String, String)> = table
+        let added: Vec<CatalogColumn> = table
             .columns
             .iter()
-            .filter(|c| !known.contains(&c.name.to_lowercase()))
-            .map(|c| {
-                let col = CatalogColumn {
-                    name: c.name.clone(),
-                    type_oid: c.type_oid,
-                    type_modifier: c.type_modifier,
-                    elem_oid: builtin_array_elem(c.type_oid),
-                    not_null: false,
-                };
-                (c.name.clone(), starrocks_type(&col, false))
+            .filter(|c| !known.contains(&c.name))
+            .map(|c| CatalogColumn {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                elem_oid: builtin_array_elem(c.type_oid),
+                not_null: false,
+                array_dims: 0,
             })
             .collect();
-        if missing.is_empty() {
+        if added.is_empty() {
             return Ok(());
         }
+        self.cluster
+            .check_columns(&self.cfg, &table.name.to_string(), &added)
+            .map_err(|e| SinkError::definite(e.to_string()))?;
+        let missing: Vec<(String, String)> = added
+            .iter()
+            .map(|c| (c.name.clone(), starrocks_type(c, false)))
+            .collect();
         tracing::info!(table = %table.name, columns = ?missing.iter().map(|(n, _)| n).collect::<Vec<_>>(), "adding columns in StarRocks");
         self.ddl
             .add_columns(&table.name.name, &missing)
             .await
             .map_err(ddl_error)?;
-        known.extend(missing.into_iter().map(|(n, _)| n.to_lowercase()));
+        // What StarRocks made of them (names and types as it stores them).
+        let target = self
+            .ddl
+            .table(&table.name.name)
+            .await
+            .map_err(ddl_error)?
+            .ok_or_else(|| {
+                SinkError::definite(format!(
+                    "Table '{}' disappeared from StarRocks while dbmazz added columns to it",
+                    table.name.name
+                ))
+            })?;
+        let updated = column_targets(
+            &self.cfg,
+            &table.name,
+            &target,
+            table.columns.iter().map(|c| c.name.as_str()),
+        )?;
+        *known = Arc::new(updated);
         Ok(())
     }
+}
+
+/// Matches the source's column names to the target's, which StarRocks compares without regard
+/// to case in SQL but which Stream Load's JSON reader matches exactly: the body must carry the
+/// target's own spelling.
+fn column_targets<'a>(
+    cfg: &StarRocksConfig,
+    table: &TableName,
+    target: &TargetTable,
+    source_columns: impl Iterator<Item = &'a str>,
+) -> Result<ColumnTargets, SinkError> {
+    let mut out = ColumnTargets::default();
+    out.key_limit = cfg.primary_key_limit;
+    for c in &target.columns {
+        out.insert(
+            &c.name,
+            TargetColumn {
+                name: c.name.clone(),
+                array_depth: c.array_depth(),
+                key_width: c.key_width(),
+            },
+        );
+    }
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for name in source_columns {
+        if let Some(other) = seen.insert(name.to_lowercase(), name) {
+            return Err(SinkError::definite(format!(
+                "columns {other:?} and {name:?} of table {table} differ only in case; StarRocks column names \
+                 ignore case, so both would load into one column: rename one of them in \
+                 PostgreSQL"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// Checks one target table and brings it up to date; returns its columns.
@@ -258,12 +334,15 @@ async fn prepare_table(
     ddl: &Ddl,
     cfg: &StarRocksConfig,
     source: &TableCatalog,
-) -> Result<HashSet<String>, SinkError> {
+    replication_num: Option<u32>,
+) -> Result<ColumnTargets, SinkError> {
     let name = &source.name.name;
     let target = match ddl.table(name).await.map_err(ddl_error)? {
         Some(t) => t,
         None if cfg.create_tables => {
-            ddl.create_table(name, source).await.map_err(ddl_error)?;
+            ddl.create_table(name, source, replication_num)
+                .await
+                .map_err(ddl_error)?;
             tracing::info!(table = %source.name, "created the StarRocks table");
             ddl.table(name).await.map_err(ddl_error)?.ok_or_else(|| {
                 SinkError::definite(format!(
@@ -286,9 +365,14 @@ async fn prepare_table(
             )));
         }
     }
-    let mut columns: HashSet<String> = target.columns.into_iter().collect();
+    let mut columns = column_targets(
+        cfg,
+        &source.name,
+        &target,
+        source.columns.iter().map(|c| c.name.as_str()),
+    )?;
     for key in &source.key_columns {
-        if !columns.contains(&key.to_lowercase()) {
+        if !columns.contains(key) {
             return Err(SinkError::definite(format!(
                 "Table '{name}' in StarRocks has no column {key:?}, part of the PostgreSQL primary key; \
                  recreate it with that key"
@@ -297,20 +381,30 @@ async fn prepare_table(
     }
     let mut missing: Vec<(String, String)> = AUDIT_COLUMNS
         .iter()
-        .filter(|(n, _)| !columns.contains(*n))
+        .filter(|(n, _)| !columns.contains(n))
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();
     missing.extend(
         source
             .columns
             .iter()
-            .filter(|c| !columns.contains(&c.name.to_lowercase()))
+            .filter(|c| !columns.contains(&c.name))
             .map(|c| (c.name.clone(), starrocks_type(c, false))),
     );
     if !missing.is_empty() {
         tracing::info!(table = name, columns = ?missing.iter().map(|(n, _)| n).collect::<Vec<_>>(), "adding columns in StarRocks");
         ddl.add_columns(name, &missing).await.map_err(ddl_error)?;
-        columns.extend(missing.into_iter().map(|(n, _)| n.to_lowercase()));
+        let target = ddl.table(name).await.map_err(ddl_error)?.ok_or_else(|| {
+            SinkError::definite(format!(
+                "Table '{name}' disappeared from StarRocks while dbmazz added columns to it"
+            ))
+        })?;
+        columns = column_targets(
+            cfg,
+            &source.name,
+            &target,
+            source.columns.iter().map(|c| c.name.as_str()),
+        )?;
     }
     Ok(columns)
 }
@@ -358,6 +452,7 @@ impl Sink for StarRocksSink {
             // Compressed CSV is a different `format` (`gzip`), which not every StarRocks reads
             // like JSON's `compression`; gzip keeps snapshot bodies JSON.
             csv: self.cfg.snapshot_csv && !self.cfg.gzip,
+            targets: Arc::new(self.targets.clone()),
         }
     }
 
@@ -368,7 +463,10 @@ impl Sink for StarRocksSink {
             match event {
                 Event::Row(r) => segments
                     .entry(r.table.name.clone())
-                    .or_insert_with(|| Segment::new(r.table.clone()))
+                    .or_insert_with(|| {
+                        let targets = self.targets.get(&r.table.name).cloned().unwrap_or_default();
+                        Segment::new(r.table.clone(), &targets)
+                    })
                     .add(r),
                 Event::Truncate(t) => {
                     if let Some(seg) = segments.remove(&t.table.name) {

@@ -3,18 +3,21 @@
 //!
 //! libcurl runs on tokio's blocking pool, so the async runtime never blocks. Handles are pooled
 //! and reset between loads, which keeps connections alive. Redirects are never followed
-//! automatically: a 307 is checked against an allowlist (after host rewriting) and the same
-//! request, with the same label and credentials, is sent to the new location.
+//! automatically: a 307's host goes through `STARROCKS_HOST_REWRITE` (and, when set,
+//! `STARROCKS_REDIRECT_ALLOW`), and the same request, with the same label and credentials, is
+//! sent there over `STARROCKS_URL`'s scheme. An FE sends each load to some BE or CN of its
+//! cluster, on whatever host that node registered with, so by default every redirect is followed.
+//! `get_load_state` is redirected the same way when it reaches a follower FE.
 //!
 //! | outcome | decision |
 //! |---|---|
-//! | 307 + Location (≤ 3 hops, allowed host) | re-send there |
+//! | 307 + Location (≤ 3 hops; in `STARROCKS_REDIRECT_ALLOW` when that is set) | re-send there |
 //! | 401, 404/405, a body that is not JSON | definite |
 //! | 5xx, refused/reset connection, timeout before a JSON result | transient: same label again |
 //! | `Success`, `Publish Timeout` | committed |
 //! | `Label Already Exists` + FINISHED | committed by an earlier attempt |
 //! | `Label Already Exists` + RUNNING | poll `get_load_state`: VISIBLE/COMMITTED → committed, ABORTED → transient (resend), still running → transient |
-//! | `Fail`/`FAILED` with a retryable message (concurrency limit, too many versions, shutting down, running-txn limit, status unknown, timeouts, no backend) | transient |
+//! | `Fail`/`FAILED` with a retryable message (concurrency limit, too many versions, shutting down, running-txn limit, status unknown, timeouts, no backend, the BE's memory limits) | transient |
 //! | any other `Fail` (filtered rows, bad column, partial-update misuse, access denied, …) | definite |
 
 use std::cell::Cell;
@@ -157,9 +160,19 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
         "{}/api/{}/{}/_stream_load",
         cfg.url, cfg.database, req.table
     );
+    let mut scheme_kept = false;
     for _hop in 0..=MAX_HOPS {
         let resp = match put(easy, cfg, req, body, &url) {
             Ok(r) => r,
+            Err(e) if scheme_kept && (e.is_ssl_connect_error() || is_certificate_error(&e)) => {
+                return LoadOutcome::Definite(format!(
+                    "Stream Load of table '{}': StarRocks redirected the load to plain http, \
+                     and dbmazz keeps {url} on https (the load carries the password); the node \
+                     there did not speak TLS ({e}). Put TLS in front of the BE/CN HTTP ports, or \
+                     use an http:// STARROCKS_URL on a trusted network",
+                    req.table
+                ))
+            }
             Err(e) if is_certificate_error(&e) => {
                 return LoadOutcome::Definite(format!(
                     "Stream Load of table '{}' to {url}: the server's TLS certificate was not \
@@ -183,7 +196,8 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
             };
             match follow(cfg, &location) {
                 Ok(next) => {
-                    url = next;
+                    url = next.url;
+                    scheme_kept |= next.scheme_kept;
                     continue;
                 }
                 Err(e) => return LoadOutcome::Definite(e),
@@ -197,30 +211,45 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
     ))
 }
 
-/// Applies host rewriting and the allowlist to a redirect target.
-fn follow(cfg: &StarRocksConfig, location: &str) -> Result<String, String> {
-    let (scheme, rest) = location
+/// Where a 307 sends a load: the location's host and port after `STARROCKS_HOST_REWRITE`, over
+/// the scheme of `STARROCKS_URL` (a load that carries the password is never downgraded from
+/// https to http by a redirect). The operator chose the FE, so wherever it sends loads is
+/// followed, unless `STARROCKS_REDIRECT_ALLOW` narrows it.
+#[derive(Debug, PartialEq, Eq)]
+struct Redirect {
+    url: String,
+    /// The location asked for another scheme than ours.
+    scheme_kept: bool,
+}
+
+fn follow(cfg: &StarRocksConfig, location: &str) -> Result<Redirect, String> {
+    let (their_scheme, rest) = location
         .split_once("://")
         .ok_or_else(|| format!("StarRocks redirected to an unusable location {location:?}"))?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (authority, None),
+        Some((h, p)) if !p.ends_with(']') => (h, Some(p)),
+        _ => (authority, None),
     };
     let host = cfg
         .host_rewrite
         .iter()
         .find(|(from, _)| from == host)
         .map_or(host, |(_, to)| to.as_str());
-    if !cfg.redirect_allow.iter().any(|h| h == host) {
+    if !cfg.redirect_allow.is_empty() && !cfg.redirect_allow.iter().any(|h| h == host) {
         return Err(format!(
             "StarRocks redirected a load to {host}, which is not in STARROCKS_REDIRECT_ALLOW; \
-             add it there (or map it with STARROCKS_HOST_REWRITE=from=to)"
+             add it there (or map it with STARROCKS_HOST_REWRITE=from=to, or unset \
+             STARROCKS_REDIRECT_ALLOW to follow the FE wherever it sends loads)"
         ));
     }
-    Ok(match port {
-        Some(p) => format!("{scheme}://{host}:{p}{path}"),
-        None => format!("{scheme}://{host}{path}"),
+    let scheme = cfg.url.split_once("://").map_or("http", |(s, _)| s);
+    Ok(Redirect {
+        url: match port {
+            Some(p) => format!("{scheme}://{host}:{p}{path}"),
+            None => format!("{scheme}://{host}{path}"),
+        },
+        scheme_kept: !their_scheme.eq_ignore_ascii_case(scheme),
     })
 }
 
@@ -292,12 +321,8 @@ fn put(
             Ok(data.len())
         })?;
         transfer.header_function(|line| {
-            if let Ok(line) = std::str::from_utf8(line) {
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.trim().eq_ignore_ascii_case("location") {
-                        location = Some(value.trim().to_owned());
-                    }
-                }
+            if let Some(value) = header_value(line, "location") {
+                location = Some(value);
             }
             true
         })?;
@@ -337,6 +362,15 @@ fn get_str<'a>(v: &'a serde_json::Value, name: &str) -> &'a str {
     get_field(v, name).and_then(|v| v.as_str()).unwrap_or("")
 }
 
+/// Messages of loads refused for lack of memory on the BE (the process, the load or query pool):
+/// memory frees up, so the same load later can succeed. Not the per-query limit, which the same
+/// body hits again.
+const MEMORY: [&str; 3] = [
+    "mem usage has exceed the limit",
+    "exceed limit",
+    "memory limit exceeded",
+];
+
 const RETRYABLE: [&str; 9] = [
     "cuncurrent limit",
     "concurrent limit",
@@ -375,7 +409,9 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
     let message = [get_str(&json, "message"), get_str(&json, "msg")].join(" ");
     let message = message.trim();
     match status {
-        "Success" | "Publish Timeout" | "OK" => LoadOutcome::Committed {
+        // Stream Load never answers `OK` (that is the transaction API's word); an unknown
+        // status is judged by its message below.
+        "Success" | "Publish Timeout" => LoadOutcome::Committed {
             loaded_rows: get_field(&json, "NumberLoadedRows")
                 .and_then(|v| v.as_u64())
                 .unwrap_or(0),
@@ -386,7 +422,9 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
         },
         _ => {
             let lower = message.to_lowercase();
-            if RETRYABLE.iter().any(|m| lower.contains(m)) {
+            let memory =
+                MEMORY.iter().any(|m| lower.contains(m)) && !lower.contains("single query");
+            if memory || RETRYABLE.iter().any(|m| lower.contains(m)) {
                 LoadOutcome::Transient(format!("{what}: {message}"))
             } else {
                 let error_url = get_str(&json, "ErrorURL");
@@ -404,37 +442,69 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
     }
 }
 
-/// `GET /api/{db}/get_load_state?label=L` → the label's state.
-fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, String> {
+/// `GET /api/{db}/get_load_state?label=L` → the label's state. A follower FE answers with a 307
+/// to the leader, which is followed like a load's redirect.
+pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, String> {
     let mut easy = Easy::new();
-    let url = format!(
+    let mut url = format!(
         "{}/api/{}/get_load_state?label={label}",
         cfg.url, cfg.database
     );
-    let mut body = Vec::new();
-    let mut run = || -> Result<(), curl::Error> {
-        easy.url(&url)?;
-        tls_options(&mut easy, cfg)?;
-        easy.username(&cfg.user)?;
-        easy.password(cfg.password.expose())?;
-        easy.timeout(Duration::from_secs(10))?;
-        let mut transfer = easy.transfer();
-        transfer.write_function(|d| {
-            body.extend_from_slice(d);
-            Ok(d.len())
-        })?;
-        transfer.perform()
-    };
-    run().map_err(|e| e.to_string())?;
-    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    Ok(get_str(&json, "state").to_owned())
+    for _hop in 0..=MAX_HOPS {
+        let mut body = Vec::new();
+        let mut location = None;
+        let mut run = || -> Result<u32, curl::Error> {
+            easy.reset();
+            easy.url(&url)?;
+            tls_options(&mut easy, cfg)?;
+            easy.username(&cfg.user)?;
+            easy.password(cfg.password.expose())?;
+            easy.follow_location(false)?;
+            easy.timeout(Duration::from_secs(10))?;
+            {
+                let mut transfer = easy.transfer();
+                transfer.write_function(|d| {
+                    body.extend_from_slice(d);
+                    Ok(d.len())
+                })?;
+                transfer.header_function(|line| {
+                    if let Some(value) = header_value(line, "location") {
+                        location = Some(value);
+                    }
+                    true
+                })?;
+                transfer.perform()?;
+            }
+            easy.response_code()
+        };
+        let code = run().map_err(|e| e.to_string())?;
+        if matches!(code, 301 | 302 | 303 | 307 | 308) {
+            let location = location
+                .ok_or_else(|| format!("get_load_state answered {code} without a Location"))?;
+            url = follow(cfg, &location)?.url;
+            continue;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("get_load_state answered HTTP {code} without JSON: {e}"))?;
+        return Ok(get_str(&json, "state").to_owned());
+    }
+    Err(format!(
+        "get_load_state was redirected more than {MAX_HOPS} times"
+    ))
+}
+
+/// The value of header `name` if `line` is that header.
+fn header_value(line: &[u8], name: &str) -> Option<String> {
+    let line = std::str::from_utf8(line).ok()?;
+    let (n, value) = line.split_once(':')?;
+    n.trim()
+        .eq_ignore_ascii_case(name)
+        .then(|| value.trim().to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TruncatePolicy;
-    use crate::secret::Secret;
 
     fn decide_json(code: u32, body: &str) -> LoadOutcome {
         decide("orders", "l1", code, body.as_bytes())
@@ -506,20 +576,9 @@ mod tests {
 
     fn cfg() -> StarRocksConfig {
         StarRocksConfig {
-            url: "http://fe:8030".into(),
-            host: "fe".into(),
-            database: "d".into(),
-            user: "root".into(),
-            password: Secret::new(""),
-            mysql_url: Secret::new("mysql://root:@fe:9030/"),
             redirect_allow: vec!["fe".into(), "be1".into()],
             host_rewrite: vec![("127.0.0.1".into(), "fe".into())],
-            load_timeout: Duration::from_secs(600),
-            create_tables: false,
-            truncate_policy: TruncatePolicy::Stop,
-            gzip: false,
-            ca_file: None,
-            snapshot_csv: true,
+            ..crate::config::tests_support::starrocks_config()
         }
     }
 
@@ -527,14 +586,69 @@ mod tests {
     fn redirects_are_rewritten_and_checked_against_the_allowlist() {
         let c = cfg();
         assert_eq!(
-            follow(&c, "http://127.0.0.1:8040/api/d/t/_stream_load?x=1").unwrap(),
+            follow(&c, "http://127.0.0.1:8040/api/d/t/_stream_load?x=1")
+                .unwrap()
+                .url,
             "http://fe:8040/api/d/t/_stream_load?x=1"
         );
         assert_eq!(
-            follow(&c, "http://be1:8040/p").unwrap(),
+            follow(&c, "http://be1:8040/p").unwrap().url,
             "http://be1:8040/p"
         );
         let err = follow(&c, "http://evil:8040/p").unwrap_err();
         assert!(err.contains("STARROCKS_REDIRECT_ALLOW"));
+    }
+
+    #[test]
+    fn without_an_allowlist_every_redirect_is_followed_over_our_scheme() {
+        let mut c = cfg();
+        c.redirect_allow.clear();
+        assert_eq!(
+            follow(&c, "http://10.0.0.7:8040/api/d/t/_stream_load").unwrap(),
+            Redirect {
+                url: "http://10.0.0.7:8040/api/d/t/_stream_load".into(),
+                scheme_kept: false
+            }
+        );
+        c.url = "https://fe:8030".into();
+        assert_eq!(
+            follow(&c, "http://be2.internal:8040/p").unwrap(),
+            Redirect {
+                url: "https://be2.internal:8040/p".into(),
+                scheme_kept: true
+            },
+            "a redirect never downgrades https"
+        );
+        assert_eq!(
+            follow(&c, "http://[::1]/p").unwrap().url,
+            "https://[::1]/p",
+            "a bracketed IPv6 host without a port"
+        );
+    }
+
+    #[test]
+    fn memory_limits_are_transient_but_the_json_size_limit_is_not() {
+        for message in [
+            "Memory of process exceed limit. Start execute plan fragment. Backend: 10.0.0.1, Used: 6226410376, Limit: 6184752905. Mem usage has exceed the limit of BE",
+            "Memory of load exceed limit. Backend: 10.0.0.1, Used: 1, Limit: 1. Mem usage has exceed the limit of load",
+            "Mem usage has exceed the limit of BE",
+            "Memory limit exceeded: Mem usage has exceed the limit of query pool",
+        ] {
+            let body = serde_json::json!({"Status": "Fail", "Message": message}).to_string();
+            assert!(
+                matches!(decide_json(200, &body), LoadOutcome::Transient(_)),
+                "{message}"
+            );
+        }
+        let body = serde_json::json!({"Status": "Fail", "Message": "The file size 200 exceeds the limit 100, adjust the FE configuration json_file_size_limit if you are sure you want to perform the operation"}).to_string();
+        assert!(matches!(decide_json(200, &body), LoadOutcome::Definite(_)));
+    }
+
+    #[test]
+    fn ok_is_not_a_stream_load_success() {
+        assert!(!matches!(
+            decide_json(200, r#"{"Status":"OK","Message":""}"#),
+            LoadOutcome::Committed { .. }
+        ));
     }
 }

@@ -16,7 +16,7 @@
 //! | bytea | VARCHAR(1048576), lower-case hex |
 //! | date | DATE |
 //! | timestamp, timestamptz | DATETIME (timestamptz in UTC) |
-//! | T[] | ARRAY<T'> |
+//! | T[] | ARRAY<T'>, nested once per declared dimension (`int[][]` → ARRAY<ARRAY<INT>>) |
 //! | time, timetz, interval, enums, inet, … | VARCHAR(65533), PostgreSQL's text |
 
 use crate::postgres::schema_cache::CatalogColumn;
@@ -34,7 +34,8 @@ pub fn starrocks_type(col: &CatalogColumn, in_key: bool) -> String {
         if col.elem_oid != 0 {
             let elem =
                 scalar_type(col.elem_oid, -1, false).unwrap_or_else(|| "VARCHAR(65533)".into());
-            format!("ARRAY<{elem}>")
+            let depth = usize::from(col.array_dims.max(1));
+            format!("{}{elem}{}", "ARRAY<".repeat(depth), ">".repeat(depth))
         } else {
             "VARCHAR(65533)".into()
         }
@@ -123,6 +124,7 @@ mod tests {
             type_modifier,
             elem_oid,
             not_null: false,
+            array_dims: 0,
         }
     }
 
@@ -147,6 +149,11 @@ mod tests {
         assert_eq!(starrocks_type(&col(1184, -1, 0), false), "DATETIME");
         assert_eq!(starrocks_type(&col(3802, -1, 0), false), "JSON");
         assert_eq!(starrocks_type(&col(1007, -1, 23), false), "ARRAY<INT>");
+        let two_dims = CatalogColumn {
+            array_dims: 2,
+            ..col(1007, -1, 23)
+        };
+        assert_eq!(starrocks_type(&two_dims, false), "ARRAY<ARRAY<INT>>");
         assert_eq!(starrocks_type(&col(99_999, -1, 0), false), "VARCHAR(65533)");
         assert_eq!(starrocks_type(&col(701, -1, 0), true), "VARCHAR(256)");
         assert_eq!(starrocks_type(&col(1007, -1, 23), true), "VARCHAR(256)");
