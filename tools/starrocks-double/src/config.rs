@@ -172,3 +172,19 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sr_version_keeps_its_text_and_compares_numerically() {
+        let v = SrVersion::parse("3.3.5-double").unwrap();
+        assert_eq!(v.to_string(), "3.3.5-double");
+        assert_eq!(v.number, (3, 3, 5));
+        assert!(v.at_least(3, 2, 7) && v.at_least(3, 3, 5) && !v.at_least(3, 4, 1));
+        assert!(SrVersion::parse("3.10.0").unwrap().at_least(3, 9, 9));
+        assert!(SrVersion::parse("3.3").is_err());
+        assert!(SrVersion::parse("banana").is_err());
+    }
+}
