@@ -19,6 +19,8 @@ pub struct Double {
     pub mysql: u16,
     /// Admin port.
     pub admin: u16,
+    /// Every BE HTTP listener as (host, port): BE i is 127.0.0.(i+1) (`--be-count`).
+    pub bes: Vec<(String, u16)>,
     _dir: tempfile::TempDir,
 }
 
@@ -83,6 +85,19 @@ impl Double {
             fe: port("fe"),
             mysql: port("mysql"),
             admin: port("admin"),
+            bes: ports["bes"]
+                .as_array()
+                .map(|bes| {
+                    bes.iter()
+                        .map(|b| {
+                            (
+                                b["host"].as_str().unwrap_or_default().to_owned(),
+                                b["port"].as_u64().unwrap_or(0) as u16,
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             _dir: dir,
         };
         d.exec(&format!("CREATE DATABASE IF NOT EXISTS {db}"));
@@ -117,7 +132,11 @@ impl Double {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
+            // StarRocks has no `socket` variable, so mysql_async must not ask for it.
+            let opts =
+                mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url).unwrap())
+                    .prefer_socket(false);
+            let mut conn = mysql_async::Conn::new(opts).await.unwrap();
             let out = f(&mut conn).await;
             let _ = conn.disconnect().await;
             out

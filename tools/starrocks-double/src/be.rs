@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::catalog::TableDef;
 use crate::double::Double;
-use crate::faults::Fired;
+use crate::faults::{Fired, MemTracker};
 use crate::http::{BodyError as HttpBodyError, Conn, Request, Response};
 use crate::labels::TxnState;
 use crate::load::{self, status, Decoded, HeaderSource, LoadOptions, LoadPlan, LoadResult};
@@ -39,15 +39,21 @@ pub enum Next {
 /// `be_http_num_workers - 1`, the number in the concurrency-limit message.
 const HTTP_WORKERS_LIMIT: u32 = 47;
 
-pub async fn serve(listener: TcpListener, double: Arc<Double>, shutdown: watch::Receiver<bool>) {
+/// Serves BE number `be` (0-based; it only decides the host in `ErrorURL`).
+pub async fn serve(
+    listener: TcpListener,
+    double: Arc<Double>,
+    be: usize,
+    shutdown: watch::Receiver<bool>,
+) {
     crate::double::accept_loop(listener, shutdown, "be", move |stream| {
         let double = double.clone();
-        async move { handle(Conn::new(stream), double).await }
+        async move { handle(Conn::new(stream), double, be).await }
     })
     .await;
 }
 
-async fn handle(mut conn: Conn, double: Arc<Double>) {
+async fn handle(mut conn: Conn, double: Arc<Double>, be: usize) {
     loop {
         let req = match conn.read_request().await {
             Ok(Some(r)) => r,
@@ -64,7 +70,7 @@ async fn handle(mut conn: Conn, double: Arc<Double>) {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let next = match (req.method.as_str(), parts.as_slice()) {
             ("PUT", ["api", db, table, "_stream_load"]) => {
-                stream_load(&mut conn, &double, &req, db, table).await
+                stream_load(&mut conn, &double, &req, db, table, be).await
             }
             (_, ["api", "transaction", op]) => {
                 crate::txn::handle(&mut conn, &double, &req, op).await
@@ -160,8 +166,16 @@ pub fn header_checks(double: &Double, req: &Request) -> Result<LoadOptions, Stri
             ));
         }
     }
-    LoadOptions::from_headers(req, content_length, double.config.load_timeout_second)
-        .map_err(|e| e.0)
+    let version = &double.config.sr_version;
+    let mut opts = LoadOptions::from_headers(
+        req,
+        content_length,
+        double.config.load_timeout_second,
+        version.at_least(3, 2, 7),
+    )
+    .map_err(|e| e.0)?;
+    opts.datetime_micros = version.at_least(3, 3, 5);
+    Ok(opts)
 }
 
 /// The FE side of begin-txn: password, database, table, label. On success the label is
@@ -310,8 +324,8 @@ pub async fn decode(
     }
 }
 
-/// Stores the rejected rows as an error log; returns its URL.
-pub fn error_log(double: &Double, d: &Decoded) -> Option<String> {
+/// Stores the rejected rows as an error log of BE `be`; returns its URL.
+pub fn error_log(double: &Double, be: usize, d: &Decoded) -> Option<String> {
     if d.filtered() == 0 {
         return None;
     }
@@ -320,13 +334,53 @@ pub fn error_log(double: &Double, d: &Decoded) -> Option<String> {
         text.push_str(&format!("Error: {}. Row: {}\n", r.reason, r.row));
     }
     let name = crate::ids::error_log_name();
-    let url = double.error_url(&name);
+    let url = double.error_url(be, &name);
     double
         .error_logs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .put(name, text);
     Some(url)
+}
+
+/// The BE's memory-limit failure (`MemTracker::err_msg`): `Memory of <tracker> exceed limit.
+/// <where> Backend: <host>, Used: <bytes>, Limit: <bytes>. Mem usage has exceed the limit of
+/// <BE|load>`.
+pub fn mem_limit_message(tracker: MemTracker, host: &str) -> String {
+    let (label, what) = match tracker {
+        MemTracker::Process => ("process", "BE"),
+        MemTracker::Load => ("load", "load"),
+    };
+    format!(
+        "Memory of {label} exceed limit. Start execute plan fragment. Backend: {host}, Used: 53687091200, Limit: 53687091200. Mem usage has exceed the limit of {what}"
+    )
+}
+
+/// What the BE refuses while writing, after the rows were read and converted.
+///
+/// - Shared-data before 3.4.1: a row-mode partial update with `merge_condition` fails in the
+///   lake delta writer, `partial update and condition update at the same time` (StarRocks
+///   `be/src/storage/lake/delta_writer.cpp`; supported from 3.4.1 per the docs' "Feature
+///   Differences between Shared-nothing and Shared-data Clusters", PR #56132).
+/// - The encoded primary key limit (`load::write_check`).
+pub fn write_checks(
+    double: &Double,
+    plan: &LoadPlan,
+    table: &TableDef,
+    decoded: &Decoded,
+) -> Result<(), String> {
+    let config = &double.config;
+    if config.shared_data()
+        && plan.mode.partial.is_some()
+        && plan.mode.merge.is_some()
+        && !config.sr_version.at_least(3, 4, 1)
+    {
+        return Err("partial update and condition update at the same time".into());
+    }
+    if config.discard {
+        return Ok(());
+    }
+    load::write_check(table, &decoded.rows, config.primary_key_limit_size)
 }
 
 /// Whether the filtered share exceeds `max_filter_ratio`.
@@ -344,6 +398,7 @@ async fn stream_load(
     req: &Request,
     db: &str,
     table: &str,
+    be: usize,
 ) -> Next {
     let started = Instant::now();
     let fired = double.faults.take(db, table);
@@ -478,12 +533,22 @@ async fn stream_load(
             return reply(conn, double, &failed(msg, None), Next::KeepAlive).await;
         }
     };
-    let error_url = error_log(double, &decoded);
+    let error_url = error_log(double, be, &decoded);
     if too_many_filtered(&decoded, opts.max_filter_ratio) {
         abort_label(double, db, &label);
         let mut r = failed("too many filtered rows".into(), Some(&decoded));
         r.error_url = error_url;
         return reply(conn, double, &r, Next::KeepAlive).await;
+    }
+    if let Some(tracker) = fired.mem_limit {
+        abort_label(double, db, &label);
+        let host = &double.ports.bes[be].host;
+        let msg = mem_limit_message(tracker, host);
+        return reply(conn, double, &failed(msg, Some(&decoded)), Next::KeepAlive).await;
+    }
+    if let Err(msg) = write_checks(double, &plan, &table_def, &decoded) {
+        abort_label(double, db, &label);
+        return reply(conn, double, &failed(msg, Some(&decoded)), Next::KeepAlive).await;
     }
     if fired.delay_before_commit_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fired.delay_before_commit_ms)).await;

@@ -1,9 +1,9 @@
 //! The shared state of one running double, its counters, and the task tree that serves it.
 //!
 //! ```text
-//! run() ─ binds FE (+ extra hops), BE, MySQL, admin ─ prints {"fe":..,"be":..,..} ─┐
-//!   ├─ fe::serve     307 to the BE, get_load_state
-//!   ├─ be::serve     Stream Load, transaction API, error logs
+//! run() ─ binds FE (+ extra hops), BEs, MySQL, admin ─ prints {"fe":..,"be":..,"bes":[..],..} ─┐
+//!   ├─ fe::serve     307 to a BE (round-robin), get_load_state
+//!   ├─ be::serve     Stream Load, transaction API, error logs (one per BE, one shared store)
 //!   ├─ mysql::serve  DDL, information_schema, SELECT
 //!   ├─ admin::serve  faults, stats, reset
 //!   └─ housekeeping  finishes ALTER jobs, evicts labels, expires transactions (every 50 ms)
@@ -12,6 +12,7 @@
 //! Shutdown: a watch channel flips, every accept loop stops, and `run` returns.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,11 +25,22 @@ use crate::faults::Faults;
 use crate::store::{Store, StoreError};
 use crate::txn::StreamTxn;
 
+/// One BE (or CN) HTTP listener as clients reach it: the host the FE advertises in its
+/// redirects and `SHOW BACKENDS`, and the bound port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BeAddr {
+    pub host: String,
+    pub port: u16,
+}
+
 /// The ports actually bound (after port 0 was resolved).
 #[derive(Debug, Clone, Serialize)]
 pub struct Ports {
     pub fe: u16,
+    /// BE 0's port (`bes[0].port`), kept for clients of the single-BE layout.
     pub be: u16,
+    /// Every BE: BE i is 127.0.0.(i+1) for i >= 1.
+    pub bes: Vec<BeAddr>,
     pub mysql: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<u16>,
@@ -125,6 +137,8 @@ pub struct Double {
     pub error_logs: Mutex<ErrorLogs>,
     /// Open transactions of the transaction API, by (db, label).
     pub txns: Mutex<HashMap<(String, String), StreamTxn>>,
+    /// The next BE the FE redirects a load to (round-robin over the alive BEs).
+    next_be: AtomicUsize,
 }
 
 impl Double {
@@ -148,12 +162,26 @@ impl Double {
         }
     }
 
-    /// The `ErrorURL` for an error log file.
-    pub fn error_url(&self, file: &str) -> String {
+    /// The `ErrorURL` for an error log file kept by BE `be` (every BE serves every log).
+    pub fn error_url(&self, be: usize, file: &str) -> String {
+        let addr = self.ports.bes.get(be).unwrap_or(&self.ports.bes[0]);
         format!(
             "http://{}:{}/api/_load_error_log?file={file}",
-            self.config.advertise_be_host, self.ports.be
+            addr.host, addr.port
         )
+    }
+
+    /// The BE the FE sends the next load to: round-robin over the BEs, as the FE's
+    /// `seqChooseBackendIds` does (shared-data picks a random alive CN; round-robin is a
+    /// stand-in that still spreads loads over every node).
+    pub fn pick_be(&self) -> &BeAddr {
+        let i = self.next_be.fetch_add(1, Ordering::Relaxed) % self.ports.bes.len();
+        &self.ports.bes[i]
+    }
+
+    /// The node ids `SHOW BACKENDS` / `SHOW COMPUTE NODES` print: 10001, 10002, ...
+    pub fn node_id(index: usize) -> i64 {
+        10_001 + index as i64
     }
 }
 
@@ -213,14 +241,37 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hops.push(bind(&config, 0, "an extra FE hop").await?);
     }
     let be = bind(&config, config.be_port, "the BE HTTP port").await?;
+    let mut more_bes = Vec::new();
+    for i in 1..config.be_count {
+        let addr = format!("127.0.0.{}:{}", i + 1, config.be_port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "an extra BE HTTP port",
+                addr,
+                source,
+            })?;
+        more_bes.push(listener);
+    }
     let mysql = bind(&config, config.mysql_port, "the MySQL port").await?;
     let admin = match config.admin_port.0 {
         Some(p) => Some(bind(&config, p, "the admin port").await?),
         None => None,
     };
+    let mut bes = vec![BeAddr {
+        host: config.advertise_be_host.clone(),
+        port: local_port(&be),
+    }];
+    for (i, l) in more_bes.iter().enumerate() {
+        bes.push(BeAddr {
+            host: format!("127.0.0.{}", i + 2),
+            port: local_port(l),
+        });
+    }
     let ports = Ports {
         fe: local_port(&fe),
         be: local_port(&be),
+        bes,
         mysql: local_port(&mysql),
         admin: admin.as_ref().map(local_port),
         fe_hops: hops.iter().map(local_port).collect(),
@@ -235,6 +286,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stats,
         error_logs: Mutex::new(ErrorLogs::default()),
         txns: Mutex::new(HashMap::new()),
+        next_be: AtomicUsize::new(0),
     });
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -255,11 +307,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(crate::be::serve(
-        be,
-        double.clone(),
-        rx.clone(),
-    )));
+    for (i, listener) in std::iter::once(be).chain(more_bes).enumerate() {
+        tasks.push(tokio::spawn(crate::be::serve(
+            listener,
+            double.clone(),
+            i,
+            rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(crate::mysql::serve(
         mysql,
         double.clone(),

@@ -8,7 +8,7 @@
 //! header phase   http_5xx · concurrency_limit · running_txn_limit · shutting_down
 //!                stall_before_continue_ms
 //! body           stall_body_read_ms · reject_rows
-//! write          too_many_versions · delay_ms (before commit)
+//! write          too_many_versions · mem_limit · delay_ms (before commit)
 //! after commit   commit_then_drop · delay_ms{after_commit} · http_5xx{after_commit}
 //!                publish_timeout · txn_status_unknown
 //! ```
@@ -50,6 +50,9 @@ pub enum FaultKind {
     StallBodyReadMs,
     /// Filters every `every`-th row (default every row) as a data-quality failure.
     RejectRows,
+    /// `Fail` with the BE's memory-limit message after reading the body; nothing applied.
+    /// `tracker`: `process` (default, the BE's process limit) or `load` (the load limit).
+    MemLimit,
 }
 
 /// One fault as posted to `/admin/faults`.
@@ -74,6 +77,16 @@ pub struct FaultSpec {
     pub visible_after_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker: Option<MemTracker>,
+}
+
+/// The memory tracker a `mem_limit` fault says was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemTracker {
+    Process,
+    Load,
 }
 
 /// A fault in force.
@@ -103,6 +116,7 @@ pub struct Fired {
     pub stall_before_continue_ms: u64,
     pub stall_body_read_ms: u64,
     pub reject_every: Option<u64>,
+    pub mem_limit: Option<MemTracker>,
     /// How many faults matched.
     pub count: u64,
 }
@@ -192,6 +206,9 @@ impl Faults {
                 FaultKind::StallBeforeContinueMs => fired.stall_before_continue_ms += ms,
                 FaultKind::StallBodyReadMs => fired.stall_body_read_ms += ms,
                 FaultKind::RejectRows => fired.reject_every = Some(s.every.unwrap_or(1).max(1)),
+                FaultKind::MemLimit => {
+                    fired.mem_limit = Some(s.tracker.unwrap_or(MemTracker::Process))
+                }
             }
         }
         g.1.retain(|f| f.spec.count.is_none_or(|c| f.fired < c));
@@ -214,6 +231,7 @@ mod tests {
             committed: None,
             visible_after_ms: None,
             every: None,
+            tracker: None,
         }
     }
 

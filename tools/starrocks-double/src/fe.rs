@@ -5,10 +5,16 @@
 //! `100 Continue` sees a reset instead of the redirect. The double reproduces that exactly.
 //!
 //! ```text
-//! PUT /api/{db}/{table}/_stream_load ── 401 (bad auth) | 200 FAILED (no Expect) | 307 → BE
-//! GET /api/{db}/get_load_state?label= ── {"status":"OK","state":"VISIBLE"|...|"UNKNOWN"}
-//! POST /api/transaction/{op}          ── 307 → BE
+//! PUT /api/{db}/{table}/_stream_load ── 401 (bad auth) | 200 FAILED (no Expect) | 307 → a BE
+//! GET /api/{db}/get_load_state?label= ── 307 → leader (a follower hop) | {"status":"OK","state":..}
+//! POST /api/transaction/{op}          ── 307 → BE 0
 //! ```
+//!
+//! With `--fe-extra-hops N` the entry FE and the first N-1 hops act as followers: loads,
+//! transaction calls and `get_load_state` are redirected to the next hop, and only the last
+//! hop (the leader) picks a BE or answers (StarRocks: `RestBaseAction.redirectToLeader`,
+//! called first by `GetStreamLoadState`). Loads are spread round-robin over the BEs, so a
+//! client that only accepts its FE's host in a `Location` fails as it would on a cluster.
 
 use std::sync::Arc;
 
@@ -110,11 +116,14 @@ fn route(double: &Double, req: &Request, next_hop: Option<u16>) -> (Response, Af
                 return (unauthorized(&msg).closing(), After::CloseUnread);
             }
             double.stats.update(|s| s.fe_redirects += 1);
-            (redirect(double, req, next_hop), After::CloseUnread)
+            (redirect(double, req, next_hop, false), After::CloseUnread)
         }
         ("GET", ["api", db, "get_load_state"]) => {
             if let Err(msg) = authorized(double, req) {
                 return (unauthorized(&msg), After::KeepAlive);
+            }
+            if let Some(port) = next_hop {
+                return (redirect_to_fe(double, req, port), After::Close);
             }
             (
                 get_load_state(double, db, req.query_param("label")),
@@ -173,18 +182,30 @@ fn stream_load(
         return fail("No table selected.");
     }
     double.stats.update(|s| s.fe_redirects += 1);
-    (redirect(double, req, next_hop), After::CloseUnread)
+    (redirect(double, req, next_hop, true), After::CloseUnread)
 }
 
-/// 307 to the next FE hop or to the BE, same path and query, and close.
-fn redirect(double: &Double, req: &Request, next_hop: Option<u16>) -> Response {
-    let location = match next_hop {
-        Some(port) => format!("http://{}:{port}{}", double.config.bind_host(), req.target),
-        None => format!(
-            "http://{}:{}{}",
-            double.config.advertise_be_host, double.ports.be, req.target
-        ),
+/// 307 to the next FE hop or to a BE, same path and query, and close. A Stream Load
+/// (`spread`) goes to the next BE in turn; the transaction API stays on BE 0, which holds
+/// the label for its whole life as the FE's per-label coordinator does.
+fn redirect(double: &Double, req: &Request, next_hop: Option<u16>, spread: bool) -> Response {
+    if let Some(port) = next_hop {
+        return redirect_to_fe(double, req, port);
+    }
+    let be = if spread {
+        double.pick_be()
+    } else {
+        &double.ports.bes[0]
     };
+    let location = format!("http://{}:{}{}", be.host, be.port, req.target);
+    Response::new(307, "text/html; charset=UTF-8", Vec::new())
+        .header("Location", location)
+        .closing()
+}
+
+/// 307 from a follower FE to the next FE hop (the leader at the end of the chain).
+fn redirect_to_fe(double: &Double, req: &Request, port: u16) -> Response {
+    let location = format!("http://{}:{port}{}", double.config.bind_host(), req.target);
     Response::new(307, "text/html; charset=UTF-8", Vec::new())
         .header("Location", location)
         .closing()

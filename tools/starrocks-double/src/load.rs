@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 
 use crate::catalog::TableDef;
 use crate::store::{ApplyMode, Op, RowOp};
-use crate::types::{Cell, ConvError};
+use crate::types::{Cell, ConvError, SrType};
 
 /// `streaming_load_max_batch_size_mb`: the JSON body limit without `ignore_json_size`.
 pub const JSON_MAX_BYTES: u64 = 100 * 1024 * 1024;
@@ -46,6 +46,8 @@ pub struct LoadOptions {
     /// The body is gzip-compressed (`compression: gzip` or `Content-Encoding: gzip`, JSON only,
     /// as StarRocks accepts from 3.2.7).
     pub gzip: bool,
+    /// DATETIME keeps microseconds (StarRocks 3.3.5+); below, the fraction is cut off.
+    pub datetime_micros: bool,
 }
 
 /// One entry of the `columns` header.
@@ -173,10 +175,14 @@ pub fn parse_columns(s: &str) -> Result<Vec<ColumnSpec>, HeaderError> {
 
 impl LoadOptions {
     /// The BE header phase up to (not including) begin-txn: format, sizes, timeout, flags.
+    ///
+    /// `json_compression`: whether the BE knows the `compression` / `Content-Encoding` headers
+    /// (3.2.7+). An older BE ignores them, so a gzipped body then fails to parse as JSON.
     pub fn from_headers(
         h: &dyn HeaderSource,
         content_length: Option<u64>,
         default_timeout_s: u64,
+        json_compression: bool,
     ) -> Result<LoadOptions, HeaderError> {
         let format = match h.header("format").map(|s| s.trim().to_ascii_lowercase()) {
             None => Format::Csv,
@@ -213,16 +219,14 @@ impl LoadOptions {
                 Err(_) => return Err(HeaderError("Invalid timeout format".into())),
             },
         };
-        if h.header("compression").is_some() && h.header("content-encoding").is_some() {
+        let compression = |name: &str| h.header(name).filter(|_| json_compression);
+        if compression("compression").is_some() && compression("content-encoding").is_some() {
             return Err(HeaderError(
                 "Only one of compression and Content-Encoding can be set, but both are set".into(),
             ));
         }
         let mut gzip = false;
-        if let Some(c) = h
-            .header("compression")
-            .or_else(|| h.header("content-encoding"))
-        {
+        if let Some(c) = compression("compression").or_else(|| compression("content-encoding")) {
             let c = c.trim();
             if c.eq_ignore_ascii_case("gzip") {
                 gzip = true;
@@ -283,6 +287,7 @@ impl LoadOptions {
                 .unwrap_or_else(|| b"\n".to_vec()),
             skip_header,
             gzip,
+            datetime_micros: true,
         })
     }
 
@@ -471,6 +476,67 @@ pub fn plan(opts: &LoadOptions, table: &TableDef) -> Result<LoadPlan, HeaderErro
     })
 }
 
+/// The size of a row's primary key as the BE encodes it, for `primary_key_limit_size`
+/// (StarRocks `PrimaryKeyEncoder::encode_exceed_limit`): a single key column counts only if
+/// it is a VARCHAR (its length); a composite key counts each fixed-width column at its width,
+/// each VARCHAR before the last column at length + NUL bytes + 2, and a last VARCHAR at its
+/// length.
+pub fn encoded_key_size(table: &TableDef, values: &[Cell]) -> usize {
+    let keys: Vec<(usize, &SrType)> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_key)
+        .map(|(i, c)| (i, &c.ty))
+        .collect();
+    let text_len = |i: usize| match values.get(i) {
+        Some(Cell::Text(t)) => (t.len(), t.bytes().filter(|b| *b == 0).count()),
+        Some(Cell::Int(v)) => (v.to_string().len(), 0),
+        _ => (0, 0),
+    };
+    if let [(i, ty)] = keys.as_slice() {
+        return match ty {
+            SrType::Varchar(_) | SrType::Char(_) => text_len(*i).0,
+            _ => 0,
+        };
+    }
+    let last = keys.len().saturating_sub(1);
+    keys.iter()
+        .enumerate()
+        .map(|(k, (i, ty))| match ty {
+            SrType::Boolean | SrType::TinyInt => 1,
+            SrType::SmallInt => 2,
+            SrType::Int | SrType::Date => 4,
+            SrType::BigInt | SrType::DateTime => 8,
+            SrType::LargeInt => 16,
+            SrType::Varchar(_) | SrType::Char(_) => {
+                let (len, nuls) = text_len(*i);
+                if k == last {
+                    len
+                } else {
+                    len + nuls + 2
+                }
+            }
+            _ => 8,
+        })
+        .sum()
+}
+
+/// The checks the BE makes while writing a load's rows; an error fails the whole load and
+/// applies nothing. A primary key whose encoded size exceeds `pk_limit` cancels the memtable
+/// flush: `primary key size exceed the limit.` (StarRocks `MemTableForPrimaryKey`,
+/// BE config `primary_key_limit_size`).
+pub fn write_check(table: &TableDef, rows: &[RowOp], pk_limit: usize) -> Result<(), String> {
+    if table.is_primary()
+        && rows
+            .iter()
+            .any(|r| encoded_key_size(table, &r.values) > pk_limit)
+    {
+        return Err("primary key size exceed the limit.".into());
+    }
+    Ok(())
+}
+
 fn parse_op_text(s: &str) -> Option<Op> {
     match s.trim().to_ascii_lowercase().as_str() {
         "0" | "upsert" => Some(Op::Upsert),
@@ -528,6 +594,7 @@ struct Converter<'a> {
     plan: &'a LoadPlan,
     strict: bool,
     strict_delete_rows: bool,
+    datetime_micros: bool,
 }
 
 impl Converter<'_> {
@@ -587,6 +654,12 @@ impl Converter<'_> {
             if check && cell.is_null() && !col.nullable {
                 return Err(format!("NULL value in non-nullable column '{}'", col.name));
             }
+            let cell = match cell {
+                Cell::Text(t) if !self.datetime_micros && col.ty == SrType::DateTime => {
+                    Cell::Text(t.split('.').next().unwrap_or_default().to_owned())
+                }
+                other => other,
+            };
             values.push(cell);
         }
         Ok(RowOp { op, values })
@@ -619,6 +692,7 @@ pub fn decode(
         plan,
         strict: opts.strict_mode,
         strict_delete_rows,
+        datetime_micros: opts.datetime_micros,
     };
     let mut out = Decoded::default();
     match opts.format {
@@ -649,17 +723,11 @@ pub fn decode(
                     out.reject("JSON data is not an object".into(), obj.to_string());
                     continue;
                 };
-                let keyed: Vec<Option<&Json>> = plan
-                    .fields
-                    .iter()
-                    .map(|f| {
-                        map.get(f.as_str()).or_else(|| {
-                            map.iter()
-                                .find(|(k, _)| k.eq_ignore_ascii_case(f))
-                                .map(|(_, v)| v)
-                        })
-                    })
-                    .collect();
+                // A key fills the source slot of exactly that name: the BE's JSON reader looks
+                // keys up in a hash map of slot names, so `customerId` does not fill
+                // `customerid` (StarRocks `JsonReader::_construct_row_without_jsonpath`).
+                let keyed: Vec<Option<&Json>> =
+                    plan.fields.iter().map(|f| map.get(f.as_str())).collect();
                 match conv.row(|i| match keyed.get(i).copied().flatten() {
                     None => Raw::Missing,
                     Some(Json::Null) => Raw::Null,
@@ -999,7 +1067,7 @@ mod tests {
 
     fn opts(pairs: &[(&str, &str)]) -> LoadOptions {
         let h = headers(pairs);
-        let mut o = LoadOptions::from_headers(&h, None, 600).unwrap();
+        let mut o = LoadOptions::from_headers(&h, None, 600, true).unwrap();
         o.read_plan_headers(&h).unwrap();
         o
     }

@@ -33,6 +33,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Install the SIGTERM handler before announcing the ports: a supervisor that reads
+        // the ports line and stops the double at once must get a clean exit.
+        let signal = wait_for_signal();
         match serde_json::to_string(&running.ports) {
             Ok(line) => println!("{line}"),
             Err(e) => tracing::error!(error = %e, "cannot print the ports"),
@@ -45,31 +48,29 @@ fn main() -> ExitCode {
             discard = running.double.config.discard,
             "starrocks-double ready"
         );
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("stopping");
         running.stop().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// Registers the SIGTERM / Ctrl-C handlers now; the returned future ends at the first one.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let term = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+        signal(SignalKind::terminate()).ok()
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

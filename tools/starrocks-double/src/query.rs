@@ -76,45 +76,12 @@ pub fn like(pattern: &str, value: &str) -> bool {
     go(&p, &v)
 }
 
-/// The system variables a client may read.
-fn system_variable(double: &Double, name: &str) -> Option<Cell> {
-    let n = name.to_ascii_lowercase();
-    Some(match n.as_str() {
-        "version" => text(MYSQL_VERSION),
-        "version_comment" => text(format!("StarRocks version {}", double.config.sr_version)),
-        "max_allowed_packet" => Cell::Int(67_108_864),
-        "wait_timeout" => Cell::Int(28_800),
-        "interactive_timeout" => Cell::Int(3600),
-        "net_write_timeout" | "net_read_timeout" => Cell::Int(60),
-        "query_timeout" => Cell::Int(300),
-        "autocommit" => Cell::Int(1),
-        "sql_mode" => text("ONLY_FULL_GROUP_BY"),
-        "time_zone" | "system_time_zone" => text("UTC"),
-        "tx_isolation" | "transaction_isolation" => text("REPEATABLE-READ"),
-        "tx_read_only" | "transaction_read_only" | "read_only" => Cell::Int(0),
-        "character_set_client"
-        | "character_set_connection"
-        | "character_set_results"
-        | "character_set_server"
-        | "character_set_database" => text("utf8"),
-        "collation_connection" | "collation_server" | "collation_database" => {
-            text("utf8_general_ci")
-        }
-        "lower_case_table_names" => Cell::Int(0),
-        "init_connect" | "socket" => text(""),
-        "license" => text("Apache License 2.0"),
-        "performance_schema" => Cell::Int(0),
-        "query_cache_size" => Cell::Int(1_048_576),
-        "query_cache_type" => Cell::Int(0),
-        "auto_increment_increment" => Cell::Int(1),
-        "language" => text("/starrocks/share/english/"),
-        "hostname" => text("starrocks-double"),
-        "port" => Cell::Int(i64::from(double.ports.mysql)),
-        _ => return None,
-    })
-}
-
+/// The system variables a client may read: the names StarRocks 3.x declares in
+/// `qe/SessionVariable.java` and `qe/GlobalVariable.java` (plus `tx_read_only` /
+/// `transaction_read_only`, StarRocks PR #37249) that MySQL clients and drivers ask for.
+/// Anything else, `socket` included, is an unknown variable, as in StarRocks.
 const VARIABLE_NAMES: &[&str] = &[
+    "auto_increment_increment",
     "autocommit",
     "character_set_client",
     "character_set_connection",
@@ -130,10 +97,16 @@ const VARIABLE_NAMES: &[&str] = &[
     "license",
     "lower_case_table_names",
     "max_allowed_packet",
+    "net_buffer_length",
     "net_read_timeout",
     "net_write_timeout",
+    "performance_schema",
+    "query_cache_size",
+    "query_cache_type",
     "query_timeout",
     "sql_mode",
+    "sql_safe_updates",
+    "sql_select_limit",
     "system_time_zone",
     "time_zone",
     "transaction_isolation",
@@ -144,6 +117,109 @@ const VARIABLE_NAMES: &[&str] = &[
     "version_comment",
     "wait_timeout",
 ];
+
+/// The value of a system variable, or None when StarRocks has no such variable.
+fn system_variable(double: &Double, name: &str) -> Option<Cell> {
+    let n = name.to_ascii_lowercase();
+    Some(match n.as_str() {
+        "version" => text(MYSQL_VERSION),
+        "version_comment" => text(format!("StarRocks version {}", double.config.sr_version)),
+        // SessionVariable: `maxAllowedPacket = 33554432; // 32MB`.
+        "max_allowed_packet" => Cell::Int(33_554_432),
+        "wait_timeout" => Cell::Int(28_800),
+        "interactive_timeout" => Cell::Int(3600),
+        "net_write_timeout" | "net_read_timeout" => Cell::Int(60),
+        "net_buffer_length" => Cell::Int(16_384),
+        "query_timeout" => Cell::Int(300),
+        "sql_select_limit" => Cell::Int(9_223_372_036_854_775_807),
+        "autocommit" => Cell::Int(1),
+        "sql_safe_updates" => Cell::Int(0),
+        "sql_mode" => text("ONLY_FULL_GROUP_BY"),
+        "time_zone" | "system_time_zone" => text("UTC"),
+        "tx_isolation" | "transaction_isolation" => text("REPEATABLE-READ"),
+        "tx_read_only" | "transaction_read_only" => Cell::Int(0),
+        "character_set_client"
+        | "character_set_connection"
+        | "character_set_results"
+        | "character_set_server"
+        | "character_set_database" => text("utf8"),
+        "collation_connection" | "collation_server" | "collation_database" => {
+            text("utf8_general_ci")
+        }
+        "lower_case_table_names" => Cell::Int(0),
+        "init_connect" => text(""),
+        "license" => text("Apache License 2.0"),
+        "performance_schema" => Cell::Int(0),
+        "query_cache_size" => Cell::Int(1_048_576),
+        "query_cache_type" => Cell::Int(0),
+        "auto_increment_increment" => Cell::Int(1),
+        "language" => text("/starrocks/share/english/"),
+        _ => return None,
+    })
+}
+
+/// StarRocks' answer to `SELECT @@name` for a name it does not know
+/// (`VariableMgr.fillValue`: `ERR_UNKNOWN_SYSTEM_VARIABLE` with the three most similar names,
+/// raised as a semantic error, so it reaches the client as error 1064 "Getting analyzing
+/// error"). The similar names are drawn from the double's own variable list.
+pub fn unknown_variable(name: &str) -> SqlError {
+    let mut ranked: Vec<(&str, f64)> = VARIABLE_NAMES
+        .iter()
+        .map(|v| {
+            (
+                *v,
+                jaro_winkler(&v.to_ascii_uppercase(), &name.to_ascii_uppercase()),
+            )
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    let similar: Vec<String> = ranked
+        .iter()
+        .take(3)
+        .map(|(v, _)| format!("'{v}'"))
+        .collect();
+    SqlError::analysis(format!(
+        "Unknown system variable '{name}', the most similar variables are {{{}}}",
+        similar.join(", ")
+    ))
+}
+
+/// Jaro-Winkler similarity (1.0 = equal), for ranking "most similar" variable names.
+fn jaro_winkler(a: &str, b: &str) -> f64 {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let window = (a.len().max(b.len()) / 2).saturating_sub(1);
+    let mut a_match = vec![false; a.len()];
+    let mut b_match = vec![false; b.len()];
+    let mut matches = 0usize;
+    for (i, ca) in a.iter().enumerate() {
+        let lo = i.saturating_sub(window);
+        let hi = (i + window + 1).min(b.len());
+        for j in lo..hi {
+            if !b_match[j] && b[j] == *ca {
+                a_match[i] = true;
+                b_match[j] = true;
+                matches += 1;
+                break;
+            }
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let a_seq = a.iter().zip(&a_match).filter(|(_, m)| **m).map(|(c, _)| c);
+    let b_seq = b.iter().zip(&b_match).filter(|(_, m)| **m).map(|(c, _)| c);
+    let transpositions = a_seq.zip(b_seq).filter(|(x, y)| x != y).count() / 2;
+    let m = matches as f64;
+    let jaro = (m / a.len() as f64 + m / b.len() as f64 + (m - transpositions as f64) / m) / 3.0;
+    let prefix = a.iter().zip(&b).take(4).take_while(|(x, y)| x == y).count();
+    jaro + prefix as f64 * 0.1 * (1.0 - jaro)
+}
 
 fn resolve_db(session: &Session, explicit: Option<String>) -> Result<String, SqlError> {
     explicit
@@ -322,43 +398,26 @@ pub fn execute(
                 .collect();
             Ok(rows(&["Variable_name", "Value"], out))
         }
-        Statement::ShowBackends => {
-            let now = clock::now_datetime_string();
+        Statement::ShowBackends => Ok(show_nodes(double, false)),
+        Statement::ShowComputeNodes => Ok(show_nodes(double, true)),
+        Statement::AdminShowFrontendConfig { like: pattern } => {
+            let out = frontend_config(double)
+                .into_iter()
+                .filter(|(k, ..)| pattern.as_deref().is_none_or(|p| like(p, k)))
+                .map(|(k, v, ty, mutable)| {
+                    vec![
+                        text(k),
+                        text("[]"),
+                        text(v),
+                        text(ty),
+                        text(mutable.to_string()),
+                        text(""),
+                    ]
+                })
+                .collect();
             Ok(rows(
-                &[
-                    "BackendId",
-                    "IP",
-                    "HeartbeatPort",
-                    "BePort",
-                    "HttpPort",
-                    "BrpcPort",
-                    "LastStartTime",
-                    "LastHeartbeat",
-                    "Alive",
-                    "SystemDecommissioned",
-                    "ClusterDecommissioned",
-                    "TabletNum",
-                    "ErrMsg",
-                    "Version",
-                    "Status",
-                ],
-                vec![vec![
-                    Cell::Int(10_001),
-                    text(double.config.advertise_be_host.clone()),
-                    Cell::Int(9050),
-                    Cell::Int(9060),
-                    Cell::Int(i64::from(double.ports.be)),
-                    Cell::Int(8060),
-                    text(now.clone()),
-                    text(now),
-                    text("true"),
-                    text("false"),
-                    text("false"),
-                    Cell::Int(0),
-                    text(""),
-                    text(double.config.sr_version.clone()),
-                    text("{\"lastSuccessReportTabletsTime\":\"N/A\"}"),
-                ]],
+                &["Key", "AliasNames", "Value", "Type", "IsMutable", "Comment"],
+                out,
             ))
         }
         Statement::ShowEmpty => Ok(rows(&["Level", "Code", "Message"], Vec::new())),
@@ -441,7 +500,13 @@ pub fn execute(
                     }
                 }
             }
-            store.add_job(&t, columns)?;
+            if fast_schema_evolution(double, &t) {
+                if let Err(msg) = store.add_columns_now(&t, columns)? {
+                    return Err(SqlError::analysis(msg));
+                }
+            } else {
+                store.add_job(&t, columns)?;
+            }
             Ok(done())
         }
         Statement::Insert {
@@ -502,6 +567,248 @@ pub fn execute(
     }
 }
 
+/// Whether ADD COLUMN on `t` is a metadata-only change that is FINISHED at once: the table
+/// has `fast_schema_evolution` = true and the version supports it (shared-nothing from 3.2,
+/// shared-data from 4.0: docs "Feature Differences between Shared-nothing and Shared-data").
+fn fast_schema_evolution(double: &Double, t: &TableDef) -> bool {
+    let on = t.properties.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("fast_schema_evolution") && v.eq_ignore_ascii_case("true")
+    });
+    let v = &double.config.sr_version;
+    let supported = if double.config.shared_data() {
+        v.at_least(4, 0, 0)
+    } else {
+        v.at_least(3, 2, 0)
+    };
+    on && supported
+}
+
+/// The replica count of a new table (checked against the alive BEs by [`check_replicas`]).
+///
+/// Shared-nothing: `replication_num` or FE `default_replication_num` (3); more replicas than
+/// alive BEs fails when the FE places the tablets (`LocalMetastore.chosenBackendIdBySeq`,
+/// wrapped with the table name and `default_replication_num`). Shared-data: the default is 1
+/// (`RunMode.SharedData.getDefaultReplicationNum`) and the value is not checked against the
+/// compute nodes (`PropertyAnalyzer.checkReplicationNum` compares the CN count with the
+/// default, not with the table's value).
+fn replication_num(double: &Double, properties: &[(String, String)]) -> Result<i64, SqlError> {
+    let config = &double.config;
+    let given = properties
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("replication_num"))
+        .map(|(_, v)| v.trim());
+    let n = match given {
+        None if config.shared_data() => 1,
+        None => i64::from(config.default_replication_num),
+        Some(v) => v
+            .parse::<i16>()
+            .map(i64::from)
+            .map_err(|e| SqlError::analysis(format!("{e}")))?,
+    };
+    if n <= 0 {
+        return Err(SqlError::analysis(
+            "Replication num should larger than 0. (suggested 3)",
+        ));
+    }
+    Ok(n)
+}
+
+/// Placing `n` replicas of each tablet needs `n` alive BEs (shared-nothing only).
+fn check_replicas(double: &Double, table: &str, n: i64) -> Result<(), SqlError> {
+    let config = &double.config;
+    let alive = double.ports.bes.len() as i64;
+    if !config.shared_data() && n > alive {
+        let ids: Vec<String> = (0..double.ports.bes.len())
+            .map(|i| Double::node_id(i).to_string())
+            .collect();
+        return Err(SqlError::new(
+            code::PARSE,
+            format!(
+                "Table replication num should be less than or equal to the number of available BE nodes. \
+                 You can change this default by setting the replication_num table properties. \
+                 Current alive backend is [{}]. , table={table}, default_replication_num={}",
+                ids.join(","),
+                config.default_replication_num
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The FE configs `ADMIN SHOW FRONTEND CONFIG` lists: (key, value, Java type, mutable).
+/// Rows follow `ConfigBase.getConfigInfo`: Key, AliasNames (`[]`), Value, Type, IsMutable,
+/// Comment (StarRocks' comment texts are not reproduced).
+fn frontend_config(double: &Double) -> Vec<(&'static str, String, &'static str, bool)> {
+    let c = &double.config;
+    vec![
+        (
+            "default_replication_num",
+            c.default_replication_num.to_string(),
+            "short",
+            true,
+        ),
+        (
+            "label_keep_max_num",
+            c.label_keep_max_num.to_string(),
+            "int",
+            true,
+        ),
+        (
+            "label_keep_max_second",
+            c.label_keep_max_second.to_string(),
+            "int",
+            true,
+        ),
+        ("run_mode", c.run_mode.name().to_owned(), "String", false),
+        (
+            "stream_load_default_timeout_second",
+            c.load_timeout_second.to_string(),
+            "int",
+            true,
+        ),
+    ]
+}
+
+/// `SHOW BACKENDS` (`compute = false`) or `SHOW COMPUTE NODES`, with the columns of
+/// StarRocks 3.3's `BackendsProcDir` / `ComputeNodeProcDir` (plus their shared-data columns).
+/// Shared-nothing nodes are BEs, so `SHOW COMPUTE NODES` is empty; in shared-data they are
+/// compute nodes, so `SHOW BACKENDS` is empty.
+fn show_nodes(double: &Double, compute: bool) -> Outcome {
+    let shared_data = double.config.shared_data();
+    let mut columns: Vec<&str> = if compute {
+        vec![
+            "ComputeNodeId",
+            "IP",
+            "HeartbeatPort",
+            "BePort",
+            "HttpPort",
+            "BrpcPort",
+            "LastStartTime",
+            "LastHeartbeat",
+            "Alive",
+            "SystemDecommissioned",
+            "ClusterDecommissioned",
+            "ErrMsg",
+            "Version",
+            "CpuCores",
+            "NumRunningQueries",
+            "MemUsedPct",
+            "CpuUsedPct",
+            "HasStoragePath",
+        ]
+    } else {
+        vec![
+            "BackendId",
+            "IP",
+            "HeartbeatPort",
+            "BePort",
+            "HttpPort",
+            "BrpcPort",
+            "LastStartTime",
+            "LastHeartbeat",
+            "Alive",
+            "SystemDecommissioned",
+            "ClusterDecommissioned",
+            "TabletNum",
+            "DataUsedCapacity",
+            "AvailCapacity",
+            "TotalCapacity",
+            "UsedPct",
+            "MaxDiskUsedPct",
+            "ErrMsg",
+            "Version",
+            "Status",
+            "DataTotalCapacity",
+            "DataUsedPct",
+            "CpuCores",
+            "MemLimit",
+            "NumRunningQueries",
+            "MemUsedPct",
+            "CpuUsedPct",
+            "DataCacheMetrics",
+            "Location",
+        ]
+    };
+    if shared_data {
+        columns.extend(["StarletPort", "WorkerId", "WarehouseName"]);
+        if compute {
+            columns.push("TabletNum");
+        }
+    }
+    let listed = compute == shared_data;
+    let now = clock::now_datetime_string();
+    let version = double.config.sr_version.to_string();
+    let out = if !listed {
+        Vec::new()
+    } else {
+        double
+            .ports
+            .bes
+            .iter()
+            .enumerate()
+            .map(|(i, be)| {
+                let mut row = vec![
+                    Cell::Int(Double::node_id(i)),
+                    text(be.host.clone()),
+                    Cell::Int(9050),
+                    Cell::Int(9060),
+                    Cell::Int(i64::from(be.port)),
+                    Cell::Int(8060),
+                    text(now.clone()),
+                    text(now.clone()),
+                    text("true"),
+                    text("false"),
+                    text("false"),
+                ];
+                if compute {
+                    row.extend([
+                        text(""),
+                        text(version.clone()),
+                        Cell::Int(2),
+                        Cell::Int(0),
+                        text("0.00 %"),
+                        text("0.0 %"),
+                        text("true"),
+                    ]);
+                } else {
+                    row.extend([
+                        Cell::Int(0),
+                        text("0.000 B"),
+                        text("1.000 TB"),
+                        text("1.000 TB"),
+                        text("0.00 %"),
+                        text("0.00 %"),
+                        text(""),
+                        text(version.clone()),
+                        text("{\"lastSuccessReportTabletsTime\":\"N/A\"}"),
+                        text("0.000 B"),
+                        text("0.00 %"),
+                        Cell::Int(2),
+                        text("8.000 GB"),
+                        Cell::Int(0),
+                        text("0.00 %"),
+                        text("0.0 %"),
+                        text("N/A"),
+                        text(""),
+                    ]);
+                }
+                if shared_data {
+                    row.extend([
+                        Cell::Int(9070),
+                        Cell::Int(i as i64),
+                        text("default_warehouse"),
+                    ]);
+                    if compute {
+                        row.push(Cell::Int(0));
+                    }
+                }
+                row
+            })
+            .collect()
+    };
+    rows(&columns, out)
+}
+
 fn create_table(
     double: &Double,
     session: &Session,
@@ -528,16 +835,20 @@ fn create_table(
     for c in &mut columns {
         c.is_key = key_columns.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
     }
+    let replication_num = replication_num(double, &ct.properties)?;
     let mut properties: Vec<(String, String)> = vec![
         ("compression".into(), "LZ4".into()),
         ("fast_schema_evolution".into(), "true".into()),
         ("replicated_storage".into(), "true".into()),
-        ("replication_num".into(), "1".into()),
+        ("replication_num".into(), replication_num.to_string()),
     ];
     if keys == KeysType::PrimaryKeys {
         properties.push(("enable_persistent_index".into(), "true".into()));
     }
     for (k, v) in &ct.properties {
+        if k.eq_ignore_ascii_case("replication_num") {
+            continue;
+        }
         match properties
             .iter_mut()
             .find(|(pk, _)| pk.eq_ignore_ascii_case(k))
@@ -560,7 +871,11 @@ fn create_table(
         created_at: clock::now_ms() / 1000,
     };
     validate_table(&def, ct.distribution.is_some()).map_err(SqlError::analysis)?;
-    double.store().create_table(def, ct.if_not_exists)?;
+    let mut store = double.store();
+    if store.catalog.db(&db).is_some() && store.catalog.table(&db, &ct.name).is_none() {
+        check_replicas(double, &ct.name, replication_num)?;
+    }
+    store.create_table(def, ct.if_not_exists)?;
     Ok(done())
 }
 
@@ -576,7 +891,7 @@ fn render(double: &Double, session: &Session, toks: &[Token]) -> Result<String, 
             Tok::Word(w) if call => {
                 let lw = w.to_ascii_lowercase();
                 let replacement = match lw.as_str() {
-                    "current_version" => Some(sql_string(&double.config.sr_version)),
+                    "current_version" => Some(sql_string(&double.config.sr_version.text)),
                     "version" => Some(sql_string(MYSQL_VERSION)),
                     "database" | "schema" => Some(
                         session
@@ -629,12 +944,7 @@ fn render(double: &Double, session: &Session, toks: &[Token]) -> Result<String, 
             Tok::SysVar(name) => match system_variable(double, name) {
                 Some(Cell::Int(v)) => out.push(v.to_string()),
                 Some(Cell::Text(s)) => out.push(sql_string(&s)),
-                _ => {
-                    return Err(SqlError::new(
-                        code::UNKNOWN_SYSTEM_VARIABLE,
-                        format!("Unknown system variable '{name}'"),
-                    ))
-                }
+                _ => return Err(unknown_variable(name)),
             },
             Tok::UserVar(_) => out.push("NULL".into()),
         }

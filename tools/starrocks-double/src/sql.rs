@@ -20,7 +20,6 @@ pub mod code {
     pub const BAD_TABLE: u16 = 1051;
     pub const DUP_FIELDNAME: u16 = 1060;
     pub const PARSE: u16 = 1064;
-    pub const UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
     pub const NOT_SUPPORTED: u16 = 1235;
 }
 
@@ -409,6 +408,11 @@ pub enum Statement {
         like: Option<String>,
     },
     ShowBackends,
+    ShowComputeNodes,
+    /// `ADMIN SHOW FRONTEND CONFIG [LIKE 'pattern']`.
+    AdminShowFrontendConfig {
+        like: Option<String>,
+    },
     /// SHOW WARNINGS / ERRORS / STATUS ...: answered with an empty result.
     ShowEmpty,
     CreateDatabase {
@@ -634,6 +638,14 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
     if p.eat_kw("SHOW") {
         return parse_show(&mut p);
     }
+    if p.eat_kw("ADMIN") {
+        p.expect_kw("SHOW")?;
+        p.expect_kw("FRONTEND")?;
+        p.expect_kw("CONFIG")?;
+        let like = p.like()?;
+        p.expect_end()?;
+        return Ok(Statement::AdminShowFrontendConfig { like });
+    }
     if p.eat_kw("DESC") || p.eat_kw("DESCRIBE") || p.eat_kw("EXPLAIN") {
         if p.at_kw("SELECT") {
             return Err(SqlError::unsupported("EXPLAIN"));
@@ -791,8 +803,14 @@ fn parse_show(p: &mut Parser<'_>) -> Result<Statement, SqlError> {
         let like = p.like()?;
         return Ok(Statement::ShowVariables { like });
     }
-    if p.eat_kw("BACKENDS") || p.eat_kw("COMPUTE") {
+    if p.eat_kw("BACKENDS") {
+        p.expect_end()?;
         return Ok(Statement::ShowBackends);
+    }
+    if p.eat_kw("COMPUTE") {
+        p.expect_kw("NODES")?;
+        p.expect_end()?;
+        return Ok(Statement::ShowComputeNodes);
     }
     if p.eat_kw("WARNINGS")
         || p.eat_kw("ERRORS")

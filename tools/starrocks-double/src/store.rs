@@ -86,6 +86,15 @@ pub struct AlterJob {
     pub final_state: Option<String>,
     pub msg: String,
     pub columns: Vec<(crate::catalog::ColumnDef, Option<Position>)>,
+    /// `Timeout` in SHOW ALTER: 86400 s (`alter_table_timeout_second`) for a job that
+    /// rewrites data, 1000 for a fast-schema-evolution change (StarRocks'
+    /// `SchemaChangeHandler.modifyTableAddOrDropColumns` records `new SchemaChangeJobV2(..., 1000)`).
+    #[serde(default = "default_job_timeout_s")]
+    pub timeout_s: i64,
+}
+
+fn default_job_timeout_s() -> i64 {
+    86_400
 }
 
 impl AlterJob {
@@ -668,9 +677,43 @@ impl Store {
         table: &TableDef,
         columns: Vec<AddColumn>,
     ) -> Result<i64, StoreError> {
+        let job = self.new_job(table, columns, default_job_timeout_s())?;
+        let job_id = job.job_id;
+        self.persist_job(&job)?;
+        self.jobs.push(job);
+        Ok(job_id)
+    }
+
+    /// A fast-schema-evolution ADD COLUMN: the columns are added now, and the job is recorded
+    /// already FINISHED, as StarRocks' metadata-only path does. A failure is the statement's
+    /// error and records nothing.
+    pub fn add_columns_now(
+        &mut self,
+        table: &TableDef,
+        columns: Vec<AddColumn>,
+    ) -> Result<Result<i64, String>, StoreError> {
+        let mut job = self.new_job(table, columns, 1000)?;
+        if let Err(msg) = self.apply_job(&job) {
+            return Ok(Err(msg));
+        }
+        job.final_state = Some("FINISHED".into());
+        job.finished_ms = Some(job.created_ms);
+        let job_id = job.job_id;
+        self.persist_job(&job)?;
+        self.jobs.push(job);
+        self.refresh_info_schema()?;
+        Ok(Ok(job_id))
+    }
+
+    fn new_job(
+        &mut self,
+        table: &TableDef,
+        columns: Vec<AddColumn>,
+        timeout_s: i64,
+    ) -> Result<AlterJob, StoreError> {
         let job_id = self.next_id()?;
         let txn_id = self.next_id()?;
-        let job = AlterJob {
+        Ok(AlterJob {
             job_id,
             db: table.db.clone(),
             table: table.name.clone(),
@@ -684,10 +727,8 @@ impl Store {
                 .into_iter()
                 .map(|a| (a.column, a.position))
                 .collect(),
-        };
-        self.persist_job(&job)?;
-        self.jobs.push(job);
-        Ok(job_id)
+            timeout_s,
+        })
     }
 
     fn persist_job(&self, job: &AlterJob) -> Result<(), StoreError> {
@@ -695,7 +736,7 @@ impl Store {
         self.conn.execute(
             "INSERT INTO _double_alter_jobs (JobId, DbName, TableName, CreateTime, FinishTime, IndexName, IndexId,
                OriginIndexId, SchemaVersion, TransactionId, State, Msg, Progress, Timeout, job)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6, ?7, ?8, ?9, ?10, ?11, NULL, 86400, ?12)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?13, ?12)
              ON CONFLICT(JobId) DO UPDATE SET FinishTime = excluded.FinishTime, State = excluded.State,
                Msg = excluded.Msg, job = excluded.job",
             params![
@@ -710,7 +751,8 @@ impl Store {
                 job.txn_id,
                 job.state_at(now, self.alter_duration_ms),
                 job.msg,
-                serde_json::to_string(job)?
+                serde_json::to_string(job)?,
+                job.timeout_s
             ],
         )?;
         Ok(())

@@ -343,6 +343,9 @@ async fn load_chunk(
             Ok(d) => d,
             Err(msg) => return send(conn, failed(msg), Next::KeepAlive).await,
         };
+    if let Err(msg) = be::write_checks(double, &plan, &table, &decoded) {
+        return send(conn, failed(msg), Next::KeepAlive).await;
+    }
     let seq = append(
         double,
         db,
@@ -409,7 +412,7 @@ fn check_filtered(double: &Double, db: &str, label: &str) -> Result<(), Response
             rejected: t.rejected.clone(),
             rejected_count: t.rejected_count,
         };
-        be::too_many_filtered(&d, t.max_filter_ratio).then(|| be::error_log(double, &d))
+        be::too_many_filtered(&d, t.max_filter_ratio).then(|| be::error_log(double, 0, &d))
     };
     match verdict {
         None => Ok(()),

@@ -279,12 +279,12 @@ impl SrType {
             Json::Null => Ok(Cell::Null),
             Json::String(s) => match self {
                 SrType::Json => Ok(Cell::Text(v.to_string())),
-                SrType::Array(_) => {
-                    let parsed: Json = serde_json::from_str(s).map_err(|_| {
-                        ConvError::Invalid(format!("Value '{}' is not a valid array", clip(s)))
-                    })?;
-                    self.convert_json(&parsed)
-                }
+                // The JSON reader wants a JSON array for an ARRAY column; a string (even one
+                // holding an array) is "Failed to parse value as array".
+                SrType::Array(_) => Err(ConvError::Invalid(format!(
+                    "Failed to parse value as array: '{}'",
+                    clip(s)
+                ))),
                 _ => self.convert_text(s),
             },
             Json::Bool(b) => match self {
@@ -306,11 +306,21 @@ impl SrType {
             },
             Json::Array(items) => match self {
                 SrType::Json => Ok(Cell::Text(v.to_string())),
+                // Elements are converted with invalid-as-null always on (StarRocks
+                // `add_nullable_array_column` passes `invalid_as_null = true`), so a bad
+                // element, `[1,2]` in an ARRAY<INT> included, becomes null and strict mode
+                // never sees it. ARRAY<ARRAY<T>> recurses.
                 SrType::Array(elem) => {
-                    let mut out = Vec::with_capacity(items.len());
-                    for item in items {
-                        out.push(elem.convert_json(item)?.to_json());
-                    }
+                    let out = items
+                        .iter()
+                        .map(|item| match (elem.as_ref(), elem.convert_json(item)) {
+                            (SrType::Array(_) | SrType::Json, Ok(Cell::Text(t))) => {
+                                serde_json::from_str(&t).unwrap_or(Json::Null)
+                            }
+                            (_, Ok(c)) => c.to_json(),
+                            (_, Err(_)) => Json::Null,
+                        })
+                        .collect();
                     Ok(Cell::Text(Json::Array(out).to_string()))
                 }
                 SrType::Char(_) | SrType::Varchar(_) => self.convert_text(&v.to_string()),
@@ -853,8 +863,14 @@ mod tests {
         let t = SrType::Array(Box::new(SrType::Int));
         let v: Json = serde_json::from_str("[1, null, 3]").unwrap();
         assert_eq!(t.convert_json(&v), Ok(Cell::Text("[1,null,3]".into())));
-        let bad: Json = serde_json::from_str(r#"["x"]"#).unwrap();
-        assert!(t.convert_json(&bad).is_err());
+        let bad: Json = serde_json::from_str(r#"["x", [1, 2], 4]"#).unwrap();
+        assert_eq!(t.convert_json(&bad), Ok(Cell::Text("[null,null,4]".into())));
+        let nested = SrType::Array(Box::new(t));
+        let v: Json = serde_json::from_str("[[1,2],[3]]").unwrap();
+        assert_eq!(
+            nested.convert_json(&v),
+            Ok(Cell::Text("[[1,2],[3]]".into()))
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ async fn create_table_enforces_primary_key_rules() {
     assert!(no_dist.contains("DISTRIBUTED BY HASH"), "{no_dist}");
     d.ddl(&[
         "CREATE TABLE IF NOT EXISTS d.a (id BIGINT NOT NULL, tags ARRAY<INT>, b VARBINARY(16), big LARGEINT, \
-         f FLOAT, dt DATE, c CHAR(4)) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 2",
+         f FLOAT, dt DATE, c CHAR(4)) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 2 PROPERTIES(\"replication_num\" = \"1\")",
         "CREATE TABLE IF NOT EXISTS d.a (id BIGINT NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
     ])
     .await;
@@ -97,7 +97,7 @@ async fn information_schema_columns_shows_types_keys_and_boolean_as_tinyint() {
     d.ddl(&[
         "CREATE DATABASE d",
         "CREATE TABLE d.t (id BIGINT NOT NULL, flag BOOLEAN, amount DECIMAL(12,3), name VARCHAR(40), body STRING) \
-         PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+         PRIMARY KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES(\"replication_num\" = \"1\")",
     ])
     .await;
     let rows = d
@@ -159,8 +159,8 @@ async fn information_schema_tables_and_tables_config_answer_filtered_queries() {
     let d = Double::start(&[]);
     d.ddl(&[
         "CREATE DATABASE d",
-        "CREATE TABLE d.pk (id INT NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES(\"fast_schema_evolution\" = \"true\")",
-        "CREATE TABLE d.dup (id INT) DUPLICATE KEY(id) DISTRIBUTED BY HASH(id)",
+        "CREATE TABLE d.pk (id INT NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES(\"fast_schema_evolution\" = \"true\", \"replication_num\" = \"1\")",
+        "CREATE TABLE d.dup (id INT) DUPLICATE KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES(\"replication_num\" = \"1\")",
     ])
     .await;
     let mut c = d.mysql().await;
@@ -219,7 +219,8 @@ async fn show_statements_describe_the_schema() {
 #[tokio::test]
 async fn alter_add_column_is_an_async_job_and_refuses_a_concurrent_alter() {
     let d = Double::start(&["--alter-duration-ms", "600"]);
-    d.with_pk_table().await;
+    d.with_pk_table_props("\"fast_schema_evolution\" = \"false\"")
+        .await;
     d.ddl(&["ALTER TABLE d.t ADD COLUMN extra INT NULL DEFAULT \"3\""])
         .await;
     let state = d
@@ -269,7 +270,8 @@ async fn alter_add_column_if_not_exists_is_rejected() {
 #[tokio::test]
 async fn new_column_is_ignored_by_loads_until_the_job_finishes() {
     let d = Double::start(&["--alter-duration-ms", "700"]);
-    d.with_pk_table().await;
+    d.with_pk_table_props("\"fast_schema_evolution\" = \"false\"")
+        .await;
     d.ddl(&["ALTER TABLE d.t ADD COLUMN extra VARCHAR(10) NULL"])
         .await;
     let v = d.load_json("t", "during", &[], r#"[{"id":1,"extra":"dropped"}]"#);

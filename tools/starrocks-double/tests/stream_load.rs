@@ -369,7 +369,7 @@ async fn partial_update_on_duplicate_key_table_fails_with_exact_message() {
     let d = Double::start(&[]);
     d.ddl(&[
         "CREATE DATABASE d",
-        "CREATE TABLE d.events (id BIGINT, payload STRING) DUPLICATE KEY(id) DISTRIBUTED BY HASH(id)",
+        "CREATE TABLE d.events (id BIGINT, payload STRING) DUPLICATE KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES(\"replication_num\" = \"1\")",
     ])
     .await;
     let v = d.load_json(
@@ -514,7 +514,7 @@ async fn filtered_rows_over_ratio_fail_with_error_url_listing_rows() {
     d.ddl(&[
         "CREATE DATABASE d",
         "CREATE TABLE d.typed (id BIGINT NOT NULL, s VARCHAR(3), ts DATETIME NOT NULL, n TINYINT NOT NULL, doc JSON) \
-         PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+         PRIMARY KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES(\"replication_num\" = \"1\")",
     ])
     .await;
     let body = r#"[
@@ -563,7 +563,7 @@ async fn string_column_is_varchar_65533_bytes() {
     let d = Double::start(&[]);
     d.ddl(&[
         "CREATE DATABASE d",
-        "CREATE TABLE d.s (id INT NOT NULL, body STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+        "CREATE TABLE d.s (id INT NOT NULL, body STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES(\"replication_num\" = \"1\")",
     ])
     .await;
     let fits = format!(r#"[{{"id":1,"body":"{}"}}]"#, "x".repeat(65533));

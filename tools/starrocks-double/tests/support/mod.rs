@@ -22,6 +22,8 @@ pub struct Double {
     pub mysql: u16,
     pub admin: u16,
     pub ports: Json,
+    /// Every BE as (host, port), from the ports line's `bes`.
+    pub bes: Vec<(String, u16)>,
 }
 
 impl Double {
@@ -58,6 +60,19 @@ impl Double {
             be: port("be"),
             mysql: port("mysql"),
             admin: port("admin"),
+            bes: ports["bes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|b| {
+                            (
+                                b["host"].as_str().unwrap_or_default().to_owned(),
+                                b["port"].as_u64().unwrap_or(0) as u16,
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             ports: ports.clone(),
             child,
         }
@@ -107,12 +122,23 @@ impl Double {
 
     /// Creates database `d` and the primary-key table `d.t(id, name, score, lsn)`.
     pub async fn with_pk_table(&self) {
-        self.ddl(&[
-            "CREATE DATABASE IF NOT EXISTS d",
+        self.with_pk_table_props("\"replication_num\" = \"1\"")
+            .await;
+    }
+
+    /// Same as [`Double::with_pk_table`], with more table properties (`"k" = "v", ...`).
+    pub async fn with_pk_table_props(&self, props: &str) {
+        let props = if props.contains("replication_num") {
+            props.to_owned()
+        } else {
+            format!("\"replication_num\" = \"1\", {props}")
+        };
+        let create = format!(
             "CREATE TABLE d.t (id BIGINT NOT NULL, name VARCHAR(20) NULL, score INT NULL DEFAULT \"7\", lsn BIGINT NULL) \
-             PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1 PROPERTIES(\"replication_num\" = \"1\")",
-        ])
-        .await;
+             PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1 PROPERTIES({props})"
+        );
+        self.ddl(&["CREATE DATABASE IF NOT EXISTS d", &create])
+            .await;
     }
 
     /// Rows of a query as strings (NULL as "NULL").
@@ -184,14 +210,8 @@ impl Double {
             String::from_utf8_lossy(&fe.body)
         );
         let location = fe.header("location").expect("Location");
-        let port: u16 = location
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .and_then(|hp| hp.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .expect("port in Location");
-        let be = put_expecting(port, &path, &h, body);
+        let (host, port) = host_port(location);
+        let be = put_expecting_at(&host, port, &path, &h, body);
         assert_eq!(
             be.status,
             200,
@@ -257,8 +277,23 @@ impl Resp {
     }
 }
 
+/// The host and port of an `http://host:port/...` URL.
+pub fn host_port(url: &str) -> (String, u16) {
+    let hp = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let (host, port) = hp.rsplit_once(':').expect("host:port in URL");
+    (host.to_owned(), port.parse().expect("port in URL"))
+}
+
 pub fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    connect_to("127.0.0.1", port)
+}
+
+pub fn connect_to(host: &str, port: u16) -> TcpStream {
+    let s = TcpStream::connect((host, port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.set_nodelay(true).unwrap();
     s
@@ -339,7 +374,18 @@ pub fn request(
 
 /// A PUT that waits for `100 Continue` before sending the body, like curl.
 pub fn put_expecting(port: u16, path: &str, headers: &[(String, String)], body: &[u8]) -> Resp {
-    let mut s = connect(port);
+    put_expecting_at("127.0.0.1", port, path, headers, body)
+}
+
+/// [`put_expecting`] to another host (a BE on 127.0.0.2, ...).
+pub fn put_expecting_at(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Resp {
+    let mut s = connect_to(host, port);
     let mut h = headers.to_vec();
     h.push(("Content-Length".into(), body.len().to_string()));
     write_head(&mut s, "PUT", path, &h);
