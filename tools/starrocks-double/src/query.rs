@@ -445,6 +445,21 @@ pub fn execute(
             double.store().drop_table(&db, &table, if_exists)?;
             Ok(done())
         }
+        Statement::CancelAlterColumn { db, table } => {
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            store.finish_jobs()?;
+            table_of(&store, &db, &table)?;
+            // SchemaChangeHandler.cancelColumnJob: only a table under SCHEMA_CHANGE has a job
+            // to cancel; the job ends CANCELLED with "user cancelled".
+            if !store.cancel_running_job(&db, &table)? {
+                return Err(SqlError::new(
+                    code::PARSE,
+                    format!("Table[{table}] is not under SCHEMA_CHANGE."),
+                ));
+            }
+            Ok(done())
+        }
         Statement::TruncateTable { db, table } => {
             let db = resolve_db(session, db)?;
             let mut store = double.store();

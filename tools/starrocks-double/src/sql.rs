@@ -404,6 +404,11 @@ pub enum Statement {
         db: Option<String>,
         tail: Vec<Token>,
     },
+    /// `CANCEL ALTER TABLE COLUMN FROM [db.]t`: cancels the table's running schema change.
+    CancelAlterColumn {
+        db: Option<String>,
+        table: String,
+    },
     ShowVariables {
         like: Option<String>,
     },
@@ -695,6 +700,15 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
             });
         }
         return Err(p.error("DATABASE, TABLE"));
+    }
+    if p.eat_kw("CANCEL") {
+        p.expect_kw("ALTER")?;
+        p.expect_kw("TABLE")?;
+        p.expect_kw("COLUMN")?;
+        p.expect_kw("FROM")?;
+        let (db, table) = p.qualified()?;
+        p.expect_end()?;
+        return Ok(Statement::CancelAlterColumn { db, table });
     }
     if p.eat_kw("TRUNCATE") {
         p.eat_kw("TABLE");

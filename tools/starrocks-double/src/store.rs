@@ -671,6 +671,25 @@ impl Store {
             .any(|j| j.db == db && j.table == table && !j.is_done())
     }
 
+    /// Cancels the table's running job, which then shows CANCELLED with `user cancelled`;
+    /// whether there was one.
+    pub fn cancel_running_job(&mut self, db: &str, table: &str) -> Result<bool, StoreError> {
+        let now = clock::now_ms();
+        let Some(job) = self
+            .jobs
+            .iter_mut()
+            .find(|j| j.db == db && j.table == table && !j.is_done())
+        else {
+            return Ok(false);
+        };
+        job.final_state = Some("CANCELLED".into());
+        job.msg = "user cancelled".into();
+        job.finished_ms = Some(now);
+        let job = job.clone();
+        self.persist_job(&job)?;
+        Ok(true)
+    }
+
     /// Records a new ADD COLUMN job; it finishes `duration` later in [`Store::finish_jobs`].
     pub fn add_job(
         &mut self,
