@@ -13,5 +13,6 @@ mod provision_rest;
 mod replication;
 mod snapshot;
 mod starrocks;
+mod starrocks_compat;
 mod top;
 mod verify;

@@ -57,7 +57,7 @@ fn source_rows(pg: &PgCluster, table: &str, key: &str, cols: &str) -> Rows {
         .collect()
 }
 
-fn wait_converged(pg: &PgCluster, d: &Double, table: &str, key: &str, cols: &str) {
+pub(crate) fn wait_converged(pg: &PgCluster, d: &Double, table: &str, key: &str, cols: &str) {
     let mut last = (Rows::new(), Rows::new());
     let converged = (0..600).any(|_| {
         last = (
@@ -77,7 +77,7 @@ fn wait_converged(pg: &PgCluster, d: &Double, table: &str, key: &str, cols: &str
     );
 }
 
-fn create_both(pg: &PgCluster, d: &Double, pg_ddl: &str, sr_ddl: &str) {
+pub(crate) fn create_both(pg: &PgCluster, d: &Double, pg_ddl: &str, sr_ddl: &str) {
     pg.psql("app", pg_ddl);
     for stmt in sr_ddl.split(';').filter(|s| !s.trim().is_empty()) {
         d.exec(stmt);

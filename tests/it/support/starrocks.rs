@@ -67,6 +67,14 @@ impl Double {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--alter-duration-ms", "200"])
+            // Like the all-in-one image, which sets default_replication_num=1, unless the test
+            // configures a cluster of its own.
+            .args(
+                (!args.contains(&"--default-replication-num"))
+                    .then_some(["--default-replication-num", "1"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -118,6 +126,25 @@ impl Double {
             .env("STARROCKS_MYSQL_URL", &self.mysql_url())
             .env("STARROCKS_DB", "app")
             .env("FLUSH_INTERVAL_MS", "100")
+    }
+
+    /// The sink's configuration for this double's database `db`, every option at its default.
+    pub fn starrocks_config(&self, db: &str) -> dbmazz::config::StarRocksConfig {
+        let vars: std::collections::HashMap<String, String> = [
+            ("DATABASE_URL", "postgres://u@127.0.0.1/x"),
+            ("SINK_TYPE", "starrocks"),
+            ("TABLES", "t"),
+            ("STARROCKS_URL", &self.url()),
+            ("STARROCKS_MYSQL_URL", &self.mysql_url()),
+            ("STARROCKS_DB", db),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        match dbmazz::config::Config::from_vars(&vars).unwrap().sink {
+            dbmazz::config::SinkConfig::StarRocks(c) => *c,
+            other => panic!("{other:?}"),
+        }
     }
 
     /// `STARROCKS_MYSQL_URL`.
