@@ -5,7 +5,7 @@
 //! and reset between loads, which keeps connections alive. Redirects are never followed
 //! automatically: a 307's host goes through `STARROCKS_HOST_REWRITE` (and, when set,
 //! `STARROCKS_REDIRECT_ALLOW`), and the same request, with the same label and credentials, is
-//! sent there over `STARROCKS_URL`'s scheme. An FE sends each load to some BE or CN of its
+//! sent there. An FE sends each load to some BE or CN of its
 //! cluster, on whatever host that node registered with, so by default every redirect is followed.
 //! `get_load_state` is redirected the same way when it reaches a follower FE.
 //!
@@ -112,7 +112,7 @@ impl StreamLoader {
             let label_owned = label.to_owned();
             let state = tokio::task::spawn_blocking(move || load_state(&cfg, &label_owned))
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+                .unwrap_or_else(|e| Err(e.into()));
             match state.as_deref() {
                 Ok("VISIBLE" | "COMMITTED") => return LoadOutcome::Committed { loaded_rows: 0 },
                 Ok("ABORTED") => {
@@ -160,19 +160,9 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
         "{}/api/{}/{}/_stream_load",
         cfg.url, cfg.database, req.table
     );
-    let mut scheme_kept = false;
     for _hop in 0..=MAX_HOPS {
         let resp = match put(easy, cfg, req, body, &url) {
             Ok(r) => r,
-            Err(e) if scheme_kept && (e.is_ssl_connect_error() || is_certificate_error(&e)) => {
-                return LoadOutcome::Definite(format!(
-                    "Stream Load of table '{}': StarRocks redirected the load to plain http, \
-                     and dbmazz keeps {url} on https (the load carries the password); the node \
-                     there did not speak TLS ({e}). Put TLS in front of the BE/CN HTTP ports, or \
-                     use an http:// STARROCKS_URL on a trusted network",
-                    req.table
-                ))
-            }
             Err(e) if is_certificate_error(&e) => {
                 return LoadOutcome::Definite(format!(
                     "Stream Load of table '{}' to {url}: the server's TLS certificate was not \
@@ -196,11 +186,20 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
             };
             match follow(cfg, &location) {
                 Ok(next) => {
+                    if next.downgraded
+                        && !DOWNGRADE_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!(
+                            location = %next.url,
+                            "StarRocks sends loads from the https FE to a plain-http BE/CN port \
+                             (StarRocks' BEs have no TLS); keep that network trusted, or put TLS in \
+                             front of the BEs and map them with STARROCKS_HOST_REWRITE"
+                        );
+                    }
                     url = next.url;
-                    scheme_kept |= next.scheme_kept;
                     continue;
                 }
-                Err(e) => return LoadOutcome::Definite(e),
+                Err(e) => return LoadOutcome::Definite(e.to_string()),
             }
         }
         return decide(&req.table, &req.label, resp.code, &resp.body);
@@ -211,21 +210,68 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
     ))
 }
 
-/// Where a 307 sends a load: the location's host and port after `STARROCKS_HOST_REWRITE`, over
-/// the scheme of `STARROCKS_URL` (a load that carries the password is never downgraded from
-/// https to http by a redirect). The operator chose the FE, so wherever it sends loads is
-/// followed, unless `STARROCKS_REDIRECT_ALLOW` narrows it.
+/// Where a 307 sends a load: the location after `STARROCKS_HOST_REWRITE`. The operator chose
+/// the FE, so wherever it sends loads is followed, unless `STARROCKS_REDIRECT_ALLOW` narrows it.
+/// StarRocks always redirects to its BEs' plain-HTTP port (`RestBaseAction.redirectTo` builds an
+/// `http` URI), so the location's scheme is kept: an https FE (behind a TLS terminator) still
+/// sends loads to http BEs, and dbmazz says so once in the log.
 #[derive(Debug, PartialEq, Eq)]
 struct Redirect {
     url: String,
-    /// The location asked for another scheme than ours.
-    scheme_kept: bool,
+    /// The FE was reached over https and the location is http.
+    downgraded: bool,
 }
 
-fn follow(cfg: &StarRocksConfig, location: &str) -> Result<Redirect, String> {
+/// Whether the https → http redirect was logged already.
+static DOWNGRADE_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A redirect that is not followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectError {
+    /// The `Location` is not a URL.
+    #[error("StarRocks redirected to an unusable location {0:?}")]
+    Unusable(String),
+    /// The host is outside `STARROCKS_REDIRECT_ALLOW`.
+    #[error(
+        "StarRocks redirected a load to {0}, which is not in STARROCKS_REDIRECT_ALLOW; \
+         add it there (or map it with STARROCKS_HOST_REWRITE=from=to, or unset \
+         STARROCKS_REDIRECT_ALLOW to follow the FE wherever it sends loads)"
+    )]
+    NotAllowed(String),
+}
+
+/// `get_load_state` gave no state.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadStateError {
+    /// The request failed.
+    #[error(transparent)]
+    Http(#[from] curl::Error),
+    /// A redirect without a `Location`.
+    #[error("get_load_state answered {0} without a Location")]
+    NoLocation(u32),
+    /// A redirect that is not followed.
+    #[error(transparent)]
+    Redirect(#[from] RedirectError),
+    /// The answer is not JSON.
+    #[error("get_load_state answered HTTP {code} without JSON: {source}")]
+    NotJson {
+        /// HTTP status.
+        code: u32,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// Too many redirects.
+    #[error("get_load_state was redirected more than {MAX_HOPS} times")]
+    TooManyHops,
+    /// The blocking task did not finish.
+    #[error("the get_load_state task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+fn follow(cfg: &StarRocksConfig, location: &str) -> Result<Redirect, RedirectError> {
     let (their_scheme, rest) = location
         .split_once("://")
-        .ok_or_else(|| format!("StarRocks redirected to an unusable location {location:?}"))?;
+        .ok_or_else(|| RedirectError::Unusable(location.to_owned()))?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !p.ends_with(']') => (h, Some(p)),
@@ -237,19 +283,16 @@ fn follow(cfg: &StarRocksConfig, location: &str) -> Result<Redirect, String> {
         .find(|(from, _)| from == host)
         .map_or(host, |(_, to)| to.as_str());
     if !cfg.redirect_allow.is_empty() && !cfg.redirect_allow.iter().any(|h| h == host) {
-        return Err(format!(
-            "StarRocks redirected a load to {host}, which is not in STARROCKS_REDIRECT_ALLOW; \
-             add it there (or map it with STARROCKS_HOST_REWRITE=from=to, or unset \
-             STARROCKS_REDIRECT_ALLOW to follow the FE wherever it sends loads)"
-        ));
+        return Err(RedirectError::NotAllowed(host.to_owned()));
     }
-    let scheme = cfg.url.split_once("://").map_or("http", |(s, _)| s);
+    let ours = cfg.url.split_once("://").map_or("http", |(s, _)| s);
+    let scheme = their_scheme.to_ascii_lowercase();
     Ok(Redirect {
         url: match port {
             Some(p) => format!("{scheme}://{host}:{p}{path}"),
             None => format!("{scheme}://{host}{path}"),
         },
-        scheme_kept: !their_scheme.eq_ignore_ascii_case(scheme),
+        downgraded: ours.eq_ignore_ascii_case("https") && scheme == "http",
     })
 }
 
@@ -444,7 +487,7 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
 
 /// `GET /api/{db}/get_load_state?label=L` → the label's state. A follower FE answers with a 307
 /// to the leader, which is followed like a load's redirect.
-pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, String> {
+pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, LoadStateError> {
     let mut easy = Easy::new();
     let mut url = format!(
         "{}/api/{}/get_load_state?label={label}",
@@ -477,20 +520,17 @@ pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, String> 
             }
             easy.response_code()
         };
-        let code = run().map_err(|e| e.to_string())?;
+        let code = run()?;
         if matches!(code, 301 | 302 | 303 | 307 | 308) {
-            let location = location
-                .ok_or_else(|| format!("get_load_state answered {code} without a Location"))?;
+            let location = location.ok_or(LoadStateError::NoLocation(code))?;
             url = follow(cfg, &location)?.url;
             continue;
         }
         let json: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("get_load_state answered HTTP {code} without JSON: {e}"))?;
+            .map_err(|source| LoadStateError::NotJson { code, source })?;
         return Ok(get_str(&json, "state").to_owned());
     }
-    Err(format!(
-        "get_load_state was redirected more than {MAX_HOPS} times"
-    ))
+    Err(LoadStateError::TooManyHops)
 }
 
 /// The value of header `name` if `line` is that header.
@@ -578,7 +618,7 @@ mod tests {
         StarRocksConfig {
             redirect_allow: vec!["fe".into(), "be1".into()],
             host_rewrite: vec![("127.0.0.1".into(), "fe".into())],
-            ..crate::config::tests_support::starrocks_config()
+            ..crate::starrocks::config::tests_support::starrocks_config()
         }
     }
 
@@ -596,31 +636,31 @@ mod tests {
             "http://be1:8040/p"
         );
         let err = follow(&c, "http://evil:8040/p").unwrap_err();
-        assert!(err.contains("STARROCKS_REDIRECT_ALLOW"));
+        assert!(err.to_string().contains("STARROCKS_REDIRECT_ALLOW"));
     }
 
     #[test]
-    fn without_an_allowlist_every_redirect_is_followed_over_our_scheme() {
+    fn without_an_allowlist_every_redirect_is_followed() {
         let mut c = cfg();
         c.redirect_allow.clear();
         assert_eq!(
             follow(&c, "http://10.0.0.7:8040/api/d/t/_stream_load").unwrap(),
             Redirect {
                 url: "http://10.0.0.7:8040/api/d/t/_stream_load".into(),
-                scheme_kept: false
+                downgraded: false
             }
         );
         c.url = "https://fe:8030".into();
         assert_eq!(
             follow(&c, "http://be2.internal:8040/p").unwrap(),
             Redirect {
-                url: "https://be2.internal:8040/p".into(),
-                scheme_kept: true
+                url: "http://be2.internal:8040/p".into(),
+                downgraded: true
             },
-            "a redirect never downgrades https"
+            "StarRocks' BEs speak plain HTTP; the downgrade is noted"
         );
         assert_eq!(
-            follow(&c, "http://[::1]/p").unwrap().url,
+            follow(&c, "HTTPS://[::1]/p").unwrap().url,
             "https://[::1]/p",
             "a bracketed IPv6 host without a port"
         );
