@@ -23,6 +23,10 @@ use tokio::sync::watch;
 struct CountingSink(Arc<AtomicU64>);
 
 impl Sink for CountingSink {
+    fn snapshot_encoders(&self) -> Arc<dyn dbmazz::pipeline::sink::SnapshotEncoders> {
+        Arc::new(dbmazz::ndjson::NdjsonSnapshotEncoders)
+    }
+
     async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
         let rows = events.iter().filter(|e| matches!(e, Event::Row(_))).count();
         self.0.fetch_add(rows as u64, Ordering::Relaxed);

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dbmazz::pipeline::change::TableSchema;
-use dbmazz::pipeline::sink::ColumnTargets;
 use dbmazz::starrocks::encode::{BodyPool, Segment, SnapshotBody};
+use dbmazz::starrocks::target::ColumnTargets;
 use dbmazz::value::Scalar;
 use dbmazz::Lsn;
 use rows::{changes, orders};

@@ -8,54 +8,17 @@
 //! [`PgConnInfo`] and never appear in `Debug` output or errors.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) use crate::env::parse_num;
+pub use crate::env::ConfigError;
+use crate::env::{parse_choice, parse_ip, Vars};
+pub use crate::ident::{parse_tables, quote_ident, quote_literal, TableName};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::secret::Secret;
-
-/// A schema-qualified table name, as given in `TABLES` (unquoted parts are folded to lower case,
-/// as PostgreSQL does).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableName {
-    /// Schema, `public` when `TABLES` named none.
-    pub schema: String,
-    /// Table name.
-    pub name: String,
-}
-
-impl TableName {
-    /// Builds a name from its parts.
-    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        TableName {
-            schema: schema.into(),
-            name: name.into(),
-        }
-    }
-
-    /// The name quoted for SQL: `"schema"."name"`.
-    pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
-    }
-}
-
-/// Quotes an SQL identifier, doubling embedded quotes.
-pub fn quote_ident(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-/// Quotes an SQL string literal, doubling embedded single quotes.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
+pub use crate::starrocks::config::{StarRocksConfig, TruncatePolicy};
 
 /// Where changes go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,68 +30,6 @@ pub enum SinkConfig {
         /// `NDJSON_PATH`; `None` (unset or `-`) means stdout.
         path: Option<PathBuf>,
     },
-}
-
-/// What happens in StarRocks when a table is truncated in PostgreSQL (`TRUNCATE_POLICY`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TruncatePolicy {
-    /// Stop the job with an error saying what happened (the default: nothing is lost or
-    /// guessed).
-    Stop,
-    /// Truncate the target table too.
-    Truncate,
-}
-
-/// `STARROCKS_*` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StarRocksConfig {
-    /// `STARROCKS_URL`: scheme://host:port of an FE (:8030) or BE (:8040), without a path.
-    pub url: String,
-    /// The host of `url` (used for the default MySQL address and redirect rules).
-    pub host: String,
-    /// `STARROCKS_DB`.
-    pub database: String,
-    /// `STARROCKS_USER`.
-    pub user: String,
-    /// `STARROCKS_PASS`.
-    pub password: Secret,
-    /// `STARROCKS_MYSQL_URL` (default `mysql://user:pass@<host>:9030/`): the FE's MySQL port,
-    /// used for DDL and checks.
-    pub mysql_url: Secret,
-    /// `STARROCKS_REDIRECT_ALLOW`: when set, the only hosts a 307 may send loads to (after
-    /// rewriting); empty (the default) follows the FE to any of its nodes.
-    pub redirect_allow: Vec<String>,
-    /// `STARROCKS_HOST_REWRITE`: `from=to` pairs applied to redirect hosts (default:
-    /// `127.0.0.1` and `localhost` → the FE host, for all-in-one setups).
-    pub host_rewrite: Vec<(String, String)>,
-    /// `STARROCKS_LOAD_TIMEOUT_S`: the server-side `timeout` of each load; the client waits
-    /// 60 s longer.
-    pub load_timeout: Duration,
-    /// `CREATE_TABLES`: create missing target tables from the PostgreSQL schema.
-    pub create_tables: bool,
-    /// `STARROCKS_RUN_MODE`: `shared_nothing` or `shared_data` when set; unset (`auto`), it is
-    /// read from the FE (which needs the OPERATE privilege).
-    pub run_mode: Option<crate::starrocks::cluster::RunMode>,
-    /// `STARROCKS_DATETIME_FRACTION=drop`: accept that a StarRocks before 3.3.5 keeps
-    /// timestamps to the second (default `keep`: such a cluster is refused).
-    pub datetime_fraction_drop: bool,
-    /// `STARROCKS_PRIMARY_KEY_LIMIT`: the BEs' `primary_key_limit_size` (default 128 bytes); a
-    /// row whose encoded key is longer stops the job before its load is sent.
-    pub primary_key_limit: usize,
-    /// `STARROCKS_REPLICATION_NUM`: replicas of the tables dbmazz creates; `None` (the default)
-    /// takes the number of alive BEs (or CNs), at most 3.
-    pub replication_num: Option<u32>,
-    /// `TRUNCATE_POLICY`.
-    pub truncate_policy: TruncatePolicy,
-    /// `STARROCKS_COMPRESS=gzip`: gzip load bodies (`compression: gzip`, StarRocks ≥ 3.2.7).
-    pub gzip: bool,
-    /// `STARROCKS_CA_FILE`: PEM CA certificates that an `https://` StarRocks must chain to;
-    /// without it the system's trust store is used.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// `STARROCKS_SNAPSHOT_FORMAT=csv` (default): snapshot rows that need no escaping are loaded
-    /// as tab-separated CSV, the rest (and tables with JSON or array columns) as JSON; `json`
-    /// loads every snapshot row as JSON.
-    pub snapshot_csv: bool,
 }
 
 /// `REPLICA_IDENTITY`: what dbmazz does to the replica identity of the tables it streams.
@@ -207,25 +108,6 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// A variable has a value dbmazz cannot use.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid configuration: {var}: {message}")]
-pub struct ConfigError {
-    /// The environment variable.
-    pub var: &'static str,
-    /// What is wrong and what is expected (never the value of a secret).
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(var: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            var,
-            message: message.into(),
-        }
-    }
-}
-
 /// Default `FLUSH_SIZE`, as in the original dbmazz.
 pub const DEFAULT_FLUSH_SIZE: usize = 1500;
 /// Default `FLUSH_INTERVAL_MS`, as in the original dbmazz.
@@ -245,47 +127,105 @@ impl Config {
 
     /// Reads the configuration from a map of variables (the environment, or a test's map).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| {
-            vars.get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
+        let vars = Vars::from(vars);
+        let get = |name: &str| vars.get(name);
+        let (database, slot_name, publication_name, tables) = source(&vars)?;
+        let status_ms = parse_num(
+            get("STATUS_INTERVAL_MS"),
+            "STATUS_INTERVAL_MS",
+            DEFAULT_STATUS_INTERVAL_MS,
+            100,
+            600_000,
+        )?;
+
+        let replica_identity = parse_choice(
+            get("REPLICA_IDENTITY"),
+            "REPLICA_IDENTITY",
+            &[
+                ("default", ReplicaIdentityPolicy::Default),
+                ("full", ReplicaIdentityPolicy::Full),
+            ],
+        )?;
+
+        let sink = match get("SINK_TYPE").as_deref() {
+            None | Some("starrocks") => {
+                SinkConfig::StarRocks(Box::new(StarRocksConfig::from_vars(&vars)?))
+            }
+            Some("ndjson") => SinkConfig::Ndjson {
+                path: get("NDJSON_PATH").filter(|p| p != "-").map(PathBuf::from),
+            },
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SINK_TYPE",
+                    format!("{other:?} is not supported; expected starrocks or ndjson"),
+                ))
+            }
         };
 
-        let url = get("DATABASE_URL").ok_or_else(|| {
-            ConfigError::new(
-                "DATABASE_URL",
-                "is not set; expected postgres://user:password@host:5432/db",
-            )
-        })?;
-        let database =
-            PgConnInfo::parse(&url).map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
+        let (grpc_addr, grpc_token, metrics_addr) = control_plane(&vars)?;
+        Ok(Config {
+            database,
+            slot_name,
+            publication_name,
+            tables,
+            flush: FlushPolicy::from_vars(&vars)?,
+            replica_identity,
+            snapshot: SnapshotConfig::from_vars(&vars)?,
+            sink,
+            status_interval: Duration::from_millis(status_ms),
+            grpc_addr,
+            grpc_token,
+            metrics_addr,
+        })
+    }
+}
 
-        let slot_name = get("SLOT_NAME").unwrap_or_else(|| "dbmazz_slot".into());
-        if !is_slot_name(&slot_name) {
-            return Err(ConfigError::new(
-                "SLOT_NAME",
-                format!(
-                    "{slot_name:?} is not a valid replication slot name; \
-                     use 1-63 lower-case letters, digits and underscores"
-                ),
-            ));
-        }
-        let publication_name = get("PUBLICATION_NAME").unwrap_or_else(|| "dbmazz_pub".into());
-        if publication_name.len() > 63 || publication_name.contains('\0') {
-            return Err(ConfigError::new(
-                "PUBLICATION_NAME",
-                "must be 1-63 bytes without NUL characters",
-            ));
-        }
+/// `DATABASE_URL`, `SLOT_NAME`, `PUBLICATION_NAME` and `TABLES`.
+fn source(vars: &Vars) -> Result<(PgConnInfo, String, String, Vec<TableName>), ConfigError> {
+    let get = |name: &str| vars.get(name);
+    let url = get("DATABASE_URL").ok_or_else(|| {
+        ConfigError::new(
+            "DATABASE_URL",
+            "is not set; expected postgres://user:password@host:5432/db",
+        )
+    })?;
+    let database =
+        PgConnInfo::parse(&url).map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?;
 
-        let tables_raw = get("TABLES").ok_or_else(|| {
-            ConfigError::new(
-                "TABLES",
-                "is not set; expected a comma-separated list such as orders,public.order_items",
-            )
-        })?;
-        let tables = parse_tables(&tables_raw).map_err(|m| ConfigError::new("TABLES", m))?;
+    let slot_name = get("SLOT_NAME").unwrap_or_else(|| "dbmazz_slot".into());
+    if !is_slot_name(&slot_name) {
+        return Err(ConfigError::new(
+            "SLOT_NAME",
+            format!(
+                "{slot_name:?} is not a valid replication slot name; \
+                 use 1-63 lower-case letters, digits and underscores"
+            ),
+        ));
+    }
+    let publication_name = get("PUBLICATION_NAME").unwrap_or_else(|| "dbmazz_pub".into());
+    if publication_name.len() > 63 || publication_name.contains('\0') {
+        return Err(ConfigError::new(
+            "PUBLICATION_NAME",
+            "must be 1-63 bytes without NUL characters",
+        ));
+    }
 
+    let tables_raw = get("TABLES").ok_or_else(|| {
+        ConfigError::new(
+            "TABLES",
+            "is not set; expected a comma-separated list such as orders,public.order_items",
+        )
+    })?;
+    let tables =
+        parse_tables(&tables_raw).map_err(|e| ConfigError::new("TABLES", e.to_string()))?;
+
+    Ok((database, slot_name, publication_name, tables))
+}
+
+impl FlushPolicy {
+    /// `FLUSH_SIZE`, `FLUSH_INTERVAL_MS` and `FLUSH_MAX_BYTES`.
+    pub fn from_vars(vars: &Vars) -> Result<FlushPolicy, ConfigError> {
+        let get = |name: &str| vars.get(name);
         let max_events = parse_num(
             get("FLUSH_SIZE"),
             "FLUSH_SIZE",
@@ -307,37 +247,19 @@ impl Config {
             64 * 1024,
             4 * 1024 * 1024 * 1024,
         )? as usize;
-        let status_ms = parse_num(
-            get("STATUS_INTERVAL_MS"),
-            "STATUS_INTERVAL_MS",
-            DEFAULT_STATUS_INTERVAL_MS,
-            100,
-            600_000,
-        )?;
+        Ok(FlushPolicy {
+            max_events,
+            max_bytes,
+            interval: Duration::from_millis(interval_ms),
+        })
+    }
+}
 
-        let replica_identity = parse_choice(
-            get("REPLICA_IDENTITY"),
-            "REPLICA_IDENTITY",
-            &[
-                ("default", ReplicaIdentityPolicy::Default),
-                ("full", ReplicaIdentityPolicy::Full),
-            ],
-        )?;
-
-        let sink = match get("SINK_TYPE").as_deref() {
-            None | Some("starrocks") => SinkConfig::StarRocks(Box::new(starrocks_config(&get)?)),
-            Some("ndjson") => SinkConfig::Ndjson {
-                path: get("NDJSON_PATH").filter(|p| p != "-").map(PathBuf::from),
-            },
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "SINK_TYPE",
-                    format!("{other:?} is not supported; expected starrocks or ndjson"),
-                ))
-            }
-        };
-
-        let snapshot = SnapshotConfig {
+impl SnapshotConfig {
+    /// `SNAPSHOT_MODE`, `SNAPSHOT_WORKERS` and `SNAPSHOT_CHUNK_ROWS`.
+    pub fn from_vars(vars: &Vars) -> Result<SnapshotConfig, ConfigError> {
+        let get = |name: &str| vars.get(name);
+        Ok(SnapshotConfig {
             mode: parse_choice(
                 get("SNAPSHOT_MODE"),
                 "SNAPSHOT_MODE",
@@ -355,408 +277,57 @@ impl Config {
                 100,
                 100_000_000,
             )?,
-        };
-
-        let grpc_bind = parse_ip(get("GRPC_BIND"), "GRPC_BIND")?;
-        let grpc_addr = match get("GRPC_PORT").as_deref() {
-            Some("off") => None,
-            port => Some(SocketAddr::new(
-                grpc_bind,
-                parse_num(port.map(str::to_owned), "GRPC_PORT", 50051, 0, 65535)? as u16,
-            )),
-        };
-        let grpc_token = match (get("GRPC_TOKEN"), get("GRPC_TOKEN_FILE")) {
-            (Some(t), _) => Some(Secret::new(t)),
-            (None, Some(path)) => {
-                let token = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError::new("GRPC_TOKEN_FILE", format!("cannot read {path}: {e}"))
-                })?;
-                Some(Secret::new(token.trim()))
-            }
-            (None, None) => None,
-        };
-        if grpc_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
-            return Err(ConfigError::new(
-                "GRPC_TOKEN",
-                "is too short; use at least 16 random characters",
-            ));
-        }
-        let metrics_bind = parse_ip(get("METRICS_BIND"), "METRICS_BIND")?;
-        let metrics_addr = match get("METRICS_PORT").as_deref() {
-            None | Some("off") => None,
-            port => Some(SocketAddr::new(
-                metrics_bind,
-                parse_num(port.map(str::to_owned), "METRICS_PORT", 9187, 0, 65535)? as u16,
-            )),
-        };
-
-        Ok(Config {
-            database,
-            slot_name,
-            publication_name,
-            tables,
-            flush: FlushPolicy {
-                max_events,
-                max_bytes,
-                interval: Duration::from_millis(interval_ms),
-            },
-            replica_identity,
-            snapshot,
-            sink,
-            status_interval: Duration::from_millis(status_ms),
-            grpc_addr,
-            grpc_token,
-            metrics_addr,
         })
     }
 }
 
-fn starrocks_config(get: &dyn Fn(&str) -> Option<String>) -> Result<StarRocksConfig, ConfigError> {
-    let raw = get("STARROCKS_URL").ok_or_else(|| {
-        ConfigError::new(
-            "STARROCKS_URL",
-            "is not set; expected http://fe-host:8030 (or a BE on :8040), or set SINK_TYPE=ndjson",
-        )
-    })?;
-    let bad_url = || {
-        ConfigError::new(
-            "STARROCKS_URL",
-            format!("{raw:?} is not a URL of the form http://host:port"),
-        )
-    };
-    let rest = raw
-        .strip_prefix("http://")
-        .or_else(|| raw.strip_prefix("https://"))
-        .ok_or_else(bad_url)?;
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
-        return Err(bad_url());
-    }
-    let host = match authority.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => h.to_owned(),
-        Some(_) => return Err(bad_url()),
-        None => authority.to_owned(),
-    };
-    let url = raw.trim_end_matches('/').to_owned();
-    let database = get("STARROCKS_DB").ok_or_else(|| {
-        ConfigError::new(
-            "STARROCKS_DB",
-            "is not set; expected the StarRocks database name",
-        )
-    })?;
-    let user = get("STARROCKS_USER").unwrap_or_else(|| "root".into());
-    let password = Secret::new(get("STARROCKS_PASS").unwrap_or_default());
-    let mysql_url = match get("STARROCKS_MYSQL_URL") {
-        Some(u) => {
-            if !u.starts_with("mysql://") {
-                return Err(ConfigError::new(
-                    "STARROCKS_MYSQL_URL",
-                    "must look like mysql://user:password@fe-host:9030/",
-                ));
-            }
-            Secret::new(u)
-        }
-        None => Secret::new(format!(
-            "mysql://{}:{}@{}:9030/",
-            percent_encode(&user),
-            percent_encode(password.expose()),
-            host
+/// The gRPC and Prometheus listeners: `GRPC_BIND`, `GRPC_PORT`, `GRPC_TOKEN(_FILE)`,
+/// `METRICS_BIND`, `METRICS_PORT`.
+#[allow(clippy::type_complexity)]
+fn control_plane(
+    vars: &Vars,
+) -> Result<(Option<SocketAddr>, Option<Secret>, Option<SocketAddr>), ConfigError> {
+    let get = |name: &str| vars.get(name);
+    let grpc_bind = parse_ip(get("GRPC_BIND"), "GRPC_BIND")?;
+    let grpc_addr = match get("GRPC_PORT").as_deref() {
+        Some("off") => None,
+        port => Some(SocketAddr::new(
+            grpc_bind,
+            parse_num(port.map(str::to_owned), "GRPC_PORT", 50051, 0, 65535)? as u16,
         )),
     };
-    let list = |var: &str| -> Vec<String> {
-        get(var)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut host_rewrite = Vec::new();
-    for pair in list("STARROCKS_HOST_REWRITE") {
-        let (from, to) = pair.split_once('=').ok_or_else(|| {
-            ConfigError::new(
-                "STARROCKS_HOST_REWRITE",
-                format!("{pair:?} is not from=to; expected e.g. 127.0.0.1=fe.internal"),
-            )
-        })?;
-        host_rewrite.push((from.trim().to_owned(), to.trim().to_owned()));
-    }
-    if host_rewrite.is_empty() && !matches!(host.as_str(), "127.0.0.1" | "localhost") {
-        host_rewrite = vec![
-            ("127.0.0.1".into(), host.clone()),
-            ("localhost".into(), host.clone()),
-        ];
-    }
-    // Empty: follow the FE wherever it sends a load (its BEs and CNs are on other hosts).
-    let redirect_allow = list("STARROCKS_REDIRECT_ALLOW");
-    let load_timeout = Duration::from_secs(parse_num(
-        get("STARROCKS_LOAD_TIMEOUT_S"),
-        "STARROCKS_LOAD_TIMEOUT_S",
-        600,
-        1,
-        259_200,
-    )?);
-    let create_tables = parse_choice(
-        get("CREATE_TABLES"),
-        "CREATE_TABLES",
-        &[("false", false), ("true", true)],
-    )?;
-    let replication_num = get("STARROCKS_REPLICATION_NUM")
-        .map(|raw| parse_num(Some(raw), "STARROCKS_REPLICATION_NUM", 3, 1, 32))
-        .transpose()?
-        .map(|n| n as u32);
-    let run_mode = {
-        use crate::starrocks::cluster::RunMode;
-        parse_choice(
-            get("STARROCKS_RUN_MODE"),
-            "STARROCKS_RUN_MODE",
-            &[
-                ("auto", None),
-                ("shared_nothing", Some(RunMode::SharedNothing)),
-                ("shared_data", Some(RunMode::SharedData)),
-            ],
-        )?
-    };
-    let primary_key_limit = parse_num(
-        get("STARROCKS_PRIMARY_KEY_LIMIT"),
-        "STARROCKS_PRIMARY_KEY_LIMIT",
-        128,
-        1,
-        1 << 20,
-    )? as usize;
-    let datetime_fraction_drop = parse_choice(
-        get("STARROCKS_DATETIME_FRACTION"),
-        "STARROCKS_DATETIME_FRACTION",
-        &[("keep", false), ("drop", true)],
-    )?;
-    let truncate_policy = parse_choice(
-        get("TRUNCATE_POLICY"),
-        "TRUNCATE_POLICY",
-        &[
-            ("stop", TruncatePolicy::Stop),
-            ("truncate", TruncatePolicy::Truncate),
-        ],
-    )?;
-    let gzip = parse_choice(
-        get("STARROCKS_COMPRESS"),
-        "STARROCKS_COMPRESS",
-        &[("none", false), ("gzip", true)],
-    )?;
-    let snapshot_csv = parse_choice(
-        get("STARROCKS_SNAPSHOT_FORMAT"),
-        "STARROCKS_SNAPSHOT_FORMAT",
-        &[("csv", true), ("json", false)],
-    )?;
-    let ca_file = match get("STARROCKS_CA_FILE") {
-        None => None,
-        Some(path) => {
-            if let Err(e) = std::fs::metadata(&path) {
-                return Err(ConfigError::new(
-                    "STARROCKS_CA_FILE",
-                    format!("cannot read {path:?}: {e}; expected a PEM file of CA certificates"),
-                ));
-            }
-            Some(std::path::PathBuf::from(path))
+    let grpc_token = match (get("GRPC_TOKEN"), get("GRPC_TOKEN_FILE")) {
+        (Some(t), _) => Some(Secret::new(t)),
+        (None, Some(path)) => {
+            let token = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new("GRPC_TOKEN_FILE", format!("cannot read {path}: {e}"))
+            })?;
+            Some(Secret::new(token.trim()))
         }
+        (None, None) => None,
     };
-    Ok(StarRocksConfig {
-        gzip,
-        ca_file,
-        snapshot_csv,
-        url,
-        host,
-        database,
-        user,
-        password,
-        mysql_url,
-        redirect_allow,
-        host_rewrite,
-        load_timeout,
-        create_tables,
-        run_mode,
-        datetime_fraction_drop,
-        primary_key_limit,
-        replication_num,
-        truncate_policy,
-    })
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    if grpc_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        return Err(ConfigError::new(
+            "GRPC_TOKEN",
+            "is too short; use at least 16 random characters",
+        ));
     }
-    out
-}
+    let metrics_bind = parse_ip(get("METRICS_BIND"), "METRICS_BIND")?;
+    let metrics_addr = match get("METRICS_PORT").as_deref() {
+        None | Some("off") => None,
+        port => Some(SocketAddr::new(
+            metrics_bind,
+            parse_num(port.map(str::to_owned), "METRICS_PORT", 9187, 0, 65535)? as u16,
+        )),
+    };
 
-fn parse_ip(raw: Option<String>, var: &'static str) -> Result<IpAddr, ConfigError> {
-    match raw {
-        None => Ok(IpAddr::from([127, 0, 0, 1])),
-        Some(v) => v.parse().map_err(|_| {
-            ConfigError::new(
-                var,
-                format!("{v:?} is not an IP address; expected e.g. 127.0.0.1 or 0.0.0.0"),
-            )
-        }),
-    }
+    Ok((grpc_addr, grpc_token, metrics_addr))
 }
 
 fn is_slot_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// Parses a variable that takes one of a few words; the first choice is the default.
-fn parse_choice<T: Copy>(
-    raw: Option<String>,
-    var: &'static str,
-    choices: &[(&str, T)],
-) -> Result<T, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(choices[0].1);
-    };
-    if let Some((_, v)) = choices.iter().find(|(word, _)| *word == raw) {
-        return Ok(*v);
-    }
-    let words: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
-    let expected = match words.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => words.join(""),
-    };
-    Err(ConfigError::new(
-        var,
-        format!("{raw:?} is not supported; expected {expected}"),
-    ))
-}
-
-pub(crate) fn parse_num(
-    raw: Option<String>,
-    var: &'static str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let Some(raw) = raw else { return Ok(default) };
-    match raw.parse::<u64>() {
-        Ok(v) if (min..=max).contains(&v) => Ok(v),
-        _ => Err(ConfigError::new(
-            var,
-            format!("{raw:?} is not a whole number between {min} and {max}"),
-        )),
-    }
-}
-
-/// Parses `TABLES`: a comma list of `table` or `schema.table`, where a part may be
-/// double-quoted to keep its case or contain dots.
-pub fn parse_tables(raw: &str) -> Result<Vec<TableName>, String> {
-    let mut out: Vec<TableName> = Vec::new();
-    for item in split_outside_quotes(raw, ',')? {
-        let item = item.trim();
-        if item.is_empty() {
-            return Err(format!(
-                "{raw:?} has an empty entry; remove the extra comma"
-            ));
-        }
-        let parts = split_outside_quotes(item, '.')?;
-        let parts: Vec<String> = parts
-            .iter()
-            .map(|p| parse_ident(p.trim()))
-            .collect::<Result<_, _>>()?;
-        let table = match parts.as_slice() {
-            [name] => TableName::new("public", name.clone()),
-            [schema, name] => TableName::new(schema.clone(), name.clone()),
-            _ => {
-                return Err(format!(
-                    "{item:?} is not a table name; expected table or schema.table"
-                ))
-            }
-        };
-        if !out.contains(&table) {
-            out.push(table);
-        }
-    }
-    Ok(out)
-}
-
-fn split_outside_quotes(s: &str, sep: char) -> Result<Vec<&str>, String> {
-    let mut parts = Vec::new();
-    let mut in_quotes = false;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if c == '"' {
-            in_quotes = !in_quotes;
-        } else if c == sep && !in_quotes {
-            parts.push(&s[start..i]);
-            start = i + 1;
-        }
-    }
-    if in_quotes {
-        return Err(format!("{s:?} has an unclosed double quote"));
-    }
-    parts.push(&s[start..]);
-    Ok(parts)
-}
-
-fn parse_ident(part: &str) -> Result<String, String> {
-    if let Some(inner) = part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
-        let name = inner.replace("\"\"", "\"");
-        if name.is_empty() || name.len() > 63 {
-            return Err(format!("{part} must be 1-63 bytes long"));
-        }
-        return Ok(name);
-    }
-    let valid = !part.is_empty()
-        && part.len() <= 63
-        && part
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_alphabetic() || c == '_')
-        && part
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
-    if !valid {
-        return Err(format!(
-            "{part:?} is not a valid identifier; double-quote names with other characters"
-        ));
-    }
-    Ok(part.to_lowercase())
-}
-
-/// A StarRocks configuration for unit tests.
-#[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-
-    /// FE `fe:8030`, database `d`, every option at its default.
-    pub(crate) fn starrocks_config() -> StarRocksConfig {
-        StarRocksConfig {
-            url: "http://fe:8030".into(),
-            host: "fe".into(),
-            database: "d".into(),
-            user: "root".into(),
-            password: Secret::new(""),
-            mysql_url: Secret::new("mysql://root:@fe:9030/"),
-            redirect_allow: Vec::new(),
-            host_rewrite: Vec::new(),
-            load_timeout: Duration::from_secs(600),
-            create_tables: false,
-            run_mode: None,
-            datetime_fraction_drop: false,
-            primary_key_limit: 128,
-            replication_num: None,
-            truncate_policy: TruncatePolicy::Stop,
-            gzip: false,
-            ca_file: None,
-            snapshot_csv: true,
-        }
-    }
 }
 
 #[cfg(test)]

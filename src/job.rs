@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::{FlushPolicy, TableName};
 use crate::metrics::Metrics;
-use crate::postgres::reader::Progress;
+use crate::pipeline::progress::Progress;
 use crate::Lsn;
 
 /// Lifecycle stage, as Health reports it.

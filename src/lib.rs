@@ -38,6 +38,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod env;
+pub mod ident;
 pub mod job;
 pub mod lsn;
 pub mod metrics;

@@ -26,7 +26,7 @@ pub(crate) enum RpcError {
     },
     /// `ReloadConfig` named a table that is not a valid name.
     #[error("tables: {0}")]
-    BadTables(String),
+    BadTables(#[from] crate::ident::TableListError),
 }
 
 impl RpcError {

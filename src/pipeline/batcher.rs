@@ -31,8 +31,7 @@ use tokio::time::Instant;
 use crate::config::{FlushPolicy, TableName};
 use crate::metrics::{Metrics, TableCounters};
 use crate::pipeline::change::{Event, Op};
-use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
-use crate::postgres::toast_backfill::ToastBackfill;
+use crate::pipeline::sink::{BatchStage, ErrorKind, Sink, SinkError};
 use crate::Lsn;
 
 /// How far the server's position must be ahead of the durable LSN before an idle keepalive
@@ -163,7 +162,7 @@ pub struct Batcher<S> {
     durable: watch::Sender<Lsn>,
     metrics: Arc<Metrics>,
     chunk_done: Option<mpsc::UnboundedSender<ChunkDurable>>,
-    backfill: Option<ToastBackfill>,
+    stage: Option<Box<dyn BatchStage>>,
 }
 
 /// A snapshot chunk whose rows are all durable in the sink.
@@ -194,7 +193,7 @@ impl<S: Sink> Batcher<S> {
             durable,
             metrics,
             chunk_done: None,
-            backfill: None,
+            stage: None,
         }
     }
 
@@ -204,10 +203,9 @@ impl<S: Sink> Batcher<S> {
         self
     }
 
-    /// Completes unchanged TOAST values of updates to tables still being copied, before each
-    /// write (see [`crate::postgres::toast_backfill`]).
-    pub fn with_toast_backfill(mut self, backfill: ToastBackfill) -> Self {
-        self.backfill = Some(backfill);
+    /// Runs `stage` on each batch before the sink writes it.
+    pub fn with_stage(mut self, stage: Box<dyn BatchStage>) -> Self {
+        self.stage = Some(stage);
         self
     }
 
@@ -395,8 +393,8 @@ impl<S: Sink> Batcher<S> {
             let mut backoff = Duration::from_millis(200);
             loop {
                 let written = async {
-                    if let Some(b) = self.backfill.as_mut() {
-                        b.fill(&mut batch.events).await?;
+                    if let Some(stage) = self.stage.as_mut() {
+                        stage.prepare(&mut batch.events).await?;
                     }
                     self.sink.write_batch(&batch.events).await
                 }
@@ -485,13 +483,17 @@ mod tests {
     use super::*;
     use crate::config::TableName;
     use crate::pipeline::change::{ColumnSchema, Position, RowChange, TableSchema};
-    use crate::postgres::pgoutput::{Tuple, Value};
+    use crate::pipeline::change::{Tuple, Value};
     use crate::value::{Scalar, ValueKind};
 
     /// Records the row count of every batch it is given.
     struct Recording(Arc<std::sync::Mutex<Vec<usize>>>);
 
     impl Sink for Recording {
+        fn snapshot_encoders(&self) -> Arc<dyn crate::pipeline::sink::SnapshotEncoders> {
+            Arc::new(crate::ndjson::NdjsonSnapshotEncoders)
+        }
+
         async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
             let rows = events.iter().filter(|e| e.is_change()).count();
             self.0.lock().unwrap().push(rows);

@@ -7,10 +7,62 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::config::TableName;
-use crate::postgres::pgoutput::{Tuple, Value};
 use crate::value::ValueKind;
 use crate::Lsn;
+
+/// The column values of one row, in the table's column order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuple {
+    /// One value per column.
+    pub values: Vec<Value>,
+}
+
+/// One column value of a [`Tuple`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// SQL NULL (also every non-key column of a key-only old row).
+    Null,
+    /// A large value that did not change and was not sent (PostgreSQL's unchanged TOAST): never
+    /// to be written as NULL.
+    UnchangedToast,
+    /// The value in the source type's text output format. Not checked for UTF-8 here.
+    Text(Bytes),
+    /// The value in the type's binary format.
+    Binary(Bytes),
+}
+
+/// What the source's catalog says of a replicated table at start (sinks create and check their
+/// tables from it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableCatalog {
+    /// Table name.
+    pub name: TableName,
+    /// Primary-key column names, in key order.
+    pub key_columns: Vec<String>,
+    /// Columns in table order.
+    pub columns: Vec<CatalogColumn>,
+}
+
+/// A column as the catalog describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogColumn {
+    /// Name.
+    pub name: String,
+    /// Type OID.
+    pub type_oid: u32,
+    /// Type modifier, -1 when none.
+    pub type_modifier: i32,
+    /// For arrays, the element type OID (0 otherwise).
+    pub elem_oid: u32,
+    /// For arrays, the dimensions the column was declared with (`attndims`: `int[][]` → 2);
+    /// PostgreSQL does not enforce them, so values may still differ. 0 when not declared.
+    pub array_dims: u8,
+    /// `NOT NULL`.
+    pub not_null: bool,
+}
 
 /// One column of a replicated table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,8 +230,8 @@ pub enum Event {
         /// The server's sent position.
         wal_end: Lsn,
     },
-    /// Snapshot rows already encoded in the sink's load format by a snapshot worker (only for
-    /// sinks whose [`crate::pipeline::sink::Sink::snapshot_format`] asks for it).
+    /// Snapshot rows already encoded in the sink's own format by the encoder the sink handed the
+    /// snapshot ([`crate::pipeline::sink::Sink::snapshot_encoders`]).
     Encoded(EncodedRows),
     /// Every row of one snapshot chunk was sent before this marker; once it is durable the
     /// chunk is recorded as done.
@@ -218,17 +270,18 @@ impl Event {
     }
 }
 
-/// A block of snapshot rows of one table, encoded as one load body: every row is a full-row
-/// insert stamped with the snapshot's LSN, so nothing needs collapsing or grouping.
+/// A block of snapshot rows of one table, encoded as one body in its sink's own format: every
+/// row is a full-row insert stamped with the snapshot's LSN, so nothing needs collapsing or
+/// grouping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedRows {
     /// Table.
     pub table: Arc<TableSchema>,
-    /// The load body (for StarRocks: a JSON array of full rows with the audit columns, or
-    /// tab-separated CSV when `csv_columns` is set).
+    /// The body (StarRocks: one load's JSON array or tab-separated CSV; NDJSON: the lines).
     pub body: bytes::Bytes,
-    /// For a CSV body: the `columns` header naming its fields in order.
-    pub csv_columns: Option<Arc<str>>,
+    /// What the sink must say about the body's layout when it sends it, if anything
+    /// (StarRocks: the `columns` header of a CSV body).
+    pub layout: Option<Arc<str>>,
     /// Rows in the body.
     pub rows: u64,
     /// The version every row carries (the snapshot's consistent point).

@@ -8,12 +8,13 @@
 //! a sink may see a change again. Sinks must tolerate that (the NDJSON sink writes the duplicate
 //! line; the StarRocks sink's labels and `merge_condition` absorb it).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::config::TableName;
-use crate::pipeline::change::Event;
+use crate::pipeline::change::{EncodedRows, Event, TableSchema};
+use crate::pipeline::text_row::TextRowError;
+use crate::value::ValueError;
+use crate::Lsn;
 
 /// Whether retrying can help.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,72 +53,81 @@ impl SinkError {
     }
 }
 
-/// How the snapshot workers hand rows to a sink.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SnapshotFormat {
-    /// One [`Event::Row`] per row (the sink encodes them like streamed changes).
-    Rows,
-    /// [`Event::Encoded`] blocks of StarRocks Stream Load bodies, encoded by the workers in
-    /// parallel, each sent as one load: JSON only, or CSV wherever a row needs no escaping.
-    StarRocks {
-        /// Whether CSV bodies may be used.
-        csv: bool,
-        /// Per table, the target's own column names and shapes.
-        targets: Arc<HashMap<TableName, Arc<ColumnTargets>>>,
+/// A snapshot row could not be encoded by a sink's [`SnapshotEncoder`].
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotEncodeError {
+    /// The line is not a valid text row.
+    #[error(transparent)]
+    TextRow(#[from] TextRowError),
+    /// A value does not fit its column.
+    #[error("column {column:?}: {source}")]
+    Value {
+        /// The column.
+        column: String,
+        /// Why.
+        source: ValueError,
     },
+    /// The row's key does not fit the sink.
+    #[error("key ({columns}): {source}")]
+    Key {
+        /// The key's columns.
+        columns: String,
+        /// Why.
+        source: ValueError,
+    },
+    /// The sink's own encoding failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
 }
 
-/// One column as a sink stores it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TargetColumn {
-    /// The sink's own name for the column (it may differ from the source's in case only).
-    pub name: String,
-    /// For an array column, how many array levels it nests; `None` for other types (and for
-    /// types that hold any JSON, which take arrays of any depth).
-    pub array_depth: Option<u8>,
-    /// As part of a primary key: its encoded width in bytes when fixed (numbers, dates);
-    /// `None` for strings, whose width is their length.
-    pub key_width: Option<u8>,
+/// Encodes one table's snapshot rows into bodies in its sink's own format, inside a snapshot
+/// worker, so that many tables and chunks are encoded in parallel.
+///
+/// Why the sink owns the encoder: each sink has its own wire format, and encoding is most of a
+/// snapshot's CPU. The source only reads rows, as lines of text fields
+/// ([`crate::pipeline::text_row`]), and hands each line to the encoder; what comes out is an
+/// [`Event::Encoded`] block that only the sink that made it reads. No sink ever receives a
+/// block it cannot read, and no source knows any sink's format.
+pub trait SnapshotEncoder: Send {
+    /// Adds one row: a line of text fields without its newline. On error the encoder is
+    /// unusable.
+    fn push_line(&mut self, line: &[u8]) -> Result<(), SnapshotEncodeError>;
+
+    /// Whether a body reached its target size (then [`Self::take`] it).
+    fn is_full(&self) -> bool;
+
+    /// Takes a body encoded so far, `None` when none holds a row; call it until `None` to take
+    /// them all.
+    fn take(&mut self) -> Option<EncodedRows>;
 }
 
-/// How a sink names and shapes the columns of one table, looked up by the source's column
-/// name without regard to case (the sink's names are case-insensitive).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ColumnTargets {
-    by_name: HashMap<String, TargetColumn>,
-    /// The most bytes an encoded primary key may take (0: no limit).
-    pub key_limit: usize,
+/// What a sink hands the snapshot: a maker of [`SnapshotEncoder`]s, shared by the workers.
+pub trait SnapshotEncoders: Send + Sync {
+    /// An encoder for `table`'s rows copied at `version`, cutting bodies at about `target_bytes`.
+    fn encoder(
+        &self,
+        table: Arc<TableSchema>,
+        version: Lsn,
+        target_bytes: usize,
+    ) -> Box<dyn SnapshotEncoder>;
 }
 
-impl ColumnTargets {
-    /// Records `column` for the source column `source_name`.
-    pub fn insert(&mut self, source_name: &str, column: TargetColumn) {
-        self.by_name.insert(source_name.to_lowercase(), column);
-    }
-
-    /// The target column for `source_name`, if the sink has it.
-    pub fn get(&self, source_name: &str) -> Option<&TargetColumn> {
-        self.by_name.get(&source_name.to_lowercase())
-    }
-
-    /// Whether the sink has a column for `source_name`.
-    pub fn contains(&self, source_name: &str) -> bool {
-        self.get(source_name).is_some()
-    }
-
-    /// The sink's name for `source_name` (the source's own when the sink has none yet).
-    pub fn name<'a>(&'a self, source_name: &'a str) -> &'a str {
-        self.get(source_name)
-            .map_or(source_name, |c| c.name.as_str())
-    }
+/// A step that completes a batch before its sink writes it: the pipeline runs it on every batch
+/// (retried with the write). The source supplies such steps where only it can fill something
+/// in, such as the unchanged TOAST values of tables still being copied; the pipeline and the
+/// sinks stay unaware of what they do.
+pub trait BatchStage: Send {
+    /// Completes `events` in place.
+    fn prepare<'a>(
+        &'a mut self,
+        events: &'a mut [Event],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// A destination for change events.
 pub trait Sink: Send + 'static {
-    /// How this sink wants snapshot rows.
-    fn snapshot_format(&self) -> SnapshotFormat {
-        SnapshotFormat::Rows
-    }
+    /// The encoders the snapshot workers use for this sink's snapshot rows.
+    fn snapshot_encoders(&self) -> Arc<dyn SnapshotEncoders>;
 
     /// Writes `events` (in order) and returns once all of them are durable. On error nothing
     /// in the batch may be assumed durable.

@@ -453,25 +453,9 @@ pub struct RollbackPrepared {
     pub gid: String,
 }
 
-/// The column values of one row, in the relation's column order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tuple {
-    /// One value per published column.
-    pub values: Vec<Value>,
-}
-
-/// One column value of a [`Tuple`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    /// `n`: SQL NULL (also every non-key column of an [`OldTuple::Key`]).
-    Null,
-    /// `u`: a TOASTed value that did not change; the message does not carry it.
-    UnchangedToast,
-    /// `t`: the value in PostgreSQL's text output format. Not checked for UTF-8 here.
-    Text(Bytes),
-    /// `b`: the value in the type's binary send format (with the `binary` option).
-    Binary(Bytes),
-}
+// Row values are the pipeline's source-neutral model; pgoutput's `n`, `u`, `t` and `b` column
+// kinds decode into them one to one.
+pub use crate::pipeline::change::{Tuple, Value};
 
 /// Why a payload is not a valid pgoutput message.
 ///

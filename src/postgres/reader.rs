@@ -13,10 +13,10 @@
 //! On resume it skips transactions whose commit is older than the checkpoint: PostgreSQL 15 may
 //! resend a few already-confirmed transactions after a restart.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::config::TableName;
 use crate::metrics::Metrics;
@@ -29,22 +29,7 @@ use crate::postgres::replication::{ReplicationError, ReplicationMessage, Replica
 use crate::postgres::schema_cache::{RelationUpdate, SchemaCache, SchemaError};
 use crate::Lsn;
 
-/// Positions shared between the reader, the checkpoint writer and the status task.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Highest WAL position received from the server (`write` in status updates).
-    pub received: AtomicU64,
-    /// Highest LSN persisted in `dbmazz_checkpoints` and safe to confirm (`flush`).
-    pub confirmed: AtomicU64,
-    /// Wakes the status task: PostgreSQL asked for a reply, or `confirmed` moved.
-    pub status_now: Notify,
-}
-
-impl Progress {
-    fn note_received(&self, lsn: Lsn) {
-        self.received.fetch_max(lsn.0, Ordering::Relaxed);
-    }
-}
+pub use crate::pipeline::progress::Progress;
 
 /// Why the reader stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -17,34 +17,8 @@ use crate::pipeline::change::{ColumnSchema, TableSchema};
 use crate::postgres::pgoutput::Relation;
 use crate::value::ValueKind;
 
-/// What setup learned about a replicated table from the catalog.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TableCatalog {
-    /// Table name.
-    pub name: TableName,
-    /// Primary-key column names, in key order.
-    pub key_columns: Vec<String>,
-    /// Columns in table order.
-    pub columns: Vec<CatalogColumn>,
-}
-
-/// A column as the catalog describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CatalogColumn {
-    /// Name.
-    pub name: String,
-    /// Type OID.
-    pub type_oid: u32,
-    /// Type modifier, -1 when none.
-    pub type_modifier: i32,
-    /// For arrays, the element type OID (0 otherwise).
-    pub elem_oid: u32,
-    /// For arrays, the dimensions the column was declared with (`attndims`: `int[][]` → 2);
-    /// PostgreSQL does not enforce them, so values may still differ. 0 when not declared.
-    pub array_dims: u8,
-    /// `NOT NULL`.
-    pub not_null: bool,
-}
+// What setup reads from the catalog is part of the pipeline's source-neutral model.
+pub use crate::pipeline::change::{CatalogColumn, TableCatalog};
 
 /// The result of feeding a Relation message to the cache.
 #[derive(Debug)]

@@ -51,7 +51,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::{pin_mut, TryStreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
@@ -59,16 +59,14 @@ use tokio_postgres::Client;
 use crate::config::{quote_ident, quote_literal, Config, SnapshotMode, TableName};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::pipeline::batcher::{ChunkDurable, Feeder};
-use crate::pipeline::change::{ColumnSchema, Event, Op, Position, RowChange, TableSchema};
-use crate::pipeline::sink::{ColumnTargets, SnapshotFormat};
+use crate::pipeline::change::{ColumnSchema, Event, TableSchema};
+use crate::pipeline::sink::{SnapshotEncodeError, SnapshotEncoder, SnapshotEncoders};
 use crate::postgres::conninfo::PgConnInfo;
-use crate::postgres::pgoutput::{Tuple, Value};
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
 use crate::postgres::schema_cache::TableCatalog;
 use crate::postgres::setup::SourceInfo;
 use crate::postgres::tls::{connect_sql, ConnectError};
 use crate::postgres::toast_backfill::CopyingTables;
-use crate::starrocks::encode::{BodyPool, SnapshotBody};
 use crate::value::ValueKind;
 use crate::Lsn;
 
@@ -89,14 +87,25 @@ pub enum SnapshotError {
         /// Cause.
         source: tokio_postgres::Error,
     },
-    /// COPY data did not parse.
-    #[error("snapshot of {table}: {message}")]
+    /// A copied row could not be encoded for the sink.
+    #[error("snapshot of {table}: {source}")]
     Copy {
         /// Table.
         table: TableName,
         /// What was wrong.
-        message: String,
+        source: SnapshotEncodeError,
     },
+    /// The COPY data ended in the middle of a row.
+    #[error("snapshot of {table}: the COPY data ends with {bytes} bytes after the last newline")]
+    Truncated {
+        /// Table.
+        table: TableName,
+        /// Bytes after the last newline.
+        bytes: usize,
+    },
+    /// A worker task panicked or was cancelled.
+    #[error("a snapshot worker failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 impl SnapshotError {
@@ -106,7 +115,9 @@ impl SnapshotError {
             SnapshotError::Connect(e) => e.is_transient(),
             SnapshotError::Slot(e) => e.is_transient(),
             SnapshotError::Sql { source, .. } => source.is_closed() || source.code().is_none(),
-            SnapshotError::Copy { .. } => false,
+            SnapshotError::Copy { .. }
+            | SnapshotError::Truncated { .. }
+            | SnapshotError::Worker(_) => false,
         }
     }
 }
@@ -484,109 +495,11 @@ fn copy_sql(
     )
 }
 
-/// The tab-separated fields of one line of COPY text format (without its newline), escapes
-/// left as they are.
-pub(crate) fn copy_fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut start = 0;
-    memchr::memchr_iter(b'\t', line)
-        .chain(std::iter::once(line.len()))
-        .map(move |end| {
-            let field = &line[start..end];
-            start = end + 1;
-            field
-        })
-}
-
-/// The error for a COPY line whose field count is not the table's column count.
-pub(crate) fn check_field_count(fields: usize, columns: usize) -> Result<(), String> {
-    if fields == columns {
-        Ok(())
-    } else {
-        Err(format!(
-            "a COPY line has {fields} fields, the table has {columns} columns"
-        ))
-    }
-}
-
-/// Parses one line of COPY text format into values (zero-copy unless a field has escapes).
-pub fn parse_copy_line(line: &Bytes, columns: usize) -> Result<Tuple, String> {
-    let mut values = Vec::with_capacity(columns);
-    for field in copy_fields(line) {
-        values.push(if field == b"\\N" {
-            Value::Null
-        } else if memchr::memchr(b'\\', field).is_some() {
-            let mut out = Vec::with_capacity(field.len());
-            unescape_into(field, &mut out)?;
-            Value::Text(Bytes::from(out))
-        } else {
-            Value::Text(line.slice_ref(field))
-        });
-    }
-    check_field_count(values.len(), columns)?;
-    Ok(Tuple { values })
-}
-
-/// Decodes the backslash escapes of one COPY text field, appending to `out`.
-pub(crate) fn unescape_into(field: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    let mut i = 0;
-    while i < field.len() {
-        let b = field[i];
-        if b != b'\\' {
-            out.push(b);
-            i += 1;
-            continue;
-        }
-        let Some(&c) = field.get(i + 1) else {
-            return Err("a COPY field ends with a lone backslash".into());
-        };
-        i += 2;
-        let decoded = match c {
-            b'b' => 8,
-            b'f' => 12,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
-            b'v' => 11,
-            b'0'..=b'7' => {
-                let mut v = u32::from(c - b'0');
-                for _ in 0..2 {
-                    match field.get(i) {
-                        Some(d @ b'0'..=b'7') => {
-                            v = v * 8 + u32::from(d - b'0');
-                            i += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                (v & 0xFF) as u8
-            }
-            b'x' => {
-                let mut v = 0u32;
-                let mut n = 0;
-                while n < 2 {
-                    match field.get(i).and_then(|d| char::from(*d).to_digit(16)) {
-                        Some(d) => {
-                            v = v * 16 + d;
-                            i += 1;
-                            n += 1;
-                        }
-                        None => break,
-                    }
-                }
-                v as u8
-            }
-            other => other,
-        };
-        out.push(decoded);
-    }
-    Ok(())
-}
-
 /// How the workers hand rows to the pipeline.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Output {
-    /// Rows, or bodies encoded for the sink.
-    pub format: SnapshotFormat,
+    /// The sink's encoders, which turn copied lines into bodies of its own format.
+    pub encoders: Arc<dyn SnapshotEncoders>,
     /// Size at which an encoded body is cut (a fraction of the byte budget).
     pub body_bytes: usize,
 }
@@ -617,7 +530,6 @@ pub async fn run(
     let queue = Arc::new(Mutex::new(chunks.into_iter().collect::<VecDeque<_>>()));
     let workers = workers.min(pending).max(1);
     let (imported_tx, mut imported_rx) = mpsc::channel::<()>(workers);
-    let pool = BodyPool::default();
     let mut handles = Vec::new();
     for _ in 0..workers {
         let client = connect_sql(&database).await?;
@@ -631,7 +543,6 @@ pub async fn run(
             imported_tx.clone(),
             job.clone(),
             output.clone(),
-            pool.clone(),
         )));
     }
     drop(feeder);
@@ -655,10 +566,7 @@ pub async fn run(
                     match r {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(e),
-                        Err(join) => return Err(SnapshotError::Copy {
-                            table: TableName::new("", ""),
-                            message: format!("a snapshot worker failed: {join}"),
-                        }),
+                        Err(join) => return Err(SnapshotError::Worker(join)),
                     }
                 }
             }
@@ -743,7 +651,6 @@ async fn worker(
     imported: mpsc::Sender<()>,
     job: JobHandle,
     output: Output,
-    pool: BodyPool,
 ) -> Result<(), SnapshotError> {
     let tx = client
         .build_transaction()
@@ -775,30 +682,12 @@ async fn worker(
         pin_mut!(copy);
         let mut buf = BytesMut::new();
         let mut rows: u64 = 0;
-        let ncols = task.table.columns.len();
-        let pos = Position {
-            lsn,
-            commit_lsn: lsn,
-            xid: 0,
-            commit_time: 0,
-        };
-        let mut body = match &output.format {
-            SnapshotFormat::StarRocks { csv, targets } => Some(SnapshotBody::new(
-                task.table.clone(),
-                targets
-                    .get(&task.table.name)
-                    .map_or(&ColumnTargets::default(), |t| t.as_ref()),
-                lsn,
-                &crate::starrocks::sink::synced_at_now(),
-                output.body_bytes,
-                pool.clone(),
-                *csv,
-            )),
-            SnapshotFormat::Rows => None,
-        };
-        let copy_error = |message| SnapshotError::Copy {
+        let mut body = output
+            .encoders
+            .encoder(task.table.clone(), lsn, output.body_bytes);
+        let copy_error = |source| SnapshotError::Copy {
             table: table.clone(),
-            message,
+            source,
         };
         // One stop future for the whole chunk: building one per row costs more than the row.
         let mut stop_copy = stop.clone();
@@ -819,10 +708,7 @@ async fn worker(
             if single {
                 rows += 1;
                 let end = data.len() - 1;
-                let event = line_event(&mut body, &data[..end], || {
-                    row_event(&task, pos, &data.slice(..end), ncols)
-                })
-                .map_err(copy_error)?;
+                let event = line_event(body.as_mut(), &data[..end]).map_err(copy_error)?;
                 if let Some(event) = event {
                     if !send(&feeder, &mut stop, event).await {
                         return Ok(());
@@ -834,8 +720,7 @@ async fn worker(
             while let Some(nl) = memchr::memchr(b'\n', &buf) {
                 let line = buf.split_to(nl + 1).freeze().slice(..nl);
                 rows += 1;
-                let event = line_event(&mut body, &line, || row_event(&task, pos, &line, ncols))
-                    .map_err(copy_error)?;
+                let event = line_event(body.as_mut(), &line).map_err(copy_error)?;
                 if let Some(event) = event {
                     if !send(&feeder, &mut stop, event).await {
                         return Ok(());
@@ -844,12 +729,12 @@ async fn worker(
             }
         }
         if !buf.is_empty() {
-            return Err(copy_error(format!(
-                "the COPY data ends with {} bytes after the last newline",
-                buf.len()
-            )));
+            return Err(SnapshotError::Truncated {
+                table,
+                bytes: buf.len(),
+            });
         }
-        while let Some(e) = body.as_mut().and_then(SnapshotBody::take) {
+        while let Some(e) = body.take() {
             if !send(&feeder, &mut stop, Event::Encoded(e)).await {
                 return Ok(());
             }
@@ -867,40 +752,16 @@ async fn worker(
     }
 }
 
-/// What one copied line becomes: a full body to send (the line was added to `body`), nothing yet,
-/// or, for sinks that encode rows themselves (no `body`), a row event.
+/// Adds one copied line to the sink's encoder; returns a body to send once one is full.
 fn line_event(
-    body: &mut Option<SnapshotBody>,
+    body: &mut dyn SnapshotEncoder,
     line: &[u8],
-    as_row: impl FnOnce() -> Result<RowChange, String>,
-) -> Result<Option<Event>, String> {
-    match body {
-        Some(body) => {
-            body.push_line(line)?;
-            Ok(if body.is_full() {
-                body.take().map(Event::Encoded)
-            } else {
-                None
-            })
-        }
-        None => as_row().map(|row| Some(Event::Row(row))),
-    }
-}
-
-/// A copied row as a row event (for sinks that encode rows themselves).
-fn row_event(
-    task: &ChunkTask,
-    pos: Position,
-    line: &Bytes,
-    ncols: usize,
-) -> Result<RowChange, String> {
-    Ok(RowChange {
-        op: Op::Snapshot,
-        table: task.table.clone(),
-        pos,
-        row: parse_copy_line(line, ncols)?,
-        key_only: false,
-        old: None,
+) -> Result<Option<Event>, SnapshotEncodeError> {
+    body.push_line(line)?;
+    Ok(if body.is_full() {
+        body.take().map(Event::Encoded)
+    } else {
+        None
     })
 }
 
@@ -915,34 +776,6 @@ async fn send(feeder: &Feeder, stop: &mut watch::Receiver<bool>, event: Event) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_lines_parse_nulls_escapes_and_zero_copy_fields() {
-        let line = Bytes::from_static(b"1\t\\N\ta\\tb\\\\c\\n\tplain\t\\101\\x42");
-        let t = parse_copy_line(&line, 5).unwrap();
-        assert_eq!(t.values[0], Value::Text(Bytes::from_static(b"1")));
-        assert_eq!(t.values[1], Value::Null);
-        assert_eq!(t.values[2], Value::Text(Bytes::from_static(b"a\tb\\c\n")));
-        assert_eq!(t.values[4], Value::Text(Bytes::from_static(b"AB")));
-        if let Value::Text(b) = &t.values[3] {
-            assert_eq!(
-                b.as_ptr(),
-                line[15..].as_ptr(),
-                "unescaped fields are slices"
-            );
-        } else {
-            panic!()
-        }
-        assert!(parse_copy_line(&line, 6).is_err());
-        assert!(parse_copy_line(&Bytes::from_static(b"a\\"), 1).is_err());
-        assert_eq!(
-            parse_copy_line(&Bytes::from_static(b""), 1)
-                .unwrap()
-                .values
-                .len(),
-            1
-        );
-    }
 
     #[test]
     fn progress_shows_rows_against_the_estimate_and_chunks() {

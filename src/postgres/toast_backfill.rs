@@ -21,10 +21,10 @@ use bytes::Bytes;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::{quote_ident, quote_literal, TableName};
+use crate::pipeline::change::Value;
 use crate::pipeline::change::{Event, Op, TableSchema};
-use crate::pipeline::sink::SinkError;
+use crate::pipeline::sink::{BatchStage, SinkError};
 use crate::postgres::conninfo::PgConnInfo;
-use crate::postgres::pgoutput::Value;
 use crate::postgres::tls::connect_sql;
 
 /// Keys per lookup query.
@@ -56,6 +56,15 @@ pub struct ToastBackfill {
     copying: Arc<CopyingTables>,
     database: PgConnInfo,
     client: Option<tokio_postgres::Client>,
+}
+
+impl BatchStage for ToastBackfill {
+    fn prepare<'a>(
+        &'a mut self,
+        events: &'a mut [Event],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move { self.fill(events).await.map(|_| ()) })
+    }
 }
 
 impl ToastBackfill {

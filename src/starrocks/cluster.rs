@@ -18,8 +18,8 @@
 
 use std::fmt;
 
-use crate::config::StarRocksConfig;
-use crate::postgres::schema_cache::CatalogColumn;
+use crate::pipeline::change::CatalogColumn;
+use crate::starrocks::config::{RunMode, StarRocksConfig};
 use crate::starrocks::ddl::{Ddl, DdlError};
 
 /// A StarRocks release number.
@@ -60,24 +60,6 @@ impl Version {
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-/// How the cluster stores data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunMode {
-    /// BEs keep the tablets and their replicas.
-    SharedNothing,
-    /// Compute nodes over object storage.
-    SharedData,
-}
-
-impl fmt::Display for RunMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RunMode::SharedNothing => "shared_nothing",
-            RunMode::SharedData => "shared_data",
-        })
     }
 }
 
@@ -276,7 +258,7 @@ mod tests {
     }
 
     fn cfg() -> StarRocksConfig {
-        crate::config::tests_support::starrocks_config()
+        crate::starrocks::config::tests_support::starrocks_config()
     }
 
     #[test]

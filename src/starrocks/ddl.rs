@@ -12,7 +12,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, Row};
 
-use crate::postgres::schema_cache::TableCatalog;
+use crate::pipeline::change::TableCatalog;
 use crate::secret::Secret;
 use crate::starrocks::types::{starrocks_type, AUDIT_COLUMNS};
 

@@ -24,14 +24,15 @@
 //! segment (a chunk holds each key once, all rows full, all with the snapshot's version). Those
 //! bodies are CSV wherever a row needs no escaping, which halves their size and their cost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::Arc;
 
-use crate::pipeline::change::{EncodedRows, Op, RowChange, TableSchema};
-use crate::pipeline::sink::ColumnTargets;
-use crate::postgres::pgoutput::{Tuple, Value};
-use crate::postgres::snapshot::{check_field_count, copy_fields, unescape_into};
+use crate::config::TableName;
+use crate::pipeline::change::{EncodedRows, Op, RowChange, TableSchema, Tuple, Value};
+use crate::pipeline::sink::{SnapshotEncodeError, SnapshotEncoder, SnapshotEncoders};
+use crate::pipeline::text_row::{check_field_count, copy_fields, unescape_into};
+use crate::starrocks::target::ColumnTargets;
 use crate::value::{self, Dialect, KeyTooLong, Mapped, Scalar, ValueError, ValueKind};
 use crate::Lsn;
 
@@ -462,6 +463,512 @@ fn key_bytes(table: &TableSchema, row: &Tuple) -> Vec<u8> {
     key
 }
 
+/// Encodes snapshot rows straight from COPY text lines into Stream Load bodies, in the snapshot
+/// worker that read them: no per-row allocation, no collapsing (a chunk holds each key once, and
+/// every row is a full-row insert with the same version).
+///
+/// Two bodies fill side by side. A row goes into the **CSV** body when its table allows it (CSV
+/// enabled, no JSON or array columns) and none of its fields holds a COPY escape other than the
+/// NULL marker `\N` and a bytea's `\\x`. Such a row's fields then hold no tab, newline or
+/// backslash, so they are tab-separated CSV exactly as StarRocks reads it without quoting or
+/// escapes, and most fields are copied as they are; only values whose StarRocks text differs
+/// from PostgreSQL's are converted (booleans, timestamptz, non-finite numbers, infinite dates,
+/// money, bytea), by the same rules as JSON ([`value::write_starrocks_csv`]). Every other row goes
+/// into the **JSON** body. A CSV row is about half the size of its JSON object and is cheaper to
+/// write and to parse. CSV escaping is never relied on: a value that would need it goes as JSON.
+pub struct SnapshotBody {
+    table: Arc<TableSchema>,
+    version: Lsn,
+    /// `{"col":` for the first column, `,"col":` for the others.
+    prefixes: Vec<Vec<u8>>,
+    /// The audit columns and the closing brace.
+    tail: Vec<u8>,
+    /// The CSV body's `columns` header; `None` when every row goes as JSON.
+    csv_columns: Option<Arc<str>>,
+    /// The CSV audit fields and the row delimiter.
+    csv_tail: Vec<u8>,
+    /// Whether each column is part of the key (hashed into the fingerprint).
+    is_key: Vec<bool>,
+    /// Per column: the target's ARRAY depth, checked for array values.
+    depths: Vec<Option<u8>>,
+    key_limit: Option<KeyLimit>,
+    json: Part,
+    csv: Part,
+    scratch: Vec<u8>,
+    target: usize,
+    pool: BodyPool,
+}
+
+/// One body being filled.
+struct Part {
+    body: Vec<u8>,
+    rows: u64,
+    fingerprint: u64,
+    mapped: Mapped,
+}
+
+impl Part {
+    fn new() -> Self {
+        Part {
+            body: Vec::new(),
+            rows: 0,
+            fingerprint: FNV_OFFSET,
+            mapped: Mapped::default(),
+        }
+    }
+
+    /// Takes a buffer for the body from `pool` the first time it is written to.
+    fn ensure_buffer(&mut self, pool: &BodyPool, target: usize) {
+        if self.body.capacity() == 0 {
+            self.body = pool.get(target + target / 8);
+        }
+    }
+}
+
+/// Body buffers that come back when a body's last reference is dropped (once its batch is
+/// durable), so that the snapshot reuses a few buffers instead of mapping and zeroing fresh
+/// pages for every body. Keeps at most [`BodyPool::KEEP`] buffers.
+#[derive(Clone, Debug, Default)]
+pub struct BodyPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl BodyPool {
+    /// Buffers kept for reuse (more than the byte budget lets be in flight is pointless).
+    pub const KEEP: usize = 12;
+
+    fn get(&self, capacity: usize) -> Vec<u8> {
+        let mut buf = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        buf.reserve(capacity);
+        buf
+    }
+}
+
+/// A body's buffer on its way to the sink; goes back to its pool when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: BodyPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if let Ok(mut free) = self.pool.0.lock() {
+            if free.len() < BodyPool::KEEP {
+                free.push(buf);
+            }
+        }
+    }
+}
+
+impl SnapshotBody {
+    /// The longest `columns` header a CSV body may need (JSON bodies need none).
+    pub const MAX_CSV_HEADER: usize = 8 * 1024;
+
+    /// An encoder for `table`'s rows copied at `version`, cutting bodies at about `target` bytes
+    /// (buffers come from `pool`); `csv` lets it use CSV bodies where rows allow. Columns are
+    /// named and shaped as `targets` says.
+    pub fn new(
+        table: Arc<TableSchema>,
+        targets: &ColumnTargets,
+        version: Lsn,
+        synced_at: &str,
+        target: usize,
+        pool: BodyPool,
+        csv: bool,
+    ) -> Self {
+        let names: Vec<(&str, Option<u8>)> = target_columns(&table, targets).collect();
+        let prefixes = names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let mut p = vec![if i == 0 { b'{' } else { b',' }];
+                value::write_escaped(&mut p, name.as_bytes());
+                p.push(b':');
+                p
+            })
+            .collect();
+        let depths = names.iter().map(|(_, depth)| *depth).collect();
+        let key_limit = KeyLimit::new(&table, targets);
+        let tail = format!(
+            "{}\"dbmazz_op_type\":0,\"dbmazz_is_deleted\":false,\"dbmazz_synced_at\":\"{synced_at}\",\"dbmazz_cdc_version\":{}}}",
+            if table.columns.is_empty() { "{" } else { "," },
+            version.0
+        )
+        .into_bytes();
+        let csv_columns = (csv
+            && !table.columns.is_empty()
+            && table.columns.iter().all(|c| value::csv_capable(c.kind)))
+        .then(|| {
+            let names: Vec<String> = names
+                .iter()
+                .map(|(name, _)| header_name(name))
+                .chain(
+                    crate::starrocks::types::AUDIT_COLUMNS
+                        .iter()
+                        .map(|(n, _)| n.to_string()),
+                )
+                .collect();
+            names.join(",")
+        })
+        // CSV needs the `columns` header on every load; a very wide table stays on JSON rather
+        // than risk the FE's HTTP header size limit.
+        .filter(|header| header.len() <= Self::MAX_CSV_HEADER)
+        .map(Arc::from);
+        let csv_tail = format!("\t0\t0\t{synced_at}\t{}\n", version.0).into_bytes();
+        let is_key = (0..table.columns.len())
+            .map(|i| table.key.contains(&i))
+            .collect();
+        SnapshotBody {
+            table,
+            version,
+            prefixes,
+            tail,
+            csv_columns,
+            csv_tail,
+            is_key,
+            depths,
+            key_limit,
+            json: Part::new(),
+            csv: Part::new(),
+            scratch: Vec::new(),
+            target,
+            pool,
+        }
+    }
+
+    /// Whether a body reached its target size.
+    pub fn is_full(&self) -> bool {
+        self.json.body.len() >= self.target || self.csv.body.len() >= self.target
+    }
+
+    /// Rows in the current bodies.
+    pub fn rows(&self) -> u64 {
+        self.json.rows + self.csv.rows
+    }
+
+    /// Adds one COPY text line (without its newline). On error the bodies are unusable.
+    pub fn push_line(&mut self, line: &[u8]) -> Result<(), SnapshotEncodeError> {
+        if let Some(limit) = &self.key_limit {
+            // A line shorter than the limit less what the encoding adds cannot hold a longer key.
+            if line.len() + limit.overhead > limit.limit {
+                self.check_key(line)?;
+            }
+        }
+        if self.csv_columns.is_some() && self.push_csv(line)? {
+            return Ok(());
+        }
+        self.push_json(line)
+    }
+
+    /// Checks the encoded size of one COPY line's key.
+    fn check_key(&mut self, line: &[u8]) -> Result<(), SnapshotEncodeError> {
+        let Some(limit) = &self.key_limit else {
+            return Ok(());
+        };
+        let fields: Vec<&[u8]> = copy_fields(line).collect();
+        let mut values: Vec<Vec<u8>> = Vec::with_capacity(limit.columns.len());
+        for (k, _) in &limit.columns {
+            let raw = fields.get(*k).copied().unwrap_or_default();
+            let mut text = Vec::with_capacity(raw.len());
+            if memchr::memchr(b'\\', raw).is_some() {
+                unescape_into(raw, &mut text)?;
+            } else {
+                text.extend_from_slice(raw);
+            }
+            values.push(text);
+        }
+        limit.check(values.iter().map(Vec::as_slice)).map_err(|e| {
+            let names: Vec<&str> = limit
+                .columns
+                .iter()
+                .filter_map(|(k, _)| self.table.columns.get(*k).map(|c| c.name.as_str()))
+                .collect();
+            SnapshotEncodeError::Key {
+                columns: names.join(", "),
+                source: e.into(),
+            }
+        })
+    }
+
+    /// Adds a line to the CSV body; `false` (with nothing written) when it must go as JSON.
+    fn push_csv(&mut self, line: &[u8]) -> Result<bool, SnapshotEncodeError> {
+        // Invalid UTF-8 goes the JSON way, which names the column that holds it. So does a line
+        // starting with a byte-order mark, which a CSV reader may take for the body's encoding
+        // mark and strip.
+        if line.starts_with("\u{feff}".as_bytes()) || simdutf8::basic::from_utf8(line).is_err() {
+            return Ok(false);
+        }
+        let part = &mut self.csv;
+        part.ensure_buffer(&self.pool, self.target);
+        let start = part.body.len();
+        let written = csv_row(
+            &self.table,
+            &self.is_key,
+            line,
+            &mut part.body,
+            &mut self.scratch,
+            part.fingerprint,
+        );
+        match written {
+            Ok(Some((fingerprint, mapped))) => {
+                part.body.extend_from_slice(&self.csv_tail);
+                part.rows += 1;
+                part.fingerprint = fingerprint;
+                part.mapped += mapped;
+                Ok(true)
+            }
+            Ok(None) => {
+                part.body.truncate(start);
+                Ok(false)
+            }
+            Err(e) => {
+                part.body.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    fn push_json(&mut self, line: &[u8]) -> Result<(), SnapshotEncodeError> {
+        let part = &mut self.json;
+        part.ensure_buffer(&self.pool, self.target);
+        part.body
+            .push(if part.body.is_empty() { b'[' } else { b',' });
+        let mut fields = 0;
+        for raw in copy_fields(line) {
+            fields += 1;
+            let Some(col) = self.table.columns.get(fields - 1) else {
+                continue;
+            };
+            part.body.extend_from_slice(&self.prefixes[fields - 1]);
+            if raw == b"\\N" {
+                part.body.extend_from_slice(b"null");
+                continue;
+            }
+            let text = if memchr::memchr(b'\\', raw).is_some() {
+                self.scratch.clear();
+                unescape_into(raw, &mut self.scratch)?;
+                &self.scratch[..]
+            } else {
+                raw
+            };
+            if self.is_key[fields - 1] {
+                fnv(&mut part.fingerprint, &(text.len() as u32).to_le_bytes());
+                fnv(&mut part.fingerprint, text);
+            }
+            if let (ValueKind::Array { .. }, Some(depth)) = (col.kind, self.depths[fields - 1]) {
+                value::check_array_depth(text, depth).map_err(|source| {
+                    SnapshotEncodeError::Value {
+                        column: col.name.clone(),
+                        source,
+                    }
+                })?;
+            }
+            part.mapped += value::write_json_as(&mut part.body, col.kind, text, Dialect::StarRocks)
+                .map_err(|source| SnapshotEncodeError::Value {
+                    column: col.name.clone(),
+                    source,
+                })?;
+        }
+        check_field_count(fields, self.prefixes.len())?;
+        part.body.extend_from_slice(&self.tail);
+        part.rows += 1;
+        Ok(())
+    }
+
+    /// Takes the fuller of the bodies encoded so far (`None` if neither holds a row) and starts
+    /// it anew; call it until `None` to take both.
+    pub fn take(&mut self) -> Option<EncodedRows> {
+        let csv = self.csv.rows > 0
+            && (self.json.rows == 0 || self.csv.body.len() >= self.json.body.len());
+        let part = if csv {
+            &mut self.csv
+        } else if self.json.rows > 0 {
+            &mut self.json
+        } else {
+            return None;
+        };
+        let mut body = std::mem::take(&mut part.body);
+        let mut fingerprint = std::mem::replace(&mut part.fingerprint, FNV_OFFSET);
+        fnv(&mut fingerprint, &self.version.0.to_le_bytes());
+        if csv {
+            // The two bodies of a chunk hold different keys; this keeps their labels apart
+            // even if the key hashes collided.
+            fnv(&mut fingerprint, b"csv");
+        } else {
+            body.push(b']');
+        }
+        Some(EncodedRows {
+            table: self.table.clone(),
+            body: bytes::Bytes::from_owner(Pooled {
+                buf: body,
+                pool: self.pool.clone(),
+            }),
+            rows: std::mem::take(&mut part.rows),
+            version: self.version,
+            fingerprint,
+            mapped: std::mem::take(&mut part.mapped),
+            layout: if csv { self.csv_columns.clone() } else { None },
+        })
+    }
+}
+
+/// Writes the fields of one COPY line to `body` as a CSV row (without the audit fields), hashing
+/// key fields into `fingerprint`. `Ok(None)` when a field holds an escape CSV cannot carry; the
+/// caller then drops what was written and sends the line as JSON.
+fn csv_row(
+    table: &TableSchema,
+    is_key: &[bool],
+    line: &[u8],
+    body: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    mut fingerprint: u64,
+) -> Result<Option<(u64, Mapped)>, SnapshotEncodeError> {
+    // Most lines hold no backslash at all: then no field needs the per-field check.
+    let any_escape = memchr::memchr(b'\\', line).is_some();
+    let mut mapped = Mapped::default();
+    let mut fields = 0;
+    for raw in copy_fields(line) {
+        fields += 1;
+        let Some(col) = table.columns.get(fields - 1) else {
+            continue;
+        };
+        if fields > 1 {
+            body.push(b'\t');
+        }
+        let escaped = any_escape && memchr::memchr(b'\\', raw).is_some();
+        if escaped && raw == b"\\N" {
+            body.extend_from_slice(raw);
+            continue;
+        }
+        if is_key[fields - 1] {
+            fnv(&mut fingerprint, &(raw.len() as u32).to_le_bytes());
+            fnv(&mut fingerprint, raw);
+        }
+        mapped += match col.kind {
+            ValueKind::Scalar(Scalar::Bytea) if escaped => {
+                value::write_starrocks_csv_bytea(body, raw).map(|()| Mapped::default())
+            }
+            ValueKind::Scalar(kind) if !escaped => {
+                value::write_starrocks_csv(body, kind, raw, scratch)
+            }
+            _ => return Ok(None),
+        }
+        .map_err(|source| SnapshotEncodeError::Value {
+            column: col.name.clone(),
+            source,
+        })?;
+    }
+    check_field_count(fields, is_key.len())?;
+    Ok(Some((fingerprint, mapped)))
+}
+
+impl SnapshotEncoder for SnapshotBody {
+    fn push_line(&mut self, line: &[u8]) -> Result<(), SnapshotEncodeError> {
+        SnapshotBody::push_line(self, line)
+    }
+
+    fn is_full(&self) -> bool {
+        SnapshotBody::is_full(self)
+    }
+
+    fn take(&mut self) -> Option<EncodedRows> {
+        SnapshotBody::take(self)
+    }
+}
+
+/// The StarRocks sink's snapshot encoders: [`SnapshotBody`]s over the target tables' columns,
+/// sharing one pool of body buffers.
+pub struct StarRocksSnapshotEncoders {
+    /// Per table, the target's columns.
+    pub targets: HashMap<TableName, Arc<ColumnTargets>>,
+    /// Whether CSV bodies may be used.
+    pub csv: bool,
+    /// Body buffers for reuse.
+    pub pool: BodyPool,
+}
+
+impl SnapshotEncoders for StarRocksSnapshotEncoders {
+    fn encoder(
+        &self,
+        table: Arc<TableSchema>,
+        version: Lsn,
+        target_bytes: usize,
+    ) -> Box<dyn SnapshotEncoder> {
+        let targets = self.targets.get(&table.name).cloned().unwrap_or_default();
+        Box::new(SnapshotBody::new(
+            table,
+            &targets,
+            version,
+            &synced_at_now(),
+            target_bytes,
+            self.pool.clone(),
+            self.csv,
+        ))
+    }
+}
+
+impl Drop for SnapshotBody {
+    /// Bodies still being filled (or never used) hand their buffers back to the pool.
+    fn drop(&mut self) {
+        for part in [&mut self.json, &mut self.csv] {
+            if part.body.capacity() > 0 {
+                drop(Pooled {
+                    buf: std::mem::take(&mut part.body),
+                    pool: self.pool.clone(),
+                });
+            }
+        }
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h = (*h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+/// The current UTC time as StarRocks DATETIME text.
+pub fn synced_at_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,7 +1042,7 @@ mod tests {
         let mut seg = Segment::new(table(), &ColumnTargets::default());
         for line in lines {
             enc.push_line(line).unwrap();
-            let row = crate::postgres::snapshot::parse_copy_line(&Bytes::copy_from_slice(line), 3)
+            let row = crate::pipeline::text_row::parse_copy_line(&Bytes::copy_from_slice(line), 3)
                 .unwrap();
             seg.add(&RowChange {
                 op: Op::Snapshot,
@@ -611,9 +1118,9 @@ mod tests {
             pool,
             false,
         );
-        let err = bad.push_line(b"1\ttoo few").unwrap_err();
+        let err = bad.push_line(b"1\ttoo few").unwrap_err().to_string();
         assert!(err.contains("2 fields, the table has 3 columns"), "{err}");
-        let err = bad.push_line(b"x\ta\tb").unwrap_err();
+        let err = bad.push_line(b"x\ta\tb").unwrap_err().to_string();
         assert!(err.contains("\"id\""), "names the column: {err}");
     }
 
@@ -676,7 +1183,7 @@ mod tests {
         enc.push_line("\u{feff}bom\tx".as_bytes()).unwrap();
         enc.push_line(b"plain\tx").unwrap();
         let mut formats: Vec<(bool, u64)> = std::iter::from_fn(|| enc.take())
-            .map(|e| (e.csv_columns.is_some(), e.rows))
+            .map(|e| (e.layout.is_some(), e.rows))
             .collect();
         formats.sort();
         assert_eq!(
@@ -697,7 +1204,7 @@ mod tests {
         );
         wide.push_line(vec!["v"; 400].join("\t").as_bytes())
             .unwrap();
-        assert!(wide.take().unwrap().csv_columns.is_none());
+        assert!(wide.take().unwrap().layout.is_none());
         let mut narrow = SnapshotBody::new(
             text_table(100, 20),
             &ColumnTargets::default(),
@@ -710,7 +1217,7 @@ mod tests {
         narrow
             .push_line(vec!["v"; 100].join("\t").as_bytes())
             .unwrap();
-        assert!(narrow.take().unwrap().csv_columns.is_some());
+        assert!(narrow.take().unwrap().layout.is_some());
 
         // Buffers of bodies still being filled go back to the pool with the encoder.
         let fresh = BodyPool::default();
@@ -779,19 +1286,19 @@ mod tests {
         };
         let json_only = encode(false);
         assert_eq!(json_only.len(), 1);
-        assert!(json_only[0].csv_columns.is_none());
+        assert!(json_only[0].layout.is_none());
         let reference: Vec<serde_json::Value> =
             serde_json::from_slice::<Vec<_>>(&json_only[0].body).unwrap();
 
         let both = encode(true);
         assert_eq!(both.len(), 2, "one CSV body and one JSON body");
-        let (csv, json) = match both[0].csv_columns {
+        let (csv, json) = match both[0].layout {
             Some(_) => (&both[0], &both[1]),
             None => (&both[1], &both[0]),
         };
         assert_eq!((csv.rows, json.rows), (4, 2));
         assert_eq!(
-            csv.csv_columns.as_deref(),
+            csv.layout.as_deref(),
             Some("id,ok,f,n,ts,d,by,`odd name`,dbmazz_op_type,dbmazz_is_deleted,dbmazz_synced_at,dbmazz_cdc_version")
         );
         let text = std::str::from_utf8(&csv.body).unwrap();
@@ -800,7 +1307,7 @@ mod tests {
             text.lines().next().unwrap(),
             "1\t1\t1.5\t12.50\t2024-01-02 03:04:05.25\t2024-02-29\t0aff\tplain \"quoted\" text\t0\t0\tS\t9"
         );
-        let names: Vec<&str> = csv.csv_columns.as_deref().unwrap().split(',').collect();
+        let names: Vec<&str> = csv.layout.as_deref().unwrap().split(',').collect();
         let mut seen = Vec::new();
         for line in text.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
@@ -841,20 +1348,23 @@ mod tests {
             );
             let err = enc
                 .push_line(b"7\tyes\t1\t1\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\tx")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("\"ok\"") && err.contains("boolean"), "{err}");
             let err = enc
                 .push_line(b"7\tt\t1\t1\t2024-01-02 03:04:05+02\t2024-01-01\t\\N\tx")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("\"ts\""), "{err}");
             let err = enc
                 .push_line(b"7\tt\t1\t1\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\t\xff")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("\"odd name\"") && err.contains("UTF-8"),
                 "{err}"
             );
-            let err = enc.push_line(b"7\tt").unwrap_err();
+            let err = enc.push_line(b"7\tt").unwrap_err().to_string();
             assert!(err.contains("2 fields, the table has 8 columns"), "{err}");
         }
 
@@ -871,7 +1381,7 @@ mod tests {
         enc.push_line(b"1\tt\t1\t1\t2024-01-02 03:04:05+00\t2024-01-01\t\\N\tx\t{\"a\": 1}")
             .unwrap();
         let e = enc.take().unwrap();
-        assert!(e.csv_columns.is_none() && e.body.starts_with(b"["));
+        assert!(e.layout.is_none() && e.body.starts_with(b"["));
     }
 
     /// A table `(Id int key, Tags int[], name text key-less)` and the target's view of it.
@@ -902,7 +1412,7 @@ mod tests {
         targets.key_limit = 16;
         targets.insert(
             "id",
-            crate::pipeline::sink::TargetColumn {
+            crate::starrocks::target::TargetColumn {
                 name: "id".into(),
                 array_depth: None,
                 key_width: None,
@@ -910,7 +1420,7 @@ mod tests {
         );
         targets.insert(
             "tags",
-            crate::pipeline::sink::TargetColumn {
+            crate::starrocks::target::TargetColumn {
                 name: "TAGS".into(),
                 array_depth: Some(1),
                 key_width: None,
@@ -988,10 +1498,12 @@ mod tests {
         assert!(enc
             .push_line(b"k4\t{{3}}")
             .unwrap_err()
+            .to_string()
             .contains("2-dimensional"));
         let err = enc
             .push_line(format!("{}\t{{}}", "k".repeat(17)).as_bytes())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("key (Id)") && err.contains("17 bytes"),
             "{err}"
@@ -1198,423 +1710,10 @@ mod tests {
         assert_eq!(groups.len(), 1);
         assert_eq!(body(&seg, &groups[0].1)[0]["dbmazz_is_deleted"], false);
     }
-}
 
-/// Encodes snapshot rows straight from COPY text lines into Stream Load bodies, in the snapshot
-/// worker that read them: no per-row allocation, no collapsing (a chunk holds each key once, and
-/// every row is a full-row insert with the same version).
-///
-/// Two bodies fill side by side. A row goes into the **CSV** body when its table allows it (CSV
-/// enabled, no JSON or array columns) and none of its fields holds a COPY escape other than the
-/// NULL marker `\N` and a bytea's `\\x`. Such a row's fields then hold no tab, newline or
-/// backslash, so they are tab-separated CSV exactly as StarRocks reads it without quoting or
-/// escapes, and most fields are copied as they are; only values whose StarRocks text differs
-/// from PostgreSQL's are converted (booleans, timestamptz, non-finite numbers, infinite dates,
-/// money, bytea), by the same rules as JSON ([`value::write_starrocks_csv`]). Every other row goes
-/// into the **JSON** body. A CSV row is about half the size of its JSON object and is cheaper to
-/// write and to parse. CSV escaping is never relied on: a value that would need it goes as JSON.
-pub struct SnapshotBody {
-    table: Arc<TableSchema>,
-    version: Lsn,
-    /// `{"col":` for the first column, `,"col":` for the others.
-    prefixes: Vec<Vec<u8>>,
-    /// The audit columns and the closing brace.
-    tail: Vec<u8>,
-    /// The CSV body's `columns` header; `None` when every row goes as JSON.
-    csv_columns: Option<Arc<str>>,
-    /// The CSV audit fields and the row delimiter.
-    csv_tail: Vec<u8>,
-    /// Whether each column is part of the key (hashed into the fingerprint).
-    is_key: Vec<bool>,
-    /// Per column: the target's ARRAY depth, checked for array values.
-    depths: Vec<Option<u8>>,
-    key_limit: Option<KeyLimit>,
-    json: Part,
-    csv: Part,
-    scratch: Vec<u8>,
-    target: usize,
-    pool: BodyPool,
-}
-
-/// One body being filled.
-struct Part {
-    body: Vec<u8>,
-    rows: u64,
-    fingerprint: u64,
-    mapped: Mapped,
-}
-
-impl Part {
-    fn new() -> Self {
-        Part {
-            body: Vec::new(),
-            rows: 0,
-            fingerprint: FNV_OFFSET,
-            mapped: Mapped::default(),
-        }
-    }
-
-    /// Takes a buffer for the body from `pool` the first time it is written to.
-    fn ensure_buffer(&mut self, pool: &BodyPool, target: usize) {
-        if self.body.capacity() == 0 {
-            self.body = pool.get(target + target / 8);
-        }
-    }
-}
-
-/// Body buffers that come back when a body's last reference is dropped (once its batch is
-/// durable), so that the snapshot reuses a few buffers instead of mapping and zeroing fresh
-/// pages for every body. Keeps at most [`BodyPool::KEEP`] buffers.
-#[derive(Clone, Debug, Default)]
-pub struct BodyPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
-
-impl BodyPool {
-    /// Buffers kept for reuse (more than the byte budget lets be in flight is pointless).
-    pub const KEEP: usize = 12;
-
-    fn get(&self, capacity: usize) -> Vec<u8> {
-        let mut buf = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|mut free| free.pop())
-            .unwrap_or_default();
-        buf.reserve(capacity);
-        buf
-    }
-}
-
-/// A body's buffer on its way to the sink; goes back to its pool when dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    pool: BodyPool,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        if let Ok(mut free) = self.pool.0.lock() {
-            if free.len() < BodyPool::KEEP {
-                free.push(buf);
-            }
-        }
-    }
-}
-
-impl SnapshotBody {
-    /// The longest `columns` header a CSV body may need (JSON bodies need none).
-    pub const MAX_CSV_HEADER: usize = 8 * 1024;
-
-    /// An encoder for `table`'s rows copied at `version`, cutting bodies at about `target` bytes
-    /// (buffers come from `pool`); `csv` lets it use CSV bodies where rows allow. Columns are
-    /// named and shaped as `targets` says.
-    pub fn new(
-        table: Arc<TableSchema>,
-        targets: &ColumnTargets,
-        version: Lsn,
-        synced_at: &str,
-        target: usize,
-        pool: BodyPool,
-        csv: bool,
-    ) -> Self {
-        let names: Vec<(&str, Option<u8>)> = target_columns(&table, targets).collect();
-        let prefixes = names
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| {
-                let mut p = vec![if i == 0 { b'{' } else { b',' }];
-                value::write_escaped(&mut p, name.as_bytes());
-                p.push(b':');
-                p
-            })
-            .collect();
-        let depths = names.iter().map(|(_, depth)| *depth).collect();
-        let key_limit = KeyLimit::new(&table, targets);
-        let tail = format!(
-            "{}\"dbmazz_op_type\":0,\"dbmazz_is_deleted\":false,\"dbmazz_synced_at\":\"{synced_at}\",\"dbmazz_cdc_version\":{}}}",
-            if table.columns.is_empty() { "{" } else { "," },
-            version.0
-        )
-        .into_bytes();
-        let csv_columns = (csv
-            && !table.columns.is_empty()
-            && table.columns.iter().all(|c| value::csv_capable(c.kind)))
-        .then(|| {
-            let names: Vec<String> = names
-                .iter()
-                .map(|(name, _)| header_name(name))
-                .chain(
-                    crate::starrocks::types::AUDIT_COLUMNS
-                        .iter()
-                        .map(|(n, _)| n.to_string()),
-                )
-                .collect();
-            names.join(",")
-        })
-        // CSV needs the `columns` header on every load; a very wide table stays on JSON rather
-        // than risk the FE's HTTP header size limit.
-        .filter(|header| header.len() <= Self::MAX_CSV_HEADER)
-        .map(Arc::from);
-        let csv_tail = format!("\t0\t0\t{synced_at}\t{}\n", version.0).into_bytes();
-        let is_key = (0..table.columns.len())
-            .map(|i| table.key.contains(&i))
-            .collect();
-        SnapshotBody {
-            table,
-            version,
-            prefixes,
-            tail,
-            csv_columns,
-            csv_tail,
-            is_key,
-            depths,
-            key_limit,
-            json: Part::new(),
-            csv: Part::new(),
-            scratch: Vec::new(),
-            target,
-            pool,
-        }
-    }
-
-    /// Whether a body reached its target size.
-    pub fn is_full(&self) -> bool {
-        self.json.body.len() >= self.target || self.csv.body.len() >= self.target
-    }
-
-    /// Rows in the current bodies.
-    pub fn rows(&self) -> u64 {
-        self.json.rows + self.csv.rows
-    }
-
-    /// Adds one COPY text line (without its newline). On error the bodies are unusable.
-    pub fn push_line(&mut self, line: &[u8]) -> Result<(), String> {
-        if let Some(limit) = &self.key_limit {
-            // A line shorter than the limit less what the encoding adds cannot hold a longer key.
-            if line.len() + limit.overhead > limit.limit {
-                self.check_key(line)?;
-            }
-        }
-        if self.csv_columns.is_some() && self.push_csv(line)? {
-            return Ok(());
-        }
-        self.push_json(line)
-    }
-
-    /// Checks the encoded size of one COPY line's key.
-    fn check_key(&mut self, line: &[u8]) -> Result<(), String> {
-        let Some(limit) = &self.key_limit else {
-            return Ok(());
-        };
-        let fields: Vec<&[u8]> = copy_fields(line).collect();
-        let mut values: Vec<Vec<u8>> = Vec::with_capacity(limit.columns.len());
-        for (k, _) in &limit.columns {
-            let raw = fields.get(*k).copied().unwrap_or_default();
-            let mut text = Vec::with_capacity(raw.len());
-            if memchr::memchr(b'\\', raw).is_some() {
-                unescape_into(raw, &mut text)?;
-            } else {
-                text.extend_from_slice(raw);
-            }
-            values.push(text);
-        }
-        limit.check(values.iter().map(Vec::as_slice)).map_err(|e| {
-            let names: Vec<&str> = limit
-                .columns
-                .iter()
-                .filter_map(|(k, _)| self.table.columns.get(*k).map(|c| c.name.as_str()))
-                .collect();
-            format!("key ({}): {e}", names.join(", "))
-        })
-    }
-
-    /// Adds a line to the CSV body; `false` (with nothing written) when it must go as JSON.
-    fn push_csv(&mut self, line: &[u8]) -> Result<bool, String> {
-        // Invalid UTF-8 goes the JSON way, which names the column that holds it. So does a line
-        // starting with a byte-order mark, which a CSV reader may take for the body's encoding
-        // mark and strip.
-        if line.starts_with("\u{feff}".as_bytes()) || simdutf8::basic::from_utf8(line).is_err() {
-            return Ok(false);
-        }
-        let part = &mut self.csv;
-        part.ensure_buffer(&self.pool, self.target);
-        let start = part.body.len();
-        let written = csv_row(
-            &self.table,
-            &self.is_key,
-            line,
-            &mut part.body,
-            &mut self.scratch,
-            part.fingerprint,
-        );
-        match written {
-            Ok(Some((fingerprint, mapped))) => {
-                part.body.extend_from_slice(&self.csv_tail);
-                part.rows += 1;
-                part.fingerprint = fingerprint;
-                part.mapped += mapped;
-                Ok(true)
-            }
-            Ok(None) => {
-                part.body.truncate(start);
-                Ok(false)
-            }
-            Err(e) => {
-                part.body.truncate(start);
-                Err(e)
-            }
-        }
-    }
-
-    fn push_json(&mut self, line: &[u8]) -> Result<(), String> {
-        let part = &mut self.json;
-        part.ensure_buffer(&self.pool, self.target);
-        part.body
-            .push(if part.body.is_empty() { b'[' } else { b',' });
-        let mut fields = 0;
-        for raw in copy_fields(line) {
-            fields += 1;
-            let Some(col) = self.table.columns.get(fields - 1) else {
-                continue;
-            };
-            part.body.extend_from_slice(&self.prefixes[fields - 1]);
-            if raw == b"\\N" {
-                part.body.extend_from_slice(b"null");
-                continue;
-            }
-            let text = if memchr::memchr(b'\\', raw).is_some() {
-                self.scratch.clear();
-                unescape_into(raw, &mut self.scratch)?;
-                &self.scratch[..]
-            } else {
-                raw
-            };
-            if self.is_key[fields - 1] {
-                fnv(&mut part.fingerprint, &(text.len() as u32).to_le_bytes());
-                fnv(&mut part.fingerprint, text);
-            }
-            if let (ValueKind::Array { .. }, Some(depth)) = (col.kind, self.depths[fields - 1]) {
-                value::check_array_depth(text, depth)
-                    .map_err(|e| format!("column {:?}: {e}", col.name))?;
-            }
-            part.mapped += value::write_json_as(&mut part.body, col.kind, text, Dialect::StarRocks)
-                .map_err(|e| format!("column {:?}: {e}", col.name))?;
-        }
-        check_field_count(fields, self.prefixes.len())?;
-        part.body.extend_from_slice(&self.tail);
-        part.rows += 1;
-        Ok(())
-    }
-
-    /// Takes the fuller of the bodies encoded so far (`None` if neither holds a row) and starts
-    /// it anew; call it until `None` to take both.
-    pub fn take(&mut self) -> Option<EncodedRows> {
-        let csv = self.csv.rows > 0
-            && (self.json.rows == 0 || self.csv.body.len() >= self.json.body.len());
-        let part = if csv {
-            &mut self.csv
-        } else if self.json.rows > 0 {
-            &mut self.json
-        } else {
-            return None;
-        };
-        let mut body = std::mem::take(&mut part.body);
-        let mut fingerprint = std::mem::replace(&mut part.fingerprint, FNV_OFFSET);
-        fnv(&mut fingerprint, &self.version.0.to_le_bytes());
-        if csv {
-            // The two bodies of a chunk hold different keys; this keeps their labels apart
-            // even if the key hashes collided.
-            fnv(&mut fingerprint, b"csv");
-        } else {
-            body.push(b']');
-        }
-        Some(EncodedRows {
-            table: self.table.clone(),
-            body: bytes::Bytes::from_owner(Pooled {
-                buf: body,
-                pool: self.pool.clone(),
-            }),
-            rows: std::mem::take(&mut part.rows),
-            version: self.version,
-            fingerprint,
-            mapped: std::mem::take(&mut part.mapped),
-            csv_columns: if csv { self.csv_columns.clone() } else { None },
-        })
-    }
-}
-
-/// Writes the fields of one COPY line to `body` as a CSV row (without the audit fields), hashing
-/// key fields into `fingerprint`. `Ok(None)` when a field holds an escape CSV cannot carry; the
-/// caller then drops what was written and sends the line as JSON.
-fn csv_row(
-    table: &TableSchema,
-    is_key: &[bool],
-    line: &[u8],
-    body: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    mut fingerprint: u64,
-) -> Result<Option<(u64, Mapped)>, String> {
-    // Most lines hold no backslash at all: then no field needs the per-field check.
-    let any_escape = memchr::memchr(b'\\', line).is_some();
-    let mut mapped = Mapped::default();
-    let mut fields = 0;
-    for raw in copy_fields(line) {
-        fields += 1;
-        let Some(col) = table.columns.get(fields - 1) else {
-            continue;
-        };
-        if fields > 1 {
-            body.push(b'\t');
-        }
-        let escaped = any_escape && memchr::memchr(b'\\', raw).is_some();
-        if escaped && raw == b"\\N" {
-            body.extend_from_slice(raw);
-            continue;
-        }
-        if is_key[fields - 1] {
-            fnv(&mut fingerprint, &(raw.len() as u32).to_le_bytes());
-            fnv(&mut fingerprint, raw);
-        }
-        mapped += match col.kind {
-            ValueKind::Scalar(Scalar::Bytea) if escaped => {
-                value::write_starrocks_csv_bytea(body, raw).map(|()| Mapped::default())
-            }
-            ValueKind::Scalar(kind) if !escaped => {
-                value::write_starrocks_csv(body, kind, raw, scratch)
-            }
-            _ => return Ok(None),
-        }
-        .map_err(|e| format!("column {:?}: {e}", col.name))?;
-    }
-    check_field_count(fields, is_key.len())?;
-    Ok(Some((fingerprint, mapped)))
-}
-
-impl Drop for SnapshotBody {
-    /// Bodies still being filled (or never used) hand their buffers back to the pool.
-    fn drop(&mut self) {
-        for part in [&mut self.json, &mut self.csv] {
-            if part.body.capacity() > 0 {
-                drop(Pooled {
-                    buf: std::mem::take(&mut part.body),
-                    pool: self.pool.clone(),
-                });
-            }
-        }
-    }
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *h = (*h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
     }
 }

@@ -17,8 +17,10 @@
 //! has; `max_filter_ratio` is 0, so a rejected row stops the job instead of vanishing.
 
 pub mod cluster;
+pub mod config;
 pub mod ddl;
 pub mod encode;
 pub mod sink;
 pub mod stream_load;
+pub mod target;
 pub mod types;

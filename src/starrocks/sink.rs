@@ -16,13 +16,14 @@ use std::sync::Arc;
 
 use crate::config::{StarRocksConfig, TableName, TruncatePolicy};
 use crate::metrics::Metrics;
+use crate::pipeline::change::{CatalogColumn, TableCatalog};
 use crate::pipeline::change::{EncodedRows, Event, SchemaChange, TableSchema, TruncateChange};
-use crate::pipeline::sink::{ColumnTargets, Sink, SinkError, SnapshotFormat, TargetColumn};
-use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
+use crate::pipeline::sink::{Sink, SinkError, SnapshotEncoders};
 use crate::starrocks::cluster::Cluster;
 use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
-use crate::starrocks::encode::Segment;
+use crate::starrocks::encode::{synced_at_now, BodyPool, Segment, StarRocksSnapshotEncoders};
 use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
+use crate::starrocks::target::{ColumnTargets, TargetColumn};
 use crate::starrocks::types::{builtin_array_elem, starrocks_type, AUDIT_COLUMNS};
 
 /// Writes change batches into StarRocks.
@@ -167,7 +168,7 @@ impl StarRocksSink {
                 e.fingerprint,
             ),
             partial_columns: None,
-            csv_columns: e.csv_columns.clone(),
+            csv_columns: e.layout.clone(),
             body: e.body.clone(),
         };
         let label = req.label.clone();
@@ -447,13 +448,15 @@ fn label(
 }
 
 impl Sink for StarRocksSink {
-    fn snapshot_format(&self) -> SnapshotFormat {
-        SnapshotFormat::StarRocks {
+    fn snapshot_encoders(&self) -> Arc<dyn SnapshotEncoders> {
+        Arc::new(StarRocksSnapshotEncoders {
+            targets: self.targets.clone(),
             // Compressed CSV is a different `format` (`gzip`), which not every StarRocks reads
             // like JSON's `compression`; gzip keeps snapshot bodies JSON.
             csv: self.cfg.snapshot_csv && !self.cfg.gzip,
-            targets: Arc::new(self.targets.clone()),
-        }
+            // One pool per snapshot: its buffers go when the snapshot is over.
+            pool: BodyPool::default(),
+        })
     }
 
     async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
@@ -498,35 +501,6 @@ impl Sink for StarRocksSink {
     }
 }
 
-/// The current UTC time as StarRocks DATETIME text.
-pub(crate) fn synced_at_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,11 +523,5 @@ mod tests {
         assert!(l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
         let other = TableName::new("s", format!("{}y", "x".repeat(199)));
         assert_ne!(l, label(&"p".repeat(70), &other, u64::MAX, u64::MAX, 3, 1));
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
     }
 }

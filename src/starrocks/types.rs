@@ -19,7 +19,7 @@
 //! | T[] | ARRAY<T'>, nested once per declared dimension (`int[][]` → ARRAY<ARRAY<INT>>) |
 //! | time, timetz, interval, enums, inet, … | VARCHAR(65533), PostgreSQL's text |
 
-use crate::postgres::schema_cache::CatalogColumn;
+use crate::pipeline::change::CatalogColumn;
 
 /// The most bytes a StarRocks VARCHAR holds (before 4.2).
 pub const MAX_VARCHAR: u32 = 1_048_576;
