@@ -236,19 +236,18 @@ async fn stream<S: Sink>(
             config.status_interval.min(t / 2)
         })
         .max(Duration::from_millis(100));
-
     let (stop_status_tx, stop_status_rx) = watch::channel(false);
-    let mut status_task = tokio::spawn(status_loop(
+    let status_task = tokio::spawn(status_loop(
         status,
         progress.clone(),
         status_period,
         stop_status_rx,
     ));
     let (durable_tx, durable_rx) = watch::channel(start);
-    let mut checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
+    let checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
     let (feeder, rx) = batcher::channel(&config.flush);
     let snapshot_output = snapshot::Output {
-        format: sink.snapshot_format(),
+        encoders: sink.snapshot_encoders(),
         // Four bodies per batch: the workers fill the next ones while a batch loads. At least
         // 1 MiB, so that the small default FLUSH_MAX_BYTES does not turn a big table into
         // thousands of tiny loads.
@@ -264,22 +263,14 @@ async fn stream<S: Sink>(
     let batcher_task = tokio::spawn(
         Batcher::new(sink, job.flush(), rx, durable_tx, job.metrics().clone())
             .with_chunk_reports(chunk_tx)
-            .with_toast_backfill(ToastBackfill::new(copying.clone(), config.database.clone()))
+            .with_stage(Box::new(ToastBackfill::new(
+                copying.clone(),
+                config.database.clone(),
+            )))
             .run(),
     );
-
-    // The reader stops when a pause or a drain is requested.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (mut paused, mut drain_rx) = (job.paused(), job.drain());
-    let stop_watcher = tokio::spawn(async move {
-        tokio::select! {
-            _ = paused.wait_for(|p| *p) => {}
-            _ = drain_rx.wait_for(|d| *d) => {}
-        }
-        let _ = stop_tx.send(true);
-    });
-
-    let mut snapshot_task = plan.work.map(|work| {
+    let (stop_rx, stop_watcher) = stop_on_pause_or_drain(job);
+    let snapshot_task = plan.work.map(|work| {
         tokio::spawn(snapshot::run(
             work,
             config.database.clone(),
@@ -292,6 +283,14 @@ async fn stream<S: Sink>(
             copying,
         ))
     });
+    let mut tasks = Tasks {
+        batcher: batcher_task,
+        snapshot: snapshot_task,
+        checkpoint: checkpoint_task,
+        status: status_task,
+        stop_status: stop_status_tx,
+        stop_watcher,
+    };
     let cache = SchemaCache::new(&source.tables, source.types);
     let reader = WalReader::new(
         stream,
@@ -302,96 +301,119 @@ async fn stream<S: Sink>(
         checkpoint.unwrap_or(Lsn::ZERO),
     )
     .with_snapshot_skips(plan.skip_before);
-    let mut batcher_task = batcher_task;
-    let reader_run = reader.run(stop_rx);
-    tokio::pin!(reader_run);
-    let exit = loop {
-        let snapshot_running = snapshot_task.is_some();
+    let exit = tasks.supervise(reader.run(stop_rx)).await?;
+    finish(tasks, exit, job, &progress).await
+}
+
+/// A watch that turns true when a pause or a drain is requested (the reader and the copy stop
+/// on it), and the task that sets it.
+fn stop_on_pause_or_drain(job: &JobHandle) -> (watch::Receiver<bool>, JoinHandle<()>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (mut paused, mut drain_rx) = (job.paused(), job.drain());
+    let watcher = tokio::spawn(async move {
         tokio::select! {
-        exit = &mut reader_run => break exit,
-        r = async { snapshot_task.as_mut().expect("guarded").await }, if snapshot_running => {
-            match r {
-                Ok(Ok(())) => snapshot_task = None,
-                Ok(Err(e)) => {
-                    batcher_task.abort();
-                    checkpoint_task.abort();
-                    status_task.abort();
-                    stop_watcher.abort();
-                    return Err(e.into());
+            _ = paused.wait_for(|p| *p) => {}
+            _ = drain_rx.wait_for(|d| *d) => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    (stop_rx, watcher)
+}
+
+/// The tasks of one streaming run besides the reader: whichever ends first with an error
+/// stops the others.
+struct Tasks {
+    batcher: JoinHandle<Result<(), SinkError>>,
+    snapshot: Option<JoinHandle<Result<(), SnapshotError>>>,
+    checkpoint: JoinHandle<Result<(), DaemonError>>,
+    status: JoinHandle<Result<(), DaemonError>>,
+    stop_status: watch::Sender<bool>,
+    stop_watcher: JoinHandle<()>,
+}
+
+impl Tasks {
+    fn abort_all(&self) {
+        self.batcher.abort();
+        self.checkpoint.abort();
+        self.status.abort();
+        self.stop_watcher.abort();
+        if let Some(t) = &self.snapshot {
+            t.abort();
+        }
+    }
+
+    /// Runs the reader until it exits, or returns the error of a task that ended before it (the
+    /// other tasks are then aborted).
+    async fn supervise(
+        &mut self,
+        reader_run: impl std::future::Future<Output = Result<ReaderExit, ReaderError>>,
+    ) -> Result<Result<ReaderExit, ReaderError>, DaemonError> {
+        tokio::pin!(reader_run);
+        let failed: DaemonError = loop {
+            let snapshot_running = self.snapshot.is_some();
+            tokio::select! {
+                exit = &mut reader_run => return Ok(exit),
+                r = async { self.snapshot.as_mut().expect("guarded").await }, if snapshot_running => {
+                    match r {
+                        Ok(Ok(())) => self.snapshot = None,
+                        Ok(Err(e)) => break e.into(),
+                        Err(join) => break SinkError::definite(format!("the snapshot task failed: {join}")).into(),
+                    }
                 }
-                Err(join) => {
-                    batcher_task.abort();
-                    checkpoint_task.abort();
-                    status_task.abort();
-                    stop_watcher.abort();
-                    return Err(SinkError::definite(format!("the snapshot task failed: {join}")).into());
-                }
+                // The batcher only ends early when the sink failed; that error is the reason.
+                r = &mut self.batcher => break match r {
+                    Ok(Err(e)) => e.into(),
+                    Ok(Ok(())) => DaemonError::EndOfStream,
+                    Err(join) => SinkError::definite(format!("the pipeline task failed: {join}")).into(),
+                },
+                r = &mut self.checkpoint => break flatten(r).err().unwrap_or(DaemonError::EndOfStream),
+                r = &mut self.status => break flatten(r).err().unwrap_or(DaemonError::EndOfStream),
             }
-        }
-        // The batcher only ends early when the sink failed; that error is the reason.
-        r = &mut batcher_task => {
-            checkpoint_task.abort();
-            status_task.abort();
-            stop_watcher.abort();
-            return Err(match r {
-                Ok(Err(e)) => e.into(),
-                Ok(Ok(())) => DaemonError::EndOfStream,
-                Err(join) => SinkError::definite(format!("the pipeline task failed: {join}")).into(),
-            });
-        }
-        r = &mut checkpoint_task => {
-            batcher_task.abort();
-            status_task.abort();
-            stop_watcher.abort();
-            return Err(flatten(r).err().unwrap_or(DaemonError::EndOfStream));
-        }
-        r = &mut status_task => {
-            batcher_task.abort();
-            checkpoint_task.abort();
-            stop_watcher.abort();
-            return Err(flatten(r).err().unwrap_or(DaemonError::EndOfStream));
-        }
-        }
-    };
-    stop_watcher.abort();
+        };
+        self.abort_all();
+        Err(failed)
+    }
+}
+
+/// After the reader exited: flushes, checkpoints and confirms what arrived, then says how the
+/// run ended.
+async fn finish(
+    mut tasks: Tasks,
+    exit: Result<ReaderExit, ReaderError>,
+    job: &JobHandle,
+    progress: &Progress,
+) -> Result<(), DaemonError> {
+    tasks.stop_watcher.abort();
     let stopping = matches!(exit, Ok(ReaderExit::Shutdown(_)));
     if !stopping {
         // Only a stop request makes the copy end by itself; otherwise it is cut here (its
         // unfinished chunks are copied again on the next start).
-        if let Some(t) = snapshot_task.take() {
+        if let Some(t) = tasks.snapshot.take() {
             t.abort();
         }
     }
     if *job.drain().borrow() {
         job.set_state(Stage::Cdc, RunState::Draining, "Draining", None);
     }
+    let Tasks {
+        batcher,
+        snapshot,
+        checkpoint,
+        status,
+        stop_status,
+        ..
+    } = tasks;
     let stream = match exit {
         Ok(ReaderExit::Shutdown(stream)) | Ok(ReaderExit::PipelineClosed(stream)) => Some(stream),
         Ok(ReaderExit::EndOfStream) => None,
         Err(e) => {
             // Flush what arrived before the failure so that the restart replays less.
-            let _ = drain(
-                batcher_task,
-                snapshot_task,
-                checkpoint_task,
-                stop_status_tx,
-                status_task,
-                None,
-            )
-            .await;
+            let _ = drain(batcher, snapshot, checkpoint, stop_status, status, None).await;
             return Err(e.into());
         }
     };
     let ended_by_server = stream.is_none();
-    drain(
-        batcher_task,
-        snapshot_task,
-        checkpoint_task,
-        stop_status_tx,
-        status_task,
-        stream,
-    )
-    .await?;
+    drain(batcher, snapshot, checkpoint, stop_status, status, stream).await?;
     if ended_by_server {
         return Err(DaemonError::EndOfStream);
     }
@@ -399,7 +421,6 @@ async fn stream<S: Sink>(
     Ok(())
 }
 
-/// The stop sequence: flush, checkpoint, confirm, end the COPY, drain the stream.
 async fn drain(
     batcher_task: JoinHandle<Result<(), SinkError>>,
     snapshot_task: Option<JoinHandle<Result<(), SnapshotError>>>,

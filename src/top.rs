@@ -18,7 +18,7 @@ use anyhow::{anyhow, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
 use ratatui::backend::CrosstermBackend;
-use ratatui::layout::{Constraint, Direction, Layout};
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table};
@@ -490,7 +490,15 @@ fn draw(f: &mut Frame, s: &State, grpc: &str, burst: bool) {
             Constraint::Length(1),
         ])
         .split(f.area());
+    draw_header(f, s, grpc, &rows[..2]);
+    draw_throughput(f, s, &m, rows[2]);
+    draw_lag_and_totals(f, s, &m, rows[3]);
+    draw_tables(f, s, &m, rows[4]);
+    draw_footer(f, s, burst, rows[5]);
+}
 
+/// The title line (address, stage, state, Health) and the error or stage detail under it.
+fn draw_header(f: &mut Frame, s: &State, grpc: &str, rows: &[Rect]) {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let state_color = match s.state {
         Some(CdcState::Running) => Color::Green,
@@ -519,11 +527,14 @@ fn draw(f: &mut Frame, s: &State, grpc: &str, burst: bool) {
         .map(|e| Span::styled(format!("error: {e}"), Style::default().fg(Color::Red)))
         .unwrap_or_else(|| Span::raw(s.stage_detail.clone()));
     f.render_widget(Paragraph::new(Line::from(error)), rows[1]);
+}
 
+/// Events/s, bytes/s and CPU, with the events/s sparkline.
+fn draw_throughput(f: &mut Frame, s: &State, m: &MetricsResponse, area: Rect) {
     let tp = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Length(26), Constraint::Min(10)])
-        .split(rows[2]);
+        .split(area);
     let rate = Paragraph::new(vec![
         Line::from(format!("events/s {:>12}", si(m.events_per_second))),
         Line::from(format!("bytes/s  {:>12}", bytes(m.bytes_per_second))),
@@ -538,11 +549,14 @@ fn draw(f: &mut Frame, s: &State, grpc: &str, burst: bool) {
         .data(&hist[hist.len().saturating_sub(width)..])
         .style(Style::default().fg(Color::Cyan));
     f.render_widget(spark, tp[1]);
+}
 
+/// Lag in bytes and time, pending changes; totals, memory and the LSNs.
+fn draw_lag_and_totals(f: &mut Frame, s: &State, m: &MetricsResponse, area: Rect) {
     let mid = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
-        .split(rows[3]);
+        .split(area);
     let lag = Paragraph::new(vec![
         Line::from(format!("lag        {:>12}", bytes(m.lag_bytes as f64))),
         Line::from(format!("lag        {:>9} ms", m.replication_lag_ms)),
@@ -574,8 +588,11 @@ fn draw(f: &mut Frame, s: &State, grpc: &str, burst: bool) {
     ])
     .block(Block::default().borders(Borders::ALL).title(" totals "));
     f.render_widget(totals, mid[1]);
+}
 
-    // Per-table counters, joined with the live row counts.
+/// Per-table counters, joined with the live row counts of source and sink.
+fn draw_tables(f: &mut Frame, s: &State, m: &MetricsResponse, area: Rect) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
     let mut names: Vec<String> = m.tables.iter().map(|t| t.table.clone()).collect();
     for c in &s.counts {
         if !names.contains(&c.table) {
@@ -622,8 +639,12 @@ fn draw(f: &mut Frame, s: &State, grpc: &str, burst: bool) {
     )
     .header(Row::new(vec!["table", "ins", "upd", "del", "source", "sink", "diff"]).style(bold))
     .block(Block::default().borders(Borders::ALL).title(title));
-    f.render_widget(table, rows[4]);
+    f.render_widget(table, area);
+}
 
+/// The keys, and the last command's message.
+fn draw_footer(f: &mut Frame, s: &State, burst: bool, area: Rect) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
     let mut footer = vec![
         Span::styled(" p ", bold.fg(Color::Black).bg(Color::Gray)),
         Span::raw(" pause/resume "),
@@ -638,5 +659,5 @@ fn draw(f: &mut Frame, s: &State, grpc: &str, burst: bool) {
         s.message.clone(),
         Style::default().fg(Color::Yellow),
     ));
-    f.render_widget(Paragraph::new(Line::from(footer)), rows[5]);
+    f.render_widget(Paragraph::new(Line::from(footer)), area);
 }
