@@ -213,24 +213,8 @@ pub struct ServerError {
 }
 
 /// Whether an error with this SQLSTATE may go away by itself, so that reconnecting is worth it.
-/// Shared by the replication client and [`super::tls::connect_sql`].
-pub fn sqlstate_is_transient(code: &str) -> bool {
-    code.starts_with("08") // connection exception
-        || code.starts_with("53") // insufficient resources: too many connections, disk full
-        || matches!(
-            code,
-            "55006" // object in use: slot active for another walsender
-                | "55P03" // lock not available
-                | "57014" // query canceled
-                | "57P01" // admin shutdown
-                | "57P02" // crash shutdown
-                | "57P03" // cannot connect now (starting up, recovery)
-                | "57P05" // idle session timeout
-                | "40001" // serialization failure
-                | "40P01" // deadlock detected
-                | "58030" // I/O error on the server
-        )
-}
+/// Kept under this name for existing callers; the rule lives in [`crate::postgres::sqlstate`].
+pub use crate::postgres::sqlstate::is_transient as sqlstate_is_transient;
 
 /// The answer to `IDENTIFY_SYSTEM`.
 #[derive(Clone, Debug, PartialEq, Eq)]
