@@ -1,0 +1,422 @@
+//! Backend message framing and the replication sub-protocol's CopyData payloads.
+//!
+//! Everything here is a pure decoder over bytes the server sent, apart from [`FrameReader`],
+//! which only moves bytes from the socket into the buffer the decoders read. It is kept apart
+//! from the client so the one rule that matters most can be checked on its own: nothing here
+//! panics on what the server sends. A truncated, oversized or unknown message is an error.
+//!
+//! [`take_frame`] returns `Ok(None)` until a whole message is buffered, and the XLogData payload
+//! is a zero-copy [`Bytes`] slice of the read buffer (the throughput notes are in the
+//! [`replication`](super) module documentation).
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::backend::Header;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{io_error, protocol, ReplicationError};
+use crate::lsn::Lsn;
+
+/// Minimum free space offered to each socket read. Large reads let the walsender batch its sends.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// When less than this is free in the read buffer, a fresh [`READ_CHUNK`] is reserved.
+const MIN_SPARE: usize = 64 * 1024;
+
+/// Largest backend message accepted. PostgreSQL caps a message near 1 GiB; anything bigger is a
+/// corrupt length that must not turn into a huge allocation.
+const MAX_MESSAGE_LEN: usize = (1 << 30) + (1 << 20);
+
+/// CopyData payload kinds of the replication sub-protocol.
+pub(super) const XLOG_DATA_TAG: u8 = b'w';
+pub(super) const PRIMARY_KEEPALIVE_TAG: u8 = b'k';
+
+/// XLogData header after the kind byte: start LSN, end LSN, send time.
+pub(super) const XLOG_DATA_HEADER_LEN: usize = 1 + 8 + 8 + 8;
+/// Keepalive after the kind byte: end LSN, send time, reply flag.
+const KEEPALIVE_LEN: usize = 1 + 8 + 8 + 1;
+
+/// One message from the walsender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicationMessage {
+    /// A chunk of output-plugin data (one pgoutput message).
+    XLogData {
+        /// WAL position the data starts at (0 for some pgoutput messages).
+        wal_start: Lsn,
+        /// The server's current end of WAL.
+        wal_end: Lsn,
+        /// Server clock, microseconds since 2000-01-01 UTC.
+        send_time: i64,
+        /// The pgoutput message, a zero-copy slice of the read buffer.
+        data: Bytes,
+    },
+    /// Primary keepalive.
+    Keepalive {
+        /// The server's current end of WAL.
+        wal_end: Lsn,
+        /// Server clock, microseconds since 2000-01-01 UTC.
+        send_time: i64,
+        /// The server wants a status update now, or it will eventually drop the connection
+        /// (`wal_sender_timeout`).
+        reply_requested: bool,
+    },
+}
+
+/// One backend message: its tag and its body (without the 5-byte header).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Frame {
+    pub(super) tag: u8,
+    pub(super) body: Bytes,
+}
+
+/// Takes one whole backend message off the front of `buf`. `Ok(None)` means more bytes are
+/// needed; room for the rest of a partly received message is reserved in one go.
+pub(super) fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
+    let header = match Header::parse(buf) {
+        Ok(Some(header)) => header,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err("message length below 4".to_owned()),
+    };
+    // Header::parse guarantees len >= 4.
+    let total = 1 + header.len() as usize;
+    if total > MAX_MESSAGE_LEN {
+        return Err(format!(
+            "message {:?} claims {} bytes, more than PostgreSQL ever sends",
+            char::from(header.tag()),
+            total
+        ));
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total).freeze();
+    let body = frame.split_off(5);
+    Ok(Some(Frame {
+        tag: header.tag(),
+        body,
+    }))
+}
+
+/// Reads frames from one side of the connection, in large chunks.
+pub(super) struct FrameReader<R> {
+    pub(super) io: R,
+    pub(super) buf: BytesMut,
+    pub(super) peer: Arc<str>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(super) async fn next_frame(&mut self) -> Result<Frame, ReplicationError> {
+        loop {
+            if let Some(frame) = take_frame(&mut self.buf).map_err(|e| protocol(&self.peer, e))? {
+                return Ok(frame);
+            }
+            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| io_error(&self.peer, e))?;
+            if n == 0 {
+                return Err(io_error(
+                    &self.peer,
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Decodes the payload of a CopyData message in a replication stream.
+pub(super) fn parse_copy_data(body: Bytes) -> Result<ReplicationMessage, String> {
+    let mut cursor = Cursor::new(&body);
+    match cursor.u8() {
+        Some(XLOG_DATA_TAG) => {
+            if body.len() < XLOG_DATA_HEADER_LEN {
+                return Err(format!("XLogData of {} bytes is truncated", body.len()));
+            }
+            let wal_start = cursor.u64().map(Lsn);
+            let wal_end = cursor.u64().map(Lsn);
+            let send_time = cursor.i64();
+            match (wal_start, wal_end, send_time) {
+                (Some(wal_start), Some(wal_end), Some(send_time)) => {
+                    Ok(ReplicationMessage::XLogData {
+                        wal_start,
+                        wal_end,
+                        send_time,
+                        data: body.slice(XLOG_DATA_HEADER_LEN..),
+                    })
+                }
+                _ => Err("XLogData header is truncated".to_owned()),
+            }
+        }
+        Some(PRIMARY_KEEPALIVE_TAG) => {
+            if body.len() < KEEPALIVE_LEN {
+                return Err(format!("keepalive of {} bytes is truncated", body.len()));
+            }
+            match (cursor.u64(), cursor.i64(), cursor.u8()) {
+                (Some(wal_end), Some(send_time), Some(reply)) => {
+                    Ok(ReplicationMessage::Keepalive {
+                        wal_end: Lsn(wal_end),
+                        send_time,
+                        reply_requested: reply != 0,
+                    })
+                }
+                _ => Err("keepalive is truncated".to_owned()),
+            }
+        }
+        Some(kind) => Err(format!(
+            "unknown replication message kind {:?}",
+            char::from(kind)
+        )),
+        None => Err("empty CopyData message".to_owned()),
+    }
+}
+
+/// Decodes a DataRow into text columns.
+pub(super) fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, String> {
+    let mut cursor = Cursor::new(body);
+    let count = cursor.i16().ok_or("truncated DataRow")?;
+    let count = usize::try_from(count).map_err(|_| "negative DataRow column count")?;
+    let mut row = Vec::with_capacity(count.min(body.len() / 4));
+    for _ in 0..count {
+        let len = cursor.i32().ok_or("truncated DataRow")?;
+        if len == -1 {
+            row.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| "negative DataRow value length")?;
+        let value = cursor.take(len).ok_or("truncated DataRow value")?;
+        let text = std::str::from_utf8(value).map_err(|_| "DataRow value is not UTF-8")?;
+        row.push(Some(text.to_owned()));
+    }
+    if !cursor.rest().is_empty() {
+        return Err("trailing bytes after DataRow".to_owned());
+    }
+    Ok(row)
+}
+
+pub(super) fn parse_parameter_status(body: &[u8]) -> Result<(String, String), String> {
+    let mut cursor = Cursor::new(body);
+    match (cursor.cstr(), cursor.cstr()) {
+        (Some(name), Some(value)) => Ok((
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        )),
+        _ => Err("truncated ParameterStatus".to_owned()),
+    }
+}
+
+/// Bounds-checked big-endian reads over a message body.
+pub(super) struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf }
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Some(head)
+    }
+
+    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N).and_then(|s| s.try_into().ok())
+    }
+
+    pub(super) fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    pub(super) fn i16(&mut self) -> Option<i16> {
+        self.array().map(i16::from_be_bytes)
+    }
+
+    pub(super) fn i32(&mut self) -> Option<i32> {
+        self.array().map(i32::from_be_bytes)
+    }
+
+    pub(super) fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    pub(super) fn i64(&mut self) -> Option<i64> {
+        self.array().map(i64::from_be_bytes)
+    }
+
+    /// A NUL-terminated string, without the NUL.
+    pub(super) fn cstr(&mut self) -> Option<&'a [u8]> {
+        let end = memchr::memchr(0, self.buf)?;
+        let s = &self.buf[..end];
+        self.buf = &self.buf[end + 1..];
+        Some(s)
+    }
+
+    pub(super) fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn xlog(start: u64, end: u64, time: i64, data: &[u8]) -> Vec<u8> {
+        let mut body = vec![XLOG_DATA_TAG];
+        body.extend_from_slice(&start.to_be_bytes());
+        body.extend_from_slice(&end.to_be_bytes());
+        body.extend_from_slice(&time.to_be_bytes());
+        body.extend_from_slice(data);
+        body
+    }
+
+    #[test]
+    fn frames_are_split_only_when_complete() {
+        let mut wire = message(b'd', b"hello");
+        wire.extend_from_slice(&message(b'Z', b"I"));
+        let mut buf = BytesMut::new();
+        for (i, byte) in wire.iter().enumerate() {
+            buf.put_u8(*byte);
+            let frame = take_frame(&mut buf).unwrap();
+            if i + 1 == 10 {
+                assert_eq!(
+                    frame,
+                    Some(Frame {
+                        tag: b'd',
+                        body: Bytes::from_static(b"hello")
+                    })
+                );
+            } else if i + 1 == wire.len() {
+                assert_eq!(
+                    frame,
+                    Some(Frame {
+                        tag: b'Z',
+                        body: Bytes::from_static(b"I")
+                    })
+                );
+            } else {
+                assert_eq!(frame, None, "after {} bytes", i + 1);
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn many_frames_come_out_of_one_buffer() {
+        let mut buf = BytesMut::new();
+        for i in 0..100u8 {
+            buf.extend_from_slice(&message(b'd', &[i; 3]));
+        }
+        let mut seen = 0;
+        while let Some(frame) = take_frame(&mut buf).unwrap() {
+            assert_eq!(frame.body.as_ref(), &[seen; 3]);
+            seen += 1;
+        }
+        assert_eq!(seen, 100);
+    }
+
+    #[test]
+    fn bad_lengths_are_errors_not_panics() {
+        let mut buf = BytesMut::from(&[b'd', 0, 0, 0, 3][..]);
+        assert!(take_frame(&mut buf).is_err());
+        let mut buf = BytesMut::from(&[b'd', 0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(take_frame(&mut buf).unwrap_err().contains("more than"));
+        let mut buf = BytesMut::from(&[b'd', 0xff, 0xff, 0xff, 0xff][..]);
+        assert!(take_frame(&mut buf).is_err());
+    }
+
+    #[test]
+    fn partial_large_frame_reserves_room_once() {
+        let mut buf = BytesMut::from(&[b'd', 0, 0x10, 0, 4][..]);
+        assert_eq!(take_frame(&mut buf).unwrap(), None);
+        assert!(buf.capacity() > 0x10_0004);
+    }
+
+    #[test]
+    fn xlogdata_payload_is_a_zero_copy_slice() {
+        let wire = message(b'd', &xlog(0x10, 0x20, 7, b"BEGIN"));
+        let mut buf = BytesMut::from(&wire[..]);
+        let base = buf.as_ptr() as usize;
+        let frame = take_frame(&mut buf).unwrap().unwrap();
+        let msg = parse_copy_data(frame.body).unwrap();
+        let ReplicationMessage::XLogData {
+            wal_start,
+            wal_end,
+            send_time,
+            data,
+        } = msg
+        else {
+            panic!("expected XLogData");
+        };
+        assert_eq!((wal_start, wal_end, send_time), (Lsn(0x10), Lsn(0x20), 7));
+        assert_eq!(data.as_ref(), b"BEGIN");
+        assert_eq!(data.as_ptr() as usize, base + 5 + XLOG_DATA_HEADER_LEN);
+    }
+
+    #[test]
+    fn keepalives_decode() {
+        let mut body = vec![PRIMARY_KEEPALIVE_TAG];
+        body.extend_from_slice(&0x1_0000_0002u64.to_be_bytes());
+        body.extend_from_slice(&(-5i64).to_be_bytes());
+        body.push(1);
+        assert_eq!(
+            parse_copy_data(Bytes::from(body)).unwrap(),
+            ReplicationMessage::Keepalive {
+                wal_end: Lsn(0x1_0000_0002),
+                send_time: -5,
+                reply_requested: true
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_or_unknown_copy_data_is_rejected() {
+        assert!(parse_copy_data(Bytes::new()).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"w\0\0")).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"k\0\0\0\0\0\0\0\0")).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"x"))
+            .unwrap_err()
+            .contains("'x'"));
+    }
+
+    #[test]
+    fn data_rows_decode_text_and_nulls() {
+        let mut body = 3i16.to_be_bytes().to_vec();
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"hi");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            parse_data_row(&body).unwrap(),
+            vec![Some("hi".to_owned()), None, Some(String::new())]
+        );
+        let mut bad = 1i16.to_be_bytes().to_vec();
+        bad.extend_from_slice(&100i32.to_be_bytes());
+        assert!(parse_data_row(&bad).is_err());
+        let mut bad = 1i16.to_be_bytes().to_vec();
+        bad.extend_from_slice(&(-7i32).to_be_bytes());
+        assert!(parse_data_row(&bad).is_err());
+        assert!(parse_data_row(&(-1i16).to_be_bytes()).is_err());
+    }
+}
