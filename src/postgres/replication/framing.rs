@@ -3,11 +3,26 @@
 //! Everything here is a pure decoder over bytes the server sent, apart from [`FrameReader`],
 //! which only moves bytes from the socket into the buffer the decoders read. It is kept apart
 //! from the client so the one rule that matters most can be checked on its own: nothing here
-//! panics on what the server sends. A truncated, oversized or unknown message is an error.
+//! panics on what the server sends. A truncated, oversized or unknown message is an error, and
+//! the lints below (the same as the pgoutput decoder's) keep indexing, `unwrap` and lossy casts
+//! out of the non-test code.
 //!
 //! [`take_frame`] returns `Ok(None)` until a whole message is buffered, and the XLogData payload
 //! is a zero-copy [`Bytes`] slice of the read buffer (the throughput notes are in the
 //! [`replication`](super) module documentation).
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap
+)]
 
 use std::io;
 use std::sync::Arc;
@@ -79,8 +94,11 @@ pub(super) fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
         Ok(None) => return Ok(None),
         Err(_) => return Err("message length below 4".to_owned()),
     };
-    // Header::parse guarantees len >= 4.
-    let total = 1 + header.len() as usize;
+    // Header::parse guarantees len >= 4, so the conversion cannot fail.
+    let Ok(len) = usize::try_from(header.len()) else {
+        return Err("message length below 4".to_owned());
+    };
+    let total = 1 + len;
     if total > MAX_MESSAGE_LEN {
         return Err(format!(
             "message {:?} claims {} bytes, more than PostgreSQL ever sends",
@@ -260,8 +278,9 @@ impl<'a> Cursor<'a> {
     /// A NUL-terminated string, without the NUL.
     pub(super) fn cstr(&mut self) -> Option<&'a [u8]> {
         let end = memchr::memchr(0, self.buf)?;
-        let s = &self.buf[..end];
-        self.buf = &self.buf[end + 1..];
+        let (s, nul_and_rest) = self.buf.split_at_checked(end)?;
+        let (_nul, rest) = nul_and_rest.split_first()?;
+        self.buf = rest;
         Some(s)
     }
 
@@ -272,6 +291,14 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap
+    )]
+
     use super::*;
     use bytes::BufMut;
 
