@@ -125,6 +125,17 @@ pub(super) struct FrameReader<R> {
     pub(super) peer: Arc<str>,
 }
 
+impl<R> FrameReader<R> {
+    /// Whether a complete message is already in the buffer, so that
+    /// [`next_frame`](Self::next_frame) returns without waiting on the socket.
+    pub(super) fn has_frame(&self) -> bool {
+        let buf = &self.buf;
+        // As in take_frame: the length counts itself but not the tag byte.
+        matches!(Header::parse(buf), Ok(Some(h))
+            if usize::try_from(h.len()).is_ok_and(|len| buf.len() > len))
+    }
+}
+
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(super) async fn next_frame(&mut self) -> Result<Frame, ReplicationError> {
         loop {

@@ -34,10 +34,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{
-    Header, AUTHENTICATION_TAG, BACKEND_KEY_DATA_TAG, COMMAND_COMPLETE_TAG, COPY_DATA_TAG,
-    COPY_DONE_TAG, COPY_IN_RESPONSE_TAG, COPY_OUT_RESPONSE_TAG, DATA_ROW_TAG,
-    EMPTY_QUERY_RESPONSE_TAG, ERROR_RESPONSE_TAG, NOTICE_RESPONSE_TAG, NOTIFICATION_RESPONSE_TAG,
-    PARAMETER_STATUS_TAG, READY_FOR_QUERY_TAG, ROW_DESCRIPTION_TAG,
+    AUTHENTICATION_TAG, BACKEND_KEY_DATA_TAG, COMMAND_COMPLETE_TAG, COPY_DATA_TAG, COPY_DONE_TAG,
+    COPY_IN_RESPONSE_TAG, COPY_OUT_RESPONSE_TAG, DATA_ROW_TAG, EMPTY_QUERY_RESPONSE_TAG,
+    ERROR_RESPONSE_TAG, NOTICE_RESPONSE_TAG, NOTIFICATION_RESPONSE_TAG, PARAMETER_STATUS_TAG,
+    READY_FOR_QUERY_TAG, ROW_DESCRIPTION_TAG,
 };
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
@@ -869,9 +869,7 @@ impl ReplicationStream {
     /// Whether a complete message is already in the read buffer, so [`next`](Self::next) can
     /// return without waiting on the socket.
     pub fn has_buffered_message(&self) -> bool {
-        let buf = &self.reader.buf;
-        // As in take_frame: the length counts itself but not the tag byte.
-        matches!(Header::parse(buf), Ok(Some(h)) if buf.len() > h.len() as usize)
+        self.reader.has_frame()
     }
 
     /// Next message; `Ok(None)` once the server ended the COPY (after our CopyDone, or
