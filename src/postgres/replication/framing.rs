@@ -31,7 +31,6 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::backend::Header;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{io_error, protocol, ReplicationError};
 use crate::lsn::Lsn;
 
 /// Minimum free space offered to each socket read. Large reads let the walsender batch its sends.
@@ -79,6 +78,99 @@ pub enum ReplicationMessage {
     },
 }
 
+/// Why bytes from the server do not form the message they claim to be. Each one is a protocol
+/// error: the same bytes would fail again, so none is worth a retry. The messages are the text
+/// that follows "protocol error from PostgreSQL at host:port: " in the caller's error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum FrameError {
+    /// The header's length is smaller than the length field itself.
+    #[error("message length below 4")]
+    LengthBelowFour,
+    /// The header claims more than PostgreSQL ever sends: a corrupt length.
+    #[error(
+        "message {:?} claims {len} bytes, more than PostgreSQL ever sends",
+        char::from(*tag)
+    )]
+    TooLong {
+        /// The message's tag.
+        tag: u8,
+        /// Tag byte plus the claimed length.
+        len: usize,
+    },
+    /// An XLogData payload shorter than its fixed header.
+    #[error("XLogData of {len} bytes is truncated")]
+    XLogDataTooShort {
+        /// The payload's length, kind byte included.
+        len: usize,
+    },
+    /// The XLogData header could not be read.
+    #[error("XLogData header is truncated")]
+    XLogDataHeaderTruncated,
+    /// A keepalive payload shorter than its fixed layout.
+    #[error("keepalive of {len} bytes is truncated")]
+    KeepaliveTooShort {
+        /// The payload's length, kind byte included.
+        len: usize,
+    },
+    /// The keepalive fields could not be read.
+    #[error("keepalive is truncated")]
+    KeepaliveTruncated,
+    /// A CopyData payload of a kind the replication protocol does not define.
+    #[error("unknown replication message kind {:?}", char::from(*kind))]
+    UnknownCopyDataKind {
+        /// The payload's first byte.
+        kind: u8,
+    },
+    /// A CopyData message without payload.
+    #[error("empty CopyData message")]
+    EmptyCopyData,
+    /// A DataRow ends before its column count or a value length.
+    #[error("truncated DataRow")]
+    DataRowTruncated,
+    /// A DataRow with a negative column count.
+    #[error("negative DataRow column count")]
+    DataRowNegativeCount,
+    /// A DataRow value length below -1 (-1 is NULL).
+    #[error("negative DataRow value length")]
+    DataRowNegativeLength,
+    /// A DataRow value shorter than its length says.
+    #[error("truncated DataRow value")]
+    DataRowValueTruncated,
+    /// A text-format DataRow value that is not UTF-8.
+    #[error("DataRow value is not UTF-8")]
+    DataRowNotUtf8,
+    /// Bytes left after the last DataRow column.
+    #[error("trailing bytes after DataRow")]
+    DataRowTrailingBytes,
+    /// A ParameterStatus without both NUL-terminated strings.
+    #[error("truncated ParameterStatus")]
+    ParameterStatusTruncated,
+}
+
+/// Why [`FrameReader::next_frame`] returned no frame, with the `host:port` it was reading from.
+/// The replication client turns it into a [`ReplicationError`](super::ReplicationError).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadError {
+    /// The socket failed, or the server closed the connection (`UnexpectedEof`): transient.
+    #[error("reading from PostgreSQL at {peer} failed: {source}")]
+    Io {
+        /// `host:port`.
+        peer: Arc<str>,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes do not form a backend message: definite.
+    #[error("malformed message from PostgreSQL at {peer}: {source}")]
+    Malformed {
+        /// `host:port`.
+        peer: Arc<str>,
+        /// What is wrong with the bytes.
+        #[source]
+        source: FrameError,
+    },
+}
+
 /// One backend message: its tag and its body (without the 5-byte header).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Frame {
@@ -88,23 +180,22 @@ pub(super) struct Frame {
 
 /// Takes one whole backend message off the front of `buf`. `Ok(None)` means more bytes are
 /// needed; room for the rest of a partly received message is reserved in one go.
-pub(super) fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
+pub(super) fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     let header = match Header::parse(buf) {
         Ok(Some(header)) => header,
         Ok(None) => return Ok(None),
-        Err(_) => return Err("message length below 4".to_owned()),
+        Err(_) => return Err(FrameError::LengthBelowFour),
     };
     // Header::parse guarantees len >= 4, so the conversion cannot fail.
     let Ok(len) = usize::try_from(header.len()) else {
-        return Err("message length below 4".to_owned());
+        return Err(FrameError::LengthBelowFour);
     };
     let total = 1 + len;
     if total > MAX_MESSAGE_LEN {
-        return Err(format!(
-            "message {:?} claims {} bytes, more than PostgreSQL ever sends",
-            char::from(header.tag()),
-            total
-        ));
+        return Err(FrameError::TooLong {
+            tag: header.tag(),
+            len: total,
+        });
     }
     if buf.len() < total {
         buf.reserve(total - buf.len());
@@ -137,9 +228,14 @@ impl<R> FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub(super) async fn next_frame(&mut self) -> Result<Frame, ReplicationError> {
+    /// The next whole message, reading from the socket as often as needed.
+    pub(super) async fn next_frame(&mut self) -> Result<Frame, ReadError> {
         loop {
-            if let Some(frame) = take_frame(&mut self.buf).map_err(|e| protocol(&self.peer, e))? {
+            let taken = take_frame(&mut self.buf).map_err(|source| ReadError::Malformed {
+                peer: self.peer.clone(),
+                source,
+            })?;
+            if let Some(frame) = taken {
                 return Ok(frame);
             }
             if self.buf.capacity() - self.buf.len() < MIN_SPARE {
@@ -149,27 +245,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .io
                 .read_buf(&mut self.buf)
                 .await
-                .map_err(|e| io_error(&self.peer, e))?;
+                .map_err(|source| ReadError::Io {
+                    peer: self.peer.clone(),
+                    source,
+                })?;
             if n == 0 {
-                return Err(io_error(
-                    &self.peer,
-                    io::Error::new(
+                return Err(ReadError::Io {
+                    peer: self.peer.clone(),
+                    source: io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection",
                     ),
-                ));
+                });
             }
         }
     }
 }
 
 /// Decodes the payload of a CopyData message in a replication stream.
-pub(super) fn parse_copy_data(body: Bytes) -> Result<ReplicationMessage, String> {
+pub(super) fn parse_copy_data(body: Bytes) -> Result<ReplicationMessage, FrameError> {
     let mut cursor = Cursor::new(&body);
     match cursor.u8() {
         Some(XLOG_DATA_TAG) => {
             if body.len() < XLOG_DATA_HEADER_LEN {
-                return Err(format!("XLogData of {} bytes is truncated", body.len()));
+                return Err(FrameError::XLogDataTooShort { len: body.len() });
             }
             let wal_start = cursor.u64().map(Lsn);
             let wal_end = cursor.u64().map(Lsn);
@@ -183,12 +282,12 @@ pub(super) fn parse_copy_data(body: Bytes) -> Result<ReplicationMessage, String>
                         data: body.slice(XLOG_DATA_HEADER_LEN..),
                     })
                 }
-                _ => Err("XLogData header is truncated".to_owned()),
+                _ => Err(FrameError::XLogDataHeaderTruncated),
             }
         }
         Some(PRIMARY_KEEPALIVE_TAG) => {
             if body.len() < KEEPALIVE_LEN {
-                return Err(format!("keepalive of {} bytes is truncated", body.len()));
+                return Err(FrameError::KeepaliveTooShort { len: body.len() });
             }
             match (cursor.u64(), cursor.i64(), cursor.u8()) {
                 (Some(wal_end), Some(send_time), Some(reply)) => {
@@ -198,48 +297,45 @@ pub(super) fn parse_copy_data(body: Bytes) -> Result<ReplicationMessage, String>
                         reply_requested: reply != 0,
                     })
                 }
-                _ => Err("keepalive is truncated".to_owned()),
+                _ => Err(FrameError::KeepaliveTruncated),
             }
         }
-        Some(kind) => Err(format!(
-            "unknown replication message kind {:?}",
-            char::from(kind)
-        )),
-        None => Err("empty CopyData message".to_owned()),
+        Some(kind) => Err(FrameError::UnknownCopyDataKind { kind }),
+        None => Err(FrameError::EmptyCopyData),
     }
 }
 
 /// Decodes a DataRow into text columns.
-pub(super) fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, String> {
+pub(super) fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, FrameError> {
     let mut cursor = Cursor::new(body);
-    let count = cursor.i16().ok_or("truncated DataRow")?;
-    let count = usize::try_from(count).map_err(|_| "negative DataRow column count")?;
+    let count = cursor.i16().ok_or(FrameError::DataRowTruncated)?;
+    let count = usize::try_from(count).map_err(|_| FrameError::DataRowNegativeCount)?;
     let mut row = Vec::with_capacity(count.min(body.len() / 4));
     for _ in 0..count {
-        let len = cursor.i32().ok_or("truncated DataRow")?;
+        let len = cursor.i32().ok_or(FrameError::DataRowTruncated)?;
         if len == -1 {
             row.push(None);
             continue;
         }
-        let len = usize::try_from(len).map_err(|_| "negative DataRow value length")?;
-        let value = cursor.take(len).ok_or("truncated DataRow value")?;
-        let text = std::str::from_utf8(value).map_err(|_| "DataRow value is not UTF-8")?;
+        let len = usize::try_from(len).map_err(|_| FrameError::DataRowNegativeLength)?;
+        let value = cursor.take(len).ok_or(FrameError::DataRowValueTruncated)?;
+        let text = std::str::from_utf8(value).map_err(|_| FrameError::DataRowNotUtf8)?;
         row.push(Some(text.to_owned()));
     }
     if !cursor.rest().is_empty() {
-        return Err("trailing bytes after DataRow".to_owned());
+        return Err(FrameError::DataRowTrailingBytes);
     }
     Ok(row)
 }
 
-pub(super) fn parse_parameter_status(body: &[u8]) -> Result<(String, String), String> {
+pub(super) fn parse_parameter_status(body: &[u8]) -> Result<(String, String), FrameError> {
     let mut cursor = Cursor::new(body);
     match (cursor.cstr(), cursor.cstr()) {
         (Some(name), Some(value)) => Ok((
             String::from_utf8_lossy(name).into_owned(),
             String::from_utf8_lossy(value).into_owned(),
         )),
-        _ => Err("truncated ParameterStatus".to_owned()),
+        _ => Err(FrameError::ParameterStatusTruncated),
     }
 }
 
@@ -310,6 +406,7 @@ mod tests {
         clippy::cast_possible_wrap
     )]
 
+    use super::super::ReplicationError;
     use super::*;
     use bytes::BufMut;
 
@@ -379,7 +476,10 @@ mod tests {
         let mut buf = BytesMut::from(&[b'd', 0, 0, 0, 3][..]);
         assert!(take_frame(&mut buf).is_err());
         let mut buf = BytesMut::from(&[b'd', 0x7f, 0xff, 0xff, 0xff][..]);
-        assert!(take_frame(&mut buf).unwrap_err().contains("more than"));
+        assert!(take_frame(&mut buf)
+            .unwrap_err()
+            .to_string()
+            .contains("more than"));
         let mut buf = BytesMut::from(&[b'd', 0xff, 0xff, 0xff, 0xff][..]);
         assert!(take_frame(&mut buf).is_err());
     }
@@ -435,7 +535,37 @@ mod tests {
         assert!(parse_copy_data(Bytes::from_static(b"k\0\0\0\0\0\0\0\0")).is_err());
         assert!(parse_copy_data(Bytes::from_static(b"x"))
             .unwrap_err()
+            .to_string()
             .contains("'x'"));
+    }
+
+    #[test]
+    fn malformed_messages_keep_their_wording() {
+        let mut buf = BytesMut::from(&[b'd', 0x7f, 0xff, 0xff, 0xff][..]);
+        assert_eq!(
+            take_frame(&mut buf).unwrap_err().to_string(),
+            "message 'd' claims 2147483648 bytes, more than PostgreSQL ever sends"
+        );
+        assert_eq!(
+            parse_copy_data(Bytes::from_static(b"x"))
+                .unwrap_err()
+                .to_string(),
+            "unknown replication message kind 'x'"
+        );
+        assert_eq!(
+            parse_copy_data(Bytes::from_static(b"w\0\0"))
+                .unwrap_err()
+                .to_string(),
+            "XLogData of 3 bytes is truncated"
+        );
+        let err = ReplicationError::from(ReadError::Malformed {
+            peer: "h:1".into(),
+            source: FrameError::DataRowTrailingBytes,
+        });
+        assert_eq!(
+            err.to_string(),
+            "protocol error from PostgreSQL at h:1: trailing bytes after DataRow"
+        );
     }
 
     #[test]

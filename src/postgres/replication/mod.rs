@@ -48,7 +48,9 @@ use tokio_rustls::TlsConnector;
 
 mod framing;
 
-use framing::{parse_copy_data, parse_data_row, parse_parameter_status, Cursor, FrameReader};
+use framing::{
+    parse_copy_data, parse_data_row, parse_parameter_status, Cursor, FrameReader, ReadError,
+};
 pub use framing::{ReplicationMessage, READ_CHUNK};
 
 use super::conninfo::{PgConnInfo, SESSION_SETTINGS};
@@ -149,6 +151,15 @@ pub enum ReplicationError {
     /// protocol. The message names `host:port`.
     #[error("{0}")]
     Protocol(String),
+}
+
+impl From<ReadError> for ReplicationError {
+    fn from(err: ReadError) -> Self {
+        match err {
+            ReadError::Io { peer, source } => io_error(&peer, source),
+            ReadError::Malformed { peer, source } => protocol(&peer, source),
+        }
+    }
 }
 
 impl ReplicationError {
@@ -351,7 +362,7 @@ impl ReplicationClient {
             let frame = match self.reader.next_frame().await {
                 Ok(frame) => frame,
                 // A FATAL error is followed by the server closing: report the error, not the EOF.
-                Err(err) => return Err(failure.unwrap_or(err)),
+                Err(err) => return Err(failure.unwrap_or_else(|| err.into())),
             };
             match frame.tag {
                 ROW_DESCRIPTION_TAG | COMMAND_COMPLETE_TAG | EMPTY_QUERY_RESPONSE_TAG => {}
