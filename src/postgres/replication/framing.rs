@@ -406,7 +406,6 @@ mod tests {
         clippy::cast_possible_wrap
     )]
 
-    use super::super::ReplicationError;
     use super::*;
     use bytes::BufMut;
 
@@ -557,14 +556,6 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "XLogData of 3 bytes is truncated"
-        );
-        let err = ReplicationError::from(ReadError::Malformed {
-            peer: "h:1".into(),
-            source: FrameError::DataRowTrailingBytes,
-        });
-        assert_eq!(
-            err.to_string(),
-            "protocol error from PostgreSQL at h:1: trailing bytes after DataRow"
         );
     }
 
