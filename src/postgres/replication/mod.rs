@@ -40,14 +40,13 @@ use postgres_protocol::message::backend::{
     READY_FOR_QUERY_TAG, ROW_DESCRIPTION_TAG,
 };
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 mod error;
 mod framing;
+mod tls;
 
 pub use error::{ReplicationError, ServerError};
 use framing::{parse_copy_data, parse_data_row, parse_parameter_status, Cursor, FrameReader};
@@ -56,16 +55,14 @@ pub use framing::{ReplicationMessage, READ_CHUNK};
 use error::{io_error, protocol, server_error, startup_error, ErrorFields};
 
 use super::conninfo::{PgConnInfo, SESSION_SETTINGS};
-use super::tls::{find_rustls_error, handshake_advice, server_name, TlsPolicy};
+use super::tls::TlsPolicy;
 use crate::lsn::Lsn;
+use tls::{negotiate_tls, PgStream};
 
 /// The backend's answer to a `START_REPLICATION`: the stream is now in CopyBoth mode.
 const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
 /// The standby status update, our one CopyData payload kind.
 const STANDBY_STATUS_UPDATE_TAG: u8 = b'r';
-/// The server's one-byte answers to SSLRequest.
-const SSL_ACCEPTED: u8 = b'S';
-const SSL_REFUSED: u8 = b'N';
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01 00:00:00 UTC.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -95,58 +92,6 @@ pub struct CreatedSlot {
     /// The exported snapshot, usable with `SET TRANSACTION SNAPSHOT` on another connection only
     /// until the next command on this replication connection.
     pub snapshot_name: Option<String>,
-}
-
-/// The byte stream under the protocol: TCP, possibly wrapped in TLS.
-enum PgStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for PgStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PgStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            PgStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for PgStream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PgStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            PgStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PgStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            PgStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PgStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            PgStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
 
 /// A replication connection before streaming: runs replication commands and plain SQL.
@@ -468,70 +413,6 @@ async fn connect_inner(
         "replication connection established"
     );
     Ok(client)
-}
-
-/// SSLRequest and the TLS handshake, per the policy.
-async fn negotiate_tls(
-    mut tcp: TcpStream,
-    info: &PgConnInfo,
-    policy: TlsPolicy,
-    peer: &Arc<str>,
-) -> Result<(PgStream, bool), ReplicationError> {
-    let (config, required) = match policy {
-        TlsPolicy::Disabled => return Ok((PgStream::Plain(tcp), false)),
-        TlsPolicy::Prefer(config) => (config, false),
-        TlsPolicy::Require(config) => (config, true),
-    };
-    let mut request = BytesMut::with_capacity(8);
-    frontend::ssl_request(&mut request);
-    tcp.write_all(&request)
-        .await
-        .map_err(|e| io_error(peer, e))?;
-    let answer = tcp.read_u8().await.map_err(|e| io_error(peer, e))?;
-    match answer {
-        SSL_ACCEPTED => {
-            let name = server_name(&info.host).map_err(|e| ReplicationError::Tls {
-                peer: peer.to_string(),
-                message: e.to_string(),
-            })?;
-            let stream = TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| match find_rustls_error(&e) {
-                    Some(tls) => ReplicationError::Tls {
-                        peer: peer.to_string(),
-                        message: format!("{tls}; {}", handshake_advice(tls, info)),
-                    },
-                    None => io_error(peer, e),
-                })?;
-            Ok((PgStream::Tls(Box::new(stream)), true))
-        }
-        SSL_REFUSED if !required => Ok((PgStream::Plain(tcp), false)),
-        SSL_REFUSED => Err(ReplicationError::Tls {
-            peer: peer.to_string(),
-            message: format!(
-                "the server does not accept TLS connections but sslmode={} requires TLS; enable \
-                 ssl on the server, or use sslmode=prefer or disable on a trusted network",
-                info.sslmode
-            ),
-        }),
-        ERROR_RESPONSE_TAG => {
-            // Servers that fail early answer with an ErrorResponse instead of one byte.
-            let mut buf = BytesMut::with_capacity(1024);
-            buf.put_u8(answer);
-            let mut reader = FrameReader {
-                io: tcp,
-                buf,
-                peer: peer.clone(),
-            };
-            let frame = reader.next_frame().await?;
-            Err(startup_error(peer, &frame.body))
-        }
-        other => Err(protocol(
-            peer,
-            format!("unexpected answer {other:#04x} to SSLRequest"),
-        )),
-    }
 }
 
 async fn authenticate(
