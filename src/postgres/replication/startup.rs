@@ -19,17 +19,17 @@ use postgres_protocol::message::backend::{
 use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
 
+use super::client::ReplicationClient;
 use super::error::{io_error, protocol, startup_error, ReplicationError};
 use super::framing::{Cursor, FrameReader};
 use super::tls::negotiate_tls;
-use super::ReplicationClient;
 use crate::postgres::conninfo::{PgConnInfo, SESSION_SETTINGS};
 use crate::postgres::tls::TlsPolicy;
 
 impl ReplicationClient {
     /// Opens a `replication=database` connection: TLS per `sslmode`, authentication (trust,
     /// password, md5, SCRAM-SHA-256), and the session settings of
-    /// [`SESSION_SETTINGS`](crate::postgres::conninfo::SESSION_SETTINGS) as startup parameters.
+    /// [`SESSION_SETTINGS`] as startup parameters.
     /// The whole attempt is bounded by `connect_timeout`.
     pub async fn connect(info: &PgConnInfo) -> Result<ReplicationClient, ReplicationError> {
         let peer: Arc<str> = info.host_port().into();
