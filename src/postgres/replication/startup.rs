@@ -152,29 +152,8 @@ async fn authenticate(
                     .map_err(|_| protocol(&peer, "md5 hash contains a NUL byte"))?;
             }
             AUTH_SASL => {
-                let mut offered = Vec::new();
-                while let Some(mechanism) = body.cstr() {
-                    if mechanism.is_empty() {
-                        break;
-                    }
-                    offered.push(String::from_utf8_lossy(mechanism).into_owned());
-                }
-                if !offered.iter().any(|m| m == SCRAM_SHA_256) {
-                    return Err(ReplicationError::UnsupportedAuth {
-                        peer: peer.to_string(),
-                        method: format!("SASL ({})", offered.join(", ")),
-                    });
-                }
-                // "n": this client does not do channel binding. ("y" would make a server that
-                // offers SCRAM-SHA-256-PLUS over TLS suspect a downgrade and refuse.)
-                let exchange = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                frontend::sasl_initial_response(
-                    SCRAM_SHA_256,
-                    exchange.message(),
-                    &mut client.wbuf,
-                )
-                .map_err(|e| protocol(&peer, format!("cannot encode SCRAM message: {e}")))?;
-                scram = Some(exchange);
+                require_scram(&peer, &mut body)?;
+                scram = Some(scram_start(&peer, password()?, &mut client.wbuf)?);
             }
             AUTH_SASL_CONTINUE => {
                 let exchange = scram
@@ -197,20 +176,56 @@ async fn authenticate(
                 continue;
             }
             other => {
-                let method = match other {
-                    2 => "Kerberos V5".to_owned(),
-                    6 => "SCM credential".to_owned(),
-                    7 | 8 => "GSSAPI".to_owned(),
-                    9 => "SSPI".to_owned(),
-                    n => format!("unknown method {n}"),
-                };
                 return Err(ReplicationError::UnsupportedAuth {
                     peer: peer.to_string(),
-                    method,
+                    method: unsupported_method(other),
                 });
             }
         }
         client.send().await?;
+    }
+}
+
+/// Checks that the SASL mechanisms the server offers include SCRAM-SHA-256.
+fn require_scram(peer: &str, body: &mut Cursor<'_>) -> Result<(), ReplicationError> {
+    let mut offered = Vec::new();
+    while let Some(mechanism) = body.cstr() {
+        if mechanism.is_empty() {
+            break;
+        }
+        offered.push(String::from_utf8_lossy(mechanism).into_owned());
+    }
+    if offered.iter().any(|m| m == SCRAM_SHA_256) {
+        return Ok(());
+    }
+    Err(ReplicationError::UnsupportedAuth {
+        peer: peer.to_owned(),
+        method: format!("SASL ({})", offered.join(", ")),
+    })
+}
+
+/// Starts a SCRAM-SHA-256 exchange and writes its first message into `wbuf`.
+fn scram_start(
+    peer: &str,
+    password: &[u8],
+    wbuf: &mut BytesMut,
+) -> Result<ScramSha256, ReplicationError> {
+    // "n": this client does not do channel binding. ("y" would make a server that offers
+    // SCRAM-SHA-256-PLUS over TLS suspect a downgrade and refuse.)
+    let exchange = ScramSha256::new(password, ChannelBinding::unsupported());
+    frontend::sasl_initial_response(SCRAM_SHA_256, exchange.message(), wbuf)
+        .map_err(|e| protocol(peer, format!("cannot encode SCRAM message: {e}")))?;
+    Ok(exchange)
+}
+
+/// The name of an authentication method dbmazz does not implement, by its request code.
+fn unsupported_method(code: i32) -> String {
+    match code {
+        2 => "Kerberos V5".to_owned(),
+        6 => "SCM credential".to_owned(),
+        7 | 8 => "GSSAPI".to_owned(),
+        9 => "SSPI".to_owned(),
+        n => format!("unknown method {n}"),
     }
 }
 
