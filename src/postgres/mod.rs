@@ -8,5 +8,6 @@ pub mod replication;
 pub mod schema_cache;
 pub mod setup;
 pub mod snapshot;
+pub mod sqlstate;
 pub mod tls;
 pub mod toast_backfill;

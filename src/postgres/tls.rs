@@ -36,7 +36,7 @@ use rustls::{
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conninfo::{PgConnInfo, SslMode, SESSION_SETTINGS};
-use super::replication::sqlstate_is_transient;
+use super::sqlstate;
 
 /// Why no TLS configuration could be built for the requested mode.
 #[derive(Debug, thiserror::Error)]
@@ -443,7 +443,7 @@ impl ConnectError {
         let tls = find_rustls_error(&err);
         let io_kind = io_error_kind(&err);
         let transient = match (&code, tls, io_kind) {
-            (Some(code), _, _) => sqlstate_is_transient(code),
+            (Some(code), _, _) => sqlstate::is_transient(code),
             (None, Some(_), _) => false,
             (None, None, Some(_)) => true,
             (None, None, None) => err.is_closed(),

@@ -1,0 +1,581 @@
+//! Backend message framing and the replication sub-protocol's CopyData payloads.
+//!
+//! Everything here is a pure decoder over bytes the server sent, apart from [`FrameReader`],
+//! which only moves bytes from the socket into the buffer the decoders read. It is kept apart
+//! from the client so the one rule that matters most can be checked on its own: nothing here
+//! panics on what the server sends. A truncated, oversized or unknown message is an error, and
+//! the lints below (the same as the pgoutput decoder's) keep indexing, `unwrap` and lossy casts
+//! out of the non-test code.
+//!
+//! [`take_frame`] returns `Ok(None)` until a whole message is buffered, and the XLogData payload
+//! is a zero-copy [`Bytes`] slice of the read buffer (the throughput notes are in the
+//! [`replication`](super) module documentation).
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap
+)]
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::backend::Header;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::lsn::Lsn;
+
+/// Minimum free space offered to each socket read. Large reads let the walsender batch its sends.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// When less than this is free in the read buffer, a fresh [`READ_CHUNK`] is reserved.
+const MIN_SPARE: usize = 64 * 1024;
+
+/// Largest backend message accepted. PostgreSQL caps a message near 1 GiB; anything bigger is a
+/// corrupt length that must not turn into a huge allocation.
+const MAX_MESSAGE_LEN: usize = (1 << 30) + (1 << 20);
+
+/// CopyData payload kinds of the replication sub-protocol.
+pub(super) const XLOG_DATA_TAG: u8 = b'w';
+pub(super) const PRIMARY_KEEPALIVE_TAG: u8 = b'k';
+
+/// XLogData header after the kind byte: start LSN, end LSN, send time.
+pub(super) const XLOG_DATA_HEADER_LEN: usize = 1 + 8 + 8 + 8;
+/// Keepalive after the kind byte: end LSN, send time, reply flag.
+const KEEPALIVE_LEN: usize = 1 + 8 + 8 + 1;
+
+/// One message from the walsender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicationMessage {
+    /// A chunk of output-plugin data (one pgoutput message).
+    XLogData {
+        /// WAL position the data starts at (0 for some pgoutput messages).
+        wal_start: Lsn,
+        /// The server's current end of WAL.
+        wal_end: Lsn,
+        /// Server clock, microseconds since 2000-01-01 UTC.
+        send_time: i64,
+        /// The pgoutput message, a zero-copy slice of the read buffer.
+        data: Bytes,
+    },
+    /// Primary keepalive.
+    Keepalive {
+        /// The server's current end of WAL.
+        wal_end: Lsn,
+        /// Server clock, microseconds since 2000-01-01 UTC.
+        send_time: i64,
+        /// The server wants a status update now, or it will eventually drop the connection
+        /// (`wal_sender_timeout`).
+        reply_requested: bool,
+    },
+}
+
+/// Why bytes from the server do not form the message they claim to be. Each one is a protocol
+/// error: the same bytes would fail again, so none is worth a retry. The messages are the text
+/// that follows "protocol error from PostgreSQL at host:port: " in the caller's error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum FrameError {
+    /// The header's length is smaller than the length field itself.
+    #[error("message length below 4")]
+    LengthBelowFour,
+    /// The header claims more than PostgreSQL ever sends: a corrupt length.
+    #[error(
+        "message {:?} claims {len} bytes, more than PostgreSQL ever sends",
+        char::from(*tag)
+    )]
+    TooLong {
+        /// The message's tag.
+        tag: u8,
+        /// Tag byte plus the claimed length.
+        len: usize,
+    },
+    /// An XLogData payload shorter than its fixed header.
+    #[error("XLogData of {len} bytes is truncated")]
+    XLogDataTooShort {
+        /// The payload's length, kind byte included.
+        len: usize,
+    },
+    /// The XLogData header could not be read.
+    #[error("XLogData header is truncated")]
+    XLogDataHeaderTruncated,
+    /// A keepalive payload shorter than its fixed layout.
+    #[error("keepalive of {len} bytes is truncated")]
+    KeepaliveTooShort {
+        /// The payload's length, kind byte included.
+        len: usize,
+    },
+    /// The keepalive fields could not be read.
+    #[error("keepalive is truncated")]
+    KeepaliveTruncated,
+    /// A CopyData payload of a kind the replication protocol does not define.
+    #[error("unknown replication message kind {:?}", char::from(*kind))]
+    UnknownCopyDataKind {
+        /// The payload's first byte.
+        kind: u8,
+    },
+    /// A CopyData message without payload.
+    #[error("empty CopyData message")]
+    EmptyCopyData,
+    /// A DataRow ends before its column count or a value length.
+    #[error("truncated DataRow")]
+    DataRowTruncated,
+    /// A DataRow with a negative column count.
+    #[error("negative DataRow column count")]
+    DataRowNegativeCount,
+    /// A DataRow value length below -1 (-1 is NULL).
+    #[error("negative DataRow value length")]
+    DataRowNegativeLength,
+    /// A DataRow value shorter than its length says.
+    #[error("truncated DataRow value")]
+    DataRowValueTruncated,
+    /// A text-format DataRow value that is not UTF-8.
+    #[error("DataRow value is not UTF-8")]
+    DataRowNotUtf8,
+    /// Bytes left after the last DataRow column.
+    #[error("trailing bytes after DataRow")]
+    DataRowTrailingBytes,
+    /// A ParameterStatus without both NUL-terminated strings.
+    #[error("truncated ParameterStatus")]
+    ParameterStatusTruncated,
+}
+
+/// Why [`FrameReader::next_frame`] returned no frame, with the `host:port` it was reading from.
+/// The replication client turns it into a [`ReplicationError`](super::ReplicationError).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadError {
+    /// The socket failed, or the server closed the connection (`UnexpectedEof`): transient.
+    #[error("reading from PostgreSQL at {peer} failed: {source}")]
+    Io {
+        /// `host:port`.
+        peer: Arc<str>,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes do not form a backend message: definite.
+    #[error("malformed message from PostgreSQL at {peer}: {source}")]
+    Malformed {
+        /// `host:port`.
+        peer: Arc<str>,
+        /// What is wrong with the bytes.
+        #[source]
+        source: FrameError,
+    },
+}
+
+/// One backend message: its tag and its body (without the 5-byte header).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Frame {
+    pub(super) tag: u8,
+    pub(super) body: Bytes,
+}
+
+/// Takes one whole backend message off the front of `buf`. `Ok(None)` means more bytes are
+/// needed; room for the rest of a partly received message is reserved in one go.
+pub(super) fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    let header = match Header::parse(buf) {
+        Ok(Some(header)) => header,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(FrameError::LengthBelowFour),
+    };
+    // Header::parse guarantees len >= 4, so the conversion cannot fail.
+    let Ok(len) = usize::try_from(header.len()) else {
+        return Err(FrameError::LengthBelowFour);
+    };
+    let total = 1 + len;
+    if total > MAX_MESSAGE_LEN {
+        return Err(FrameError::TooLong {
+            tag: header.tag(),
+            len: total,
+        });
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total).freeze();
+    let body = frame.split_off(5);
+    Ok(Some(Frame {
+        tag: header.tag(),
+        body,
+    }))
+}
+
+/// Reads frames from one side of the connection, in large chunks.
+pub(super) struct FrameReader<R> {
+    pub(super) io: R,
+    pub(super) buf: BytesMut,
+    pub(super) peer: Arc<str>,
+}
+
+impl<R> FrameReader<R> {
+    /// Whether a complete message is already in the buffer, so that
+    /// [`next_frame`](Self::next_frame) returns without waiting on the socket.
+    pub(super) fn has_frame(&self) -> bool {
+        let buf = &self.buf;
+        // As in take_frame: the length counts itself but not the tag byte.
+        matches!(Header::parse(buf), Ok(Some(h))
+            if usize::try_from(h.len()).is_ok_and(|len| buf.len() > len))
+    }
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// The next whole message, reading from the socket as often as needed.
+    pub(super) async fn next_frame(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            let taken = take_frame(&mut self.buf).map_err(|source| ReadError::Malformed {
+                peer: self.peer.clone(),
+                source,
+            })?;
+            if let Some(frame) = taken {
+                return Ok(frame);
+            }
+            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|source| ReadError::Io {
+                    peer: self.peer.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                return Err(ReadError::Io {
+                    peer: self.peer.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Decodes the payload of a CopyData message in a replication stream.
+pub(super) fn parse_copy_data(body: Bytes) -> Result<ReplicationMessage, FrameError> {
+    let mut cursor = Cursor::new(&body);
+    match cursor.u8() {
+        Some(XLOG_DATA_TAG) => {
+            if body.len() < XLOG_DATA_HEADER_LEN {
+                return Err(FrameError::XLogDataTooShort { len: body.len() });
+            }
+            let wal_start = cursor.u64().map(Lsn);
+            let wal_end = cursor.u64().map(Lsn);
+            let send_time = cursor.i64();
+            match (wal_start, wal_end, send_time) {
+                (Some(wal_start), Some(wal_end), Some(send_time)) => {
+                    Ok(ReplicationMessage::XLogData {
+                        wal_start,
+                        wal_end,
+                        send_time,
+                        data: body.slice(XLOG_DATA_HEADER_LEN..),
+                    })
+                }
+                _ => Err(FrameError::XLogDataHeaderTruncated),
+            }
+        }
+        Some(PRIMARY_KEEPALIVE_TAG) => {
+            if body.len() < KEEPALIVE_LEN {
+                return Err(FrameError::KeepaliveTooShort { len: body.len() });
+            }
+            match (cursor.u64(), cursor.i64(), cursor.u8()) {
+                (Some(wal_end), Some(send_time), Some(reply)) => {
+                    Ok(ReplicationMessage::Keepalive {
+                        wal_end: Lsn(wal_end),
+                        send_time,
+                        reply_requested: reply != 0,
+                    })
+                }
+                _ => Err(FrameError::KeepaliveTruncated),
+            }
+        }
+        Some(kind) => Err(FrameError::UnknownCopyDataKind { kind }),
+        None => Err(FrameError::EmptyCopyData),
+    }
+}
+
+/// Decodes a DataRow into text columns.
+pub(super) fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, FrameError> {
+    let mut cursor = Cursor::new(body);
+    let count = cursor.i16().ok_or(FrameError::DataRowTruncated)?;
+    let count = usize::try_from(count).map_err(|_| FrameError::DataRowNegativeCount)?;
+    let mut row = Vec::with_capacity(count.min(body.len() / 4));
+    for _ in 0..count {
+        let len = cursor.i32().ok_or(FrameError::DataRowTruncated)?;
+        if len == -1 {
+            row.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| FrameError::DataRowNegativeLength)?;
+        let value = cursor.take(len).ok_or(FrameError::DataRowValueTruncated)?;
+        let text = std::str::from_utf8(value).map_err(|_| FrameError::DataRowNotUtf8)?;
+        row.push(Some(text.to_owned()));
+    }
+    if !cursor.rest().is_empty() {
+        return Err(FrameError::DataRowTrailingBytes);
+    }
+    Ok(row)
+}
+
+pub(super) fn parse_parameter_status(body: &[u8]) -> Result<(String, String), FrameError> {
+    let mut cursor = Cursor::new(body);
+    match (cursor.cstr(), cursor.cstr()) {
+        (Some(name), Some(value)) => Ok((
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        )),
+        _ => Err(FrameError::ParameterStatusTruncated),
+    }
+}
+
+/// Bounds-checked big-endian reads over a message body.
+pub(super) struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf }
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Some(head)
+    }
+
+    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N).and_then(|s| s.try_into().ok())
+    }
+
+    pub(super) fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    pub(super) fn i16(&mut self) -> Option<i16> {
+        self.array().map(i16::from_be_bytes)
+    }
+
+    pub(super) fn i32(&mut self) -> Option<i32> {
+        self.array().map(i32::from_be_bytes)
+    }
+
+    pub(super) fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    pub(super) fn i64(&mut self) -> Option<i64> {
+        self.array().map(i64::from_be_bytes)
+    }
+
+    /// A NUL-terminated string, without the NUL.
+    pub(super) fn cstr(&mut self) -> Option<&'a [u8]> {
+        let end = memchr::memchr(0, self.buf)?;
+        let (s, nul_and_rest) = self.buf.split_at_checked(end)?;
+        let (_nul, rest) = nul_and_rest.split_first()?;
+        self.buf = rest;
+        Some(s)
+    }
+
+    pub(super) fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap
+    )]
+
+    use super::*;
+    use bytes::BufMut;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn xlog(start: u64, end: u64, time: i64, data: &[u8]) -> Vec<u8> {
+        let mut body = vec![XLOG_DATA_TAG];
+        body.extend_from_slice(&start.to_be_bytes());
+        body.extend_from_slice(&end.to_be_bytes());
+        body.extend_from_slice(&time.to_be_bytes());
+        body.extend_from_slice(data);
+        body
+    }
+
+    #[test]
+    fn frames_are_split_only_when_complete() {
+        let mut wire = message(b'd', b"hello");
+        wire.extend_from_slice(&message(b'Z', b"I"));
+        let mut buf = BytesMut::new();
+        for (i, byte) in wire.iter().enumerate() {
+            buf.put_u8(*byte);
+            let frame = take_frame(&mut buf).unwrap();
+            if i + 1 == 10 {
+                assert_eq!(
+                    frame,
+                    Some(Frame {
+                        tag: b'd',
+                        body: Bytes::from_static(b"hello")
+                    })
+                );
+            } else if i + 1 == wire.len() {
+                assert_eq!(
+                    frame,
+                    Some(Frame {
+                        tag: b'Z',
+                        body: Bytes::from_static(b"I")
+                    })
+                );
+            } else {
+                assert_eq!(frame, None, "after {} bytes", i + 1);
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn many_frames_come_out_of_one_buffer() {
+        let mut buf = BytesMut::new();
+        for i in 0..100u8 {
+            buf.extend_from_slice(&message(b'd', &[i; 3]));
+        }
+        let mut seen = 0;
+        while let Some(frame) = take_frame(&mut buf).unwrap() {
+            assert_eq!(frame.body.as_ref(), &[seen; 3]);
+            seen += 1;
+        }
+        assert_eq!(seen, 100);
+    }
+
+    #[test]
+    fn bad_lengths_are_errors_not_panics() {
+        let mut buf = BytesMut::from(&[b'd', 0, 0, 0, 3][..]);
+        assert!(take_frame(&mut buf).is_err());
+        let mut buf = BytesMut::from(&[b'd', 0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(take_frame(&mut buf)
+            .unwrap_err()
+            .to_string()
+            .contains("more than"));
+        let mut buf = BytesMut::from(&[b'd', 0xff, 0xff, 0xff, 0xff][..]);
+        assert!(take_frame(&mut buf).is_err());
+    }
+
+    #[test]
+    fn partial_large_frame_reserves_room_once() {
+        let mut buf = BytesMut::from(&[b'd', 0, 0x10, 0, 4][..]);
+        assert_eq!(take_frame(&mut buf).unwrap(), None);
+        assert!(buf.capacity() > 0x10_0004);
+    }
+
+    #[test]
+    fn xlogdata_payload_is_a_zero_copy_slice() {
+        let wire = message(b'd', &xlog(0x10, 0x20, 7, b"BEGIN"));
+        let mut buf = BytesMut::from(&wire[..]);
+        let base = buf.as_ptr() as usize;
+        let frame = take_frame(&mut buf).unwrap().unwrap();
+        let msg = parse_copy_data(frame.body).unwrap();
+        let ReplicationMessage::XLogData {
+            wal_start,
+            wal_end,
+            send_time,
+            data,
+        } = msg
+        else {
+            panic!("expected XLogData");
+        };
+        assert_eq!((wal_start, wal_end, send_time), (Lsn(0x10), Lsn(0x20), 7));
+        assert_eq!(data.as_ref(), b"BEGIN");
+        assert_eq!(data.as_ptr() as usize, base + 5 + XLOG_DATA_HEADER_LEN);
+    }
+
+    #[test]
+    fn keepalives_decode() {
+        let mut body = vec![PRIMARY_KEEPALIVE_TAG];
+        body.extend_from_slice(&0x1_0000_0002u64.to_be_bytes());
+        body.extend_from_slice(&(-5i64).to_be_bytes());
+        body.push(1);
+        assert_eq!(
+            parse_copy_data(Bytes::from(body)).unwrap(),
+            ReplicationMessage::Keepalive {
+                wal_end: Lsn(0x1_0000_0002),
+                send_time: -5,
+                reply_requested: true
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_or_unknown_copy_data_is_rejected() {
+        assert!(parse_copy_data(Bytes::new()).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"w\0\0")).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"k\0\0\0\0\0\0\0\0")).is_err());
+        assert!(parse_copy_data(Bytes::from_static(b"x"))
+            .unwrap_err()
+            .to_string()
+            .contains("'x'"));
+    }
+
+    #[test]
+    fn malformed_messages_keep_their_wording() {
+        let mut buf = BytesMut::from(&[b'd', 0x7f, 0xff, 0xff, 0xff][..]);
+        assert_eq!(
+            take_frame(&mut buf).unwrap_err().to_string(),
+            "message 'd' claims 2147483648 bytes, more than PostgreSQL ever sends"
+        );
+        assert_eq!(
+            parse_copy_data(Bytes::from_static(b"x"))
+                .unwrap_err()
+                .to_string(),
+            "unknown replication message kind 'x'"
+        );
+        assert_eq!(
+            parse_copy_data(Bytes::from_static(b"w\0\0"))
+                .unwrap_err()
+                .to_string(),
+            "XLogData of 3 bytes is truncated"
+        );
+    }
+
+    #[test]
+    fn data_rows_decode_text_and_nulls() {
+        let mut body = 3i16.to_be_bytes().to_vec();
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"hi");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            parse_data_row(&body).unwrap(),
+            vec![Some("hi".to_owned()), None, Some(String::new())]
+        );
+        let mut bad = 1i16.to_be_bytes().to_vec();
+        bad.extend_from_slice(&100i32.to_be_bytes());
+        assert!(parse_data_row(&bad).is_err());
+        let mut bad = 1i16.to_be_bytes().to_vec();
+        bad.extend_from_slice(&(-7i32).to_be_bytes());
+        assert!(parse_data_row(&bad).is_err());
+        assert!(parse_data_row(&(-1i16).to_be_bytes()).is_err());
+    }
+}
