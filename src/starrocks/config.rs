@@ -100,14 +100,116 @@ impl StarRocksConfig {
     /// Reads the `STARROCKS_*` settings (and `CREATE_TABLES`, `TRUNCATE_POLICY`).
     pub fn from_vars(vars: &Vars) -> Result<StarRocksConfig, ConfigError> {
         let get = |name: &str| vars.get(name);
-        starrocks_config(&get, vars)
+        let (url, host) = fe_url(vars)?;
+        let database = get("STARROCKS_DB").ok_or_else(|| {
+            ConfigError::new(
+                "STARROCKS_DB",
+                "is not set; expected the StarRocks database name",
+            )
+        })?;
+        let user = get("STARROCKS_USER").unwrap_or_else(|| "root".into());
+        let password = Secret::new(get("STARROCKS_PASS").unwrap_or_default());
+        let mysql_url = match get("STARROCKS_MYSQL_URL") {
+            Some(u) => {
+                if !u.starts_with("mysql://") {
+                    return Err(ConfigError::new(
+                        "STARROCKS_MYSQL_URL",
+                        "must look like mysql://user:password@fe-host:9030/",
+                    ));
+                }
+                Secret::new(u)
+            }
+            None => Secret::new(format!(
+                "mysql://{}:{}@{}:9030/",
+                percent_encode(user.as_bytes(), USERINFO).to_string(),
+                percent_encode(password.expose().as_bytes(), USERINFO).to_string(),
+                host
+            )),
+        };
+        let (host_rewrite, redirect_allow) = redirects(vars, &host)?;
+        let load_timeout = Duration::from_secs(parse_num(
+            get("STARROCKS_LOAD_TIMEOUT_S"),
+            "STARROCKS_LOAD_TIMEOUT_S",
+            600,
+            1,
+            259_200,
+        )?);
+        let create_tables = parse_choice(
+            get("CREATE_TABLES"),
+            "CREATE_TABLES",
+            &[("false", false), ("true", true)],
+        )?;
+        let replication_num = get("STARROCKS_REPLICATION_NUM")
+            .map(|raw| parse_num(Some(raw), "STARROCKS_REPLICATION_NUM", 3, 1, 32))
+            .transpose()?
+            .map(|n| n as u32);
+        let run_mode = {
+            parse_choice(
+                get("STARROCKS_RUN_MODE"),
+                "STARROCKS_RUN_MODE",
+                &[
+                    ("auto", None),
+                    ("shared_nothing", Some(RunMode::SharedNothing)),
+                    ("shared_data", Some(RunMode::SharedData)),
+                ],
+            )?
+        };
+        let primary_key_limit = parse_num(
+            get("STARROCKS_PRIMARY_KEY_LIMIT"),
+            "STARROCKS_PRIMARY_KEY_LIMIT",
+            128,
+            1,
+            1 << 20,
+        )? as usize;
+        let datetime_fraction_drop = parse_choice(
+            get("STARROCKS_DATETIME_FRACTION"),
+            "STARROCKS_DATETIME_FRACTION",
+            &[("keep", false), ("drop", true)],
+        )?;
+        let truncate_policy = parse_choice(
+            get("TRUNCATE_POLICY"),
+            "TRUNCATE_POLICY",
+            &[
+                ("stop", TruncatePolicy::Stop),
+                ("truncate", TruncatePolicy::Truncate),
+            ],
+        )?;
+        let gzip = parse_choice(
+            get("STARROCKS_COMPRESS"),
+            "STARROCKS_COMPRESS",
+            &[("none", false), ("gzip", true)],
+        )?;
+        let snapshot_csv = parse_choice(
+            get("STARROCKS_SNAPSHOT_FORMAT"),
+            "STARROCKS_SNAPSHOT_FORMAT",
+            &[("csv", true), ("json", false)],
+        )?;
+        Ok(StarRocksConfig {
+            gzip,
+            ca_file: ca_file(vars)?,
+            snapshot_csv,
+            url,
+            host,
+            database,
+            user,
+            password,
+            mysql_url,
+            redirect_allow,
+            host_rewrite,
+            load_timeout,
+            create_tables,
+            run_mode,
+            datetime_fraction_drop,
+            primary_key_limit,
+            replication_num,
+            truncate_policy,
+        })
     }
 }
 
-fn starrocks_config(
-    get: &dyn Fn(&str) -> Option<String>,
-    vars: &Vars,
-) -> Result<StarRocksConfig, ConfigError> {
+/// `STARROCKS_URL`, without a trailing slash, and its host.
+fn fe_url(vars: &Vars) -> Result<(String, String), ConfigError> {
+    let get = |name: &str| vars.get(name);
     let raw = get("STARROCKS_URL").ok_or_else(|| {
         ConfigError::new(
             "STARROCKS_URL",
@@ -134,31 +236,13 @@ fn starrocks_config(
         None => authority.to_owned(),
     };
     let url = raw.trim_end_matches('/').to_owned();
-    let database = get("STARROCKS_DB").ok_or_else(|| {
-        ConfigError::new(
-            "STARROCKS_DB",
-            "is not set; expected the StarRocks database name",
-        )
-    })?;
-    let user = get("STARROCKS_USER").unwrap_or_else(|| "root".into());
-    let password = Secret::new(get("STARROCKS_PASS").unwrap_or_default());
-    let mysql_url = match get("STARROCKS_MYSQL_URL") {
-        Some(u) => {
-            if !u.starts_with("mysql://") {
-                return Err(ConfigError::new(
-                    "STARROCKS_MYSQL_URL",
-                    "must look like mysql://user:password@fe-host:9030/",
-                ));
-            }
-            Secret::new(u)
-        }
-        None => Secret::new(format!(
-            "mysql://{}:{}@{}:9030/",
-            percent_encode(user.as_bytes(), USERINFO).to_string(),
-            percent_encode(password.expose().as_bytes(), USERINFO).to_string(),
-            host
-        )),
-    };
+    Ok((url, host))
+}
+
+/// `STARROCKS_HOST_REWRITE` (default: loopback to the FE host, for all-in-one setups) and
+/// `STARROCKS_REDIRECT_ALLOW`.
+#[allow(clippy::type_complexity)]
+fn redirects(vars: &Vars, host: &str) -> Result<(Vec<(String, String)>, Vec<String>), ConfigError> {
     let list = |var: &str| vars.list(var);
     let mut host_rewrite = Vec::new();
     for pair in list("STARROCKS_HOST_REWRITE") {
@@ -170,72 +254,20 @@ fn starrocks_config(
         })?;
         host_rewrite.push((from.trim().to_owned(), to.trim().to_owned()));
     }
-    if host_rewrite.is_empty() && !matches!(host.as_str(), "127.0.0.1" | "localhost") {
+    if host_rewrite.is_empty() && !matches!(host, "127.0.0.1" | "localhost") {
         host_rewrite = vec![
-            ("127.0.0.1".into(), host.clone()),
-            ("localhost".into(), host.clone()),
+            ("127.0.0.1".into(), host.to_owned()),
+            ("localhost".into(), host.to_owned()),
         ];
     }
     // Empty: follow the FE wherever it sends a load (its BEs and CNs are on other hosts).
     let redirect_allow = list("STARROCKS_REDIRECT_ALLOW");
-    let load_timeout = Duration::from_secs(parse_num(
-        get("STARROCKS_LOAD_TIMEOUT_S"),
-        "STARROCKS_LOAD_TIMEOUT_S",
-        600,
-        1,
-        259_200,
-    )?);
-    let create_tables = parse_choice(
-        get("CREATE_TABLES"),
-        "CREATE_TABLES",
-        &[("false", false), ("true", true)],
-    )?;
-    let replication_num = get("STARROCKS_REPLICATION_NUM")
-        .map(|raw| parse_num(Some(raw), "STARROCKS_REPLICATION_NUM", 3, 1, 32))
-        .transpose()?
-        .map(|n| n as u32);
-    let run_mode = {
-        parse_choice(
-            get("STARROCKS_RUN_MODE"),
-            "STARROCKS_RUN_MODE",
-            &[
-                ("auto", None),
-                ("shared_nothing", Some(RunMode::SharedNothing)),
-                ("shared_data", Some(RunMode::SharedData)),
-            ],
-        )?
-    };
-    let primary_key_limit = parse_num(
-        get("STARROCKS_PRIMARY_KEY_LIMIT"),
-        "STARROCKS_PRIMARY_KEY_LIMIT",
-        128,
-        1,
-        1 << 20,
-    )? as usize;
-    let datetime_fraction_drop = parse_choice(
-        get("STARROCKS_DATETIME_FRACTION"),
-        "STARROCKS_DATETIME_FRACTION",
-        &[("keep", false), ("drop", true)],
-    )?;
-    let truncate_policy = parse_choice(
-        get("TRUNCATE_POLICY"),
-        "TRUNCATE_POLICY",
-        &[
-            ("stop", TruncatePolicy::Stop),
-            ("truncate", TruncatePolicy::Truncate),
-        ],
-    )?;
-    let gzip = parse_choice(
-        get("STARROCKS_COMPRESS"),
-        "STARROCKS_COMPRESS",
-        &[("none", false), ("gzip", true)],
-    )?;
-    let snapshot_csv = parse_choice(
-        get("STARROCKS_SNAPSHOT_FORMAT"),
-        "STARROCKS_SNAPSHOT_FORMAT",
-        &[("csv", true), ("json", false)],
-    )?;
-    let ca_file = match get("STARROCKS_CA_FILE") {
+    Ok((host_rewrite, redirect_allow))
+}
+
+/// `STARROCKS_CA_FILE`, checked to be readable.
+fn ca_file(vars: &Vars) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    Ok(match vars.get("STARROCKS_CA_FILE") {
         None => None,
         Some(path) => {
             if let Err(e) = std::fs::metadata(&path) {
@@ -246,26 +278,6 @@ fn starrocks_config(
             }
             Some(std::path::PathBuf::from(path))
         }
-    };
-    Ok(StarRocksConfig {
-        gzip,
-        ca_file,
-        snapshot_csv,
-        url,
-        host,
-        database,
-        user,
-        password,
-        mysql_url,
-        redirect_allow,
-        host_rewrite,
-        load_timeout,
-        create_tables,
-        run_mode,
-        datetime_fraction_drop,
-        primary_key_limit,
-        replication_num,
-        truncate_policy,
     })
 }
 
