@@ -21,7 +21,7 @@
 //! Conversion is strict: text that does not fit the column's type, or is not UTF-8, is a
 //! [`ValueError`] naming what was wrong. It is never silently replaced.
 //!
-//! [`Dialect::StarRocks`] differs where StarRocks cannot store the value as is, each case a
+//! [`JsonFlavor::StarRocks`] differs where StarRocks cannot store the value as is, each case a
 //! documented mapping that the caller counts ([`Mapped`]):
 //!
 //! | value | StarRocks JSON |
@@ -212,7 +212,7 @@ fn malformed(expected: &'static str, text: &[u8]) -> ValueError {
 
 /// Whose conventions to follow where a value has no direct JSON form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
+pub enum JsonFlavor {
     /// The NDJSON sink: keep PostgreSQL's meaning as text.
     Ndjson,
     /// StarRocks Stream Load: values StarRocks column types can hold.
@@ -244,21 +244,21 @@ impl Mapped {
 
 /// Writes the JSON for one value's text, the NDJSON way.
 pub fn write_json(out: &mut Vec<u8>, kind: ValueKind, text: &[u8]) -> Result<(), ValueError> {
-    write_json_as(out, kind, text, Dialect::Ndjson).map(|_| ())
+    write_json_as(out, kind, text, JsonFlavor::Ndjson).map(|_| ())
 }
 
-/// Writes the JSON for one value's text in `dialect`, reporting the mappings applied.
+/// Writes the JSON for one value's text in `flavor`, reporting the mappings applied.
 pub fn write_json_as(
     out: &mut Vec<u8>,
     kind: ValueKind,
     text: &[u8],
-    dialect: Dialect,
+    flavor: JsonFlavor,
 ) -> Result<Mapped, ValueError> {
     let mut mapped = Mapped::default();
     match kind {
-        ValueKind::Scalar(s) => write_scalar(out, s, text, dialect, &mut mapped)?,
+        ValueKind::Scalar(s) => write_scalar(out, s, text, flavor, &mut mapped)?,
         ValueKind::Array { elem, delim } => {
-            write_array(out, elem, delim, text, dialect, &mut mapped)?
+            write_array(out, elem, delim, text, flavor, &mut mapped)?
         }
     }
     Ok(mapped)
@@ -272,7 +272,7 @@ pub fn csv_capable(kind: ValueKind) -> bool {
 }
 
 /// Writes one value's text as a StarRocks CSV field (tab-separated, `\N` for NULL, no quoting):
-/// the same value [`write_json_as`] writes in [`Dialect::StarRocks`], without JSON's quotes.
+/// the same value [`write_json_as`] writes in [`JsonFlavor::StarRocks`], without JSON's quotes.
 ///
 /// `text` must hold no tab, newline, carriage return or backslash (COPY text escapes those, so
 /// the caller sends such rows as JSON instead) and must be valid UTF-8 (the caller checks the
@@ -305,7 +305,7 @@ pub fn write_starrocks_csv(
             // Everything else goes through the JSON writer, whose StarRocks output for these
             // kinds is `null`, a number, or a string of ASCII without escapes.
             scratch.clear();
-            write_scalar(scratch, kind, text, Dialect::StarRocks, &mut mapped)?;
+            write_scalar(scratch, kind, text, JsonFlavor::StarRocks, &mut mapped)?;
             match scratch.as_slice() {
                 b"null" => out.extend_from_slice(b"\\N"),
                 [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => out.extend_from_slice(inner),
@@ -346,11 +346,11 @@ fn write_scalar(
     out: &mut Vec<u8>,
     kind: Scalar,
     text: &[u8],
-    dialect: Dialect,
+    flavor: JsonFlavor,
     mapped: &mut Mapped,
 ) -> Result<(), ValueError> {
     let non_finite = matches!(text, b"NaN" | b"Infinity" | b"-Infinity");
-    if dialect == Dialect::StarRocks
+    if flavor == JsonFlavor::StarRocks
         && non_finite
         && matches!(kind, Scalar::Float | Scalar::Numeric)
     {
@@ -384,7 +384,7 @@ fn write_scalar(
             if is_json_number(text) || non_finite {
                 write_string(out, text)?;
             } else if is_money(text) {
-                if dialect == Dialect::StarRocks {
+                if flavor == JsonFlavor::StarRocks {
                     let plain: Vec<u8> = text
                         .iter()
                         .copied()
@@ -424,9 +424,9 @@ fn write_scalar(
             out.extend(hex.iter().map(u8::to_ascii_lowercase));
             out.push(b'"');
         }
-        Scalar::Timestamptz => write_timestamp(out, text, true, dialect, mapped)?,
-        Scalar::Timestamp => write_timestamp(out, text, false, dialect, mapped)?,
-        Scalar::Date => write_date(out, text, dialect, mapped)?,
+        Scalar::Timestamptz => write_timestamp(out, text, true, flavor, mapped)?,
+        Scalar::Timestamp => write_timestamp(out, text, false, flavor, mapped)?,
+        Scalar::Date => write_date(out, text, flavor, mapped)?,
         Scalar::Text => write_string(out, text)?,
     }
     Ok(())
@@ -435,10 +435,10 @@ fn write_scalar(
 fn write_date(
     out: &mut Vec<u8>,
     text: &[u8],
-    dialect: Dialect,
+    flavor: JsonFlavor,
     mapped: &mut Mapped,
 ) -> Result<(), ValueError> {
-    if dialect == Dialect::StarRocks {
+    if flavor == JsonFlavor::StarRocks {
         let clamped: Option<&[u8]> = match text {
             b"infinity" => Some(b"9999-12-31"),
             b"-infinity" => Some(b"0000-01-01"),
@@ -465,7 +465,7 @@ fn write_timestamp(
     out: &mut Vec<u8>,
     text: &[u8],
     with_zone: bool,
-    dialect: Dialect,
+    flavor: JsonFlavor,
     mapped: &mut Mapped,
 ) -> Result<(), ValueError> {
     let expected = if with_zone {
@@ -474,9 +474,9 @@ fn write_timestamp(
         "timestamp"
     };
     let infinite = matches!(text, b"infinity" | b"-infinity");
-    match dialect {
-        Dialect::Ndjson if infinite || text.ends_with(b" BC") => return write_string(out, text),
-        Dialect::StarRocks if infinite => {
+    match flavor {
+        JsonFlavor::Ndjson if infinite || text.ends_with(b" BC") => return write_string(out, text),
+        JsonFlavor::StarRocks if infinite => {
             mapped.infinity_clamped += 1;
             let c: &[u8] = if text == b"infinity" {
                 b"9999-12-31 23:59:59.999999"
@@ -486,7 +486,7 @@ fn write_timestamp(
             write_ascii_string(out, c);
             return Ok(());
         }
-        Dialect::StarRocks if text.ends_with(b" BC") => {
+        JsonFlavor::StarRocks if text.ends_with(b" BC") => {
             return Err(malformed(
                 "timestamp within 0000-9999 (StarRocks DATETIME range)",
                 text,
@@ -515,7 +515,7 @@ fn write_timestamp(
         return Err(malformed(expected, text));
     }
     out.push(b'"');
-    if dialect == Dialect::StarRocks {
+    if flavor == JsonFlavor::StarRocks {
         out.extend_from_slice(body);
     } else {
         out.extend_from_slice(&body[..10]);
@@ -641,7 +641,7 @@ fn write_array(
     elem: Scalar,
     delim: u8,
     text: &[u8],
-    dialect: Dialect,
+    flavor: JsonFlavor,
     mapped: &mut Mapped,
 ) -> Result<(), ValueError> {
     let body = match text.first() {
@@ -658,7 +658,7 @@ fn write_array(
         delim,
         elem,
         scratch: Vec::new(),
-        dialect,
+        flavor,
         mapped,
     };
     parser.parse_level(out)?;
@@ -674,7 +674,7 @@ struct ArrayParser<'a> {
     delim: u8,
     elem: Scalar,
     scratch: Vec<u8>,
-    dialect: Dialect,
+    flavor: JsonFlavor,
     mapped: &'a mut Mapped,
 }
 
@@ -744,7 +744,7 @@ impl ArrayParser<'_> {
             }
         }
         let item = std::mem::take(&mut self.scratch);
-        let r = write_scalar(out, self.elem, &item, self.dialect, self.mapped);
+        let r = write_scalar(out, self.elem, &item, self.flavor, self.mapped);
         self.scratch = item;
         r
     }
@@ -764,7 +764,7 @@ impl ArrayParser<'_> {
         } else if item.is_empty() {
             Err(self.err())
         } else {
-            write_scalar(out, self.elem, item, self.dialect, self.mapped)
+            write_scalar(out, self.elem, item, self.flavor, self.mapped)
         }
     }
 }
@@ -888,7 +888,7 @@ mod tests {
     fn starrocks_dialect_maps_what_starrocks_cannot_hold() {
         let sr = |k: ValueKind, t: &str| {
             let mut out = Vec::new();
-            let m = write_json_as(&mut out, k, t.as_bytes(), Dialect::StarRocks);
+            let m = write_json_as(&mut out, k, t.as_bytes(), JsonFlavor::StarRocks);
             m.map(|m| (String::from_utf8(out).unwrap(), m))
         };
         let (v, m) = sr(s(Scalar::Float), "NaN").unwrap();

@@ -37,7 +37,7 @@ mod server;
 mod slot_monitor;
 mod status;
 
-pub use server::{ControlPlane, StartError};
+pub use server::{ControlPlane, ListenError};
 
 /// Code generated from `proto/dbmazz.proto` by `build.rs` (servers, and the client `dbmazz top` uses).
 pub mod proto {

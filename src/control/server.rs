@@ -41,7 +41,7 @@ const CALLS_PER_CONNECTION: usize = 32;
 
 /// The control plane could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum ListenError {
     /// A listening socket could not be bound.
     #[error(
         "cannot listen on {addr} ({vars}): {source}; pick a free port or set {vars} differently"
@@ -78,7 +78,7 @@ impl ControlPlane {
         job: &JobHandle,
         stop: watch::Sender<bool>,
         provision: &Engine,
-    ) -> Result<ControlPlane, StartError> {
+    ) -> Result<ControlPlane, ListenError> {
         let baseline = Baseline::now(job);
         let shutdown = watch::Sender::new(false);
         let mut plane = ControlPlane {
@@ -219,8 +219,8 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
-async fn bind(addr: SocketAddr, vars: &'static str) -> Result<TcpListener, StartError> {
+async fn bind(addr: SocketAddr, vars: &'static str) -> Result<TcpListener, ListenError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind { addr, vars, source })
+        .map_err(|source| ListenError::Bind { addr, vars, source })
 }

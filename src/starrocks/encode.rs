@@ -33,7 +33,7 @@ use crate::pipeline::change::{EncodedRows, Op, RowChange, TableSchema, Tuple, Va
 use crate::pipeline::sink::{SnapshotEncodeError, SnapshotEncoder, SnapshotEncoders};
 use crate::pipeline::text_row::{check_field_count, copy_fields, unescape_into};
 use crate::starrocks::target::ColumnTargets;
-use crate::value::{self, Dialect, KeyTooLong, Mapped, Scalar, ValueError, ValueKind};
+use crate::value::{self, JsonFlavor, KeyTooLong, Mapped, Scalar, ValueError, ValueKind};
 use crate::Lsn;
 
 /// One key's collapsed state.
@@ -362,7 +362,7 @@ impl Segment {
                             _ => Ok(()),
                         }
                         .and_then(|()| {
-                            value::write_json_as(out, col.kind, text, Dialect::StarRocks)
+                            value::write_json_as(out, col.kind, text, JsonFlavor::StarRocks)
                         });
                         mapped += written.map_err(|source| EncodeError {
                             table: self.table.name.to_string(),
@@ -774,11 +774,12 @@ impl SnapshotBody {
                     }
                 })?;
             }
-            part.mapped += value::write_json_as(&mut part.body, col.kind, text, Dialect::StarRocks)
-                .map_err(|source| SnapshotEncodeError::Value {
-                    column: col.name.clone(),
-                    source,
-                })?;
+            part.mapped +=
+                value::write_json_as(&mut part.body, col.kind, text, JsonFlavor::StarRocks)
+                    .map_err(|source| SnapshotEncodeError::Value {
+                        column: col.name.clone(),
+                        source,
+                    })?;
         }
         check_field_count(fields, self.prefixes.len())?;
         part.body.extend_from_slice(&self.tail);
