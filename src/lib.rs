@@ -1,22 +1,30 @@
 //! dbmazz: stream every committed change of chosen PostgreSQL tables into a sink.
 //!
 //! ```text
-//! PostgreSQL WAL ──pgoutput──▶ postgres::replication ──Bytes──▶ postgres::pgoutput ──▶ postgres::schema_cache
+//! PostgreSQL WAL ──pgoutput──▶ postgres::replication ──Bytes──▶ postgres::pgoutput ──▶ postgres::reader
 //!                                   ▲  standby status (flush LSN)                            │ pipeline::change
+//!           COPY ──▶ postgres::snapshot ──lines──▶ the sink's SnapshotEncoder ───────────────┤
 //!                                   │                                                        ▼
-//!                             checkpoint ◀──── durable commit LSN ──── pipeline::batcher (batches, backpressure)
+//!                             checkpoint ◀──── durable commit LSN ──── pipeline::batcher (budget, stages)
 //!                                                                                            │
 //!                                                                                            ▼
-//!                                                                               sink: ndjson (StarRocks later)
+//!                                                                       sink: ndjson │ starrocks
 //! ```
 //!
+//! Dependencies follow the arrows: the pipeline and the sinks never import `postgres`, and the
+//! source never imports a sink (`scripts/check-layers.py` checks it).
+//!
 //! Module map:
-//! - [`config`]: typed configuration from the environment, validated at start.
+//! - [`config`]: typed configuration from the environment, validated at start; each sink parses
+//!   its own section.
+//! - [`env`]: the one environment reader and its parsers.
+//! - [`ident`]: table names, table lists and SQL quoting.
 //! - [`lsn`]: the `Lsn` newtype and its `X/Y` text form.
 //! - [`secret`]: a string that never prints its value.
 //! - [`postgres`]: everything that talks to PostgreSQL: connection parameters, TLS, the
 //!   replication client, the pure pgoutput decoder, the schema cache and automatic setup.
-//! - [`pipeline`]: the row-change model, the batcher with its flush policy and the sink contract.
+//! - [`pipeline`]: the source-neutral row-change model, rows as text lines, stream positions, the
+//!   batcher with its flush policy and stages, and the sink contract.
 //! - [`value`]: PostgreSQL text values to typed JSON, shared by every sink.
 //! - [`ndjson`]: the NDJSON sink (one change per line, to stdout or a file).
 //! - [`starrocks`]: the StarRocks sink (Stream Load for rows, MySQL protocol for DDL).
