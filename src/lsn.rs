@@ -7,6 +7,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch for timestamps on the wire.
+pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
 /// A position in the PostgreSQL write-ahead log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);

@@ -28,8 +28,7 @@ impl TableCounters {
     }
 }
 
-/// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01).
-pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+pub use crate::lsn::PG_EPOCH_OFFSET_MICROS;
 
 /// The job's counters.
 #[derive(Debug, Default)]

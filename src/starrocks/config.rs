@@ -121,8 +121,8 @@ impl StarRocksConfig {
             }
             None => Secret::new(format!(
                 "mysql://{}:{}@{}:9030/",
-                percent_encode(user.as_bytes(), USERINFO).to_string(),
-                percent_encode(password.expose().as_bytes(), USERINFO).to_string(),
+                percent_encode(user.as_bytes(), USERINFO),
+                percent_encode(password.expose().as_bytes(), USERINFO),
                 host
             )),
         };

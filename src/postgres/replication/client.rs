@@ -26,15 +26,13 @@ use super::framing::{
     parse_copy_data, parse_data_row, parse_parameter_status, FrameReader, ReplicationMessage,
 };
 use super::tls::PgStream;
-use crate::lsn::Lsn;
+use crate::ident::{quote_ident, quote_literal};
+use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
 
 /// The backend's answer to a `START_REPLICATION`: the stream is now in CopyBoth mode.
 const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
 /// The standby status update, our one CopyData payload kind.
 const STANDBY_STATUS_UPDATE_TAG: u8 = b'r';
-
-/// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01 00:00:00 UTC.
-const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// The answer to `IDENTIFY_SYSTEM`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -519,16 +517,6 @@ fn single_row<'a>(
 fn parse_lsn(peer: &str, what: &str, text: Option<&str>) -> Result<Lsn, ReplicationError> {
     text.and_then(|t| t.parse().ok())
         .ok_or_else(|| protocol(peer, format!("{what} is not an LSN")))
-}
-
-/// `"name"` with embedded quotes doubled, as the replication grammar expects.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `'value'` with embedded quotes doubled (the replication lexer knows no backslash escapes).
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// PostgreSQL 15 introduced the parenthesized option list; older servers need the keywords.
