@@ -5,7 +5,7 @@
 //! the statements that would touch other databases, roles, server settings, server files or
 //! replication, and names the line and the rule, so a user learns what to remove from the file.
 //!
-//! It works on tokens ([`super::token`]), never on substrings: words inside string literals,
+//! It works on tokens ([`super::lexer`]), never on substrings: words inside string literals,
 //! quoted identifiers, dollar-quoted bodies and comments are not keywords, while MySQL's
 //! executable comments (`/*! … */`) are code and are checked.
 //!
@@ -21,8 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::split::Dialect;
-use super::token::{Token, Tokens};
+use super::lexer::{Dialect, Token, Tokens};
 
 /// A statement the guard refused.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -24,7 +24,7 @@ mod apply_pg;
 pub mod config;
 pub mod engine;
 pub mod guard;
+mod lexer;
 pub mod names;
 pub mod split;
 pub mod store;
-mod token;
