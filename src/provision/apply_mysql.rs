@@ -14,9 +14,10 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::config::ProvisionConfig;
-use super::engine::{JobCtx, PieceReader, Stage};
+use super::engine::{JobCtx, Stage};
 use super::names::quote_ident_mysql;
 use super::split::{Dialect, Piece};
+use super::upload::PieceReader;
 
 fn admin_opts(cfg: &ProvisionConfig) -> Result<Opts, String> {
     let url = cfg
@@ -107,10 +108,12 @@ pub(super) async fn apply(ctx: &mut JobCtx, path: &Path) -> Result<(), String> {
             message(&e)
         )
     })?;
-    let mut reader = PieceReader::open(path, Dialect::MySql).await?;
+    let mut reader = PieceReader::open(path, Dialect::MySql)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut statements = 0u64;
     let result = async {
-        while let Some(piece) = reader.next().await? {
+        while let Some(piece) = reader.next().await.map_err(|e| e.to_string())? {
             match piece {
                 Piece::Statement { sql, line, end, .. } => {
                     conn.query_drop(sql.as_str())

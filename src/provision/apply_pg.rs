@@ -11,9 +11,10 @@ use futures_util::SinkExt;
 use tokio_postgres::CopyInSink;
 
 use super::config::ProvisionConfig;
-use super::engine::{JobCtx, PieceReader, Stage};
+use super::engine::{JobCtx, Stage};
 use super::names::quote_ident_pg;
 use super::split::{Dialect, Piece};
+use super::upload::PieceReader;
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::tls::connect_sql;
 
@@ -113,10 +114,12 @@ pub(super) async fn apply(ctx: &mut JobCtx, path: &Path) -> Result<(), String> {
         .transaction()
         .await
         .map_err(|e| server_error(None, &e))?;
-    let mut reader = PieceReader::open(path, Dialect::Postgres).await?;
+    let mut reader = PieceReader::open(path, Dialect::Postgres)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut statements = 0u64;
     let mut copy: Option<(Pin<Box<CopyInSink<Bytes>>>, u64)> = None;
-    while let Some(piece) = reader.next().await? {
+    while let Some(piece) = reader.next().await.map_err(|e| e.to_string())? {
         match piece {
             Piece::Statement {
                 sql,

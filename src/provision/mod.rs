@@ -30,3 +30,4 @@ mod lexer;
 pub mod names;
 pub mod split;
 pub mod store;
+mod upload;
