@@ -18,13 +18,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub use super::config::{JobOptions, ProvisionConfig};
 pub use super::error::{ProvisionError, StartError};
@@ -32,17 +31,14 @@ use super::guard::Guard;
 use super::job::now_ms;
 pub use super::job::{Dropped, Job, JobStatus, Overrides, SqlEngine, Stage, Submitted, UploadMeta};
 use super::names;
-use super::store::{create_private_dir, JobRecord, Store};
+use super::runner::{Runner, Slot};
+use super::store::{create_private_dir, Store};
 use super::upload::{receive, remove_partial_uploads, Validator};
-use super::{apply_mysql, apply_pg};
 
 /// The reason given for jobs that were running when dbmazz stopped.
 pub const STOPPED_REASON: &str = "dbmazz stopped while the job was running";
 /// Largest chunk a client may send in one message.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
-/// Shortest time between two progress events of one job (a change of percentage is always
-/// sent).
-const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// The provisioning engine; cheap to clone. A disabled engine refuses every call with
 /// [`ProvisionError::Disabled`].
@@ -51,11 +47,10 @@ pub struct Engine {
     inner: Option<Arc<Inner>>,
 }
 
-pub(super) struct Inner {
-    pub(super) cfg: ProvisionConfig,
-    store: Store,
+struct Inner {
+    cfg: ProvisionConfig,
     state: Mutex<State>,
-    workers: Arc<Semaphore>,
+    runner: Arc<Runner>,
 }
 
 #[derive(Default)]
@@ -69,11 +64,6 @@ struct State {
     rate: HashMap<Option<IpAddr>, (Instant, u32)>,
     /// Databases being dropped by DropDatabase.
     dropping: Vec<(SqlEngine, String)>,
-}
-
-struct Slot {
-    tx: watch::Sender<Job>,
-    options: JobOptions,
 }
 
 impl Engine {
@@ -123,19 +113,18 @@ impl Engine {
                 }),
             );
         }
-        let workers = Arc::new(Semaphore::new(cfg.workers));
+        let runner = Arc::new(Runner::new(&cfg, store));
         let inner = Arc::new(Inner {
             cfg,
-            store,
             state: Mutex::new(state),
-            workers,
+            runner,
         });
         for id in interrupted {
             let slot = inner.slot(&id).expect("just inserted");
-            inner.persist(&slot);
+            inner.runner.persist(&slot);
             tracing::warn!(job = %id, "schema job failed: {STOPPED_REASON}");
-            let inner = inner.clone();
-            tokio::spawn(async move { inner.finish_interrupted(slot).await });
+            let runner = inner.runner.clone();
+            tokio::spawn(async move { runner.finish_interrupted(slot).await });
         }
         tracing::info!(
             postgres = inner.cfg.postgres.is_some(),
@@ -196,7 +185,7 @@ impl Engine {
 
         let id = uuid::Uuid::new_v4().to_string();
         let part = inner.cfg.tmp_path.join(format!("{id}.sql.part"));
-        let path = inner.upload_path(&id);
+        let path = inner.runner.upload_path(&id);
         // Split and guard the file as it arrives, in the same pass as the SHA-256: the worker
         // then starts with the verdict instead of reading the whole file a second time.
         let mut validator = Validator::new(
@@ -264,10 +253,10 @@ impl Engine {
                 return Err(e);
             }
         };
-        inner.persist(&slot);
+        inner.runner.persist(&slot);
         tracing::info!(job = %id, engine = %meta.engine, database = %meta.database, bytes, dry_run = options.dry_run, "schema job queued");
-        let worker = inner.clone();
-        let validation = validator.finish().map_err(|e| e.to_string());
+        let worker = inner.runner.clone();
+        let validation = validator.finish();
         tokio::spawn(async move { worker.run(slot, validation).await });
         Ok(Submitted {
             job_id: id,
@@ -355,15 +344,16 @@ impl Engine {
             st.dropping.push((engine, name.to_owned()));
             created
         };
-        let result = inner.drop_db(engine, name).await;
+        let result = inner.runner.drop_db(engine, name).await;
         {
             let mut st = inner.state.lock().expect("provision state");
             st.dropping.retain(|(e, n)| !(*e == engine && n == name));
         }
-        let (existed, terminated) = result.map_err(ProvisionError::FailedPrecondition)?;
+        let (existed, terminated) =
+            result.map_err(|e| ProvisionError::FailedPrecondition(e.to_string()))?;
         for slot in created {
             slot.tx.send_modify(|j| j.created_database = false);
-            inner.persist(&slot);
+            inner.runner.persist(&slot);
         }
         let message = if existed {
             format!("dropped {engine} database {name} (terminated {terminated} connections)")
@@ -398,10 +388,6 @@ impl Inner {
             .jobs
             .get(id)
             .cloned()
-    }
-
-    pub(super) fn upload_path(&self, id: &str) -> PathBuf {
-        self.cfg.tmp_path.join(format!("{id}.sql"))
     }
 
     fn check_engine(&self, engine: SqlEngine) -> Result<(), ProvisionError> {
@@ -571,230 +557,6 @@ impl Inner {
         st.jobs.insert(id, slot.clone());
         Ok(Ok(slot))
     }
-
-    /// Writes a job's record; a failure is logged (the in-memory state stays authoritative).
-    fn persist(&self, slot: &Slot) {
-        let record = JobRecord {
-            job: slot.tx.borrow().clone(),
-            options: slot.options,
-        };
-        if let Err(e) = self.store.save(&record) {
-            tracing::error!(job = %record.job.id, dir = %self.cfg.job_store_path.display(), error = %e, "cannot write the schema job record (SCHEMA_JOB_STORE_PATH)");
-        }
-    }
-
-    /// Runs one job to its end on a worker permit.
-    /// `validation` is the verdict of the [`Validator`] that saw the upload.
-    async fn run(self: Arc<Self>, slot: Arc<Slot>, validation: Result<u64, String>) {
-        let Ok(_permit) = self.workers.clone().acquire_owned().await else {
-            return;
-        };
-        slot.tx.send_modify(|j| {
-            j.status = JobStatus::Running;
-            j.stage = Stage::Validating;
-            j.started_at_ms = now_ms();
-        });
-        self.persist(&slot);
-        let mut ctx = JobCtx::new(self.clone(), slot.clone());
-        let result = self.execute(&mut ctx, validation).await;
-        let (id, engine, database, created) = {
-            let j = slot.tx.borrow();
-            (
-                j.id.clone(),
-                j.engine,
-                j.database.clone(),
-                j.created_database,
-            )
-        };
-        let mut error = result.err();
-        if error.is_some() || slot.options.delete_schema_after_apply {
-            ctx.set_stage(Stage::Cleanup);
-        }
-        if let Some(message) = &mut error {
-            if created && slot.options.drop_db_on_failure {
-                match self.drop_db(engine, &database).await {
-                    Ok(_) => {
-                        message.push_str(&format!("; database {database} was dropped"));
-                        slot.tx.send_modify(|j| j.created_database = false);
-                    }
-                    Err(e) => {
-                        message.push_str(&format!("; dropping database {database} failed too: {e}"))
-                    }
-                }
-            } else if created {
-                message.push_str(&format!(
-                    "; database {database} was kept (SCHEMA_DROP_DB_ON_FAILURE=false)"
-                ));
-            }
-        }
-        if slot.options.delete_schema_after_apply {
-            let _ = tokio::fs::remove_file(self.upload_path(&id)).await;
-        }
-        slot.tx.send_modify(|j| {
-            j.stage = Stage::Done;
-            j.finished_at_ms = now_ms();
-            match &error {
-                None => {
-                    j.status = JobStatus::Success;
-                    j.progress = 100;
-                    if !j.dry_run {
-                        j.bytes_applied = j.bytes;
-                    }
-                }
-                Some(e) => {
-                    j.status = JobStatus::Failed;
-                    j.error = Some(e.clone());
-                }
-            }
-        });
-        self.persist(&slot);
-        match &error {
-            None => {
-                tracing::info!(job = %id, %engine, database = %database, "schema job succeeded")
-            }
-            Some(e) => {
-                tracing::warn!(job = %id, %engine, database = %database, error = %e, "schema job failed")
-            }
-        }
-    }
-
-    /// The validation's verdict (made during the upload), then (unless a dry run) the apply.
-    /// `Err` is the job's error message.
-    async fn execute(
-        &self,
-        ctx: &mut JobCtx,
-        validation: Result<u64, String>,
-    ) -> Result<(), String> {
-        let (id, engine) = {
-            let j = ctx.slot.tx.borrow();
-            (j.id.clone(), j.engine)
-        };
-        let path = self.upload_path(&id);
-        let statements = validation?;
-        if ctx.slot.options.dry_run {
-            ctx.slot.tx.send_modify(|j| j.statements = statements);
-            return Ok(());
-        }
-        match engine {
-            SqlEngine::Postgres => apply_pg::apply(ctx, &path).await,
-            SqlEngine::Mysql => apply_mysql::apply(ctx, &path).await,
-        }
-    }
-
-    /// Drops a database on `engine` after terminating its connections: (existed, terminated).
-    pub(super) async fn drop_db(
-        &self,
-        engine: SqlEngine,
-        name: &str,
-    ) -> Result<(bool, u32), String> {
-        match engine {
-            SqlEngine::Postgres => apply_pg::drop_database(&self.cfg, name).await,
-            SqlEngine::Mysql => apply_mysql::drop_database(&self.cfg, name).await,
-        }
-    }
-
-    /// Cleans up after a job that was running when the daemon died.
-    async fn finish_interrupted(self: Arc<Self>, slot: Arc<Slot>) {
-        let (id, engine, database, created) = {
-            let j = slot.tx.borrow();
-            (
-                j.id.clone(),
-                j.engine,
-                j.database.clone(),
-                j.created_database,
-            )
-        };
-        if created && slot.options.drop_db_on_failure {
-            let note = if self.check_engine(engine).is_err() {
-                format!(
-                    "; database {database} was kept: {} is no longer set",
-                    engine.url_var()
-                )
-            } else {
-                match self.drop_db(engine, &database).await {
-                    Ok(_) => {
-                        slot.tx.send_modify(|j| j.created_database = false);
-                        format!("; database {database} was dropped")
-                    }
-                    Err(e) => format!("; dropping database {database} failed: {e}"),
-                }
-            };
-            slot.tx.send_modify(|j| {
-                if let Some(err) = &mut j.error {
-                    err.push_str(&note);
-                }
-            });
-        }
-        if slot.options.delete_schema_after_apply {
-            let _ = tokio::fs::remove_file(self.upload_path(&id)).await;
-        }
-        self.persist(&slot);
-    }
-}
-
-/// What an apply needs from the engine: settings, and a way to report progress.
-pub(super) struct JobCtx {
-    pub(super) inner: Arc<Inner>,
-    slot: Arc<Slot>,
-    last_sent: Instant,
-}
-
-impl JobCtx {
-    fn new(inner: Arc<Inner>, slot: Arc<Slot>) -> JobCtx {
-        JobCtx {
-            inner,
-            slot,
-            last_sent: Instant::now(),
-        }
-    }
-
-    /// The resolved options of the job.
-    pub(super) fn options(&self) -> JobOptions {
-        self.slot.options
-    }
-
-    /// The target database.
-    pub(super) fn database(&self) -> String {
-        self.slot.tx.borrow().database.clone()
-    }
-
-    /// Moves to `stage` (persisted).
-    pub(super) fn set_stage(&mut self, stage: Stage) {
-        self.slot.tx.send_modify(|j| {
-            j.stage = stage;
-            if stage == Stage::ApplyingSchema {
-                j.apply_started_at_ms = now_ms();
-            }
-        });
-        self.inner.persist(&self.slot);
-    }
-
-    /// Records that dbmazz created the database (persisted at once, so a crash cleans it up).
-    pub(super) fn mark_created(&mut self) {
-        self.slot.tx.send_modify(|j| j.created_database = true);
-        self.inner.persist(&self.slot);
-    }
-
-    /// Reports that the file is applied up to byte `applied`, with `statements` run.
-    pub(super) fn progress(&mut self, applied: u64, statements: u64) {
-        let (bytes, old) = {
-            let j = self.slot.tx.borrow();
-            (j.bytes, j.progress)
-        };
-        let pct = (applied.saturating_mul(100) / bytes.max(1)).min(99) as u8;
-        // Always recorded (GetJob is exact); subscribers are woken when the percentage grows
-        // or every PROGRESS_EVERY.
-        let notify = pct > old || self.last_sent.elapsed() >= PROGRESS_EVERY;
-        if notify {
-            self.last_sent = Instant::now();
-        }
-        self.slot.tx.send_if_modified(|j| {
-            j.progress = j.progress.max(pct);
-            j.bytes_applied = j.bytes_applied.max(applied);
-            j.statements = statements;
-            notify
-        });
-    }
 }
 
 #[cfg(test)]
@@ -805,6 +567,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
+    use crate::provision::store::JobRecord;
     use crate::provision::upload::hex;
 
     fn config(dir: &Path, extra: &[(&str, &str)]) -> ProvisionConfig {

@@ -19,6 +19,7 @@
 //! - [`store`]: job records on disk (`SCHEMA_JOB_STORE_PATH`).
 //! - [`split`], [`guard`], [`names`]: the pure, I/O-free parts that decide what gets executed.
 
+mod applier;
 mod apply_mysql;
 mod apply_pg;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod guard;
 pub mod job;
 mod lexer;
 pub mod names;
+mod runner;
 pub mod split;
 pub mod store;
 mod upload;
