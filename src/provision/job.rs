@@ -1,7 +1,7 @@
 //! The job model: what a provisioning job is, as every way in (gRPC, REST, CLI) and the job
 //! store see it.
 //!
-//! These types are plain data shared by the job service ([`super::engine`]), the job records on
+//! These types are plain data shared by the job service ([`super::jobs`]), the job records on
 //! disk ([`super::store`]) and the appliers (which report [`Stage`]s), so they live apart from
 //! all of them and depend on none.
 

@@ -1,20 +1,22 @@
-//! The provisioning job engine: stores an upload, runs it on a bounded worker pool, and tells
-//! everyone who asks (gRPC, REST, WebSocket) where each job is.
+//! The provisioning job service every way in shares (gRPC, REST, WebSocket, CLI): takes an
+//! upload, registers its job, starts it, and tells everyone who asks where each job is.
 //!
 //! ```text
-//! submit(meta, chunks) ─▶ SCHEMA_TMP_PATH/<id>.sql.part  (SHA-256 + size cap while streaming)
-//!                         rename ─▶ <id>.sql ─▶ dedupe / idempotency / one-job-per-database
-//!                         ─▶ job QUEUED (store) ─▶ worker permit (SCHEMA_WORKERS)
-//! worker: validating (split + guard over the whole file; nothing created yet)
-//!         ─▶ creating-database ─▶ applying-schema (as PROVISION_ROLE) ─▶ cleanup ─▶ done
+//! submit(meta, chunks) ─▶ upload::receive: SCHEMA_TMP_PATH/<id>.sql.part (SHA-256, size cap,
+//!                         split + guard while streaming) ─▶ rename ─▶ <id>.sql
+//!                         ─▶ dedupe / idempotency / one-job-per-database ─▶ job QUEUED (store)
+//!                         ─▶ runner: worker permit (SCHEMA_WORKERS) ─▶ validating
+//!                         ─▶ creating-database ─▶ applying-schema (as PROVISION_ROLE) ─▶ cleanup
+//!                         ─▶ done
 //! ```
 //!
-//! Validation reads the whole file before anything is created, so a guard refusal or a file
-//! that does not split never leaves a database behind; dry runs stop after it. Every job's
-//! current state lives in a `watch` channel: [`Engine::get`] reads it, [`Engine::subscribe`]
-//! follows it. Records are persisted on every status or stage change; at start, jobs that were
-//! queued or running when the daemon died are failed with "dbmazz stopped while the job was
-//! running" and their databases cleaned up per policy.
+//! The verdict of the split and the guard is reached before anything is created, so a guard
+//! refusal or a file that does not split never leaves a database behind; dry runs stop after
+//! it. Every job's current state lives in a `watch` channel: [`Engine::get`] reads it,
+//! [`Engine::subscribe`] follows it. Records are persisted on every status or stage change; at
+//! start, jobs that were queued or running when the daemon died are failed with "dbmazz stopped
+//! while the job was running" and their databases cleaned up per policy. This module keeps the
+//! registry and the admission rules; running a job is [`super::runner`]'s.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,11 +27,12 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
 
-pub use super::config::{JobOptions, ProvisionConfig};
-pub use super::error::{ProvisionError, StartError};
+use super::config::{JobOptions, ProvisionConfig};
+use super::error::{ProvisionError, StartError};
 use super::guard::Guard;
-use super::job::now_ms;
-pub use super::job::{Dropped, Job, JobStatus, Overrides, SqlEngine, Stage, Submitted, UploadMeta};
+use super::job::{
+    now_ms, Dropped, Job, JobStatus, Overrides, SqlEngine, Stage, Submitted, UploadMeta,
+};
 use super::names;
 use super::runner::{Runner, Slot};
 use super::store::{create_private_dir, Store};
