@@ -156,24 +156,7 @@ impl Engine {
         S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
     {
         let inner = self.inner()?;
-        inner.check_engine(meta.engine)?;
-        if !meta.file_name.to_ascii_lowercase().ends_with(".sql")
-            || meta.file_name.len() > 255
-            || meta.file_name.contains(['\0', '\n'])
-        {
-            return Err(ProvisionError::InvalidArgument(format!(
-                "file_name {:?}: only .sql files are accepted (at most 255 characters)",
-                meta.file_name
-            )));
-        }
-        inner.check_name(&meta.database)?;
-        if let Some(key) = &meta.idempotency_key {
-            if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ProvisionError::InvalidArgument(
-                    "idempotency_key: use 1-128 printable ASCII characters without spaces".into(),
-                ));
-            }
-        }
+        inner.check_meta(&meta)?;
         let options = inner.resolve(&meta.overrides)?;
         let key = meta
             .idempotency_key
@@ -406,6 +389,29 @@ impl Inner {
                 var: engine.url_var(),
             })
         }
+    }
+
+    /// The upload's engine, file name, database and idempotency key, checked in that order.
+    fn check_meta(&self, meta: &UploadMeta) -> Result<(), ProvisionError> {
+        self.check_engine(meta.engine)?;
+        if !meta.file_name.to_ascii_lowercase().ends_with(".sql")
+            || meta.file_name.len() > 255
+            || meta.file_name.contains(['\0', '\n'])
+        {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "file_name {:?}: only .sql files are accepted (at most 255 characters)",
+                meta.file_name
+            )));
+        }
+        self.check_name(&meta.database)?;
+        if let Some(key) = &meta.idempotency_key {
+            if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ProvisionError::InvalidArgument(
+                    "idempotency_key: use 1-128 printable ASCII characters without spaces".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_name(&self, name: &str) -> Result<(), ProvisionError> {
