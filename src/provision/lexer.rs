@@ -80,6 +80,7 @@ pub(crate) enum Opener {
 /// backslash-escape string, and a `$` that continues an identifier opens no dollar quote.
 /// `exec_comment` says whether a MySQL executable comment is open; `eof` whether `rest` runs
 /// to the end of the input (otherwise [`Opener::NeedMore`] may come back).
+#[inline(always)]
 pub(crate) fn open(
     dialect: Dialect,
     rest: &[u8],
@@ -145,6 +146,7 @@ pub(crate) fn open(
 }
 
 /// Whether `before` ends with a lone `E` that makes the next `'…'` a PostgreSQL escape string.
+#[inline]
 fn escape_string_prefix(before: &[u8]) -> bool {
     matches!(before.last(), Some(b'e' | b'E'))
         && (before.len() == 1 || !is_ident_cont(before[before.len() - 2]))
@@ -215,10 +217,13 @@ pub(crate) enum Scan {
 }
 
 impl Lex {
-    /// Consumes `buf[*pos..]` inside the current literal or comment, adding the newlines it
-    /// passes to `line`, up to and including its closing delimiter. In [`Lex::Normal`] it does
-    /// nothing and says [`Scan::Closed`].
-    pub(crate) fn scan(
+    /// Consumes `buf[*pos..]` inside the current literal or comment, up to and including its
+    /// closing delimiter. With `LINES`, the newlines it passes are added to `line`; without, a
+    /// quoted run is searched for its closing quote alone (the tokenizer needs no line numbers,
+    /// and a three-byte search is measurably slower on quote-heavy dumps). In [`Lex::Normal`]
+    /// it does nothing and says [`Scan::Closed`].
+    #[inline(always)]
+    pub(crate) fn scan<const LINES: bool>(
         &mut self,
         buf: &[u8],
         pos: &mut usize,
@@ -230,7 +235,7 @@ impl Lex {
             Lex::Normal => return Scan::Closed,
             Lex::Quote {
                 close, backslash, ..
-            } => scan_quote(buf, pos, line, *close, *backslash, eof),
+            } => scan_quote::<LINES>(buf, pos, line, *close, *backslash, eof),
             Lex::LineComment => scan_line_comment(buf, pos, line),
             Lex::BlockComment { depth, .. } => {
                 scan_block_comment(buf, pos, line, depth, dialect, eof)
@@ -244,7 +249,8 @@ impl Lex {
     }
 }
 
-fn scan_quote(
+#[inline(always)]
+fn scan_quote<const LINES: bool>(
     buf: &[u8],
     pos: &mut usize,
     line: &mut u64,
@@ -255,10 +261,11 @@ fn scan_quote(
     let len = buf.len();
     while *pos < len {
         let hay = &buf[*pos..];
-        let found = if backslash {
-            memchr3(close, b'\\', b'\n', hay)
-        } else {
-            memchr2(close, b'\n', hay)
+        let found = match (LINES, backslash) {
+            (true, true) => memchr3(close, b'\\', b'\n', hay),
+            (true, false) => memchr2(close, b'\n', hay),
+            (false, true) => memchr2(close, b'\\', hay),
+            (false, false) => memchr(close, hay),
         };
         let Some(i) = found else {
             *pos = len;
@@ -293,6 +300,7 @@ fn scan_quote(
     Scan::NeedMore
 }
 
+#[inline]
 fn scan_line_comment(buf: &[u8], pos: &mut usize, line: &mut u64) -> Scan {
     match memchr(b'\n', &buf[*pos..]) {
         Some(i) => {
@@ -436,7 +444,7 @@ impl<'a> Tokens<'a> {
     /// its content ends: before a closing delimiter of `closing` bytes, or at the end.
     fn skip(&mut self, mut lex: Lex, closing: usize) -> usize {
         let mut lines = 0;
-        let scan = lex.scan(self.bytes(), &mut self.pos, &mut lines, self.dialect, true);
+        let scan = lex.scan::<false>(self.bytes(), &mut self.pos, &mut lines, self.dialect, true);
         match scan {
             Scan::Closed => self.pos - closing,
             Scan::NeedMore => self.bytes().len(),
@@ -555,14 +563,8 @@ impl<'a> Iterator for Tokens<'a> {
                 }
                 return Some(Token::Number);
             }
-            // Words take in every `$` that continues them, so nothing comes `before` here.
-            let opener = open(self.dialect, &b[self.pos..], &[], self.exec_comment, true);
-            if !matches!(opener, Opener::Plain | Opener::NeedMore) {
-                match self.opened(opener) {
-                    Some(token) => return Some(token),
-                    None => continue,
-                }
-            }
+            // No literal or comment starts with a letter or a digit: words and numbers first,
+            // they are most of a statement.
             if is_ident_start(c) {
                 return Some(self.word());
             }
@@ -574,6 +576,14 @@ impl<'a> Iterator for Tokens<'a> {
                     self.pos += 1;
                 }
                 return Some(Token::Number);
+            }
+            // Words take in every `$` that continues them, so nothing comes `before` here.
+            let opener = open(self.dialect, &b[self.pos..], &[], self.exec_comment, true);
+            if !matches!(opener, Opener::Plain | Opener::NeedMore) {
+                match self.opened(opener) {
+                    Some(token) => return Some(token),
+                    None => continue,
+                }
             }
             self.pos += 1;
             return Some(Token::Punct(c));

@@ -390,7 +390,7 @@ impl Splitter {
             if !matches!(self.lex, Lex::Normal) {
                 match self
                     .lex
-                    .scan(&self.buf, &mut pos, &mut line, self.dialect, eof)
+                    .scan::<true>(&self.buf, &mut pos, &mut line, self.dialect, eof)
                 {
                     Scan::Closed => continue,
                     Scan::NeedMore => break Flow::NeedMore,
@@ -408,6 +408,7 @@ impl Splitter {
     /// One step outside literals and comments at `*pos`: skips what cannot matter, then acts
     /// on the byte there (the delimiter, a newline, the opening of a literal or comment, a
     /// client directive, or a statement byte).
+    #[inline(always)]
     fn scan_normal(
         &mut self,
         out: &mut Vec<Piece>,
@@ -512,6 +513,7 @@ impl Splitter {
     }
 
     /// Starts the current statement at `pos` unless one is under way.
+    #[inline(always)]
     fn begin_statement(&mut self, pos: usize, line: u64) {
         if self.stmt_start.is_none() {
             self.stmt_start = Some(pos);
