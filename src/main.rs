@@ -24,7 +24,7 @@ use dbmazz::config::Config;
 use dbmazz::control::ControlPlane;
 use dbmazz::job::JobHandle;
 use dbmazz::provision::config::ProvisionConfig;
-use dbmazz::provision::engine::Engine;
+use dbmazz::provision::jobs::Engine;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;

@@ -6,11 +6,11 @@
 //! (grpcurl, jq)   │ dbmazz.CdcControlService    commands │──▶ JobHandle (watch channels,
 //!                 │ dbmazz.CdcStatusService     status   │    atomics, Metrics)
 //!                 │ dbmazz.CdcMetricsService    stream   │        ▲
-//!                 │ dbmazz.SchemaService        schema   │──▶ provision::engine::Engine
+//!                 │ dbmazz.SchemaService        schema   │──▶ provision::jobs::Engine
 //!                 │ grpc.health.v1 · reflection v1/v1α   │        │ server WAL position,
 //!                 └──────────────────────────────────────┘        │ slot lag (every 2 s)
 //! Prometheus ───▶ GET /metrics (prometheus)                   slot_monitor ──SQL──▶ PostgreSQL
-//! curl, browsers ▶ /schema/*, /ws (rest, same token as gRPC) ──▶ provision::engine::Engine
+//! curl, browsers ▶ /schema/*, /ws (rest, same token as gRPC) ──▶ provision::jobs::Engine
 //!                  └─ both on the HTTP port (http: axum routes, hyper connections)
 //! ```
 //!

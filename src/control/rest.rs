@@ -1,7 +1,7 @@
 //! The REST and WebSocket way into schema provisioning, in the shape of the service it
 //! replaces, for the clients that already call it with curl: `POST /schema/upload`,
 //! `GET /schema/job/{id}`, `GET /schema/jobs` and WebSocket `/ws`. Same engine as
-//! `dbmazz.SchemaService` ([`crate::provision::engine`]); this layer only translates.
+//! `dbmazz.SchemaService` ([`crate::provision::jobs`]); this layer only translates.
 //!
 //! - The upload is `multipart/form-data` with the fields `engine` (`postgres|mysql`), `name`
 //!   and, last, the file part `schema`. The file goes to the engine piece by piece as it
@@ -33,9 +33,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::auth::BearerAuth;
-use crate::provision::engine::{
-    Engine, Job, JobStatus, Overrides, ProvisionError, SqlEngine, UploadMeta, MAX_CHUNK_BYTES,
-};
+use crate::provision::error::ProvisionError;
+use crate::provision::job::{Job, JobStatus, Overrides, SqlEngine, UploadMeta};
+use crate::provision::jobs::{Engine, MAX_CHUNK_BYTES};
 
 /// A text field of the upload form may be at most this long.
 const MAX_FIELD_BYTES: usize = 1024;

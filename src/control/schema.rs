@@ -1,5 +1,5 @@
 //! `dbmazz.SchemaService`: the gRPC way into the provisioning engine
-//! ([`crate::provision::engine`]). This layer only translates: messages to engine calls,
+//! ([`crate::provision::jobs`]). This layer only translates: messages to engine calls,
 //! engine jobs to `SchemaJob`, [`ProvisionError`]s to status codes.
 
 use std::pin::Pin;
@@ -15,9 +15,9 @@ use super::proto::{
     job_event, DropDatabaseRequest, DropDatabaseResponse, GetJobRequest, JobEvent, ListJobsRequest,
     ListJobsResponse, SchemaJob, UploadMetadata, UploadRequest, UploadResponse, WatchJobRequest,
 };
-use crate::provision::engine::{
-    Engine, Job, JobStatus, Overrides, ProvisionError, SqlEngine, UploadMeta, MAX_CHUNK_BYTES,
-};
+use crate::provision::error::ProvisionError;
+use crate::provision::job::{Job, JobStatus, Overrides, SqlEngine, UploadMeta};
+use crate::provision::jobs::{Engine, MAX_CHUNK_BYTES};
 
 /// Serves `dbmazz.SchemaService` from an [`Engine`].
 pub(crate) struct SchemaRpc {

@@ -32,7 +32,7 @@ use super::status::StatusService;
 use super::{http, prometheus, rest, slot_monitor};
 use crate::config::Config;
 use crate::job::JobHandle;
-use crate::provision::engine::Engine;
+use crate::provision::jobs::Engine;
 
 /// Largest request (and response) message, as tonic's default decoding limit: 4 MiB.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

@@ -1,184 +1,323 @@
 //! Applying a schema to MySQL 8 or MariaDB: the admin connection creates the database and
 //! grants it to `PROVISION_ROLE`, then a connection *as that account* runs the statements in
 //! order. MySQL DDL is not transactional, so a failure is cleaned up by dropping the database
-//! (`SCHEMA_DROP_DB_ON_FAILURE`, done by the engine).
+//! (`SCHEMA_DROP_DB_ON_FAILURE`, done by the job runner).
 //!
 //! `LOAD DATA LOCAL INFILE` cannot read dbmazz's files: no local-infile handler is installed,
 //! so the driver answers such a request with an error, and the guard refuses `LOAD` anyway.
 //! The account only gets privileges on its own database, never `FILE`, so server files are out
 //! of reach too.
 
-use std::path::Path;
-
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
+use super::applier::{Applier, JobProgress, Target};
 use super::config::ProvisionConfig;
-use super::engine::{JobCtx, PieceReader, Stage};
+use super::job::Stage;
 use super::names::quote_ident_mysql;
 use super::split::{Dialect, Piece};
+use super::upload::{PieceError, PieceReader};
+use crate::secret::Secret;
 
-fn admin_opts(cfg: &ProvisionConfig) -> Result<Opts, String> {
-    let url = cfg
-        .mysql
-        .as_ref()
-        .ok_or_else(|| "PROVISION_MYSQL_URL is not set".to_owned())?;
-    Opts::from_url(url.expose()).map_err(|_| "PROVISION_MYSQL_URL is not a valid URL".to_owned())
+/// Why applying to (or dropping a database on) MySQL failed; the text is the job's error.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MySqlApplyError {
+    /// `PROVISION_MYSQL_URL` does not parse as a MySQL URL.
+    #[error("PROVISION_MYSQL_URL is not a valid URL")]
+    InvalidUrl(#[source] mysql_async::UrlError),
+    /// The admin connection (`PROVISION_MYSQL_URL`) failed.
+    #[error("cannot connect to PROVISION_MYSQL_URL ({place}): {}", message(.source))]
+    ConnectAdmin {
+        /// `host:port`.
+        place: String,
+        /// Why.
+        source: mysql_async::Error,
+    },
+    /// The server refused a query.
+    #[error("{}", message(.0))]
+    Server(#[source] mysql_async::Error),
+    /// The database exists and `SCHEMA_FAIL_IF_DB_EXISTS` is on.
+    #[error(
+        "database {database} already exists (SCHEMA_FAIL_IF_DB_EXISTS); choose another name, or \
+         drop it with SchemaService/DropDatabase"
+    )]
+    DatabaseExists {
+        /// The target database.
+        database: String,
+    },
+    /// CREATE DATABASE failed.
+    #[error("cannot create database {database}: {}", message(.source))]
+    CreateDatabase {
+        /// The target database.
+        database: String,
+        /// The server's answer.
+        source: mysql_async::Error,
+    },
+    /// GRANT to the role's account failed.
+    #[error(
+        "cannot grant database {database} to PROVISION_ROLE {role}: {} (create the account \
+         first: CREATE USER {account} IDENTIFIED BY '…')",
+        message(.source)
+    )]
+    Grant {
+        /// The target database.
+        database: String,
+        /// `PROVISION_ROLE`.
+        role: String,
+        /// `'role'@'host'`.
+        account: String,
+        /// The server's answer.
+        source: mysql_async::Error,
+    },
+    /// The connection as `PROVISION_ROLE` failed.
+    #[error(
+        "cannot connect to database {database} as PROVISION_ROLE {role}: {} (check \
+         PROVISION_ROLE_PASSWORD and PROVISION_MYSQL_ROLE_HOST)",
+        message(.source)
+    )]
+    ConnectRole {
+        /// The target database.
+        database: String,
+        /// `PROVISION_ROLE`.
+        role: String,
+        /// Why.
+        source: mysql_async::Error,
+    },
+    /// A statement of the file failed.
+    #[error("line {line}: {}", message(.source))]
+    Statement {
+        /// 1-based line of the statement in the file.
+        line: u64,
+        /// The server's answer.
+        source: mysql_async::Error,
+    },
+    /// The stored upload cannot be read back.
+    #[error(transparent)]
+    Pieces(#[from] PieceError),
+    /// COPY data in a MySQL file.
+    #[error("COPY data is PostgreSQL-only")]
+    CopyData,
+    /// Listing the connections to a database before dropping it failed.
+    #[error("cannot list the connections to {name}: {}", message(.source))]
+    ListConnections {
+        /// The database.
+        name: String,
+        /// The server's answer.
+        source: mysql_async::Error,
+    },
+    /// DROP DATABASE failed.
+    #[error("cannot drop database {name}: {}", message(.source))]
+    DropDatabase {
+        /// The database.
+        name: String,
+        /// The server's answer.
+        source: mysql_async::Error,
+    },
 }
 
-async fn connect_admin(cfg: &ProvisionConfig) -> Result<Conn, String> {
-    let opts = admin_opts(cfg)?;
-    let place = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
-    Conn::new(opts).await.map_err(|e| {
-        format!(
-            "cannot connect to PROVISION_MYSQL_URL ({place}): {}",
-            message(&e)
-        )
-    })
+/// Applies uploads to the MySQL or MariaDB server of `PROVISION_MYSQL_URL`.
+pub(super) struct MySqlApplier {
+    /// `PROVISION_MYSQL_URL`.
+    url: Secret,
+    /// `PROVISION_ROLE`.
+    role: String,
+    /// `PROVISION_ROLE_PASSWORD`.
+    role_password: Option<Secret>,
+    /// `PROVISION_MYSQL_ROLE_HOST`.
+    role_host: String,
 }
 
-/// `'role'@'host'`.
-fn account(cfg: &ProvisionConfig) -> String {
-    format!("'{}'@'{}'", cfg.role, cfg.mysql_role_host)
-}
+impl MySqlApplier {
+    /// The applier for `cfg`, or `None` when `PROVISION_MYSQL_URL` is not set.
+    pub(super) fn new(cfg: &ProvisionConfig) -> Option<MySqlApplier> {
+        Some(MySqlApplier {
+            url: cfg.mysql.clone()?,
+            role: cfg.role.clone(),
+            role_password: cfg.role_password.clone(),
+            role_host: cfg.mysql_role_host.clone(),
+        })
+    }
 
-/// Creates the database, grants it to the role, applies the file at `path`.
-pub(super) async fn apply(ctx: &mut JobCtx, path: &Path) -> Result<(), String> {
-    let inner = ctx.inner.clone();
-    let cfg = &inner.cfg;
-    let database = ctx.database();
-    ctx.set_stage(Stage::CreatingDatabase);
-    let opts = admin_opts(cfg)?;
-    {
-        let mut admin = connect_admin(cfg).await?;
+    fn admin_opts(&self) -> Result<Opts, mysql_async::UrlError> {
+        Opts::from_url(self.url.expose())
+    }
+
+    async fn connect_admin(&self) -> Result<Conn, MySqlApplyError> {
+        let opts = self.admin_opts().map_err(MySqlApplyError::InvalidUrl)?;
+        let place = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+        Conn::new(opts)
+            .await
+            .map_err(|source| MySqlApplyError::ConnectAdmin { place, source })
+    }
+
+    /// `'role'@'host'`.
+    fn account(&self) -> String {
+        format!("'{}'@'{}'", self.role, self.role_host)
+    }
+
+    /// Creates `database` unless it exists, and grants it to the role's account.
+    async fn create_database(
+        &self,
+        database: &str,
+        fail_if_db_exists: bool,
+        job: &mut dyn JobProgress,
+    ) -> Result<(), MySqlApplyError> {
+        let mut admin = self.connect_admin().await?;
         let exists: Option<String> = admin
             .exec_first(
                 "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-                (database.as_str(),),
+                (database,),
             )
             .await
-            .map_err(|e| message(&e))?;
+            .map_err(MySqlApplyError::Server)?;
         if exists.is_some() {
-            if ctx.options().fail_if_db_exists {
-                return Err(format!(
-                    "database {database} already exists (SCHEMA_FAIL_IF_DB_EXISTS); choose \
-                     another name, or drop it with SchemaService/DropDatabase"
-                ));
+            if fail_if_db_exists {
+                return Err(MySqlApplyError::DatabaseExists {
+                    database: database.to_owned(),
+                });
             }
         } else {
             admin
                 .query_drop(format!(
                     "CREATE DATABASE {} CHARACTER SET utf8mb4",
-                    quote_ident_mysql(&database)
+                    quote_ident_mysql(database)
                 ))
                 .await
-                .map_err(|e| format!("cannot create database {database}: {}", message(&e)))?;
-            ctx.mark_created();
+                .map_err(|source| MySqlApplyError::CreateDatabase {
+                    database: database.to_owned(),
+                    source,
+                })?;
+            job.mark_created();
         }
         admin
             .query_drop(format!(
                 "GRANT ALL PRIVILEGES ON {}.* TO {}",
-                quote_ident_mysql(&database),
-                account(cfg)
+                quote_ident_mysql(database),
+                self.account()
             ))
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot grant database {database} to PROVISION_ROLE {}: {} (create the \
-                     account first: CREATE USER {} IDENTIFIED BY '…')",
-                    cfg.role,
-                    message(&e),
-                    account(cfg)
-                )
+            .map_err(|source| MySqlApplyError::Grant {
+                database: database.to_owned(),
+                role: self.role.clone(),
+                account: self.account(),
+                source,
             })?;
         let _ = admin.disconnect().await;
-    }
-
-    ctx.set_stage(Stage::ApplyingSchema);
-    let role_opts = OptsBuilder::from_opts(opts)
-        .user(Some(cfg.role.clone()))
-        .pass(cfg.role_password.as_ref().map(|p| p.expose().to_owned()))
-        .db_name(Some(database.clone()));
-    let mut conn = Conn::new(role_opts).await.map_err(|e| {
-        format!(
-            "cannot connect to database {database} as PROVISION_ROLE {}: {} (check \
-             PROVISION_ROLE_PASSWORD and PROVISION_MYSQL_ROLE_HOST)",
-            cfg.role,
-            message(&e)
-        )
-    })?;
-    let mut reader = PieceReader::open(path, Dialect::MySql).await?;
-    let mut statements = 0u64;
-    let result = async {
-        while let Some(piece) = reader.next().await? {
-            match piece {
-                Piece::Statement { sql, line, end, .. } => {
-                    conn.query_drop(sql.as_str())
-                        .await
-                        .map_err(|e| format!("line {line}: {}", message(&e)))?;
-                    statements += 1;
-                    ctx.progress(end, statements);
-                }
-                Piece::Meta { end, .. } => ctx.progress(end, statements),
-                Piece::CopyData { .. } | Piece::CopyEnd { .. } => {
-                    return Err("COPY data is PostgreSQL-only".to_owned())
-                }
-            }
-        }
         Ok(())
     }
-    .await;
-    let _ = conn.disconnect().await;
-    result
+
+    /// Runs the upload's statements in order, connected to the database as `PROVISION_ROLE`.
+    async fn run_file(
+        &self,
+        opts: Opts,
+        target: Target<'_>,
+        job: &mut dyn JobProgress,
+    ) -> Result<(), MySqlApplyError> {
+        let database = target.database;
+        let role_opts = OptsBuilder::from_opts(opts)
+            .user(Some(self.role.clone()))
+            .pass(self.role_password.as_ref().map(|p| p.expose().to_owned()))
+            .db_name(Some(database.to_owned()));
+        let mut conn =
+            Conn::new(role_opts)
+                .await
+                .map_err(|source| MySqlApplyError::ConnectRole {
+                    database: database.to_owned(),
+                    role: self.role.clone(),
+                    source,
+                })?;
+        let mut reader = PieceReader::open(target.upload, Dialect::MySql).await?;
+        let mut statements = 0u64;
+        let result = async {
+            while let Some(piece) = reader.next().await? {
+                match piece {
+                    Piece::Statement { sql, line, end, .. } => {
+                        conn.query_drop(sql.as_str())
+                            .await
+                            .map_err(|source| MySqlApplyError::Statement { line, source })?;
+                        statements += 1;
+                        job.progress(end, statements);
+                    }
+                    Piece::Meta { end, .. } => job.progress(end, statements),
+                    Piece::CopyData { .. } | Piece::CopyEnd { .. } => {
+                        return Err(MySqlApplyError::CopyData)
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = conn.disconnect().await;
+        result
+    }
 }
 
-/// Kills the connections using `name`, then drops it: (existed, terminated).
-pub(super) async fn drop_database(
-    cfg: &ProvisionConfig,
-    name: &str,
-) -> Result<(bool, u32), String> {
-    let mut admin = connect_admin(cfg).await?;
-    let exists: Option<String> = admin
-        .exec_first(
-            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-            (name,),
-        )
-        .await
-        .map_err(|e| message(&e))?;
-    if exists.is_none() {
-        return Ok((false, 0));
+impl Applier for MySqlApplier {
+    type Error = MySqlApplyError;
+
+    async fn apply(
+        &self,
+        target: Target<'_>,
+        job: &mut dyn JobProgress,
+    ) -> Result<(), MySqlApplyError> {
+        job.set_stage(Stage::CreatingDatabase);
+        let opts = self.admin_opts().map_err(MySqlApplyError::InvalidUrl)?;
+        self.create_database(target.database, target.fail_if_db_exists, job)
+            .await?;
+        job.set_stage(Stage::ApplyingSchema);
+        self.run_file(opts, target, job).await
     }
-    let own: u64 = admin
-        .query_first("SELECT CONNECTION_ID()")
-        .await
-        .map_err(|e| message(&e))?
-        .unwrap_or(0);
-    let ids: Vec<u64> = admin
-        .exec(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ?",
-            (name,),
-        )
-        .await
-        .map_err(|e| format!("cannot list the connections to {name}: {}", message(&e)))?;
-    let mut terminated = 0u32;
-    for id in ids.into_iter().filter(|id| *id != own) {
-        if admin
-            .query_drop(format!("KILL CONNECTION {id}"))
+
+    async fn drop_database(&self, name: &str) -> Result<(bool, u32), MySqlApplyError> {
+        let mut admin = self.connect_admin().await?;
+        let exists: Option<String> = admin
+            .exec_first(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                (name,),
+            )
             .await
-            .is_ok()
-        {
-            terminated += 1;
+            .map_err(MySqlApplyError::Server)?;
+        if exists.is_none() {
+            return Ok((false, 0));
         }
+        let own: u64 = admin
+            .query_first("SELECT CONNECTION_ID()")
+            .await
+            .map_err(MySqlApplyError::Server)?
+            .unwrap_or(0);
+        let ids: Vec<u64> = admin
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ?",
+                (name,),
+            )
+            .await
+            .map_err(|source| MySqlApplyError::ListConnections {
+                name: name.to_owned(),
+                source,
+            })?;
+        let mut terminated = 0u32;
+        for id in ids.into_iter().filter(|id| *id != own) {
+            if admin
+                .query_drop(format!("KILL CONNECTION {id}"))
+                .await
+                .is_ok()
+            {
+                terminated += 1;
+            }
+        }
+        admin
+            .query_drop(format!(
+                "DROP DATABASE IF EXISTS {}",
+                quote_ident_mysql(name)
+            ))
+            .await
+            .map_err(|source| MySqlApplyError::DropDatabase {
+                name: name.to_owned(),
+                source,
+            })?;
+        let _ = admin.disconnect().await;
+        Ok((true, terminated))
     }
-    admin
-        .query_drop(format!(
-            "DROP DATABASE IF EXISTS {}",
-            quote_ident_mysql(name)
-        ))
-        .await
-        .map_err(|e| format!("cannot drop database {name}: {}", message(&e)))?;
-    let _ = admin.disconnect().await;
-    Ok((true, terminated))
 }
 
 /// The server's message with its code, or the client error.

@@ -1,73 +1,189 @@
 //! Applying a schema to PostgreSQL: the admin connection creates the database owned by
 //! `PROVISION_ROLE`, then a connection *as that role* (not `SET ROLE`, which the script could
 //! undo) runs the whole file in one transaction, `COPY … FROM stdin` data going through the COPY
-//! protocol. Any failure rolls everything back; the engine then drops the database it created.
+//! protocol. Any failure rolls everything back; the job runner then drops the database it
+//! created.
 
-use std::path::Path;
 use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio_postgres::CopyInSink;
+use tokio_postgres::{CopyInSink, Transaction};
 
+use super::applier::{Applier, JobProgress, Target};
 use super::config::ProvisionConfig;
-use super::engine::{JobCtx, PieceReader, Stage};
+use super::job::Stage;
 use super::names::quote_ident_pg;
 use super::split::{Dialect, Piece};
+use super::upload::{PieceError, PieceReader};
 use crate::postgres::conninfo::PgConnInfo;
-use crate::postgres::tls::connect_sql;
+use crate::postgres::tls::{connect_sql, ConnectError};
+use crate::secret::Secret;
 
-fn admin(cfg: &ProvisionConfig) -> Result<&PgConnInfo, String> {
-    cfg.postgres
-        .as_ref()
-        .ok_or_else(|| "PROVISION_POSTGRES_URL is not set".to_owned())
+/// Why applying to (or dropping a database on) PostgreSQL failed; the text is the job's error.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PgApplyError {
+    /// The admin connection (`PROVISION_POSTGRES_URL`) failed.
+    #[error("cannot connect to PROVISION_POSTGRES_URL ({place}): {source}")]
+    ConnectAdmin {
+        /// The URL without its password.
+        place: String,
+        /// Why.
+        source: ConnectError,
+    },
+    /// The server refused a query; `line` is where in the file, when a statement of the file
+    /// failed.
+    #[error("{}", server_error(*.line, .source))]
+    Server {
+        /// 1-based line in the file.
+        line: Option<u64>,
+        /// The server's answer.
+        source: tokio_postgres::Error,
+    },
+    /// `PROVISION_ROLE` does not exist.
+    #[error(
+        "PROVISION_ROLE {role} does not exist on the PostgreSQL server; create it with CREATE \
+         ROLE {role} LOGIN PASSWORD '…' (not a superuser)"
+    )]
+    RoleMissing {
+        /// `PROVISION_ROLE`.
+        role: String,
+    },
+    /// `PROVISION_ROLE` is a superuser.
+    #[error(
+        "PROVISION_ROLE {role} is a superuser; schemas must run as a non-superuser role (ALTER \
+         ROLE {role} NOSUPERUSER), which is what keeps them away from server files and programs"
+    )]
+    RoleIsSuperuser {
+        /// `PROVISION_ROLE`.
+        role: String,
+    },
+    /// `PROVISION_ROLE` has no LOGIN.
+    #[error("PROVISION_ROLE {role} cannot log in; run ALTER ROLE {role} LOGIN")]
+    RoleCannotLogIn {
+        /// `PROVISION_ROLE`.
+        role: String,
+    },
+    /// The database exists and `SCHEMA_FAIL_IF_DB_EXISTS` is on.
+    #[error(
+        "database {database} already exists (SCHEMA_FAIL_IF_DB_EXISTS); choose another name, or \
+         drop it with SchemaService/DropDatabase"
+    )]
+    DatabaseExists {
+        /// The target database.
+        database: String,
+    },
+    /// CREATE DATABASE failed.
+    #[error("cannot create database {database}: {}", db_message(.source))]
+    CreateDatabase {
+        /// The target database.
+        database: String,
+        /// The server's answer.
+        source: tokio_postgres::Error,
+    },
+    /// The connection as `PROVISION_ROLE` failed.
+    #[error(
+        "cannot connect to database {database} as PROVISION_ROLE {role}: {source} (check \
+         PROVISION_ROLE_PASSWORD and pg_hba.conf)"
+    )]
+    ConnectRole {
+        /// The target database.
+        database: String,
+        /// `PROVISION_ROLE`.
+        role: String,
+        /// Why.
+        source: ConnectError,
+    },
+    /// The stored upload cannot be read back.
+    #[error(transparent)]
+    Pieces(#[from] PieceError),
+    /// COPY data without a `COPY … FROM stdin` before it.
+    #[error("COPY data outside of a COPY … FROM stdin")]
+    CopyDataOutsideCopy,
+    /// A `\.` line without a `COPY … FROM stdin` before it.
+    #[error("\\. outside of a COPY … FROM stdin")]
+    CopyEndOutsideCopy,
+    /// The file ends inside COPY data.
+    #[error("line {line}: the file ends inside the data of this COPY (no \\. line)")]
+    CopyUnterminated {
+        /// Line of the COPY statement.
+        line: u64,
+    },
+    /// COMMIT failed.
+    #[error("at COMMIT: {}", db_message(.0))]
+    Commit(#[source] tokio_postgres::Error),
+    /// Terminating the connections to a database before dropping it failed.
+    #[error("cannot terminate the connections to {name}: {}", db_message(.source))]
+    TerminateConnections {
+        /// The database.
+        name: String,
+        /// The server's answer.
+        source: tokio_postgres::Error,
+    },
+    /// DROP DATABASE failed.
+    #[error("cannot drop database {name}: {}", db_message(.source))]
+    DropDatabase {
+        /// The database.
+        name: String,
+        /// The server's answer.
+        source: tokio_postgres::Error,
+    },
 }
 
-async fn connect_admin(cfg: &ProvisionConfig) -> Result<tokio_postgres::Client, String> {
-    let info = admin(cfg)?;
-    connect_sql(info).await.map_err(|e| {
-        format!(
-            "cannot connect to PROVISION_POSTGRES_URL ({}): {e}",
-            info.redacted()
-        )
-    })
+fn query_error(source: tokio_postgres::Error) -> PgApplyError {
+    PgApplyError::Server { line: None, source }
 }
 
-/// Creates the database and applies the stored file at `path`. `Err` is the job's error.
-pub(super) async fn apply(ctx: &mut JobCtx, path: &Path) -> Result<(), String> {
-    let inner = ctx.inner.clone();
-    let cfg = &inner.cfg;
-    let database = ctx.database();
-    let role = cfg.role.clone();
-    ctx.set_stage(Stage::CreatingDatabase);
-    {
-        let admin = connect_admin(cfg).await?;
+/// Applies uploads to the PostgreSQL server of `PROVISION_POSTGRES_URL`.
+pub(super) struct PgApplier {
+    /// `PROVISION_POSTGRES_URL`.
+    admin: PgConnInfo,
+    /// `PROVISION_ROLE`.
+    role: String,
+    /// `PROVISION_ROLE_PASSWORD`.
+    role_password: Option<Secret>,
+}
+
+impl PgApplier {
+    /// The applier for `cfg`, or `None` when `PROVISION_POSTGRES_URL` is not set.
+    pub(super) fn new(cfg: &ProvisionConfig) -> Option<PgApplier> {
+        Some(PgApplier {
+            admin: cfg.postgres.clone()?,
+            role: cfg.role.clone(),
+            role_password: cfg.role_password.clone(),
+        })
+    }
+
+    async fn connect_admin(&self) -> Result<tokio_postgres::Client, PgApplyError> {
+        connect_sql(&self.admin)
+            .await
+            .map_err(|source| PgApplyError::ConnectAdmin {
+                place: self.admin.redacted(),
+                source,
+            })
+    }
+
+    /// Checks `PROVISION_ROLE`, then creates `database` owned by it unless it exists.
+    async fn create_database(
+        &self,
+        database: &str,
+        fail_if_db_exists: bool,
+        job: &mut dyn JobProgress,
+    ) -> Result<(), PgApplyError> {
+        let role = &self.role;
+        let admin = self.connect_admin().await?;
         let row = admin
             .query_opt(
                 "SELECT rolsuper, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = $1",
-                &[&role],
+                &[role],
             )
             .await
-            .map_err(|e| server_error(None, &e))?;
+            .map_err(query_error)?;
+        let role = role.clone();
         match row {
-            None => {
-                return Err(format!(
-                    "PROVISION_ROLE {role} does not exist on the PostgreSQL server; create it \
-                     with CREATE ROLE {role} LOGIN PASSWORD '…' (not a superuser)"
-                ))
-            }
-            Some(r) if r.get::<_, bool>(0) => {
-                return Err(format!(
-                    "PROVISION_ROLE {role} is a superuser; schemas must run as a non-superuser \
-                     role (ALTER ROLE {role} NOSUPERUSER), which is what keeps them away from \
-                     server files and programs"
-                ))
-            }
-            Some(r) if !r.get::<_, bool>(1) => {
-                return Err(format!(
-                    "PROVISION_ROLE {role} cannot log in; run ALTER ROLE {role} LOGIN"
-                ))
-            }
+            None => return Err(PgApplyError::RoleMissing { role }),
+            Some(r) if r.get::<_, bool>(0) => return Err(PgApplyError::RoleIsSuperuser { role }),
+            Some(r) if !r.get::<_, bool>(1) => return Err(PgApplyError::RoleCannotLogIn { role }),
             Some(_) => {}
         }
         let exists = admin
@@ -76,47 +192,76 @@ pub(super) async fn apply(ctx: &mut JobCtx, path: &Path) -> Result<(), String> {
                 &[&database],
             )
             .await
-            .map_err(|e| server_error(None, &e))?
+            .map_err(query_error)?
             .is_some();
         if exists {
-            if ctx.options().fail_if_db_exists {
-                return Err(format!(
-                    "database {database} already exists (SCHEMA_FAIL_IF_DB_EXISTS); choose \
-                     another name, or drop it with SchemaService/DropDatabase"
-                ));
+            if fail_if_db_exists {
+                return Err(PgApplyError::DatabaseExists {
+                    database: database.to_owned(),
+                });
             }
         } else {
             admin
                 .batch_execute(&format!(
                     "CREATE DATABASE {} OWNER {}",
-                    quote_ident_pg(&database),
+                    quote_ident_pg(database),
                     quote_ident_pg(&role)
                 ))
                 .await
-                .map_err(|e| format!("cannot create database {database}: {}", db_message(&e)))?;
-            ctx.mark_created();
+                .map_err(|source| PgApplyError::CreateDatabase {
+                    database: database.to_owned(),
+                    source,
+                })?;
+            job.mark_created();
         }
+        Ok(())
     }
 
-    ctx.set_stage(Stage::ApplyingSchema);
-    let mut info = admin(cfg)?.clone();
-    info.user = role.clone();
-    info.password = cfg.role_password.clone();
-    info.dbname = database.clone();
-    let mut client = connect_sql(&info).await.map_err(|e| {
-        format!(
-            "cannot connect to database {database} as PROVISION_ROLE {role}: {e} (check \
-             PROVISION_ROLE_PASSWORD and pg_hba.conf)"
-        )
-    })?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| server_error(None, &e))?;
-    let mut reader = PieceReader::open(path, Dialect::Postgres).await?;
-    let mut statements = 0u64;
-    let mut copy: Option<(Pin<Box<CopyInSink<Bytes>>>, u64)> = None;
-    while let Some(piece) = reader.next().await? {
+    /// Runs the upload in one transaction, connected to `database` as `PROVISION_ROLE`.
+    async fn run_file(
+        &self,
+        target: Target<'_>,
+        job: &mut dyn JobProgress,
+    ) -> Result<(), PgApplyError> {
+        let database = target.database;
+        let mut info = self.admin.clone();
+        info.user = self.role.clone();
+        info.password = self.role_password.clone();
+        info.dbname = database.to_owned();
+        let mut client = connect_sql(&info)
+            .await
+            .map_err(|source| PgApplyError::ConnectRole {
+                database: database.to_owned(),
+                role: self.role.clone(),
+                source,
+            })?;
+        let tx = client.transaction().await.map_err(query_error)?;
+        let mut reader = PieceReader::open(target.upload, Dialect::Postgres).await?;
+        let mut run = Run {
+            tx: &tx,
+            statements: 0,
+            copy: None,
+        };
+        while let Some(piece) = reader.next().await? {
+            run.piece(piece, job).await?;
+        }
+        if let Some((_, line)) = run.copy {
+            return Err(PgApplyError::CopyUnterminated { line });
+        }
+        tx.commit().await.map_err(PgApplyError::Commit)
+    }
+}
+
+/// One file being run in a transaction.
+struct Run<'t> {
+    tx: &'t Transaction<'t>,
+    statements: u64,
+    /// The open `COPY … FROM stdin` and its line.
+    copy: Option<(Pin<Box<CopyInSink<Bytes>>>, u64)>,
+}
+
+impl Run<'_> {
+    async fn piece(&mut self, piece: Piece, job: &mut dyn JobProgress) -> Result<(), PgApplyError> {
         match piece {
             Piece::Statement {
                 sql,
@@ -125,93 +270,111 @@ pub(super) async fn apply(ctx: &mut JobCtx, path: &Path) -> Result<(), String> {
                 copy_from_stdin,
             } => {
                 if copy_from_stdin {
-                    let sink = tx
+                    let sink = self
+                        .tx
                         .copy_in::<_, Bytes>(sql.as_str())
                         .await
-                        .map_err(|e| statement_error(line, &sql, &e))?;
-                    copy = Some((Box::pin(sink), line));
+                        .map_err(|e| statement_error(line, &sql, e))?;
+                    self.copy = Some((Box::pin(sink), line));
                 } else {
-                    tx.batch_execute(&sql)
+                    self.tx
+                        .batch_execute(&sql)
                         .await
-                        .map_err(|e| statement_error(line, &sql, &e))?;
+                        .map_err(|e| statement_error(line, &sql, e))?;
                 }
-                statements += 1;
-                ctx.progress(end, statements);
+                self.statements += 1;
+                job.progress(end, self.statements);
             }
             Piece::CopyData { data, end } => {
-                let Some((sink, line)) = copy.as_mut() else {
-                    return Err("COPY data outside of a COPY … FROM stdin".into());
+                let Some((sink, line)) = self.copy.as_mut() else {
+                    return Err(PgApplyError::CopyDataOutsideCopy);
                 };
                 sink.send(data)
                     .await
-                    .map_err(|e| server_error(Some(*line), &e))?;
-                ctx.progress(end, statements);
+                    .map_err(|source| PgApplyError::Server {
+                        line: Some(*line),
+                        source,
+                    })?;
+                job.progress(end, self.statements);
             }
             Piece::CopyEnd { line: _, end } => {
-                let Some((mut sink, line)) = copy.take() else {
-                    return Err("\\. outside of a COPY … FROM stdin".into());
+                let Some((mut sink, line)) = self.copy.take() else {
+                    return Err(PgApplyError::CopyEndOutsideCopy);
                 };
                 sink.as_mut()
                     .finish()
                     .await
-                    .map_err(|e| server_error(Some(line), &e))?;
-                ctx.progress(end, statements);
+                    .map_err(|source| PgApplyError::Server {
+                        line: Some(line),
+                        source,
+                    })?;
+                job.progress(end, self.statements);
             }
-            Piece::Meta { end, .. } => ctx.progress(end, statements),
+            Piece::Meta { end, .. } => job.progress(end, self.statements),
         }
+        Ok(())
     }
-    if let Some((_, line)) = copy {
-        return Err(format!(
-            "line {line}: the file ends inside the data of this COPY (no \\. line)"
-        ));
-    }
-    tx.commit()
-        .await
-        .map_err(|e| format!("at COMMIT: {}", db_message(&e)))?;
-    Ok(())
 }
 
-/// Terminates the connections to `name`, then drops it: (existed, terminated).
-pub(super) async fn drop_database(
-    cfg: &ProvisionConfig,
-    name: &str,
-) -> Result<(bool, u32), String> {
-    let admin = connect_admin(cfg).await?;
-    let exists = admin
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| db_message(&e))?
-        .is_some();
-    if !exists {
-        return Ok((false, 0));
+impl Applier for PgApplier {
+    type Error = PgApplyError;
+
+    async fn apply(
+        &self,
+        target: Target<'_>,
+        job: &mut dyn JobProgress,
+    ) -> Result<(), PgApplyError> {
+        job.set_stage(Stage::CreatingDatabase);
+        self.create_database(target.database, target.fail_if_db_exists, job)
+            .await?;
+        job.set_stage(Stage::ApplyingSchema);
+        self.run_file(target, job).await
     }
-    let terminated: i64 = admin
-        .query_one(
-            "SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid)) \
-             FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
-            &[&name],
-        )
-        .await
-        .map_err(|e| format!("cannot terminate the connections to {name}: {}", db_message(&e)))?
-        .get(0);
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident_pg(name)
-        ))
-        .await
-        .map_err(|e| format!("cannot drop database {name}: {}", db_message(&e)))?;
-    Ok((true, terminated.max(0) as u32))
+
+    async fn drop_database(&self, name: &str) -> Result<(bool, u32), PgApplyError> {
+        let admin = self.connect_admin().await?;
+        let exists = admin
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(query_error)?
+            .is_some();
+        if !exists {
+            return Ok((false, 0));
+        }
+        let terminated: i64 = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid)) \
+                 FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
+                &[&name],
+            )
+            .await
+            .map_err(|source| PgApplyError::TerminateConnections {
+                name: name.to_owned(),
+                source,
+            })?
+            .get(0);
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident_pg(name)
+            ))
+            .await
+            .map_err(|source| PgApplyError::DropDatabase {
+                name: name.to_owned(),
+                source,
+            })?;
+        Ok((true, terminated.max(0) as u32))
+    }
 }
 
 /// A statement's failure: the line of the error within the file (from the server's position
 /// when it gives one), the server's message, detail, hint and context.
-fn statement_error(line: u64, sql: &str, e: &tokio_postgres::Error) -> String {
+fn statement_error(line: u64, sql: &str, source: tokio_postgres::Error) -> PgApplyError {
     let mut at = line;
-    if let Some(db) = e.as_db_error() {
+    if let Some(db) = source.as_db_error() {
         if let Some(tokio_postgres::error::ErrorPosition::Original(pos)) = db.position() {
             let upto: String = sql
                 .chars()
@@ -220,9 +383,13 @@ fn statement_error(line: u64, sql: &str, e: &tokio_postgres::Error) -> String {
             at += upto.matches('\n').count() as u64;
         }
     }
-    server_error(Some(at), e)
+    PgApplyError::Server {
+        line: Some(at),
+        source,
+    }
 }
 
+/// The text of [`PgApplyError::Server`]: the line, when there is one, and the server's message.
 fn server_error(line: Option<u64>, e: &tokio_postgres::Error) -> String {
     match line {
         Some(line) => format!("line {line}: {}", db_message(e)),

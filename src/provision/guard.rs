@@ -5,7 +5,7 @@
 //! the statements that would touch other databases, roles, server settings, server files or
 //! replication, and names the line and the rule, so a user learns what to remove from the file.
 //!
-//! It works on tokens ([`super::token`]), never on substrings: words inside string literals,
+//! It works on tokens ([`super::lexer`]), never on substrings: words inside string literals,
 //! quoted identifiers, dollar-quoted bodies and comments are not keywords, while MySQL's
 //! executable comments (`/*! … */`) are code and are checked.
 //!
@@ -21,8 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::split::Dialect;
-use super::token::{Token, Tokens};
+use super::lexer::{Dialect, Token, Tokens};
 
 /// A statement the guard refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,194 +232,267 @@ impl Guard {
             })
     }
 
-    fn check_inner(&self, sql: &str) -> Result<(), (String, String)> {
-        let refuse = |rule: Rule| Err((rule.name.to_owned(), rule.reason.to_owned()));
-        let mysql = self.dialect == Dialect::MySql;
-        let mut recent: VecDeque<Token<'_>> = VecDeque::with_capacity(self.window + 1);
-        let mut first: Option<Token<'_>> = None;
-        let mut index = 0usize;
-        // COPY: parenthesis depth, and whether the previous token was FROM/TO at depth 0.
-        let mut depth = 0i32;
-        let mut copy_target_next = false;
-        let mut copy_checked = false;
-        // GRANT/REVOKE without ON grant role membership.
-        let mut saw_on = false;
-        // set_config( 'role' …): 1 after the name, 2 after the parenthesis.
-        let mut set_config = 0u8;
-
+    fn check_inner(&self, sql: &str) -> Result<(), Refusal> {
+        let mut scan = Scan::new(self);
         for token in Tokens::new(sql, self.dialect) {
-            index += 1;
-            if recent.len() == self.window {
-                recent.pop_front();
-            }
-            recent.push_back(token);
-            let first_word = *first.get_or_insert(token);
-            let starts = |keyword: &str| first_word.is_word(keyword);
-            let ends = |pattern: &[&str]| ends_with(&recent, pattern);
+            scan.token(token)?;
+        }
+        scan.finish()
+    }
+}
 
-            // Server-file functions, by bare or quoted name (PostgreSQL quoted names are exact).
-            let file_function = match token {
-                Token::Word(w) => SERVER_FILE_FUNCTIONS
-                    .iter()
-                    .any(|f| w.eq_ignore_ascii_case(f)),
-                Token::QuotedIdent(q) if mysql => SERVER_FILE_FUNCTIONS
-                    .iter()
-                    .any(|f| q.eq_ignore_ascii_case(f)),
-                Token::QuotedIdent(q) => SERVER_FILE_FUNCTIONS.contains(&q),
-                _ => false,
-            };
-            if file_function {
-                return refuse(SERVER_FILE_FUNCTION);
-            }
+/// A refusal: the rule's name and its reason.
+type Refusal = (String, String);
 
-            // set_config('role', …) is SET ROLE in function form.
-            match (set_config, token) {
-                (_, Token::Word(w)) if w.eq_ignore_ascii_case("set_config") => set_config = 1,
-                (1, Token::Punct(b'(')) => set_config = 2,
-                (2, Token::Str(setting)) => {
-                    let setting = setting.trim().to_ascii_lowercase();
-                    let plain = setting
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.');
-                    if !plain || setting == "role" {
-                        return refuse(SET_ROLE);
-                    }
-                    if setting == "session_authorization" {
-                        return refuse(SESSION_AUTHORIZATION);
-                    }
-                    set_config = 3;
-                }
-                // The setting name must be one plain literal, not an expression.
-                (3, Token::Punct(b',')) => set_config = 0,
-                (2 | 3, _) => return refuse(SET_ROLE),
-                _ => set_config = 0,
-            }
+fn refuse(rule: Rule) -> Result<(), Refusal> {
+    Err((rule.name.to_owned(), rule.reason.to_owned()))
+}
 
-            // Everything below the COPY and set_config state machines matches words: literals,
-            // numbers and punctuation (most of a big INSERT) cannot complete a pattern.
-            let is_name = matches!(token, Token::Word(_) | Token::QuotedIdent(_));
-            if !mysql && starts("copy") && !copy_checked {
-                match token {
-                    Token::Punct(b'(') => depth += 1,
-                    Token::Punct(b')') => depth -= 1,
-                    _ => {}
-                }
-                if copy_target_next {
-                    copy_checked = true;
-                    if token.is_word("program") {
-                        return refuse(COPY_PROGRAM);
-                    }
-                    if !(token.is_word("stdin") || token.is_word("stdout")) {
-                        return refuse(COPY_SERVER_FILE);
-                    }
-                }
-                copy_target_next =
-                    index > 1 && depth == 0 && (token.is_word("from") || token.is_word("to"));
-            }
-            if !is_name || (self.extra.is_empty() && !is_pattern_end(token)) {
-                continue;
-            }
+/// The guard's walk over one statement's tokens: each token is checked against the rules in a
+/// fixed order, the first rule that matches refuses the statement.
+struct Scan<'g, 'a> {
+    guard: &'g Guard,
+    mysql: bool,
+    /// The last `guard.window` tokens.
+    recent: VecDeque<Token<'a>>,
+    first: Option<Token<'a>>,
+    /// 1-based index of the current token.
+    index: usize,
+    /// COPY: parenthesis depth, and whether the previous token was FROM/TO at depth 0.
+    depth: i32,
+    copy_target_next: bool,
+    copy_checked: bool,
+    /// GRANT/REVOKE without ON grant role membership.
+    saw_on: bool,
+    /// set_config( 'role' …): 1 after the name, 2 after the parenthesis, 3 after the setting.
+    set_config: u8,
+}
 
-            for verb in ["create", "alter", "drop"] {
-                let (database, role) = (
-                    ends(&[verb, "database"]) || (mysql && ends(&[verb, "schema"])),
-                    ends(&[verb, "role"]) || ends(&[verb, "user"]) || ends(&[verb, "group"]),
-                );
-                if database {
-                    return refuse(match verb {
-                        "create" => CREATE_DATABASE,
-                        "alter" => ALTER_DATABASE,
-                        _ => DROP_DATABASE,
-                    });
-                }
-                if role {
-                    return refuse(ROLE_DDL);
-                }
-                if ends(&[verb, "publication"]) {
-                    return refuse(PUBLICATION);
-                }
-                if ends(&[verb, "subscription"]) {
-                    return refuse(SUBSCRIPTION);
-                }
-            }
-            if ends(&["alter", "system"]) {
-                return refuse(ALTER_SYSTEM);
-            }
-            if ends(&["rename", "user"])
-                || ends(&["drop", "owned"])
-                || ends(&["reassign", "owned"])
-                || ends(&["default", "role"]) && starts("set")
-            {
-                return refuse(ROLE_DDL);
-            }
-            if mysql && (ends(&["into", "outfile"]) || ends(&["into", "dumpfile"])) {
-                return refuse(SELECT_INTO_FILE);
-            }
-            if mysql && (ends(&["load", "data"]) || ends(&["load", "xml"])) {
+impl<'g, 'a> Scan<'g, 'a> {
+    fn new(guard: &'g Guard) -> Self {
+        Scan {
+            guard,
+            mysql: guard.dialect == Dialect::MySql,
+            recent: VecDeque::with_capacity(guard.window + 1),
+            first: None,
+            index: 0,
+            depth: 0,
+            copy_target_next: false,
+            copy_checked: false,
+            saw_on: false,
+            set_config: 0,
+        }
+    }
+
+    fn starts(&self, keyword: &str) -> bool {
+        self.first.is_some_and(|t| t.is_word(keyword))
+    }
+
+    fn ends(&self, pattern: &[&str]) -> bool {
+        ends_with(&self.recent, pattern)
+    }
+
+    fn token(&mut self, token: Token<'a>) -> Result<(), Refusal> {
+        self.index += 1;
+        if self.recent.len() == self.guard.window {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(token);
+        self.first.get_or_insert(token);
+
+        self.server_file_function(token)?;
+        self.set_config(token)?;
+        // Everything below the COPY and set_config state machines matches words: literals,
+        // numbers and punctuation (most of a big INSERT) cannot complete a pattern.
+        let is_name = matches!(token, Token::Word(_) | Token::QuotedIdent(_));
+        if !self.mysql && self.starts("copy") && !self.copy_checked {
+            self.copy_target(token)?;
+        }
+        if !is_name || (self.guard.extra.is_empty() && !is_pattern_end(token)) {
+            return Ok(());
+        }
+        self.object_ddl()?;
+        self.set_statement(token)?;
+        // Whole-statement rules decided by the first word.
+        if self.index == 1 {
+            if token.is_word("load") {
                 return refuse(LOAD);
             }
+            if self.mysql && token.is_word("use") {
+                return refuse(USE_DATABASE);
+            }
+        }
+        if self.starts("grant") || self.starts("revoke") {
+            self.saw_on |= token.is_word("on");
+        }
+        for (phrase, words) in &self.guard.extra {
+            if ends_with(&self.recent, words) {
+                return Err((
+                    "forbidden-keyword".to_owned(),
+                    format!("{phrase} is listed in SCHEMA_FORBIDDEN_KEYWORDS"),
+                ));
+            }
+        }
+        Ok(())
+    }
 
-            // SET / RESET statements: ROLE, SESSION AUTHORIZATION, PASSWORD, MySQL globals.
-            if starts("set") || starts("reset") {
-                let head = index <= 3;
-                let role_word = token.is_word("role")
-                    || matches!(token, Token::QuotedIdent(q) if q.eq_ignore_ascii_case("role"));
-                let after_set = recent.len() >= 2
-                    && ["set", "reset", "session", "local"]
-                        .iter()
-                        .any(|w| recent[recent.len() - 2].is_word(w));
-                if head && role_word && after_set {
+    /// Server-file functions, by bare or quoted name (PostgreSQL quoted names are exact).
+    fn server_file_function(&self, token: Token<'a>) -> Result<(), Refusal> {
+        let file_function = match token {
+            Token::Word(w) => SERVER_FILE_FUNCTIONS
+                .iter()
+                .any(|f| w.eq_ignore_ascii_case(f)),
+            Token::QuotedIdent(q) if self.mysql => SERVER_FILE_FUNCTIONS
+                .iter()
+                .any(|f| q.eq_ignore_ascii_case(f)),
+            Token::QuotedIdent(q) => SERVER_FILE_FUNCTIONS.contains(&q),
+            _ => false,
+        };
+        if file_function {
+            return refuse(SERVER_FILE_FUNCTION);
+        }
+        Ok(())
+    }
+
+    /// set_config('role', …) is SET ROLE in function form.
+    fn set_config(&mut self, token: Token<'a>) -> Result<(), Refusal> {
+        match (self.set_config, token) {
+            (_, Token::Word(w)) if w.eq_ignore_ascii_case("set_config") => self.set_config = 1,
+            (1, Token::Punct(b'(')) => self.set_config = 2,
+            (2, Token::Str(setting)) => {
+                let setting = setting.trim().to_ascii_lowercase();
+                let plain = setting
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.');
+                if !plain || setting == "role" {
                     return refuse(SET_ROLE);
                 }
-                if ends(&["session", "authorization"])
-                    || (head && token.is_word("session_authorization"))
-                {
+                if setting == "session_authorization" {
                     return refuse(SESSION_AUTHORIZATION);
                 }
-                if mysql && starts("set") {
-                    if ends(&["set", "password"]) {
-                        return refuse(ROLE_DDL);
-                    }
-                    // `GLOBAL x`, `@@global.x`, but not the user variable `@global`.
-                    let n = recent.len();
-                    let user_variable = n >= 2
-                        && recent[n - 2] == Token::Punct(b'@')
-                        && (n < 3 || recent[n - 3] != Token::Punct(b'@'));
-                    let global = ["global", "persist", "persist_only"]
-                        .iter()
-                        .any(|g| token.is_word(g));
-                    if global && !user_variable {
-                        return refuse(ALTER_SYSTEM);
-                    }
-                }
+                self.set_config = 3;
             }
+            // The setting name must be one plain literal, not an expression.
+            (3, Token::Punct(b',')) => self.set_config = 0,
+            (2 | 3, _) => return refuse(SET_ROLE),
+            _ => self.set_config = 0,
+        }
+        Ok(())
+    }
 
-            // Whole-statement rules decided by the first word.
-            if index == 1 {
-                if token.is_word("load") {
-                    return refuse(LOAD);
-                }
-                if mysql && token.is_word("use") {
-                    return refuse(USE_DATABASE);
-                }
+    /// The target after COPY's FROM or TO (at parenthesis depth 0): only STDIN or STDOUT.
+    fn copy_target(&mut self, token: Token<'a>) -> Result<(), Refusal> {
+        match token {
+            Token::Punct(b'(') => self.depth += 1,
+            Token::Punct(b')') => self.depth -= 1,
+            _ => {}
+        }
+        if self.copy_target_next {
+            self.copy_checked = true;
+            if token.is_word("program") {
+                return refuse(COPY_PROGRAM);
             }
-            if starts("grant") || starts("revoke") {
-                saw_on |= token.is_word("on");
-            }
-
-            for (phrase, words) in &self.extra {
-                if ends_with(&recent, words) {
-                    return Err((
-                        "forbidden-keyword".to_owned(),
-                        format!("{phrase} is listed in SCHEMA_FORBIDDEN_KEYWORDS"),
-                    ));
-                }
+            if !(token.is_word("stdin") || token.is_word("stdout")) {
+                return refuse(COPY_SERVER_FILE);
             }
         }
-        if (first.is_some_and(|t| t.is_word("grant") || t.is_word("revoke"))) && !saw_on {
+        self.copy_target_next =
+            self.index > 1 && self.depth == 0 && (token.is_word("from") || token.is_word("to"));
+        Ok(())
+    }
+
+    /// DDL on databases, roles, publications, subscriptions, the system, server files.
+    fn object_ddl(&self) -> Result<(), Refusal> {
+        let mysql = self.mysql;
+        for verb in ["create", "alter", "drop"] {
+            let (database, role) = (
+                self.ends(&[verb, "database"]) || (mysql && self.ends(&[verb, "schema"])),
+                self.ends(&[verb, "role"])
+                    || self.ends(&[verb, "user"])
+                    || self.ends(&[verb, "group"]),
+            );
+            if database {
+                return refuse(match verb {
+                    "create" => CREATE_DATABASE,
+                    "alter" => ALTER_DATABASE,
+                    _ => DROP_DATABASE,
+                });
+            }
+            if role {
+                return refuse(ROLE_DDL);
+            }
+            if self.ends(&[verb, "publication"]) {
+                return refuse(PUBLICATION);
+            }
+            if self.ends(&[verb, "subscription"]) {
+                return refuse(SUBSCRIPTION);
+            }
+        }
+        if self.ends(&["alter", "system"]) {
+            return refuse(ALTER_SYSTEM);
+        }
+        if self.ends(&["rename", "user"])
+            || self.ends(&["drop", "owned"])
+            || self.ends(&["reassign", "owned"])
+            || self.ends(&["default", "role"]) && self.starts("set")
+        {
             return refuse(ROLE_DDL);
         }
-        if !mysql && first.is_some_and(|t| t.is_word("copy")) && !copy_checked {
+        if mysql && (self.ends(&["into", "outfile"]) || self.ends(&["into", "dumpfile"])) {
+            return refuse(SELECT_INTO_FILE);
+        }
+        if mysql && (self.ends(&["load", "data"]) || self.ends(&["load", "xml"])) {
+            return refuse(LOAD);
+        }
+        Ok(())
+    }
+
+    /// SET / RESET statements: ROLE, SESSION AUTHORIZATION, PASSWORD, MySQL globals.
+    fn set_statement(&self, token: Token<'a>) -> Result<(), Refusal> {
+        if !(self.starts("set") || self.starts("reset")) {
+            return Ok(());
+        }
+        let recent = &self.recent;
+        let head = self.index <= 3;
+        let role_word = token.is_word("role")
+            || matches!(token, Token::QuotedIdent(q) if q.eq_ignore_ascii_case("role"));
+        let after_set = recent.len() >= 2
+            && ["set", "reset", "session", "local"]
+                .iter()
+                .any(|w| recent[recent.len() - 2].is_word(w));
+        if head && role_word && after_set {
+            return refuse(SET_ROLE);
+        }
+        if self.ends(&["session", "authorization"])
+            || (head && token.is_word("session_authorization"))
+        {
+            return refuse(SESSION_AUTHORIZATION);
+        }
+        if self.mysql && self.starts("set") {
+            if self.ends(&["set", "password"]) {
+                return refuse(ROLE_DDL);
+            }
+            // `GLOBAL x`, `@@global.x`, but not the user variable `@global`.
+            let n = recent.len();
+            let user_variable = n >= 2
+                && recent[n - 2] == Token::Punct(b'@')
+                && (n < 3 || recent[n - 3] != Token::Punct(b'@'));
+            let global = ["global", "persist", "persist_only"]
+                .iter()
+                .any(|g| token.is_word(g));
+            if global && !user_variable {
+                return refuse(ALTER_SYSTEM);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules that need the whole statement.
+    fn finish(self) -> Result<(), Refusal> {
+        if (self.first).is_some_and(|t| t.is_word("grant") || t.is_word("revoke")) && !self.saw_on {
+            return refuse(ROLE_DDL);
+        }
+        if !self.mysql && self.starts("copy") && !self.copy_checked {
             return refuse(COPY_SERVER_FILE);
         }
         Ok(())

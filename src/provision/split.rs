@@ -8,7 +8,9 @@
 //! The splitter is a byte-level state machine that knows just enough of each dialect's lexer to
 //! find statement boundaries: string literals, quoted identifiers, comments, PostgreSQL dollar
 //! quotes and `COPY … FROM stdin` data blocks, MySQL backslash escapes, executable `/*! … */`
-//! comments and the `DELIMITER` lines mysqldump writes. It never executes anything and never
+//! comments and the `DELIMITER` lines mysqldump writes. The lexing rules (where a literal or a
+//! comment starts and ends) are [`super::lexer`]'s, the same the SQL guard tokenizes with; this
+//! module adds what only a stream of statements has: delimiters, client directives, COPY data. It never executes anything and never
 //! guesses: a psql or mysql client command (a backslash outside quotes) is an error, except the
 //! `\restrict` / `\unrestrict` lines pg_dump 15.14+ writes and the sandbox-mode line
 //! mariadb-dump writes, which come out as [`Piece::Meta`]. MariaDB's `/*M! … */` comments are
@@ -20,7 +22,10 @@
 //! the server default) and MySQL's default `sql_mode` (backslash escapes, `"` for strings).
 
 use bytes::{Buf, Bytes, BytesMut};
-use memchr::{memchr, memchr2, memchr3};
+use memchr::memchr;
+
+pub use super::lexer::Dialect;
+use super::lexer::{self, Lex, Match, Opener, Scan};
 
 /// Default for [`Splitter::with_max_statement_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_STATEMENT_BYTES: usize = 64 << 20;
@@ -29,15 +34,6 @@ pub const DEFAULT_MAX_STATEMENT_BYTES: usize = 64 << 20;
 const MARIADB_SANDBOX: &[u8] = b"/*M!999999\\- enable the sandbox mode";
 /// Default for [`Splitter::with_copy_chunk_bytes`]: COPY data comes out in pieces of about 1 MiB.
 pub const DEFAULT_COPY_CHUNK_BYTES: usize = 1 << 20;
-
-/// Which client's file format the upload follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
-    /// psql scripts: pg_dump's plain format or hand-written DDL.
-    Postgres,
-    /// mysql client scripts: mysqldump output or hand-written DDL (MySQL 8, MariaDB).
-    MySql,
-}
 
 /// One complete unit of the file, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,25 +102,6 @@ pub struct SplitError {
     pub message: String,
 }
 
-/// Where the lexer is inside SQL text.
-#[derive(Clone, Debug)]
-enum Lex {
-    /// Plain SQL between tokens of interest.
-    Normal,
-    /// Inside a quoted string or identifier closed by `close`; a doubled `close` continues it.
-    Quote {
-        close: u8,
-        backslash: bool,
-        start_line: u64,
-    },
-    /// Inside a line comment, up to the next `\n`.
-    LineComment,
-    /// Inside a block comment (nested in PostgreSQL).
-    BlockComment { depth: u32, start_line: u64 },
-    /// Inside a dollar-quoted string; `tag` includes both `$`.
-    Dollar { tag: Vec<u8>, start_line: u64 },
-}
-
 /// What the splitter is reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -134,6 +111,15 @@ enum Mode {
     CopyTail,
     /// COPY data lines up to `\.`.
     CopyData,
+}
+
+/// What [`Splitter::scan_normal`] leaves to the scanning loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Go on scanning at the new position.
+    Next,
+    /// Stop this scan.
+    Stop(Flow),
 }
 
 /// Whether a scanning step can go on.
@@ -383,8 +369,7 @@ impl Splitter {
                 });
             }
         };
-        let copy_from_stdin =
-            self.dialect == Dialect::Postgres && super::token::is_copy_from_stdin(&sql);
+        let copy_from_stdin = self.dialect == Dialect::Postgres && lexer::is_copy_from_stdin(&sql);
         Ok(Piece::Statement {
             sql,
             line: self.stmt_line,
@@ -393,443 +378,357 @@ impl Splitter {
         })
     }
 
-    #[allow(clippy::too_many_lines)]
+    /// Scans SQL text from `pos`: the inside of literals and comments through the lexer,
+    /// everything between them through [`Splitter::scan_normal`].
     fn scan_sql(&mut self, out: &mut Vec<Piece>, eof: bool) -> Result<Flow, SplitError> {
-        let dialect = self.dialect;
-        let len = self.buf.len();
         let mut pos = self.pos;
         let mut line = self.line;
         let flow = loop {
-            if pos >= len {
+            if pos >= self.buf.len() {
                 break Flow::NeedMore;
             }
-            match &mut self.lex {
-                Lex::Normal => {}
-                Lex::Quote {
-                    close, backslash, ..
-                } => {
-                    let (close, backslash) = (*close, *backslash);
-                    let hay = &self.buf[pos..];
-                    let found = if backslash {
-                        memchr3(close, b'\\', b'\n', hay)
-                    } else {
-                        memchr2(close, b'\n', hay)
-                    };
-                    let Some(i) = found else {
-                        pos = len;
-                        break Flow::NeedMore;
-                    };
-                    pos += i;
-                    let c = self.buf[pos];
-                    if c == b'\n' {
-                        line += 1;
-                        pos += 1;
-                    } else if c == b'\\' {
-                        if pos + 1 >= len {
-                            if eof {
-                                pos += 1;
-                                continue;
-                            }
-                            break Flow::NeedMore;
-                        }
-                        if self.buf[pos + 1] == b'\n' {
-                            line += 1;
-                        }
-                        pos += 2;
-                    } else if pos + 1 >= len && !eof {
-                        break Flow::NeedMore;
-                    } else if pos + 1 < len && self.buf[pos + 1] == close {
-                        pos += 2;
-                    } else {
-                        pos += 1;
-                        self.lex = Lex::Normal;
-                    }
-                    continue;
-                }
-                Lex::LineComment => {
-                    match memchr(b'\n', &self.buf[pos..]) {
-                        Some(i) => {
-                            pos += i + 1;
-                            line += 1;
-                            self.lex = Lex::Normal;
-                        }
-                        None => {
-                            pos = len;
-                            break Flow::NeedMore;
-                        }
-                    }
-                    continue;
-                }
-                Lex::BlockComment { depth, .. } => {
-                    let Some(i) = memchr3(b'*', b'/', b'\n', &self.buf[pos..]) else {
-                        pos = len;
-                        break Flow::NeedMore;
-                    };
-                    pos += i;
-                    let c = self.buf[pos];
-                    if c == b'\n' {
-                        line += 1;
-                        pos += 1;
-                        continue;
-                    }
-                    if pos + 1 >= len {
-                        if eof {
-                            pos += 1;
-                            continue;
-                        }
-                        break Flow::NeedMore;
-                    }
-                    let next = self.buf[pos + 1];
-                    if c == b'*' && next == b'/' {
-                        pos += 2;
-                        *depth -= 1;
-                        if *depth == 0 {
-                            self.lex = Lex::Normal;
-                        }
-                    } else if c == b'/' && next == b'*' && dialect == Dialect::Postgres {
-                        pos += 2;
-                        *depth += 1;
-                    } else {
-                        pos += 1;
-                    }
-                    continue;
-                }
-                Lex::Dollar { tag, .. } => {
-                    let Some(i) = memchr2(b'$', b'\n', &self.buf[pos..]) else {
-                        pos = len;
-                        break Flow::NeedMore;
-                    };
-                    pos += i;
-                    if self.buf[pos] == b'\n' {
-                        line += 1;
-                        pos += 1;
-                        continue;
-                    }
-                    let rest = &self.buf[pos..];
-                    if rest.starts_with(tag) {
-                        pos += tag.len();
-                        self.lex = Lex::Normal;
-                    } else if rest.len() < tag.len() && tag.starts_with(rest) && !eof {
-                        break Flow::NeedMore;
-                    } else {
-                        pos += 1;
-                    }
-                    continue;
+            if !matches!(self.lex, Lex::Normal) {
+                match self
+                    .lex
+                    .scan::<true>(&self.buf, &mut pos, &mut line, self.dialect, eof)
+                {
+                    Scan::Closed => continue,
+                    Scan::NeedMore => break Flow::NeedMore,
                 }
             }
-
-            // Lex::Normal.
-            if self.stmt_start.is_some() {
-                let table = &self.interesting;
-                let buf = &self.buf[..];
-                while pos < len && !table[buf[pos] as usize] {
-                    pos += 1;
-                }
-                if pos >= len {
-                    break Flow::NeedMore;
-                }
-            } else {
-                match self.buf[pos] {
-                    b'\n' => {
-                        line += 1;
-                        pos += 1;
-                        continue;
-                    }
-                    b' ' | b'\t' | b'\r' | 0x0b | 0x0c => {
-                        pos += 1;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            let b = self.buf[pos];
-            let rest = &self.buf[pos..];
-
-            // The statement delimiter.
-            if b == self.delimiter[0] {
-                match prefix_match(rest, &self.delimiter, eof) {
-                    Match::Yes => {
-                        let dlen = self.delimiter.len();
-                        let end = self.base + (pos + dlen) as u64;
-                        if let Some(start) = self.stmt_start {
-                            let piece = self.statement(start, pos, end)?;
-                            let copy = matches!(
-                                piece,
-                                Piece::Statement {
-                                    copy_from_stdin: true,
-                                    ..
-                                }
-                            );
-                            out.push(piece);
-                            self.stmt_start = None;
-                            self.exec_comment = false;
-                            pos += dlen;
-                            if copy {
-                                self.copy_line = self.stmt_line;
-                                self.mode = Mode::CopyTail;
-                                break Flow::Switch;
-                            }
-                        } else {
-                            pos += dlen;
-                        }
-                        continue;
-                    }
-                    Match::NeedMore => break Flow::NeedMore,
-                    Match::No => {}
-                }
-            }
-
-            match b {
-                b'\n' => {
-                    line += 1;
-                    pos += 1;
-                    continue;
-                }
-                b'-' => match rest.get(1) {
-                    None if !eof => break Flow::NeedMore,
-                    Some(b'-') => {
-                        let is_comment = match dialect {
-                            Dialect::Postgres => true,
-                            Dialect::MySql => match rest.get(2) {
-                                None if !eof => break Flow::NeedMore,
-                                None => true,
-                                Some(&c) => c <= b' ',
-                            },
-                        };
-                        if is_comment {
-                            self.lex = Lex::LineComment;
-                            pos += 2;
-                            continue;
-                        }
-                    }
-                    _ => {}
-                },
-                b'#' if dialect == Dialect::MySql => {
-                    self.lex = Lex::LineComment;
-                    pos += 1;
-                    continue;
-                }
-                b'/' => match rest.get(1) {
-                    None if !eof => break Flow::NeedMore,
-                    Some(b'*') => {
-                        if dialect == Dialect::MySql {
-                            // `/*!` (MySQL and MariaDB) and `/*M!` (MariaDB) are executable.
-                            let marker = match (rest.get(2), rest.get(3)) {
-                                (None, _) | (Some(b'M'), None) if !eof => break Flow::NeedMore,
-                                (Some(b'!'), _) => 3,
-                                (Some(b'M'), Some(b'!')) => 4,
-                                _ => 0,
-                            };
-                            if marker == 4 && self.stmt_start.is_none() {
-                                match prefix_match(rest, MARIADB_SANDBOX, eof) {
-                                    Match::NeedMore => break Flow::NeedMore,
-                                    Match::No => {}
-                                    Match::Yes => {
-                                        let Some((text, next)) =
-                                            self.client_line(pos, line, eof)?
-                                        else {
-                                            break Flow::NeedMore;
-                                        };
-                                        if !text.ends_with("*/") {
-                                            return Err(SplitError {
-                                                line,
-                                                message: "unexpected text after mariadb-dump's \
-                                                          sandbox-mode line"
-                                                    .into(),
-                                            });
-                                        }
-                                        out.push(Piece::Meta {
-                                            text,
-                                            line,
-                                            end: self.base + next as u64,
-                                        });
-                                        if self.buf[next - 1] == b'\n' {
-                                            line += 1;
-                                        }
-                                        pos = next;
-                                        continue;
-                                    }
-                                }
-                            }
-                            if marker > 0 {
-                                if self.stmt_start.is_none() {
-                                    self.stmt_start = Some(pos);
-                                    self.stmt_line = line;
-                                }
-                                self.exec_comment = true;
-                                pos += marker;
-                                continue;
-                            }
-                        }
-                        self.lex = Lex::BlockComment {
-                            depth: 1,
-                            start_line: line,
-                        };
-                        pos += 2;
-                        continue;
-                    }
-                    _ => {}
-                },
-                b'*' if dialect == Dialect::MySql && self.exec_comment => match rest.get(1) {
-                    None if !eof => break Flow::NeedMore,
-                    Some(b'/') => {
-                        self.exec_comment = false;
-                        pos += 2;
-                        continue;
-                    }
-                    _ => {}
-                },
-                b'\\' => {
-                    let name_len = rest[1..]
-                        .iter()
-                        .position(|c| !c.is_ascii_alphabetic())
-                        .unwrap_or(rest.len() - 1);
-                    if 1 + name_len == rest.len() && !eof {
-                        break Flow::NeedMore;
-                    }
-                    let name = if name_len == 0 {
-                        rest.get(1..2).unwrap_or_default()
-                    } else {
-                        &rest[1..1 + name_len]
-                    };
-                    let allowed = dialect == Dialect::Postgres
-                        && self.stmt_start.is_none()
-                        && (name == b"restrict" || name == b"unrestrict");
-                    if !allowed {
-                        let name = String::from_utf8_lossy(name);
-                        let message = match dialect {
-                            Dialect::Postgres => format!(
-                                "psql command \\{name} is not allowed: only SQL statements and \
-                                 pg_dump's COPY data are accepted"
-                            ),
-                            Dialect::MySql => format!(
-                                "mysql client command \\{name} is not allowed: only SQL \
-                                 statements and mysqldump's DELIMITER lines are accepted"
-                            ),
-                        };
-                        return Err(SplitError { line, message });
-                    }
-                    match self.client_line(pos, line, eof)? {
-                        None => break Flow::NeedMore,
-                        Some((text, next)) => {
-                            out.push(Piece::Meta {
-                                text,
-                                line,
-                                end: self.base + next as u64,
-                            });
-                            if next > pos && self.buf[next - 1] == b'\n' {
-                                line += 1;
-                            }
-                            pos = next;
-                            continue;
-                        }
-                    }
-                }
-                b'd' | b'D' if dialect == Dialect::MySql && self.stmt_start.is_none() => {
-                    match prefix_match_ci(rest, b"delimiter", eof) {
-                        Match::NeedMore => break Flow::NeedMore,
-                        Match::Yes if rest.len() > 9 && matches!(rest[9], b' ' | b'\t') => {
-                            let Some((text, next)) = self.client_line(pos, line, eof)? else {
-                                break Flow::NeedMore;
-                            };
-                            let delimiter: Vec<u8> = text.as_bytes()[9..]
-                                .trim_ascii_start()
-                                .split(|c| c.is_ascii_whitespace())
-                                .next()
-                                .unwrap_or_default()
-                                .to_vec();
-                            if delimiter.is_empty() || delimiter.contains(&b'\\') {
-                                return Err(SplitError {
-                                    line,
-                                    message: "DELIMITER needs a delimiter without backslashes, \
-                                              as in DELIMITER ;;"
-                                        .into(),
-                                });
-                            }
-                            self.delimiter = delimiter;
-                            self.rebuild_interesting();
-                            out.push(Piece::Meta {
-                                text,
-                                line,
-                                end: self.base + next as u64,
-                            });
-                            if self.buf[next - 1] == b'\n' {
-                                line += 1;
-                            }
-                            pos = next;
-                            continue;
-                        }
-                        Match::Yes if rest.len() == 9 && !eof => break Flow::NeedMore,
-                        _ => {}
-                    }
-                }
-                _ => {}
-            }
-
-            // Any other byte belongs to a statement.
-            let start = match self.stmt_start {
-                Some(start) => start,
-                None => {
-                    self.stmt_start = Some(pos);
-                    self.stmt_line = line;
-                    pos
-                }
-            };
-            match b {
-                b'\'' => {
-                    let backslash = dialect == Dialect::MySql || {
-                        let before = &self.buf[start..pos];
-                        matches!(before.last(), Some(b'e' | b'E'))
-                            && (before.len() == 1 || !is_ident_cont(before[before.len() - 2]))
-                    };
-                    self.lex = Lex::Quote {
-                        close: b'\'',
-                        backslash,
-                        start_line: line,
-                    };
-                    pos += 1;
-                }
-                b'"' => {
-                    self.lex = Lex::Quote {
-                        close: b'"',
-                        backslash: dialect == Dialect::MySql,
-                        start_line: line,
-                    };
-                    pos += 1;
-                }
-                b'`' if dialect == Dialect::MySql => {
-                    self.lex = Lex::Quote {
-                        close: b'`',
-                        backslash: false,
-                        start_line: line,
-                    };
-                    pos += 1;
-                }
-                b'$' if dialect == Dialect::Postgres => {
-                    if continues_identifier(&self.buf[start..pos]) {
-                        pos += 1;
-                        continue;
-                    }
-                    match dollar_tag(rest, eof) {
-                        Match::NeedMore => break Flow::NeedMore,
-                        Match::No => pos += 1,
-                        Match::Yes => {
-                            let tag_len =
-                                1 + rest[1..].iter().position(|&c| c == b'$').unwrap_or(0) + 1;
-                            self.lex = Lex::Dollar {
-                                tag: rest[..tag_len].to_vec(),
-                                start_line: line,
-                            };
-                            pos += tag_len;
-                        }
-                    }
-                }
-                _ => pos += 1,
+            if let Step::Stop(flow) = self.scan_normal(out, &mut pos, &mut line, eof)? {
+                break flow;
             }
         };
         self.pos = pos;
         self.line = line;
         Ok(flow)
+    }
+
+    /// One step outside literals and comments at `*pos`: skips what cannot matter, then acts
+    /// on the byte there (the delimiter, a newline, the opening of a literal or comment, a
+    /// client directive, or a statement byte).
+    #[inline(always)]
+    fn scan_normal(
+        &mut self,
+        out: &mut Vec<Piece>,
+        pos: &mut usize,
+        line: &mut u64,
+        eof: bool,
+    ) -> Result<Step, SplitError> {
+        let len = self.buf.len();
+        if self.stmt_start.is_some() {
+            let table = &self.interesting;
+            let buf = &self.buf[..];
+            let mut p = *pos;
+            while p < len && !table[buf[p] as usize] {
+                p += 1;
+            }
+            *pos = p;
+            if p >= len {
+                return Ok(Step::Stop(Flow::NeedMore));
+            }
+        } else {
+            match self.buf[*pos] {
+                b'\n' => {
+                    *line += 1;
+                    *pos += 1;
+                    return Ok(Step::Next);
+                }
+                b' ' | b'\t' | b'\r' | 0x0b | 0x0c => {
+                    *pos += 1;
+                    return Ok(Step::Next);
+                }
+                _ => {}
+            }
+        }
+        let b = self.buf[*pos];
+        if b == self.delimiter[0] {
+            if let Some(step) = self.at_delimiter(out, pos, eof)? {
+                return Ok(step);
+            }
+        }
+        if b == b'\n' {
+            *line += 1;
+            *pos += 1;
+            return Ok(Step::Next);
+        }
+        let before = match self.stmt_start {
+            Some(start) => &self.buf[start..*pos],
+            None => &[],
+        };
+        let opener = lexer::open(
+            self.dialect,
+            &self.buf[*pos..],
+            before,
+            self.exec_comment,
+            eof,
+        );
+        match opener {
+            Opener::NeedMore => {
+                // A `$` that may open a dollar quote belongs to a statement either way.
+                if b == b'$' {
+                    self.begin_statement(*pos, *line);
+                }
+                return Ok(Step::Stop(Flow::NeedMore));
+            }
+            Opener::LineComment(marker) => {
+                self.lex = Lex::LineComment;
+                *pos += marker;
+            }
+            Opener::BlockComment => {
+                self.lex = Lex::BlockComment {
+                    depth: 1,
+                    start_line: *line,
+                };
+                *pos += 2;
+            }
+            Opener::ExecComment(marker) => {
+                return self.open_exec_comment(out, pos, line, marker, eof);
+            }
+            Opener::ExecCommentEnd => {
+                self.exec_comment = false;
+                *pos += 2;
+            }
+            Opener::Quote { close, backslash } => {
+                self.begin_statement(*pos, *line);
+                self.lex = Lex::Quote {
+                    close,
+                    backslash,
+                    start_line: *line,
+                };
+                *pos += 1;
+            }
+            Opener::Dollar(tag_len) => {
+                self.begin_statement(*pos, *line);
+                self.lex = Lex::Dollar {
+                    tag: self.buf[*pos..*pos + tag_len].to_vec(),
+                    start_line: *line,
+                };
+                *pos += tag_len;
+            }
+            Opener::Plain => return self.plain(out, pos, line, eof),
+        }
+        Ok(Step::Next)
+    }
+
+    /// Starts the current statement at `pos` unless one is under way.
+    #[inline(always)]
+    fn begin_statement(&mut self, pos: usize, line: u64) {
+        if self.stmt_start.is_none() {
+            self.stmt_start = Some(pos);
+            self.stmt_line = line;
+        }
+    }
+
+    /// At the delimiter's first byte: ends the statement when the whole delimiter follows.
+    /// `None`: it is not the delimiter after all.
+    fn at_delimiter(
+        &mut self,
+        out: &mut Vec<Piece>,
+        pos: &mut usize,
+        eof: bool,
+    ) -> Result<Option<Step>, SplitError> {
+        match prefix_match(&self.buf[*pos..], &self.delimiter, eof) {
+            Match::NeedMore => Ok(Some(Step::Stop(Flow::NeedMore))),
+            Match::No => Ok(None),
+            Match::Yes => {
+                let dlen = self.delimiter.len();
+                let end = self.base + (*pos + dlen) as u64;
+                let Some(start) = self.stmt_start else {
+                    *pos += dlen;
+                    return Ok(Some(Step::Next));
+                };
+                let piece = self.statement(start, *pos, end)?;
+                let copy = matches!(
+                    piece,
+                    Piece::Statement {
+                        copy_from_stdin: true,
+                        ..
+                    }
+                );
+                out.push(piece);
+                self.stmt_start = None;
+                self.exec_comment = false;
+                *pos += dlen;
+                if copy {
+                    self.copy_line = self.stmt_line;
+                    self.mode = Mode::CopyTail;
+                    return Ok(Some(Step::Stop(Flow::Switch)));
+                }
+                Ok(Some(Step::Next))
+            }
+        }
+    }
+
+    /// A byte that opens no literal or comment: a client directive, or part of a statement.
+    fn plain(
+        &mut self,
+        out: &mut Vec<Piece>,
+        pos: &mut usize,
+        line: &mut u64,
+        eof: bool,
+    ) -> Result<Step, SplitError> {
+        match self.buf[*pos] {
+            b'\\' => return self.client_command(out, pos, line, eof),
+            b'd' | b'D' if self.dialect == Dialect::MySql && self.stmt_start.is_none() => {
+                if let Some(step) = self.delimiter_line(out, pos, line, eof)? {
+                    return Ok(step);
+                }
+            }
+            _ => {}
+        }
+        self.begin_statement(*pos, *line);
+        *pos += 1;
+        Ok(Step::Next)
+    }
+
+    /// MySQL's `/*!` or MariaDB's `/*M!`: an executable comment, whose content belongs to a
+    /// statement, unless it is mariadb-dump's sandbox-mode line, a directive.
+    fn open_exec_comment(
+        &mut self,
+        out: &mut Vec<Piece>,
+        pos: &mut usize,
+        line: &mut u64,
+        marker: usize,
+        eof: bool,
+    ) -> Result<Step, SplitError> {
+        if marker == 4 && self.stmt_start.is_none() {
+            match prefix_match(&self.buf[*pos..], MARIADB_SANDBOX, eof) {
+                Match::NeedMore => return Ok(Step::Stop(Flow::NeedMore)),
+                Match::No => {}
+                Match::Yes => {
+                    let Some((text, next)) = self.client_line(*pos, *line, eof)? else {
+                        return Ok(Step::Stop(Flow::NeedMore));
+                    };
+                    if !text.ends_with("*/") {
+                        return Err(SplitError {
+                            line: *line,
+                            message: "unexpected text after mariadb-dump's sandbox-mode line"
+                                .into(),
+                        });
+                    }
+                    self.emit_meta(out, text, pos, line, next);
+                    return Ok(Step::Next);
+                }
+            }
+        }
+        self.begin_statement(*pos, *line);
+        self.exec_comment = true;
+        *pos += marker;
+        Ok(Step::Next)
+    }
+
+    /// A backslash outside quotes: a psql or mysql client command. Only pg_dump's `\restrict`
+    /// and `\unrestrict` lines between statements are accepted, as [`Piece::Meta`].
+    fn client_command(
+        &mut self,
+        out: &mut Vec<Piece>,
+        pos: &mut usize,
+        line: &mut u64,
+        eof: bool,
+    ) -> Result<Step, SplitError> {
+        let rest = &self.buf[*pos..];
+        let name_len = rest[1..]
+            .iter()
+            .position(|c| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len() - 1);
+        if 1 + name_len == rest.len() && !eof {
+            return Ok(Step::Stop(Flow::NeedMore));
+        }
+        let name = if name_len == 0 {
+            rest.get(1..2).unwrap_or_default()
+        } else {
+            &rest[1..1 + name_len]
+        };
+        let allowed = self.dialect == Dialect::Postgres
+            && self.stmt_start.is_none()
+            && (name == b"restrict" || name == b"unrestrict");
+        if !allowed {
+            let name = String::from_utf8_lossy(name);
+            let message = match self.dialect {
+                Dialect::Postgres => format!(
+                    "psql command \\{name} is not allowed: only SQL statements and pg_dump's \
+                     COPY data are accepted"
+                ),
+                Dialect::MySql => format!(
+                    "mysql client command \\{name} is not allowed: only SQL statements and \
+                     mysqldump's DELIMITER lines are accepted"
+                ),
+            };
+            return Err(SplitError {
+                line: *line,
+                message,
+            });
+        }
+        match self.client_line(*pos, *line, eof)? {
+            None => Ok(Step::Stop(Flow::NeedMore)),
+            Some((text, next)) => {
+                self.emit_meta(out, text, pos, line, next);
+                Ok(Step::Next)
+            }
+        }
+    }
+
+    /// mysqldump's `DELIMITER xx` line between statements: the new delimiter. `None`: the
+    /// word starts an ordinary statement.
+    fn delimiter_line(
+        &mut self,
+        out: &mut Vec<Piece>,
+        pos: &mut usize,
+        line: &mut u64,
+        eof: bool,
+    ) -> Result<Option<Step>, SplitError> {
+        let rest = &self.buf[*pos..];
+        match prefix_match_ci(rest, b"delimiter", eof) {
+            Match::NeedMore => Ok(Some(Step::Stop(Flow::NeedMore))),
+            Match::Yes if rest.len() > 9 && matches!(rest[9], b' ' | b'\t') => {
+                let Some((text, next)) = self.client_line(*pos, *line, eof)? else {
+                    return Ok(Some(Step::Stop(Flow::NeedMore)));
+                };
+                let delimiter: Vec<u8> = text.as_bytes()[9..]
+                    .trim_ascii_start()
+                    .split(|c| c.is_ascii_whitespace())
+                    .next()
+                    .unwrap_or_default()
+                    .to_vec();
+                if delimiter.is_empty() || delimiter.contains(&b'\\') {
+                    return Err(SplitError {
+                        line: *line,
+                        message: "DELIMITER needs a delimiter without backslashes, as in \
+                                  DELIMITER ;;"
+                            .into(),
+                    });
+                }
+                self.delimiter = delimiter;
+                self.rebuild_interesting();
+                self.emit_meta(out, text, pos, line, next);
+                Ok(Some(Step::Next))
+            }
+            Match::Yes if rest.len() == 9 && !eof => Ok(Some(Step::Stop(Flow::NeedMore))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Emits the directive line `text` that starts at `*pos` and ends at `next`, and moves
+    /// past it.
+    fn emit_meta(
+        &mut self,
+        out: &mut Vec<Piece>,
+        text: String,
+        pos: &mut usize,
+        line: &mut u64,
+        next: usize,
+    ) {
+        out.push(Piece::Meta {
+            text,
+            line: *line,
+            end: self.base + next as u64,
+        });
+        if next > *pos && self.buf[next - 1] == b'\n' {
+            *line += 1;
+        }
+        *pos = next;
     }
 
     /// The client directive line starting at `pos`: its trimmed text and the offset just past
@@ -980,15 +879,6 @@ impl Splitter {
     }
 }
 
-/// Result of comparing buffered bytes with an expected prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Match {
-    Yes,
-    No,
-    /// The buffered bytes are a strict prefix of the pattern and more input may follow.
-    NeedMore,
-}
-
 fn prefix_match(rest: &[u8], pattern: &[u8], eof: bool) -> Match {
     if rest.starts_with(pattern) {
         Match::Yes
@@ -1026,51 +916,6 @@ fn end_of_copy(rest: &[u8], eof: bool) -> Match {
     } else {
         Match::No
     }
-}
-
-/// Whether `rest` (starting with `$`) opens a dollar quote: `$$` or `$tag$` with a tag made of
-/// identifier characters not starting with a digit.
-fn dollar_tag(rest: &[u8], eof: bool) -> Match {
-    let more = if eof { Match::No } else { Match::NeedMore };
-    let Some(&first) = rest.get(1) else {
-        return more;
-    };
-    if first == b'$' {
-        return Match::Yes;
-    }
-    if !is_ident_start(first) {
-        return Match::No;
-    }
-    for &c in &rest[2..] {
-        if c == b'$' {
-            return Match::Yes;
-        }
-        if !is_ident_start(c) && !c.is_ascii_digit() {
-            return Match::No;
-        }
-    }
-    more
-}
-
-/// Whether a `$` right after `before` continues an identifier (`a$b`) rather than opening a
-/// dollar quote: the run of identifier characters before it must start like an identifier.
-fn continues_identifier(before: &[u8]) -> bool {
-    let run = before
-        .iter()
-        .rev()
-        .take_while(|&&c| is_ident_cont(c))
-        .count();
-    run > 0 && is_ident_start(before[before.len() - run])
-}
-
-/// Bytes that may start a PostgreSQL identifier (any non-ASCII byte counts, as in the lexer).
-pub(crate) fn is_ident_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-}
-
-/// Bytes that may continue a PostgreSQL or MySQL identifier.
-pub(crate) fn is_ident_cont(c: u8) -> bool {
-    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
 }
 
 fn trim_end(bytes: &[u8]) -> &[u8] {

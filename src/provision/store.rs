@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::config::JobOptions;
-use super::engine::Job;
+use super::job::Job;
 
 /// What is persisted of one job: its public view plus the options it runs with.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,812 @@
+//! The provisioning job service every way in shares (gRPC, REST, WebSocket, CLI): takes an
+//! upload, registers its job, starts it, and tells everyone who asks where each job is.
+//!
+//! ```text
+//! submit(meta, chunks) ─▶ upload::receive: SCHEMA_TMP_PATH/<id>.sql.part (SHA-256, size cap,
+//!                         split + guard while streaming) ─▶ rename ─▶ <id>.sql
+//!                         ─▶ dedupe / idempotency / one-job-per-database ─▶ job QUEUED (store)
+//!                         ─▶ runner: worker permit (SCHEMA_WORKERS) ─▶ validating
+//!                         ─▶ creating-database ─▶ applying-schema (as PROVISION_ROLE) ─▶ cleanup
+//!                         ─▶ done
+//! ```
+//!
+//! The verdict of the split and the guard is reached before anything is created, so a guard
+//! refusal or a file that does not split never leaves a database behind; dry runs stop after
+//! it. Every job's current state lives in a `watch` channel: [`Engine::get`] reads it,
+//! [`Engine::subscribe`] follows it. Records are persisted on every status or stage change; at
+//! start, jobs that were queued or running when the daemon died are failed with "dbmazz stopped
+//! while the job was running" and their databases cleaned up per policy. This module keeps the
+//! registry and the admission rules; running a job is [`super::runner`]'s.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use super::config::{JobOptions, ProvisionConfig};
+use super::error::{ProvisionError, StartError};
+use super::guard::Guard;
+use super::job::{
+    now_ms, Dropped, Job, JobStatus, Overrides, SqlEngine, Stage, Submitted, UploadMeta,
+};
+use super::names;
+use super::runner::{Runner, Slot};
+use super::store::{create_private_dir, Store};
+use super::upload::{receive, remove_partial_uploads, Validator};
+
+/// The reason given for jobs that were running when dbmazz stopped.
+pub const STOPPED_REASON: &str = "dbmazz stopped while the job was running";
+/// Largest chunk a client may send in one message.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The provisioning engine; cheap to clone. A disabled engine refuses every call with
+/// [`ProvisionError::Disabled`].
+#[derive(Clone)]
+pub struct Engine {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    cfg: ProvisionConfig,
+    state: Mutex<State>,
+    runner: Arc<Runner>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, Arc<Slot>>,
+    /// Job ids in creation order.
+    order: Vec<String>,
+    /// Idempotency key → job id.
+    keys: HashMap<String, String>,
+    /// Per client: start of the window and uploads in it.
+    rate: HashMap<Option<IpAddr>, (Instant, u32)>,
+    /// Databases being dropped by DropDatabase.
+    dropping: Vec<(SqlEngine, String)>,
+}
+
+impl Engine {
+    /// An engine that refuses every call (provisioning not configured).
+    pub fn disabled() -> Engine {
+        Engine { inner: None }
+    }
+
+    /// Opens the store and the upload directory, fails the jobs a dead daemon left running
+    /// (cleaning up their databases in the background), and starts accepting uploads.
+    pub async fn start(cfg: ProvisionConfig) -> Result<Engine, StartError> {
+        create_private_dir(&cfg.tmp_path).map_err(|source| StartError::Dir {
+            var: "SCHEMA_TMP_PATH",
+            path: cfg.tmp_path.clone(),
+            source,
+        })?;
+        let store_err = |source| StartError::Dir {
+            var: "SCHEMA_JOB_STORE_PATH",
+            path: cfg.job_store_path.clone(),
+            source,
+        };
+        let store = Store::open(&cfg.job_store_path).map_err(store_err)?;
+        let mut records = store.load().map_err(store_err)?;
+        remove_partial_uploads(&cfg.tmp_path);
+        records.sort_by(|a, b| {
+            (a.job.created_at_ms, &a.job.id).cmp(&(b.job.created_at_ms, &b.job.id))
+        });
+        let mut state = State::default();
+        let mut interrupted = Vec::new();
+        for mut rec in records {
+            if !rec.job.status.is_final() {
+                rec.job.status = JobStatus::Failed;
+                rec.job.stage = Stage::Done;
+                rec.job.error = Some(STOPPED_REASON.to_owned());
+                rec.job.finished_at_ms = now_ms();
+                interrupted.push(rec.job.id.clone());
+            }
+            if let Some(key) = &rec.job.idempotency_key {
+                state.keys.insert(key.clone(), rec.job.id.clone());
+            }
+            state.order.push(rec.job.id.clone());
+            state.jobs.insert(
+                rec.job.id.clone(),
+                Arc::new(Slot {
+                    tx: watch::Sender::new(rec.job),
+                    options: rec.options,
+                }),
+            );
+        }
+        let runner = Arc::new(Runner::new(&cfg, store));
+        let inner = Arc::new(Inner {
+            cfg,
+            state: Mutex::new(state),
+            runner,
+        });
+        for id in interrupted {
+            let slot = inner.slot(&id).expect("just inserted");
+            inner.runner.persist(&slot);
+            tracing::warn!(job = %id, "schema job failed: {STOPPED_REASON}");
+            let runner = inner.runner.clone();
+            tokio::spawn(async move { runner.finish_interrupted(slot).await });
+        }
+        tracing::info!(
+            postgres = inner.cfg.postgres.is_some(),
+            mysql = inner.cfg.mysql.is_some(),
+            workers = inner.cfg.workers,
+            "schema provisioning enabled"
+        );
+        Ok(Engine { inner: Some(inner) })
+    }
+
+    /// Whether provisioning is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    fn inner(&self) -> Result<&Arc<Inner>, ProvisionError> {
+        self.inner.as_ref().ok_or(ProvisionError::Disabled)
+    }
+
+    /// Stores an upload and queues its job. `body` yields the file's bytes (chunks of any
+    /// size; the gRPC and REST layers bound them); an `Err` item aborts the upload with that
+    /// error. Returns once the file is stored, with the new job's id, or an earlier job's id
+    /// when the idempotency key or the SHA-256 (with deduplication) matches.
+    pub async fn submit<S>(&self, meta: UploadMeta, body: S) -> Result<Submitted, ProvisionError>
+    where
+        S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
+    {
+        let inner = self.inner()?;
+        inner.check_meta(&meta)?;
+        let options = inner.resolve(&meta.overrides)?;
+        let key = meta
+            .idempotency_key
+            .clone()
+            .filter(|_| inner.cfg.idempotency);
+        if let Some(key) = &key {
+            if let Some(found) = inner.by_key(key, &meta)? {
+                return Ok(found);
+            }
+        }
+        inner.rate_check(meta.client)?;
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let part = inner.cfg.tmp_path.join(format!("{id}.sql.part"));
+        let path = inner.runner.upload_path(&id);
+        // Split and guard the file as it arrives, in the same pass as the SHA-256: the worker
+        // then starts with the verdict instead of reading the whole file a second time.
+        let mut validator = Validator::new(
+            meta.engine.dialect(),
+            options
+                .enable_sql_guard
+                .then(|| Guard::new(meta.engine.dialect(), &inner.cfg.forbidden_keywords)),
+        );
+        let received = receive(body, &part, inner.cfg.max_bytes, &mut validator).await;
+        let (sha256, bytes) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e);
+            }
+        };
+        if bytes == 0 {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(ProvisionError::InvalidArgument(format!(
+                "{}: the file is empty",
+                meta.file_name
+            )));
+        }
+        if let Err(e) = tokio::fs::rename(&part, &path).await {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(ProvisionError::Internal(format!(
+                "cannot store the upload in SCHEMA_TMP_PATH ({}): {e}",
+                inner.cfg.tmp_path.display()
+            )));
+        }
+
+        let job = Job {
+            id: id.clone(),
+            status: JobStatus::Queued,
+            progress: 0,
+            stage: Stage::Queued,
+            error: None,
+            sha256: sha256.clone(),
+            bytes,
+            bytes_applied: 0,
+            statements: 0,
+            engine: meta.engine,
+            database: meta.database.clone(),
+            file_name: meta.file_name.clone(),
+            dry_run: options.dry_run,
+            created_database: false,
+            created_at_ms: now_ms(),
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            apply_started_at_ms: 0,
+            idempotency_key: key.clone(),
+        };
+        let registered = {
+            let mut st = inner.state.lock().expect("provision state");
+            inner.register(&mut st, job, options, &meta, key.as_deref())
+        };
+        let slot = match registered {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(earlier)) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Ok(earlier);
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(e);
+            }
+        };
+        inner.runner.persist(&slot);
+        tracing::info!(job = %id, engine = %meta.engine, database = %meta.database, bytes, dry_run = options.dry_run, "schema job queued");
+        let worker = inner.runner.clone();
+        let validation = validator.finish();
+        tokio::spawn(async move { worker.run(slot, validation).await });
+        Ok(Submitted {
+            job_id: id,
+            deduplicated: false,
+            sha256,
+            bytes,
+        })
+    }
+
+    /// One job as it is now.
+    pub fn get(&self, id: &str) -> Result<Job, ProvisionError> {
+        let inner = self.inner()?;
+        let slot = inner
+            .slot(id)
+            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
+        let job = slot.tx.borrow().clone();
+        Ok(job)
+    }
+
+    /// At most `limit` jobs (0 = 100), newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<Job>, ProvisionError> {
+        let inner = self.inner()?;
+        let limit = if limit == 0 { 100 } else { limit };
+        let st = inner.state.lock().expect("provision state");
+        Ok(st
+            .order
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|id| st.jobs.get(id))
+            .map(|s| s.tx.borrow().clone())
+            .collect())
+    }
+
+    /// Follows one job: the receiver holds its current state and sees every change (progress
+    /// is throttled to about ten changes a second). The job has ended when its status
+    /// [`is_final`](JobStatus::is_final); no change follows that.
+    pub fn subscribe(&self, id: &str) -> Result<watch::Receiver<Job>, ProvisionError> {
+        let inner = self.inner()?;
+        let slot = inner
+            .slot(id)
+            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
+        Ok(slot.tx.subscribe())
+    }
+
+    /// Drops a database after terminating its connections. Refuses a database a job is
+    /// working on, and one dbmazz did not create unless `force`.
+    pub async fn drop_database(
+        &self,
+        engine: SqlEngine,
+        name: &str,
+        force: bool,
+    ) -> Result<Dropped, ProvisionError> {
+        let inner = self.inner()?;
+        inner.check_engine(engine)?;
+        inner.check_name(name)?;
+        let created = {
+            let mut st = inner.state.lock().expect("provision state");
+            if let Some(busy) = st.active_on(engine, name) {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "job {busy} is working on {engine} database {name}; wait for it to end \
+                     (WatchJob) and retry"
+                )));
+            }
+            if st.dropping.iter().any(|(e, n)| *e == engine && n == name) {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "{engine} database {name} is already being dropped"
+                )));
+            }
+            let created: Vec<Arc<Slot>> = st
+                .jobs
+                .values()
+                .filter(|s| {
+                    let j = s.tx.borrow();
+                    j.engine == engine && j.database == name && j.created_database
+                })
+                .cloned()
+                .collect();
+            if created.is_empty() && !force {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "{engine} database {name} was not created by dbmazz; set force to drop it \
+                     anyway"
+                )));
+            }
+            st.dropping.push((engine, name.to_owned()));
+            created
+        };
+        let result = inner.runner.drop_db(engine, name).await;
+        {
+            let mut st = inner.state.lock().expect("provision state");
+            st.dropping.retain(|(e, n)| !(*e == engine && n == name));
+        }
+        let (existed, terminated) =
+            result.map_err(|e| ProvisionError::FailedPrecondition(e.to_string()))?;
+        for slot in created {
+            slot.tx.send_modify(|j| j.created_database = false);
+            inner.runner.persist(&slot);
+        }
+        let message = if existed {
+            format!("dropped {engine} database {name} (terminated {terminated} connections)")
+        } else {
+            format!("{engine} database {name} did not exist")
+        };
+        tracing::info!(%engine, database = name, terminated, existed, "drop database");
+        Ok(Dropped {
+            dropped: existed,
+            terminated_connections: terminated,
+            message,
+        })
+    }
+}
+
+impl State {
+    /// The queued or running job on this database, if any.
+    fn active_on(&self, engine: SqlEngine, name: &str) -> Option<String> {
+        self.jobs.values().find_map(|s| {
+            let j = s.tx.borrow();
+            (j.engine == engine && j.database == name && !j.status.is_final() && !j.dry_run)
+                .then(|| j.id.clone())
+        })
+    }
+}
+
+impl Inner {
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        self.state
+            .lock()
+            .expect("provision state")
+            .jobs
+            .get(id)
+            .cloned()
+    }
+
+    fn check_engine(&self, engine: SqlEngine) -> Result<(), ProvisionError> {
+        let configured = match engine {
+            SqlEngine::Postgres => self.cfg.postgres.is_some(),
+            SqlEngine::Mysql => self.cfg.mysql.is_some(),
+        };
+        if configured {
+            Ok(())
+        } else {
+            Err(ProvisionError::EngineDisabled {
+                engine,
+                var: engine.url_var(),
+            })
+        }
+    }
+
+    /// The upload's engine, file name, database and idempotency key, checked in that order.
+    fn check_meta(&self, meta: &UploadMeta) -> Result<(), ProvisionError> {
+        self.check_engine(meta.engine)?;
+        if !meta.file_name.to_ascii_lowercase().ends_with(".sql")
+            || meta.file_name.len() > 255
+            || meta.file_name.contains(['\0', '\n'])
+        {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "file_name {:?}: only .sql files are accepted (at most 255 characters)",
+                meta.file_name
+            )));
+        }
+        self.check_name(&meta.database)?;
+        if let Some(key) = &meta.idempotency_key {
+            if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ProvisionError::InvalidArgument(
+                    "idempotency_key: use 1-128 printable ASCII characters without spaces".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), ProvisionError> {
+        names::validate_database_name(name, &self.cfg.reserved)
+            .map_err(|e| ProvisionError::InvalidArgument(format!("database: {e}")))
+    }
+
+    fn resolve(&self, o: &Overrides) -> Result<JobOptions, ProvisionError> {
+        let d = self.cfg.defaults;
+        if d.enable_sql_guard && o.enable_sql_guard == Some(false) {
+            return Err(ProvisionError::InvalidArgument(
+                "enable_sql_guard: the SQL guard is on for this server (SCHEMA_ENABLE_SQL_GUARD) \
+                 and a call cannot turn it off"
+                    .into(),
+            ));
+        }
+        Ok(JobOptions {
+            fail_if_db_exists: o.fail_if_db_exists.unwrap_or(d.fail_if_db_exists),
+            drop_db_on_failure: o.drop_db_on_failure.unwrap_or(d.drop_db_on_failure),
+            delete_schema_after_apply: o
+                .delete_schema_after_apply
+                .unwrap_or(d.delete_schema_after_apply),
+            deduplicate_by_hash: o.deduplicate_by_hash.unwrap_or(d.deduplicate_by_hash),
+            enable_sql_guard: o.enable_sql_guard.unwrap_or(d.enable_sql_guard),
+            dry_run: o.dry_run.unwrap_or(d.dry_run),
+        })
+    }
+
+    /// The earlier job of an idempotency key, if the key is known.
+    fn by_key(&self, key: &str, meta: &UploadMeta) -> Result<Option<Submitted>, ProvisionError> {
+        let st = self.state.lock().expect("provision state");
+        let Some(id) = st.keys.get(key) else {
+            return Ok(None);
+        };
+        let Some(slot) = st.jobs.get(id) else {
+            return Ok(None);
+        };
+        let j = slot.tx.borrow();
+        if j.engine != meta.engine || j.database != meta.database {
+            return Err(ProvisionError::AlreadyExists(format!(
+                "idempotency_key {key:?} was used for job {} ({} database {}); use a new key \
+                 for a different request",
+                j.id, j.engine, j.database
+            )));
+        }
+        Ok(Some(Submitted {
+            job_id: j.id.clone(),
+            deduplicated: true,
+            sha256: j.sha256.clone(),
+            bytes: j.bytes,
+        }))
+    }
+
+    fn rate_check(&self, client: Option<IpAddr>) -> Result<(), ProvisionError> {
+        let Some(limit) = self.cfg.rate_limit else {
+            return Ok(());
+        };
+        let mut st = self.state.lock().expect("provision state");
+        let now = Instant::now();
+        st.rate
+            .retain(|_, (start, _)| now.duration_since(*start) < limit.window);
+        let entry = st.rate.entry(client).or_insert((now, 0));
+        if entry.1 >= limit.max {
+            let left = limit.window.saturating_sub(now.duration_since(entry.0));
+            return Err(ProvisionError::RateLimited {
+                max: limit.max,
+                window_ms: limit.window.as_millis() as u64,
+                retry_after_ms: left.as_millis() as u64,
+            });
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Registers a stored upload, or returns the earlier job it duplicates (`Ok(Err)`).
+    fn register(
+        &self,
+        st: &mut State,
+        job: Job,
+        options: JobOptions,
+        meta: &UploadMeta,
+        key: Option<&str>,
+    ) -> Result<Result<Arc<Slot>, Submitted>, ProvisionError> {
+        if let Some(key) = key {
+            if let Some(id) = st.keys.get(key) {
+                let j = st.jobs[id].tx.borrow();
+                if j.engine != meta.engine || j.database != meta.database {
+                    return Err(ProvisionError::AlreadyExists(format!(
+                        "idempotency_key {key:?} was used for job {} ({} database {}); use a \
+                         new key for a different request",
+                        j.id, j.engine, j.database
+                    )));
+                }
+                return Ok(Err(Submitted {
+                    job_id: j.id.clone(),
+                    deduplicated: true,
+                    sha256: j.sha256.clone(),
+                    bytes: j.bytes,
+                }));
+            }
+        }
+        if options.deduplicate_by_hash {
+            let earlier = st.order.iter().rev().find_map(|id| {
+                let j = st.jobs[id].tx.borrow();
+                // A job that did not fail, and (unless a dry run) still holds the database it
+                // created: after a DropDatabase the same file provisions the database again.
+                (j.engine == job.engine
+                    && j.database == job.database
+                    && j.sha256 == job.sha256
+                    && j.dry_run == job.dry_run
+                    && j.status != JobStatus::Failed
+                    && (j.dry_run || !j.status.is_final() || j.created_database))
+                    .then(|| Submitted {
+                        job_id: j.id.clone(),
+                        deduplicated: true,
+                        sha256: j.sha256.clone(),
+                        bytes: j.bytes,
+                    })
+            });
+            if let Some(earlier) = earlier {
+                return Ok(Err(earlier));
+            }
+        }
+        if !job.dry_run {
+            if let Some(busy) = st.active_on(job.engine, &job.database) {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "job {busy} is already working on {} database {}; one job per database at a \
+                     time: wait for it (WatchJob) and retry",
+                    job.engine, job.database
+                )));
+            }
+            if st
+                .dropping
+                .iter()
+                .any(|(e, n)| *e == job.engine && *n == job.database)
+            {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "{} database {} is being dropped; retry when DropDatabase returns",
+                    job.engine, job.database
+                )));
+            }
+        }
+        let id = job.id.clone();
+        let slot = Arc::new(Slot {
+            tx: watch::Sender::new(job),
+            options,
+        });
+        if let Some(key) = key {
+            st.keys.insert(key.to_owned(), id.clone());
+        }
+        st.order.push(id.clone());
+        st.jobs.insert(id, slot.clone());
+        Ok(Ok(slot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use futures_util::Stream;
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::provision::store::JobRecord;
+    use crate::provision::upload::hex;
+
+    fn config(dir: &Path, extra: &[(&str, &str)]) -> ProvisionConfig {
+        let mut vars: HashMap<String, String> = [
+            // Nothing listens there: these tests never reach a server.
+            (
+                "PROVISION_POSTGRES_URL",
+                "postgres://admin@127.0.0.1:9/postgres?sslmode=disable",
+            ),
+            ("PROVISION_ROLE", "tenant_owner"),
+            ("SCHEMA_TMP_PATH", dir.to_str().unwrap()),
+            ("SCHEMA_DRY_RUN", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        ProvisionConfig::from_vars(&vars, &["app".into()])
+            .unwrap()
+            .unwrap()
+    }
+
+    fn meta(db: &str) -> UploadMeta {
+        UploadMeta {
+            engine: SqlEngine::Postgres,
+            database: db.into(),
+            file_name: "schema.sql".into(),
+            idempotency_key: None,
+            overrides: Overrides::default(),
+            client: None,
+        }
+    }
+
+    fn body(text: &str) -> impl Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin {
+        let chunks: Vec<Result<Bytes, ProvisionError>> = text
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures_util::stream::iter(chunks)
+    }
+
+    async fn wait_final(engine: &Engine, id: &str) -> Job {
+        let mut rx = engine.subscribe(id).unwrap();
+        let mut last = 0;
+        loop {
+            let j = rx.borrow_and_update().clone();
+            assert!(j.progress >= last, "progress went down");
+            last = j.progress;
+            if j.status.is_final() {
+                return j;
+            }
+            rx.changed().await.unwrap();
+        }
+    }
+
+    const SCHEMA: &str = "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n";
+
+    #[tokio::test]
+    async fn a_dry_run_counts_statements_and_the_hash_matches_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(dir.path(), &[])).await.unwrap();
+        let s = engine.submit(meta("tenant_a"), body(SCHEMA)).await.unwrap();
+        assert!(!s.deduplicated);
+        assert_eq!(s.bytes, SCHEMA.len() as u64);
+        assert_eq!(s.sha256, hex(&Sha256::digest(SCHEMA.as_bytes())));
+        let j = wait_final(&engine, &s.job_id).await;
+        assert_eq!(j.status, JobStatus::Success, "{j:?}");
+        assert_eq!((j.statements, j.progress, j.dry_run), (2, 100, true));
+        assert_eq!(j.apply_started_at_ms, 0, "a dry run applies nothing");
+        // The upload was deleted, and the job is listed.
+        assert!(!dir.path().join(format!("{}.sql", s.job_id)).exists());
+        assert_eq!(engine.list(0).unwrap()[0].id, s.job_id);
+        // Same bytes, same database: the same job.
+        let again = engine.submit(meta("tenant_a"), body(SCHEMA)).await.unwrap();
+        assert_eq!((again.job_id, again.deduplicated), (s.job_id, true));
+    }
+
+    #[tokio::test]
+    async fn refusals_have_their_codes_and_leave_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(
+            dir.path(),
+            &[("SCHEMA_MAX_BYTES", "40"), ("RATE_LIMIT_MAX", "3")],
+        ))
+        .await
+        .unwrap();
+        let mut m = meta("tenant_a");
+        m.file_name = "schema.txt".into();
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let e = engine.submit(meta("app"), body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let mut m = meta("tenant_a");
+        m.overrides.enable_sql_guard = Some(false);
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert!(e.to_string().contains("SCHEMA_ENABLE_SQL_GUARD"), "{e}");
+        let mut m = meta("tenant_a");
+        m.engine = SqlEngine::Mysql;
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::FailedPrecondition);
+        assert!(e.to_string().contains("PROVISION_MYSQL_URL"), "{e}");
+        // Rate-limited uploads: 1 too large, 2 empty, 3 interrupted, 4 refused.
+        let e = engine
+            .submit(meta("tenant_a"), body(&SCHEMA.repeat(2)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.grpc_code(), e.http_status()),
+            (tonic::Code::ResourceExhausted, 413)
+        );
+        let e = engine.submit(meta("tenant_a"), body("")).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument, "{e}");
+        let broken = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b"CREATE")),
+            Err(ProvisionError::Interrupted("client went away".into())),
+        ]);
+        let e = engine.submit(meta("tenant_a"), broken).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::Cancelled, "{e}");
+        let e = engine
+            .submit(meta("tenant_a"), body(SCHEMA))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.grpc_code(), e.http_status()),
+            (tonic::Code::ResourceExhausted, 429)
+        );
+        assert!(e.to_string().contains("RATE_LIMIT_MAX"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            engine.get("nope").unwrap_err().grpc_code(),
+            tonic::Code::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_return_the_first_job_and_conflict_across_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(dir.path(), &[])).await.unwrap();
+        let mut m = meta("tenant_a");
+        m.idempotency_key = Some("req-1".into());
+        let first = engine.submit(m.clone(), body(SCHEMA)).await.unwrap();
+        let retry = engine.submit(m.clone(), body("SELECT 1;")).await.unwrap();
+        assert_eq!((retry.job_id, retry.deduplicated), (first.job_id, true));
+        m.database = "tenant_b".into();
+        let e = engine.submit(m, body(SCHEMA)).await.unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::AlreadyExists, "{e}");
+    }
+
+    #[tokio::test]
+    async fn jobs_left_running_by_a_dead_daemon_are_failed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &[]);
+        let store = Store::open(&cfg.job_store_path).unwrap();
+        let job = |id: &str, status, created| Job {
+            id: id.into(),
+            status,
+            progress: 40,
+            stage: Stage::ApplyingSchema,
+            error: None,
+            sha256: "00".into(),
+            bytes: 10,
+            bytes_applied: 4,
+            statements: 1,
+            engine: SqlEngine::Postgres,
+            database: format!("db_{id}"),
+            file_name: "s.sql".into(),
+            dry_run: false,
+            created_database: created,
+            created_at_ms: 1,
+            started_at_ms: 2,
+            finished_at_ms: 0,
+            apply_started_at_ms: 0,
+            idempotency_key: None,
+        };
+        for (id, status, created) in [
+            ("a", JobStatus::Running, false),
+            ("b", JobStatus::Queued, false),
+            ("c", JobStatus::Running, true),
+        ] {
+            store
+                .save(&JobRecord {
+                    job: job(id, status, created),
+                    options: JobOptions::default(),
+                })
+                .unwrap();
+        }
+        let engine = Engine::start(cfg.clone()).await.unwrap();
+        for id in ["a", "b"] {
+            let j = engine.get(id).unwrap();
+            assert_eq!(j.status, JobStatus::Failed);
+            assert_eq!(j.error.as_deref(), Some(STOPPED_REASON));
+        }
+        // The database of "c" cannot be dropped (nothing listens): the error says so, and
+        // dbmazz still counts it as its own.
+        let mut rx = engine.subscribe("c").unwrap();
+        let j = loop {
+            let j = rx.borrow_and_update().clone();
+            if j.error
+                .as_deref()
+                .is_some_and(|e| e.len() > STOPPED_REASON.len())
+            {
+                break j;
+            }
+            rx.changed().await.unwrap();
+        };
+        assert_eq!(j.status, JobStatus::Failed);
+        let error = j.error.unwrap();
+        assert!(error.starts_with(STOPPED_REASON), "{error}");
+        assert!(error.contains("dropping database db_c failed"), "{error}");
+        assert!(j.created_database);
+        // The records on disk say the same after another restart.
+        drop(engine);
+        let engine = Engine::start(cfg).await.unwrap();
+        assert_eq!(engine.get("a").unwrap().status, JobStatus::Failed);
+        assert_eq!(engine.list(0).unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_disabled_engine_names_the_variables() {
+        let e = Engine::disabled().list(0).unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::FailedPrecondition);
+        assert!(e.to_string().contains("PROVISION_POSTGRES_URL"));
+        assert!(e.to_string().contains("PROVISION_MYSQL_URL"));
+    }
+}
