@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{parse_num, ConfigError};
+use crate::env::{parse_num, ConfigError, Vars};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::secret::Secret;
 
@@ -111,80 +111,13 @@ impl ProvisionConfig {
         vars: &HashMap<String, String>,
         own_databases: &[String],
     ) -> Result<Option<ProvisionConfig>, ConfigError> {
-        let get = |name: &str| {
-            vars.get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let postgres = match get("PROVISION_POSTGRES_URL") {
-            None => None,
-            Some(url) => Some(
-                PgConnInfo::parse(&url)
-                    .map_err(|e| ConfigError::new("PROVISION_POSTGRES_URL", e.to_string()))?,
-            ),
-        };
-        let mysql = match get("PROVISION_MYSQL_URL") {
-            None => None,
-            Some(url) => {
-                if !url.starts_with("mysql://") {
-                    return Err(ConfigError::new(
-                        "PROVISION_MYSQL_URL",
-                        "must look like mysql://admin:password@host:3306/",
-                    ));
-                }
-                if mysql_async::Opts::from_url(&url).is_err() {
-                    return Err(ConfigError::new(
-                        "PROVISION_MYSQL_URL",
-                        "is not a valid URL; expected mysql://admin:password@host:3306/ \
-                         (percent-encode special characters in the password)",
-                    ));
-                }
-                Some(Secret::new(url))
-            }
-        };
+        let vars = Vars::from(vars);
+        let get = |name: &str| vars.get(name);
+        let (postgres, mysql) = servers(&vars)?;
         if postgres.is_none() && mysql.is_none() {
             return Ok(None);
         }
-        let role = get("PROVISION_ROLE").ok_or_else(|| {
-            ConfigError::new(
-                "PROVISION_ROLE",
-                "is not set; name the non-superuser role (PostgreSQL) or user (MySQL) that owns \
-                 the created databases and that schemas are applied as",
-            )
-        })?;
-        if !is_role_name(&role) {
-            return Err(ConfigError::new(
-                "PROVISION_ROLE",
-                format!(
-                    "{role:?} is not a valid role name; use 1-63 letters, digits and underscores"
-                ),
-            ));
-        }
-        if let Some(pg) = &postgres {
-            if pg.user == role {
-                return Err(ConfigError::new(
-                    "PROVISION_ROLE",
-                    "is the same role as PROVISION_POSTGRES_URL's user; schemas must run as a \
-                     separate non-superuser role",
-                ));
-            }
-        }
-        let role_password = match (
-            get("PROVISION_ROLE_PASSWORD"),
-            get("PROVISION_ROLE_PASSWORD_FILE"),
-        ) {
-            (Some(p), _) => Some(Secret::new(p)),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError::new(
-                        "PROVISION_ROLE_PASSWORD_FILE",
-                        format!("cannot read {path}: {e}"),
-                    )
-                })?;
-                Some(Secret::new(text.trim_end_matches(['\n', '\r'])))
-            }
-            (None, None) => None,
-        };
+        let (role, role_password) = role(&vars, postgres.as_ref())?;
         let mysql_role_host = get("PROVISION_MYSQL_ROLE_HOST").unwrap_or_else(|| "%".into());
         if mysql_role_host.contains(['\'', '\\', '`']) || mysql_role_host.len() > 255 {
             return Err(ConfigError::new(
@@ -192,113 +125,11 @@ impl ProvisionConfig {
                 "must be a host pattern such as % or 10.0.%, without quotes or backslashes",
             ));
         }
-        let tmp_path =
-            PathBuf::from(get("SCHEMA_TMP_PATH").unwrap_or_else(|| DEFAULT_TMP_PATH.into()));
-        if !tmp_path.is_absolute() {
-            return Err(ConfigError::new(
-                "SCHEMA_TMP_PATH",
-                "must be an absolute directory path",
-            ));
-        }
-        let job_store_path = match get("SCHEMA_JOB_STORE_PATH") {
-            Some(p) => PathBuf::from(p),
-            None => tmp_path.join("jobs"),
-        };
-        if !job_store_path.is_absolute() {
-            return Err(ConfigError::new(
-                "SCHEMA_JOB_STORE_PATH",
-                "must be an absolute directory path",
-            ));
-        }
-        let d = JobOptions::default();
-        let defaults = JobOptions {
-            fail_if_db_exists: parse_bool(&get, "SCHEMA_FAIL_IF_DB_EXISTS", d.fail_if_db_exists)?,
-            drop_db_on_failure: parse_bool(
-                &get,
-                "SCHEMA_DROP_DB_ON_FAILURE",
-                d.drop_db_on_failure,
-            )?,
-            delete_schema_after_apply: parse_bool(
-                &get,
-                "DELETE_SCHEMA_AFTER_APPLY",
-                d.delete_schema_after_apply,
-            )?,
-            deduplicate_by_hash: parse_bool(
-                &get,
-                "SCHEMA_DEDUPLICATE_BY_HASH",
-                d.deduplicate_by_hash,
-            )?,
-            enable_sql_guard: parse_bool(&get, "SCHEMA_ENABLE_SQL_GUARD", d.enable_sql_guard)?,
-            dry_run: parse_bool(&get, "SCHEMA_DRY_RUN", d.dry_run)?,
-        };
+        let (tmp_path, job_store_path) = paths(&vars)?;
         let idempotency = parse_bool(&get, "SCHEMA_ENABLE_IDEMPOTENCY", true)?;
-        let mut forbidden_keywords = Vec::new();
-        for word in get("SCHEMA_FORBIDDEN_KEYWORDS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|w| !w.is_empty())
-        {
-            if !word
-                .split_whitespace()
-                .all(|w| w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-            {
-                return Err(ConfigError::new(
-                    "SCHEMA_FORBIDDEN_KEYWORDS",
-                    format!(
-                        "{word:?} is not a keyword; expected a comma list of SQL words such as \
-                         TRUNCATE,GRANT or multi-word phrases such as DROP TABLE"
-                    ),
-                ));
-            }
-            forbidden_keywords.push(word.to_ascii_uppercase());
-        }
-        let window_ms = parse_num(
-            get("RATE_LIMIT_WINDOW_MS"),
-            "RATE_LIMIT_WINDOW_MS",
-            DEFAULT_RATE_LIMIT_WINDOW_MS,
-            1,
-            86_400_000,
-        )?;
-        let max = parse_num(
-            get("RATE_LIMIT_MAX"),
-            "RATE_LIMIT_MAX",
-            DEFAULT_RATE_LIMIT_MAX,
-            0,
-            1_000_000,
-        )?;
-        let rate_limit = (max > 0).then(|| RateLimit {
-            window: Duration::from_millis(window_ms),
-            max: max as u32,
-        });
-        let max_bytes = parse_num(
-            get("SCHEMA_MAX_BYTES"),
-            "SCHEMA_MAX_BYTES",
-            DEFAULT_MAX_BYTES,
-            1,
-            u64::MAX / 2,
-        )?;
-        let workers = parse_num(
-            get("SCHEMA_WORKERS"),
-            "SCHEMA_WORKERS",
-            DEFAULT_WORKERS,
-            1,
-            64,
-        )? as usize;
-        let mut reserved: Vec<String> = own_databases.to_vec();
-        if let Some(pg) = &postgres {
-            reserved.push(pg.dbname.clone());
-        }
-        if let Some(url) = &mysql {
-            if let Ok(opts) = mysql_async::Opts::from_url(url.expose()) {
-                if let Some(db) = opts.db_name() {
-                    reserved.push(db.to_owned());
-                }
-            }
-        }
-        reserved.sort();
-        reserved.dedup();
+        let (rate_limit, max_bytes, workers) = limits(&vars)?;
         Ok(Some(ProvisionConfig {
+            reserved: reserved(own_databases, postgres.as_ref(), mysql.as_ref()),
             postgres,
             mysql,
             role,
@@ -306,15 +137,222 @@ impl ProvisionConfig {
             mysql_role_host,
             tmp_path,
             job_store_path,
-            defaults,
+            defaults: job_defaults(&vars)?,
             idempotency,
-            forbidden_keywords,
+            forbidden_keywords: forbidden_keywords(&vars)?,
             rate_limit,
             max_bytes,
             workers,
-            reserved,
         }))
     }
+}
+
+/// `PROVISION_POSTGRES_URL` and `PROVISION_MYSQL_URL`.
+fn servers(vars: &Vars) -> Result<(Option<PgConnInfo>, Option<Secret>), ConfigError> {
+    let get = |name: &str| vars.get(name);
+    let postgres = match get("PROVISION_POSTGRES_URL") {
+        None => None,
+        Some(url) => Some(
+            PgConnInfo::parse(&url)
+                .map_err(|e| ConfigError::new("PROVISION_POSTGRES_URL", e.to_string()))?,
+        ),
+    };
+    let mysql = match get("PROVISION_MYSQL_URL") {
+        None => None,
+        Some(url) => {
+            if !url.starts_with("mysql://") {
+                return Err(ConfigError::new(
+                    "PROVISION_MYSQL_URL",
+                    "must look like mysql://admin:password@host:3306/",
+                ));
+            }
+            if mysql_async::Opts::from_url(&url).is_err() {
+                return Err(ConfigError::new(
+                    "PROVISION_MYSQL_URL",
+                    "is not a valid URL; expected mysql://admin:password@host:3306/ \
+                     (percent-encode special characters in the password)",
+                ));
+            }
+            Some(Secret::new(url))
+        }
+    };
+    Ok((postgres, mysql))
+}
+
+/// `PROVISION_ROLE` and its password (`PROVISION_ROLE_PASSWORD` or `…_FILE`).
+fn role(
+    vars: &Vars,
+    postgres: Option<&PgConnInfo>,
+) -> Result<(String, Option<Secret>), ConfigError> {
+    let get = |name: &str| vars.get(name);
+    let role = get("PROVISION_ROLE").ok_or_else(|| {
+        ConfigError::new(
+            "PROVISION_ROLE",
+            "is not set; name the non-superuser role (PostgreSQL) or user (MySQL) that owns \
+             the created databases and that schemas are applied as",
+        )
+    })?;
+    if !is_role_name(&role) {
+        return Err(ConfigError::new(
+            "PROVISION_ROLE",
+            format!("{role:?} is not a valid role name; use 1-63 letters, digits and underscores"),
+        ));
+    }
+    if let Some(pg) = postgres {
+        if pg.user == role {
+            return Err(ConfigError::new(
+                "PROVISION_ROLE",
+                "is the same role as PROVISION_POSTGRES_URL's user; schemas must run as a \
+                 separate non-superuser role",
+            ));
+        }
+    }
+    let role_password = match (
+        get("PROVISION_ROLE_PASSWORD"),
+        get("PROVISION_ROLE_PASSWORD_FILE"),
+    ) {
+        (Some(p), _) => Some(Secret::new(p)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(
+                    "PROVISION_ROLE_PASSWORD_FILE",
+                    format!("cannot read {path}: {e}"),
+                )
+            })?;
+            Some(Secret::new(text.trim_end_matches(['\n', '\r'])))
+        }
+        (None, None) => None,
+    };
+    Ok((role, role_password))
+}
+
+/// `SCHEMA_TMP_PATH` and `SCHEMA_JOB_STORE_PATH`, both absolute.
+fn paths(vars: &Vars) -> Result<(PathBuf, PathBuf), ConfigError> {
+    let get = |name: &str| vars.get(name);
+    let tmp_path = PathBuf::from(get("SCHEMA_TMP_PATH").unwrap_or_else(|| DEFAULT_TMP_PATH.into()));
+    if !tmp_path.is_absolute() {
+        return Err(ConfigError::new(
+            "SCHEMA_TMP_PATH",
+            "must be an absolute directory path",
+        ));
+    }
+    let job_store_path = match get("SCHEMA_JOB_STORE_PATH") {
+        Some(p) => PathBuf::from(p),
+        None => tmp_path.join("jobs"),
+    };
+    if !job_store_path.is_absolute() {
+        return Err(ConfigError::new(
+            "SCHEMA_JOB_STORE_PATH",
+            "must be an absolute directory path",
+        ));
+    }
+    Ok((tmp_path, job_store_path))
+}
+
+/// The per-upload defaults (`SCHEMA_FAIL_IF_DB_EXISTS`, … `SCHEMA_DRY_RUN`).
+fn job_defaults(vars: &Vars) -> Result<JobOptions, ConfigError> {
+    let get = |name: &str| vars.get(name);
+    let d = JobOptions::default();
+    Ok(JobOptions {
+        fail_if_db_exists: parse_bool(&get, "SCHEMA_FAIL_IF_DB_EXISTS", d.fail_if_db_exists)?,
+        drop_db_on_failure: parse_bool(&get, "SCHEMA_DROP_DB_ON_FAILURE", d.drop_db_on_failure)?,
+        delete_schema_after_apply: parse_bool(
+            &get,
+            "DELETE_SCHEMA_AFTER_APPLY",
+            d.delete_schema_after_apply,
+        )?,
+        deduplicate_by_hash: parse_bool(&get, "SCHEMA_DEDUPLICATE_BY_HASH", d.deduplicate_by_hash)?,
+        enable_sql_guard: parse_bool(&get, "SCHEMA_ENABLE_SQL_GUARD", d.enable_sql_guard)?,
+        dry_run: parse_bool(&get, "SCHEMA_DRY_RUN", d.dry_run)?,
+    })
+}
+
+/// `SCHEMA_FORBIDDEN_KEYWORDS`, upper-cased.
+fn forbidden_keywords(vars: &Vars) -> Result<Vec<String>, ConfigError> {
+    let get = |name: &str| vars.get(name);
+    let mut forbidden_keywords = Vec::new();
+    for word in get("SCHEMA_FORBIDDEN_KEYWORDS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+    {
+        if !word
+            .split_whitespace()
+            .all(|w| w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(ConfigError::new(
+                "SCHEMA_FORBIDDEN_KEYWORDS",
+                format!(
+                    "{word:?} is not a keyword; expected a comma list of SQL words such as \
+                     TRUNCATE,GRANT or multi-word phrases such as DROP TABLE"
+                ),
+            ));
+        }
+        forbidden_keywords.push(word.to_ascii_uppercase());
+    }
+    Ok(forbidden_keywords)
+}
+
+/// `RATE_LIMIT_*`, `SCHEMA_MAX_BYTES` and `SCHEMA_WORKERS`.
+fn limits(vars: &Vars) -> Result<(Option<RateLimit>, u64, usize), ConfigError> {
+    let get = |name: &str| vars.get(name);
+    let window_ms = parse_num(
+        get("RATE_LIMIT_WINDOW_MS"),
+        "RATE_LIMIT_WINDOW_MS",
+        DEFAULT_RATE_LIMIT_WINDOW_MS,
+        1,
+        86_400_000,
+    )?;
+    let max = parse_num(
+        get("RATE_LIMIT_MAX"),
+        "RATE_LIMIT_MAX",
+        DEFAULT_RATE_LIMIT_MAX,
+        0,
+        1_000_000,
+    )?;
+    let rate_limit = (max > 0).then(|| RateLimit {
+        window: Duration::from_millis(window_ms),
+        max: max as u32,
+    });
+    let max_bytes = parse_num(
+        get("SCHEMA_MAX_BYTES"),
+        "SCHEMA_MAX_BYTES",
+        DEFAULT_MAX_BYTES,
+        1,
+        u64::MAX / 2,
+    )?;
+    let workers = parse_num(
+        get("SCHEMA_WORKERS"),
+        "SCHEMA_WORKERS",
+        DEFAULT_WORKERS,
+        1,
+        64,
+    )? as usize;
+    Ok((rate_limit, max_bytes, workers))
+}
+
+/// The databases that are never provisioning targets: the daemon's own and the servers'
+/// maintenance databases.
+fn reserved(
+    own_databases: &[String],
+    postgres: Option<&PgConnInfo>,
+    mysql: Option<&Secret>,
+) -> Vec<String> {
+    let mut reserved: Vec<String> = own_databases.to_vec();
+    if let Some(pg) = postgres {
+        reserved.push(pg.dbname.clone());
+    }
+    if let Some(url) = mysql {
+        if let Ok(opts) = mysql_async::Opts::from_url(url.expose()) {
+            if let Some(db) = opts.db_name() {
+                reserved.push(db.to_owned());
+            }
+        }
+    }
+    reserved.sort();
+    reserved.dedup();
+    reserved
 }
 
 fn is_role_name(s: &str) -> bool {
