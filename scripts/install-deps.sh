@@ -28,6 +28,8 @@ command -v jq >/dev/null || apt_extra+=(jq)
 # database and prints how to query it with the mysql client.
 command -v tmux >/dev/null || apt_extra+=(tmux)
 command -v mysql >/dev/null || apt_extra+=(mariadb-client-core)
+# mariadb-admin (the test support stops its template server with it) is in mariadb-client.
+command -v mariadb-admin >/dev/null || apt_extra+=(mariadb-client)
 python3 -m pip --version >/dev/null 2>&1 || apt_extra+=(python3-pip)
 # Schema provisioning's tests start their own throw-away MariaDB servers (tests/it/support/
 # mariadb.rs). mariadb-server-core ships mariadbd and mariadb-install-db without the service
