@@ -10,6 +10,9 @@ scripts/install-deps.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "==> layering: no import cycles, data flows one way"
+python3 scripts/check-layers.py src
+
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
