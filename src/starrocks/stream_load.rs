@@ -359,16 +359,7 @@ fn put(
             }
             _ => SeekResult::CantSeek,
         })?;
-        transfer.write_function(|data| {
-            body.extend_from_slice(data);
-            Ok(data.len())
-        })?;
-        transfer.header_function(|line| {
-            if let Some(value) = header_value(line, "location") {
-                location = Some(value);
-            }
-            true
-        })?;
+        capture_answer(&mut transfer, &mut body, &mut location)?;
         transfer.perform()?;
     }
     Ok(Response {
@@ -506,16 +497,7 @@ pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, LoadStat
             easy.timeout(Duration::from_secs(10))?;
             {
                 let mut transfer = easy.transfer();
-                transfer.write_function(|d| {
-                    body.extend_from_slice(d);
-                    Ok(d.len())
-                })?;
-                transfer.header_function(|line| {
-                    if let Some(value) = header_value(line, "location") {
-                        location = Some(value);
-                    }
-                    true
-                })?;
+                capture_answer(&mut transfer, &mut body, &mut location)?;
                 transfer.perform()?;
             }
             easy.response_code()
@@ -531,6 +513,24 @@ pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, LoadStat
         return Ok(get_str(&json, "state").to_owned());
     }
     Err(LoadStateError::TooManyHops)
+}
+
+/// Collects an answer's body and its `Location` header, if any.
+fn capture_answer<'d>(
+    transfer: &mut curl::easy::Transfer<'_, 'd>,
+    body: &'d mut Vec<u8>,
+    location: &'d mut Option<String>,
+) -> Result<(), curl::Error> {
+    transfer.write_function(move |data| {
+        body.extend_from_slice(data);
+        Ok(data.len())
+    })?;
+    transfer.header_function(move |line| {
+        if let Some(value) = header_value(line, "location") {
+            *location = Some(value);
+        }
+        true
+    })
 }
 
 /// The value of header `name` if `line` is that header.
