@@ -143,17 +143,15 @@ impl StarRocksConfig {
             .map(|raw| parse_num(Some(raw), "STARROCKS_REPLICATION_NUM", 3, 1, 32))
             .transpose()?
             .map(|n| n as u32);
-        let run_mode = {
-            parse_choice(
-                get("STARROCKS_RUN_MODE"),
-                "STARROCKS_RUN_MODE",
-                &[
-                    ("auto", None),
-                    ("shared_nothing", Some(RunMode::SharedNothing)),
-                    ("shared_data", Some(RunMode::SharedData)),
-                ],
-            )?
-        };
+        let run_mode = parse_choice(
+            get("STARROCKS_RUN_MODE"),
+            "STARROCKS_RUN_MODE",
+            &[
+                ("auto", None),
+                ("shared_nothing", Some(RunMode::SharedNothing)),
+                ("shared_data", Some(RunMode::SharedData)),
+            ],
+        )?;
         let primary_key_limit = parse_num(
             get("STARROCKS_PRIMARY_KEY_LIMIT"),
             "STARROCKS_PRIMARY_KEY_LIMIT",

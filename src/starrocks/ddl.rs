@@ -32,6 +32,12 @@ pub enum DdlError {
         /// Whether retrying may help (connection trouble).
         transient: bool,
     },
+    /// The table was dropped while dbmazz added columns to it.
+    #[error("Table '{table}' disappeared from StarRocks while dbmazz added columns to it")]
+    Vanished {
+        /// Table.
+        table: String,
+    },
     /// An ALTER job was cancelled or timed out.
     #[error("StarRocks schema change on table '{table}' {outcome}; check SHOW ALTER TABLE COLUMN FROM {db}")]
     AlterJob {
@@ -313,14 +319,17 @@ impl Ddl {
         self.exec(&format!("CREATE TABLE '{table}'"), &sql).await
     }
 
-    /// Adds nullable columns and waits until loads can use them.
+    /// Adds nullable columns, waits until loads can use them, and returns the table as
+    /// StarRocks then shows it.
     pub async fn add_columns(
         &self,
         table: &str,
         columns: &[(String, String)],
-    ) -> Result<(), DdlError> {
+    ) -> Result<TargetTable, DdlError> {
         if columns.is_empty() {
-            return Ok(());
+            return self.table(table).await?.ok_or_else(|| DdlError::Vanished {
+                table: table.into(),
+            });
         }
         let adds: Vec<String> = columns
             .iter()
@@ -388,13 +397,13 @@ impl Ddl {
     }
 
     /// Waits until every job on `table` that is not in `earlier` finished and every column in
-    /// `columns` is visible.
+    /// `columns` is visible; returns the table as it then is.
     async fn wait_for_alter(
         &self,
         table: &str,
         earlier: &[String],
         columns: &[&str],
-    ) -> Result<(), DdlError> {
+    ) -> Result<TargetTable, DdlError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
         let mut pause = Duration::from_millis(100);
         loop {
@@ -412,15 +421,17 @@ impl Ddl {
                 });
             }
             if ours.iter().all(|j| j.state == "FINISHED") {
-                let visible = self.table(table).await?.is_some_and(|t| {
-                    columns.iter().all(|c| {
-                        t.columns
-                            .iter()
-                            .any(|have| have.name.eq_ignore_ascii_case(c))
-                    })
+                let target = self.table(table).await?.ok_or_else(|| DdlError::Vanished {
+                    table: table.into(),
+                })?;
+                let visible = columns.iter().all(|c| {
+                    target
+                        .columns
+                        .iter()
+                        .any(|have| have.name.eq_ignore_ascii_case(c))
                 });
                 if visible {
-                    return Ok(());
+                    return Ok(target);
                 }
             }
             if tokio::time::Instant::now() > deadline {

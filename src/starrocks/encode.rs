@@ -676,19 +676,21 @@ impl SnapshotBody {
         let Some(limit) = &self.key_limit else {
             return Ok(());
         };
-        let fields: Vec<&[u8]> = copy_fields(line).collect();
-        let mut values: Vec<Vec<u8>> = Vec::with_capacity(limit.columns.len());
+        // Fields up to the last key column; only escaped key values are copied.
+        let last_key = limit.columns.iter().map(|(k, _)| *k).max().unwrap_or(0);
+        let fields: Vec<&[u8]> = copy_fields(line).take(last_key + 1).collect();
+        let mut values: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(limit.columns.len());
         for (k, _) in &limit.columns {
             let raw = fields.get(*k).copied().unwrap_or_default();
-            let mut text = Vec::with_capacity(raw.len());
-            if memchr::memchr(b'\\', raw).is_some() {
+            values.push(if memchr::memchr(b'\\', raw).is_some() {
+                let mut text = Vec::with_capacity(raw.len());
                 unescape_into(raw, &mut text)?;
+                text.into()
             } else {
-                text.extend_from_slice(raw);
-            }
-            values.push(text);
+                raw.into()
+            });
         }
-        limit.check(values.iter().map(Vec::as_slice)).map_err(|e| {
+        limit.check(values.iter().map(|v| &v[..])).map_err(|e| {
             let names: Vec<&str> = limit
                 .columns
                 .iter()

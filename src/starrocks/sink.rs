@@ -269,22 +269,12 @@ impl StarRocksSink {
             .map(|c| (c.name.clone(), starrocks_type(c, false)))
             .collect();
         tracing::info!(table = %table.name, columns = ?missing.iter().map(|(n, _)| n).collect::<Vec<_>>(), "adding columns in StarRocks");
-        self.ddl
-            .add_columns(&table.name.name, &missing)
-            .await
-            .map_err(ddl_error)?;
         // What StarRocks made of them (names and types as it stores them).
         let target = self
             .ddl
-            .table(&table.name.name)
+            .add_columns(&table.name.name, &missing)
             .await
-            .map_err(ddl_error)?
-            .ok_or_else(|| {
-                SinkError::definite(format!(
-                    "Table '{}' disappeared from StarRocks while dbmazz added columns to it",
-                    table.name.name
-                ))
-            })?;
+            .map_err(ddl_error)?;
         let updated = column_targets(
             &self.cfg,
             &table.name,
@@ -394,12 +384,7 @@ async fn prepare_table(
     );
     if !missing.is_empty() {
         tracing::info!(table = name, columns = ?missing.iter().map(|(n, _)| n).collect::<Vec<_>>(), "adding columns in StarRocks");
-        ddl.add_columns(name, &missing).await.map_err(ddl_error)?;
-        let target = ddl.table(name).await.map_err(ddl_error)?.ok_or_else(|| {
-            SinkError::definite(format!(
-                "Table '{name}' disappeared from StarRocks while dbmazz added columns to it"
-            ))
-        })?;
+        let target = ddl.add_columns(name, &missing).await.map_err(ddl_error)?;
         columns = column_targets(
             cfg,
             &source.name,
