@@ -357,14 +357,14 @@ impl Tasks {
                     match r {
                         Ok(Ok(())) => self.snapshot = None,
                         Ok(Err(e)) => break e.into(),
-                        Err(join) => break SinkError::definite(format!("the snapshot task failed: {join}")).into(),
+                        Err(join) => break SinkError::definite(format!("the snapshot task failed: {join}")).caused_by(join).into(),
                     }
                 }
                 // The batcher only ends early when the sink failed; that error is the reason.
                 r = &mut self.batcher => break match r {
                     Ok(Err(e)) => e.into(),
                     Ok(Ok(())) => DaemonError::EndOfStream,
-                    Err(join) => SinkError::definite(format!("the pipeline task failed: {join}")).into(),
+                    Err(join) => SinkError::definite(format!("the pipeline task failed: {join}")).caused_by(join).into(),
                 },
                 r = &mut self.checkpoint => break flatten(r).err().unwrap_or(DaemonError::EndOfStream),
                 r = &mut self.status => break flatten(r).err().unwrap_or(DaemonError::EndOfStream),
@@ -431,7 +431,11 @@ async fn drain(
 ) -> Result<(), DaemonError> {
     let sink_result = match batcher_task.await {
         Ok(r) => r.map_err(DaemonError::from),
-        Err(join) => Err(SinkError::definite(format!("the pipeline task failed: {join}")).into()),
+        Err(join) => Err(
+            SinkError::definite(format!("the pipeline task failed: {join}"))
+                .caused_by(join)
+                .into(),
+        ),
     };
     // The copy records the chunks that became durable in the final flush, then ends.
     if let Some(t) = snapshot_task {
@@ -463,7 +467,11 @@ async fn drain(
 fn flatten(r: Result<Result<(), DaemonError>, tokio::task::JoinError>) -> Result<(), DaemonError> {
     match r {
         Ok(r) => r,
-        Err(join) => Err(SinkError::definite(format!("a replication task failed: {join}")).into()),
+        Err(join) => Err(
+            SinkError::definite(format!("a replication task failed: {join}"))
+                .caused_by(join)
+                .into(),
+        ),
     }
 }
 

@@ -193,7 +193,7 @@ impl Sink for NdjsonSink {
             };
             // A closed pipe or a full disk will not heal by retrying the same write here; the
             // job stops and resumes from the last checkpoint when restarted.
-            SinkError::definite(format!("writing NDJSON to {target} failed: {e}"))
+            SinkError::definite(format!("writing NDJSON to {target} failed: {e}")).caused_by(e)
         })
     }
 }
@@ -343,4 +343,5 @@ fn value_error(table: &TableSchema, column: &str, row: &RowChange, e: &ValueErro
          this type's text form is not supported, please report it",
         table.name, row.pos.lsn, row.pos.commit_lsn
     ))
+    .caused_by(e.clone())
 }

@@ -25,7 +25,17 @@ pub enum ErrorKind {
     Definite,
 }
 
+/// The typed cause behind a [`SinkError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A batch could not be made durable.
+///
+/// `message` is complete on its own: it names what failed (table, column, LSN, file), carries the
+/// cause's text and says what to do, and it is what Health, the logs and the job's final error
+/// show. `source` keeps the typed cause (a [`crate::value::ValueError`], an I/O error, a
+/// StarRocks DDL error, …) so that callers can inspect it with
+/// [`std::error::Error::source`] and `downcast_ref` instead of parsing the message; since the
+/// message already holds its text, renderers print the message, not the chain.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SinkError {
@@ -33,6 +43,9 @@ pub struct SinkError {
     pub kind: ErrorKind,
     /// What failed (table, column, LSN, file), and what to do about it.
     pub message: String,
+    /// The typed cause, when there is one.
+    #[source]
+    pub source: Option<Cause>,
 }
 
 impl SinkError {
@@ -41,6 +54,7 @@ impl SinkError {
         SinkError {
             kind: ErrorKind::Definite,
             message: message.into(),
+            source: None,
         }
     }
 
@@ -49,7 +63,29 @@ impl SinkError {
         SinkError {
             kind: ErrorKind::Transient,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// An error of `kind` whose message is the cause's own text.
+    pub fn from_cause(kind: ErrorKind, cause: impl Into<Cause>) -> Self {
+        let cause = cause.into();
+        SinkError {
+            kind,
+            message: cause.to_string(),
+            source: Some(cause),
+        }
+    }
+
+    /// Keeps `cause` as this error's typed source (its text should already be in the message).
+    pub fn caused_by(mut self, cause: impl Into<Cause>) -> Self {
+        self.source = Some(cause.into());
+        self
+    }
+
+    /// The typed cause, if it is an `E`.
+    pub fn cause<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.source.as_deref().and_then(|c| c.downcast_ref::<E>())
     }
 }
 

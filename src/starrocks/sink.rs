@@ -18,7 +18,7 @@ use crate::config::{StarRocksConfig, TableName, TruncatePolicy};
 use crate::metrics::Metrics;
 use crate::pipeline::change::{CatalogColumn, TableCatalog};
 use crate::pipeline::change::{EncodedRows, Event, SchemaChange, TableSchema, TruncateChange};
-use crate::pipeline::sink::{Sink, SinkError, SnapshotEncoders};
+use crate::pipeline::sink::{ErrorKind, Sink, SinkError, SnapshotEncoders};
 use crate::starrocks::cluster::Cluster;
 use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
 use crate::starrocks::encode::{synced_at_now, BodyPool, Segment, StarRocksSnapshotEncoders};
@@ -41,11 +41,12 @@ pub struct StarRocksSink {
 }
 
 fn ddl_error(e: DdlError) -> SinkError {
-    if e.is_transient() {
-        SinkError::transient(e.to_string())
+    let kind = if e.is_transient() {
+        ErrorKind::Transient
     } else {
-        SinkError::definite(e.to_string())
-    }
+        ErrorKind::Definite
+    };
+    SinkError::from_cause(kind, e)
 }
 
 impl StarRocksSink {
@@ -68,11 +69,11 @@ impl StarRocksSink {
         );
         cluster
             .check(&cfg)
-            .map_err(|e| SinkError::definite(e.to_string()))?;
+            .map_err(|e| SinkError::from_cause(ErrorKind::Definite, e))?;
         for t in tables {
             cluster
                 .check_columns(&cfg, &t.name.to_string(), &t.columns)
-                .map_err(|e| SinkError::definite(e.to_string()))?;
+                .map_err(|e| SinkError::from_cause(ErrorKind::Definite, e))?;
         }
         let replication_num = cluster.replication_num(&cfg);
         let mut seen: HashMap<&str, &TableName> = HashMap::new();
@@ -263,7 +264,7 @@ impl StarRocksSink {
         }
         self.cluster
             .check_columns(&self.cfg, &table.name.to_string(), &added)
-            .map_err(|e| SinkError::definite(e.to_string()))?;
+            .map_err(|e| SinkError::from_cause(ErrorKind::Definite, e))?;
         let missing: Vec<(String, String)> = added
             .iter()
             .map(|c| (c.name.clone(), starrocks_type(c, false)))
