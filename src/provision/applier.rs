@@ -13,12 +13,12 @@
 use std::future::Future;
 use std::path::Path;
 
-use super::job::Stage;
+use super::job::JobStep;
 
 /// What an applier reports while it works; the runner records it in the job.
 pub(super) trait JobProgress: Send {
     /// Moves the job to `stage` (persisted at once).
-    fn set_stage(&mut self, stage: Stage);
+    fn set_stage(&mut self, stage: JobStep);
     /// Records that the applier created the database. Called the moment it exists, so a
     /// failure (or a crash of dbmazz) can drop it per `SCHEMA_DROP_DB_ON_FAILURE`.
     fn mark_created(&mut self);
@@ -41,7 +41,7 @@ pub(super) struct Target<'a> {
 ///
 /// `apply` creates the database (reporting [`JobProgress::mark_created`]) unless it exists,
 /// then runs the upload's pieces in file order as `PROVISION_ROLE`, reporting the stages
-/// [`Stage::CreatingDatabase`] and [`Stage::ApplyingSchema`] and the progress. It never drops
+/// [`JobStep::CreatingDatabase`] and [`JobStep::ApplyingSchema`] and the progress. It never drops
 /// what it created: on failure the runner decides, and calls [`Applier::drop_database`]. The
 /// error's text is what the job reports.
 pub(super) trait Applier: Send + Sync {

@@ -13,7 +13,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::applier::{Applier, JobProgress, Target};
 use super::config::ProvisionConfig;
-use super::job::Stage;
+use super::job::JobStep;
 use super::names::quote_ident_mysql;
 use super::split::{Dialect, Piece};
 use super::upload::{PieceError, PieceReader};
@@ -260,11 +260,11 @@ impl Applier for MySqlApplier {
         target: Target<'_>,
         job: &mut dyn JobProgress,
     ) -> Result<(), MySqlApplyError> {
-        job.set_stage(Stage::CreatingDatabase);
+        job.set_stage(JobStep::CreatingDatabase);
         let opts = self.admin_opts().map_err(MySqlApplyError::InvalidUrl)?;
         self.create_database(target.database, target.fail_if_db_exists, job)
             .await?;
-        job.set_stage(Stage::ApplyingSchema);
+        job.set_stage(JobStep::ApplyingSchema);
         self.run_file(opts, target, job).await
     }
 

@@ -12,7 +12,7 @@ use tokio_postgres::{CopyInSink, Transaction};
 
 use super::applier::{Applier, JobProgress, Target};
 use super::config::ProvisionConfig;
-use super::job::Stage;
+use super::job::JobStep;
 use super::names::quote_ident_pg;
 use super::split::{Dialect, Piece};
 use super::upload::{PieceError, PieceReader};
@@ -324,10 +324,10 @@ impl Applier for PgApplier {
         target: Target<'_>,
         job: &mut dyn JobProgress,
     ) -> Result<(), PgApplyError> {
-        job.set_stage(Stage::CreatingDatabase);
+        job.set_stage(JobStep::CreatingDatabase);
         self.create_database(target.database, target.fail_if_db_exists, job)
             .await?;
-        job.set_stage(Stage::ApplyingSchema);
+        job.set_stage(JobStep::ApplyingSchema);
         self.run_file(target, job).await
     }
 

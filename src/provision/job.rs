@@ -2,7 +2,7 @@
 //! store see it.
 //!
 //! These types are plain data shared by the job service ([`super::jobs`]), the job records on
-//! disk ([`super::store`]) and the appliers (which report [`Stage`]s), so they live apart from
+//! disk ([`super::store`]) and the appliers (which report [`JobStep`]s), so they live apart from
 //! all of them and depend on none.
 
 use std::fmt;
@@ -96,7 +96,7 @@ impl JobStatus {
 /// What a running job is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Stage {
+pub enum JobStep {
     /// Waiting for a worker.
     Queued,
     /// Taking the verdict of the split and SQL guard (made while the upload was received).
@@ -111,16 +111,16 @@ pub enum Stage {
     Done,
 }
 
-impl Stage {
+impl JobStep {
     /// The kebab-case name (`applying-schema`).
     pub fn as_str(self) -> &'static str {
         match self {
-            Stage::Queued => "queued",
-            Stage::Validating => "validating",
-            Stage::CreatingDatabase => "creating-database",
-            Stage::ApplyingSchema => "applying-schema",
-            Stage::Cleanup => "cleanup",
-            Stage::Done => "done",
+            JobStep::Queued => "queued",
+            JobStep::Validating => "validating",
+            JobStep::CreatingDatabase => "creating-database",
+            JobStep::ApplyingSchema => "applying-schema",
+            JobStep::Cleanup => "cleanup",
+            JobStep::Done => "done",
         }
     }
 }
@@ -137,7 +137,7 @@ pub struct Job {
     /// Percentage of the file applied, 0-100; never decreases, 100 exactly at success.
     pub progress: u8,
     /// What it is doing.
-    pub stage: Stage,
+    pub stage: JobStep,
     /// Why it failed (and what was cleaned up).
     pub error: Option<String>,
     /// SHA-256 of the file, lower-case hex.

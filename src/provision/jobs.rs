@@ -31,7 +31,7 @@ use super::config::{JobOptions, ProvisionConfig};
 use super::error::{ProvisionError, StartError};
 use super::guard::Guard;
 use super::job::{
-    now_ms, Dropped, Job, JobStatus, Overrides, SqlEngine, Stage, Submitted, UploadMeta,
+    now_ms, Dropped, Job, JobStatus, JobStep, Overrides, SqlEngine, Submitted, UploadMeta,
 };
 use super::names;
 use super::runner::{Runner, Slot};
@@ -99,7 +99,7 @@ impl Engine {
         for mut rec in records {
             if !rec.job.status.is_final() {
                 rec.job.status = JobStatus::Failed;
-                rec.job.stage = Stage::Done;
+                rec.job.stage = JobStep::Done;
                 rec.job.error = Some(STOPPED_REASON.to_owned());
                 rec.job.finished_at_ms = now_ms();
                 interrupted.push(rec.job.id.clone());
@@ -207,7 +207,7 @@ impl Engine {
             id: id.clone(),
             status: JobStatus::Queued,
             progress: 0,
-            stage: Stage::Queued,
+            stage: JobStep::Queued,
             error: None,
             sha256: sha256.clone(),
             bytes,
@@ -742,7 +742,7 @@ mod tests {
             id: id.into(),
             status,
             progress: 40,
-            stage: Stage::ApplyingSchema,
+            stage: JobStep::ApplyingSchema,
             error: None,
             sha256: "00".into(),
             bytes: 10,

@@ -21,7 +21,7 @@ use super::applier::{Applier, JobProgress, Target};
 use super::apply_mysql::{MySqlApplier, MySqlApplyError};
 use super::apply_pg::{PgApplier, PgApplyError};
 use super::config::{JobOptions, ProvisionConfig};
-use super::job::{now_ms, Job, JobStatus, SqlEngine, Stage};
+use super::job::{now_ms, Job, JobStatus, JobStep, SqlEngine};
 use super::store::{JobRecord, Store};
 use super::upload::ValidationError;
 
@@ -132,7 +132,7 @@ impl Runner {
         };
         slot.tx.send_modify(|j| {
             j.status = JobStatus::Running;
-            j.stage = Stage::Validating;
+            j.stage = JobStep::Validating;
             j.started_at_ms = now_ms();
         });
         self.persist(&slot);
@@ -149,7 +149,7 @@ impl Runner {
         };
         let mut error = result.err().map(|e| e.to_string());
         if error.is_some() || slot.options.delete_schema_after_apply {
-            ctx.set_stage(Stage::Cleanup);
+            ctx.set_stage(JobStep::Cleanup);
         }
         if let Some(message) = &mut error {
             if created && slot.options.drop_db_on_failure {
@@ -172,7 +172,7 @@ impl Runner {
             let _ = tokio::fs::remove_file(self.upload_path(&id)).await;
         }
         slot.tx.send_modify(|j| {
-            j.stage = Stage::Done;
+            j.stage = JobStep::Done;
             j.finished_at_ms = now_ms();
             match &error {
                 None => {
@@ -307,10 +307,10 @@ impl JobCtx {
 }
 
 impl JobProgress for JobCtx {
-    fn set_stage(&mut self, stage: Stage) {
+    fn set_stage(&mut self, stage: JobStep) {
         self.slot.tx.send_modify(|j| {
             j.stage = stage;
-            if stage == Stage::ApplyingSchema {
+            if stage == JobStep::ApplyingSchema {
                 j.apply_started_at_ms = now_ms();
             }
         });

@@ -220,13 +220,9 @@ where
     Ok((hex(&digest), bytes))
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+/// Lower-case hex of a digest.
+pub(super) fn hex(digest: &impl std::fmt::LowerHex) -> String {
+    format!("{digest:x}")
 }
 
 /// Deletes `*.sql.part` files a dead daemon left in the upload directory.
