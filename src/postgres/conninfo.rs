@@ -378,33 +378,21 @@ fn percent_decode(text: &str, what: &'static str) -> Result<String, ConnInfoErro
     if !text.contains('%') {
         return Ok(text.to_owned());
     }
+    // libpq refuses a `%` not followed by two hex digits; the crate would pass it through.
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
                 .get(i + 1..i + 3)
-                .ok_or(ConnInfoError::PercentEncoding(what))?;
-            let hi = hex_digit(hex[0]).ok_or(ConnInfoError::PercentEncoding(what))?;
-            let lo = hex_digit(hex[1]).ok_or(ConnInfoError::PercentEncoding(what))?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(ConnInfoError::PercentEncoding(what));
     }
-    String::from_utf8(out).map_err(|_| ConnInfoError::PercentEncoding(what))
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ConnInfoError::PercentEncoding(what))
 }
 
 #[cfg(test)]
