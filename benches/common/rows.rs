@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dbmazz::config::TableName;
-use dbmazz::pipeline::change::{ColumnSchema, Op, Position, RowChange, TableSchema};
+use dbmazz::pipeline::change::{ColumnSchema, Op, Position, RelId, RowChange, TableSchema};
 use dbmazz::postgres::pgoutput::{Tuple, Value};
 use dbmazz::value::{Scalar, ValueKind};
 use dbmazz::Lsn;
@@ -13,7 +13,7 @@ use dbmazz::Lsn;
 /// A table `public.<name>` keyed by its first column, from (name, type OID, kind) triples.
 pub fn table(name: &str, columns: &[(&str, u32, Scalar)]) -> Arc<TableSchema> {
     Arc::new(TableSchema {
-        rel_id: 1,
+        rel_id: RelId(1),
         name: TableName::new("public", name),
         columns: columns
             .iter()

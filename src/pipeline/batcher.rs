@@ -482,7 +482,7 @@ fn with_jitter(base: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::config::TableName;
-    use crate::pipeline::change::{ColumnSchema, Position, RowChange, TableSchema};
+    use crate::pipeline::change::{ColumnSchema, Position, RelId, RowChange, TableSchema};
     use crate::pipeline::change::{Tuple, Value};
     use crate::value::{Scalar, ValueKind};
 
@@ -503,7 +503,7 @@ mod tests {
 
     fn row(id: u64) -> Event {
         let table = Arc::new(TableSchema {
-            rel_id: 1,
+            rel_id: RelId(1),
             name: TableName::new("public", "t"),
             columns: vec![ColumnSchema {
                 name: "id".into(),

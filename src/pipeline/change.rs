@@ -77,11 +77,22 @@ pub struct ColumnSchema {
     pub kind: ValueKind,
 }
 
+/// A relation's OID, as pgoutput names a table in its change messages. It stays the same across
+/// `ALTER TABLE … RENAME` and `SET SCHEMA`, so it, not the name, identifies a table mid-stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelId(pub u32);
+
+impl std::fmt::Display for RelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What a replicated table looks like at some point of the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableSchema {
     /// The relation OID PostgreSQL uses in change messages.
-    pub rel_id: u32,
+    pub rel_id: RelId,
     /// Schema-qualified name.
     pub name: TableName,
     /// Columns in table order.

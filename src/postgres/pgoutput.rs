@@ -232,7 +232,7 @@ pub struct Relation {
     /// The streamed transaction, when sent inside a stream block.
     pub xid: Option<u32>,
     /// The relation's OID; changes refer to it.
-    pub rel_id: u32,
+    pub rel_id: RelId,
     /// Schema name (empty for `pg_catalog`).
     pub namespace: String,
     /// Relation name.
@@ -285,7 +285,7 @@ pub struct Insert {
     /// The streamed transaction, when sent inside a stream block.
     pub xid: Option<u32>,
     /// The relation (see [`Relation::rel_id`]).
-    pub rel_id: u32,
+    pub rel_id: RelId,
     /// The new row.
     pub new: Tuple,
 }
@@ -296,7 +296,7 @@ pub struct Update {
     /// The streamed transaction, when sent inside a stream block.
     pub xid: Option<u32>,
     /// The relation (see [`Relation::rel_id`]).
-    pub rel_id: u32,
+    pub rel_id: RelId,
     /// The old key (when the key changed) or the whole old row (`REPLICA IDENTITY FULL`).
     pub old: Option<OldTuple>,
     /// The new row; unchanged TOASTed columns are [`Value::UnchangedToast`].
@@ -309,7 +309,7 @@ pub struct Delete {
     /// The streamed transaction, when sent inside a stream block.
     pub xid: Option<u32>,
     /// The relation (see [`Relation::rel_id`]).
-    pub rel_id: u32,
+    pub rel_id: RelId,
     /// The deleted row's key, or the whole row under `REPLICA IDENTITY FULL`.
     pub old: OldTuple,
 }
@@ -340,7 +340,7 @@ pub struct Truncate {
     /// Bit flags: [`Truncate::CASCADE`], [`Truncate::RESTART_IDENTITY`].
     pub options: u8,
     /// The truncated relations.
-    pub rel_ids: Vec<u32>,
+    pub rel_ids: Vec<RelId>,
 }
 
 impl Truncate {
@@ -455,7 +455,7 @@ pub struct RollbackPrepared {
 
 // Row values are the pipeline's source-neutral model; pgoutput's `n`, `u`, `t` and `b` column
 // kinds decode into them one to one.
-pub use crate::pipeline::change::{Tuple, Value};
+pub use crate::pipeline::change::{RelId, Tuple, Value};
 
 /// Why a payload is not a valid pgoutput message.
 ///
@@ -593,7 +593,7 @@ pub fn decode(frame: &Bytes, in_stream: bool) -> Result<Message, DecodeError> {
         }),
         tag::INSERT => Message::Insert(Insert {
             xid: r.stream_xid(in_stream)?,
-            rel_id: r.u32("rel_id")?,
+            rel_id: RelId(r.u32("rel_id")?),
             new: {
                 r.expect_marker(TUPLE_NEW, "'N'")?;
                 r.tuple()?
@@ -846,7 +846,7 @@ impl Reader<'_> {
 
     fn relation(&mut self, in_stream: bool) -> Result<Relation, DecodeError> {
         let xid = self.stream_xid(in_stream)?;
-        let rel_id = self.u32("rel_id")?;
+        let rel_id = RelId(self.u32("rel_id")?);
         let namespace = self.cstring("relation namespace")?;
         let name = self.cstring("relation name")?;
         let replica_identity = self.u8("replica identity")?;
@@ -872,7 +872,7 @@ impl Reader<'_> {
 
     fn update(&mut self, in_stream: bool) -> Result<Update, DecodeError> {
         let xid = self.stream_xid(in_stream)?;
-        let rel_id = self.u32("rel_id")?;
+        let rel_id = RelId(self.u32("rel_id")?);
         let offset = self.pos;
         let old = match self.u8("tuple marker")? {
             TUPLE_KEY => Some(OldTuple::Key(self.tuple()?)),
@@ -900,7 +900,7 @@ impl Reader<'_> {
 
     fn delete(&mut self, in_stream: bool) -> Result<Delete, DecodeError> {
         let xid = self.stream_xid(in_stream)?;
-        let rel_id = self.u32("rel_id")?;
+        let rel_id = RelId(self.u32("rel_id")?);
         let offset = self.pos;
         let old = match self.u8("tuple marker")? {
             TUPLE_KEY => OldTuple::Key(self.tuple()?),
@@ -925,7 +925,7 @@ impl Reader<'_> {
         }
         let mut rel_ids = Vec::with_capacity(count);
         for _ in 0..count {
-            rel_ids.push(self.u32("truncate rel_id")?);
+            rel_ids.push(RelId(self.u32("truncate rel_id")?));
         }
         Ok(Truncate {
             xid,
@@ -1251,7 +1251,7 @@ mod tests {
             panic!("not a relation");
         };
         assert_eq!(rel.xid, None);
-        assert_eq!(rel.rel_id, 16384);
+        assert_eq!(rel.rel_id, RelId(16384));
         assert_eq!(
             (rel.namespace.as_str(), rel.name.as_str()),
             ("public", "orders")
@@ -1303,7 +1303,7 @@ mod tests {
             ok(&frame, false),
             Message::Insert(Insert {
                 xid: None,
-                rel_id: 16384,
+                rel_id: RelId(16384),
                 new: Tuple {
                     values: vec![
                         text("42"),
@@ -1403,7 +1403,7 @@ mod tests {
             ok(&frame, false),
             Message::Update(Update {
                 xid: None,
-                rel_id: 5,
+                rel_id: RelId(5),
                 old: None,
                 new: Tuple {
                     values: vec![text("1"), Value::UnchangedToast],
@@ -1430,7 +1430,7 @@ mod tests {
         let Message::Delete(delete) = ok(&frame, true) else {
             panic!("not a delete");
         };
-        assert_eq!((delete.xid, delete.rel_id), (Some(900), 9));
+        assert_eq!((delete.xid, delete.rel_id), (Some(900), RelId(9)));
     }
 
     #[test]
@@ -1446,7 +1446,7 @@ mod tests {
             Message::Truncate(Truncate {
                 xid: None,
                 options: 3,
-                rel_ids: vec![16384, 16390],
+                rel_ids: vec![RelId(16384), RelId(16390)],
             })
         );
     }

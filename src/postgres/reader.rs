@@ -24,7 +24,7 @@ use crate::pipeline::batcher::{Feeder, PipelineClosed};
 use crate::pipeline::change::{
     Event, Op, Position, RowChange, SchemaChange, TableSchema, TruncateChange,
 };
-use crate::postgres::pgoutput::{self, DecodeError, Message, OldTuple, Tuple, Value};
+use crate::postgres::pgoutput::{self, DecodeError, Message, OldTuple, RelId, Tuple, Value};
 use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
 use crate::postgres::schema_cache::{RelationUpdate, SchemaCache, SchemaError};
 use crate::Lsn;
@@ -59,7 +59,7 @@ pub enum ReaderError {
         /// Where.
         lsn: Lsn,
         /// The relation OID.
-        rel_id: u32,
+        rel_id: RelId,
     },
     /// A message that protocol version 1 never sends.
     #[error("unexpected pgoutput message {tag:?} at LSN {lsn} for protocol version 1")]
@@ -124,7 +124,7 @@ pub struct WalReader {
     txn: Option<Txn>,
     /// Per table: changes committed before this LSN are already in its snapshot.
     skip_by_name: std::collections::HashMap<TableName, Lsn>,
-    skip_by_rel: hashbrown::HashMap<u32, Lsn>,
+    skip_by_rel: hashbrown::HashMap<RelId, Lsn>,
     /// Events decoded but not yet sent, and their bytes.
     staged: Vec<Event>,
     staged_bytes: usize,
@@ -362,7 +362,11 @@ impl WalReader {
 
     /// The table and position of a change, or `None` when it is to be skipped (a table outside
     /// `TABLES`, or a transaction that is already durable).
-    fn target(&self, rel_id: u32, lsn: Lsn) -> Result<Option<(Arc<TableSchema>, Position)>, Step> {
+    fn target(
+        &self,
+        rel_id: RelId,
+        lsn: Lsn,
+    ) -> Result<Option<(Arc<TableSchema>, Position)>, Step> {
         let txn = self
             .txn
             .as_ref()

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::TableName;
-use crate::pipeline::change::{ColumnSchema, TableSchema};
+use crate::pipeline::change::{ColumnSchema, RelId, TableSchema};
 use crate::postgres::pgoutput::Relation;
 use crate::value::ValueKind;
 
@@ -59,7 +59,7 @@ pub enum SchemaError {
 pub struct SchemaCache {
     keys: HashMap<TableName, Vec<String>>,
     types: HashMap<u32, ValueKind>,
-    by_id: hashbrown::HashMap<u32, Option<Arc<TableSchema>>>,
+    by_id: hashbrown::HashMap<RelId, Option<Arc<TableSchema>>>,
 }
 
 impl SchemaCache {
@@ -135,7 +135,7 @@ impl SchemaCache {
 
     /// The schema of a relation: `None` if it was never described, `Some(None)` if it is
     /// ignored.
-    pub fn get(&self, rel_id: u32) -> Option<Option<&Arc<TableSchema>>> {
+    pub fn get(&self, rel_id: RelId) -> Option<Option<&Arc<TableSchema>>> {
         self.by_id.get(&rel_id).map(Option::as_ref)
     }
 }
@@ -149,7 +149,7 @@ mod tests {
     fn rel(cols: &[(&str, u32)]) -> Relation {
         Relation {
             xid: None,
-            rel_id: 42,
+            rel_id: RelId(42),
             namespace: "public".into(),
             name: "orders".into(),
             replica_identity: b'd',
@@ -228,7 +228,7 @@ mod tests {
         let mut r = rel(&[("id", 20)]);
         r.name = "other".into();
         assert!(matches!(c.apply(&r).unwrap(), RelationUpdate::Ignored));
-        assert!(matches!(c.get(42), Some(None)));
-        assert!(c.get(7).is_none());
+        assert!(matches!(c.get(RelId(42)), Some(None)));
+        assert!(c.get(RelId(7)).is_none());
     }
 }

@@ -59,7 +59,7 @@ use tokio_postgres::Client;
 use crate::config::{quote_ident, quote_literal, Config, SnapshotMode, TableName};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::pipeline::batcher::{ChunkDurable, Feeder};
-use crate::pipeline::change::{ColumnSchema, Event, TableSchema};
+use crate::pipeline::change::{ColumnSchema, Event, RelId, TableSchema};
 use crate::pipeline::sink::{SnapshotEncodeError, SnapshotEncoder, SnapshotEncoders};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
@@ -356,7 +356,7 @@ fn table_schema(table: &TableCatalog, types: &HashMap<u32, ValueKind>) -> TableS
         .filter_map(|k| columns.iter().position(|c| &c.name == k))
         .collect();
     TableSchema {
-        rel_id: 0,
+        rel_id: RelId(0),
         name: table.name.clone(),
         columns,
         key,

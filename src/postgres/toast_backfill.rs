@@ -239,7 +239,7 @@ fn lookup_sql(table: &TableSchema, missing: &[usize], keys: &[Vec<String>]) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::change::ColumnSchema;
+    use crate::pipeline::change::{ColumnSchema, RelId};
     use crate::value::ValueKind;
 
     fn table() -> TableSchema {
@@ -250,7 +250,7 @@ mod tests {
             kind: ValueKind::Scalar(crate::value::Scalar::Text),
         };
         TableSchema {
-            rel_id: 1,
+            rel_id: RelId(1),
             name: TableName::new("public", "Docs"),
             columns: vec![c("id"), c("part"), c("body"), c("title")],
             key: vec![0, 1],

@@ -976,7 +976,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use crate::config::TableName;
-    use crate::pipeline::change::{ColumnSchema, Position};
+    use crate::pipeline::change::{ColumnSchema, Position, RelId};
     use bytes::Bytes;
 
     fn table() -> Arc<TableSchema> {
@@ -987,7 +987,7 @@ mod tests {
             kind: ValueKind::Scalar(kind),
         };
         Arc::new(TableSchema {
-            rel_id: 1,
+            rel_id: RelId(1),
             name: TableName::new("public", "t"),
             columns: vec![
                 col("id", Scalar::Int),
@@ -1146,7 +1146,7 @@ mod tests {
         ];
         columns.extend(extra.map(|(n, k)| col(n, k)));
         Arc::new(TableSchema {
-            rel_id: 2,
+            rel_id: RelId(2),
             name: TableName::new("public", "typed"),
             columns,
             key: vec![0],
@@ -1156,7 +1156,7 @@ mod tests {
 
     fn text_table(columns: usize, name_len: usize) -> Arc<TableSchema> {
         Arc::new(TableSchema {
-            rel_id: 3,
+            rel_id: RelId(3),
             name: TableName::new("public", "wide"),
             columns: (0..columns)
                 .map(|i| ColumnSchema {
@@ -1396,7 +1396,7 @@ mod tests {
             kind,
         };
         let table = Arc::new(TableSchema {
-            rel_id: 3,
+            rel_id: RelId(3),
             name: TableName::new("public", "m"),
             columns: vec![
                 col("Id", ValueKind::Scalar(Scalar::Text)),

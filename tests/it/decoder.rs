@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use dbmazz::postgres::pgoutput::{
     decode, Begin, BeginPrepare, Column, Commit, CommitPrepared, DecodeError, Delete, Insert,
-    LogicalMessage, Message, OldTuple, Origin, Prepare, Relation, RollbackPrepared, StreamCommit,
-    Truncate, Tuple, TypeMsg, Update, Value,
+    LogicalMessage, Message, OldTuple, Origin, Prepare, RelId, Relation, RollbackPrepared,
+    StreamCommit, Truncate, Tuple, TypeMsg, Update, Value,
 };
 use dbmazz::Lsn;
 use proptest::collection::vec;
@@ -121,7 +121,7 @@ fn text(v: &Value) -> &str {
     }
 }
 
-fn updates(msgs: &[Message], rel_id: u32) -> Vec<&Update> {
+fn updates(msgs: &[Message], rel_id: RelId) -> Vec<&Update> {
     msgs.iter()
         .filter_map(|m| match m {
             Message::Update(u) if u.rel_id == rel_id => Some(u),
@@ -130,7 +130,7 @@ fn updates(msgs: &[Message], rel_id: u32) -> Vec<&Update> {
         .collect()
 }
 
-fn deletes(msgs: &[Message], rel_id: u32) -> Vec<&Delete> {
+fn deletes(msgs: &[Message], rel_id: RelId) -> Vec<&Delete> {
     msgs.iter()
         .filter_map(|m| match m {
             Message::Delete(d) if d.rel_id == rel_id => Some(d),
@@ -657,7 +657,7 @@ fn encode(msg: &Message) -> (Vec<u8>, bool) {
         }
         Message::Relation(r) => {
             stream_xid(&mut w, &r.xid);
-            w.u32(r.rel_id);
+            w.u32(r.rel_id.0);
             w.cstr(&r.namespace);
             w.cstr(&r.name);
             w.u8(r.replica_identity);
@@ -677,13 +677,13 @@ fn encode(msg: &Message) -> (Vec<u8>, bool) {
         }
         Message::Insert(i) => {
             stream_xid(&mut w, &i.xid);
-            w.u32(i.rel_id);
+            w.u32(i.rel_id.0);
             w.u8(b'N');
             w.tuple(&i.new);
         }
         Message::Update(u) => {
             stream_xid(&mut w, &u.xid);
-            w.u32(u.rel_id);
+            w.u32(u.rel_id.0);
             match &u.old {
                 Some(OldTuple::Key(t)) => {
                     w.u8(b'K');
@@ -700,7 +700,7 @@ fn encode(msg: &Message) -> (Vec<u8>, bool) {
         }
         Message::Delete(d) => {
             stream_xid(&mut w, &d.xid);
-            w.u32(d.rel_id);
+            w.u32(d.rel_id.0);
             w.u8(match d.old {
                 OldTuple::Key(_) => b'K',
                 OldTuple::Full(_) => b'O',
@@ -712,7 +712,7 @@ fn encode(msg: &Message) -> (Vec<u8>, bool) {
             w.i32(t.rel_ids.len() as i32);
             w.u8(t.options);
             for id in &t.rel_ids {
-                w.u32(*id);
+                w.u32(id.0);
             }
         }
         Message::LogicalMessage(l) => {
@@ -1004,7 +1004,7 @@ fn change_message() -> impl Strategy<Value = Message> {
                 |(xid, rel_id, namespace, name, replica_identity, columns)| {
                     Message::Relation(Relation {
                         xid,
-                        rel_id,
+                        rel_id: RelId(rel_id),
                         namespace,
                         name,
                         replica_identity,
@@ -1022,7 +1022,7 @@ fn change_message() -> impl Strategy<Value = Message> {
         }),
         (xid(), any::<u32>(), tuple()).prop_map(|(xid, rel_id, new)| Message::Insert(Insert {
             xid,
-            rel_id,
+            rel_id: RelId(rel_id),
             new
         })),
         (
@@ -1033,20 +1033,20 @@ fn change_message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(xid, rel_id, old, new)| Message::Update(Update {
                 xid,
-                rel_id,
+                rel_id: RelId(rel_id),
                 old,
                 new,
             })),
         (xid(), any::<u32>(), old_tuple()).prop_map(|(xid, rel_id, old)| Message::Delete(Delete {
             xid,
-            rel_id,
+            rel_id: RelId(rel_id),
             old
         })),
         (xid(), any::<u8>(), vec(any::<u32>(), 0..6)).prop_map(|(xid, options, rel_ids)| {
             Message::Truncate(Truncate {
                 xid,
                 options,
-                rel_ids,
+                rel_ids: rel_ids.into_iter().map(RelId).collect(),
             })
         }),
         (xid(), any::<u8>(), lsn(), name(), payload()).prop_map(
