@@ -97,6 +97,13 @@ pub struct Config {
     /// `STATUS_INTERVAL_MS`: the longest gap between two standby status updates (it is further
     /// capped at half of the server's `wal_sender_timeout`).
     pub status_interval: Duration,
+    /// `SHUTDOWN_TIMEOUT_MS`: how long SIGTERM/SIGINT and a DrainAndStop without its own
+    /// `timeout_ms` wait for the drain before the process exits without confirming the rest
+    /// (zero: no bound).
+    pub shutdown_timeout: Duration,
+    /// `HEALTH_SINK_STALL_MS`: how long the sink may hold a batch (failing or not answering)
+    /// before Health turns `NOT_SERVING` (zero: never).
+    pub health_sink_stall: Duration,
     /// `GRPC_BIND` + `GRPC_PORT`: where the gRPC control plane listens; `None` when
     /// `GRPC_PORT=off`. Port 0 picks a free port (logged at start).
     pub grpc_addr: Option<SocketAddr>,
@@ -118,6 +125,11 @@ pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 5000;
 pub const DEFAULT_FLUSH_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// Default `STATUS_INTERVAL_MS`.
 pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 10_000;
+/// Default `SHUTDOWN_TIMEOUT_MS`: Kubernetes' default grace period is 30 s, so the process ends
+/// with a clear message a little before the SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 25_000;
+/// Default `HEALTH_SINK_STALL_MS`.
+pub const DEFAULT_HEALTH_SINK_STALL_MS: u64 = 60_000;
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -136,6 +148,20 @@ impl Config {
             DEFAULT_STATUS_INTERVAL_MS,
             100,
             600_000,
+        )?;
+        let shutdown_ms = parse_num(
+            get("SHUTDOWN_TIMEOUT_MS"),
+            "SHUTDOWN_TIMEOUT_MS",
+            DEFAULT_SHUTDOWN_TIMEOUT_MS,
+            0,
+            86_400_000,
+        )?;
+        let sink_stall_ms = parse_num(
+            get("HEALTH_SINK_STALL_MS"),
+            "HEALTH_SINK_STALL_MS",
+            DEFAULT_HEALTH_SINK_STALL_MS,
+            0,
+            86_400_000,
         )?;
 
         let replica_identity = parse_choice(
@@ -173,6 +199,8 @@ impl Config {
             snapshot: SnapshotConfig::from_vars(&vars)?,
             sink,
             status_interval: Duration::from_millis(status_ms),
+            shutdown_timeout: Duration::from_millis(shutdown_ms),
+            health_sink_stall: Duration::from_millis(sink_stall_ms),
             grpc_addr,
             grpc_token,
             metrics_addr,

@@ -5,12 +5,15 @@
 //! (pause, resume, new flush settings, drain) through watch channels the daemon observes. The hot
 //! path never waits on control-plane state.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{FlushPolicy, TableName};
+use crate::config::{
+    FlushPolicy, TableName, DEFAULT_HEALTH_SINK_STALL_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS,
+};
 use crate::metrics::Metrics;
 use crate::pipeline::progress::Progress;
 use crate::Lsn;
@@ -75,10 +78,47 @@ pub enum ControlError {
     /// An argument is out of range.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A drain did not finish in time; the process exits without confirming the rest.
+    #[error(
+        "the drain did not finish within {timeout_ms} ms: {waiting_on}. Changes received up to \
+         {received} are not all durable; only those up to {confirmed} are confirmed to \
+         PostgreSQL. dbmazz exits without confirming more, and PostgreSQL sends everything after \
+         {confirmed} again when it restarts"
+    )]
+    DrainTimeout {
+        /// The bound that expired.
+        timeout_ms: u64,
+        /// What the job was waiting for.
+        waiting_on: String,
+        /// Highest WAL position received.
+        received: Lsn,
+        /// Highest LSN checkpointed and confirmed.
+        confirmed: Lsn,
+    },
+}
+
+/// What Health reports: the job's state, turned `NOT_SERVING` while the job retries a failure
+/// or while the sink has held a batch past `HEALTH_SINK_STALL_MS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthReport {
+    /// Whether orchestration should consider the job healthy.
+    pub serving: bool,
+    /// Lifecycle stage.
+    pub stage: Stage,
+    /// Human-readable state, e.g. "Replicating", "Retrying", "Sink stalled".
+    pub detail: String,
+    /// Why it is not serving, and what to do.
+    pub error: Option<String>,
 }
 
 struct Shared {
     state: watch::Sender<JobState>,
+    /// Set when a bounded drain gave up: the process exits without confirming more.
+    abandoned: watch::Sender<bool>,
+    /// `HEALTH_SINK_STALL_MS` (0: never).
+    sink_stall_ms: AtomicU64,
+    /// `SHUTDOWN_TIMEOUT_MS` (0: no bound).
+    shutdown_timeout_ms: AtomicU64,
     paused: watch::Sender<bool>,
     drain: watch::Sender<bool>,
     flush: watch::Sender<FlushPolicy>,
@@ -102,6 +142,9 @@ impl JobHandle {
                 detail: "Initializing".into(),
                 error: None,
             }),
+            abandoned: watch::Sender::new(false),
+            sink_stall_ms: AtomicU64::new(DEFAULT_HEALTH_SINK_STALL_MS),
+            shutdown_timeout_ms: AtomicU64::new(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             paused: watch::Sender::new(false),
             drain: watch::Sender::new(false),
             flush: watch::Sender::new(flush),
@@ -224,8 +267,10 @@ impl JobHandle {
         self.0.drain.send_replace(true);
     }
 
-    /// Drains and waits until the job stopped; returns the confirmed LSN.
-    pub async fn drain_and_stop(&self) -> Result<Lsn, ControlError> {
+    /// Drains and waits until the job stopped; returns the confirmed LSN. With a non-zero
+    /// `timeout`, gives up when it expires: the job is then [abandoned](Self::abandoned) (the
+    /// process exits without confirming more) and the error says what was not durable.
+    pub async fn drain_and_stop(&self, timeout: Duration) -> Result<Lsn, ControlError> {
         let state = self.state().run;
         if matches!(state, RunState::Stopped | RunState::Failed) {
             return Err(ControlError::WrongState {
@@ -235,10 +280,106 @@ impl JobHandle {
         }
         let mut rx = self.subscribe();
         self.request_drain();
-        let _ = rx
-            .wait_for(|s| matches!(s.run, RunState::Stopped | RunState::Failed))
-            .await;
+        let stopped = rx.wait_for(|s| matches!(s.run, RunState::Stopped | RunState::Failed));
+        if timeout.is_zero() {
+            let _ = stopped.await;
+        } else if tokio::time::timeout(timeout, stopped).await.is_err() {
+            let err = ControlError::DrainTimeout {
+                timeout_ms: timeout.as_millis() as u64,
+                waiting_on: self.waiting_on(),
+                received: self.received_lsn(),
+                confirmed: self.confirmed_lsn(),
+            };
+            tracing::error!(error = %err, "giving up the drain");
+            self.0.abandoned.send_replace(true);
+            return Err(err);
+        }
         Ok(self.confirmed_lsn())
+    }
+
+    /// Turns true when a bounded drain gave up; the process then exits at once.
+    pub fn abandoned(&self) -> watch::Receiver<bool> {
+        self.0.abandoned.subscribe()
+    }
+
+    /// Sets `HEALTH_SINK_STALL_MS` (zero: the sink never turns Health `NOT_SERVING` by itself).
+    pub fn set_sink_stall_after(&self, after: Duration) {
+        self.0
+            .sink_stall_ms
+            .store(after.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Sets `SHUTDOWN_TIMEOUT_MS`, the bound of a drain that names none (zero: no bound).
+    pub fn set_shutdown_timeout(&self, timeout: Duration) {
+        self.0
+            .shutdown_timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// `SHUTDOWN_TIMEOUT_MS`.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.0.shutdown_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// What Health reports now.
+    pub fn health(&self) -> HealthReport {
+        self.health_at(crate::metrics::now_unix_us())
+    }
+
+    /// What Health reports at `now_us` (µs since the Unix epoch).
+    pub fn health_at(&self, now_us: i64) -> HealthReport {
+        let s = self.state();
+        // A transient failure being retried: the source or the sink is unreachable, and
+        // nothing moves until a retry gets through.
+        let retrying = s.run == RunState::Starting && s.error.is_some();
+        let serving = !matches!(s.run, RunState::Failed | RunState::Stopped) && !retrying;
+        if serving && matches!(s.run, RunState::Running | RunState::Draining) {
+            let limit = Duration::from_millis(self.0.sink_stall_ms.load(Ordering::Relaxed));
+            if let Some((waited, error)) = self.0.metrics.sink_waiting(now_us) {
+                if !limit.is_zero() && waited >= limit {
+                    return HealthReport {
+                        serving: false,
+                        stage: s.stage,
+                        detail: "Sink stalled".into(),
+                        error: Some(format!(
+                            "the sink has not made a batch durable for {} s \
+                             (HEALTH_SINK_STALL_MS={}): {}; dbmazz keeps retrying and Health \
+                             turns SERVING once the batch is durable; check that the sink is \
+                             reachable and accepts loads",
+                            waited.as_secs(),
+                            limit.as_millis(),
+                            error.as_deref().unwrap_or("no answer yet"),
+                        )),
+                    };
+                }
+            }
+        }
+        HealthReport {
+            serving,
+            stage: s.stage,
+            detail: s.detail,
+            error: s.error,
+        }
+    }
+
+    /// What a drain that does not finish is waiting for, in words.
+    fn waiting_on(&self) -> String {
+        let now = crate::metrics::now_unix_us();
+        if let Some((waited, error)) = self.0.metrics.sink_waiting(now) {
+            return format!(
+                "the sink has not made the last batch durable for {} s ({})",
+                waited.as_secs(),
+                error.as_deref().unwrap_or("no answer yet")
+            );
+        }
+        let s = self.state();
+        match s.error {
+            Some(e) => format!("the job is {} ({e})", s.detail),
+            None => format!(
+                "the job is {} (flushing, checkpointing and confirming to PostgreSQL)",
+                s.detail
+            ),
+        }
     }
 
     // ---- used by the daemon ----

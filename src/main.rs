@@ -2,8 +2,9 @@
 //! then the daemon.
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT or DrainAndStop: flush, checkpoint,
-//! confirm), 1 when the job failed or a listener could not be bound, 2 when the configuration is
-//! invalid. A second SIGTERM/SIGINT exits at once with 130; that is safe because the checkpoint
+//! confirm), 1 when the job failed, a listener could not be bound, or the drain did not finish
+//! within `SHUTDOWN_TIMEOUT_MS` (or DrainAndStop's `timeout_ms`; then what was not durable is
+//! not confirmed and PostgreSQL resends it), 2 when the configuration is invalid. A second SIGTERM/SIGINT exits at once with 130; that is safe because the checkpoint
 //! and the slot only ever name changes that are already durable.
 //!
 //! After a definite error the process stays up while gRPC is enabled, so that orchestrators can
@@ -81,6 +82,8 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let job = JobHandle::new(&config.slot_name, &config.tables, config.flush);
+        job.set_sink_stall_after(config.health_sink_stall);
+        job.set_shutdown_timeout(config.shutdown_timeout);
         // Set when an operator asks the process to stop (signal, or DrainAndStop after a failure).
         let stop = watch::Sender::new(false);
         if let Err(e) = spawn_signal_handler(job.clone(), stop.clone()) {
@@ -115,8 +118,20 @@ fn main() -> ExitCode {
         // A task of its own, so it runs on a worker thread rather than block_on's: the WAL reader
         // then wakes the batcher on the same worker (tokio's LIFO slot) instead of across
         // threads for every socket read, which cost most of the CPU under OLTP traffic.
+        let mut abandoned = job.abandoned();
         let replication = tokio::spawn(dbmazz::daemon::run(config, job));
-        let result = match replication.await {
+        let joined = tokio::select! {
+            joined = replication => joined,
+            _ = abandoned.wait_for(|a| *a) => {
+                // A bounded drain gave up (its error is logged, and answered to DrainAndStop):
+                // end without confirming more. The slot keeps everything not confirmed.
+                eprintln!("dbmazz: the drain did not finish in time; exiting without confirming the rest (see the log)");
+                plane.shutdown(SHUTDOWN_GRACE).await;
+                // Not a return: dropping the runtime would wait for a sink call that hangs.
+                std::process::exit(1);
+            }
+        };
+        let result = match joined {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(join) => Err(format!("the replication task failed: {join}")),
         };
@@ -429,9 +444,17 @@ fn spawn_signal_handler(job: JobHandle, stop: watch::Sender<bool>) -> std::io::R
             }
             seen += 1;
             if seen == 1 {
-                tracing::info!("stop requested: flushing, checkpointing and confirming");
-                job.request_drain();
+                let timeout = job.shutdown_timeout();
+                tracing::info!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "stop requested: flushing, checkpointing and confirming"
+                );
                 stop.send_replace(true);
+                // Bounded by SHUTDOWN_TIMEOUT_MS: on expiry the job is abandoned and main exits.
+                let job = job.clone();
+                tokio::spawn(async move {
+                    let _ = job.drain_and_stop(timeout).await;
+                });
             } else {
                 tracing::warn!("second stop signal: exiting now; unconfirmed changes will be resent on restart");
                 std::process::exit(130);

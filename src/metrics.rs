@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Changes per table, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,6 +62,11 @@ pub struct Metrics {
     pub load_retries_total: AtomicU64,
     /// Commit-to-sink-ack latency of every transaction made durable.
     pub commit_to_ack: LatencyHistogram,
+    /// When (µs since the Unix epoch) the sink started on the batch it has not yet made durable
+    /// (retries included); 0 while no write is outstanding.
+    pub sink_write_since_unix_us: AtomicI64,
+    /// The last transient error of the outstanding write, cleared once it succeeds.
+    sink_error: Mutex<Option<String>>,
     tables: Mutex<BTreeMap<String, TableCounters>>,
 }
 
@@ -185,6 +191,39 @@ impl Metrics {
             self.commit_to_ack_ms
                 .store(lag_ms as u64, Ordering::Relaxed);
         }
+    }
+
+    /// The sink started writing a batch.
+    pub fn sink_write_started(&self) {
+        self.sink_write_since_unix_us
+            .store(now_unix_us(), Ordering::Relaxed);
+    }
+
+    /// The outstanding write failed with a transient error and will be retried.
+    pub fn sink_write_failed(&self, error: String) {
+        if let Ok(mut e) = self.sink_error.lock() {
+            *e = Some(error);
+        }
+    }
+
+    /// The outstanding write became durable (or the batch was given up).
+    pub fn sink_write_ended(&self) {
+        self.sink_write_since_unix_us.store(0, Ordering::Relaxed);
+        if let Ok(mut e) = self.sink_error.lock() {
+            *e = None;
+        }
+    }
+
+    /// How long the outstanding sink write has waited at `now_us`, and its last error; `None`
+    /// while no write is outstanding.
+    pub fn sink_waiting(&self, now_us: i64) -> Option<(Duration, Option<String>)> {
+        let since = self.sink_write_since_unix_us.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let waited = Duration::from_micros(now_us.saturating_sub(since).max(0) as u64);
+        let error = self.sink_error.lock().ok().and_then(|e| e.clone());
+        Some((waited, error))
     }
 
     /// Row changes read but not yet durable.

@@ -96,7 +96,8 @@ impl Commands {
         })
     }
 
-    async fn drain_and_stop(&self) -> Result<ControlResponse, RpcError> {
+    /// Drains within `timeout_ms` (0: `SHUTDOWN_TIMEOUT_MS`).
+    async fn drain_and_stop(&self, timeout_ms: u64) -> Result<ControlResponse, RpcError> {
         if self.job.state().run == RunState::Failed {
             // Nothing to drain: the job already stopped with an error that Health reports.
             self.stop.send_replace(true);
@@ -105,7 +106,11 @@ impl Commands {
                     .into(),
             ));
         }
-        let confirmed = self.job.drain_and_stop().await?;
+        let timeout = match timeout_ms {
+            0 => self.job.shutdown_timeout(),
+            ms => Duration::from_millis(ms),
+        };
+        let confirmed = self.job.drain_and_stop(timeout).await?;
         // The process ends either way; after a failure main waits for this.
         self.stop.send_replace(true);
         if self.job.state().run == RunState::Failed {
@@ -203,7 +208,8 @@ impl CdcControlService for Commands {
             peer = peer_text(peer),
             "stop requested"
         );
-        audited("DrainAndStop", peer, self.drain_and_stop().await)
+        let timeout_ms = u64::from(request.get_ref().timeout_ms);
+        audited("DrainAndStop", peer, self.drain_and_stop(timeout_ms).await)
     }
 
     async fn stop(
@@ -212,7 +218,7 @@ impl CdcControlService for Commands {
     ) -> Result<Response<ControlResponse>, Status> {
         let peer = request.remote_addr();
         tracing::info!(rpc = "Stop", peer = peer_text(peer), "stop requested");
-        audited("Stop", peer, self.drain_and_stop().await)
+        audited("Stop", peer, self.drain_and_stop(0).await)
     }
 
     async fn reload_config(

@@ -35,6 +35,7 @@ impl RpcError {
         match self {
             RpcError::Job(ControlError::WrongState { .. }) => Code::FailedPrecondition,
             RpcError::Job(ControlError::InvalidArgument(_)) => Code::InvalidArgument,
+            RpcError::Job(ControlError::DrainTimeout { .. }) => Code::DeadlineExceeded,
             RpcError::TablesNeedRestart { .. } => Code::FailedPrecondition,
             RpcError::BadTables(_) => Code::InvalidArgument,
         }

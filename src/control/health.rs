@@ -1,9 +1,13 @@
 //! `dbmazz.HealthService/Check` and the standard `grpc.health.v1.Health`, both derived from the
 //! job's state.
 //!
-//! The job is healthy (SERVING) while it starts, streams, is paused, drains, or retries a
-//! transient failure; it is NOT_SERVING after a definite error — with an `errorDetail` that
-//! says what is wrong and what to do — and once it has stopped.
+//! The job is healthy (SERVING) while it starts, streams, is paused or drains. It is
+//! NOT_SERVING, with an `errorDetail` that says what is wrong and what to do, while it retries a
+//! transient failure (the source or the sink unreachable, a receive timeout: stage detail
+//! `Retrying`), while the sink has held one batch for longer than `HEALTH_SINK_STALL_MS`
+//! (`Sink stalled`), after a definite error (`… failed`), and once it has stopped. The first
+//! two clear by themselves as soon as the job moves again. [`JobHandle::health`] decides; the
+//! README's Health table documents it.
 
 use tonic::{Request, Response, Status};
 use tonic_health::server::HealthReporter;
@@ -11,7 +15,9 @@ use tonic_health::server::HealthReporter;
 use super::proto::health_check_response::ServingStatus;
 use super::proto::health_service_server::HealthService;
 use super::proto::{self, HealthCheckRequest, HealthCheckResponse};
-use crate::job::{JobHandle, JobState, RunState, Stage};
+use std::time::Duration;
+
+use crate::job::{JobHandle, Stage};
 
 /// The services whose `grpc.health.v1` status follows the job (besides the server's, "").
 const SERVICE_NAMES: [&str; 4] = [
@@ -39,26 +45,18 @@ impl HealthService for Health {
         &self,
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        let state = self.job.state();
+        let health = self.job.health();
+        let status = if health.serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         Ok(Response::new(HealthCheckResponse {
-            status: serving_status(&state) as i32,
-            stage: stage(state.stage) as i32,
-            stage_detail: state.detail,
-            error_detail: state.error.unwrap_or_default(),
+            status: status as i32,
+            stage: stage(health.stage) as i32,
+            stage_detail: health.detail,
+            error_detail: health.error.unwrap_or_default(),
         }))
-    }
-}
-
-/// Whether the job is healthy in `state`.
-pub(crate) fn is_serving(state: &JobState) -> bool {
-    !matches!(state.run, RunState::Failed | RunState::Stopped)
-}
-
-fn serving_status(state: &JobState) -> ServingStatus {
-    if is_serving(state) {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
     }
 }
 
@@ -72,14 +70,18 @@ pub(crate) fn stage(stage: Stage) -> proto::Stage {
     }
 }
 
+/// How often the `grpc.health.v1` statuses are re-evaluated besides state changes (a sink stall
+/// shows through time passing, not through a state change).
+const REEVALUATE: Duration = Duration::from_secs(1);
+
 /// Keeps the `grpc.health.v1` statuses in step with the job until the job's state channel
 /// closes.
 pub(crate) async fn follow_job(job: JobHandle, reporter: HealthReporter) {
     let mut states = job.subscribe();
-    drop(job);
     let mut last = None;
     loop {
-        let serving = is_serving(&states.borrow_and_update());
+        states.borrow_and_update();
+        let serving = job.health().serving;
         if last != Some(serving) {
             let status = if serving {
                 tonic_health::ServingStatus::Serving
@@ -92,8 +94,11 @@ pub(crate) async fn follow_job(job: JobHandle, reporter: HealthReporter) {
             }
             last = Some(serving);
         }
-        if states.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = states.changed() => if changed.is_err() {
+                return;
+            },
+            _ = tokio::time::sleep(REEVALUATE) => {}
         }
     }
 }
@@ -101,27 +106,63 @@ pub(crate) async fn follow_job(job: JobHandle, reporter: HealthReporter) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FlushPolicy;
+    use crate::job::RunState;
+    use crate::metrics::now_unix_us;
 
-    fn state(run: RunState, error: Option<&str>) -> JobState {
-        JobState {
-            stage: Stage::Setup,
-            run,
-            detail: "d".into(),
-            error: error.map(str::to_owned),
-        }
+    fn job(run: RunState, error: Option<&str>) -> JobHandle {
+        let job = JobHandle::new(
+            "s",
+            &[],
+            FlushPolicy {
+                max_events: 10,
+                max_bytes: 1 << 20,
+                interval: Duration::from_secs(1),
+            },
+        );
+        job.set_state(Stage::Cdc, run, "d", error.map(str::to_owned));
+        job
     }
 
     #[test]
-    fn only_a_failed_or_stopped_job_is_not_serving() {
+    fn a_failed_stopped_or_retrying_job_is_not_serving() {
         for run in [
             RunState::Starting,
             RunState::Running,
             RunState::Paused,
             RunState::Draining,
         ] {
-            assert!(is_serving(&state(run, Some("retrying"))), "{run:?}");
+            assert!(job(run, None).health().serving, "{run:?}");
         }
-        assert!(!is_serving(&state(RunState::Failed, Some("boom"))));
-        assert!(!is_serving(&state(RunState::Stopped, None)));
+        let retrying = job(RunState::Starting, Some("connection refused")).health();
+        assert!(!retrying.serving);
+        assert_eq!(retrying.error.as_deref(), Some("connection refused"));
+        assert!(!job(RunState::Failed, Some("boom")).health().serving);
+        assert!(!job(RunState::Stopped, None).health().serving);
+    }
+
+    #[test]
+    fn a_sink_that_holds_a_batch_past_the_threshold_turns_health_and_back() {
+        let j = job(RunState::Running, None);
+        j.set_sink_stall_after(Duration::from_secs(60));
+        let m = j.metrics().clone();
+        m.sink_write_started();
+        m.sink_write_failed("HTTP 503 from the BE".into());
+        let now = now_unix_us();
+        assert!(j.health_at(now + 59_000_000).serving);
+        let stalled = j.health_at(now + 61_000_000);
+        assert!(!stalled.serving);
+        assert_eq!(stalled.detail, "Sink stalled");
+        let why = stalled.error.unwrap();
+        assert!(
+            why.contains("HTTP 503 from the BE") && why.contains("HEALTH_SINK_STALL_MS"),
+            "{why}"
+        );
+        m.sink_write_ended();
+        assert!(j.health_at(now + 61_000_000).serving);
+        // Zero turns the check off; a paused job holds no batch.
+        m.sink_write_started();
+        j.set_sink_stall_after(Duration::ZERO);
+        assert!(j.health_at(now + 3_600_000_000).serving);
     }
 }

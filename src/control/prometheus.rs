@@ -24,7 +24,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use prometheus_client::registry::Unit;
 
-use super::health::is_serving;
 use super::sampler::{Baseline, Sampler};
 use crate::job::JobHandle;
 
@@ -66,8 +65,10 @@ pub(crate) mod names {
     pub const CURRENT_LSN: &str = "dbmazz_current_lsn";
     /// Gauge: highest LSN confirmed to PostgreSQL.
     pub const CONFIRMED_LSN: &str = "dbmazz_confirmed_lsn";
-    /// Gauge: 1 while healthy (Health SERVING), 0 after a definite error.
+    /// Gauge: 1 while Health is SERVING, 0 otherwise (retrying, sink stalled, failed, stopped).
     pub const HEALTHY: &str = "dbmazz_healthy";
+    /// Gauge: seconds the sink has held its outstanding batch (0 when none).
+    pub const SINK_WAITING: &str = "dbmazz_sink_waiting_seconds";
     /// Rows copied by the initial snapshot (its rate is the snapshot's rows/s).
     pub const SNAPSHOT_ROWS: &str = "dbmazz_snapshot_rows";
     /// Stream Load requests that committed.
@@ -283,8 +284,17 @@ impl Collector for JobCollector {
         gauge(
             e,
             HEALTHY,
-            "1 while the job is healthy, 0 after a definite error or once stopped.",
-            u64::from(is_serving(&self.job.state())),
+            "1 while Health is SERVING; 0 while the job retries a failure, while the sink holds a batch past HEALTH_SINK_STALL_MS, after a definite error and once stopped.",
+            u64::from(self.job.health().serving),
+        )?;
+        let waiting = m
+            .sink_waiting(crate::metrics::now_unix_us())
+            .map_or(0.0, |(waited, _)| waited.as_secs_f64());
+        gauge(
+            e,
+            SINK_WAITING,
+            "How long the sink has held the batch it is writing (retries included); 0 when no write is outstanding.",
+            waiting,
         )?;
         Ok(())
     }

@@ -391,6 +391,10 @@ impl<S: Sink> Batcher<S> {
         }
         if batch.needs_sink {
             let mut backoff = Duration::from_millis(200);
+            // Health reads how long this write has been outstanding (a sink that fails or does
+            // not answer keeps the pipeline from moving).
+            self.metrics.sink_write_started();
+            let _ended = WriteEnded(self.metrics.clone());
             loop {
                 let written = async {
                     if let Some(stage) = self.stage.as_mut() {
@@ -402,6 +406,7 @@ impl<S: Sink> Batcher<S> {
                 match written {
                     Ok(()) => break,
                     Err(e) if e.kind == ErrorKind::Transient => {
+                        self.metrics.sink_write_failed(e.to_string());
                         let wait = with_jitter(backoff);
                         tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "sink write failed, retrying");
                         tokio::time::sleep(wait).await;
@@ -467,6 +472,16 @@ impl Batch {
         self.needs_sink = false;
         self.bytes = 0;
         self.oldest = None;
+    }
+}
+
+/// Marks the outstanding sink write as ended when the write is over, however it ends (success,
+/// a definite error, or the task being cancelled).
+struct WriteEnded(Arc<Metrics>);
+
+impl Drop for WriteEnded {
+    fn drop(&mut self) {
+        self.0.sink_write_ended();
     }
 }
 

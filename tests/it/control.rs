@@ -590,7 +590,7 @@ fn grpc_state(client: &Client) -> String {
 }
 
 /// `GET /metrics` over plain TCP; the exposition's samples by `name{labels}`.
-fn scrape(addr: SocketAddr) -> (String, BTreeMap<String, f64>) {
+pub(crate) fn scrape(addr: SocketAddr) -> (String, BTreeMap<String, f64>) {
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(WAIT)).unwrap();
     write!(

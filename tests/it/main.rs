@@ -7,6 +7,7 @@ mod cdc;
 mod control;
 mod decoder;
 mod demo;
+mod faults;
 mod mariadb;
 mod provision;
 mod provision_rest;

@@ -1,0 +1,216 @@
+//! Outages as production has them, through the real binary: a sink that fails for a while, a
+//! PostgreSQL that goes away, and a stop requested in the middle of either. Each test checks what
+//! Health (and Prometheus) say while it lasts, that the job comes back by itself, that a
+//! bounded stop is bounded and names what is not durable, and, with the per-key oracle, that
+//! nothing was lost.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+
+use crate::control::{listening, scrape};
+use crate::starrocks::{create_both, wait_converged};
+use crate::support::dbmazz::{wait_until, Job, Proc};
+use crate::support::grpcurl::Client;
+use crate::support::pg::PgCluster;
+use crate::support::starrocks::Double;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn table(pg: &PgCluster, d: &Double) {
+    create_both(
+        pg,
+        d,
+        "CREATE TABLE t (id int PRIMARY KEY, n bigint)",
+        "CREATE TABLE app.t (id INT NOT NULL, n BIGINT) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+}
+
+fn job(url: &str, d: &Double) -> Job {
+    d.job(url, "t")
+        .env("GRPC_PORT", "0")
+        .env("FLUSH_INTERVAL_MS", "100")
+}
+
+fn health(grpc: &Client) -> Json {
+    grpc.ok("dbmazz.HealthService/Check", "{}")
+}
+
+/// Waits until Health reports `status` with `detail`, and returns that answer.
+fn wait_health(grpc: &Client, status: &str, detail: &str) -> Json {
+    let mut last = Json::Null;
+    wait_until(WAIT, &format!("Health {status} {detail}"), || {
+        last = health(grpc);
+        last["status"] == status && last["stageDetail"] == detail
+    });
+    last
+}
+
+fn start(job: &Job) -> (Proc, Client) {
+    let mut p = job.spawn();
+    let port = listening(&mut p, "grpc").port();
+    let grpc = Client::new(port);
+    wait_health(&grpc, "SERVING", "Replicating");
+    (p, grpc)
+}
+
+#[test]
+fn sink_outage_turns_health_not_serving_and_back_without_loss() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let job = job(&url, &d)
+        .env("HEALTH_SINK_STALL_MS", "2000")
+        .env("METRICS_PORT", "0");
+    let (mut p, grpc) = start(&job);
+    let metrics = listening(&mut p, "metrics");
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+
+    // Every load now fails with 503 until the fault is cleared; writes keep coming.
+    d.fault(json!({"kind": "http_5xx", "table": "t"}));
+    pg.psql("app", "UPDATE t SET n = n + 1 WHERE id <= 50");
+    let stalled = wait_health(&grpc, "NOT_SERVING", "Sink stalled");
+    let why = stalled["errorDetail"].as_str().unwrap();
+    assert!(
+        why.contains("503") && why.contains("HEALTH_SINK_STALL_MS=2000"),
+        "{why}"
+    );
+    // The standard service follows within its re-evaluation period (1 s).
+    wait_until(WAIT, "grpc.health.v1 NOT_SERVING", || {
+        grpc.ok("grpc.health.v1.Health/Check", "{}")["status"] == "NOT_SERVING"
+    });
+    let (body, samples) = scrape(metrics);
+    assert_eq!(samples["dbmazz_healthy"], 0.0, "{body}");
+    assert!(samples["dbmazz_sink_waiting_seconds"] >= 2.0, "{body}");
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 7 FROM generate_series(101, 150) g",
+    );
+
+    // The sink comes back: Health turns by itself, and every change arrives once.
+    d.admin("DELETE", "/admin/faults", "");
+    wait_health(&grpc, "SERVING", "Replicating");
+    wait_converged(&pg, &d, "t", "id", "n");
+    assert_eq!(scrape(metrics).1["dbmazz_healthy"], 1.0);
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
+
+#[test]
+fn source_outage_turns_health_retrying_and_back_without_loss() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let (mut p, grpc) = start(&job(&url, &d));
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+
+    pg.stop_immediate();
+    let retrying = wait_health(&grpc, "NOT_SERVING", "Retrying");
+    assert!(
+        !retrying["errorDetail"].as_str().unwrap_or("").is_empty(),
+        "{retrying}"
+    );
+    pg.restart();
+    wait_health(&grpc, "SERVING", "Replicating");
+    pg.psql(
+        "app",
+        "UPDATE t SET n = n + 1 WHERE id % 3 = 0; DELETE FROM t WHERE id > 90",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
+
+/// Starts a job, loads rows, then makes every load fail so that the next changes cannot
+/// become durable.
+fn outage(pg: &PgCluster, d: &Double, job: &Job) -> (Proc, Client) {
+    let (p, grpc) = start(job);
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    wait_converged(pg, d, "t", "id", "n");
+    d.fault(json!({"kind": "http_5xx", "table": "t"}));
+    pg.psql("app", "UPDATE t SET n = n + 1 WHERE id <= 50");
+    (p, grpc)
+}
+
+#[test]
+fn drain_and_stop_during_a_sink_outage_is_bounded_and_names_what_is_not_durable() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let job = job(&url, &d);
+    let (mut p, grpc) = outage(&pg, &d, &job);
+    wait_until(WAIT, "a failing load", || {
+        p.log().contains("sink write failed, retrying")
+    });
+
+    let asked = Instant::now();
+    let err = grpc
+        .call(
+            "dbmazz.CdcControlService/DrainAndStop",
+            r#"{"timeout_ms": 2000}"#,
+        )
+        .unwrap_err();
+    let answered = asked.elapsed();
+    assert_eq!(err.code, "DeadlineExceeded", "{err:?}");
+    assert!(
+        err.message.contains("within 2000 ms")
+            && err.message.contains("not all durable")
+            && err.message.contains("confirmed to PostgreSQL")
+            && err.message.contains("503"),
+        "{}",
+        err.message
+    );
+    assert!(answered < Duration::from_secs(10), "{answered:?}");
+    assert_eq!(p.wait(WAIT).code(), Some(1), "{}", p.log());
+
+    // Nothing was confirmed past the failed batch: a new run delivers it.
+    d.admin("DELETE", "/admin/faults", "");
+    let mut p = job.spawn();
+    wait_converged(&pg, &d, "t", "id", "n");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
+
+#[test]
+fn sigterm_during_a_sink_outage_exits_within_shutdown_timeout() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let job = job(&url, &d).env("SHUTDOWN_TIMEOUT_MS", "2000");
+    let (mut p, _grpc) = outage(&pg, &d, &job);
+    wait_until(WAIT, "a failing load", || {
+        p.log().contains("sink write failed, retrying")
+    });
+    let asked = Instant::now();
+    p.terminate();
+    let status = p.wait(WAIT);
+    let took = asked.elapsed();
+    let log = p.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(took < Duration::from_secs(15), "{took:?}\n{log}");
+    assert!(
+        log.contains("the drain did not finish within 2000 ms") && log.contains("not all durable"),
+        "{log}"
+    );
+
+    d.admin("DELETE", "/admin/faults", "");
+    let mut p = job.spawn();
+    wait_converged(&pg, &d, "t", "id", "n");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
