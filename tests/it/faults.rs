@@ -214,3 +214,87 @@ fn sigterm_during_a_sink_outage_exits_within_shutdown_timeout() {
     p.terminate();
     assert!(p.wait(WAIT).success(), "{}", p.log());
 }
+
+#[test]
+fn slot_dropped_while_running_is_a_definite_error_and_never_recreated() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    pg.psql("app", "CREATE TABLE t (id int PRIMARY KEY, n bigint)");
+    let job = Job::new(&url, "t");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g",
+    );
+    wait_until(WAIT, "10 rows out", || job.lines().len() >= 10);
+    // The slot can only be dropped once its walsender is gone; dbmazz reconnects within a
+    // second, so terminate and drop in one loop.
+    pg.psql(
+        "app",
+        "DO $$ BEGIN
+           LOOP
+             PERFORM pg_terminate_backend(active_pid) FROM pg_replication_slots
+              WHERE slot_name = 'dbmazz_slot' AND active_pid IS NOT NULL;
+             BEGIN
+               PERFORM pg_drop_replication_slot('dbmazz_slot');
+               EXIT;
+             EXCEPTION WHEN object_in_use THEN PERFORM pg_sleep(0.01);
+             END;
+           END LOOP;
+         END $$",
+    );
+    assert_eq!(p.wait(WAIT).code(), Some(1), "{}", p.log());
+    let log = p.log();
+    assert!(
+        log.contains("was dropped") && log.contains("may be lost") && log.contains("To start over"),
+        "{log}"
+    );
+    assert_eq!(
+        pg.psql(
+            "app",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'dbmazz_slot'"
+        ),
+        "0",
+        "dbmazz must not create a new slot silently"
+    );
+}
+
+#[test]
+fn slot_invalidated_while_running_is_a_definite_error_that_says_what_to_do() {
+    let pg = PgCluster::start_with(crate::support::pg::PgOptions {
+        extra_conf: vec!["max_slot_wal_keep_size = 1MB".into()],
+        ..Default::default()
+    });
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let (mut p, grpc) = start(&job(&url, &d));
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+    // The sink stalls, so the slot holds its WAL; then the WAL grows past the keep size and a
+    // checkpoint removes it.
+    d.fault(json!({"kind": "http_5xx", "table": "t"}));
+    wait_until(WAIT, "the slot to be invalidated", || {
+        pg.psql(
+            "app",
+            "UPDATE t SET n = n + 1; SELECT pg_switch_wal(); CHECKPOINT;",
+        );
+        pg.psql(
+            "app",
+            "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = 'dbmazz_slot'",
+        ) == "lost"
+    });
+    let failed = wait_health(&grpc, "NOT_SERVING", "Setup failed");
+    let why = failed["errorDetail"].as_str().unwrap();
+    assert!(
+        why.contains("dbmazz_slot")
+            && why.contains("invalidated")
+            && why.contains("max_slot_wal_keep_size"),
+        "{why}"
+    );
+    p.terminate();
+    assert_eq!(p.wait(WAIT).code(), Some(1), "{}", p.log());
+}
