@@ -298,3 +298,57 @@ fn slot_invalidated_while_running_is_a_definite_error_that_says_what_to_do() {
     p.terminate();
     assert_eq!(p.wait(WAIT).code(), Some(1), "{}", p.log());
 }
+
+#[test]
+fn sigstop_longer_than_wal_sender_timeout_recovers_without_loss() {
+    let pg = PgCluster::start_with(crate::support::pg::PgOptions {
+        extra_conf: vec!["wal_sender_timeout = 2s".into()],
+        ..Default::default()
+    });
+    let url = pg.create_database("app");
+    pg.psql("app", "CREATE TABLE t (id int PRIMARY KEY, n bigint)");
+    let job = Job::new(&url, "t");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    wait_until(WAIT, "100 rows out", || job.lines().len() >= 100);
+
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &p.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    pg.psql(
+        "app",
+        "UPDATE t SET n = 1 WHERE id <= 50; DELETE FROM t WHERE id > 90",
+    );
+    // 2x wal_sender_timeout: PostgreSQL ends the walsender while dbmazz is frozen.
+    std::thread::sleep(Duration::from_secs(4));
+    signal("-CONT");
+    pg.psql("app", "INSERT INTO t VALUES (1000, 1000)");
+    let expected = pg.psql(
+        "app",
+        "SELECT string_agg(id || ':' || n, ',' ORDER BY id) FROM t",
+    );
+    wait_until(WAIT, "the sink to equal the source", || {
+        let text = |v: &Json| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        let mut rows: Vec<(i64, String)> = crate::support::dbmazz::final_state(&job.lines())
+            .into_values()
+            .map(|row| {
+                let id: i64 = text(&row["id"]).parse().unwrap();
+                (id, format!("{id}:{}", text(&row["n"])))
+            })
+            .collect();
+        rows.sort();
+        let got: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        got.join(",") == expected
+    });
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::dbmazz::{Job, Proc};
+use crate::support::dbmazz::{wait_until, Job, Proc};
 use crate::support::grpcurl::Client;
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
@@ -320,6 +320,39 @@ fn kill_9_mid_snapshot_resumes_at_the_first_unfinished_chunk() {
         p.terminate();
         assert!(p.wait(MINUTE).success(), "{}", p.log());
     });
+}
+
+#[test]
+fn postgres_crash_mid_snapshot_resumes_and_converges() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    setup_mixed(&pg, 150_000);
+    let job = sr_job(&url, "t_int,t_text,t_comp", &d)
+        .env("SNAPSHOT_WORKERS", "1")
+        .env("FLUSH_SIZE", "5000");
+    let mut p = job.spawn();
+    p.wait_for_log("snapshot exported", MINUTE);
+    wait_until(MINUTE, "a durable chunk", || {
+        pg.psql(
+            "app",
+            "SELECT count(*) FILTER (WHERE done) FROM dbmazz_snapshot_chunks",
+        )
+        .parse::<i64>()
+        .unwrap_or(0)
+            >= 1
+    });
+    pg.stop_immediate();
+    p.wait_for_log("restarting from the checkpoint", MINUTE);
+    pg.restart();
+    p.wait_for_log("snapshot complete", Duration::from_secs(300));
+    pg.psql(
+        "app",
+        "UPDATE t_int SET v = 'after' WHERE id % 1000 = 0; DELETE FROM t_text WHERE code LIKE 'k1%';",
+    );
+    check_mixed(&pg, &d);
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
 
 #[test]
