@@ -69,6 +69,10 @@ pub struct StarRocksConfig {
     /// `STARROCKS_LOAD_TIMEOUT_S`: the server-side `timeout` of each load; the client waits
     /// 60 s longer.
     pub load_timeout: Duration,
+    /// `STARROCKS_STALL_TIMEOUT_S`: a load that moves no byte for this long is abandoned and
+    /// retried (the label makes the retry safe): a network that drops
+    /// packets without closing would otherwise hold the batch for the whole load timeout.
+    pub stall_timeout: Duration,
     /// `CREATE_TABLES`: create missing target tables from the PostgreSQL schema.
     pub create_tables: bool,
     /// `STARROCKS_RUN_MODE`: `shared_nothing` or `shared_data` when set; unset (`auto`), it is
@@ -95,6 +99,9 @@ pub struct StarRocksConfig {
     /// loads every snapshot row as JSON.
     pub snapshot_csv: bool,
 }
+
+/// Default `STARROCKS_STALL_TIMEOUT_S`.
+pub const DEFAULT_STALL_TIMEOUT_S: u64 = 120;
 
 impl StarRocksConfig {
     /// Reads the `STARROCKS_*` settings (and `CREATE_TABLES`, `TRUNCATE_POLICY`).
@@ -133,6 +140,13 @@ impl StarRocksConfig {
             600,
             1,
             259_200,
+        )?);
+        let stall_timeout = Duration::from_secs(parse_num(
+            get("STARROCKS_STALL_TIMEOUT_S"),
+            "STARROCKS_STALL_TIMEOUT_S",
+            DEFAULT_STALL_TIMEOUT_S,
+            5,
+            86_400,
         )?);
         let create_tables = parse_choice(
             get("CREATE_TABLES"),
@@ -195,6 +209,7 @@ impl StarRocksConfig {
             redirect_allow,
             host_rewrite,
             load_timeout,
+            stall_timeout,
             create_tables,
             run_mode,
             datetime_fraction_drop,
@@ -296,6 +311,7 @@ pub mod tests_support {
             redirect_allow: Vec::new(),
             host_rewrite: Vec::new(),
             load_timeout: Duration::from_secs(600),
+            stall_timeout: Duration::from_secs(DEFAULT_STALL_TIMEOUT_S),
             create_tables: false,
             run_mode: None,
             datetime_fraction_drop: false,

@@ -75,6 +75,24 @@ fn query_error(action: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> 
     }
 }
 
+/// Runs one statement's round trip within [`STATEMENT_WAIT`]; past it, a transient error.
+async fn bounded<T>(
+    action: &str,
+    work: impl std::future::Future<Output = Result<T, DdlError>>,
+) -> Result<T, DdlError> {
+    match tokio::time::timeout(STATEMENT_WAIT, work).await {
+        Ok(r) => r,
+        Err(_) => Err(DdlError::Query {
+            action: action.to_owned(),
+            message: format!(
+                "no answer from the StarRocks FE within {} s; check the network to its MySQL port",
+                STATEMENT_WAIT.as_secs()
+            ),
+            transient: true,
+        }),
+    }
+}
+
 /// Quotes a StarRocks identifier.
 pub fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -92,8 +110,19 @@ pub fn literal(value: &str) -> String {
 /// connection fails before any statement runs.
 pub fn mysql_opts(url: &str) -> Option<Opts> {
     let opts = Opts::from_url(url).ok()?;
-    Some(OptsBuilder::from_opts(opts).prefer_socket(false).into())
+    Some(
+        OptsBuilder::from_opts(opts)
+            .prefer_socket(false)
+            // A dead FE host is noticed while a statement waits (see STATEMENT_WAIT too).
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .into(),
+    )
 }
+
+/// The longest dbmazz waits for the FE to accept a connection and answer one statement
+/// (asynchronous jobs such as ADD COLUMN are awaited separately, by polling). An FE behind a
+/// network that stopped delivering would otherwise hold the sink forever.
+pub const STATEMENT_WAIT: Duration = Duration::from_secs(120);
 
 /// One column of a target table, as `information_schema.columns` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,13 +203,19 @@ impl Ddl {
     }
 
     async fn rows(&self, action: &str, sql: &str) -> Result<Vec<Row>, DdlError> {
-        let mut conn = self.pool.get_conn().await.map_err(query_error(action))?;
-        conn.query(sql).await.map_err(query_error(action))
+        bounded(action, async {
+            let mut conn = self.pool.get_conn().await.map_err(query_error(action))?;
+            conn.query(sql).await.map_err(query_error(action))
+        })
+        .await
     }
 
     async fn exec(&self, action: &str, sql: &str) -> Result<(), DdlError> {
-        let mut conn = self.pool.get_conn().await.map_err(query_error(action))?;
-        conn.query_drop(sql).await.map_err(query_error(action))
+        bounded(action, async {
+            let mut conn = self.pool.get_conn().await.map_err(query_error(action))?;
+            conn.query_drop(sql).await.map_err(query_error(action))
+        })
+        .await
     }
 
     /// `current_version()`.

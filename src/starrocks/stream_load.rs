@@ -314,6 +314,7 @@ fn put(
     easy.connect_timeout(Duration::from_secs(10))?;
     // The client must wait longer than the server's own load timeout.
     easy.timeout(cfg.load_timeout + Duration::from_secs(60))?;
+    stall_options(easy, cfg)?;
     let mut headers = List::new();
     headers.append("Expect: 100-continue")?;
     headers.append(&format!("label: {}", req.label))?;
@@ -370,6 +371,19 @@ fn put(
 }
 
 /// Trust settings for `https://` addresses: the configured CA file, else the system's store.
+/// Bounds on a peer that goes silent without closing. Keepalives find a dead host while dbmazz
+/// waits for the answer (everything sent is acknowledged, so TCP itself would wait forever);
+/// the low-speed limit finds a path that stopped delivering while the body is sent (TCP
+/// retransmits, or a proxy's window stays shut, for many minutes). Either ends the attempt
+/// with a transient error, and the retry reuses the label.
+fn stall_options(easy: &mut Easy, cfg: &StarRocksConfig) -> Result<(), curl::Error> {
+    easy.tcp_keepalive(true)?;
+    easy.tcp_keepidle(Duration::from_secs(30))?;
+    easy.tcp_keepintvl(Duration::from_secs(10))?;
+    easy.low_speed_limit(1)?;
+    easy.low_speed_time(cfg.stall_timeout)
+}
+
 fn tls_options(easy: &mut Easy, cfg: &StarRocksConfig) -> Result<(), curl::Error> {
     match &cfg.ca_file {
         Some(path) => easy.cainfo(path),
@@ -495,6 +509,7 @@ pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, LoadStat
             easy.password(cfg.password.expose())?;
             easy.follow_location(false)?;
             easy.timeout(Duration::from_secs(10))?;
+            easy.connect_timeout(Duration::from_secs(10))?;
             {
                 let mut transfer = easy.transfer();
                 capture_answer(&mut transfer, &mut body, &mut location)?;
