@@ -352,3 +352,28 @@ fn sigstop_longer_than_wal_sender_timeout_recovers_without_loss() {
     p.terminate();
     assert!(p.wait(WAIT).success(), "{}", p.log());
 }
+
+#[test]
+fn a_load_whose_body_stops_moving_is_abandoned_after_the_stall_timeout_and_retried() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let job = job(&url, &d).env("STARROCKS_STALL_TIMEOUT_S", "5");
+    let (mut p, _grpc) = start(&job);
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+    // The BE takes the headers, says 100 Continue, then reads nothing for 20 s: from dbmazz's
+    // side the body stops moving, as behind a network that drops packets.
+    d.fault(json!({"kind": "stall_body_read_ms", "ms": 20_000, "count": 1, "table": "t"}));
+    pg.psql("app", "UPDATE t SET n = n + 1 WHERE id <= 50");
+    wait_until(WAIT, "the stalled load to be abandoned", || {
+        p.log().contains("Operation too slow")
+    });
+    wait_converged(&pg, &d, "t", "id", "n");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
