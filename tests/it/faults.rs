@@ -87,10 +87,21 @@ fn sink_outage_turns_health_not_serving_and_back_without_loss() {
     let (body, samples) = scrape(metrics);
     assert_eq!(samples["dbmazz_healthy"], 0.0, "{body}");
     assert!(samples["dbmazz_sink_waiting_seconds"] >= 2.0, "{body}");
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 7 FROM generate_series(101, 150) g",
-    );
+    // Two minutes down under a steady write load (past the retry backoff's 30 s cap).
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut next = 101;
+    while Instant::now() < until {
+        pg.psql(
+            "app",
+            &format!(
+                "INSERT INTO t VALUES ({next}, {next}); UPDATE t SET n = n + 1 WHERE id % 7 = {}",
+                next % 7
+            ),
+        );
+        next += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(health(&grpc)["stageDetail"], "Sink stalled");
 
     // The sink comes back: Health turns by itself, and every change arrives once.
     d.admin("DELETE", "/admin/faults", "");
