@@ -388,3 +388,98 @@ fn a_load_whose_body_stops_moving_is_abandoned_after_the_stall_timeout_and_retri
     p.terminate();
     assert!(p.wait(WAIT).success(), "{}", p.log());
 }
+
+/// `pg_current_wal_lsn() - confirmed_flush_lsn` of the job's slot, in bytes.
+fn slot_lag(pg: &PgCluster) -> i64 {
+    pg.psql(
+        "app",
+        "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'dbmazz_slot'",
+    )
+    .parse()
+    .unwrap()
+}
+
+fn confirmed_flush(pg: &PgCluster) -> i64 {
+    pg.psql(
+        "app",
+        "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = 'dbmazz_slot'",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// WAL from another database: the slot must move past it while the job's tables are idle.
+fn neighbour_traffic(pg: &PgCluster) {
+    pg.psql(
+        "busy",
+        "INSERT INTO noise SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;
+         DELETE FROM noise; SELECT pg_switch_wal();",
+    );
+}
+
+#[test]
+fn an_idle_job_next_to_a_busy_database_frees_wal_but_never_confirms_what_is_not_durable() {
+    let pg = PgCluster::start_with(crate::support::pg::PgOptions {
+        extra_conf: vec!["wal_sender_timeout = 2s".into()],
+        ..Default::default()
+    });
+    let url = pg.create_database("app");
+    pg.create_database("busy");
+    pg.psql("busy", "CREATE TABLE noise (id int PRIMARY KEY, pad text)");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let job = job(&url, &d);
+    let (mut p, grpc) = start(&job);
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+
+    // Idle job, busy neighbour: the slot follows the server's WAL (nothing retained for it).
+    for _ in 0..4 {
+        neighbour_traffic(&pg);
+    }
+    wait_until(WAIT, "the slot to follow the neighbour's WAL", || {
+        slot_lag(&pg) < 16 << 20
+    });
+
+    // Now the sink fails: a change to the job's table is pending while the neighbour keeps
+    // writing and PostgreSQL asks for replies every second. The slot must not pass it.
+    d.fault(json!({"kind": "http_5xx", "table": "t"}));
+    let before = confirmed_flush(&pg);
+    let pending_at: i64 = pg
+        .psql(
+            "app",
+            "UPDATE t SET n = 99 WHERE id = 1; SELECT (pg_current_wal_lsn() - '0/0')::bigint",
+        )
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(before <= pending_at);
+    for _ in 0..4 {
+        neighbour_traffic(&pg);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            confirmed_flush(&pg) <= pending_at,
+            "confirmed_flush_lsn passed a change the sink does not hold"
+        );
+    }
+    // The replies kept the connection alive through several wal_sender_timeouts.
+    assert!(
+        !p.log().contains("restarting from the checkpoint"),
+        "{}",
+        p.log()
+    );
+    assert_eq!(health(&grpc)["stageDetail"], "Replicating");
+
+    // A crash now loses nothing: the pending change comes again.
+    p.kill9();
+    d.admin("DELETE", "/admin/faults", "");
+    let mut p = job.spawn();
+    wait_converged(&pg, &d, "t", "id", "n");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
