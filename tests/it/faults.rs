@@ -483,3 +483,108 @@ fn an_idle_job_next_to_a_busy_database_frees_wal_but_never_confirms_what_is_not_
     p.terminate();
     assert!(p.wait(WAIT).success(), "{}", p.log());
 }
+
+#[test]
+fn postgres_fast_shutdown_while_paused_is_not_held_up_and_resume_loses_nothing() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let (mut p, grpc) = start(&job(&url, &d));
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+    assert_eq!(
+        grpc.ok("dbmazz.CdcControlService/Pause", "{}")["state"],
+        "PAUSED"
+    );
+    pg.psql(
+        "app",
+        "UPDATE t SET n = 5 WHERE id <= 30; DELETE FROM t WHERE id > 95",
+    );
+
+    // A paused job holds no replication connection, so a fast shutdown does not wait for it.
+    let asked = Instant::now();
+    pg.stop_fast();
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    let paused = health(&grpc);
+    assert_eq!(
+        (paused["status"].as_str(), paused["stageDetail"].as_str()),
+        (Some("SERVING"), Some("Paused"))
+    );
+    pg.restart();
+    grpc.ok("dbmazz.CdcControlService/Resume", "{}");
+    wait_health(&grpc, "SERVING", "Replicating");
+    wait_converged(&pg, &d, "t", "id", "n");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
+
+#[test]
+fn truncate_with_the_default_policy_stops_the_job_and_says_what_to_do() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let (mut p, grpc) = start(&job(&url, &d));
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+    pg.psql("app", "TRUNCATE t; INSERT INTO t VALUES (1, 1)");
+    let failed = wait_health(&grpc, "NOT_SERVING", "Replication failed");
+    let why = failed["errorDetail"].as_str().unwrap();
+    assert!(
+        why.contains("public.t")
+            && why.contains("TRUNCATE_POLICY=stop")
+            && why.contains("TRUNCATE_POLICY=truncate"),
+        "{why}"
+    );
+    // Nothing after the truncate was applied or confirmed: the sink still has the 10 rows.
+    assert_eq!(
+        d.query("SELECT count(*) FROM app.t")[0][0].as_deref(),
+        Some("10")
+    );
+    p.terminate();
+    assert_eq!(p.wait(WAIT).code(), Some(1), "{}", p.log());
+}
+
+#[test]
+fn every_kind_of_lost_or_late_answer_after_commit_loses_and_regresses_nothing() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let (mut p, _grpc) = start(&job(&url, &d));
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 20) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+    for fault in [
+        json!({"kind": "http_5xx", "after_commit": true, "count": 1, "table": "t"}),
+        json!({"kind": "txn_status_unknown", "count": 1, "table": "t"}),
+        json!({"kind": "txn_status_unknown", "committed": false, "count": 1, "table": "t"}),
+        json!({"kind": "publish_timeout", "visible_after_ms": 3000, "count": 1, "table": "t"}),
+        json!({"kind": "commit_then_drop", "count": 1, "table": "t"}),
+    ] {
+        d.fault(fault.clone());
+        // A lost change, or an older row image loaded over a newer one, shows in the per-key
+        // comparison.
+        pg.psql("app", "UPDATE t SET n = n + 1");
+        wait_converged(&pg, &d, "t", "id", "n");
+    }
+    assert_eq!(
+        d.query("SELECT min(n), max(n) FROM app.t")[0],
+        vec![Some("5".to_owned()), Some("5".to_owned())]
+    );
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}

@@ -229,6 +229,20 @@ impl PgCluster {
         self.running = false;
     }
 
+    /// Stops the server as an operator would (`pg_ctl stop -m fast`): it waits for walsenders
+    /// to send what they have, so a client holding a replication connection can hold it up.
+    pub fn stop_fast(&mut self) {
+        let output = self.pg_ctl(&["-m", "fast", "-w", "-t", "60", "stop"]);
+        if !output.status.success() {
+            panic!(
+                "pg_ctl stop -m fast failed: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.log_tail()
+            );
+        }
+        self.running = false;
+    }
+
     /// Starts the server again on the same port (after [`PgCluster::stop_immediate`]), or
     /// restarts a running one.
     pub fn restart(&mut self) {
