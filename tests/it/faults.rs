@@ -588,3 +588,35 @@ fn every_kind_of_lost_or_late_answer_after_commit_loses_and_regresses_nothing() 
     p.terminate();
     assert!(p.wait(WAIT).success(), "{}", p.log());
 }
+
+#[test]
+fn starrocks_down_refusing_connections_then_back_on_its_data_converges() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let mut d = Double::start("app");
+    table(&pg, &d);
+    let job = job(&url, &d).env("HEALTH_SINK_STALL_MS", "2000");
+    let (mut p, grpc) = start(&job);
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n");
+
+    d.kill();
+    pg.psql(
+        "app",
+        "UPDATE t SET n = n + 1 WHERE id <= 60; DELETE FROM t WHERE id > 90",
+    );
+    let stalled = wait_health(&grpc, "NOT_SERVING", "Sink stalled");
+    assert!(
+        stalled["errorDetail"].as_str().unwrap().contains("onnect"),
+        "{stalled}"
+    );
+    pg.psql("app", "INSERT INTO t VALUES (500, 500)");
+    d.restart();
+    wait_health(&grpc, "SERVING", "Replicating");
+    wait_converged(&pg, &d, "t", "id", "n");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}

@@ -21,7 +21,44 @@ pub struct Double {
     pub admin: u16,
     /// Every BE HTTP listener as (host, port): BE i is 127.0.0.(i+1) (`--be-count`).
     pub bes: Vec<(String, u16)>,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
+}
+
+/// Runs the double on `dir` with `ports` and `args`; returns it and the ports it printed.
+fn spawn(dir: &std::path::Path, ports: &[&str], args: &[&str]) -> (Child, Json) {
+    let mut child = Command::new(binary())
+        .args(ports)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--alter-duration-ms", "200"])
+        // Like the all-in-one image, which sets default_replication_num=1, unless the test
+        // configures a cluster of its own.
+        .args(
+            (!args.contains(&"--default-replication-num"))
+                .then_some(["--default-replication-num", "1"])
+                .into_iter()
+                .flatten(),
+        )
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("double.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ports: Json = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("double did not print its ports ({e}): {line:?}"));
+    (child, ports)
 }
 
 fn binary() -> PathBuf {
@@ -53,40 +90,17 @@ impl Double {
             .prefix("sr-double")
             .tempdir()
             .unwrap();
-        let mut child = Command::new(binary())
-            .args([
-                "--fe-port",
-                "0",
-                "--be-port",
-                "0",
-                "--mysql-port",
-                "0",
-                "--admin-port",
-                "0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--alter-duration-ms", "200"])
-            // Like the all-in-one image, which sets default_replication_num=1, unless the test
-            // configures a cluster of its own.
-            .args(
-                (!args.contains(&"--default-replication-num"))
-                    .then_some(["--default-replication-num", "1"])
-                    .into_iter()
-                    .flatten(),
-            )
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("double.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ports: Json = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("double did not print its ports ({e}): {line:?}"));
+        let ports = [
+            "--fe-port",
+            "0",
+            "--be-port",
+            "0",
+            "--mysql-port",
+            "0",
+            "--admin-port",
+            "0",
+        ];
+        let (child, ports) = spawn(dir.path(), &ports, args);
         let port = |k: &str| ports[k].as_u64().unwrap() as u16;
         let d = Double {
             child,
@@ -106,10 +120,40 @@ impl Double {
                         .collect()
                 })
                 .unwrap_or_default(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             _dir: dir,
         };
         d.exec(&format!("CREATE DATABASE IF NOT EXISTS {db}"));
         d
+    }
+
+    /// Kills the double as a crash would: its ports refuse connections until [`Self::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the double again on the same ports and data directory (one BE only).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (fe, be, mysql, admin) = (
+            self.fe.to_string(),
+            self.bes.first().map_or(0, |b| b.1).to_string(),
+            self.mysql.to_string(),
+            self.admin.to_string(),
+        );
+        let ports = [
+            "--fe-port",
+            &fe,
+            "--be-port",
+            &be,
+            "--mysql-port",
+            &mysql,
+            "--admin-port",
+            &admin,
+        ];
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.child = spawn(self._dir.path(), &ports, &args).0;
     }
 
     /// `STARROCKS_URL`.
