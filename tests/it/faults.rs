@@ -176,6 +176,7 @@ fn drain_and_stop_during_a_sink_outage_is_bounded_and_names_what_is_not_durable(
         )
         .unwrap_err();
     let answered = asked.elapsed();
+    eprintln!("DrainAndStop during the outage: {err:?}");
     assert_eq!(err.code, "DeadlineExceeded", "{err:?}");
     assert!(
         err.message.contains("within 2000 ms")
