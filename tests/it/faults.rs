@@ -11,6 +11,7 @@ use serde_json::{json, Value as Json};
 use crate::control::{listening, scrape};
 use crate::starrocks::{create_both, wait_converged};
 use crate::support::dbmazz::{wait_until, Job, Proc};
+use crate::support::fault_proxy::{FaultProxy, Mode};
 use crate::support::grpcurl::Client;
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
@@ -618,6 +619,65 @@ fn starrocks_down_refusing_connections_then_back_on_its_data_converges() {
     d.restart();
     wait_health(&grpc, "SERVING", "Replicating");
     wait_converged(&pg, &d, "t", "id", "n");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
+
+#[test]
+fn black_holes_to_the_fe_and_to_the_be_mid_body_are_abandoned_and_retried() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    pg.psql(
+        "app",
+        "CREATE TABLE t (id int PRIMARY KEY, n bigint, pad text)",
+    );
+    // The BE "registers" as 127.0.0.2 on its port; a proxy there forwards to where it listens,
+    // so loads reach it over a network the test controls. Another proxy fronts the FE.
+    let be_port = crate::support::pg::free_port().to_string();
+    let d = Double::start_with(
+        "app",
+        &["--be-port", &be_port, "--advertise-be-host", "127.0.0.2"],
+    );
+    d.exec("CREATE TABLE app.t (id INT NOT NULL, n BIGINT, pad STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)");
+    let be_port: u16 = be_port.parse().unwrap();
+    let be = FaultProxy::start_on(
+        &format!("127.0.0.2:{be_port}"),
+        std::net::SocketAddr::from(([127, 0, 0, 1], be_port)),
+    );
+    let fe = FaultProxy::start(d.fe);
+    let job = job(&url, &d)
+        .env("STARROCKS_URL", &format!("http://127.0.0.1:{}", fe.port))
+        .env("STARROCKS_STALL_TIMEOUT_S", "5")
+        .env("HEALTH_SINK_STALL_MS", "3000");
+    let (mut p, grpc) = start(&job);
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 0, 'p' FROM generate_series(1, 100) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "n, pad");
+    assert!(be.accepted() > 0, "loads did not go through the BE proxy");
+
+    // The FE goes silent: requests vanish, nothing is closed.
+    fe.set(Mode::BlackHole);
+    pg.psql("app", "UPDATE t SET n = 1 WHERE id <= 50");
+    wait_health(&grpc, "NOT_SERVING", "Sink stalled");
+    fe.set(Mode::PassThrough);
+    wait_health(&grpc, "SERVING", "Replicating");
+    wait_converged(&pg, &d, "t", "id", "n, pad");
+
+    // The BE link slows to a crawl so that a load is mid-body, then drops everything.
+    be.set(Mode::Bandwidth(20_000));
+    pg.psql(
+        "app",
+        "UPDATE t SET n = 2, pad = repeat(md5(id::text), 100) WHERE id > 50",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    be.set(Mode::BlackHole);
+    wait_until(WAIT, "the stalled body to be abandoned", || {
+        p.log().matches("Operation too slow").count() >= 2
+    });
+    be.set(Mode::PassThrough);
+    wait_converged(&pg, &d, "t", "id", "n, pad");
     p.terminate();
     assert!(p.wait(WAIT).success(), "{}", p.log());
 }

@@ -72,8 +72,13 @@ impl FaultProxy {
     /// Listens on a free port and forwards each connection to `127.0.0.1:upstream`, passing
     /// bytes through until told otherwise.
     pub fn start(upstream: u16) -> FaultProxy {
-        let upstream = SocketAddr::from(([127, 0, 0, 1], upstream));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        FaultProxy::start_on("127.0.0.1:0", SocketAddr::from(([127, 0, 0, 1], upstream)))
+    }
+
+    /// Listens on `listen` (e.g. `127.0.0.2:8040`, to stand for another host on the same port)
+    /// and forwards each connection to `upstream`.
+    pub fn start_on(listen: &str, upstream: SocketAddr) -> FaultProxy {
+        let listener = std::net::TcpListener::bind(listen).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {

@@ -27,6 +27,13 @@ pub struct Double {
 
 /// Runs the double on `dir` with `ports` and `args`; returns it and the ports it printed.
 fn spawn(dir: &std::path::Path, ports: &[&str], args: &[&str]) -> (Child, Json) {
+    // A port the caller sets in `args` wins over the one in `ports`.
+    let ports: Vec<&str> = ports
+        .chunks(2)
+        .filter(|pair| !args.contains(&pair[0]))
+        .flatten()
+        .copied()
+        .collect();
     let mut child = Command::new(binary())
         .args(ports)
         .arg("--data-dir")
