@@ -13,6 +13,7 @@ mod provision;
 mod provision_rest;
 mod replication;
 mod snapshot;
+mod soak;
 mod starrocks;
 mod starrocks_compat;
 mod top;

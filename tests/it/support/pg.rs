@@ -308,7 +308,7 @@ pub fn free_port() -> u16 {
         .expect("find a free port")
 }
 
-fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> PathBuf {
     std::env::var_os("PG_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN))
