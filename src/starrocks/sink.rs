@@ -539,6 +539,13 @@ impl Sink for StarRocksSink {
         }
         Ok(())
     }
+
+    async fn new_slot(&mut self) -> Result<(), SinkError> {
+        if let Some(log) = &mut self.truncates {
+            log.forget(&self.ddl).await.map_err(truncate_log_error)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -619,3 +619,38 @@ fn truncate_replayed_after_kill_9(before: &str, restart_env: &[(&str, &str)]) {
     p.terminate();
     assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
+
+/// A record of an earlier slot of the same name (here one far ahead, as another source cluster
+/// could leave) is forgotten when the slot is created: it must not make dbmazz skip a truncate.
+#[test]
+fn truncate_records_of_an_earlier_slot_are_forgotten_when_the_slot_is_created() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id);
+         CREATE TABLE app.dbmazz_truncates (slot_name VARCHAR(128) NOT NULL, table_name VARCHAR(256) NOT NULL, truncate_lsn BIGINT NOT NULL, recorded_at DATETIME NULL) PRIMARY KEY(slot_name, table_name) DISTRIBUTED BY HASH(slot_name);
+         INSERT INTO app.dbmazz_truncates (slot_name, table_name, truncate_lsn) VALUES ('dbmazz_slot', 't', 9000000000000000000)",
+    );
+    let job = sr_job(&url, "t", &d).env("TRUNCATE_POLICY", "truncate");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 10) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "v");
+    pg.psql(
+        "app",
+        "BEGIN; TRUNCATE t; INSERT INTO t VALUES (101, 'after'); COMMIT",
+    );
+    wait_converged(&pg, &d, "t", "id", "v");
+    let recorded = d.query("SELECT truncate_lsn FROM app.dbmazz_truncates WHERE slot_name = 'dbmazz_slot' AND table_name = 't'");
+    assert_eq!(recorded.len(), 1);
+    let lsn: i64 = recorded[0][0].as_deref().unwrap().parse().unwrap();
+    assert!(lsn < 9_000_000_000_000_000_000, "{lsn}");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
