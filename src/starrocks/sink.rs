@@ -30,7 +30,7 @@ use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
 use crate::starrocks::encode::{synced_at_now, BodyPool, Segment, StarRocksSnapshotEncoders};
 use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
 use crate::starrocks::target::{ColumnTargets, TargetColumn};
-use crate::starrocks::truncates::{TruncateLog, TruncateLogError};
+use crate::starrocks::truncates::{self, TruncateLog, TruncateLogError};
 use crate::starrocks::types::{builtin_array_elem, starrocks_type, AUDIT_COLUMNS};
 
 /// Writes change batches into StarRocks.
@@ -39,6 +39,8 @@ pub struct StarRocksSink {
     loader: StreamLoader,
     ddl: Ddl,
     label_prefix: String,
+    /// The replication slot (the truncate log's rows are its).
+    slot: String,
     /// PostgreSQL table → its StarRocks columns (names as StarRocks has them, ARRAY depths).
     targets: HashMap<TableName, Arc<ColumnTargets>>,
     /// What the cluster is (checks for columns added mid-stream).
@@ -119,6 +121,7 @@ impl StarRocksSink {
             cfg,
             ddl,
             label_prefix: format!("dbmazz_{slot}"),
+            slot: slot.to_owned(),
             targets,
             cluster,
             metrics,
@@ -541,10 +544,11 @@ impl Sink for StarRocksSink {
     }
 
     async fn new_slot(&mut self) -> Result<(), SinkError> {
-        if let Some(log) = &mut self.truncates {
-            log.forget(&self.ddl).await.map_err(truncate_log_error)?;
+        match &mut self.truncates {
+            Some(log) => log.forget(&self.ddl).await,
+            None => truncates::forget_stored(&self.ddl, &self.slot).await,
         }
-        Ok(())
+        .map_err(truncate_log_error)
     }
 }
 

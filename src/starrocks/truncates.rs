@@ -218,23 +218,34 @@ impl TruncateLog {
         Ok(())
     }
 
-    /// Forgets every record of the slot, here and in StarRocks (its slot was created anew).
-    pub async fn forget(&mut self, ddl: &Ddl) -> Result<(), TruncateLogError> {
-        ddl.clear_truncate_log(LOG_TABLE, &self.slot)
-            .await
-            .map_err(|source| TruncateLogError::Forget {
-                db: ddl.db().to_owned(),
-                slot: self.slot.clone(),
-                source,
-            })?;
-        self.applied.clear();
-        Ok(())
-    }
-
     fn note(&mut self, table: String, lsn: Lsn) {
         let done = self.applied.entry(table).or_default();
         *done = (*done).max(lsn);
     }
+
+    /// Forgets every record of the slot, here and in StarRocks (its slot is created anew).
+    pub async fn forget(&mut self, ddl: &Ddl) -> Result<(), TruncateLogError> {
+        forget_stored(ddl, &self.slot).await?;
+        self.applied.clear();
+        Ok(())
+    }
+}
+
+/// Deletes the records of `slot` from the log table if there is one: also under
+/// `TRUNCATE_POLICY=stop`, so that records of an earlier slot are not trusted should the policy
+/// later become `truncate` again.
+pub async fn forget_stored(ddl: &Ddl, slot: &str) -> Result<(), TruncateLogError> {
+    let forget = |source| TruncateLogError::Forget {
+        db: ddl.db().to_owned(),
+        slot: slot.to_owned(),
+        source,
+    };
+    if ddl.table(LOG_TABLE).await.map_err(forget)?.is_none() {
+        return Ok(());
+    }
+    ddl.clear_truncate_log(LOG_TABLE, slot)
+        .await
+        .map_err(forget)
 }
 
 /// The LSN a `truncate_lsn` value holds (a non-negative BIGINT as text).
