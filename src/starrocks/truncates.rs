@@ -27,7 +27,9 @@
 //! ```
 //!
 //! It lives in StarRocks because that is where the truncate happens and what the sink can
-//! reach; the checkpoint table in PostgreSQL belongs to the source side.
+//! reach; the checkpoint table in PostgreSQL belongs to the source side. Its encoded key stays
+//! within StarRocks' 128-byte primary-key limit: slot and table names are PostgreSQL
+//! identifiers of at most 63 bytes (63 + 2 + 63).
 //!
 //! **The window between the TRUNCATE and its record** (a crash, or an error or lost answer on
 //! the record's `INSERT`): the truncate is applied again on the next attempt, which is
