@@ -197,7 +197,7 @@ async fn run_once(
 /// Streams into `sink` until a pause or drain request, or an error.
 async fn stream<S: Sink>(
     config: &Config,
-    sink: S,
+    mut sink: S,
     job: &JobHandle,
     client: tokio_postgres::Client,
     source: setup::SourceInfo,
@@ -210,8 +210,14 @@ async fn stream<S: Sink>(
     .await?;
     let checkpoint = store.load().await?;
     let mut repl = ReplicationClient::connect(&config.database).await?;
-    let slot_confirmed =
-        setup::ensure_slot(&client, &mut repl, &config.slot_name, checkpoint).await?;
+    let slot_confirmed = match setup::check_slot(&client, &config.slot_name, checkpoint).await? {
+        Some(confirmed) => confirmed,
+        None => {
+            // Before the slot exists: a crash between the two only means doing this again.
+            sink.new_slot().await?;
+            setup::create_slot(&mut repl, &config.slot_name).await?
+        }
+    };
     drop(client);
     let plan = snapshot::prepare(config, &source).await?;
 

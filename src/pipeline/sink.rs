@@ -171,4 +171,10 @@ pub trait Sink: Send + 'static {
         &mut self,
         events: &[Event],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// A new replication slot is about to be created: no change from before it will ever be
+    /// sent, so whatever the sink keeps to recognise replays of older changes no longer applies.
+    fn new_slot(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
 }

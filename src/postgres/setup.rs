@@ -446,13 +446,13 @@ async fn ensure_publication(
     Ok(())
 }
 
-/// Makes sure the slot exists and is usable; returns the slot's `confirmed_flush_lsn`.
-pub async fn ensure_slot(
+/// Checks that the slot is usable; returns its `confirmed_flush_lsn`, or `None` when it does
+/// not exist and may be created ([`create_slot`]): there is no checkpoint that needs it.
+pub async fn check_slot(
     client: &Client,
-    repl: &mut ReplicationClient,
     slot: &str,
     checkpoint: Option<Lsn>,
-) -> Result<Lsn, SetupError> {
+) -> Result<Option<Lsn>, SetupError> {
     let row = client
         .query_opt(
             "SELECT plugin::text, slot_type, database::text = current_database(), active, \
@@ -474,15 +474,7 @@ pub async fn ensure_slot(
                 checkpoint,
             });
         }
-        let created = repl
-            .create_logical_slot(slot, false)
-            .await
-            .map_err(|source| SetupError::CreateSlot {
-                slot: slot.into(),
-                source,
-            })?;
-        tracing::info!(slot, consistent_point = %created.consistent_point, "created replication slot");
-        return Ok(created.consistent_point);
+        return Ok(None);
     };
     let plugin: Option<String> = row.get(0);
     let slot_type: String = row.get(1);
@@ -523,5 +515,18 @@ pub async fn ensure_slot(
                 "the slot is ahead of the checkpoint: something else confirmed this slot; changes between them were not written by dbmazz");
         }
     }
-    Ok(confirmed)
+    Ok(Some(confirmed))
+}
+
+/// Creates the slot; returns its consistent point.
+pub async fn create_slot(repl: &mut ReplicationClient, slot: &str) -> Result<Lsn, SetupError> {
+    let created = repl
+        .create_logical_slot(slot, false)
+        .await
+        .map_err(|source| SetupError::CreateSlot {
+            slot: slot.into(),
+            source,
+        })?;
+    tracing::info!(slot, consistent_point = %created.consistent_point, "created replication slot");
+    Ok(created.consistent_point)
 }

@@ -489,6 +489,91 @@ impl Ddl {
         )
         .await
     }
+
+    /// Creates `log` (if missing): the primary-key table of applied truncates, one row per slot
+    /// and target table (see `truncates.rs`).
+    pub async fn create_truncate_log(
+        &self,
+        log: &str,
+        replication_num: Option<u32>,
+    ) -> Result<(), DdlError> {
+        let replicas = replication_num
+            .map(|n| format!(" PROPERTIES(\"replication_num\" = \"{n}\")"))
+            .unwrap_or_default();
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (slot_name VARCHAR(128) NOT NULL, \
+             table_name VARCHAR(256) NOT NULL, truncate_lsn BIGINT NOT NULL, \
+             recorded_at DATETIME NULL) PRIMARY KEY(slot_name, table_name) \
+             DISTRIBUTED BY HASH(slot_name){replicas}",
+            ident(&self.db),
+            ident(log),
+        );
+        self.exec(&format!("CREATE TABLE '{log}'"), &sql).await
+    }
+
+    /// The `(table_name, truncate_lsn)` rows of `slot` in `log`.
+    pub async fn truncate_log_rows(
+        &self,
+        log: &str,
+        slot: &str,
+    ) -> Result<Vec<(String, String)>, DdlError> {
+        let rows = self
+            .rows(
+                &format!("read of '{log}'"),
+                &format!(
+                    "SELECT table_name, truncate_lsn FROM {}.{} WHERE slot_name = {}",
+                    ident(&self.db),
+                    ident(log),
+                    literal(slot)
+                ),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let table = r.get::<Option<String>, _>(0).flatten()?;
+                let lsn = r.get::<Option<String>, _>(1).flatten()?;
+                Some((table, lsn))
+            })
+            .collect())
+    }
+
+    /// Upserts the row of `slot` and `table` in `log` (`INSERT` replaces a primary-key row).
+    pub async fn record_truncate(
+        &self,
+        log: &str,
+        slot: &str,
+        table: &str,
+        lsn: i64,
+        at: &str,
+    ) -> Result<(), DdlError> {
+        self.exec(
+            &format!("write to '{log}' for table '{table}'"),
+            &format!(
+                "INSERT INTO {}.{} (slot_name, table_name, truncate_lsn, recorded_at) VALUES ({}, {}, {lsn}, {})",
+                ident(&self.db),
+                ident(log),
+                literal(slot),
+                literal(table),
+                literal(at)
+            ),
+        )
+        .await
+    }
+
+    /// Deletes every row of `slot` from `log`.
+    pub async fn clear_truncate_log(&self, log: &str, slot: &str) -> Result<(), DdlError> {
+        self.exec(
+            &format!("clearing of '{log}'"),
+            &format!(
+                "DELETE FROM {}.{} WHERE slot_name = {}",
+                ident(&self.db),
+                ident(log),
+                literal(slot)
+            ),
+        )
+        .await
+    }
 }
 
 /// The text of column `name` (matched without regard to case) of a result row.

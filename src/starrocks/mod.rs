@@ -8,6 +8,7 @@
 //!                         decision table for every outcome
 //! ddl: version and table checks, audit columns, ADD COLUMN jobs, CREATE TABLE, TRUNCATE
 //! cluster: version, run mode and alive BEs at start; refusals for what the cluster lacks
+//! truncates: the LSN of the last truncate applied per table, so a replay never truncates twice
 //! ```
 //!
 //! Correctness rests on design invariants 2–4: every row carries `dbmazz_cdc_version` = its
@@ -23,4 +24,5 @@ pub mod encode;
 pub mod sink;
 pub mod stream_load;
 pub mod target;
+pub mod truncates;
 pub mod types;

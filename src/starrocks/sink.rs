@@ -9,6 +9,10 @@
 //! Labels are `<prefix>_<table>_<first LSN>_<last LSN>_<group>_<fingerprint of keys and
 //! versions>`: the same changes always form the same loads with the same labels, so a retry after an ambiguous failure (commit, then the
 //! connection dropped) is recognised by StarRocks as already done.
+//!
+//! A truncate is not idempotent, so under `TRUNCATE_POLICY=truncate` the sink keeps a
+//! [`TruncateLog`]: a replayed truncate that was applied already is skipped, and so are the
+//! replayed changes that precede it (see `truncates.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -17,13 +21,16 @@ use std::sync::Arc;
 use crate::config::{StarRocksConfig, TableName, TruncatePolicy};
 use crate::metrics::Metrics;
 use crate::pipeline::change::{CatalogColumn, TableCatalog};
-use crate::pipeline::change::{EncodedRows, Event, SchemaChange, TableSchema, TruncateChange};
+use crate::pipeline::change::{
+    EncodedRows, Event, Op, RowChange, SchemaChange, TableSchema, TruncateChange,
+};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError, SnapshotEncoders};
 use crate::starrocks::cluster::Cluster;
 use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
 use crate::starrocks::encode::{synced_at_now, BodyPool, Segment, StarRocksSnapshotEncoders};
 use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
 use crate::starrocks::target::{ColumnTargets, TargetColumn};
+use crate::starrocks::truncates::{self, TruncateLog, TruncateLogError};
 use crate::starrocks::types::{builtin_array_elem, starrocks_type, AUDIT_COLUMNS};
 
 /// Writes change batches into StarRocks.
@@ -32,15 +39,28 @@ pub struct StarRocksSink {
     loader: StreamLoader,
     ddl: Ddl,
     label_prefix: String,
+    /// The replication slot (the truncate log's rows are its).
+    slot: String,
     /// PostgreSQL table → its StarRocks columns (names as StarRocks has them, ARRAY depths).
     targets: HashMap<TableName, Arc<ColumnTargets>>,
     /// What the cluster is (checks for columns added mid-stream).
     cluster: Cluster,
     metrics: Arc<Metrics>,
     body: Vec<u8>,
+    /// The truncates applied so far (`TRUNCATE_POLICY=truncate` only).
+    truncates: Option<TruncateLog>,
 }
 
 fn ddl_error(e: DdlError) -> SinkError {
+    let kind = if e.is_transient() {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Definite
+    };
+    SinkError::from_cause(kind, e)
+}
+
+fn truncate_log_error(e: TruncateLogError) -> SinkError {
     let kind = if e.is_transient() {
         ErrorKind::Transient
     } else {
@@ -88,15 +108,25 @@ impl StarRocksSink {
             let columns = prepare_table(&ddl, &cfg, t, replication_num).await?;
             targets.insert(t.name.clone(), Arc::new(columns));
         }
+        let truncates = match cfg.truncate_policy {
+            TruncatePolicy::Truncate => Some(
+                TruncateLog::open(&ddl, slot, replication_num)
+                    .await
+                    .map_err(truncate_log_error)?,
+            ),
+            TruncatePolicy::Stop => None,
+        };
         Ok(StarRocksSink {
             loader: StreamLoader::new(cfg.clone()),
             cfg,
             ddl,
             label_prefix: format!("dbmazz_{slot}"),
+            slot: slot.to_owned(),
             targets,
             cluster,
             metrics,
             body: Vec::with_capacity(1 << 20),
+            truncates,
         })
     }
 
@@ -200,7 +230,29 @@ impl StarRocksSink {
         }
     }
 
+    /// Whether `r` is a streamed change that precedes a truncate of its table applied already
+    /// (a replay): loading it again would bring back a row the truncate removed.
+    fn superseded(&self, r: &RowChange) -> bool {
+        r.op != Op::Snapshot
+            && self
+                .truncates
+                .as_ref()
+                .is_some_and(|log| log.superseded(&r.table.name.name, r.pos.lsn))
+    }
+
     async fn truncate(&mut self, t: &TruncateChange) -> Result<(), SinkError> {
+        let target = &t.table.name.name;
+        if let Some(log) = &self.truncates {
+            if log.already_applied(target, t.pos.lsn) {
+                tracing::info!(
+                    table = %t.table.name,
+                    lsn = %t.pos.lsn,
+                    applied = %log.applied(target).unwrap_or_default(),
+                    "skipped a replayed truncate of the StarRocks table: already applied"
+                );
+                return Ok(());
+            }
+        }
         match self.cfg.truncate_policy {
             TruncatePolicy::Stop => Err(SinkError::definite(format!(
                 "table {} was truncated in PostgreSQL (commit {}), and TRUNCATE_POLICY=stop: \
@@ -209,11 +261,15 @@ impl StarRocksSink {
                 t.table.name, t.pos.commit_lsn, t.table.name.name
             ))),
             TruncatePolicy::Truncate => {
-                self.ddl
-                    .truncate(&t.table.name.name)
-                    .await
-                    .map_err(ddl_error)?;
-                tracing::info!(table = %t.table.name, "truncated the StarRocks table");
+                self.ddl.truncate(target).await.map_err(ddl_error)?;
+                // Recorded before anything else is sent: until then, truncating again is
+                // harmless (see `truncates.rs`).
+                if let Some(log) = &mut self.truncates {
+                    log.record(&self.ddl, target, t.pos.lsn)
+                        .await
+                        .map_err(truncate_log_error)?;
+                }
+                tracing::info!(table = %t.table.name, lsn = %t.pos.lsn, "truncated the StarRocks table");
                 Ok(())
             }
         }
@@ -450,6 +506,7 @@ impl Sink for StarRocksSink {
         let mut segments: BTreeMap<TableName, Segment> = BTreeMap::new();
         for event in events {
             match event {
+                Event::Row(r) if self.superseded(r) => {}
                 Event::Row(r) => segments
                     .entry(r.table.name.clone())
                     .or_insert_with(|| {
@@ -484,6 +541,14 @@ impl Sink for StarRocksSink {
             self.send_segment(seg, &synced_at).await?;
         }
         Ok(())
+    }
+
+    async fn new_slot(&mut self) -> Result<(), SinkError> {
+        match &mut self.truncates {
+            Some(log) => log.forget(&self.ddl).await,
+            None => truncates::forget_stored(&self.ddl, &self.slot).await,
+        }
+        .map_err(truncate_log_error)
     }
 }
 

@@ -474,3 +474,183 @@ fn https_starrocks_is_verified_against_the_configured_ca() {
     p.terminate();
     assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
+
+/// Issue 16: a batch `TRUNCATE t; INSERT …` whose load after the truncate commits but loses its
+/// answer is retried whole. The retry must not truncate again: the rows loaded after the
+/// truncate would go, and their loads, back as `Label Already Exists`, would count as done.
+#[test]
+fn ambiguous_load_after_a_truncate_does_not_truncate_twice() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let job = sr_job(&url, "t", &d).env("TRUNCATE_POLICY", "truncate");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 10) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "v");
+    // The next load of t is the one after the truncate: it commits, then the answer is lost.
+    d.fault(json!({"kind": "commit_then_drop", "count": 1, "table": "t"}));
+    pg.psql(
+        "app",
+        "BEGIN; TRUNCATE t; INSERT INTO t SELECT g, 'after' FROM generate_series(101, 120) g; COMMIT",
+    );
+    // A later transaction, in a later batch: once it is in StarRocks, the retry is over.
+    p.wait_for_log("sink write failed, retrying", MINUTE);
+    pg.psql("app", "INSERT INTO t VALUES (1000, 'marker')");
+    wait_converged(&pg, &d, "t", "id", "v");
+    assert_eq!(source_rows(&pg, "t", "id", "v").len(), 21);
+    let log = p.log();
+    assert_eq!(
+        log.matches("truncated the StarRocks table").count(),
+        1,
+        "the truncate runs once: {log}"
+    );
+    assert!(log.contains("already applied"), "{log}");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
+
+/// Issue 16 across a restart: the truncate and the rows after it are loaded, dbmazz is killed
+/// before the checkpoint covers them, and PostgreSQL sends them again. The replayed truncate
+/// must not remove the rows loaded after it.
+#[test]
+fn truncate_replayed_after_kill_9_keeps_the_rows_loaded_after_it() {
+    truncate_replayed_after_kill_9("", &[]);
+}
+
+/// The same, with changes before the truncate that the checkpoint does not cover either, and
+/// batches cut differently after the restart (so their loads get new labels): the replayed
+/// changes the truncate removed must not come back.
+#[test]
+fn changes_replayed_from_before_an_applied_truncate_do_not_come_back() {
+    truncate_replayed_after_kill_9(
+        "INSERT INTO t SELECT g, 'gone' FROM generate_series(11, 20) g;
+         UPDATE t SET v = 'gone too' WHERE id <= 5;",
+        &[("FLUSH_SIZE", "1")],
+    );
+}
+
+/// Rows 1–10 loaded and checkpointed; then, with the checkpoint held back, `before` and
+/// `BEGIN; TRUNCATE t; INSERT 101–120; COMMIT` are loaded; kill -9, restart with `restart_env`.
+fn truncate_replayed_after_kill_9(before: &str, restart_env: &[(&str, &str)]) {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    );
+    let job = sr_job(&url, "t", &d).env("TRUNCATE_POLICY", "truncate");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 10) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "v");
+    let saved = || {
+        pg.psql(
+            "app",
+            "SELECT lsn - '0/0' FROM dbmazz_checkpoints WHERE slot_name = 'dbmazz_slot'",
+        )
+    };
+    wait_until(MINUTE, "the first checkpoint", || !saved().is_empty());
+    // Hold the checkpoint row: the sink gets ahead of the checkpoint (and of the slot).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (lock, holder) = rt.block_on(async {
+        let c = pg.client("app").await;
+        c.batch_execute("BEGIN; LOCK TABLE dbmazz_checkpoints IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let pid: i32 = c
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (c, pid)
+    });
+    let checkpoint = saved();
+    if !before.is_empty() {
+        pg.psql("app", before);
+    }
+    pg.psql(
+        "app",
+        "BEGIN; TRUNCATE t; INSERT INTO t SELECT g, 'after' FROM generate_series(101, 120) g; COMMIT",
+    );
+    wait_converged(&pg, &d, "t", "id", "v");
+    p.kill9();
+    // The killed process's checkpoint UPDATE still waits for the lock in its backend: end it
+    // (and the walsender) before letting go, or it would commit once the lock is gone.
+    pg.psql(
+        "app",
+        &format!(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+             WHERE datname = 'app' AND pid NOT IN (pg_backend_pid(), {holder})"
+        ),
+    );
+    drop(lock);
+    drop(rt);
+    assert_eq!(saved(), checkpoint, "the kill came before the checkpoint");
+    let job = restart_env.iter().fold(job, |job, (k, v)| job.env(k, v));
+    let mut p = job.spawn_streaming();
+    // The transaction is sent again: wait until it was handled, whichever way.
+    wait_until(MINUTE, "the replayed truncate", || {
+        let log = p.log();
+        log.contains("truncated the StarRocks table") || log.contains("already applied")
+    });
+    pg.psql("app", "INSERT INTO t VALUES (1000, 'marker')");
+    wait_converged(&pg, &d, "t", "id", "v");
+    assert_eq!(source_rows(&pg, "t", "id", "v").len(), 21);
+    let log = p.log();
+    assert!(
+        !log.contains("truncated the StarRocks table"),
+        "the replayed truncate is not applied again: {log}"
+    );
+    assert!(log.contains("already applied"), "{log}");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
+
+/// A record of an earlier slot of the same name (here one far ahead, as another source cluster
+/// could leave) is forgotten when the slot is created: it must not make dbmazz skip a truncate.
+#[test]
+fn truncate_records_of_an_earlier_slot_are_forgotten_when_the_slot_is_created() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(
+        &pg,
+        &d,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id);
+         CREATE TABLE app.dbmazz_truncates (slot_name VARCHAR(128) NOT NULL, table_name VARCHAR(256) NOT NULL, truncate_lsn BIGINT NOT NULL, recorded_at DATETIME NULL) PRIMARY KEY(slot_name, table_name) DISTRIBUTED BY HASH(slot_name);
+         INSERT INTO app.dbmazz_truncates (slot_name, table_name, truncate_lsn) VALUES ('dbmazz_slot', 't', 9000000000000000000)",
+    );
+    let job = sr_job(&url, "t", &d).env("TRUNCATE_POLICY", "truncate");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 10) g",
+    );
+    wait_converged(&pg, &d, "t", "id", "v");
+    pg.psql(
+        "app",
+        "BEGIN; TRUNCATE t; INSERT INTO t VALUES (101, 'after'); COMMIT",
+    );
+    wait_converged(&pg, &d, "t", "id", "v");
+    let recorded = d.query("SELECT truncate_lsn FROM app.dbmazz_truncates WHERE slot_name = 'dbmazz_slot' AND table_name = 't'");
+    assert_eq!(recorded.len(), 1);
+    let lsn: i64 = recorded[0][0].as_deref().unwrap().parse().unwrap();
+    assert!(lsn < 9_000_000_000_000_000_000, "{lsn}");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
