@@ -512,7 +512,8 @@ fn flatten_chain(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// Opens an ordinary SQL connection with the TLS semantics of `info.sslmode`, the session
-/// settings dbmazz relies on ([`SESSION_SETTINGS`]) and `application_name`. The connection
+/// settings dbmazz relies on ([`SESSION_SETTINGS`]), `application_name`, `connect_timeout` and
+/// the TCP keepalives of `info.keepalives`. The connection
 /// future runs on a spawned tokio task; it ends when the returned client is dropped.
 pub async fn connect_sql(info: &PgConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
     let peer = info.host_port();
@@ -529,6 +530,10 @@ pub async fn connect_sql(info: &PgConnInfo) -> Result<tokio_postgres::Client, Co
         .dbname(&info.dbname)
         .application_name(&info.application_name)
         .connect_timeout(info.connect_timeout)
+        .keepalives(info.keepalives.enabled)
+        .keepalives_idle(info.keepalives.idle)
+        .keepalives_interval(info.keepalives.interval)
+        .keepalives_retries(info.keepalives.count)
         .options(session_options());
     if let Some(password) = &info.password {
         config.password(password.expose());
