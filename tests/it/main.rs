@@ -8,6 +8,7 @@ mod control;
 mod decoder;
 mod demo;
 mod mariadb;
+mod network;
 mod provision;
 mod provision_rest;
 mod replication;
