@@ -269,3 +269,26 @@ fn connections_reset_under_load_reconnect_and_lose_nothing() {
     p.terminate();
     assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
+
+#[test]
+fn connecting_into_a_black_hole_times_out_retries_and_starts_once_healed() {
+    let pg = source();
+    let proxy = FaultProxy::start(pg.port);
+    proxy.set(Mode::BlackHole);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/app?sslmode=disable&connect_timeout=2",
+        proxy.port
+    );
+    let job = Job::new(&url, "acct");
+    let mut p = job.spawn();
+    // The TCP connect succeeds (the proxy accepts); the handshake is what never answers.
+    wait_for_log_count(&p, "timed out after 2s", 2, MINUTE);
+    assert!(proxy.accepted() >= 2);
+    proxy.set(Mode::PassThrough);
+    let healed = Instant::now();
+    wait_for_log_count(&p, "streaming changes", 1, MINUTE);
+    eprintln!("streaming {:?} after the link healed", healed.elapsed());
+    wait_for_oracle(&pg, &job, &p, MINUTE);
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
