@@ -292,3 +292,36 @@ fn connecting_into_a_black_hole_times_out_retries_and_starts_once_healed() {
     p.terminate();
     assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
+
+#[test]
+fn slow_link_under_load_does_not_trip_the_receive_timeout() {
+    let pg = source();
+    let proxy = FaultProxy::start(pg.port);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/app?sslmode=disable&connect_timeout=5",
+        proxy.port
+    );
+    let job = Job::new(&url, "acct").env("WAL_RECEIVER_TIMEOUT_MS", "2000");
+    let p = job.spawn_streaming();
+    let load = Load::start(pg.port);
+    wait_until(MINUTE, "the load to stream", || {
+        load.committed() > 20 && job.lines().len() > 20
+    });
+    // Slow round trips, then a trickle: the stream lags but bytes keep arriving, and a slow
+    // link is not a dead one.
+    proxy.set(Mode::Latency(Duration::from_millis(300)));
+    thread::sleep(Duration::from_secs(5));
+    proxy.set(Mode::Bandwidth(8_000));
+    thread::sleep(Duration::from_secs(6));
+    load.finish();
+    // Idle on the trickle: the ping and its answer still get through.
+    thread::sleep(Duration::from_secs(3));
+    proxy.set(Mode::PassThrough);
+    wait_for_oracle(&pg, &job, &p, MINUTE);
+    let log = p.log();
+    assert_eq!(count(&log, RECEIVE_TIMEOUT_LOG), 0, "{log}");
+    assert_eq!(count(&log, "streaming changes"), 1, "{log}");
+    p.terminate();
+    let mut p = p;
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
