@@ -156,6 +156,10 @@ pub struct PgConnInfo {
     pub connect_timeout: Duration,
     /// TCP keepalives on every connection, SQL and replication alike.
     pub keepalives: Keepalives,
+    /// `tcp_user_timeout`: how long sent data may stay unacknowledged before the kernel drops
+    /// the connection (`TCP_USER_TIMEOUT`); `None` leaves the system default (about 15 minutes
+    /// of retransmissions on Linux).
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 /// Why a connection URL was rejected. Messages never contain the URL or its password.
@@ -186,7 +190,7 @@ pub enum ConnInfoError {
     #[error(
         "unsupported parameter {0:?} in the database URL; supported: sslmode, sslrootcert, \
          application_name, connect_timeout, keepalives, keepalives_idle, keepalives_interval, \
-         keepalives_count, replication, host, port, user, password, dbname"
+         keepalives_count, tcp_user_timeout, replication, host, port, user, password, dbname"
     )]
     UnknownParam(String),
     /// A known parameter with a value it cannot take.
@@ -257,6 +261,7 @@ impl PgConnInfo {
         let mut application_name = DEFAULT_APPLICATION_NAME.to_owned();
         let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
         let mut keepalives = DEFAULT_KEEPALIVES;
+        let mut tcp_user_timeout = None;
 
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, raw) = pair
@@ -290,6 +295,7 @@ impl PgConnInfo {
                     keepalives.interval =
                         Duration::from_secs(positive("keepalives_interval", &value)?)
                 }
+                "tcp_user_timeout" => tcp_user_timeout = parse_tcp_user_timeout(&value)?,
                 "keepalives_count" => {
                     keepalives.count = u32::try_from(positive("keepalives_count", &value)?)
                         .map_err(|_| ConnInfoError::InvalidValue {
@@ -329,6 +335,7 @@ impl PgConnInfo {
             application_name,
             connect_timeout,
             keepalives,
+            tcp_user_timeout,
         })
     }
 
@@ -424,6 +431,19 @@ fn parse_keepalives(value: &str) -> Result<bool, ConnInfoError> {
         })
 }
 
+/// `tcp_user_timeout` in milliseconds, as libpq reads it; 0 means the system default.
+fn parse_tcp_user_timeout(value: &str) -> Result<Option<Duration>, ConnInfoError> {
+    match value.trim().parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(ms) if ms <= 86_400_000 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(ConnInfoError::InvalidValue {
+            param: "tcp_user_timeout",
+            value: value.to_owned(),
+            expected: "milliseconds from 0 (the system default) to 86400000",
+        }),
+    }
+}
+
 /// A positive whole number of seconds (or probes). libpq's 0, "the system default", is
 /// refused: dbmazz has its own defaults, and the system's two hours are what they replace.
 fn positive(param: &'static str, value: &str) -> Result<u64, ConnInfoError> {
@@ -516,6 +536,15 @@ mod tests {
             }
         );
         assert!(!parse("postgres://u@h/d?keepalives=0").keepalives.enabled);
+        assert_eq!(parse("postgres://u@h/d").tcp_user_timeout, None);
+        assert_eq!(
+            parse("postgres://u@h/d?tcp_user_timeout=20000").tcp_user_timeout,
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            parse("postgres://u@h/d?tcp_user_timeout=0").tcp_user_timeout,
+            None
+        );
         for (param, bad) in [
             ("keepalives", "yes"),
             ("keepalives_idle", "0"),
@@ -523,6 +552,8 @@ mod tests {
             ("keepalives_interval", "1.5"),
             ("keepalives_count", "0"),
             ("keepalives_count", "x"),
+            ("tcp_user_timeout", "-1"),
+            ("tcp_user_timeout", "10s"),
         ] {
             let err = PgConnInfo::parse(&format!("postgres://u@h/d?{param}={bad}")).unwrap_err();
             assert!(

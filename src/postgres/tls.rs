@@ -526,10 +526,10 @@ fn flatten_chain(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// Opens an ordinary SQL connection with the TLS semantics of `info.sslmode`, the session
-/// settings dbmazz relies on ([`SESSION_SETTINGS`]), `application_name` and the TCP keepalives
-/// of `info.keepalives`. TCP connect, TLS, authentication and session start together are bounded
-/// by `connect_timeout`. The connection future runs on a spawned tokio task; it ends when the
-/// returned client is dropped.
+/// settings dbmazz relies on ([`SESSION_SETTINGS`]), `application_name`, the TCP keepalives of
+/// `info.keepalives` and `info.tcp_user_timeout`. TCP connect, TLS, authentication and session
+/// start together are bounded by `connect_timeout`. The connection future runs on a spawned
+/// tokio task; it ends when the returned client is dropped.
 pub async fn connect_sql(info: &PgConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
     // tokio-postgres bounds only the TCP connect by connect_timeout; the handshake after it
     // could wait forever on a link that swallows it. The replication client bounds the whole.
@@ -563,6 +563,9 @@ async fn connect_sql_inner(info: &PgConnInfo) -> Result<tokio_postgres::Client, 
         .keepalives_interval(info.keepalives.interval)
         .keepalives_retries(info.keepalives.count)
         .options(session_options());
+    if let Some(timeout) = info.tcp_user_timeout {
+        config.tcp_user_timeout(timeout);
+    }
     if let Some(password) = &info.password {
         config.password(password.expose());
     }

@@ -250,7 +250,9 @@ fn connections_reset_under_load_reconnect_and_lose_nothing() {
     let pg = source();
     let proxy = FaultProxy::start(pg.port);
     let url = format!(
-        "postgres://postgres@127.0.0.1:{}/app?sslmode=disable&connect_timeout=2",
+        // Every network parameter, on the SQL and the replication connections alike.
+        "postgres://postgres@127.0.0.1:{}/app?sslmode=disable&connect_timeout=2&keepalives=1\
+         &keepalives_idle=5&keepalives_interval=1&keepalives_count=2&tcp_user_timeout=5000",
         proxy.port
     );
     let job = Job::new(&url, "acct").env("WAL_RECEIVER_TIMEOUT_MS", "5000");

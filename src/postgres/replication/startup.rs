@@ -1,9 +1,10 @@
 //! Opening a replication connection: TCP, TLS, the StartupMessage and authentication.
 //!
 //! Everything before the first ReadyForQuery happens here, under one `connect_timeout`, on a
-//! socket with the URL's (or dbmazz's default) TCP keepalives. The StartupMessage asks for
-//! `replication=database` and carries the session settings every dbmazz connection uses, so
-//! the walsender formats values the way the rest of the pipeline expects. Authentication speaks trust, cleartext password, md5 and SCRAM-SHA-256 (without
+//! socket with the URL's (or dbmazz's default) TCP keepalives and `tcp_user_timeout`. The
+//! StartupMessage asks for `replication=database` and carries the session settings every
+//! dbmazz connection uses, so the walsender formats values the way the rest of the pipeline
+//! expects. Authentication speaks trust, cleartext password, md5 and SCRAM-SHA-256 (without
 //! channel binding); anything else is refused with advice rather than attempted.
 
 use std::collections::HashMap;
@@ -60,6 +61,11 @@ async fn connect_inner(
     // Status updates are small and must not wait for Nagle.
     tcp.set_nodelay(true).map_err(|e| io_error(peer, e))?;
     set_keepalives(&tcp, &info.keepalives).map_err(|e| io_error(peer, e))?;
+    if let Some(timeout) = info.tcp_user_timeout {
+        socket2::SockRef::from(&tcp)
+            .set_tcp_user_timeout(Some(timeout))
+            .map_err(|e| io_error(peer, e))?;
+    }
 
     let (stream, tls) = negotiate_tls(tcp, info, policy, peer).await?;
     let mut client = ReplicationClient {
