@@ -210,9 +210,11 @@ impl PgConnInfo {
     /// `postgres[ql]://[user[:password]@][host][:port][/dbname][?k=v&…]`.
     ///
     /// User, password, database name, host and parameter values are percent-decoded. Defaults
-    /// follow libpq: host `localhost`, port 5432, database = user, `sslmode=prefer`. The
-    /// `replication` parameter is accepted and ignored, since dbmazz asks for a replication
-    /// connection itself where it needs one.
+    /// follow libpq: host `localhost`, port 5432, database = user, `sslmode=prefer`; but
+    /// `connect_timeout` and the TCP keepalives have dbmazz's own defaults
+    /// ([`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_KEEPALIVES`]), because libpq's (wait forever, the
+    /// kernel's two hours) suit no daemon. The `replication` parameter is accepted and ignored,
+    /// since dbmazz asks for a replication connection itself where it needs one.
     pub fn parse(url: &str) -> Result<PgConnInfo, ConnInfoError> {
         let rest = url
             .strip_prefix("postgresql://")
