@@ -13,6 +13,8 @@
 //!
 //! Writes are monotonic: a stored LSN never moves backwards.
 
+use std::time::Duration;
+
 use tokio_postgres::Client;
 
 use crate::config::quote_ident;
@@ -45,6 +47,30 @@ pub enum CheckpointError {
         /// Cause.
         source: tokio_postgres::Error,
     },
+    /// A save got no answer in time: the connection is likely dead (a network black hole
+    /// swallows the query and the answer alike, and nothing on the client would ever notice).
+    #[error(
+        "checkpoint save for slot {slot} got no answer from PostgreSQL within {} ms; the \
+         connection is considered dead and is re-established", timeout.as_millis()
+    )]
+    Timeout {
+        /// Slot.
+        slot: String,
+        /// The limit that was exceeded.
+        timeout: Duration,
+    },
+}
+
+impl CheckpointError {
+    /// Whether reconnecting may help: a lost connection or an unanswered save, as opposed to a
+    /// server that refused the statement.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CheckpointError::Query { source, .. } => source.is_closed() || source.code().is_none(),
+            CheckpointError::Timeout { .. } => true,
+            CheckpointError::Create { .. } => false,
+        }
+    }
 }
 
 /// The checkpoint row of one slot.
@@ -52,6 +78,7 @@ pub struct CheckpointStore {
     client: Client,
     table: String,
     slot: String,
+    save_timeout: Option<Duration>,
 }
 
 impl CheckpointStore {
@@ -84,7 +111,16 @@ impl CheckpointStore {
             client,
             table,
             slot: slot.into(),
+            save_timeout: None,
         })
+    }
+
+    /// Bounds every [`save`](Self::save): one that gets no answer within `timeout` fails with
+    /// [`CheckpointError::Timeout`] instead of waiting forever on a dead connection. `None`
+    /// waits as long as the connection lives.
+    pub fn with_save_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.save_timeout = timeout;
+        self
     }
 
     /// The stored LSN, if this slot ever checkpointed.
@@ -102,6 +138,20 @@ impl CheckpointStore {
 
     /// Stores `lsn` unless a later one is already stored.
     pub async fn save(&self, lsn: Lsn) -> Result<(), CheckpointError> {
+        let Some(timeout) = self.save_timeout else {
+            return self.save_unbounded(lsn).await;
+        };
+        tokio::time::timeout(timeout, self.save_unbounded(lsn))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CheckpointError::Timeout {
+                    slot: self.slot.clone(),
+                    timeout,
+                })
+            })
+    }
+
+    async fn save_unbounded(&self, lsn: Lsn) -> Result<(), CheckpointError> {
         self.client
             .execute(
                 &format!(

@@ -104,6 +104,10 @@ pub struct Config {
     /// `HEALTH_SINK_STALL_MS`: how long the sink may hold a batch (failing or not answering)
     /// before Health turns `NOT_SERVING` (zero: never).
     pub health_sink_stall: Duration,
+    /// `WAL_RECEIVER_TIMEOUT_MS`: how long the replication stream may stay completely silent
+    /// (not even a keepalive it asked for) before the connection is considered dead and
+    /// re-established; `None` when set to 0.
+    pub wal_receiver_timeout: Option<Duration>,
     /// `GRPC_BIND` + `GRPC_PORT`: where the gRPC control plane listens; `None` when
     /// `GRPC_PORT=off`. Port 0 picks a free port (logged at start).
     pub grpc_addr: Option<SocketAddr>,
@@ -130,6 +134,8 @@ pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 25_000;
 /// Default `HEALTH_SINK_STALL_MS`.
 pub const DEFAULT_HEALTH_SINK_STALL_MS: u64 = 60_000;
+/// Default `WAL_RECEIVER_TIMEOUT_MS`: PostgreSQL's default `wal_receiver_timeout`.
+pub const DEFAULT_WAL_RECEIVER_TIMEOUT_MS: u64 = 60_000;
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -163,6 +169,8 @@ impl Config {
             0,
             86_400_000,
         )?;
+
+        let wal_receiver_timeout = wal_receiver_timeout(&vars)?;
 
         let replica_identity = parse_choice(
             get("REPLICA_IDENTITY"),
@@ -201,6 +209,7 @@ impl Config {
             status_interval: Duration::from_millis(status_ms),
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             health_sink_stall: Duration::from_millis(sink_stall_ms),
+            wal_receiver_timeout,
             grpc_addr,
             grpc_token,
             metrics_addr,
@@ -248,6 +257,27 @@ fn source(vars: &Vars) -> Result<(PgConnInfo, String, String, Vec<TableName>), C
         parse_tables(&tables_raw).map_err(|e| ConfigError::new("TABLES", e.to_string()))?;
 
     Ok((database, slot_name, publication_name, tables))
+}
+
+/// `WAL_RECEIVER_TIMEOUT_MS`: 0 disables the timeout; otherwise at least 100 ms, because the
+/// stream asks the server for a keepalive after half of it.
+fn wal_receiver_timeout(vars: &Vars) -> Result<Option<Duration>, ConfigError> {
+    const VAR: &str = "WAL_RECEIVER_TIMEOUT_MS";
+    let ms = parse_num(
+        vars.get(VAR),
+        VAR,
+        DEFAULT_WAL_RECEIVER_TIMEOUT_MS,
+        0,
+        86_400_000,
+    )?;
+    match ms {
+        0 => Ok(None),
+        1..100 => Err(ConfigError::new(
+            VAR,
+            format!("{ms} is too short; use 0 (no timeout) or at least 100"),
+        )),
+        _ => Ok(Some(Duration::from_millis(ms))),
+    }
 }
 
 impl FlushPolicy {
@@ -461,6 +491,30 @@ mod tests {
                 var,
                 "{var}={value}"
             );
+        }
+    }
+
+    #[test]
+    fn wal_receiver_timeout_defaults_to_postgres_and_0_disables_it() {
+        let c = Config::from_vars(&vars(&base())).unwrap();
+        assert_eq!(c.wal_receiver_timeout, Some(Duration::from_secs(60)));
+        let mut v = base();
+        v.push(("WAL_RECEIVER_TIMEOUT_MS", "0"));
+        assert_eq!(
+            Config::from_vars(&vars(&v)).unwrap().wal_receiver_timeout,
+            None
+        );
+        v.pop();
+        v.push(("WAL_RECEIVER_TIMEOUT_MS", "2500"));
+        assert_eq!(
+            Config::from_vars(&vars(&v)).unwrap().wal_receiver_timeout,
+            Some(Duration::from_millis(2500))
+        );
+        for bad in ["50", "-1", "1m", "86400001"] {
+            let mut v = base();
+            v.push(("WAL_RECEIVER_TIMEOUT_MS", bad));
+            let err = Config::from_vars(&vars(&v)).unwrap_err();
+            assert_eq!(err.var, "WAL_RECEIVER_TIMEOUT_MS", "{bad}: {err}");
         }
     }
 

@@ -80,10 +80,7 @@ impl DaemonError {
         match self {
             DaemonError::Connect(e) => e.is_transient(),
             DaemonError::Setup(e) => e.is_transient(),
-            DaemonError::Checkpoint(CheckpointError::Query { source, .. }) => {
-                source.is_closed() || source.code().is_none()
-            }
-            DaemonError::Checkpoint(_) => false,
+            DaemonError::Checkpoint(e) => e.is_transient(),
             DaemonError::Replication(e) => e.is_transient(),
             DaemonError::Reader(e) => e.is_transient(),
             DaemonError::Sink(e) => e.kind == ErrorKind::Transient,
@@ -207,7 +204,8 @@ async fn stream<S: Sink>(
         "public",
         &config.slot_name,
     )
-    .await?;
+    .await?
+    .with_save_timeout(config.wal_receiver_timeout);
     let checkpoint = store.load().await?;
     let mut repl = ReplicationClient::connect(&config.database).await?;
     let slot_confirmed = match setup::check_slot(&client, &config.slot_name, checkpoint).await? {
@@ -223,13 +221,14 @@ async fn stream<S: Sink>(
 
     let start = checkpoint.unwrap_or(Lsn::ZERO).max(slot_confirmed);
     let publication = quote_ident(&config.publication_name);
-    let (stream, status) = repl
+    let (mut stream, status) = repl
         .start_logical_replication(
             &config.slot_name,
             start,
             &[("proto_version", "1"), ("publication_names", &publication)],
         )
         .await?;
+    stream.set_receive_timeout(config.wal_receiver_timeout);
     tracing::info!(slot = %config.slot_name, start = %start, tables = config.tables.len(), "streaming changes");
     job.set_state(Stage::Cdc, RunState::Running, "Replicating", None);
 

@@ -40,6 +40,36 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
     ("bytea_output", "hex"),
 ];
 
+/// TCP keepalive defaults when the URL says nothing: probes after 30 s of silence, every 10 s,
+/// and the connection is dropped after 3 unanswered ones, so the kernel notices a vanished peer
+/// on an idle connection within about a minute instead of libpq's (the kernel's) two hours.
+pub const DEFAULT_KEEPALIVES: Keepalives = Keepalives {
+    enabled: true,
+    idle: Duration::from_secs(30),
+    interval: Duration::from_secs(10),
+    count: 3,
+};
+
+/// TCP keepalive settings of a connection, from libpq's `keepalives`, `keepalives_idle`,
+/// `keepalives_interval` and `keepalives_count` URL parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalives {
+    /// `keepalives`: whether the kernel probes an idle connection at all.
+    pub enabled: bool,
+    /// `keepalives_idle`: silence before the first probe.
+    pub idle: Duration,
+    /// `keepalives_interval`: time between unanswered probes.
+    pub interval: Duration,
+    /// `keepalives_count`: unanswered probes before the connection is dropped.
+    pub count: u32,
+}
+
+impl Default for Keepalives {
+    fn default() -> Self {
+        DEFAULT_KEEPALIVES
+    }
+}
+
 /// libpq never waits less than two seconds, whatever `connect_timeout` says; neither do we.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -124,6 +154,12 @@ pub struct PgConnInfo {
     pub application_name: String,
     /// Limit for TCP connect, TLS handshake and authentication together.
     pub connect_timeout: Duration,
+    /// TCP keepalives on every connection, SQL and replication alike.
+    pub keepalives: Keepalives,
+    /// `tcp_user_timeout`: how long sent data may stay unacknowledged before the kernel drops
+    /// the connection (`TCP_USER_TIMEOUT`); `None` leaves the system default (about 15 minutes
+    /// of retransmissions on Linux).
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 /// Why a connection URL was rejected. Messages never contain the URL or its password.
@@ -153,7 +189,8 @@ pub enum ConnInfoError {
     /// A query parameter dbmazz does not know.
     #[error(
         "unsupported parameter {0:?} in the database URL; supported: sslmode, sslrootcert, \
-         application_name, connect_timeout, replication, host, port, user, password, dbname"
+         application_name, connect_timeout, keepalives, keepalives_idle, keepalives_interval, \
+         keepalives_count, tcp_user_timeout, replication, host, port, user, password, dbname"
     )]
     UnknownParam(String),
     /// A known parameter with a value it cannot take.
@@ -173,9 +210,11 @@ impl PgConnInfo {
     /// `postgres[ql]://[user[:password]@][host][:port][/dbname][?k=v&…]`.
     ///
     /// User, password, database name, host and parameter values are percent-decoded. Defaults
-    /// follow libpq: host `localhost`, port 5432, database = user, `sslmode=prefer`. The
-    /// `replication` parameter is accepted and ignored, since dbmazz asks for a replication
-    /// connection itself where it needs one.
+    /// follow libpq: host `localhost`, port 5432, database = user, `sslmode=prefer`; but
+    /// `connect_timeout` and the TCP keepalives have dbmazz's own defaults
+    /// ([`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_KEEPALIVES`]), because libpq's (wait forever, the
+    /// kernel's two hours) suit no daemon. The `replication` parameter is accepted and ignored,
+    /// since dbmazz asks for a replication connection itself where it needs one.
     pub fn parse(url: &str) -> Result<PgConnInfo, ConnInfoError> {
         let rest = url
             .strip_prefix("postgresql://")
@@ -223,6 +262,8 @@ impl PgConnInfo {
         let mut sslrootcert = None;
         let mut application_name = DEFAULT_APPLICATION_NAME.to_owned();
         let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+        let mut keepalives = DEFAULT_KEEPALIVES;
+        let mut tcp_user_timeout = None;
 
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, raw) = pair
@@ -248,6 +289,23 @@ impl PgConnInfo {
                 }
                 "application_name" => application_name = value,
                 "connect_timeout" => connect_timeout = parse_connect_timeout(&value)?,
+                "keepalives" => keepalives.enabled = parse_keepalives(&value)?,
+                "keepalives_idle" => {
+                    keepalives.idle = Duration::from_secs(positive("keepalives_idle", &value)?)
+                }
+                "keepalives_interval" => {
+                    keepalives.interval =
+                        Duration::from_secs(positive("keepalives_interval", &value)?)
+                }
+                "tcp_user_timeout" => tcp_user_timeout = parse_tcp_user_timeout(&value)?,
+                "keepalives_count" => {
+                    keepalives.count = u32::try_from(positive("keepalives_count", &value)?)
+                        .map_err(|_| ConnInfoError::InvalidValue {
+                            param: "keepalives_count",
+                            value: value.clone(),
+                            expected: "a positive whole number",
+                        })?
+                }
                 "replication" => check_replication(&value)?,
                 "host" => host = (!value.is_empty()).then_some(value),
                 "port" => port = Some(parse_port(&value)?),
@@ -278,6 +336,8 @@ impl PgConnInfo {
             sslrootcert,
             application_name,
             connect_timeout,
+            keepalives,
+            tcp_user_timeout,
         })
     }
 
@@ -360,6 +420,45 @@ fn parse_connect_timeout(value: &str) -> Result<Duration, ConnInfoError> {
     }
 }
 
+/// `keepalives`: libpq reads an integer, non-zero meaning on.
+fn parse_keepalives(value: &str) -> Result<bool, ConnInfoError> {
+    value
+        .trim()
+        .parse::<i64>()
+        .map(|v| v != 0)
+        .map_err(|_| ConnInfoError::InvalidValue {
+            param: "keepalives",
+            value: value.to_owned(),
+            expected: "1 (on) or 0 (off)",
+        })
+}
+
+/// `tcp_user_timeout` in milliseconds, as libpq reads it; 0 means the system default.
+fn parse_tcp_user_timeout(value: &str) -> Result<Option<Duration>, ConnInfoError> {
+    match value.trim().parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(ms) if ms <= 86_400_000 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(ConnInfoError::InvalidValue {
+            param: "tcp_user_timeout",
+            value: value.to_owned(),
+            expected: "milliseconds from 0 (the system default) to 86400000",
+        }),
+    }
+}
+
+/// A positive whole number of seconds (or probes). libpq's 0, "the system default", is
+/// refused: dbmazz has its own defaults, and the system's two hours are what they replace.
+fn positive(param: &'static str, value: &str) -> Result<u64, ConnInfoError> {
+    match value.trim().parse::<u64>() {
+        Ok(v) if v > 0 && v <= 86_400 => Ok(v),
+        _ => Err(ConnInfoError::InvalidValue {
+            param,
+            value: value.to_owned(),
+            expected: "a whole number from 1 to 86400",
+        }),
+    }
+}
+
 /// Accepts every value libpq accepts for `replication`; dbmazz decides per connection anyway.
 fn check_replication(value: &str) -> Result<(), ConnInfoError> {
     match value.to_ascii_lowercase().as_str() {
@@ -418,6 +517,52 @@ mod tests {
         assert_eq!(info.sslrootcert, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(info.application_name, "cdc");
         assert_eq!(info.connect_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn keepalive_parameters_are_understood() {
+        let info = parse("postgres://u@h/d");
+        assert_eq!(info.keepalives, DEFAULT_KEEPALIVES);
+        assert!(info.keepalives.enabled);
+        let info = parse(
+            "postgres://u@h/d?keepalives=1&keepalives_idle=5&keepalives_interval=2\
+             &keepalives_count=4",
+        );
+        assert_eq!(
+            info.keepalives,
+            Keepalives {
+                enabled: true,
+                idle: Duration::from_secs(5),
+                interval: Duration::from_secs(2),
+                count: 4,
+            }
+        );
+        assert!(!parse("postgres://u@h/d?keepalives=0").keepalives.enabled);
+        assert_eq!(parse("postgres://u@h/d").tcp_user_timeout, None);
+        assert_eq!(
+            parse("postgres://u@h/d?tcp_user_timeout=20000").tcp_user_timeout,
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            parse("postgres://u@h/d?tcp_user_timeout=0").tcp_user_timeout,
+            None
+        );
+        for (param, bad) in [
+            ("keepalives", "yes"),
+            ("keepalives_idle", "0"),
+            ("keepalives_idle", "-3"),
+            ("keepalives_interval", "1.5"),
+            ("keepalives_count", "0"),
+            ("keepalives_count", "x"),
+            ("tcp_user_timeout", "-1"),
+            ("tcp_user_timeout", "10s"),
+        ] {
+            let err = PgConnInfo::parse(&format!("postgres://u@h/d?{param}={bad}")).unwrap_err();
+            assert!(
+                matches!(&err, ConnInfoError::InvalidValue { param: p, .. } if p == &param),
+                "{param}={bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -396,6 +396,19 @@ pub enum ConnectError {
         /// What was wrong.
         source: TlsError,
     },
+    /// Connecting, the TLS handshake, authentication and session start together took longer
+    /// than `connect_timeout` (a server that accepts the connection and then says nothing, or a
+    /// link that swallows the handshake).
+    #[error(
+        "connecting to PostgreSQL at {peer} timed out after {}s; check that the host is \
+         reachable and answers, or raise connect_timeout in DATABASE_URL", timeout.as_secs()
+    )]
+    Timeout {
+        /// `host:port`.
+        peer: String,
+        /// The limit that was exceeded.
+        timeout: std::time::Duration,
+    },
     /// Connecting, the TLS handshake, authentication or session start failed.
     #[error(
         "cannot connect to PostgreSQL at {peer}: {detail}{}{advice}",
@@ -424,6 +437,7 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         match self {
             ConnectError::Tls { .. } => false,
+            ConnectError::Timeout { .. } => true,
             ConnectError::Connect { transient, .. } => *transient,
         }
     }
@@ -431,7 +445,7 @@ impl ConnectError {
     /// The SQLSTATE when the server reported the error.
     pub fn code(&self) -> Option<&str> {
         match self {
-            ConnectError::Tls { .. } => None,
+            ConnectError::Tls { .. } | ConnectError::Timeout { .. } => None,
             ConnectError::Connect { code, .. } => code.as_deref(),
         }
     }
@@ -512,9 +526,24 @@ fn flatten_chain(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// Opens an ordinary SQL connection with the TLS semantics of `info.sslmode`, the session
-/// settings dbmazz relies on ([`SESSION_SETTINGS`]) and `application_name`. The connection
-/// future runs on a spawned tokio task; it ends when the returned client is dropped.
+/// settings dbmazz relies on ([`SESSION_SETTINGS`]), `application_name`, the TCP keepalives of
+/// `info.keepalives` and `info.tcp_user_timeout`. TCP connect, TLS, authentication and session
+/// start together are bounded by `connect_timeout`. The connection future runs on a spawned
+/// tokio task; it ends when the returned client is dropped.
 pub async fn connect_sql(info: &PgConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
+    // tokio-postgres bounds only the TCP connect by connect_timeout; the handshake after it
+    // could wait forever on a link that swallows it. The replication client bounds the whole.
+    tokio::time::timeout(info.connect_timeout, connect_sql_inner(info))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ConnectError::Timeout {
+                peer: info.host_port(),
+                timeout: info.connect_timeout,
+            })
+        })
+}
+
+async fn connect_sql_inner(info: &PgConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
     let peer = info.host_port();
     let policy = TlsPolicy::for_conninfo(info).map_err(|source| ConnectError::Tls {
         peer: peer.clone(),
@@ -529,7 +558,14 @@ pub async fn connect_sql(info: &PgConnInfo) -> Result<tokio_postgres::Client, Co
         .dbname(&info.dbname)
         .application_name(&info.application_name)
         .connect_timeout(info.connect_timeout)
+        .keepalives(info.keepalives.enabled)
+        .keepalives_idle(info.keepalives.idle)
+        .keepalives_interval(info.keepalives.interval)
+        .keepalives_retries(info.keepalives.count)
         .options(session_options());
+    if let Some(timeout) = info.tcp_user_timeout {
+        config.tcp_user_timeout(timeout);
+    }
     if let Some(password) = &info.password {
         config.password(password.expose());
     }

@@ -12,7 +12,7 @@ use crate::support::pg::{PgCluster, PgOptions};
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// The source's rows of `table`, keyed like [`final_state`] keys them.
-fn source_state(
+pub(crate) fn source_state(
     pg: &PgCluster,
     db: &str,
     table: &str,
@@ -35,7 +35,7 @@ fn source_state(
         .collect()
 }
 
-fn sink_state_of(
+pub(crate) fn sink_state_of(
     lines: &[Json],
     table: &str,
 ) -> BTreeMap<(String, String), BTreeMap<String, Json>> {
@@ -61,7 +61,7 @@ fn lsn(text: &str) -> u64 {
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
 
-fn psql_path() -> String {
+pub(crate) fn psql_path() -> String {
     std::env::var("PG_BIN")
         .map(|b| format!("{b}/psql"))
         .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/psql".into())

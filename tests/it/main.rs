@@ -9,6 +9,7 @@ mod decoder;
 mod demo;
 mod faults;
 mod mariadb;
+mod network;
 mod provision;
 mod provision_rest;
 mod replication;

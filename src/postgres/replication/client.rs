@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::message::backend::{
@@ -20,10 +20,11 @@ use postgres_protocol::message::backend::{
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use super::error::{io_error, protocol, server_error, ErrorFields, ReplicationError};
 use super::framing::{
-    parse_copy_data, parse_data_row, parse_parameter_status, FrameReader, ReplicationMessage,
+    parse_copy_data, parse_data_row, parse_parameter_status, Frame, FrameReader, ReplicationMessage,
 };
 use super::tls::PgStream;
 use crate::ident::{quote_ident, quote_literal};
@@ -232,6 +233,7 @@ impl ReplicationClient {
             io: write_half,
             buf: BytesMut::with_capacity(64),
             copy_done_sent: false,
+            last_status: LastStatus::default(),
         }));
         let stream = ReplicationStream {
             reader: FrameReader {
@@ -241,6 +243,7 @@ impl ReplicationClient {
             },
             writer: writer.clone(),
             state: StreamState::Streaming,
+            receive_timeout: None,
         };
         Ok((stream, StatusSender { writer, peer }))
     }
@@ -321,11 +324,23 @@ enum StreamState {
     Finished,
 }
 
-/// The write half, shared by [`StatusSender`] and, for the shutdown handshake, the stream.
+/// The write half, shared by [`StatusSender`] and, for the shutdown handshake and pings, the
+/// stream.
 struct CopyWriter {
     io: WriteHalf<PgStream>,
     buf: BytesMut,
     copy_done_sent: bool,
+    /// The positions of the last status update, repeated by a ping so that it never moves
+    /// them (zero, PostgreSQL's "invalid", before the first one: the server then ignores them).
+    last_status: LastStatus,
+}
+
+/// The write, flush and apply positions of a standby status update.
+#[derive(Clone, Copy, Debug, Default)]
+struct LastStatus {
+    write: Lsn,
+    flush: Lsn,
+    apply: Lsn,
 }
 
 impl CopyWriter {
@@ -337,6 +352,27 @@ impl CopyWriter {
         .await;
         self.buf.clear();
         result.map_err(|e| io_error(peer, e))
+    }
+
+    /// A standby status update at `status`, stamped now; with `reply_requested` the server
+    /// answers at once with a keepalive.
+    async fn send_status(
+        &mut self,
+        peer: &str,
+        status: LastStatus,
+        reply_requested: bool,
+    ) -> Result<(), ReplicationError> {
+        self.buf.clear();
+        encode_status(
+            &mut self.buf,
+            status.write,
+            status.flush,
+            status.apply,
+            pg_now_micros(),
+            reply_requested,
+        );
+        self.last_status = status;
+        self.flush_buf(peer).await
     }
 
     async fn send_copy_done(&mut self, peer: &str) -> Result<(), ReplicationError> {
@@ -355,6 +391,8 @@ pub struct ReplicationStream {
     reader: FrameReader<ReadHalf<PgStream>>,
     writer: Arc<Mutex<CopyWriter>>,
     state: StreamState,
+    /// See [`ReplicationStream::set_receive_timeout`].
+    receive_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ReplicationStream {
@@ -367,6 +405,22 @@ impl std::fmt::Debug for ReplicationStream {
 }
 
 impl ReplicationStream {
+    /// How long [`next`](Self::next) may wait on a server that sends nothing at all before it
+    /// fails with [`ReplicationError::ReceiveTimeout`] (`None`: wait forever), like PostgreSQL's
+    /// `wal_receiver_timeout`.
+    ///
+    /// An idle but healthy server may legitimately stay silent: it only sends keepalives when
+    /// it has not heard from us for half its `wal_sender_timeout`, and our periodic status
+    /// updates keep resetting that. So after half the timeout without a byte, the stream asks
+    /// for a keepalive (a status update with the reply flag, repeating the last positions);
+    /// a live server answers at once, and only a dead link stays silent for the whole timeout.
+    /// The clock restarts with every byte that arrives (a large message trickling in over a
+    /// slow link is not silence) and runs only while [`next`](Self::next) waits on the socket:
+    /// time spent elsewhere, such as waiting for a slow sink, is not counted as silence.
+    pub fn set_receive_timeout(&mut self, timeout: Option<Duration>) {
+        self.receive_timeout = timeout.filter(|t| !t.is_zero());
+    }
+
     /// Whether a complete message is already in the read buffer, so [`next`](Self::next) can
     /// return without waiting on the socket.
     pub fn has_buffered_message(&self) -> bool {
@@ -384,7 +438,10 @@ impl ReplicationStream {
             if self.state == StreamState::Finished {
                 return Ok(None);
             }
-            let frame = self.reader.next_frame().await?;
+            let frame = match self.receive_timeout {
+                None => self.reader.next_frame().await?,
+                Some(limit) => self.next_frame_within(limit).await?,
+            };
             let peer = &self.reader.peer;
             match frame.tag {
                 COPY_DATA_TAG if self.state == StreamState::Streaming => {
@@ -411,6 +468,61 @@ impl ReplicationStream {
                 ERROR_RESPONSE_TAG => return Err(server_error(peer, &frame.body)),
                 tag => handle_async_common(peer, tag, &frame.body, "replication streaming")?,
             }
+        }
+    }
+}
+
+impl ReplicationStream {
+    /// The next frame, failing when the socket stays silent for `limit` (see
+    /// [`set_receive_timeout`](Self::set_receive_timeout)).
+    async fn next_frame_within(&mut self, limit: Duration) -> Result<Frame, ReplicationError> {
+        let mut quiet_since = Instant::now();
+        let mut pinged = false;
+        loop {
+            if let Some(frame) = self.reader.take_buffered()? {
+                return Ok(frame);
+            }
+            let deadline = quiet_since + limit;
+            let wake = if pinged {
+                deadline
+            } else {
+                quiet_since + limit / 2
+            };
+            match tokio::time::timeout_at(wake, self.reader.fill()).await {
+                Ok(read) => {
+                    read?;
+                    quiet_since = Instant::now();
+                    pinged = false;
+                }
+                Err(_) if pinged => return Err(self.receive_timeout_error(limit)),
+                Err(_) => {
+                    pinged = true;
+                    // Bounded too: a write stuck on a dead link must not hide the silence.
+                    match tokio::time::timeout_at(deadline, self.ping()).await {
+                        Ok(sent) => sent?,
+                        Err(_) => return Err(self.receive_timeout_error(limit)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the server for a keepalive, unless our side of the COPY has already ended.
+    async fn ping(&mut self) -> Result<(), ReplicationError> {
+        let peer = &self.reader.peer;
+        let mut writer = self.writer.lock().await;
+        if writer.copy_done_sent || self.state != StreamState::Streaming {
+            return Ok(());
+        }
+        tracing::debug!(peer = %peer, "nothing received for a while; asking for a keepalive");
+        let status = writer.last_status;
+        writer.send_status(peer, status, true).await
+    }
+
+    fn receive_timeout_error(&self, timeout: Duration) -> ReplicationError {
+        ReplicationError::ReceiveTimeout {
+            peer: self.reader.peer.to_string(),
+            timeout,
         }
     }
 }
@@ -447,16 +559,14 @@ impl StatusSender {
                 "standby status update after finish(); send the final status before finishing",
             ));
         }
-        writer.buf.clear();
-        encode_status(
-            &mut writer.buf,
+        let status = LastStatus {
             write,
             flush,
             apply,
-            pg_now_micros(),
-            reply_requested,
-        );
-        writer.flush_buf(&self.peer).await
+        };
+        writer
+            .send_status(&self.peer, status, reply_requested)
+            .await
     }
 
     /// Ends streaming from our side (CopyDone). The stream keeps yielding messages the server
@@ -556,6 +666,8 @@ fn start_replication_command(slot: &str, start: Lsn, options: &[(&str, &str)]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
 
     #[test]
     fn status_update_layout() {
@@ -603,6 +715,125 @@ mod tests {
             create_slot_command("s", false, Some(14)),
             "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT"
         );
+    }
+
+    /// A stream over a local socket, as if START_REPLICATION had succeeded, and the server's
+    /// end of that socket.
+    async fn stream_pair(timeout: Duration) -> (ReplicationStream, StatusSender, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read_half, write_half) = tokio::io::split(PgStream::Plain(client));
+        let peer: Arc<str> = "test:1".into();
+        let writer = Arc::new(Mutex::new(CopyWriter {
+            io: write_half,
+            buf: BytesMut::new(),
+            copy_done_sent: false,
+            last_status: LastStatus::default(),
+        }));
+        let mut stream = ReplicationStream {
+            reader: FrameReader {
+                io: read_half,
+                buf: BytesMut::new(),
+                peer: peer.clone(),
+            },
+            writer: writer.clone(),
+            state: StreamState::Streaming,
+            receive_timeout: None,
+        };
+        stream.set_receive_timeout(Some(timeout));
+        (stream, StatusSender { writer, peer }, server)
+    }
+
+    /// A CopyData-wrapped primary keepalive.
+    fn keepalive_frame(wal_end: u64) -> Vec<u8> {
+        let mut out = vec![b'd', 0, 0, 0, 4 + 18, b'k'];
+        out.extend_from_slice(&wal_end.to_be_bytes());
+        out.extend_from_slice(&0i64.to_be_bytes());
+        out.push(0);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_pinged_then_times_out() {
+        let (mut stream, mut status, mut server) = stream_pair(Duration::from_millis(400)).await;
+        status
+            .send_status(Lsn(7), Lsn(5), Lsn(5), false)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = stream.next().await.unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            matches!(err, ReplicationError::ReceiveTimeout { .. }),
+            "{err}"
+        );
+        assert!(
+            err.is_transient() && err.to_string().contains("test:1"),
+            "{err}"
+        );
+        assert!(
+            waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        // The server saw our status update, then a ping repeating its positions with the
+        // reply flag set.
+        let mut got = vec![0u8; 2 * 39];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got[38], 0, "the status update asks for no reply");
+        assert_eq!(
+            &got[39 + 6..39 + 30],
+            &got[6..30],
+            "the ping repeats the positions"
+        );
+        assert_eq!(got[39 + 38], 1, "the ping asks for a reply");
+    }
+
+    #[tokio::test]
+    async fn an_answered_ping_keeps_the_stream_alive() {
+        let (mut stream, _status, mut server) = stream_pair(Duration::from_millis(400)).await;
+        let answer = tokio::spawn(async move {
+            // Answer every ping with a keepalive, three times: 3 × 200 ms of silence each,
+            // longer than the timeout in total.
+            for wal_end in 1..=3u64 {
+                let mut ping = [0u8; 39];
+                server.read_exact(&mut ping).await.unwrap();
+                assert_eq!(ping[38], 1);
+                server.write_all(&keepalive_frame(wal_end)).await.unwrap();
+            }
+            server
+        });
+        for want in 1..=3u64 {
+            match stream.next().await.unwrap() {
+                Some(ReplicationMessage::Keepalive { wal_end, .. }) => {
+                    assert_eq!(wal_end, Lsn(want))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        drop(answer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn bytes_trickling_in_restart_the_clock() {
+        let (mut stream, _status, mut server) = stream_pair(Duration::from_millis(600)).await;
+        let frame = keepalive_frame(9);
+        let sender = tokio::spawn(async move {
+            // One byte every 100 ms: 2.4 s for the message, far beyond the timeout, but never
+            // silent for long. Pings arrive meanwhile and are ignored.
+            for byte in frame {
+                server.write_all(&[byte]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            server
+        });
+        match stream.next().await.unwrap() {
+            Some(ReplicationMessage::Keepalive { wal_end, .. }) => assert_eq!(wal_end, Lsn(9)),
+            other => panic!("{other:?}"),
+        }
+        drop(sender.await.unwrap());
     }
 
     #[test]

@@ -59,6 +59,21 @@ pub enum ReplicationError {
         /// The limit that was exceeded.
         timeout: Duration,
     },
+    /// Streaming, the server sent nothing at all (no data, no keepalive, no answer to our
+    /// request for one) for `timeout`: the link is dead or black-holed. Transient: reconnecting
+    /// once the network is back resumes from the checkpoint.
+    #[error(
+        "nothing received from PostgreSQL at {peer} for {} ms, not even a keepalive it was asked \
+         for (WAL_RECEIVER_TIMEOUT_MS): the connection is considered dead; check the network \
+         path to the server, or raise WAL_RECEIVER_TIMEOUT_MS (0 disables) if the link is only \
+         slow", timeout.as_millis()
+    )]
+    ReceiveTimeout {
+        /// `host:port`.
+        peer: String,
+        /// The limit that was exceeded.
+        timeout: Duration,
+    },
     /// TLS could not be set up: no root certificate, certificate rejected, server without TLS.
     #[error("TLS with PostgreSQL at {peer} failed: {message}")]
     Tls {
@@ -123,13 +138,16 @@ impl From<ReadError> for ReplicationError {
 }
 
 impl ReplicationError {
-    /// Whether reconnecting later may succeed: connection loss, timeouts, a server shutting down
-    /// or starting up, too many connections, a slot still held by a previous connection (55006).
+    /// Whether reconnecting later may succeed: connection loss, timeouts (connecting, or a
+    /// silent stream), a server shutting down or starting up, too many connections, a slot still
+    /// held by a previous connection (55006).
     /// Authentication, TLS, missing objects (42704), wrong server setup (55000) and protocol
     /// errors are definite: retrying cannot fix them.
     pub fn is_transient(&self) -> bool {
         match self {
-            ReplicationError::Io { .. } | ReplicationError::Timeout { .. } => true,
+            ReplicationError::Io { .. }
+            | ReplicationError::Timeout { .. }
+            | ReplicationError::ReceiveTimeout { .. } => true,
             ReplicationError::Server(err) => sqlstate::is_transient(&err.code),
             ReplicationError::Tls { .. }
             | ReplicationError::Auth { .. }
@@ -364,6 +382,19 @@ mod tests {
         let body = error_body(&[(b'V', "FATAL"), (b'C', "57P03"), (b'M', "starting up")]);
         let err = startup_error("h:1", &body);
         assert!(matches!(err, ReplicationError::Server(_)) && err.is_transient());
+    }
+
+    #[test]
+    fn receive_timeout_is_transient_and_names_server_and_setting() {
+        let err = ReplicationError::ReceiveTimeout {
+            peer: "db:5432".into(),
+            timeout: Duration::from_millis(2500),
+        };
+        assert!(err.is_transient());
+        let text = err.to_string();
+        for part in ["db:5432", "2500 ms", "WAL_RECEIVER_TIMEOUT_MS"] {
+            assert!(text.contains(part), "{text}");
+        }
     }
 
     #[test]

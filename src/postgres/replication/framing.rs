@@ -231,34 +231,46 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next whole message, reading from the socket as often as needed.
     pub(super) async fn next_frame(&mut self) -> Result<Frame, ReadError> {
         loop {
-            let taken = take_frame(&mut self.buf).map_err(|source| ReadError::Malformed {
+            if let Some(frame) = self.take_buffered()? {
+                return Ok(frame);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The next whole message if it is already buffered, without touching the socket.
+    pub(super) fn take_buffered(&mut self) -> Result<Option<Frame>, ReadError> {
+        take_frame(&mut self.buf).map_err(|source| ReadError::Malformed {
+            peer: self.peer.clone(),
+            source,
+        })
+    }
+
+    /// One read from the socket into the buffer; an error when the server closed the
+    /// connection. Cancel-safe: dropping the future loses no bytes, so a caller may bound it
+    /// with a timeout and call it again.
+    pub(super) async fn fill(&mut self) -> Result<(), ReadError> {
+        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let n = self
+            .io
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(|source| ReadError::Io {
                 peer: self.peer.clone(),
                 source,
             })?;
-            if let Some(frame) = taken {
-                return Ok(frame);
-            }
-            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
-                self.buf.reserve(READ_CHUNK);
-            }
-            let n = self
-                .io
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| ReadError::Io {
-                    peer: self.peer.clone(),
-                    source,
-                })?;
-            if n == 0 {
-                return Err(ReadError::Io {
-                    peer: self.peer.clone(),
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection",
-                    ),
-                });
-            }
+        if n == 0 {
+            return Err(ReadError::Io {
+                peer: self.peer.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ),
+            });
         }
+        Ok(())
     }
 }
 

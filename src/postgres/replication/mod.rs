@@ -25,6 +25,12 @@
 //! Nothing here panics on what the server sends: malformed bytes become
 //! [`ReplicationError::Protocol`]. Every error names `host:port` and none contains the password.
 //!
+//! A network can fail without closing anything. Connecting is bounded by `connect_timeout`, the
+//! socket has TCP keepalives, and a started stream may be given a receive timeout
+//! ([`ReplicationStream::set_receive_timeout`], PostgreSQL's `wal_receiver_timeout`): it asks
+//! the server for a keepalive after half of it and fails with the transient
+//! [`ReplicationError::ReceiveTimeout`] when even that gets no answer.
+//!
 //! The files follow the diagram:
 //!
 //! - `tls.rs`: the TCP or TLS byte stream and the SSLRequest that picks one;

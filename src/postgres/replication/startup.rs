@@ -1,6 +1,7 @@
 //! Opening a replication connection: TCP, TLS, the StartupMessage and authentication.
 //!
-//! Everything before the first ReadyForQuery happens here, under one `connect_timeout`. The
+//! Everything before the first ReadyForQuery happens here, under one `connect_timeout`, on a
+//! socket with the URL's (or dbmazz's default) TCP keepalives and `tcp_user_timeout`. The
 //! StartupMessage asks for `replication=database` and carries the session settings every
 //! dbmazz connection uses, so the walsender formats values the way the rest of the pipeline
 //! expects. Authentication speaks trust, cleartext password, md5 and SCRAM-SHA-256 (without
@@ -23,7 +24,7 @@ use super::client::ReplicationClient;
 use super::error::{io_error, protocol, startup_error, ReplicationError};
 use super::framing::{Cursor, FrameReader};
 use super::tls::negotiate_tls;
-use crate::postgres::conninfo::{PgConnInfo, SESSION_SETTINGS};
+use crate::postgres::conninfo::{Keepalives, PgConnInfo, SESSION_SETTINGS};
 use crate::postgres::tls::TlsPolicy;
 
 impl ReplicationClient {
@@ -59,6 +60,12 @@ async fn connect_inner(
         .map_err(|e| io_error(peer, e))?;
     // Status updates are small and must not wait for Nagle.
     tcp.set_nodelay(true).map_err(|e| io_error(peer, e))?;
+    set_keepalives(&tcp, &info.keepalives).map_err(|e| io_error(peer, e))?;
+    if let Some(timeout) = info.tcp_user_timeout {
+        socket2::SockRef::from(&tcp)
+            .set_tcp_user_timeout(Some(timeout))
+            .map_err(|e| io_error(peer, e))?;
+    }
 
     let (stream, tls) = negotiate_tls(tcp, info, policy, peer).await?;
     let mut client = ReplicationClient {
@@ -97,6 +104,21 @@ async fn connect_inner(
         "replication connection established"
     );
     Ok(client)
+}
+
+/// TCP keepalives as `tokio-postgres` sets them on the SQL connections, so that the kernel
+/// drops an idle replication connection whose peer vanished.
+fn set_keepalives(tcp: &TcpStream, keepalives: &Keepalives) -> io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    if !keepalives.enabled {
+        return socket.set_keepalive(false);
+    }
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(keepalives.idle)
+            .with_interval(keepalives.interval)
+            .with_retries(keepalives.count),
+    )
 }
 
 /// Answers the server's authentication requests until AuthenticationOk.
