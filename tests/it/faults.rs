@@ -33,6 +33,24 @@ fn job(url: &str, d: &Double) -> Job {
         .env("FLUSH_INTERVAL_MS", "100")
 }
 
+/// PostgreSQL with database `app`, and the double, both with table `t`.
+fn stack() -> (PgCluster, String, Double) {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    (pg, url, d)
+}
+
+/// Inserts rows `1..=n` into `t` and waits until the sink has them.
+fn seed(pg: &PgCluster, d: &Double, n: u32) {
+    pg.psql(
+        "app",
+        &format!("INSERT INTO t SELECT g, 0 FROM generate_series(1, {n}) g"),
+    );
+    wait_converged(pg, d, "t", "id", "n");
+}
+
 fn health(grpc: &Client) -> Json {
     grpc.ok("dbmazz.HealthService/Check", "{}")
 }
@@ -57,20 +75,13 @@ fn start(job: &Job) -> (Proc, Client) {
 
 #[test]
 fn sink_outage_turns_health_not_serving_and_back_without_loss() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    table(&pg, &d);
+    let (pg, url, d) = stack();
     let job = job(&url, &d)
         .env("HEALTH_SINK_STALL_MS", "2000")
         .env("METRICS_PORT", "0");
     let (mut p, grpc) = start(&job);
     let metrics = listening(&mut p, "metrics");
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 100);
 
     // Every load now fails with 503 until the fault is cleared; writes keep coming.
     d.fault(json!({"kind": "http_5xx", "table": "t"}));
@@ -115,16 +126,9 @@ fn sink_outage_turns_health_not_serving_and_back_without_loss() {
 
 #[test]
 fn source_outage_turns_health_retrying_and_back_without_loss() {
-    let mut pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    table(&pg, &d);
+    let (mut pg, url, d) = stack();
     let (mut p, grpc) = start(&job(&url, &d));
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 100);
 
     pg.stop_immediate();
     let retrying = wait_health(&grpc, "NOT_SERVING", "Retrying");
@@ -147,11 +151,7 @@ fn source_outage_turns_health_retrying_and_back_without_loss() {
 /// become durable.
 fn outage(pg: &PgCluster, d: &Double, job: &Job) -> (Proc, Client) {
     let (p, grpc) = start(job);
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
-    );
-    wait_converged(pg, d, "t", "id", "n");
+    seed(pg, d, 100);
     d.fault(json!({"kind": "http_5xx", "table": "t"}));
     pg.psql("app", "UPDATE t SET n = n + 1 WHERE id <= 50");
     (p, grpc)
@@ -159,10 +159,7 @@ fn outage(pg: &PgCluster, d: &Double, job: &Job) -> (Proc, Client) {
 
 #[test]
 fn drain_and_stop_during_a_sink_outage_is_bounded_and_names_what_is_not_durable() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    table(&pg, &d);
+    let (pg, url, d) = stack();
     let job = job(&url, &d);
     let (mut p, grpc) = outage(&pg, &d, &job);
     wait_until(WAIT, "a failing load", || {
@@ -200,10 +197,7 @@ fn drain_and_stop_during_a_sink_outage_is_bounded_and_names_what_is_not_durable(
 
 #[test]
 fn sigterm_during_a_sink_outage_exits_within_shutdown_timeout() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    table(&pg, &d);
+    let (pg, url, d) = stack();
     let job = job(&url, &d).env("SHUTDOWN_TIMEOUT_MS", "2000");
     let (mut p, _grpc) = outage(&pg, &d, &job);
     wait_until(WAIT, "a failing load", || {
@@ -282,11 +276,7 @@ fn slot_invalidated_while_running_is_a_definite_error_that_says_what_to_do() {
     let d = Double::start("app");
     table(&pg, &d);
     let (mut p, grpc) = start(&job(&url, &d));
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 100);
     // The sink stalls, so the slot holds its WAL; then the WAL grows past the keep size and a
     // checkpoint removes it.
     d.fault(json!({"kind": "http_5xx", "table": "t"}));
@@ -368,17 +358,10 @@ fn sigstop_longer_than_wal_sender_timeout_recovers_without_loss() {
 
 #[test]
 fn a_load_whose_body_stops_moving_is_abandoned_after_the_stall_timeout_and_retried() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    table(&pg, &d);
+    let (pg, url, d) = stack();
     let job = job(&url, &d).env("STARROCKS_STALL_TIMEOUT_S", "5");
     let (mut p, _grpc) = start(&job);
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 100);
     // The BE takes the headers, says 100 Continue, then reads nothing for 20 s: from dbmazz's
     // side the body stops moving, as behind a network that drops packets.
     d.fault(json!({"kind": "stall_body_read_ms", "ms": 20_000, "count": 1, "table": "t"}));
@@ -432,11 +415,7 @@ fn an_idle_job_next_to_a_busy_database_frees_wal_but_never_confirms_what_is_not_
     table(&pg, &d);
     let job = job(&url, &d);
     let (mut p, grpc) = start(&job);
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 10);
 
     // Idle job, busy neighbour: the slot follows the server's WAL (nothing retained for it).
     for _ in 0..4 {
@@ -488,16 +467,9 @@ fn an_idle_job_next_to_a_busy_database_frees_wal_but_never_confirms_what_is_not_
 
 #[test]
 fn postgres_fast_shutdown_while_paused_is_not_held_up_and_resume_loses_nothing() {
-    let mut pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    table(&pg, &d);
+    let (mut pg, url, d) = stack();
     let (mut p, grpc) = start(&job(&url, &d));
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 100);
     assert_eq!(
         grpc.ok("dbmazz.CdcControlService/Pause", "{}")["state"],
         "PAUSED"
@@ -530,16 +502,9 @@ fn postgres_fast_shutdown_while_paused_is_not_held_up_and_resume_loses_nothing()
 
 #[test]
 fn truncate_with_the_default_policy_stops_the_job_and_says_what_to_do() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    table(&pg, &d);
+    let (pg, url, d) = stack();
     let (mut p, grpc) = start(&job(&url, &d));
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 10);
     pg.psql("app", "TRUNCATE t; INSERT INTO t VALUES (1, 1)");
     let failed = wait_health(&grpc, "NOT_SERVING", "Replication failed");
     let why = failed["errorDetail"].as_str().unwrap();
@@ -560,16 +525,9 @@ fn truncate_with_the_default_policy_stops_the_job_and_says_what_to_do() {
 
 #[test]
 fn every_kind_of_lost_or_late_answer_after_commit_loses_and_regresses_nothing() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    table(&pg, &d);
+    let (pg, url, d) = stack();
     let (mut p, _grpc) = start(&job(&url, &d));
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 20) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 20);
     for fault in [
         json!({"kind": "http_5xx", "after_commit": true, "count": 1, "table": "t"}),
         json!({"kind": "txn_status_unknown", "count": 1, "table": "t"}),
@@ -599,11 +557,7 @@ fn starrocks_down_refusing_connections_then_back_on_its_data_converges() {
     table(&pg, &d);
     let job = job(&url, &d).env("HEALTH_SINK_STALL_MS", "2000");
     let (mut p, grpc) = start(&job);
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "n");
+    seed(&pg, &d, 100);
 
     d.kill();
     pg.psql(

@@ -476,6 +476,10 @@ impl ReplicationStream {
     /// The next frame, failing when the socket stays silent for `limit` (see
     /// [`set_receive_timeout`](Self::set_receive_timeout)).
     async fn next_frame_within(&mut self, limit: Duration) -> Result<Frame, ReplicationError> {
+        // Most frames are already buffered: no clock read for them.
+        if let Some(frame) = self.reader.take_buffered()? {
+            return Ok(frame);
+        }
         let mut quiet_since = Instant::now();
         let mut pinged = false;
         loop {
