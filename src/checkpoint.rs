@@ -38,7 +38,10 @@ pub enum CheckpointError {
         source: tokio_postgres::Error,
     },
     /// A query failed.
-    #[error("checkpoint {action} for slot {slot} failed: {source}")]
+    #[error(
+        "checkpoint {action} for slot {slot} failed: {}",
+        crate::postgres::tls::flatten_chain(source)
+    )]
     Query {
         /// load or save.
         action: &'static str,
@@ -66,7 +69,12 @@ impl CheckpointError {
     /// server that refused the statement.
     pub fn is_transient(&self) -> bool {
         match self {
-            CheckpointError::Query { source, .. } => source.is_closed() || source.code().is_none(),
+            CheckpointError::Query { source, .. } => {
+                source.is_closed()
+                    || source
+                        .code()
+                        .is_none_or(|c| crate::postgres::sqlstate::is_transient(c.code()))
+            }
             CheckpointError::Timeout { .. } => true,
             CheckpointError::Create { .. } => false,
         }

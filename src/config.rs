@@ -101,6 +101,9 @@ pub struct Config {
     /// `timeout_ms` wait for the drain before the process exits without confirming the rest
     /// (zero: no bound).
     pub shutdown_timeout: Duration,
+    /// `STATEMENT_TIMEOUT_MS`: `statement_timeout` of dbmazz's bookkeeping sessions (setup,
+    /// checkpoints); `None` when set to 0.
+    pub statement_timeout: Option<Duration>,
     /// `HEALTH_SINK_STALL_MS`: how long the sink may hold a batch (failing or not answering)
     /// before Health turns `NOT_SERVING` (zero: never).
     pub health_sink_stall: Duration,
@@ -132,6 +135,8 @@ pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 10_000;
 /// Default `SHUTDOWN_TIMEOUT_MS`: Kubernetes' default grace period is 30 s, so the process ends
 /// with a clear message a little before the SIGKILL.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 25_000;
+/// Default `STATEMENT_TIMEOUT_MS`.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 60_000;
 /// Default `HEALTH_SINK_STALL_MS`.
 pub const DEFAULT_HEALTH_SINK_STALL_MS: u64 = 60_000;
 /// Default `WAL_RECEIVER_TIMEOUT_MS`: PostgreSQL's default `wal_receiver_timeout`.
@@ -159,6 +164,13 @@ impl Config {
             get("SHUTDOWN_TIMEOUT_MS"),
             "SHUTDOWN_TIMEOUT_MS",
             DEFAULT_SHUTDOWN_TIMEOUT_MS,
+            0,
+            86_400_000,
+        )?;
+        let statement_ms = parse_num(
+            get("STATEMENT_TIMEOUT_MS"),
+            "STATEMENT_TIMEOUT_MS",
+            DEFAULT_STATEMENT_TIMEOUT_MS,
             0,
             86_400_000,
         )?;
@@ -208,6 +220,7 @@ impl Config {
             sink,
             status_interval: Duration::from_millis(status_ms),
             shutdown_timeout: Duration::from_millis(shutdown_ms),
+            statement_timeout: (statement_ms > 0).then(|| Duration::from_millis(statement_ms)),
             health_sink_stall: Duration::from_millis(sink_stall_ms),
             wal_receiver_timeout,
             grpc_addr,

@@ -40,7 +40,7 @@ use crate::postgres::replication::{
 use crate::postgres::schema_cache::SchemaCache;
 use crate::postgres::setup::{self, SetupError};
 use crate::postgres::snapshot::{self, SnapshotError};
-use crate::postgres::tls::{connect_sql, ConnectError};
+use crate::postgres::tls::{connect_sql_bounded, ConnectError};
 use crate::postgres::toast_backfill::{CopyingTables, ToastBackfill};
 use crate::starrocks::sink::StarRocksSink;
 use crate::Lsn;
@@ -168,7 +168,7 @@ async fn run_once(
         "Configuring PostgreSQL",
         None,
     );
-    let client = connect_sql(&config.database).await?;
+    let client = connect_sql_bounded(&config.database, config.statement_timeout).await?;
     let source = setup::prepare_source(&client, config).await?;
     match sink {
         SinkChoice::Ready(sink) => stream(config, sink, job, client, source).await,
@@ -200,7 +200,7 @@ async fn stream<S: Sink>(
     source: setup::SourceInfo,
 ) -> Result<(), DaemonError> {
     let store = CheckpointStore::open(
-        connect_sql(&config.database).await?,
+        connect_sql_bounded(&config.database, config.statement_timeout).await?,
         "public",
         &config.slot_name,
     )

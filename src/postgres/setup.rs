@@ -123,7 +123,7 @@ pub enum SetupError {
         checkpoint: Lsn,
     },
     /// A catalog query or DDL statement failed.
-    #[error("{action} failed: {source}")]
+    #[error("{action} failed: {}", crate::postgres::tls::flatten_chain(source))]
     Sql {
         /// What was being done.
         action: String,
@@ -145,7 +145,12 @@ impl SetupError {
     pub fn is_transient(&self) -> bool {
         match self {
             SetupError::SlotActive { .. } => true,
-            SetupError::Sql { source, .. } => source.is_closed() || source.code().is_none(),
+            SetupError::Sql { source, .. } => {
+                source.is_closed()
+                    || source
+                        .code()
+                        .is_none_or(|c| crate::postgres::sqlstate::is_transient(c.code()))
+            }
             SetupError::CreateSlot { source, .. } => source.is_transient(),
             _ => false,
         }

@@ -512,7 +512,7 @@ fn io_error_kind(err: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
 }
 
 /// `outer: inner: innermost` on one line (server DETAIL/HINT lines included).
-fn flatten_chain(err: &(dyn StdError + 'static)) -> String {
+pub(crate) fn flatten_chain(err: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(err);
     while let Some(e) = current {
@@ -541,6 +541,24 @@ pub async fn connect_sql(info: &PgConnInfo) -> Result<tokio_postgres::Client, Co
                 timeout: info.connect_timeout,
             })
         })
+}
+
+/// [`connect_sql`] for dbmazz's own bookkeeping sessions (setup, checkpoints): each statement
+/// is bounded by `statement_timeout` on the server (`None`: no bound), so a statement stuck
+/// behind a lock ends with SQLSTATE 57014, which is transient, instead of holding the job.
+/// Never for the snapshot's COPY, `verify` or provisioning, whose statements may run long.
+pub async fn connect_sql_bounded(
+    info: &PgConnInfo,
+    statement_timeout: Option<std::time::Duration>,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let client = connect_sql(info).await?;
+    if let Some(t) = statement_timeout {
+        client
+            .batch_execute(&format!("SET statement_timeout = {}", t.as_millis()))
+            .await
+            .map_err(|e| ConnectError::from_postgres(e, info))?;
+    }
+    Ok(client)
 }
 
 async fn connect_sql_inner(info: &PgConnInfo) -> Result<tokio_postgres::Client, ConnectError> {

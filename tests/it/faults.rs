@@ -635,3 +635,39 @@ fn black_holes_to_the_fe_and_to_the_be_mid_body_are_abandoned_and_retried() {
     p.terminate();
     assert!(p.wait(WAIT).success(), "{}", p.log());
 }
+
+#[test]
+fn a_setup_statement_stuck_behind_a_lock_hits_statement_timeout_and_is_retried() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    pg.psql("app", "CREATE TABLE t (id int PRIMARY KEY, n bigint)");
+    let job = Job::new(&url, "t")
+        .env("GRPC_PORT", "0")
+        .env("STATEMENT_TIMEOUT_MS", "1000");
+    std::thread::scope(|s| {
+        // A long transaction holds the table: creating the publication for it must wait.
+        let locker = s.spawn(|| {
+            pg.psql(
+                "app",
+                "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let mut p = job.spawn();
+        let grpc = Client::new(listening(&mut p, "grpc").port());
+        let retrying = wait_health(&grpc, "NOT_SERVING", "Retrying");
+        assert!(
+            retrying["errorDetail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("statement timeout"),
+            "{retrying}"
+        );
+        locker.join().unwrap();
+        wait_health(&grpc, "SERVING", "Replicating");
+        pg.psql("app", "INSERT INTO t VALUES (1, 1)");
+        wait_until(WAIT, "the row out", || job.lines().len() == 1);
+        p.terminate();
+        assert!(p.wait(WAIT).success(), "{}", p.log());
+    });
+}
