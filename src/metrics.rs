@@ -64,9 +64,10 @@ pub struct Metrics {
     pub commit_to_ack: LatencyHistogram,
     /// When (µs since the Unix epoch) the sink started on the batch it has not yet made durable
     /// (retries included); 0 while no write is outstanding.
-    pub sink_write_since_unix_us: AtomicI64,
-    /// The last transient error of the outstanding write, cleared once it succeeds.
-    sink_error: Mutex<Option<String>>,
+    sink_write_since_unix_us: AtomicI64,
+    /// The last transient sink error, with the start of the write it belongs to: it counts only
+    /// while that write is the outstanding one, so a write that succeeds touches no lock.
+    sink_error: Mutex<Option<(i64, String)>>,
     tables: Mutex<BTreeMap<String, TableCounters>>,
 }
 
@@ -201,17 +202,15 @@ impl Metrics {
 
     /// The outstanding write failed with a transient error and will be retried.
     pub fn sink_write_failed(&self, error: String) {
+        let since = self.sink_write_since_unix_us.load(Ordering::Relaxed);
         if let Ok(mut e) = self.sink_error.lock() {
-            *e = Some(error);
+            *e = Some((since, error));
         }
     }
 
     /// The outstanding write became durable (or the batch was given up).
     pub fn sink_write_ended(&self) {
         self.sink_write_since_unix_us.store(0, Ordering::Relaxed);
-        if let Ok(mut e) = self.sink_error.lock() {
-            *e = None;
-        }
     }
 
     /// How long the outstanding sink write has waited at `now_us`, and its last error; `None`
@@ -222,7 +221,10 @@ impl Metrics {
             return None;
         }
         let waited = Duration::from_micros(now_us.saturating_sub(since).max(0) as u64);
-        let error = self.sink_error.lock().ok().and_then(|e| e.clone());
+        let error = self.sink_error.lock().ok().and_then(|e| match &*e {
+            Some((of, text)) if *of == since => Some(text.clone()),
+            _ => None,
+        });
         Some((waited, error))
     }
 

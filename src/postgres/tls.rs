@@ -531,16 +531,7 @@ pub(crate) fn flatten_chain(err: &(dyn StdError + 'static)) -> String {
 /// start together are bounded by `connect_timeout`. The connection future runs on a spawned
 /// tokio task; it ends when the returned client is dropped.
 pub async fn connect_sql(info: &PgConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
-    // tokio-postgres bounds only the TCP connect by connect_timeout; the handshake after it
-    // could wait forever on a link that swallows it. The replication client bounds the whole.
-    tokio::time::timeout(info.connect_timeout, connect_sql_inner(info))
-        .await
-        .unwrap_or_else(|_| {
-            Err(ConnectError::Timeout {
-                peer: info.host_port(),
-                timeout: info.connect_timeout,
-            })
-        })
+    connect_sql_with(info, None).await
 }
 
 /// [`connect_sql`] for dbmazz's own bookkeeping sessions (setup, checkpoints): each statement
@@ -551,17 +542,32 @@ pub async fn connect_sql_bounded(
     info: &PgConnInfo,
     statement_timeout: Option<std::time::Duration>,
 ) -> Result<tokio_postgres::Client, ConnectError> {
-    let client = connect_sql(info).await?;
-    if let Some(t) = statement_timeout {
-        client
-            .batch_execute(&format!("SET statement_timeout = {}", t.as_millis()))
-            .await
-            .map_err(|e| ConnectError::from_postgres(e, info))?;
-    }
-    Ok(client)
+    connect_sql_with(info, statement_timeout).await
 }
 
-async fn connect_sql_inner(info: &PgConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
+async fn connect_sql_with(
+    info: &PgConnInfo,
+    statement_timeout: Option<std::time::Duration>,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    // tokio-postgres bounds only the TCP connect by connect_timeout; the handshake after it
+    // could wait forever on a link that swallows it. The replication client bounds the whole.
+    tokio::time::timeout(
+        info.connect_timeout,
+        connect_sql_inner(info, statement_timeout),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ConnectError::Timeout {
+            peer: info.host_port(),
+            timeout: info.connect_timeout,
+        })
+    })
+}
+
+async fn connect_sql_inner(
+    info: &PgConnInfo,
+    statement_timeout: Option<std::time::Duration>,
+) -> Result<tokio_postgres::Client, ConnectError> {
     let peer = info.host_port();
     let policy = TlsPolicy::for_conninfo(info).map_err(|source| ConnectError::Tls {
         peer: peer.clone(),
@@ -580,7 +586,7 @@ async fn connect_sql_inner(info: &PgConnInfo) -> Result<tokio_postgres::Client, 
         .keepalives_idle(info.keepalives.idle)
         .keepalives_interval(info.keepalives.interval)
         .keepalives_retries(info.keepalives.count)
-        .options(session_options());
+        .options(session_options(statement_timeout));
     if let Some(timeout) = info.tcp_user_timeout {
         config.tcp_user_timeout(timeout);
     }
@@ -616,13 +622,18 @@ async fn connect_sql_inner(info: &PgConnInfo) -> Result<tokio_postgres::Client, 
     Ok(client)
 }
 
-/// The `options` startup parameter carrying [`SESSION_SETTINGS`] as `-c name=value` switches.
-fn session_options() -> String {
-    SESSION_SETTINGS
+/// The `options` startup parameter carrying [`SESSION_SETTINGS`] (and `statement_timeout`,
+/// in milliseconds, when given) as `-c name=value` switches.
+fn session_options(statement_timeout: Option<std::time::Duration>) -> String {
+    let mut options = SESSION_SETTINGS
         .iter()
         .map(|(name, value)| format!("-c {name}={value}"))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    if let Some(t) = statement_timeout {
+        options.push_str(&format!(" -c statement_timeout={}", t.as_millis()));
+    }
+    options
 }
 
 fn spawn_connection<F>(connection: F, peer: String)
@@ -695,7 +706,7 @@ mod tests {
 
     #[test]
     fn session_options_are_c_switches() {
-        let options = session_options();
+        let options = session_options(None);
         assert!(options.contains("-c TimeZone=UTC"), "{options}");
         assert!(options.contains("-c DateStyle=ISO"), "{options}");
     }

@@ -51,8 +51,9 @@ pub struct StarRocksSink {
     truncates: Option<TruncateLog>,
 }
 
-fn ddl_error(e: DdlError) -> SinkError {
-    let kind = if e.is_transient() {
+/// A sink error of the kind `transient` says, carrying `e`.
+fn classified(transient: bool, e: impl std::error::Error + Send + Sync + 'static) -> SinkError {
+    let kind = if transient {
         ErrorKind::Transient
     } else {
         ErrorKind::Definite
@@ -60,13 +61,12 @@ fn ddl_error(e: DdlError) -> SinkError {
     SinkError::from_cause(kind, e)
 }
 
+fn ddl_error(e: DdlError) -> SinkError {
+    classified(e.is_transient(), e)
+}
+
 fn truncate_log_error(e: TruncateLogError) -> SinkError {
-    let kind = if e.is_transient() {
-        ErrorKind::Transient
-    } else {
-        ErrorKind::Definite
-    };
-    SinkError::from_cause(kind, e)
+    classified(e.is_transient(), e)
 }
 
 impl StarRocksSink {
