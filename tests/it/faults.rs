@@ -33,6 +33,29 @@ fn job(url: &str, d: &Double) -> Job {
         .env("FLUSH_INTERVAL_MS", "100")
 }
 
+/// Stops dbmazz with SIGTERM and expects a clean exit.
+fn stop_cleanly(mut p: Proc) {
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
+
+/// After an outage a run left unfinished: clears the sink's faults, starts dbmazz again and
+/// expects everything to arrive.
+fn recover(pg: &PgCluster, d: &Double, job: &Job) {
+    d.admin("DELETE", "/admin/faults", "");
+    let p = job.spawn();
+    wait_converged(pg, d, "t", "id", "n");
+    stop_cleanly(p);
+}
+
+/// PostgreSQL with one extra `postgresql.conf` line.
+fn pg_with(conf: &str) -> PgCluster {
+    PgCluster::start_with(crate::support::pg::PgOptions {
+        extra_conf: vec![conf.into()],
+        ..Default::default()
+    })
+}
+
 /// PostgreSQL with database `app`, and the double, both with table `t`.
 fn stack() -> (PgCluster, String, Double) {
     let pg = PgCluster::start();
@@ -120,14 +143,13 @@ fn sink_outage_turns_health_not_serving_and_back_without_loss() {
     wait_health(&grpc, "SERVING", "Replicating");
     wait_converged(&pg, &d, "t", "id", "n");
     assert_eq!(scrape(metrics).1["dbmazz_healthy"], 1.0);
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    stop_cleanly(p);
 }
 
 #[test]
 fn source_outage_turns_health_retrying_and_back_without_loss() {
     let (mut pg, url, d) = stack();
-    let (mut p, grpc) = start(&job(&url, &d));
+    let (p, grpc) = start(&job(&url, &d));
     seed(&pg, &d, 100);
 
     pg.stop_immediate();
@@ -143,8 +165,7 @@ fn source_outage_turns_health_retrying_and_back_without_loss() {
         "UPDATE t SET n = n + 1 WHERE id % 3 = 0; DELETE FROM t WHERE id > 90",
     );
     wait_converged(&pg, &d, "t", "id", "n");
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    stop_cleanly(p);
 }
 
 /// Starts a job, loads rows, then makes every load fail so that the next changes cannot
@@ -188,11 +209,7 @@ fn drain_and_stop_during_a_sink_outage_is_bounded_and_names_what_is_not_durable(
     assert_eq!(p.wait(WAIT).code(), Some(1), "{}", p.log());
 
     // Nothing was confirmed past the failed batch: a new run delivers it.
-    d.admin("DELETE", "/admin/faults", "");
-    let mut p = job.spawn();
-    wait_converged(&pg, &d, "t", "id", "n");
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    recover(&pg, &d, &job);
 }
 
 #[test]
@@ -215,11 +232,7 @@ fn sigterm_during_a_sink_outage_exits_within_shutdown_timeout() {
         "{log}"
     );
 
-    d.admin("DELETE", "/admin/faults", "");
-    let mut p = job.spawn();
-    wait_converged(&pg, &d, "t", "id", "n");
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    recover(&pg, &d, &job);
 }
 
 #[test]
@@ -268,10 +281,7 @@ fn slot_dropped_while_running_is_a_definite_error_and_never_recreated() {
 
 #[test]
 fn slot_invalidated_while_running_is_a_definite_error_that_says_what_to_do() {
-    let pg = PgCluster::start_with(crate::support::pg::PgOptions {
-        extra_conf: vec!["max_slot_wal_keep_size = 1MB".into()],
-        ..Default::default()
-    });
+    let pg = pg_with("max_slot_wal_keep_size = 1MB");
     let url = pg.create_database("app");
     let d = Double::start("app");
     table(&pg, &d);
@@ -304,14 +314,11 @@ fn slot_invalidated_while_running_is_a_definite_error_that_says_what_to_do() {
 
 #[test]
 fn sigstop_longer_than_wal_sender_timeout_recovers_without_loss() {
-    let pg = PgCluster::start_with(crate::support::pg::PgOptions {
-        extra_conf: vec!["wal_sender_timeout = 2s".into()],
-        ..Default::default()
-    });
+    let pg = pg_with("wal_sender_timeout = 2s");
     let url = pg.create_database("app");
     pg.psql("app", "CREATE TABLE t (id int PRIMARY KEY, n bigint)");
     let job = Job::new(&url, "t");
-    let mut p = job.spawn_streaming();
+    let p = job.spawn_streaming();
     pg.psql(
         "app",
         "INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
@@ -352,15 +359,14 @@ fn sigstop_longer_than_wal_sender_timeout_recovers_without_loss() {
         let got: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
         got.join(",") == expected
     });
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    stop_cleanly(p);
 }
 
 #[test]
 fn a_load_whose_body_stops_moving_is_abandoned_after_the_stall_timeout_and_retried() {
     let (pg, url, d) = stack();
     let job = job(&url, &d).env("STARROCKS_STALL_TIMEOUT_S", "5");
-    let (mut p, _grpc) = start(&job);
+    let (p, _grpc) = start(&job);
     seed(&pg, &d, 100);
     // The BE takes the headers, says 100 Continue, then reads nothing for 20 s: from dbmazz's
     // side the body stops moving, as behind a network that drops packets.
@@ -370,8 +376,7 @@ fn a_load_whose_body_stops_moving_is_abandoned_after_the_stall_timeout_and_retri
         p.log().contains("Operation too slow")
     });
     wait_converged(&pg, &d, "t", "id", "n");
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    stop_cleanly(p);
 }
 
 /// `pg_current_wal_lsn() - confirmed_flush_lsn` of the job's slot, in bytes.
@@ -404,10 +409,7 @@ fn neighbour_traffic(pg: &PgCluster) {
 
 #[test]
 fn an_idle_job_next_to_a_busy_database_frees_wal_but_never_confirms_what_is_not_durable() {
-    let pg = PgCluster::start_with(crate::support::pg::PgOptions {
-        extra_conf: vec!["wal_sender_timeout = 2s".into()],
-        ..Default::default()
-    });
+    let pg = pg_with("wal_sender_timeout = 2s");
     let url = pg.create_database("app");
     pg.create_database("busy");
     pg.psql("busy", "CREATE TABLE noise (id int PRIMARY KEY, pad text)");
@@ -458,17 +460,13 @@ fn an_idle_job_next_to_a_busy_database_frees_wal_but_never_confirms_what_is_not_
 
     // A crash now loses nothing: the pending change comes again.
     p.kill9();
-    d.admin("DELETE", "/admin/faults", "");
-    let mut p = job.spawn();
-    wait_converged(&pg, &d, "t", "id", "n");
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    recover(&pg, &d, &job);
 }
 
 #[test]
 fn postgres_fast_shutdown_while_paused_is_not_held_up_and_resume_loses_nothing() {
     let (mut pg, url, d) = stack();
-    let (mut p, grpc) = start(&job(&url, &d));
+    let (p, grpc) = start(&job(&url, &d));
     seed(&pg, &d, 100);
     assert_eq!(
         grpc.ok("dbmazz.CdcControlService/Pause", "{}")["state"],
@@ -496,8 +494,7 @@ fn postgres_fast_shutdown_while_paused_is_not_held_up_and_resume_loses_nothing()
     grpc.ok("dbmazz.CdcControlService/Resume", "{}");
     wait_health(&grpc, "SERVING", "Replicating");
     wait_converged(&pg, &d, "t", "id", "n");
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    stop_cleanly(p);
 }
 
 #[test]
@@ -526,7 +523,7 @@ fn truncate_with_the_default_policy_stops_the_job_and_says_what_to_do() {
 #[test]
 fn every_kind_of_lost_or_late_answer_after_commit_loses_and_regresses_nothing() {
     let (pg, url, d) = stack();
-    let (mut p, _grpc) = start(&job(&url, &d));
+    let (p, _grpc) = start(&job(&url, &d));
     seed(&pg, &d, 20);
     for fault in [
         json!({"kind": "http_5xx", "after_commit": true, "count": 1, "table": "t"}),
@@ -545,8 +542,7 @@ fn every_kind_of_lost_or_late_answer_after_commit_loses_and_regresses_nothing() 
         d.query("SELECT min(n), max(n) FROM app.t")[0],
         vec![Some("5".to_owned()), Some("5".to_owned())]
     );
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    stop_cleanly(p);
 }
 
 #[test]
@@ -556,7 +552,7 @@ fn starrocks_down_refusing_connections_then_back_on_its_data_converges() {
     let mut d = Double::start("app");
     table(&pg, &d);
     let job = job(&url, &d).env("HEALTH_SINK_STALL_MS", "2000");
-    let (mut p, grpc) = start(&job);
+    let (p, grpc) = start(&job);
     seed(&pg, &d, 100);
 
     d.kill();
@@ -573,8 +569,7 @@ fn starrocks_down_refusing_connections_then_back_on_its_data_converges() {
     d.restart();
     wait_health(&grpc, "SERVING", "Replicating");
     wait_converged(&pg, &d, "t", "id", "n");
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    stop_cleanly(p);
 }
 
 #[test]
@@ -603,7 +598,7 @@ fn black_holes_to_the_fe_and_to_the_be_mid_body_are_abandoned_and_retried() {
         .env("STARROCKS_URL", &format!("http://127.0.0.1:{}", fe.port))
         .env("STARROCKS_STALL_TIMEOUT_S", "5")
         .env("HEALTH_SINK_STALL_MS", "3000");
-    let (mut p, grpc) = start(&job);
+    let (p, grpc) = start(&job);
     pg.psql(
         "app",
         "INSERT INTO t SELECT g, 0, 'p' FROM generate_series(1, 100) g",
@@ -632,8 +627,7 @@ fn black_holes_to_the_fe_and_to_the_be_mid_body_are_abandoned_and_retried() {
     });
     be.set(Mode::PassThrough);
     wait_converged(&pg, &d, "t", "id", "n, pad");
-    p.terminate();
-    assert!(p.wait(WAIT).success(), "{}", p.log());
+    stop_cleanly(p);
 }
 
 #[test]
@@ -667,7 +661,6 @@ fn a_setup_statement_stuck_behind_a_lock_hits_statement_timeout_and_is_retried()
         wait_health(&grpc, "SERVING", "Replicating");
         pg.psql("app", "INSERT INTO t VALUES (1, 1)");
         wait_until(WAIT, "the row out", || job.lines().len() == 1);
-        p.terminate();
-        assert!(p.wait(WAIT).success(), "{}", p.log());
+        stop_cleanly(p);
     });
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::dbmazz::{wait_until, Job};
+use crate::support::dbmazz::{wait_until, Job, Proc};
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
 use crate::support::tls_proxy::TlsProxy;
@@ -475,11 +475,9 @@ fn https_starrocks_is_verified_against_the_configured_ca() {
     assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
 
-/// Issue 16: a batch `TRUNCATE t; INSERT …` whose load after the truncate commits but loses its
-/// answer is retried whole. The retry must not truncate again: the rows loaded after the
-/// truncate would go, and their loads, back as `Label Already Exists`, would count as done.
-#[test]
-fn ambiguous_load_after_a_truncate_does_not_truncate_twice() {
+/// A job with `TRUNCATE_POLICY=truncate` on table `t (id, v)`, streaming, with rows 1–10
+/// loaded; `sr_extra` runs in StarRocks after the table is created.
+fn truncating_job(sr_extra: &str) -> (PgCluster, Double, Job, Proc) {
     let pg = PgCluster::start();
     let url = pg.create_database("app");
     let d = Double::start("app");
@@ -487,15 +485,26 @@ fn ambiguous_load_after_a_truncate_does_not_truncate_twice() {
         &pg,
         &d,
         "CREATE TABLE t (id int PRIMARY KEY, v text)",
-        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+        &format!(
+            "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id);{sr_extra}"
+        ),
     );
     let job = sr_job(&url, "t", &d).env("TRUNCATE_POLICY", "truncate");
-    let mut p = job.spawn_streaming();
+    let p = job.spawn_streaming();
     pg.psql(
         "app",
         "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 10) g",
     );
     wait_converged(&pg, &d, "t", "id", "v");
+    (pg, d, job, p)
+}
+
+/// Issue 16: a batch `TRUNCATE t; INSERT …` whose load after the truncate commits but loses its
+/// answer is retried whole. The retry must not truncate again: the rows loaded after the
+/// truncate would go, and their loads, back as `Label Already Exists`, would count as done.
+#[test]
+fn ambiguous_load_after_a_truncate_does_not_truncate_twice() {
+    let (pg, d, _job, mut p) = truncating_job("");
     // The next load of t is the one after the truncate: it commits, then the answer is lost.
     d.fault(json!({"kind": "commit_then_drop", "count": 1, "table": "t"}));
     pg.psql(
@@ -541,22 +550,7 @@ fn changes_replayed_from_before_an_applied_truncate_do_not_come_back() {
 /// Rows 1–10 loaded and checkpointed; then, with the checkpoint held back, `before` and
 /// `BEGIN; TRUNCATE t; INSERT 101–120; COMMIT` are loaded; kill -9, restart with `restart_env`.
 fn truncate_replayed_after_kill_9(before: &str, restart_env: &[(&str, &str)]) {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    create_both(
-        &pg,
-        &d,
-        "CREATE TABLE t (id int PRIMARY KEY, v text)",
-        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
-    );
-    let job = sr_job(&url, "t", &d).env("TRUNCATE_POLICY", "truncate");
-    let mut p = job.spawn_streaming();
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 10) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "v");
+    let (pg, d, job, mut p) = truncating_job("");
     let saved = || {
         pg.psql(
             "app",
@@ -624,24 +618,11 @@ fn truncate_replayed_after_kill_9(before: &str, restart_env: &[(&str, &str)]) {
 /// could leave) is forgotten when the slot is created: it must not make dbmazz skip a truncate.
 #[test]
 fn truncate_records_of_an_earlier_slot_are_forgotten_when_the_slot_is_created() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    create_both(
-        &pg,
-        &d,
-        "CREATE TABLE t (id int PRIMARY KEY, v text)",
-        "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id);
-         CREATE TABLE app.dbmazz_truncates (slot_name VARCHAR(128) NOT NULL, table_name VARCHAR(256) NOT NULL, truncate_lsn BIGINT NOT NULL, recorded_at DATETIME NULL) PRIMARY KEY(slot_name, table_name) DISTRIBUTED BY HASH(slot_name);
+    // A record left by an earlier slot of the same name, at an LSN beyond any real one.
+    let (pg, d, _job, mut p) = truncating_job(
+        "CREATE TABLE app.dbmazz_truncates (slot_name VARCHAR(128) NOT NULL, table_name VARCHAR(256) NOT NULL, truncate_lsn BIGINT NOT NULL, recorded_at DATETIME NULL) PRIMARY KEY(slot_name, table_name) DISTRIBUTED BY HASH(slot_name);
          INSERT INTO app.dbmazz_truncates (slot_name, table_name, truncate_lsn) VALUES ('dbmazz_slot', 't', 9000000000000000000)",
     );
-    let job = sr_job(&url, "t", &d).env("TRUNCATE_POLICY", "truncate");
-    let mut p = job.spawn_streaming();
-    pg.psql(
-        "app",
-        "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 10) g",
-    );
-    wait_converged(&pg, &d, "t", "id", "v");
     pg.psql(
         "app",
         "BEGIN; TRUNCATE t; INSERT INTO t VALUES (101, 'after'); COMMIT",
