@@ -18,7 +18,7 @@ use crate::env::{parse_choice, parse_ip, Vars};
 pub use crate::ident::{parse_tables, quote_ident, quote_literal, TableName};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::secret::Secret;
-pub use crate::starrocks::config::{StarRocksConfig, TruncatePolicy};
+pub use crate::starrocks::config::{OnReject, StarRocksConfig, TruncatePolicy};
 
 /// Where changes go.
 #[derive(Clone, Debug, PartialEq, Eq)]

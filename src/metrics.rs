@@ -60,6 +60,14 @@ pub struct Metrics {
     pub loads_total: AtomicU64,
     /// Stream Load attempts that failed transiently and were retried.
     pub load_retries_total: AtomicU64,
+    /// Rows StarRocks refused (each counted once per refusal).
+    pub rows_rejected_total: AtomicU64,
+    /// Refused rows written to `dbmazz_dead_letters`.
+    pub dead_letters_written_total: AtomicU64,
+    /// Dead letters a replay loaded and marked resolved.
+    pub dead_letters_resolved_total: AtomicU64,
+    /// Open dead letters of this job's slot, as last counted.
+    pub dead_letters_open: AtomicU64,
     /// Commit-to-sink-ack latency of every transaction made durable.
     pub commit_to_ack: LatencyHistogram,
     /// When (µs since the Unix epoch) the sink started on the batch it has not yet made durable

@@ -53,6 +53,16 @@ pub(crate) mod names {
     pub const LAG_EVENTS: &str = "dbmazz_lag_events";
     /// Gauge: commit-to-sink-ack latency of the last durable transaction.
     pub const REPLICATION_LAG_MS: &str = "dbmazz_replication_lag_ms";
+    /// Counter: rows StarRocks refused (strict-mode conversion, length, NOT NULL).
+    pub const ROWS_REJECTED: &str = "dbmazz_rows_rejected";
+    /// Counter: refused rows written to `dbmazz_dead_letters`.
+    pub const DEAD_LETTERS_WRITTEN: &str = "dbmazz_dead_letters_written";
+    /// Counter: dead letters a replay resolved.
+    pub const DEAD_LETTERS_RESOLVED: &str = "dbmazz_dead_letters_resolved";
+    /// Gauge: open dead letters of the job's slot.
+    pub const DEAD_LETTERS_OPEN: &str = "dbmazz_dead_letters_open";
+    /// Gauge: refused rows / (rows made durable + refused rows), since start.
+    pub const LOAD_ERROR_RATIO: &str = "dbmazz_load_error_ratio";
     /// Gauge: `pg_current_wal_lsn() - confirmed_flush_lsn` of the slot.
     pub const SLOT_LAG_BYTES: &str = "dbmazz_slot_lag_bytes";
     /// Histogram (unit seconds, so exposed as `dbmazz_commit_to_ack_seconds`): time from a
@@ -161,6 +171,42 @@ impl Collector for JobCollector {
             LOAD_RETRIES,
             "StarRocks Stream Load attempts retried after a transient failure.",
             load(&m.load_retries_total),
+        )?;
+        let rejected = load(&m.rows_rejected_total);
+        counter(
+            e,
+            ROWS_REJECTED,
+            "Rows StarRocks refused (a value that does not convert under strict mode, a string longer than its column, a NULL in a NOT NULL column).",
+            rejected,
+        )?;
+        counter(
+            e,
+            DEAD_LETTERS_WRITTEN,
+            "Refused rows written to dbmazz_dead_letters (ON_REJECT=dead_letter).",
+            load(&m.dead_letters_written_total),
+        )?;
+        counter(
+            e,
+            DEAD_LETTERS_RESOLVED,
+            "Dead letters a ReplayDeadLetters call loaded and marked resolved.",
+            load(&m.dead_letters_resolved_total),
+        )?;
+        gauge(
+            e,
+            DEAD_LETTERS_OPEN,
+            "Open dead letters of this job's slot, as last counted.",
+            load(&m.dead_letters_open) as i64,
+        )?;
+        let attempted = s.events_total + rejected;
+        gauge(
+            e,
+            LOAD_ERROR_RATIO,
+            "Rows refused by StarRocks over rows made durable plus rows refused, since start.",
+            if attempted == 0 {
+                0.0
+            } else {
+                rejected as f64 / attempted as f64
+            },
         )?;
         counter(
             e,

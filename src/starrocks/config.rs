@@ -1,5 +1,5 @@
-//! The StarRocks sink's settings: `STARROCKS_*`, `CREATE_TABLES` and `TRUNCATE_POLICY`, parsed
-//! and checked here, next to the code that uses them.
+//! The StarRocks sink's settings: `STARROCKS_*`, `CREATE_TABLES`, `TRUNCATE_POLICY` and `ON_REJECT`,
+//! parsed and checked here, next to the code that uses them.
 
 use std::fmt;
 use std::time::Duration;
@@ -24,6 +24,16 @@ pub enum TruncatePolicy {
     Stop,
     /// Truncate the target table too.
     Truncate,
+}
+
+/// What happens to a row StarRocks rejects (`ON_REJECT`): a value it cannot convert under
+/// `strict_mode`, a string longer than its column, a NULL in a NOT NULL column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnReject {
+    /// Stop the job, naming the rejected rows' keys, reasons and values (the default).
+    Stop,
+    /// Write the rejected rows to `dbmazz_dead_letters`, load the rest and keep streaming.
+    DeadLetter,
 }
 
 /// How the cluster stores data.
@@ -89,6 +99,8 @@ pub struct StarRocksConfig {
     pub replication_num: Option<u32>,
     /// `TRUNCATE_POLICY`.
     pub truncate_policy: TruncatePolicy,
+    /// `ON_REJECT`.
+    pub on_reject: OnReject,
     /// `STARROCKS_COMPRESS=gzip`: gzip load bodies (`compression: gzip`, StarRocks ≥ 3.2.7).
     pub gzip: bool,
     /// `STARROCKS_CA_FILE`: PEM CA certificates that an `https://` StarRocks must chain to;
@@ -104,7 +116,7 @@ pub struct StarRocksConfig {
 pub const DEFAULT_STALL_TIMEOUT_S: u64 = 120;
 
 impl StarRocksConfig {
-    /// Reads the `STARROCKS_*` settings (and `CREATE_TABLES`, `TRUNCATE_POLICY`).
+    /// Reads the `STARROCKS_*` settings (and `CREATE_TABLES`, `TRUNCATE_POLICY`, `ON_REJECT`).
     pub fn from_vars(vars: &Vars) -> Result<StarRocksConfig, ConfigError> {
         let get = |name: &str| vars.get(name);
         let (url, host) = fe_url(vars)?;
@@ -186,6 +198,14 @@ impl StarRocksConfig {
                 ("truncate", TruncatePolicy::Truncate),
             ],
         )?;
+        let on_reject = parse_choice(
+            get("ON_REJECT"),
+            "ON_REJECT",
+            &[
+                ("stop", OnReject::Stop),
+                ("dead_letter", OnReject::DeadLetter),
+            ],
+        )?;
         let gzip = parse_choice(
             get("STARROCKS_COMPRESS"),
             "STARROCKS_COMPRESS",
@@ -216,6 +236,7 @@ impl StarRocksConfig {
             primary_key_limit,
             replication_num,
             truncate_policy,
+            on_reject,
         })
     }
 }
@@ -318,6 +339,7 @@ pub mod tests_support {
             primary_key_limit: 128,
             replication_num: None,
             truncate_policy: TruncatePolicy::Stop,
+            on_reject: OnReject::Stop,
             gzip: false,
             ca_file: None,
             snapshot_csv: true,

@@ -202,7 +202,7 @@ impl Ddl {
         &self.db
     }
 
-    async fn rows(&self, action: &str, sql: &str) -> Result<Vec<Row>, DdlError> {
+    pub(crate) async fn rows(&self, action: &str, sql: &str) -> Result<Vec<Row>, DdlError> {
         bounded(action, async {
             let mut conn = self.pool.get_conn().await.map_err(query_error(action))?;
             conn.query(sql).await.map_err(query_error(action))
@@ -210,7 +210,7 @@ impl Ddl {
         .await
     }
 
-    async fn exec(&self, action: &str, sql: &str) -> Result<(), DdlError> {
+    pub(crate) async fn exec(&self, action: &str, sql: &str) -> Result<(), DdlError> {
         bounded(action, async {
             let mut conn = self.pool.get_conn().await.map_err(query_error(action))?;
             conn.query_drop(sql).await.map_err(query_error(action))

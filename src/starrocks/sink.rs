@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::config::{StarRocksConfig, TableName, TruncatePolicy};
+use crate::config::{OnReject, StarRocksConfig, TableName, TruncatePolicy};
 use crate::metrics::Metrics;
 use crate::pipeline::change::{CatalogColumn, TableCatalog};
 use crate::pipeline::change::{
@@ -28,6 +28,7 @@ use crate::pipeline::sink::{ErrorKind, Sink, SinkError, SnapshotEncoders};
 use crate::starrocks::cluster::Cluster;
 use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
 use crate::starrocks::encode::{synced_at_now, BodyPool, Segment, StarRocksSnapshotEncoders};
+use crate::starrocks::rejects::{self, BodyFormat, DeadLetterError, DeadLetters, Refused};
 use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
 use crate::starrocks::target::{ColumnTargets, TargetColumn};
 use crate::starrocks::truncates::{self, TruncateLog, TruncateLogError};
@@ -49,6 +50,8 @@ pub struct StarRocksSink {
     body: Vec<u8>,
     /// The truncates applied so far (`TRUNCATE_POLICY=truncate` only).
     truncates: Option<TruncateLog>,
+    /// Where refused rows go (`ON_REJECT=dead_letter` only).
+    dead_letters: Option<DeadLetters>,
 }
 
 /// A sink error of the kind `transient` says, carrying `e`.
@@ -68,6 +71,21 @@ fn ddl_error(e: DdlError) -> SinkError {
 fn truncate_log_error(e: TruncateLogError) -> SinkError {
     classified(e.is_transient(), e)
 }
+
+fn dead_letter_error(e: DeadLetterError) -> SinkError {
+    classified(e.is_transient(), e)
+}
+
+/// Rows `first..first + len` of a rejected load, still to be loaded or split.
+struct Part {
+    first: usize,
+    len: usize,
+    /// The rejection's message and error log URL, when this part is known to be rejected.
+    rejection: Option<(String, Option<String>)>,
+}
+
+/// At most this many refused rows are named in a stop error (all are counted).
+const NAMED_REFUSALS: usize = 10;
 
 impl StarRocksSink {
     /// Checks and prepares the target tables.
@@ -116,6 +134,28 @@ impl StarRocksSink {
             ),
             TruncatePolicy::Stop => None,
         };
+        let dead_letters = match cfg.on_reject {
+            OnReject::DeadLetter => Some(
+                DeadLetters::open(&ddl, slot, replication_num)
+                    .await
+                    .map_err(dead_letter_error)?,
+            ),
+            OnReject::Stop => None,
+        };
+        if let Some(letters) = &dead_letters {
+            if let Ok(open) = letters.count_open(&ddl).await {
+                metrics.dead_letters_open.store(open, Ordering::Relaxed);
+                if open > 0 {
+                    tracing::warn!(
+                        open,
+                        "{}.{} holds open dead letters of this slot: rows StarRocks refused; \
+                         fix their cause and run ReplayDeadLetters",
+                        cfg.database,
+                        rejects::DEAD_LETTER_TABLE
+                    );
+                }
+            }
+        }
         Ok(StarRocksSink {
             loader: StreamLoader::new(cfg.clone()),
             cfg,
@@ -127,6 +167,7 @@ impl StarRocksSink {
             metrics,
             body: Vec::with_capacity(1 << 20),
             truncates,
+            dead_letters,
         })
     }
 
@@ -171,12 +212,189 @@ impl StarRocksSink {
                 body: std::mem::take(&mut self.body).into(),
             };
             let label = req.label.clone();
+            let meta = LoadRequest {
+                body: bytes::Bytes::new(),
+                ..req.clone()
+            };
             let (outcome, body) = self.loader.load(req).await;
+            if let LoadOutcome::Rejected { message, error_url } = outcome {
+                self.isolate(&meta, &body, &table, false, message, error_url)
+                    .await?;
+                self.body = body.into();
+                continue;
+            }
             // Reuses the buffer when the load no longer holds it.
             self.body = body.into();
             self.load_outcome(outcome, &table.name, &label, rows.len())?;
         }
         Ok(())
+    }
+
+    /// A load was rejected: loads every row of it StarRocks takes, finds the ones it refuses,
+    /// and stops naming them or sets them aside (`ON_REJECT`). See `rejects.rs`.
+    async fn isolate(
+        &mut self,
+        meta: &LoadRequest,
+        body: &[u8],
+        table: &TableSchema,
+        snapshot: bool,
+        message: String,
+        error_url: Option<String>,
+    ) -> Result<(), SinkError> {
+        let format = BodyFormat::of(meta.csv_columns.as_deref());
+        let records = rejects::records(body, &format)
+            .map_err(|e| SinkError::from_cause(ErrorKind::Definite, e))?;
+        tracing::warn!(
+            table = %table.name,
+            label = %meta.label,
+            rows = records.len(),
+            error = %message,
+            "StarRocks rejected a load; loading its rows in parts to find the refused ones"
+        );
+        let key_names = self.key_names(table);
+        let mut todo = vec![Part {
+            first: 0,
+            len: records.len(),
+            rejection: Some((message, error_url)),
+        }];
+        let mut refused: Vec<Refused> = Vec::new();
+        let mut parts_loaded = 0u64;
+        while let Some(Part {
+            first,
+            len,
+            rejection: known,
+        }) = todo.pop()
+        {
+            let part_label = rejects::part_label(&meta.label, first, len);
+            let rejection = match known {
+                Some(r) => Some(r),
+                None => {
+                    let req = LoadRequest {
+                        label: part_label.clone(),
+                        body: rejects::sub_body(body, &records[first..first + len], &format).into(),
+                        ..meta.clone()
+                    };
+                    let (outcome, _) = self.loader.load(req).await;
+                    match outcome {
+                        LoadOutcome::Committed { .. } => {
+                            parts_loaded += 1;
+                            self.metrics.loads_total.fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                        LoadOutcome::Rejected { message, error_url } => Some((message, error_url)),
+                        other => {
+                            self.load_outcome(other, &table.name, &part_label, len)?;
+                            None
+                        }
+                    }
+                }
+            };
+            let Some((message, error_url)) = rejection else {
+                continue;
+            };
+            if len > 1 {
+                let half = len / 2;
+                todo.push(Part {
+                    first: first + half,
+                    len: len - half,
+                    rejection: None,
+                });
+                todo.push(Part {
+                    first,
+                    len: half,
+                    rejection: None,
+                });
+                continue;
+            }
+            let reason = match &error_url {
+                Some(url) => self.reason(url).await.unwrap_or_else(|e| {
+                    format!("{message} (its error log {url} could not be read: {e})")
+                }),
+                None => message,
+            };
+            let (key, row, op, version) =
+                rejects::describe(&body[records[first].clone()], &format, &key_names, snapshot);
+            refused.push(Refused {
+                table: table.name.to_string(),
+                key,
+                row,
+                op,
+                version,
+                reason,
+                label: if records.len() == 1 {
+                    meta.label.clone()
+                } else {
+                    part_label
+                },
+            });
+        }
+        self.metrics
+            .rows_rejected_total
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            table = %table.name,
+            refused = refused.len(),
+            parts_loaded,
+            "isolated the rows StarRocks refuses; every other row of the load is loaded"
+        );
+        match &self.dead_letters {
+            Some(letters) => {
+                letters
+                    .write(&self.ddl, &refused, &synced_at_now())
+                    .await
+                    .map_err(dead_letter_error)?;
+                for r in &refused {
+                    tracing::warn!(
+                        table = %r.table,
+                        key = %r.key,
+                        version = r.version,
+                        reason = %r.reason,
+                        "row refused by StarRocks; written to {}",
+                        rejects::DEAD_LETTER_TABLE
+                    );
+                }
+                self.metrics
+                    .dead_letters_written_total
+                    .fetch_add(refused.len() as u64, Ordering::Relaxed);
+                // The gauge is a figure to watch, not a correctness input: a failed count
+                // leaves it as it was.
+                if let Ok(open) = letters.count_open(&self.ddl).await {
+                    self.metrics
+                        .dead_letters_open
+                        .store(open, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            None => Err(SinkError::definite(refusal_report(&table.name, &refused))),
+        }
+    }
+
+    /// The reason in the error log at `url`.
+    async fn reason(&self, url: &str) -> Result<String, String> {
+        let cfg = self.cfg.clone();
+        let url = url.to_owned();
+        let log = tokio::task::spawn_blocking(move || {
+            crate::starrocks::stream_load::error_log(&cfg, &url)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        rejects::reason_from_error_log(&log).ok_or_else(|| "it is empty".to_owned())
+    }
+
+    /// The target's names of `table`'s key columns.
+    fn key_names(&self, table: &TableSchema) -> Vec<String> {
+        let targets = self.targets.get(&table.name);
+        table
+            .key
+            .iter()
+            .filter_map(|&k| table.columns.get(k))
+            .map(|c| {
+                targets
+                    .and_then(|t| t.get(&c.name))
+                    .map_or_else(|| c.name.clone(), |t| t.name.clone())
+            })
+            .collect()
     }
 
     /// Sends a block of snapshot rows the workers encoded: one full-row load.
@@ -203,7 +421,21 @@ impl StarRocksSink {
             body: e.body.clone(),
         };
         let label = req.label.clone();
-        let (outcome, _) = self.loader.load(req).await;
+        let meta = LoadRequest {
+            body: bytes::Bytes::new(),
+            ..req.clone()
+        };
+        let (outcome, body) = self.loader.load(req).await;
+        if let LoadOutcome::Rejected { message, error_url } = outcome {
+            let body = if body.is_empty() {
+                e.body.clone()
+            } else {
+                body
+            };
+            return self
+                .isolate(&meta, &body, &e.table, true, message, error_url)
+                .await;
+        }
         self.load_outcome(outcome, name, &label, e.rows as usize)
     }
 
@@ -227,6 +459,12 @@ impl StarRocksSink {
                 Err(SinkError::transient(msg))
             }
             LoadOutcome::Definite(msg) => Err(SinkError::definite(msg)),
+            LoadOutcome::Rejected { message, error_url } => Err(SinkError::definite(format!(
+                "{message}{}",
+                error_url
+                    .map(|u| format!("; rejected rows and reasons: {u}"))
+                    .unwrap_or_default()
+            ))),
         }
     }
 
@@ -341,6 +579,36 @@ impl StarRocksSink {
         *known = Arc::new(updated);
         Ok(())
     }
+}
+
+/// The stop error for rows StarRocks refused (`ON_REJECT=stop`).
+fn refusal_report(table: &TableName, refused: &[Refused]) -> String {
+    let mut out = format!(
+        "StarRocks refused {} row(s) of table {table} (every other row of the load is loaded):",
+        refused.len()
+    );
+    for r in refused.iter().take(NAMED_REFUSALS) {
+        out.push_str(&format!(
+            "\n  key {} ({} at version {}): {}; row {}",
+            r.key,
+            r.op,
+            r.version,
+            r.reason,
+            rejects::clip(&r.row, 500)
+        ));
+    }
+    if refused.len() > NAMED_REFUSALS {
+        out.push_str(&format!(
+            "\n  … and {} more",
+            refused.len() - NAMED_REFUSALS
+        ));
+    }
+    out.push_str(
+        "\nThe job stops (ON_REJECT=stop) rather than drop them: fix the target table or the \
+         source rows, then restart; or set ON_REJECT=dead_letter to set refused rows aside in \
+         dbmazz_dead_letters and keep streaming",
+    );
+    out
 }
 
 /// Matches the source's column names to the target's, which StarRocks compares without regard

@@ -18,7 +18,8 @@
 //! | `Label Already Exists` + FINISHED | committed by an earlier attempt |
 //! | `Label Already Exists` + RUNNING | poll `get_load_state`: VISIBLE/COMMITTED → committed, ABORTED → transient (resend), still running → transient |
 //! | `Fail`/`FAILED` with a retryable message (concurrency limit, too many versions, shutting down, running-txn limit, status unknown, timeouts, no backend, the BE's memory limits) | transient |
-//! | any other `Fail` (filtered rows, bad column, partial-update misuse, access denied, …) | definite |
+//! | `Fail` with filtered rows (`NumberFilteredRows` > 0 or "too many filtered rows"): `strict_mode` and `max_filter_ratio: 0` make any rejected row fail the whole load | rejected: the sink isolates the rows (see `rejects.rs`) |
+//! | any other `Fail` (bad column, partial-update misuse, access denied, …) | definite |
 
 use std::cell::Cell;
 use std::io::SeekFrom;
@@ -41,6 +42,14 @@ pub enum LoadOutcome {
     Transient(String),
     /// Cannot succeed as is: stop the job.
     Definite(String),
+    /// Rows of the body were rejected (conversion under `strict_mode`, length, NULL in a NOT
+    /// NULL column); nothing of the load was applied.
+    Rejected {
+        /// The whole message, as a definite error would say it.
+        message: String,
+        /// Where the BE serves the rejected rows and reasons, when it said.
+        error_url: Option<String>,
+    },
 }
 
 /// One load: a JSON array body (or a CSV body) for one table with one column set.
@@ -240,7 +249,7 @@ pub enum RedirectError {
     NotAllowed(String),
 }
 
-/// `get_load_state` gave no state.
+/// `get_load_state` gave no state, or an error log could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadStateError {
     /// The request failed.
@@ -263,6 +272,9 @@ pub enum LoadStateError {
     /// Too many redirects.
     #[error("get_load_state was redirected more than {MAX_HOPS} times")]
     TooManyHops,
+    /// An HTTP status other than 200.
+    #[error("HTTP {0}")]
+    Status(u32),
     /// The blocking task did not finish.
     #[error("the get_load_state task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -328,6 +340,9 @@ fn put(
         headers.append("strip_outer_array: true")?;
         headers.append("ignore_json_size: true")?;
     }
+    // A value StarRocks cannot convert is a rejection dbmazz sees, not a silent NULL; and one
+    // rejected row fails the load, so no row is dropped unnoticed.
+    headers.append("strict_mode: true")?;
     headers.append("max_filter_ratio: 0")?;
     headers.append("merge_condition: dbmazz_cdc_version")?;
     headers.append(&format!("timeout: {}", cfg.load_timeout.as_secs()))?;
@@ -472,8 +487,23 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
             let lower = message.to_lowercase();
             let memory =
                 MEMORY.iter().any(|m| lower.contains(m)) && !lower.contains("single query");
+            let filtered = get_field(&json, "NumberFilteredRows")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
             if memory || RETRYABLE.iter().any(|m| lower.contains(m)) {
                 LoadOutcome::Transient(format!("{what}: {message}"))
+            } else if filtered > 0 || lower.contains("too many filtered rows") {
+                let error_url = get_str(&json, "ErrorURL");
+                LoadOutcome::Rejected {
+                    message: format!(
+                        "{what} failed: {message} ({filtered} of {} rows rejected); nothing of \
+                         it was applied",
+                        get_field(&json, "NumberTotalRows")
+                            .and_then(|v| v.as_u64())
+                            .unwrap_or(0)
+                    ),
+                    error_url: (!error_url.is_empty()).then(|| error_url.to_owned()),
+                }
             } else {
                 let error_url = get_str(&json, "ErrorURL");
                 let hint = if error_url.is_empty() {
@@ -528,6 +558,44 @@ pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, LoadStat
         return Ok(get_str(&json, "state").to_owned());
     }
     Err(LoadStateError::TooManyHops)
+}
+
+/// Most of an error log dbmazz reads: the first rows are what it needs.
+const ERROR_LOG_MAX: usize = 256 * 1024;
+
+/// `GET <ErrorURL>`: the rejected rows and reasons a BE kept for a load (its host mapped like a
+/// redirect's, see [`follow`]). Reads at most the first 256 KiB.
+pub fn error_log(cfg: &StarRocksConfig, error_url: &str) -> Result<String, LoadStateError> {
+    let url = follow(cfg, error_url)?.url;
+    let mut easy = Easy::new();
+    let mut body = Vec::new();
+    let code = {
+        easy.url(&url)?;
+        tls_options(&mut easy, cfg)?;
+        easy.username(&cfg.user)?;
+        easy.password(cfg.password.expose())?;
+        easy.follow_location(false)?;
+        easy.timeout(Duration::from_secs(10))?;
+        easy.connect_timeout(Duration::from_secs(10))?;
+        let mut transfer = easy.transfer();
+        transfer.write_function(|data| {
+            let room = ERROR_LOG_MAX.saturating_sub(body.len());
+            body.extend_from_slice(&data[..data.len().min(room)]);
+            // Returning less than given ends the transfer once the cap is reached.
+            Ok(if room == 0 { 0 } else { data.len() })
+        })?;
+        let performed = transfer.perform();
+        drop(transfer);
+        match performed {
+            Ok(()) => easy.response_code()?,
+            Err(e) if e.is_write_error() && body.len() >= ERROR_LOG_MAX => 200,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if code != 200 {
+        return Err(LoadStateError::Status(code));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Collects an answer's body and its `Location` header, if any.
@@ -613,16 +681,37 @@ mod tests {
             200,
             r#"{"Status":"Fail","Message":"too many filtered rows","ErrorURL":"http://be/api/_load_error_log?file=x"}"#,
         ) {
-            LoadOutcome::Definite(m) => {
+            LoadOutcome::Rejected { message, error_url } => {
                 assert!(
-                    m.contains("orders")
-                        && m.contains("l1")
-                        && m.contains("too many filtered rows")
+                    message.contains("orders")
+                        && message.contains("l1")
+                        && message.contains("too many filtered rows")
                 );
-                assert!(m.contains("_load_error_log"));
+                assert_eq!(
+                    error_url.as_deref(),
+                    Some("http://be/api/_load_error_log?file=x")
+                );
             }
             other => panic!("{other:?}"),
         }
+        // Filtered rows count even when the message words it otherwise.
+        assert!(matches!(
+            decide_json(
+                200,
+                r#"{"Status":"Fail","Message":"data quality error","NumberTotalRows":3,"NumberFilteredRows":1}"#
+            ),
+            LoadOutcome::Rejected {
+                error_url: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide_json(
+                200,
+                r#"{"Status":"Fail","Message":"Unknown column 'x' in 't'"}"#
+            ),
+            LoadOutcome::Definite(_)
+        ));
         assert!(matches!(
             decide_json(200, r#"{"status":"FAILED","msg":"No backend alive."}"#),
             LoadOutcome::Transient(_)

@@ -12,6 +12,7 @@ mod mariadb;
 mod network;
 mod provision;
 mod provision_rest;
+mod rejects;
 mod replication;
 mod snapshot;
 mod soak;
