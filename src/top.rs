@@ -336,6 +336,12 @@ fn summary_line(s: &State, elapsed: Duration) -> String {
         bytes(m.memory_bytes as f64),
         if s.confirmed_lsn.is_empty() { "-" } else { &s.confirmed_lsn },
     );
+    if m.rows_rejected > 0 || m.dead_letters_open > 0 {
+        line.push_str(&format!(
+            " | refused {} dead letters {}",
+            m.rows_rejected, m.dead_letters_open
+        ));
+    }
     if !s.counts.is_empty() {
         line.push_str(" | rows src/sink");
         for c in &s.counts {
@@ -485,7 +491,7 @@ fn draw(f: &mut Frame, s: &State, grpc: &str, burst: bool) {
             Constraint::Length(1),
             Constraint::Length(1),
             Constraint::Length(5),
-            Constraint::Length(6),
+            Constraint::Length(7),
             Constraint::Min(4),
             Constraint::Length(1),
         ])
@@ -562,6 +568,7 @@ fn draw_lag_and_totals(f: &mut Frame, s: &State, m: &MetricsResponse, area: Rect
         Line::from(format!("lag        {:>9} ms", m.replication_lag_ms)),
         Line::from(format!("slot lag   {:>12}", bytes(m.slot_lag_bytes as f64))),
         Line::from(format!("pending    {:>12}", s.pending)),
+        Line::from(format!("dead letters {:>10}", m.dead_letters_open)),
     ])
     .block(Block::default().borders(Borders::ALL).title(" lag "));
     f.render_widget(lag, mid[0]);
@@ -660,4 +667,22 @@ fn draw_footer(f: &mut Frame, s: &State, burst: bool, area: Rect) {
         Style::default().fg(Color::Yellow),
     ));
     f.render_widget(Paragraph::new(Line::from(footer)), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_line_shows_refused_rows_once_there_are_any() {
+        let mut s = State::default();
+        s.metrics = Some(MetricsResponse::default());
+        assert!(!summary_line(&s, Duration::ZERO).contains("refused"));
+        s.metrics = Some(MetricsResponse {
+            rows_rejected: 4,
+            dead_letters_open: 3,
+            ..Default::default()
+        });
+        assert!(summary_line(&s, Duration::ZERO).contains("| refused 4 dead letters 3"));
+    }
 }

@@ -106,6 +106,8 @@ fn response(s: Sample) -> MetricsResponse {
         bytes_per_second: s.bytes_per_second,
         total_bytes: s.bytes_total,
         slot_lag_bytes: s.slot_lag_bytes,
+        rows_rejected: s.rows_rejected,
+        dead_letters_open: s.dead_letters_open,
         tables: s
             .tables
             .into_iter()

@@ -67,6 +67,10 @@ pub(crate) struct Sample {
     pub(crate) replication_lag_ms: u64,
     /// `pg_current_wal_lsn() - confirmed_flush_lsn` of the slot, as last polled.
     pub(crate) slot_lag_bytes: u64,
+    /// Rows StarRocks refused.
+    pub(crate) rows_rejected: u64,
+    /// Open dead letters, as last counted.
+    pub(crate) dead_letters_open: u64,
     /// Highest WAL position received.
     pub(crate) received_lsn: u64,
     /// Highest LSN confirmed to PostgreSQL.
@@ -122,6 +126,8 @@ impl Sampler {
             lag_events: m.pending_events(),
             replication_lag_ms: m.commit_to_ack_ms.load(Ordering::Relaxed),
             slot_lag_bytes: m.slot_lag_bytes.load(Ordering::Relaxed),
+            rows_rejected: m.rows_rejected_total.load(Ordering::Relaxed),
+            dead_letters_open: m.dead_letters_open.load(Ordering::Relaxed),
             received_lsn: received.max(confirmed),
             confirmed_lsn: confirmed,
             tables: m.table_counts(),
