@@ -675,8 +675,10 @@ mod tests {
 
     #[test]
     fn the_plain_line_shows_refused_rows_once_there_are_any() {
-        let mut s = State::default();
-        s.metrics = Some(MetricsResponse::default());
+        let mut s = State {
+            metrics: Some(MetricsResponse::default()),
+            ..Default::default()
+        };
         assert!(!summary_line(&s, Duration::ZERO).contains("refused"));
         s.metrics = Some(MetricsResponse {
             rows_rejected: 4,
