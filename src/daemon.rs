@@ -186,6 +186,10 @@ async fn run_once(
                 job.metrics().clone(),
             )
             .await?;
+            job.set_source_catalog(crate::job::SourceCatalog {
+                tables: source.tables.clone(),
+                types: source.types.clone(),
+            });
             stream(config, sink, job, client, source).await
         }
     }

@@ -111,8 +111,20 @@ pub struct HealthReport {
     pub error: Option<String>,
 }
 
+/// The source tables as setup read them: what a dead-letter replay needs to read and encode
+/// their rows.
+#[derive(Debug, Default)]
+pub struct SourceCatalog {
+    /// The replicated tables.
+    pub tables: Vec<crate::pipeline::change::TableCatalog>,
+    /// JSON treatment of their non-built-in column types.
+    pub types: std::collections::HashMap<u32, crate::value::ValueKind>,
+}
+
 struct Shared {
     state: watch::Sender<JobState>,
+    /// The source tables, once setup read them.
+    catalog: std::sync::Mutex<Option<Arc<SourceCatalog>>>,
     /// Set when a bounded drain gave up: the process exits without confirming more.
     abandoned: watch::Sender<bool>,
     /// `HEALTH_SINK_STALL_MS` (0: never).
@@ -136,6 +148,7 @@ impl JobHandle {
     /// A handle for a job on `slot` replicating `tables` with the initial flush settings.
     pub fn new(slot: &str, tables: &[TableName], flush: FlushPolicy) -> Self {
         JobHandle(Arc::new(Shared {
+            catalog: std::sync::Mutex::new(None),
             state: watch::Sender::new(JobState {
                 stage: Stage::Init,
                 run: RunState::Starting,
@@ -382,7 +395,19 @@ impl JobHandle {
         }
     }
 
+    /// The source tables as setup last read them (`None` before setup).
+    pub fn source_catalog(&self) -> Option<Arc<SourceCatalog>> {
+        self.0.catalog.lock().ok().and_then(|c| c.clone())
+    }
+
     // ---- used by the daemon ----
+
+    /// Records the source tables setup read.
+    pub(crate) fn set_source_catalog(&self, catalog: SourceCatalog) {
+        if let Ok(mut c) = self.0.catalog.lock() {
+            *c = Some(Arc::new(catalog));
+        }
+    }
 
     /// Updates the state.
     pub(crate) fn set_state(

@@ -55,6 +55,7 @@ pub mod ndjson;
 pub mod pipeline;
 pub mod postgres;
 pub mod provision;
+pub mod replay;
 pub mod schema_cli;
 pub mod secret;
 pub mod starrocks;

@@ -1,4 +1,5 @@
-//! `dbmazz.CdcControlService`: Pause, Resume, ReloadConfig, DrainAndStop and its 1.x name Stop.
+//! `dbmazz.CdcControlService`: Pause, Resume, ReloadConfig, DrainAndStop and its 1.x name Stop,
+//! and the dead-letter calls ListDeadLetters and ReplayDeadLetters (see `replay.rs`).
 //!
 //! Each call asks the job through its handle and, where the change takes effect asynchronously
 //! (pause, resume), waits a bounded time for the job to get there so that the reply can report
@@ -13,11 +14,15 @@ use tonic::{Request, Response, Status};
 use super::error::RpcError;
 use super::proto::cdc_control_service_server::CdcControlService;
 use super::proto::{
-    ControlResponse, DrainRequest, PauseRequest, ReloadConfigRequest, ResumeRequest, StopRequest,
+    ControlResponse, DeadLetter as DeadLetterMessage, DrainRequest, ListDeadLettersRequest,
+    ListDeadLettersResponse, PauseRequest, ReloadConfigRequest, ReplayDeadLettersRequest,
+    ReplayDeadLettersResponse, ResumeRequest, StopRequest,
 };
 use super::status::{cdc_state, display_name, lsn_text};
 use crate::config::{parse_tables, TableName};
 use crate::job::{JobHandle, RunState};
+use crate::replay::{Replayer, DEFAULT_LIST_LIMIT};
+use crate::starrocks::rejects::{DeadLetter, LetterFilter};
 
 /// How long Pause waits for the job to flush, confirm and close the replication connection.
 const PAUSE_WAIT: Duration = Duration::from_secs(30);
@@ -29,12 +34,56 @@ pub(crate) struct Commands {
     job: JobHandle,
     /// Set when the process should stop although the job cannot drain (it failed).
     stop: watch::Sender<bool>,
+    replayer: std::sync::Arc<Replayer>,
 }
 
 impl Commands {
     /// Commands for `job`; `stop` asks the process to end when the job cannot drain.
-    pub(crate) fn new(job: JobHandle, stop: watch::Sender<bool>) -> Self {
-        Commands { job, stop }
+    pub(crate) fn new(
+        job: JobHandle,
+        stop: watch::Sender<bool>,
+        replayer: std::sync::Arc<Replayer>,
+    ) -> Self {
+        Commands {
+            job,
+            stop,
+            replayer,
+        }
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: &ListDeadLettersRequest,
+    ) -> Result<ListDeadLettersResponse, RpcError> {
+        let (letters, total) = self.replayer.list(&list_filter(req)?).await?;
+        Ok(ListDeadLettersResponse {
+            letters: letters.into_iter().map(letter_message).collect(),
+            total,
+        })
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        req: &ReplayDeadLettersRequest,
+    ) -> Result<ReplayDeadLettersResponse, RpcError> {
+        let report = self
+            .replayer
+            .replay(req.tables.clone(), req.keys.clone(), req.dry_run)
+            .await?;
+        Ok(ReplayDeadLettersResponse {
+            matched: report.letters.len() as u32,
+            resolved: report.resolved,
+            deleted: report.deleted,
+            failed: report.failed,
+            version: report.version.0,
+            version_text: if report.version.0 == 0 {
+                String::new()
+            } else {
+                report.version.to_string()
+            },
+            dry_run: req.dry_run,
+            letters: report.letters.into_iter().map(letter_message).collect(),
+        })
     }
 
     async fn pause(&self) -> Result<ControlResponse, RpcError> {
@@ -177,6 +226,68 @@ fn audited(
     }
 }
 
+/// The filter of a ListDeadLetters request.
+pub(crate) fn list_filter(req: &ListDeadLettersRequest) -> Result<LetterFilter, RpcError> {
+    let status = match req.status.as_str() {
+        "" | "open" => Some("open".to_owned()),
+        "resolved" => Some("resolved".to_owned()),
+        "all" => None,
+        other => {
+            return Err(crate::replay::ReplayError::Invalid(format!(
+                "status {other:?}: expected open, resolved or all"
+            ))
+            .into())
+        }
+    };
+    Ok(LetterFilter {
+        tables: req.tables.clone(),
+        keys: Vec::new(),
+        status,
+        limit: if req.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            req.limit
+        },
+    })
+}
+
+/// A dead letter as the API shows it.
+pub(crate) fn letter_message(l: DeadLetter) -> DeadLetterMessage {
+    DeadLetterMessage {
+        id: l.id,
+        table: l.source_table,
+        key: l.key,
+        row: l.row,
+        op: l.op,
+        cdc_version: l.version,
+        reason: l.reason,
+        label: l.label,
+        status: l.status,
+        first_seen: l.first_seen,
+        last_seen: l.last_seen,
+        resolved_at: l.resolved_at.unwrap_or_default(),
+    }
+}
+
+/// Logs a dead-letter call and turns its result into a gRPC reply.
+fn audited_call<T>(
+    rpc: &'static str,
+    peer: Option<SocketAddr>,
+    result: Result<T, RpcError>,
+) -> Result<Response<T>, Status> {
+    let peer = peer_text(peer);
+    match result {
+        Ok(reply) => {
+            tracing::info!(rpc, peer, result = "ok", "control call");
+            Ok(Response::new(reply))
+        }
+        Err(err) => {
+            tracing::info!(rpc, peer, result = ?err.code(), error = %err, "control call refused");
+            Err(err.into())
+        }
+    }
+}
+
 /// The caller's address for logs.
 fn peer_text(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".into(), |p| p.to_string())
@@ -227,5 +338,31 @@ impl CdcControlService for Commands {
     ) -> Result<Response<ControlResponse>, Status> {
         let result = self.reload(request.get_ref());
         audited("ReloadConfig", request.remote_addr(), result)
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let result = self.list_dead_letters(request.get_ref()).await;
+        audited_call("ListDeadLetters", request.remote_addr(), result)
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<ReplayDeadLettersRequest>,
+    ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
+        let peer = request.remote_addr();
+        let req = request.get_ref();
+        tracing::info!(
+            rpc = "ReplayDeadLetters",
+            peer = peer_text(peer),
+            tables = ?req.tables,
+            keys = req.keys.len(),
+            dry_run = req.dry_run,
+            "replay requested"
+        );
+        let result = self.replay_dead_letters(req).await;
+        audited_call("ReplayDeadLetters", peer, result)
     }
 }

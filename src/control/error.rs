@@ -6,6 +6,7 @@
 use tonic::{Code, Status};
 
 use crate::job::{ControlError, RunState};
+use crate::replay::ReplayError;
 
 /// Why a control call was refused.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,9 @@ pub(crate) enum RpcError {
     /// `ReloadConfig` named a table that is not a valid name.
     #[error("tables: {0}")]
     BadTables(#[from] crate::ident::TableListError),
+    /// A dead-letter call failed.
+    #[error(transparent)]
+    Replay(#[from] crate::replay::ReplayError),
 }
 
 impl RpcError {
@@ -38,6 +42,11 @@ impl RpcError {
             RpcError::Job(ControlError::DrainTimeout { .. }) => Code::DeadlineExceeded,
             RpcError::TablesNeedRestart { .. } => Code::FailedPrecondition,
             RpcError::BadTables(_) => Code::InvalidArgument,
+            RpcError::Replay(e) => match e {
+                ReplayError::NoStarRocks | ReplayError::NotReady => Code::FailedPrecondition,
+                ReplayError::Invalid(_) => Code::InvalidArgument,
+                ReplayError::StarRocks(_) | ReplayError::Source { .. } => Code::Unavailable,
+            },
         }
     }
 }

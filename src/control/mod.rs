@@ -25,6 +25,7 @@
 
 mod auth;
 mod commands;
+mod dead_letters;
 mod error;
 mod health;
 mod http;

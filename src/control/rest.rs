@@ -69,7 +69,11 @@ pub(crate) fn routes(engine: Engine, auth: BearerAuth) -> Router {
 }
 
 /// Refuses a request without the right bearer token (when one is configured).
-async fn require_token(State(auth): State<BearerAuth>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(auth): State<BearerAuth>,
+    req: Request,
+    next: Next,
+) -> Response {
     let offered = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -29,7 +29,7 @@ use super::proto::FILE_DESCRIPTOR_SET;
 use super::sampler::Baseline;
 use super::schema::SchemaRpc;
 use super::status::StatusService;
-use super::{http, prometheus, rest, slot_monitor};
+use super::{dead_letters, http, prometheus, rest, slot_monitor};
 use crate::config::Config;
 use crate::job::JobHandle;
 use crate::provision::jobs::Engine;
@@ -80,6 +80,15 @@ impl ControlPlane {
         provision: &Engine,
     ) -> Result<ControlPlane, ListenError> {
         let baseline = Baseline::now(job);
+        let replayer = std::sync::Arc::new(crate::replay::Replayer::new(
+            config.database.clone(),
+            config.statement_timeout,
+            match &config.sink {
+                crate::config::SinkConfig::StarRocks(sr) => Some((**sr).clone()),
+                crate::config::SinkConfig::Ndjson { .. } => None,
+            },
+            job.clone(),
+        ));
         let shutdown = watch::Sender::new(false);
         let mut plane = ControlPlane {
             grpc_addr: None,
@@ -99,6 +108,10 @@ impl ControlPlane {
                 provision.clone(),
                 BearerAuth::new(config.grpc_token.as_ref()),
             )
+            .merge(dead_letters::routes(
+                replayer.clone(),
+                BearerAuth::new(config.grpc_token.as_ref()),
+            ))
             .merge(prometheus::routes(job.clone(), baseline));
             plane.tasks.push(tokio::spawn(http::serve(
                 listener,
@@ -127,7 +140,7 @@ impl ControlPlane {
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 )
                 .add_service(
-                    CdcControlServiceServer::new(Commands::new(job.clone(), stop))
+                    CdcControlServiceServer::new(Commands::new(job.clone(), stop, replayer))
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 )

@@ -339,7 +339,7 @@ pub async fn prepare(config: &Config, source: &SourceInfo) -> Result<SnapshotPla
 
 /// The schema snapshot rows carry, built from the catalog the way the schema cache builds it
 /// from a Relation message.
-fn table_schema(table: &TableCatalog, types: &HashMap<u32, ValueKind>) -> TableSchema {
+pub fn table_schema(table: &TableCatalog, types: &HashMap<u32, ValueKind>) -> TableSchema {
     let columns: Vec<ColumnSchema> = table
         .columns
         .iter()
@@ -364,7 +364,8 @@ fn table_schema(table: &TableCatalog, types: &HashMap<u32, ValueKind>) -> TableS
     }
 }
 
-async fn key_types(state: &Client, table: &TableCatalog) -> Result<Vec<String>, SnapshotError> {
+/// The key columns' types as `format_type` spells them (for casts of key literals).
+pub async fn key_types(state: &Client, table: &TableCatalog) -> Result<Vec<String>, SnapshotError> {
     let mut out = Vec::new();
     for k in &table.key_columns {
         let row = state

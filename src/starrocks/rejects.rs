@@ -33,7 +33,9 @@ use std::ops::Range;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::config::StarRocksConfig;
 use crate::starrocks::ddl::{ident, literal, Ddl, DdlError};
+use crate::starrocks::stream_load::{self, LoadOutcome, LoadRequest, StreamLoader};
 
 /// The dead-letter table, in `STARROCKS_DB`.
 pub const DEAD_LETTER_TABLE: &str = "dbmazz_dead_letters";
@@ -145,6 +147,147 @@ fn u64_prefix(digest: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(b)
+}
+
+/// What isolating the refused rows of a load found.
+#[derive(Debug, Default)]
+pub struct Isolated {
+    /// The refused rows.
+    pub refused: Vec<Refused>,
+    /// Parts that committed.
+    pub parts_loaded: u64,
+    /// A part that failed otherwise than by a rejection (its outcome, label and rows): the
+    /// isolation stopped there, and the caller decides (retry the batch, or stop).
+    pub failed: Option<(LoadOutcome, String, usize)>,
+}
+
+/// Rows `first..first + len` of a rejected load, still to be loaded or split.
+struct Part {
+    first: usize,
+    len: usize,
+    /// The rejection's message and error log URL, when this part is known to be rejected.
+    rejection: Option<(String, Option<String>)>,
+}
+
+/// Loads every row of the rejected load `meta` (`body`, rejected as `rejection` says) that
+/// StarRocks takes, in parts, and returns the rows it refuses, each with its reason.
+/// `table` names the source table, `key_names` the target's key columns; `snapshot` says the
+/// rows are copied ones.
+#[allow(clippy::too_many_arguments)]
+pub async fn isolate(
+    loader: &StreamLoader,
+    cfg: &std::sync::Arc<StarRocksConfig>,
+    meta: &LoadRequest,
+    body: &[u8],
+    table: &str,
+    key_names: &[String],
+    snapshot: bool,
+    rejection: (String, Option<String>),
+) -> Isolated {
+    let mut out = Isolated::default();
+    let format = BodyFormat::of(meta.csv_columns.as_deref());
+    let records = match records(body, &format) {
+        Ok(r) => r,
+        Err(e) => {
+            out.failed = Some((LoadOutcome::Definite(e.to_string()), meta.label.clone(), 0));
+            return out;
+        }
+    };
+    tracing::warn!(
+        table,
+        label = %meta.label,
+        rows = records.len(),
+        error = %rejection.0,
+        "StarRocks rejected a load; loading its rows in parts to find the refused ones"
+    );
+    let mut todo = vec![Part {
+        first: 0,
+        len: records.len(),
+        rejection: Some(rejection),
+    }];
+    while let Some(Part {
+        first,
+        len,
+        rejection: known,
+    }) = todo.pop()
+    {
+        let label = part_label(&meta.label, first, len);
+        let rejection = match known {
+            Some(r) => r,
+            None => {
+                let req = LoadRequest {
+                    label: label.clone(),
+                    body: sub_body(body, &records[first..first + len], &format).into(),
+                    ..meta.clone()
+                };
+                match loader.load(req).await.0 {
+                    LoadOutcome::Committed { .. } => {
+                        out.parts_loaded += 1;
+                        continue;
+                    }
+                    LoadOutcome::Rejected { message, error_url } => (message, error_url),
+                    other => {
+                        out.failed = Some((other, label, len));
+                        return out;
+                    }
+                }
+            }
+        };
+        if len > 1 {
+            let half = len / 2;
+            todo.push(Part {
+                first: first + half,
+                len: len - half,
+                rejection: None,
+            });
+            todo.push(Part {
+                first,
+                len: half,
+                rejection: None,
+            });
+            continue;
+        }
+        let (message, error_url) = rejection;
+        let reason = match &error_url {
+            Some(url) => read_reason(cfg, url).await.unwrap_or_else(|e| {
+                format!("{message} (its error log {url} could not be read: {e})")
+            }),
+            None => message,
+        };
+        let (key, row, op, version) =
+            describe(&body[records[first].clone()], &format, key_names, snapshot);
+        out.refused.push(Refused {
+            table: table.to_owned(),
+            key,
+            row,
+            op,
+            version,
+            reason,
+            label: if records.len() == 1 {
+                meta.label.clone()
+            } else {
+                label
+            },
+        });
+    }
+    tracing::info!(
+        table,
+        refused = out.refused.len(),
+        parts_loaded = out.parts_loaded,
+        "isolated the rows StarRocks refuses; every other row of the load is loaded"
+    );
+    out
+}
+
+/// The reason in the error log at `url`.
+async fn read_reason(cfg: &std::sync::Arc<StarRocksConfig>, url: &str) -> Result<String, String> {
+    let cfg = cfg.clone();
+    let url = url.to_owned();
+    let log = tokio::task::spawn_blocking(move || stream_load::error_log(&cfg, &url))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    reason_from_error_log(&log).ok_or_else(|| "it is empty".to_owned())
 }
 
 /// The reason in a BE error log: its first line, without the `Error: ` prefix and the row
@@ -368,6 +511,19 @@ pub struct DeadLetter {
     pub resolved_at: Option<String>,
 }
 
+/// Which letters to list or replay.
+#[derive(Clone, Debug, Default)]
+pub struct LetterFilter {
+    /// Source tables (`schema.table`); empty: all.
+    pub tables: Vec<String>,
+    /// Keys as `row_key` holds them; empty: all.
+    pub keys: Vec<String>,
+    /// `open` or `resolved`; `None`: both.
+    pub status: Option<String>,
+    /// Most letters listed.
+    pub limit: u32,
+}
+
 /// The id of the letter of `key` in `table` for `slot`.
 pub fn letter_id(slot: &str, table: &str, key: &str) -> String {
     let mut h = Sha256::new();
@@ -421,6 +577,13 @@ impl DeadLetters {
         Ok(DeadLetters {
             slot: slot.to_owned(),
         })
+    }
+
+    /// The letters of `slot`, without creating the table.
+    pub fn for_slot(slot: &str) -> DeadLetters {
+        DeadLetters {
+            slot: slot.to_owned(),
+        }
     }
 
     /// The slot whose letters these are.
@@ -500,6 +663,107 @@ impl DeadLetters {
             .and_then(|r| r.get::<Option<String>, _>(0).flatten())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0))
+    }
+
+    /// The letters of the slot that `filter` selects, newest first, and how many it selects
+    /// in all (`filter.limit` bounds only the list).
+    pub async fn list(
+        &self,
+        ddl: &Ddl,
+        filter: &LetterFilter,
+    ) -> Result<(Vec<DeadLetter>, u64), DdlError> {
+        let mut cond = format!("slot_name = {}", literal(&self.slot));
+        let any_of = |col: &str, values: &[String]| {
+            let list: Vec<String> = values.iter().map(|v| literal(v)).collect();
+            format!(" AND {col} IN ({})", list.join(", "))
+        };
+        if !filter.tables.is_empty() {
+            cond.push_str(&any_of("source_table", &filter.tables));
+        }
+        if !filter.keys.is_empty() {
+            cond.push_str(&any_of("row_key", &filter.keys));
+        }
+        if let Some(status) = &filter.status {
+            cond.push_str(&format!(" AND status = {}", literal(status)));
+        }
+        let table = format!("{}.{}", ident(ddl.db()), ident(DEAD_LETTER_TABLE));
+        let total = ddl
+            .rows(
+                &format!("count of '{DEAD_LETTER_TABLE}'"),
+                &format!("SELECT COUNT(*) FROM {table} WHERE {cond}"),
+            )
+            .await?
+            .first()
+            .and_then(|r| r.get::<Option<String>, _>(0).flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let rows = ddl
+            .rows(
+                &format!("read of '{DEAD_LETTER_TABLE}'"),
+                &format!(
+                    "SELECT id, source_table, row_key, row_data, op, dbmazz_cdc_version, reason, \
+                     label, status, first_seen, last_seen, resolved_at FROM {table} WHERE {cond} \
+                     ORDER BY last_seen DESC, id LIMIT {}",
+                    filter.limit.max(1)
+                ),
+            )
+            .await?;
+        let letters = rows
+            .into_iter()
+            .map(|r| {
+                let text = |i: usize| r.get::<Option<String>, _>(i).flatten();
+                DeadLetter {
+                    id: text(0).unwrap_or_default(),
+                    source_table: text(1).unwrap_or_default(),
+                    key: text(2).unwrap_or_default(),
+                    row: text(3).unwrap_or_default(),
+                    op: text(4).unwrap_or_default(),
+                    version: text(5).and_then(|v| v.parse().ok()).unwrap_or(0),
+                    reason: text(6).unwrap_or_default(),
+                    label: text(7).unwrap_or_default(),
+                    status: text(8).unwrap_or_default(),
+                    first_seen: text(9).unwrap_or_default(),
+                    last_seen: text(10).unwrap_or_default(),
+                    resolved_at: text(11),
+                }
+            })
+            .collect();
+        Ok((letters, total))
+    }
+
+    /// Writes `letters` back as they are (a replay's outcome: resolved, or a new reason).
+    pub async fn update(&self, ddl: &Ddl, letters: &[DeadLetter]) -> Result<(), DdlError> {
+        for chunk in letters.chunks(INSERT_CHUNK) {
+            let mut sql = format!(
+                "INSERT INTO {}.{} ({COLUMNS}) VALUES ",
+                ident(ddl.db()),
+                ident(DEAD_LETTER_TABLE)
+            );
+            for (i, l) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    literal(&l.id),
+                    literal(&self.slot),
+                    literal(&l.source_table),
+                    literal(&l.key),
+                    literal(&l.row),
+                    literal(&l.op),
+                    l.version.min(i64::MAX as u64),
+                    literal(&clip(&l.reason, REASON_MAX)),
+                    literal(&l.label),
+                    literal(&l.status),
+                    literal(&l.first_seen),
+                    literal(&l.last_seen),
+                    l.resolved_at.as_deref().map_or("NULL".to_owned(), literal),
+                ));
+            }
+            ddl.exec(&format!("update of '{DEAD_LETTER_TABLE}'"), &sql)
+                .await?;
+        }
+        Ok(())
     }
 
     /// `first_seen` of the letters among `ids` that exist.

@@ -28,7 +28,7 @@ use crate::pipeline::sink::{ErrorKind, Sink, SinkError, SnapshotEncoders};
 use crate::starrocks::cluster::Cluster;
 use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
 use crate::starrocks::encode::{synced_at_now, BodyPool, Segment, StarRocksSnapshotEncoders};
-use crate::starrocks::rejects::{self, BodyFormat, DeadLetterError, DeadLetters, Refused};
+use crate::starrocks::rejects::{self, DeadLetterError, DeadLetters, Refused};
 use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
 use crate::starrocks::target::{ColumnTargets, TargetColumn};
 use crate::starrocks::truncates::{self, TruncateLog, TruncateLogError};
@@ -74,14 +74,6 @@ fn truncate_log_error(e: TruncateLogError) -> SinkError {
 
 fn dead_letter_error(e: DeadLetterError) -> SinkError {
     classified(e.is_transient(), e)
-}
-
-/// Rows `first..first + len` of a rejected load, still to be loaded or split.
-struct Part {
-    first: usize,
-    len: usize,
-    /// The rejection's message and error log URL, when this part is known to be rejected.
-    rejection: Option<(String, Option<String>)>,
 }
 
 /// At most this many refused rows are named in a stop error (all are counted).
@@ -241,102 +233,28 @@ impl StarRocksSink {
         message: String,
         error_url: Option<String>,
     ) -> Result<(), SinkError> {
-        let format = BodyFormat::of(meta.csv_columns.as_deref());
-        let records = rejects::records(body, &format)
-            .map_err(|e| SinkError::from_cause(ErrorKind::Definite, e))?;
-        tracing::warn!(
-            table = %table.name,
-            label = %meta.label,
-            rows = records.len(),
-            error = %message,
-            "StarRocks rejected a load; loading its rows in parts to find the refused ones"
-        );
         let key_names = self.key_names(table);
-        let mut todo = vec![Part {
-            first: 0,
-            len: records.len(),
-            rejection: Some((message, error_url)),
-        }];
-        let mut refused: Vec<Refused> = Vec::new();
-        let mut parts_loaded = 0u64;
-        while let Some(Part {
-            first,
-            len,
-            rejection: known,
-        }) = todo.pop()
-        {
-            let part_label = rejects::part_label(&meta.label, first, len);
-            let rejection = match known {
-                Some(r) => Some(r),
-                None => {
-                    let req = LoadRequest {
-                        label: part_label.clone(),
-                        body: rejects::sub_body(body, &records[first..first + len], &format).into(),
-                        ..meta.clone()
-                    };
-                    let (outcome, _) = self.loader.load(req).await;
-                    match outcome {
-                        LoadOutcome::Committed { .. } => {
-                            parts_loaded += 1;
-                            self.metrics.loads_total.fetch_add(1, Ordering::Relaxed);
-                            None
-                        }
-                        LoadOutcome::Rejected { message, error_url } => Some((message, error_url)),
-                        other => {
-                            self.load_outcome(other, &table.name, &part_label, len)?;
-                            None
-                        }
-                    }
-                }
-            };
-            let Some((message, error_url)) = rejection else {
-                continue;
-            };
-            if len > 1 {
-                let half = len / 2;
-                todo.push(Part {
-                    first: first + half,
-                    len: len - half,
-                    rejection: None,
-                });
-                todo.push(Part {
-                    first,
-                    len: half,
-                    rejection: None,
-                });
-                continue;
-            }
-            let reason = match &error_url {
-                Some(url) => self.reason(url).await.unwrap_or_else(|e| {
-                    format!("{message} (its error log {url} could not be read: {e})")
-                }),
-                None => message,
-            };
-            let (key, row, op, version) =
-                rejects::describe(&body[records[first].clone()], &format, &key_names, snapshot);
-            refused.push(Refused {
-                table: table.name.to_string(),
-                key,
-                row,
-                op,
-                version,
-                reason,
-                label: if records.len() == 1 {
-                    meta.label.clone()
-                } else {
-                    part_label
-                },
-            });
+        let isolated = rejects::isolate(
+            &self.loader,
+            &self.cfg,
+            meta,
+            body,
+            &table.name.to_string(),
+            &key_names,
+            snapshot,
+            (message, error_url),
+        )
+        .await;
+        self.metrics
+            .loads_total
+            .fetch_add(isolated.parts_loaded, Ordering::Relaxed);
+        if let Some((outcome, label, rows)) = isolated.failed {
+            self.load_outcome(outcome, &table.name, &label, rows)?;
         }
+        let refused = isolated.refused;
         self.metrics
             .rows_rejected_total
             .fetch_add(refused.len() as u64, Ordering::Relaxed);
-        tracing::info!(
-            table = %table.name,
-            refused = refused.len(),
-            parts_loaded,
-            "isolated the rows StarRocks refuses; every other row of the load is loaded"
-        );
         match &self.dead_letters {
             Some(letters) => {
                 letters
@@ -369,32 +287,9 @@ impl StarRocksSink {
         }
     }
 
-    /// The reason in the error log at `url`.
-    async fn reason(&self, url: &str) -> Result<String, String> {
-        let cfg = self.cfg.clone();
-        let url = url.to_owned();
-        let log = tokio::task::spawn_blocking(move || {
-            crate::starrocks::stream_load::error_log(&cfg, &url)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        rejects::reason_from_error_log(&log).ok_or_else(|| "it is empty".to_owned())
-    }
-
     /// The target's names of `table`'s key columns.
     fn key_names(&self, table: &TableSchema) -> Vec<String> {
-        let targets = self.targets.get(&table.name);
-        table
-            .key
-            .iter()
-            .filter_map(|&k| table.columns.get(k))
-            .map(|c| {
-                targets
-                    .and_then(|t| t.get(&c.name))
-                    .map_or_else(|| c.name.clone(), |t| t.name.clone())
-            })
-            .collect()
+        key_names(table, self.targets.get(&table.name).map(|t| &**t))
     }
 
     /// Sends a block of snapshot rows the workers encoded: one full-row load.
@@ -581,6 +476,20 @@ impl StarRocksSink {
     }
 }
 
+/// The target's names of `table`'s key columns (`targets`: its StarRocks columns, when known).
+pub(crate) fn key_names(table: &TableSchema, targets: Option<&ColumnTargets>) -> Vec<String> {
+    table
+        .key
+        .iter()
+        .filter_map(|&k| table.columns.get(k))
+        .map(|c| {
+            targets
+                .and_then(|t| t.get(&c.name))
+                .map_or_else(|| c.name.clone(), |t| t.name.clone())
+        })
+        .collect()
+}
+
 /// The stop error for rows StarRocks refused (`ON_REJECT=stop`).
 fn refusal_report(table: &TableName, refused: &[Refused]) -> String {
     let mut out = format!(
@@ -614,7 +523,7 @@ fn refusal_report(table: &TableName, refused: &[Refused]) -> String {
 /// Matches the source's column names to the target's, which StarRocks compares without regard
 /// to case in SQL but which Stream Load's JSON reader matches exactly: the body must carry the
 /// target's own spelling.
-fn column_targets<'a>(
+pub(crate) fn column_targets<'a>(
     cfg: &StarRocksConfig,
     table: &TableName,
     target: &TargetTable,

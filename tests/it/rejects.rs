@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::control::{listening, scrape};
 use crate::starrocks::{create_both, sink_rows};
 use crate::support::dbmazz::wait_until;
+use crate::support::grpcurl::Client;
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
 
@@ -162,4 +163,151 @@ fn dead_letters_hold_exactly_the_refused_rows_while_the_rest_loads_and_streams_o
     assert!(p.wait(MINUTE).success(), "{}", p.log());
     let log = p.log();
     assert!(log.contains("written to dbmazz_dead_letters"), "{log}");
+}
+
+/// `POST path` with a JSON body over plain HTTP; the status code and the JSON answer.
+fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(MINUTE)).unwrap();
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn replay_after_the_target_is_fixed_brings_the_sink_equal_to_the_source() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    narrow_tables(&pg, &d);
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 'ok', g, g FROM generate_series(1, 10) g;
+         UPDATE t SET v = 'snapshot value too long' WHERE id = 4",
+    );
+    let job = d
+        .job(&url, "t")
+        .env("ON_REJECT", "dead_letter")
+        .env("GRPC_PORT", "0")
+        .env("METRICS_PORT", "0");
+    let mut p = job.spawn_streaming();
+    let grpc = Client::new(listening(&mut p, "grpc").port());
+    let http = listening(&mut p, "metrics");
+    pg.psql(
+        "app",
+        "BEGIN;
+         INSERT INTO t SELECT g, 'ok', g, g FROM generate_series(11, 22) g;
+         UPDATE t SET v = 'much too long' WHERE id = 13;
+         UPDATE t SET n = 300 WHERE id IN (17, 22);
+         UPDATE t SET m = NULL WHERE id = 19;
+         COMMIT",
+    );
+    wait_until(MINUTE, "5 dead letters", || letters(&d).len() == 5);
+    // Key 22 leaves the source: its replay is a soft delete.
+    pg.psql(
+        "app",
+        "DELETE FROM t WHERE id = 22; INSERT INTO t VALUES (23, 'ok', 1, 1)",
+    );
+    wait_until(MINUTE, "row 23", || {
+        sink_rows(&d, "t", "id", "v").contains_key("23")
+    });
+
+    let listed = grpc.ok("dbmazz.CdcControlService/ListDeadLetters", "{}");
+    assert_eq!(listed["total"], "5", "{listed}");
+    assert_eq!(listed["letters"].as_array().unwrap().len(), 5);
+
+    // A dry run reads the source and changes nothing.
+    let dry = grpc
+        .call(
+            "dbmazz.CdcControlService/ReplayDeadLetters",
+            r#"{"dry_run": true}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", p.log()));
+    assert_eq!(
+        (dry["matched"].as_u64(), dry["deleted"].as_u64()),
+        (Some(5), Some(1)),
+        "{dry}"
+    );
+    assert_eq!(letters(&d).iter().filter(|l| l.3 == "open").count(), 5);
+
+    // Before the target is fixed, the replay resolves only the key gone from the source and
+    // records the new reasons.
+    let early = grpc.ok("dbmazz.CdcControlService/ReplayDeadLetters", "{}");
+    assert_eq!(
+        (
+            early["resolved"].as_u64(),
+            early["deleted"].as_u64(),
+            early["failed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(4)),
+        "{early}"
+    );
+    let open: Vec<_> = letters(&d).into_iter().filter(|l| l.3 == "open").collect();
+    assert_eq!(open.len(), 4, "{open:?}");
+    assert!(
+        open.iter().all(|l| l.2.starts_with("replay at version")),
+        "{open:?}"
+    );
+
+    // Fix the target, then replay over REST until StarRocks takes every row.
+    d.exec("ALTER TABLE app.t MODIFY COLUMN v VARCHAR(64)");
+    d.exec("ALTER TABLE app.t MODIFY COLUMN n INT");
+    d.exec("ALTER TABLE app.t MODIFY COLUMN m INT NULL");
+    let mut last = serde_json::Value::Null;
+    wait_until(MINUTE, "a replay with nothing refused", || {
+        let (code, answer) = post_json(http, "/dead-letters/replay", "{}");
+        assert_eq!(code, 200, "{answer}");
+        last = answer;
+        last["failed"] == 0
+    });
+    assert_eq!(last["resolved"], 4, "{last}");
+    crate::starrocks::wait_converged(&pg, &d, "t", "id", "v, n, m");
+    assert!(letters(&d).iter().all(|l| l.3 == "resolved"));
+    let resolved = grpc.ok(
+        "dbmazz.CdcControlService/ListDeadLetters",
+        r#"{"status": "resolved"}"#,
+    );
+    assert_eq!(resolved["total"], "5", "{resolved}");
+    let (body, samples) = scrape(http);
+    assert_eq!(samples["dbmazz_dead_letters_open"], 0.0, "{body}");
+    assert_eq!(samples["dbmazz_dead_letters_resolved_total"], 5.0, "{body}");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
+
+#[test]
+fn dead_letter_calls_say_what_they_need_on_an_ndjson_job() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    pg.psql("app", "CREATE TABLE t (id int PRIMARY KEY)");
+    let job = crate::support::dbmazz::Job::new(&url, "t").env("GRPC_PORT", "0");
+    let mut p = job.spawn_streaming();
+    let grpc = Client::new(listening(&mut p, "grpc").port());
+    let err = grpc
+        .call("dbmazz.CdcControlService/ReplayDeadLetters", "{}")
+        .unwrap_err();
+    assert_eq!(err.code, "FailedPrecondition", "{err:?}");
+    assert!(err.message.contains("SINK_TYPE=starrocks"), "{err:?}");
+    let err = grpc
+        .call(
+            "dbmazz.CdcControlService/ListDeadLetters",
+            r#"{"status": "maybe"}"#,
+        )
+        .unwrap_err();
+    assert_eq!(err.code, "InvalidArgument", "{err:?}");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
