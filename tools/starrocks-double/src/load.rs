@@ -588,6 +588,22 @@ enum Raw<'a> {
     Null,
 }
 
+/// Why a row is filtered, and whether its error-log line shows the row (the table sink's
+/// decimal and length checks log an empty `Row:`).
+struct RowError {
+    reason: String,
+    show_row: bool,
+}
+
+impl From<String> for RowError {
+    fn from(reason: String) -> RowError {
+        RowError {
+            reason,
+            show_row: true,
+        }
+    }
+}
+
 /// Conversion settings shared by every row of a load.
 struct Converter<'a> {
     table: &'a TableDef,
@@ -599,16 +615,16 @@ struct Converter<'a> {
 
 impl Converter<'_> {
     /// Converts one source row; `get` looks a source field up by index.
-    fn row<'r>(&self, get: impl Fn(usize) -> Raw<'r>) -> Result<RowOp, String> {
+    fn row<'r>(&self, get: impl Fn(usize) -> Raw<'r>) -> Result<RowOp, RowError> {
         let op = match &self.plan.op {
             OpSource::Upsert => Op::Upsert,
             OpSource::Const(op) => *op,
             OpSource::Field(f) => match get(*f) {
                 Raw::Missing | Raw::Null => Op::Upsert,
-                Raw::Json(v) => op_from_json(v).ok_or_else(|| format!("Invalid __op value {v}"))?,
-                Raw::Text(t) => {
-                    parse_op_text(t).ok_or_else(|| format!("Invalid __op value '{t}'"))?
-                }
+                Raw::Json(v) => op_from_json(v)
+                    .ok_or_else(|| RowError::from(format!("Invalid __op value {v}")))?,
+                Raw::Text(t) => parse_op_text(t)
+                    .ok_or_else(|| RowError::from(format!("Invalid __op value '{t}'")))?,
             },
         };
         let partial = self.plan.mode.partial.is_some();
@@ -623,12 +639,19 @@ impl Converter<'_> {
                         col.default_cell()
                     });
                     if check && values[i].is_null() && !col.nullable && !partial {
-                        return Err(format!("NULL value in non-nullable column '{}'", col.name));
+                        return Err(
+                            format!("NULL value in non-nullable column '{}'", col.name).into()
+                        );
                     }
                     continue;
                 }
                 Some(Source::Const(c)) => Raw::Text(c.as_str()),
                 Some(Source::Field(f)) => get(*f),
+            };
+            // A CSV field is named by its position in strict-mode messages.
+            let csv_pos = match (&self.plan.sources[i], &raw) {
+                (Some(Source::Field(f)), Raw::Text(_)) => Some(*f),
+                _ => None,
             };
             let converted = match raw {
                 Raw::Missing => Ok(if partial {
@@ -637,22 +660,46 @@ impl Converter<'_> {
                     col.default_cell()
                 }),
                 Raw::Null => Ok(Cell::Null),
-                Raw::Json(v) => col.ty.convert_json(v),
-                Raw::Text(t) => col.ty.convert_text(t),
+                Raw::Json(v) => col.ty.load_json(v, &col.name),
+                Raw::Text(t) => col.ty.convert_text_for(t, &col.name).map_err(|e| match e {
+                    ConvError::OutOfBounds(m) => ConvError::OutOfBounds(m),
+                    other => match csv_pos {
+                        // `make_value_type_not_matched_error_message` (exec/csv_scanner.cpp).
+                        Some(pos) => ConvError::Invalid(format!(
+                            "The field (name = {}, pos = {pos}) is out of range. Type: {}, Value length: {}, Value: {t}",
+                            self.plan.fields[pos],
+                            col.ty.debug_name(),
+                            t.len()
+                        )),
+                        None => ConvError::Invalid(format!(
+                            "{}, column={}",
+                            other.message(),
+                            col.name
+                        )),
+                    },
+                }),
             };
             let cell = match converted {
                 Ok(c) => c,
                 Err(_) if !check => Cell::Null,
-                Err(ConvError::TooLong(m)) => return Err(format!("{m}, column={}", col.name)),
-                Err(ConvError::Invalid(m)) => {
-                    if self.strict || !col.nullable {
-                        return Err(format!("{m}, column={}", col.name));
+                // The sink's own checks filter whatever the mode; its log line has no row.
+                Err(ConvError::OutOfBounds(m)) => {
+                    return Err(RowError {
+                        reason: m,
+                        show_row: false,
+                    })
+                }
+                // The reader's failure: filtered in strict mode, otherwise NULL (and a NULL
+                // for a NOT NULL column is the sink's error just below).
+                Err(e) => {
+                    if self.strict {
+                        return Err(e.message().to_owned().into());
                     }
                     Cell::Null
                 }
             };
             if check && cell.is_null() && !col.nullable {
-                return Err(format!("NULL value in non-nullable column '{}'", col.name));
+                return Err(format!("NULL value in non-nullable column '{}'", col.name).into());
             }
             let cell = match cell {
                 Cell::Text(t) if !self.datetime_micros && col.ty == SrType::DateTime => {
@@ -672,6 +719,11 @@ impl Decoded {
         if self.rejected.len() < ERROR_LOG_MAX_ROWS {
             self.rejected.push(Rejected { reason, row });
         }
+    }
+
+    fn reject_row(&mut self, e: RowError, row: String) {
+        let row = if e.show_row { row } else { String::new() };
+        self.reject(e.reason, row);
     }
 
     pub fn filtered(&self) -> u64 {
@@ -734,7 +786,7 @@ pub fn decode(
                     Some(v) => Raw::Json(v),
                 }) {
                     Ok(r) => out.rows.push(r),
-                    Err(reason) => out.reject(reason, obj.to_string()),
+                    Err(e) => out.reject_row(e, obj.to_string()),
                 }
             }
         }
@@ -770,7 +822,7 @@ pub fn decode(
                     Some(f) => Raw::Text(f),
                 }) {
                     Ok(r) => out.rows.push(r),
-                    Err(reason) => out.reject(reason, line.to_owned()),
+                    Err(e) => out.reject_row(e, line.to_owned()),
                 }
             }
         }
@@ -1096,7 +1148,11 @@ mod tests {
     #[test]
     fn json_rows_keep_order_and_ops() {
         let t = table();
-        let o = opts(&[("format", "json"), ("strip_outer_array", "true")]);
+        let o = opts(&[
+            ("format", "json"),
+            ("strip_outer_array", "true"),
+            ("strict_mode", "true"),
+        ]);
         let p = plan(&o, &t).unwrap();
         let body = br#"[{"id":1,"name":"a","__op":0},{"id":1,"__op":1},{"id":2,"name":"toolong"}]"#;
         let d = decode(body, &o, &p, &t, false).unwrap();
@@ -1195,5 +1251,323 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("ErrorURL"));
+    }
+}
+
+/// Strict versus non-strict mode, per type, through the load's decode path (JSON and CSV).
+///
+/// The rules (see `types.rs` for the StarRocks sources): a value the reader cannot convert is
+/// NULL when strict mode is off and filters the row when it is on; a NOT NULL column filters
+/// it either way (`NULL value in non-nullable column` when strict mode is off); the table
+/// sink's own checks filter in both modes; a source NULL is NULL in both modes.
+#[cfg(test)]
+mod strict_mode_tests {
+    use super::*;
+    use crate::catalog::{ColumnDef, KeysType};
+    use crate::types::SrType;
+    use std::collections::HashMap;
+
+    struct H(HashMap<String, String>);
+    impl HeaderSource for H {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.0.get(&name.to_ascii_lowercase()).map(|s| s.as_str())
+        }
+    }
+
+    fn table(ty: &SrType, nullable: bool) -> TableDef {
+        let col = |name: &str, ty: SrType, nullable: bool, key: bool| ColumnDef {
+            name: name.into(),
+            ty,
+            nullable,
+            default: None,
+            comment: String::new(),
+            is_key: key,
+        };
+        TableDef {
+            id: 1,
+            db: "d".into(),
+            name: "t".into(),
+            columns: vec![
+                col("id", SrType::BigInt, false, true),
+                col("v", ty.clone(), nullable, false),
+            ],
+            keys: KeysType::PrimaryKeys,
+            key_columns: vec!["id".into()],
+            distribution: vec!["id".into()],
+            buckets: None,
+            properties: vec![],
+            comment: String::new(),
+            created_at: 0,
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Fmt {
+        Json,
+        Csv,
+    }
+
+    /// Loads one row `id=1, v=<value>` (`value` is JSON text, or the CSV field).
+    fn load(fmt: Fmt, ty: &SrType, nullable: bool, strict: bool, value: &str) -> Decoded {
+        let mut h: Vec<(&str, &str)> = vec![("strict_mode", if strict { "true" } else { "false" })];
+        if fmt == Fmt::Json {
+            h.extend([("format", "json"), ("strip_outer_array", "true")]);
+        }
+        let h = H(h
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect());
+        let mut o = LoadOptions::from_headers(&h, None, 600, true).unwrap();
+        o.read_plan_headers(&h).unwrap();
+        let t = table(ty, nullable);
+        let p = plan(&o, &t).unwrap();
+        let body = match fmt {
+            Fmt::Json => format!(r#"[{{"id":1,"v":{value}}}]"#),
+            Fmt::Csv => format!("1\t{value}\n"),
+        };
+        decode(body.as_bytes(), &o, &p, &t, false).unwrap()
+    }
+
+    /// What a value does.
+    enum Expect {
+        /// Converts: loaded as this cell in both modes.
+        Loads(Cell),
+        /// The reader refuses it: NULL, or filtered in strict mode with a reason containing
+        /// this text.
+        Invalid(&'static str),
+        /// The sink refuses it: filtered in both modes, with this reason and no row.
+        Sink(&'static str),
+    }
+    use Expect::*;
+
+    fn check(fmt: Fmt, ty: &SrType, value: &str, expect: &Expect) {
+        let ctx = format!("{fmt:?} {} <- {value}", ty.sql());
+        for nullable in [true, false] {
+            for strict in [false, true] {
+                let d = load(fmt, ty, nullable, strict, value);
+                let ctx = format!("{ctx} (nullable={nullable}, strict={strict})");
+                assert_eq!(d.total, 1, "{ctx}");
+                let reason = d.rejected.first().map(|r| r.reason.as_str());
+                match expect {
+                    Loads(cell) => {
+                        assert_eq!(d.filtered(), 0, "{ctx}: {reason:?}");
+                        assert_eq!(&d.rows[0].values[1], cell, "{ctx}");
+                    }
+                    Invalid(why) => match (strict, nullable) {
+                        (false, true) => {
+                            assert_eq!(d.filtered(), 0, "{ctx}: {reason:?}");
+                            assert_eq!(d.rows[0].values[1], Cell::Null, "{ctx}");
+                        }
+                        (false, false) => assert_eq!(
+                            reason,
+                            Some("NULL value in non-nullable column 'v'"),
+                            "{ctx}"
+                        ),
+                        (true, _) => {
+                            let r = reason.unwrap_or_else(|| panic!("{ctx}: not filtered"));
+                            assert!(r.contains(why), "{ctx}: {r}");
+                            assert!(!d.rejected[0].row.is_empty(), "{ctx}");
+                        }
+                    },
+                    Sink(why) => {
+                        let r = reason.unwrap_or_else(|| panic!("{ctx}: not filtered"));
+                        assert!(r.contains(why), "{ctx}: {r}");
+                        assert_eq!(d.rejected[0].row, "", "{ctx}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn text(s: &str) -> Cell {
+        Cell::Text(s.into())
+    }
+
+    fn dec(p: u8, s: u8) -> SrType {
+        SrType::Decimal {
+            precision: p,
+            scale: s,
+        }
+    }
+
+    #[test]
+    fn json_values_per_type_in_both_modes() {
+        let arr_int = SrType::Array(Box::new(SrType::Int));
+        let cases: Vec<(SrType, &str, Expect)> = vec![
+            // BOOLEAN: booleans, any number, an INT or true/false string.
+            (SrType::Boolean, "true", Loads(Cell::Int(1))),
+            (SrType::Boolean, "0", Loads(Cell::Int(0))),
+            (SrType::Boolean, "2", Loads(Cell::Int(1))),
+            (SrType::Boolean, "0.5", Loads(Cell::Int(1))),
+            (SrType::Boolean, r#""2""#, Loads(Cell::Int(1))),
+            (SrType::Boolean, r#""TRUE""#, Loads(Cell::Int(1))),
+            (SrType::Boolean, r#""yes""#, Invalid("Invalid argument: Failed to parse string value as boolean. column=v, value=yes")),
+            (SrType::Boolean, "[1]", Invalid("Unsupported value type to boolean. column=v")),
+            // Integers: range checked, fractions truncated, numeric strings read.
+            (SrType::TinyInt, "127", Loads(Cell::Int(127))),
+            (SrType::TinyInt, "300", Invalid("Invalid argument: Value is overflow. column=v, value=300")),
+            (SrType::TinyInt, "-129", Invalid("Value is overflow. column=v, value=-129")),
+            (SrType::TinyInt, r#""12""#, Loads(Cell::Int(12))),
+            (SrType::TinyInt, r#""300""#, Invalid("Value is overflow. column=v, value=300")),
+            (SrType::TinyInt, "3.7", Loads(Cell::Int(3))),
+            (SrType::TinyInt, "-3.7", Loads(Cell::Int(-3))),
+            (SrType::TinyInt, r#""3.7""#, Loads(Cell::Int(3))),
+            (SrType::TinyInt, r#""abc""#, Invalid("Invalid argument: Unable to cast string value to BIGINT. value=abc, column=v")),
+            (SrType::TinyInt, "true", Invalid("Invalid argument: Unsupported value type. Numeric type is required. column=v")),
+            (SrType::SmallInt, "32768", Invalid("Value is overflow")),
+            (SrType::Int, r#"" 42 ""#, Loads(Cell::Int(42))),
+            (SrType::Int, r#""1e3""#, Loads(Cell::Int(1000))),
+            (SrType::Int, "2147483648", Invalid("Value is overflow")),
+            (SrType::Int, "{}", Invalid("Numeric type is required")),
+            (SrType::BigInt, "9223372036854775807", Loads(Cell::Int(i64::MAX))),
+            (SrType::BigInt, "9223372036854775808", Invalid("Value is overflow")),
+            // LARGEINT is read as text and cast.
+            (SrType::LargeInt, r#""170141183460469231731687303715884105727""#, Loads(text("170141183460469231731687303715884105727"))),
+            (SrType::LargeInt, "123", Loads(Cell::Int(123))),
+            (SrType::LargeInt, "true", Loads(Cell::Int(1))),
+            (SrType::LargeInt, r#""1.5""#, Invalid("Value '1.5' is out of range. The type of 'v' is LARGEINT")),
+            // FLOAT / DOUBLE: nan and inf strings load; numbers beyond FLOAT overflow.
+            (SrType::Float, "1.5", Loads(Cell::Real(1.5))),
+            (SrType::Float, "1e40", Invalid("Value is overflow. column=v")),
+            (SrType::Float, r#""NaN""#, Loads(text("nan"))),
+            (SrType::Float, r#""abc""#, Invalid("Unable to cast string value to BIGINT. value=abc")),
+            (SrType::Double, r#""-Infinity""#, Loads(Cell::Real(f64::NEG_INFINITY))),
+            (SrType::Double, r#""1e400""#, Invalid("Unable to cast string value")),
+            (SrType::Double, "false", Invalid("Numeric type is required")),
+            // DECIMAL: cast from text; extra fraction digits rounded half up; too many
+            // integer digits do not convert; a rounding past the precision is the sink's.
+            (dec(5, 2), r#""1.005""#, Loads(text("1.01"))),
+            (dec(5, 2), "1.234", Loads(text("1.23"))),
+            (dec(5, 2), r#"" 7 ""#, Loads(text("7.00"))),
+            (dec(5, 2), r#""1e2""#, Loads(text("100.00"))),
+            (dec(5, 2), r#""." "#, Loads(text("0.00"))),
+            (dec(5, 2), "true", Loads(text("1.00"))),
+            (dec(5, 2), r#""1234.5""#, Invalid("Value '1234.5' is out of range. The type of 'v' is DECIMAL32(5, 2)")),
+            (dec(5, 2), r#""abc""#, Invalid("Value 'abc' is out of range. The type of 'v' is DECIMAL32(5, 2)")),
+            // Only the first `precision` significant digits count: 999.995 has six, so the 5
+            // is dropped before rounding (no carry past the precision).
+            (dec(5, 2), r#""999.995""#, Loads(text("999.99"))),
+            (dec(5, 2), r#""99.995""#, Loads(text("100.00"))),
+            (dec(3, 2), r#""1.23999""#, Loads(text("1.23"))),
+            (dec(12, 2), "1e20", Invalid("is DECIMAL64(12, 2)")),
+            // CHAR / VARCHAR: byte length over n does not convert.
+            (SrType::Varchar(3), r#""abc""#, Loads(text("abc"))),
+            (SrType::Varchar(3), r#""abcd""#, Invalid("Invalid argument: Value length is beyond the capacity. column=v, capacity=3")),
+            (SrType::Varchar(3), r#""ééé""#, Invalid("capacity=3")),
+            (SrType::Varchar(3), "true", Loads(text("1"))),
+            (SrType::Varchar(3), "12", Loads(text("12"))),
+            (SrType::Varchar(10), r#"{"a":1}"#, Loads(text(r#"{"a":1}"#))),
+            (SrType::Char(2), r#""abc""#, Invalid("capacity=2")),
+            // DATE / DATETIME: MySQL-style parsing of the text.
+            (SrType::Date, r#""2024-01-02""#, Loads(text("2024-01-02"))),
+            (SrType::Date, r#""2024/1/2""#, Loads(text("2024-01-02"))),
+            (SrType::Date, "20240102", Loads(text("2024-01-02"))),
+            (SrType::Date, r#""2024-01-02 10:11:12""#, Loads(text("2024-01-02"))),
+            (SrType::Date, r#""2024-02-30""#, Invalid("Value '2024-02-30' is out of range. The type of 'v' is DATE")),
+            (SrType::Date, r#""yesterday""#, Invalid("Value 'yesterday' is out of range")),
+            (SrType::DateTime, r#""2024-01-02T03:04:05.5""#, Loads(text("2024-01-02 03:04:05.500000"))),
+            (SrType::DateTime, r#""24-01-02 03:04:05""#, Loads(text("2024-01-02 03:04:05"))),
+            (SrType::DateTime, r#""2024-01-02 10:11""#, Loads(text("2024-01-02 10:11:00"))),
+            (SrType::DateTime, r#""2024-01-02 24:00:00""#, Invalid("The type of 'v' is DATETIME")),
+            // JSON keeps any value.
+            (SrType::Json, r#""text""#, Loads(text(r#""text""#))),
+            (SrType::Json, r#"{"a":[1,2]}"#, Loads(text(r#"{"a":[1,2]}"#))),
+            // ARRAY: bad elements become null in both modes; a non-array does not convert.
+            (arr_int.clone(), r#"[1,"x",3]"#, Loads(text("[1,null,3]"))),
+            (arr_int.clone(), r#""[1,2]""#, Invalid("Invalid argument: Failed to parse value as array, column=v")),
+            (arr_int, "5", Invalid("Failed to parse value as array")),
+            // VARBINARY is read as text; its length is the sink's check.
+            (SrType::Varbinary(3), r#""abc""#, Loads(Cell::Blob(b"abc".to_vec()))),
+            (SrType::Varbinary(3), r#""abcd""#, Sink("String 'abcd'(length=4) is too long. The max length of 'v' is 3")),
+        ];
+        for (ty, value, expect) in &cases {
+            check(Fmt::Json, ty, value, expect);
+        }
+    }
+
+    #[test]
+    fn csv_fields_per_type_in_both_modes() {
+        let arr_int = SrType::Array(Box::new(SrType::Int));
+        let arr_str = SrType::Array(Box::new(SrType::Varchar(5)));
+        let cases: Vec<(SrType, &str, Expect)> = vec![
+            (SrType::Boolean, "true", Loads(Cell::Int(1))),
+            (SrType::Boolean, "FALSE ", Loads(Cell::Int(0))),
+            (SrType::Boolean, "2", Loads(Cell::Int(1))),
+            (SrType::Boolean, "0.0", Loads(Cell::Int(0))),
+            (SrType::Boolean, "yes", Invalid("The field (name = v, pos = 1) is out of range. Type: BOOLEAN, Value length: 3, Value: yes")),
+            (SrType::TinyInt, "127", Loads(Cell::Int(127))),
+            (SrType::TinyInt, " 12 ", Loads(Cell::Int(12))),
+            (SrType::TinyInt, "3.9", Loads(Cell::Int(3))),
+            (SrType::TinyInt, "-3.9", Loads(Cell::Int(-3))),
+            (SrType::TinyInt, "127.5", Loads(Cell::Int(127))),
+            (SrType::TinyInt, "300", Invalid("The field (name = v, pos = 1) is out of range. Type: TINYINT, Value length: 3, Value: 300")),
+            (SrType::TinyInt, "128.5", Invalid("Type: TINYINT")),
+            (SrType::TinyInt, "abc", Invalid("Type: TINYINT, Value length: 3, Value: abc")),
+            (SrType::TinyInt, "", Invalid("Type: TINYINT, Value length: 0, Value: ")),
+            (SrType::Int, "2147483648", Invalid("Type: INT")),
+            (SrType::BigInt, "1.9", Loads(Cell::Int(1))),
+            (SrType::BigInt, "9223372036854775808", Invalid("Type: BIGINT")),
+            (SrType::LargeInt, "-170141183460469231731687303715884105728", Loads(text("-170141183460469231731687303715884105728"))),
+            (SrType::LargeInt, "2.5", Loads(Cell::Int(2))),
+            (SrType::Float, "1.5", Loads(Cell::Real(1.5))),
+            (SrType::Float, "1e40", Loads(Cell::Real(f64::INFINITY))),
+            (SrType::Float, "NaN", Loads(text("nan"))),
+            (SrType::Float, "1.2.3", Invalid("Type: FLOAT")),
+            (SrType::Double, "-inf", Loads(Cell::Real(f64::NEG_INFINITY))),
+            (SrType::Double, "1e400", Invalid("Type: DOUBLE")),
+            (dec(5, 2), "1.005", Loads(text("1.01"))),
+            (dec(5, 2), " 7 ", Loads(text("7.00"))),
+            (dec(5, 2), "1234.5", Invalid("Type: DECIMAL32(5, 2), Value length: 6, Value: 1234.5")),
+            (dec(5, 2), "999.995", Loads(text("999.99"))),
+            (SrType::Varchar(3), "", Loads(text(""))),
+            (SrType::Varchar(3), "abcd", Invalid("Type: VARCHAR(3), Value length: 4, Value: abcd")),
+            (SrType::Varchar(3), "ééé", Invalid("Value length: 6")),
+            (SrType::Char(2), "abc", Invalid("Type: CHAR(2)")),
+            (SrType::Date, "2024-1-2", Loads(text("2024-01-02"))),
+            (SrType::Date, "240102", Loads(text("2024-01-02"))),
+            (SrType::Date, "2024 01 02", Invalid("Type: DATE")),
+            (SrType::Date, "2024-02-30", Invalid("Type: DATE")),
+            (SrType::DateTime, "20240102030405", Loads(text("2024-01-02 03:04:05"))),
+            (SrType::DateTime, "2024-01-02 03:04:60", Invalid("Type: DATETIME")),
+            (SrType::Json, r#"{"a":1}"#, Loads(text(r#"{"a":1}"#))),
+            (SrType::Json, "{bad", Invalid("Type: JSON")),
+            // A CSV ARRAY fails as a whole when one element does not read.
+            (arr_int.clone(), "[1,2,null]", Loads(text("[1,2,null]"))),
+            (arr_int.clone(), r#"[1,"x"]"#, Invalid("Type: ARRAY<INT>")),
+            (arr_int.clone(), r#"["1"]"#, Invalid("Type: ARRAY<INT>")),
+            (arr_int, "1,2", Invalid("Type: ARRAY<INT>")),
+            (arr_str.clone(), r#"["a","b"]"#, Loads(text(r#"["a","b"]"#))),
+            (arr_str, r#"["toolong"]"#, Invalid("Type: ARRAY<VARCHAR(5)>")),
+            (SrType::Varbinary(3), "abcd", Invalid("Type: VARBINARY(3)")),
+        ];
+        for (ty, value, expect) in &cases {
+            check(Fmt::Csv, ty, value, expect);
+        }
+    }
+
+    #[test]
+    fn source_null_is_not_affected_by_strict_mode() {
+        for (fmt, null) in [(Fmt::Json, "null"), (Fmt::Csv, "\\N")] {
+            for ty in [SrType::Int, dec(5, 2), SrType::Date, SrType::Varchar(1)] {
+                for strict in [false, true] {
+                    let d = load(fmt, &ty, true, strict, null);
+                    assert_eq!(d.filtered(), 0, "{fmt:?} {ty:?} strict={strict}");
+                    assert_eq!(d.rows[0].values[1], Cell::Null);
+                    let d = load(fmt, &ty, false, strict, null);
+                    assert_eq!(
+                        d.rejected[0].reason, "NULL value in non-nullable column 'v'",
+                        "{fmt:?} {ty:?} strict={strict}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_log_row_is_the_source_row() {
+        let d = load(Fmt::Csv, &SrType::TinyInt, true, true, "300");
+        assert_eq!(d.rejected[0].row, "1\t300");
+        let d = load(Fmt::Json, &SrType::TinyInt, true, true, "300");
+        assert_eq!(d.rejected[0].row, r#"{"id":1,"v":300}"#);
     }
 }

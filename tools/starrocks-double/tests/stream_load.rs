@@ -464,7 +464,7 @@ async fn aborted_label_can_be_reused() {
     let failed = d.load_json(
         "t",
         "retry_me",
-        &[],
+        &[("strict_mode", "true")],
         r#"[{"id":1,"name":"this name is far too long for twenty"}]"#,
     );
     assert_eq!(message(&failed), "too many filtered rows");
@@ -524,7 +524,8 @@ async fn filtered_rows_over_ratio_fail_with_error_url_listing_rows() {
         {"id":4,"s":"ok","ts":"2024-01-01 00:00:00","n":300},
         {"id":5,"s":"ok","ts":"2024-01-01 00:00:00","n":null}
     ]"#;
-    let v = d.load_json("typed", "f1", &[], body);
+    let strict = [("strict_mode", "true")];
+    let v = d.load_json("typed", "f1", &strict, body);
     assert_eq!(status(&v), "Fail");
     assert_eq!(message(&v), "too many filtered rows");
     assert_eq!(v["NumberTotalRows"], 5);
@@ -548,13 +549,35 @@ async fn filtered_rows_over_ratio_fail_with_error_url_listing_rows() {
         "nothing of a failed load is applied"
     );
 
-    let within = d.load_json("typed", "f2", &[("max_filter_ratio", "0.9")], body);
+    let within = d.load_json(
+        "typed",
+        "f2",
+        &[("max_filter_ratio", "0.9"), ("strict_mode", "true")],
+        body,
+    );
     assert_eq!(status(&within), "Success");
     assert_eq!(within["NumberLoadedRows"], 1);
     assert!(within["ErrorURL"].is_string());
     assert_eq!(
         d.rows("SELECT doc FROM d.typed").await,
         vec![vec![r#"{"a":[1,2]}"#]]
+    );
+
+    // Without strict mode the too-long VARCHAR is loaded as NULL; the NOT NULL columns are
+    // refused by the sink's NULL check.
+    let lax = d.load_json("typed", "f3", &[("max_filter_ratio", "0.9")], body);
+    assert_eq!(status(&lax), "Success");
+    assert_eq!(lax["NumberFilteredRows"], 3);
+    assert_eq!(
+        d.rows("SELECT id, s FROM d.typed ORDER BY id").await,
+        vec![vec!["1", "ok"], vec!["2", "NULL"]]
+    );
+    let url = lax["ErrorURL"].as_str().expect("ErrorURL");
+    let path = url.split_once(&format!(":{}", d.be)).unwrap().1;
+    let log = String::from_utf8(request(d.be, "GET", path, &[], None).body).unwrap();
+    assert!(
+        log.contains("NULL value in non-nullable column 'ts'"),
+        "{log}"
     );
 }
 
@@ -569,8 +592,14 @@ async fn string_column_is_varchar_65533_bytes() {
     let fits = format!(r#"[{{"id":1,"body":"{}"}}]"#, "x".repeat(65533));
     let over = format!(r#"[{{"id":2,"body":"{}"}}]"#, "x".repeat(65534));
     assert_eq!(status(&d.load_json("s", "s1", &[], &fits)), "Success");
-    let v = d.load_json("s", "s2", &[], &over);
+    let v = d.load_json("s", "s2", &[("strict_mode", "true")], &over);
     assert_eq!(message(&v), "too many filtered rows");
+    // Not strict: the value that does not fit is NULL.
+    assert_eq!(status(&d.load_json("s", "s3", &[], &over)), "Success");
+    assert_eq!(
+        d.rows("SELECT body FROM d.s WHERE id = 2").await,
+        vec![vec!["NULL"]]
+    );
 }
 
 #[tokio::test]

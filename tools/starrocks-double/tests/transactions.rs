@@ -126,7 +126,11 @@ async fn too_many_filtered_rows_fail_the_prepare() {
         &d,
         "load",
         "tx4",
-        JSON_ROWS,
+        &[
+            ("format", "json"),
+            ("strip_outer_array", "true"),
+            ("strict_mode", "true"),
+        ],
         Some(r#"[{"id":1,"name":"a name much longer than twenty bytes"}]"#),
     );
     let p = txn(&d, "prepare", "tx4", &[], None);
