@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use dbmazz::config::{FlushPolicy, DEFAULT_FLUSH_MAX_BYTES};
+use dbmazz::config::{FlushPolicy, SinkCircuitPolicy, DEFAULT_FLUSH_MAX_BYTES};
 use dbmazz::metrics::Metrics;
 use dbmazz::pipeline::batcher::{channel, Batcher};
 use dbmazz::pipeline::change::Event;
+use dbmazz::pipeline::circuit::Circuit;
 use dbmazz::pipeline::sink::{Sink, SinkError};
 use dbmazz::Lsn;
 use tokio::sync::watch;
@@ -60,7 +61,8 @@ async fn run(events: Vec<Event>) -> u64 {
         interval: Duration::from_millis(100),
     };
     let (_policy_tx, policy_rx) = watch::channel(policy);
-    let (feeder, rx) = channel(&policy);
+    let circuit = Arc::new(Circuit::default());
+    let (feeder, rx) = channel(&policy, circuit.clone());
     let (durable_tx, mut durable_rx) = watch::channel(Lsn(0));
     let seen = Arc::new(AtomicU64::new(0));
     let batcher = Batcher::new(
@@ -69,6 +71,11 @@ async fn run(events: Vec<Event>) -> u64 {
         rx,
         durable_tx,
         Arc::new(Metrics::default()),
+        SinkCircuitPolicy {
+            failures: 5,
+            probe: Duration::from_secs(10),
+        },
+        circuit,
     );
     let task = tokio::spawn(batcher.run());
     for e in events {

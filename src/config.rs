@@ -75,6 +75,15 @@ pub struct FlushPolicy {
     pub interval: Duration,
 }
 
+/// The sink's circuit breaker (see [`crate::pipeline::circuit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SinkCircuitPolicy {
+    /// `SINK_CIRCUIT_FAILURES`: failed loads in a row that open the circuit (0: never open it).
+    pub failures: u32,
+    /// `SINK_CIRCUIT_PROBE_MS`: while open, one probe (the retry of the pending batch) this often.
+    pub probe: Duration,
+}
+
 /// The whole validated configuration of one replication job.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -107,6 +116,8 @@ pub struct Config {
     /// `HEALTH_SINK_STALL_MS`: how long the sink may hold a batch (failing or not answering)
     /// before Health turns `NOT_SERVING` (zero: never).
     pub health_sink_stall: Duration,
+    /// `SINK_CIRCUIT_FAILURES` and `SINK_CIRCUIT_PROBE_MS`.
+    pub sink_circuit: SinkCircuitPolicy,
     /// `WAL_RECEIVER_TIMEOUT_MS`: how long the replication stream may stay completely silent
     /// (not even a keepalive it asked for) before the connection is considered dead and
     /// re-established; `None` when set to 0.
@@ -139,6 +150,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 25_000;
 pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 60_000;
 /// Default `HEALTH_SINK_STALL_MS`.
 pub const DEFAULT_HEALTH_SINK_STALL_MS: u64 = 60_000;
+/// Default `SINK_CIRCUIT_FAILURES`: with the 200 ms doubling backoff, about 6 s of failures.
+pub const DEFAULT_SINK_CIRCUIT_FAILURES: u64 = 5;
+/// Default `SINK_CIRCUIT_PROBE_MS`.
+pub const DEFAULT_SINK_CIRCUIT_PROBE_MS: u64 = 10_000;
 /// Default `WAL_RECEIVER_TIMEOUT_MS`: PostgreSQL's default `wal_receiver_timeout`.
 pub const DEFAULT_WAL_RECEIVER_TIMEOUT_MS: u64 = 60_000;
 
@@ -222,6 +237,7 @@ impl Config {
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             statement_timeout: (statement_ms > 0).then(|| Duration::from_millis(statement_ms)),
             health_sink_stall: Duration::from_millis(sink_stall_ms),
+            sink_circuit: SinkCircuitPolicy::from_vars(&vars)?,
             wal_receiver_timeout,
             grpc_addr,
             grpc_token,
@@ -322,6 +338,31 @@ impl FlushPolicy {
             max_events,
             max_bytes,
             interval: Duration::from_millis(interval_ms),
+        })
+    }
+}
+
+impl SinkCircuitPolicy {
+    /// `SINK_CIRCUIT_FAILURES` and `SINK_CIRCUIT_PROBE_MS`.
+    pub fn from_vars(vars: &Vars) -> Result<SinkCircuitPolicy, ConfigError> {
+        let get = |name: &str| vars.get(name);
+        let failures = parse_num(
+            get("SINK_CIRCUIT_FAILURES"),
+            "SINK_CIRCUIT_FAILURES",
+            DEFAULT_SINK_CIRCUIT_FAILURES,
+            0,
+            1_000_000,
+        )? as u32;
+        let probe_ms = parse_num(
+            get("SINK_CIRCUIT_PROBE_MS"),
+            "SINK_CIRCUIT_PROBE_MS",
+            DEFAULT_SINK_CIRCUIT_PROBE_MS,
+            100,
+            3_600_000,
+        )?;
+        Ok(SinkCircuitPolicy {
+            failures,
+            probe: Duration::from_millis(probe_ms),
         })
     }
 }
@@ -528,6 +569,36 @@ mod tests {
             v.push(("WAL_RECEIVER_TIMEOUT_MS", bad));
             let err = Config::from_vars(&vars(&v)).unwrap_err();
             assert_eq!(err.var, "WAL_RECEIVER_TIMEOUT_MS", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn sink_circuit_defaults_to_5_failures_and_a_10_s_probe() {
+        let c = Config::from_vars(&vars(&base())).unwrap();
+        assert_eq!(
+            c.sink_circuit,
+            SinkCircuitPolicy {
+                failures: 5,
+                probe: Duration::from_secs(10)
+            }
+        );
+        let mut v = base();
+        v.extend([
+            ("SINK_CIRCUIT_FAILURES", "0"),
+            ("SINK_CIRCUIT_PROBE_MS", "2500"),
+        ]);
+        let c = Config::from_vars(&vars(&v)).unwrap();
+        assert_eq!(c.sink_circuit.failures, 0);
+        assert_eq!(c.sink_circuit.probe, Duration::from_millis(2500));
+        for (var, bad) in [
+            ("SINK_CIRCUIT_FAILURES", "-1"),
+            ("SINK_CIRCUIT_FAILURES", "five"),
+            ("SINK_CIRCUIT_PROBE_MS", "50"),
+            ("SINK_CIRCUIT_PROBE_MS", "3600001"),
+        ] {
+            let mut v = base();
+            v.push((var, bad));
+            assert_eq!(Config::from_vars(&vars(&v)).unwrap_err().var, var, "{bad}");
         }
     }
 

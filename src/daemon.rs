@@ -254,7 +254,7 @@ async fn stream<S: Sink>(
     ));
     let (durable_tx, durable_rx) = watch::channel(start);
     let checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
-    let (feeder, rx) = batcher::channel(&config.flush);
+    let (feeder, rx) = batcher::channel(&config.flush, job.circuit().clone());
     let snapshot_output = snapshot::Output {
         encoders: sink.snapshot_encoders(),
         // Four bodies per batch: the workers fill the next ones while a batch loads. At least
@@ -270,13 +270,21 @@ async fn stream<S: Sink>(
             .unwrap_or_default(),
     );
     let batcher_task = tokio::spawn(
-        Batcher::new(sink, job.flush(), rx, durable_tx, job.metrics().clone())
-            .with_chunk_reports(chunk_tx)
-            .with_stage(Box::new(ToastBackfill::new(
-                copying.clone(),
-                config.database.clone(),
-            )))
-            .run(),
+        Batcher::new(
+            sink,
+            job.flush(),
+            rx,
+            durable_tx,
+            job.metrics().clone(),
+            config.sink_circuit,
+            job.circuit().clone(),
+        )
+        .with_chunk_reports(chunk_tx)
+        .with_stage(Box::new(ToastBackfill::new(
+            copying.clone(),
+            config.database.clone(),
+        )))
+        .run(),
     );
     let (stop_rx, stop_watcher) = stop_on_pause_or_drain(job);
     let snapshot_task = plan.work.map(|work| {

@@ -15,6 +15,7 @@ use crate::config::{
     FlushPolicy, TableName, DEFAULT_HEALTH_SINK_STALL_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS,
 };
 use crate::metrics::Metrics;
+use crate::pipeline::circuit::Circuit;
 use crate::pipeline::progress::Progress;
 use crate::Lsn;
 
@@ -97,15 +98,16 @@ pub enum ControlError {
     },
 }
 
-/// What Health reports: the job's state, turned `NOT_SERVING` while the job retries a failure
-/// or while the sink has held a batch past `HEALTH_SINK_STALL_MS`.
+/// What Health reports: the job's state, turned `NOT_SERVING` while the job retries a failure,
+/// while the sink's circuit is open, or while the sink has held a batch past
+/// `HEALTH_SINK_STALL_MS`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthReport {
     /// Whether orchestration should consider the job healthy.
     pub serving: bool,
     /// Lifecycle stage.
     pub stage: Stage,
-    /// Human-readable state, e.g. "Replicating", "Retrying", "Sink stalled".
+    /// Human-readable state, e.g. "Replicating", "Retrying", "Sink unavailable", "Sink stalled".
     pub detail: String,
     /// Why it is not serving, and what to do.
     pub error: Option<String>,
@@ -136,6 +138,7 @@ struct Shared {
     flush: watch::Sender<FlushPolicy>,
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
+    circuit: Arc<Circuit>,
     slot: String,
     tables: Vec<TableName>,
 }
@@ -163,6 +166,7 @@ impl JobHandle {
             flush: watch::Sender::new(flush),
             metrics: Arc::new(Metrics::default()),
             progress: Arc::new(Progress::default()),
+            circuit: Arc::new(Circuit::default()),
             slot: slot.into(),
             tables: tables.to_vec(),
         }))
@@ -186,6 +190,11 @@ impl JobHandle {
     /// WAL positions: received and confirmed.
     pub fn progress(&self) -> &Arc<Progress> {
         &self.0.progress
+    }
+
+    /// The sink's circuit breaker: open or closed, since when, failures in a row.
+    pub fn circuit(&self) -> &Arc<Circuit> {
+        &self.0.circuit
     }
 
     /// The replication slot.
@@ -347,6 +356,29 @@ impl JobHandle {
         let retrying = s.run == RunState::Starting && s.error.is_some();
         let serving = !matches!(s.run, RunState::Failed | RunState::Stopped) && !retrying;
         if serving && matches!(s.run, RunState::Running | RunState::Draining) {
+            let circuit = self.0.circuit.state();
+            if circuit.open {
+                let error = self.0.metrics.sink_waiting(now_us).and_then(|(_, e)| e);
+                let open_for = now_us.saturating_sub(circuit.opened_at_unix_us).max(0) / 1_000_000;
+                return HealthReport {
+                    serving: false,
+                    stage: s.stage,
+                    detail: "Sink unavailable".into(),
+                    error: Some(format!(
+                        "the sink's circuit has been open since {} ({open_for} s) after {} \
+                         failed loads in a row (SINK_CIRCUIT_FAILURES={}); last error: {}. \
+                         dbmazz stopped reading from PostgreSQL (the slot keeps the changes, \
+                         status updates keep the connection up), retries the pending batch every \
+                         {} ms (SINK_CIRCUIT_PROBE_MS) and resumes by itself after the first \
+                         success; check that the sink is reachable and accepts loads",
+                        crate::metrics::utc_text(circuit.opened_at_unix_us),
+                        circuit.consecutive_failures,
+                        circuit.threshold,
+                        error.as_deref().unwrap_or("no answer"),
+                        circuit.probe.as_millis(),
+                    )),
+                };
+            }
             let limit = Duration::from_millis(self.0.sink_stall_ms.load(Ordering::Relaxed));
             if let Some((waited, error)) = self.0.metrics.sink_waiting(now_us) {
                 if !limit.is_zero() && waited >= limit {
@@ -467,6 +499,45 @@ mod tests {
         assert!(*h.paused().borrow());
         h.resume().unwrap();
         assert!(!*h.paused().borrow());
+    }
+
+    #[test]
+    fn an_open_circuit_turns_health_not_serving_with_since_when_and_what_to_do() {
+        use crate::config::SinkCircuitPolicy;
+        use crate::pipeline::circuit::Breaker;
+        let h = handle();
+        h.set_state(Stage::Cdc, RunState::Running, "Replicating", None);
+        let policy = SinkCircuitPolicy {
+            failures: 2,
+            probe: Duration::from_millis(3000),
+        };
+        let mut breaker = Breaker::new(policy, h.circuit().clone());
+        h.metrics().sink_write_started();
+        let opened = crate::metrics::now_unix_us();
+        h.metrics().sink_write_failed("HTTP 503 from the BE".into());
+        breaker.failed(opened - 1_000_000);
+        assert!(h.health_at(opened).serving, "one failure is a retry");
+        breaker.failed(opened);
+        // 42 s: before HEALTH_SINK_STALL_MS (60 s) would call it a stall.
+        let r = h.health_at(opened + 42_000_000);
+        assert!(!r.serving);
+        assert_eq!(r.detail, "Sink unavailable");
+        let why = r.error.unwrap();
+        let since = format!("since {} (42 s)", crate::metrics::utc_text(opened));
+        for part in [
+            since.as_str(),
+            "2 failed loads in a row (SINK_CIRCUIT_FAILURES=2)",
+            "last error: HTTP 503 from the BE",
+            "every 3000 ms (SINK_CIRCUIT_PROBE_MS)",
+            "stopped reading from PostgreSQL",
+        ] {
+            assert!(why.contains(part), "{part:?} in {why}");
+        }
+        breaker.succeeded(opened + 50_000_000);
+        h.metrics().sink_write_ended();
+        let r = h.health_at(opened + 50_000_000);
+        assert!(r.serving);
+        assert_eq!(r.detail, "Replicating");
     }
 
     #[test]

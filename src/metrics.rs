@@ -251,6 +251,38 @@ pub fn now_unix_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// `unix_us` (µs since the Unix epoch) as UTC text, `2026-12-02 13:40:05 UTC`.
+pub fn utc_text(unix_us: i64) -> String {
+    format!("{} UTC", utc_datetime(unix_us.div_euclid(1_000_000)))
+}
+
+/// `unix_secs` as `YYYY-MM-DD HH:MM:SS` (UTC, proleptic Gregorian), the form StarRocks' DATETIME
+/// takes too.
+pub fn utc_datetime(unix_secs: i64) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let rem = unix_secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Resident set size of this process in bytes (from `/proc/self/statm`), 0 where unavailable.
 pub fn rss_bytes() -> u64 {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
@@ -334,6 +366,14 @@ mod tests {
         let s = h.snapshot();
         let nonzero: Vec<(f64, u64)> = s.buckets.iter().copied().filter(|b| b.1 > 0).collect();
         assert_eq!(nonzero, vec![(0.1, 1), (0.15, 1), (f64::INFINITY, 1)]);
+    }
+
+    #[test]
+    fn civil_dates_and_utc_text() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(utc_datetime(-1), "1969-12-31 23:59:59");
+        assert_eq!(utc_text(1_796_218_805_999_999), "2026-12-02 13:40:05 UTC");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! The job is healthy (SERVING) while it starts, streams, is paused or drains. It is
 //! NOT_SERVING, with an `errorDetail` that says what is wrong and what to do, while it retries a
 //! transient failure (the source or the sink unreachable, a receive timeout: stage detail
-//! `Retrying`), while the sink has held one batch for longer than `HEALTH_SINK_STALL_MS`
-//! (`Sink stalled`), after a definite error (`… failed`), and once it has stopped. The first
-//! two clear by themselves as soon as the job moves again. [`JobHandle::health`] decides; the
+//! `Retrying`), while the sink's circuit is open (`Sink unavailable`), while the sink has held
+//! one batch for longer than `HEALTH_SINK_STALL_MS` (`Sink stalled`), after a definite error
+//! (`… failed`), and once it has stopped. The first three clear by themselves as soon as the job
+//! moves again. [`JobHandle::health`] decides; the
 //! README's Health table documents it.
 
 use tonic::{Request, Response, Status};

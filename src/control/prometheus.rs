@@ -49,7 +49,7 @@ pub(crate) mod names {
     pub const CPU_MILLICORES: &str = "dbmazz_cpu_millicores";
     /// Gauge: WAL bytes not yet confirmed.
     pub const LAG_BYTES: &str = "dbmazz_lag_bytes";
-    /// Gauge: row changes received but not yet durable.
+    /// Gauge: row changes received but not yet durable, the pipeline's queue depth.
     pub const LAG_EVENTS: &str = "dbmazz_lag_events";
     /// Gauge: commit-to-sink-ack latency of the last durable transaction.
     pub const REPLICATION_LAG_MS: &str = "dbmazz_replication_lag_ms";
@@ -79,6 +79,14 @@ pub(crate) mod names {
     pub const HEALTHY: &str = "dbmazz_healthy";
     /// Gauge: seconds the sink has held its outstanding batch (0 when none).
     pub const SINK_WAITING: &str = "dbmazz_sink_waiting_seconds";
+    /// Gauge: 1 while the sink's circuit is open (reading stopped, loads are probes), else 0.
+    pub const SINK_CIRCUIT_OPEN: &str = "dbmazz_sink_circuit_open";
+    /// Gauge: seconds the sink's circuit has been open (0 while closed).
+    pub const SINK_CIRCUIT_OPEN_SECONDS: &str = "dbmazz_sink_circuit_open_seconds";
+    /// Counter: how often the sink's circuit opened.
+    pub const SINK_CIRCUIT_OPENED: &str = "dbmazz_sink_circuit_opened";
+    /// Gauge: failed loads in a row of the batch the sink holds (0 after a success).
+    pub const SINK_CONSECUTIVE_FAILURES: &str = "dbmazz_sink_consecutive_failures";
     /// Rows copied by the initial snapshot (its rate is the snapshot's rows/s).
     pub const SNAPSHOT_ROWS: &str = "dbmazz_snapshot_rows";
     /// Stream Load requests that committed.
@@ -279,7 +287,7 @@ impl Collector for JobCollector {
         gauge(
             e,
             LAG_EVENTS,
-            "Row changes received but not yet durable.",
+            "Row changes received but not yet durable (the pipeline's queue depth).",
             s.lag_events,
         )?;
         gauge(
@@ -341,6 +349,36 @@ impl Collector for JobCollector {
             SINK_WAITING,
             "How long the sink has held the batch it is writing (retries included); 0 when no write is outstanding.",
             waiting,
+        )?;
+        let circuit = self.job.circuit().state();
+        gauge(
+            e,
+            SINK_CIRCUIT_OPEN,
+            "1 while the sink's circuit is open: SINK_CIRCUIT_FAILURES loads failed in a row, reading from PostgreSQL stopped, and the pending batch is retried every SINK_CIRCUIT_PROBE_MS.",
+            u64::from(circuit.open),
+        )?;
+        let open_for = if circuit.open {
+            (crate::metrics::now_unix_us() - circuit.opened_at_unix_us).max(0) as f64 / 1e6
+        } else {
+            0.0
+        };
+        gauge(
+            e,
+            SINK_CIRCUIT_OPEN_SECONDS,
+            "How long the sink's circuit has been open; 0 while closed.",
+            open_for,
+        )?;
+        counter(
+            e,
+            SINK_CIRCUIT_OPENED,
+            "How often the sink's circuit opened.",
+            circuit.opened_total,
+        )?;
+        gauge(
+            e,
+            SINK_CONSECUTIVE_FAILURES,
+            "Failed loads in a row of the batch the sink holds; 0 after a success.",
+            circuit.consecutive_failures,
         )?;
         Ok(())
     }
@@ -497,7 +535,54 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\ndbmazz_healthy 1\n"), "{text}");
+        assert!(text.contains("\ndbmazz_sink_circuit_open 0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn an_open_circuit_shows_in_the_gauges() {
+        use crate::config::SinkCircuitPolicy;
+        use crate::pipeline::circuit::Breaker;
+        let job = job();
+        let registry = registry(job.clone(), Baseline::now(&job));
+        let mut breaker = Breaker::new(
+            SinkCircuitPolicy {
+                failures: 2,
+                probe: Duration::from_secs(1),
+            },
+            job.circuit().clone(),
+        );
+        let now = crate::metrics::now_unix_us();
+        breaker.failed(now - 3_000_000);
+        breaker.failed(now - 2_000_000);
+        breaker.failed(now);
+        let text = render(&registry);
+        for line in [
+            "\ndbmazz_sink_circuit_open 1\n",
+            "\ndbmazz_sink_circuit_opened_total 1\n",
+            "\ndbmazz_sink_consecutive_failures 3\n",
+            "# TYPE dbmazz_sink_circuit_open_seconds gauge\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        let open_for: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("dbmazz_sink_circuit_open_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((2.0..60.0).contains(&open_for), "{open_for}");
+        breaker.succeeded(now);
+        let text = render(&registry);
+        assert!(text.contains("\ndbmazz_sink_circuit_open 0\n"), "{text}");
+        assert!(
+            text.contains("\ndbmazz_sink_circuit_opened_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ndbmazz_sink_consecutive_failures 0\n"),
+            "{text}"
+        );
     }
 
     async fn call(method: Method, path: &str) -> (StatusCode, String, String) {

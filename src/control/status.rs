@@ -30,6 +30,7 @@ impl CdcStatusService for StatusService {
         let state = self.job.state();
         let confirmed = self.job.confirmed_lsn();
         let current = self.job.received_lsn().max(confirmed);
+        let circuit = self.job.circuit().state();
         Ok(Response::new(StatusResponse {
             state: cdc_state(state.run) as i32,
             current_lsn: current.0,
@@ -40,6 +41,10 @@ impl CdcStatusService for StatusService {
             current_lsn_text: lsn_text(current),
             confirmed_lsn_text: lsn_text(confirmed),
             stage: health::stage(state.stage) as i32,
+            sink_circuit_open: circuit.open,
+            sink_circuit_opened_at_ms: (circuit.opened_at_unix_us / 1000).max(0) as u64,
+            sink_consecutive_failures: circuit.consecutive_failures,
+            sink_circuit_opened_total: circuit.opened_total,
         }))
     }
 }

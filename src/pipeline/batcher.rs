@@ -19,6 +19,11 @@
 //! went to those cross-thread wake-ups (tens of thousands of context switches a second), and
 //! the scheduling delay showed up as commit → ack latency. Parcels add no delay: the reader
 //! sends as soon as the socket has no complete message left.
+//!
+//! A failed write is retried, the same batch again, with a jittered backoff; after
+//! `SINK_CIRCUIT_FAILURES` failures in a row the [circuit](super::circuit) opens: the feeder
+//! holds every sender at its next parcel, and the batch is retried once per
+//! `SINK_CIRCUIT_PROBE_MS` until the first success closes it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -28,9 +33,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::{FlushPolicy, TableName};
-use crate::metrics::{Metrics, TableCounters};
+use crate::config::{FlushPolicy, SinkCircuitPolicy, TableName};
+use crate::metrics::{now_unix_us, Metrics, TableCounters};
 use crate::pipeline::change::{Event, Op};
+use crate::pipeline::circuit::{Breaker, Circuit, Retry};
 use crate::pipeline::sink::{BatchStage, ErrorKind, Sink, SinkError};
 use crate::Lsn;
 
@@ -70,17 +76,21 @@ pub struct Feeder {
     tx: mpsc::Sender<Envelope>,
     budget: Arc<Semaphore>,
     budget_cap: u32,
+    /// Holds senders while the sink's circuit is open.
+    circuit: Arc<Circuit>,
 }
 
 impl Feeder {
-    /// Sends an event, waiting while the byte budget is spent (backpressure).
+    /// Sends an event, waiting while the byte budget is spent (backpressure) or the sink's
+    /// circuit is open.
     pub async fn send(&self, event: Event) -> Result<(), PipelineClosed> {
         let need = self.permits_for(&event);
         self.send_parcel(Parcel::One(event), need).await
     }
 
     /// Sends `events` (in order) as one parcel and leaves the vector empty; `bytes` is the sum
-    /// of their [`Event::data_bytes`]. Waits while the byte budget is spent.
+    /// of their [`Event::data_bytes`]. Waits while the byte budget is spent or the sink's
+    /// circuit is open.
     pub async fn send_all(
         &self,
         events: &mut Vec<Event>,
@@ -101,6 +111,10 @@ impl Feeder {
     }
 
     async fn send_parcel(&self, events: Parcel, need: u32) -> Result<(), PipelineClosed> {
+        // Once per parcel, not per row: one relaxed load while the sink is healthy.
+        if self.circuit.is_open() {
+            self.circuit.wait_closed().await;
+        }
         let permit = self
             .budget
             .clone()
@@ -138,8 +152,8 @@ impl Feeder {
 }
 
 /// Creates the channel between the reader and the batcher, with an in-flight budget of
-/// `2 × max_bytes` bytes.
-pub fn channel(policy: &FlushPolicy) -> (Feeder, mpsc::Receiver<Envelope>) {
+/// `2 × max_bytes` bytes; senders also wait while `circuit` is open.
+pub fn channel(policy: &FlushPolicy, circuit: Arc<Circuit>) -> (Feeder, mpsc::Receiver<Envelope>) {
     let budget_cap = u32::try_from(policy.max_bytes.saturating_mul(2))
         .unwrap_or(u32::MAX)
         .min(Semaphore::MAX_PERMITS as u32);
@@ -149,6 +163,7 @@ pub fn channel(policy: &FlushPolicy) -> (Feeder, mpsc::Receiver<Envelope>) {
             tx,
             budget: Arc::new(Semaphore::new(budget_cap as usize)),
             budget_cap,
+            circuit,
         },
         rx,
     )
@@ -163,6 +178,7 @@ pub struct Batcher<S> {
     metrics: Arc<Metrics>,
     chunk_done: Option<mpsc::UnboundedSender<ChunkDurable>>,
     stage: Option<Box<dyn BatchStage>>,
+    breaker: Breaker,
 }
 
 /// A snapshot chunk whose rows are all durable in the sink.
@@ -178,13 +194,16 @@ pub struct ChunkDurable {
 
 impl<S: Sink> Batcher<S> {
     /// A batcher that reports each newly durable LSN on `durable`. The flush policy is read
-    /// live from `policy`, so a reload applies to the next batch.
+    /// live from `policy`, so a reload applies to the next batch. Failed writes open `circuit`
+    /// (the one the feeder of `rx` was made with) as `breaker` says.
     pub fn new(
         sink: S,
         policy: watch::Receiver<FlushPolicy>,
         rx: mpsc::Receiver<Envelope>,
         durable: watch::Sender<Lsn>,
         metrics: Arc<Metrics>,
+        circuit_policy: SinkCircuitPolicy,
+        circuit: Arc<Circuit>,
     ) -> Self {
         Batcher {
             sink,
@@ -194,6 +213,7 @@ impl<S: Sink> Batcher<S> {
             metrics,
             chunk_done: None,
             stage: None,
+            breaker: Breaker::new(circuit_policy, circuit),
         }
     }
 
@@ -390,7 +410,6 @@ impl<S: Sink> Batcher<S> {
             return Ok(());
         }
         if batch.needs_sink {
-            let mut backoff = Duration::from_millis(200);
             // Health reads how long this write has been outstanding (a sink that fails or does
             // not answer keeps the pipeline from moving).
             self.metrics.sink_write_started();
@@ -404,13 +423,40 @@ impl<S: Sink> Batcher<S> {
                 }
                 .await;
                 match written {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        if let Some(closed) = self.breaker.succeeded(now_unix_us()) {
+                            tracing::info!(
+                                open_for_s = closed.open_for.as_secs(),
+                                failed_loads = closed.failures,
+                                "sink circuit closed: the pending batch is durable, reading from PostgreSQL resumes"
+                            );
+                        }
+                        break;
+                    }
                     Err(e) if e.kind == ErrorKind::Transient => {
                         self.metrics.sink_write_failed(e.to_string());
-                        let wait = with_jitter(backoff);
-                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "sink write failed, retrying");
+                        let failure = self.breaker.failed(now_unix_us());
+                        let wait = match failure.retry {
+                            Retry::Backoff(base) => {
+                                let wait = with_jitter(base);
+                                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "sink write failed, retrying");
+                                wait
+                            }
+                            Retry::Probe(every) if failure.opened => {
+                                tracing::warn!(
+                                    error = %e,
+                                    failed_loads = failure.consecutive,
+                                    probe_every_ms = every.as_millis() as u64,
+                                    "sink circuit opened: stopped reading from PostgreSQL; the pending batch is retried as a probe until the sink takes it"
+                                );
+                                every
+                            }
+                            Retry::Probe(every) => {
+                                tracing::info!(error = %e, failed_loads = failure.consecutive, next_probe_in_ms = every.as_millis() as u64, "sink probe failed, the circuit stays open");
+                                every
+                            }
+                        };
                         tokio::time::sleep(wait).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                     Err(e) => return Err(e),
                 }
@@ -567,7 +613,8 @@ mod tests {
             max_bytes: 1 << 20,
             interval,
         };
-        let (feeder, rx) = channel(&policy);
+        let circuit = Arc::new(Circuit::default());
+        let (feeder, rx) = channel(&policy, circuit.clone());
         let (policy_tx, policy_rx) = watch::channel(policy);
         let (durable_tx, durable) = watch::channel(Lsn::ZERO);
         let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -577,6 +624,11 @@ mod tests {
             rx,
             durable_tx,
             Arc::new(Metrics::default()),
+            SinkCircuitPolicy {
+                failures: 5,
+                probe: Duration::from_secs(10),
+            },
+            circuit,
         );
         if let Some(tx) = chunks {
             batcher = batcher.with_chunk_reports(tx);
@@ -680,5 +732,121 @@ mod tests {
             .unwrap();
         assert_eq!(done.chunk, 3);
         assert_eq!(*batches.lock().unwrap(), vec![1]);
+    }
+
+    /// Fails every write while `failing` is set, and records when each attempt came.
+    struct Flaky {
+        failing: Arc<std::sync::atomic::AtomicBool>,
+        attempts: Arc<std::sync::Mutex<Vec<Instant>>>,
+        written: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl Sink for Flaky {
+        fn snapshot_encoders(&self) -> Arc<dyn crate::pipeline::sink::SnapshotEncoders> {
+            Arc::new(crate::ndjson::NdjsonSnapshotEncoders)
+        }
+
+        async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+            self.attempts.lock().unwrap().push(Instant::now());
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(SinkError::transient("HTTP 503"));
+            }
+            let rows = events.iter().filter(|e| e.is_change()).count();
+            self.written.lock().unwrap().push(rows);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_open_circuit_holds_the_feeder_probes_at_its_pace_and_loses_nothing() {
+        let policy = FlushPolicy {
+            max_events: 1,
+            max_bytes: 1 << 20,
+            interval: Duration::from_millis(10),
+        };
+        let circuit = Arc::new(Circuit::default());
+        let (feeder, rx) = channel(&policy, circuit.clone());
+        let (_policy_tx, policy_rx) = watch::channel(policy);
+        let (durable_tx, durable) = watch::channel(Lsn::ZERO);
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Flaky {
+            failing: failing.clone(),
+            attempts: attempts.clone(),
+            written: written.clone(),
+        };
+        let circuit_policy = SinkCircuitPolicy {
+            failures: 3,
+            probe: Duration::from_millis(300),
+        };
+        let task = tokio::spawn(
+            Batcher::new(
+                sink,
+                policy_rx,
+                rx,
+                durable_tx,
+                Arc::new(Metrics::default()),
+                circuit_policy,
+                circuit.clone(),
+            )
+            .run(),
+        );
+        feeder.send(row(1)).await.unwrap();
+        while !circuit.is_open() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            attempts.lock().unwrap().len(),
+            3,
+            "opened on the third failure"
+        );
+
+        // The next parcel waits at the gate, however long the outage lasts.
+        let held = tokio::spawn({
+            let feeder = feeder.clone();
+            async move {
+                feeder.send(row(2)).await.unwrap();
+                let commit = Event::Commit {
+                    commit_lsn: Lsn(100),
+                    end_lsn: Lsn(101),
+                    commit_time: 0,
+                };
+                feeder.send(commit).await.unwrap();
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !held.is_finished(),
+            "the feeder is held while the circuit is open"
+        );
+        let times = attempts.lock().unwrap().clone();
+        let probes = times.len() - 3;
+        assert!(
+            (3..=5).contains(&probes),
+            "one probe per 300 ms: {probes} in 1.5 s"
+        );
+        for pair in times[2..].windows(2) {
+            let gap = pair[1] - pair[0];
+            // exactly the probe interval: no jitter, no growth
+            assert!(
+                gap >= Duration::from_millis(300) && gap < Duration::from_millis(450),
+                "probe gap {gap:?}"
+            );
+        }
+        assert!(written.lock().unwrap().is_empty());
+
+        // The first success closes it; the held parcel goes through and nothing is lost.
+        failing.store(false, Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_secs(5), held)
+            .await
+            .expect("released once a probe succeeds")
+            .unwrap();
+        assert!(!circuit.is_open());
+        assert_eq!(circuit.state().opened_total, 1);
+        drop(feeder);
+        task.await.unwrap().unwrap();
+        assert_eq!(*written.lock().unwrap(), vec![1, 1]);
+        assert_eq!(*durable.borrow(), Lsn(101));
     }
 }

@@ -5,7 +5,12 @@
 //! [`Event`]s to the pipeline. Events are staged while more complete messages sit in the read
 //! buffer and sent as one parcel once the socket has nothing more (or the parcel is full), so
 //! the batcher wakes once per read rather than once per row. Sending waits when the pipeline's
-//! byte budget is spent, which is how a slow sink slows reading instead of growing memory.
+//! byte budget is spent, which is how a slow sink slows reading instead of growing memory, and
+//! while the sink's [circuit](crate::pipeline::circuit) is open, which is how a sink that is down
+//! stops reading altogether. While it waits, the reader reads nothing, keepalives included: the
+//! status task answers PostgreSQL on its own timer (at least every half `wal_sender_timeout`), so
+//! the connection stays up however long the wait.
+//!
 //! Keepalives update the shared [`Progress`], wake the status task when PostgreSQL asks for a
 //! reply, and, when no transaction is open, pass an idle marker so a quiet database can still
 //! release WAL.

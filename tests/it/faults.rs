@@ -99,8 +99,11 @@ fn start(job: &Job) -> (Proc, Client) {
 #[test]
 fn sink_outage_turns_health_not_serving_and_back_without_loss() {
     let (pg, url, d) = stack();
+    // Without the circuit breaker, so that the backoff reaches its 30 s cap and the stall shows
+    // (the circuit has its own test below).
     let job = job(&url, &d)
         .env("HEALTH_SINK_STALL_MS", "2000")
+        .env("SINK_CIRCUIT_FAILURES", "0")
         .env("METRICS_PORT", "0");
     let (mut p, grpc) = start(&job);
     let metrics = listening(&mut p, "metrics");
@@ -415,7 +418,9 @@ fn an_idle_job_next_to_a_busy_database_frees_wal_but_never_confirms_what_is_not_
     pg.psql("busy", "CREATE TABLE noise (id int PRIMARY KEY, pad text)");
     let d = Double::start("app");
     table(&pg, &d);
-    let job = job(&url, &d);
+    // The circuit stays closed, so that the reader keeps taking keepalives while a change is
+    // pending (an open circuit stops it reading at all).
+    let job = job(&url, &d).env("SINK_CIRCUIT_FAILURES", "0");
     let (mut p, grpc) = start(&job);
     seed(&pg, &d, 10);
 
@@ -560,10 +565,14 @@ fn starrocks_down_refusing_connections_then_back_on_its_data_converges() {
         "app",
         "UPDATE t SET n = n + 1 WHERE id <= 60; DELETE FROM t WHERE id > 90",
     );
-    let stalled = wait_health(&grpc, "NOT_SERVING", "Sink stalled");
+    // Refused connections fail fast: the circuit opens after five of them.
+    let unavailable = wait_health(&grpc, "NOT_SERVING", "Sink unavailable");
     assert!(
-        stalled["errorDetail"].as_str().unwrap().contains("onnect"),
-        "{stalled}"
+        unavailable["errorDetail"]
+            .as_str()
+            .unwrap()
+            .contains("onnect"),
+        "{unavailable}"
     );
     pg.psql("app", "INSERT INTO t VALUES (500, 500)");
     d.restart();
@@ -663,4 +672,139 @@ fn a_setup_statement_stuck_behind_a_lock_hits_statement_timeout_and_is_retried()
         wait_until(WAIT, "the row out", || job.lines().len() == 1);
         stop_cleanly(p);
     });
+}
+
+/// The walsender serving the job's slot.
+fn walsender_pid(pg: &PgCluster) -> String {
+    pg.psql(
+        "app",
+        "SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = 'dbmazz_slot'",
+    )
+}
+
+/// GetStatus's `currentLsn`: the highest WAL position dbmazz has read.
+fn received_lsn(grpc: &Client) -> u64 {
+    grpc.ok("dbmazz.CdcStatusService/GetStatus", "{}")["currentLsn"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn server_lsn(pg: &PgCluster) -> u64 {
+    pg.psql("app", "SELECT (pg_current_wal_lsn() - '0/0')::bigint")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn sink_circuit_opens_stops_reading_keeps_the_connection_and_closes_without_loss() {
+    const WAL_SENDER_TIMEOUT_S: u64 = 5;
+    let pg = pg_with(&format!("wal_sender_timeout = {WAL_SENDER_TIMEOUT_S}s"));
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    table(&pg, &d);
+    let job = job(&url, &d)
+        .env("SINK_CIRCUIT_FAILURES", "3")
+        .env("SINK_CIRCUIT_PROBE_MS", "1000")
+        .env("METRICS_PORT", "0");
+    let (mut p, grpc) = start(&job);
+    let metrics = listening(&mut p, "metrics");
+    seed(&pg, &d, 100);
+    let (_, samples) = scrape(metrics);
+    assert_eq!(samples["dbmazz_sink_circuit_open"], 0.0);
+    let walsender = walsender_pid(&pg);
+    assert!(!walsender.is_empty());
+
+    // Every load fails: after three in a row the circuit opens.
+    d.fault(json!({"kind": "http_5xx", "table": "t"}));
+    let outage = Instant::now();
+    pg.psql("app", "UPDATE t SET n = n + 1 WHERE id <= 50");
+    let open = wait_health(&grpc, "NOT_SERVING", "Sink unavailable");
+    let opened_after = outage.elapsed();
+    let why = open["errorDetail"].as_str().unwrap();
+    assert!(
+        why.contains("503")
+            && why.contains("since ")
+            && why.contains("SINK_CIRCUIT_FAILURES=3")
+            && why.contains("every 1000 ms (SINK_CIRCUIT_PROBE_MS)"),
+        "{why}"
+    );
+    let (body, samples) = scrape(metrics);
+    assert_eq!(samples["dbmazz_sink_circuit_open"], 1.0, "{body}");
+    assert_eq!(samples["dbmazz_sink_circuit_opened_total"], 1.0, "{body}");
+    assert!(samples["dbmazz_sink_consecutive_failures"] >= 3.0, "{body}");
+    assert!(samples["dbmazz_lag_events"] >= 50.0, "queue depth: {body}");
+    assert_eq!(samples["dbmazz_healthy"], 0.0, "{body}");
+    let status = grpc.ok("dbmazz.CdcStatusService/GetStatus", "{}");
+    assert_eq!(status["sinkCircuitOpen"], true, "{status}");
+    assert_ne!(status["sinkCircuitOpenedAtMs"], Json::Null, "{status}");
+
+    // The source keeps writing for three wal_sender_timeouts. The reader takes at most the
+    // parcel it was holding when the circuit opened, then nothing.
+    pg.psql("app", "INSERT INTO t VALUES (1001, 1)");
+    std::thread::sleep(Duration::from_millis(500));
+    let held_at = received_lsn(&grpc);
+    let server_before = server_lsn(&pg);
+    let until = Instant::now() + Duration::from_secs(3 * WAL_SENDER_TIMEOUT_S + 1);
+    let mut next = 1002;
+    while Instant::now() < until {
+        pg.psql(
+            "app",
+            &format!(
+                "INSERT INTO t VALUES ({next}, {next}); UPDATE t SET n = n + 1 WHERE id = {}",
+                next % 100 + 1
+            ),
+        );
+        next += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let server_after = server_lsn(&pg);
+    assert!(server_after > server_before + 10_000, "the source wrote");
+    assert_eq!(
+        received_lsn(&grpc),
+        held_at,
+        "the reader read on while the circuit was open"
+    );
+    // Status updates went on: the same walsender, no reconnect, no timeout in PostgreSQL's log.
+    let survived = outage.elapsed();
+    assert_eq!(
+        walsender_pid(&pg),
+        walsender,
+        "the replication connection was replaced"
+    );
+    assert!(
+        !p.log().contains("restarting from the checkpoint"),
+        "{}",
+        p.log()
+    );
+    assert!(!pg.log().contains("replication timeout"), "{}", pg.log());
+    // One probe a second, not a growing backoff.
+    let probes = p.log().matches("sink probe failed").count();
+    assert!(probes >= 12, "{probes} probes in {survived:?}\n{}", p.log());
+    assert_eq!(health(&grpc)["stageDetail"], "Sink unavailable");
+
+    // The sink comes back: the next probe closes the circuit and reading resumes.
+    d.admin("DELETE", "/admin/faults", "");
+    let back = Instant::now();
+    wait_health(&grpc, "SERVING", "Replicating");
+    let closed_after = back.elapsed();
+    let (body, samples) = scrape(metrics);
+    assert_eq!(samples["dbmazz_sink_circuit_open"], 0.0, "{body}");
+    assert_eq!(samples["dbmazz_sink_consecutive_failures"], 0.0, "{body}");
+    assert_eq!(samples["dbmazz_sink_circuit_opened_total"], 1.0, "{body}");
+    wait_converged(&pg, &d, "t", "id", "n");
+    assert!(received_lsn(&grpc) >= server_after);
+    let log = p.log();
+    assert_eq!(log.matches("sink circuit opened").count(), 1, "{log}");
+    assert_eq!(log.matches("sink circuit closed").count(), 1, "{log}");
+    eprintln!(
+        "circuit: opened {:.1} s after the outage began; walsender {walsender} kept through \
+         {:.1} s with wal_sender_timeout = {WAL_SENDER_TIMEOUT_S} s; {probes} probes; closed \
+         {:.1} s after the sink came back",
+        opened_after.as_secs_f64(),
+        survived.as_secs_f64(),
+        closed_after.as_secs_f64()
+    );
+    stop_cleanly(p);
 }
