@@ -365,7 +365,11 @@ impl Replayer {
                 let (result, _) = loader.load(req).await;
                 match result {
                     LoadOutcome::Committed { .. } => {}
-                    LoadOutcome::Rejected { message, error_url } => {
+                    LoadOutcome::Rejected {
+                        message,
+                        error_url,
+                        all,
+                    } => {
                         let isolated = rejects::isolate(
                             &loader,
                             &cfg,
@@ -374,7 +378,11 @@ impl Replayer {
                             &table_text,
                             &key_targets,
                             snapshot,
-                            (message, error_url),
+                            rejects::Rejection {
+                                message,
+                                error_url,
+                                all,
+                            },
                         )
                         .await;
                         if let Some((failed, label, _)) = isolated.failed {

@@ -161,12 +161,23 @@ pub struct Isolated {
     pub failed: Option<(LoadOutcome, String, usize)>,
 }
 
+/// How StarRocks rejected a load.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    /// The whole message.
+    pub message: String,
+    /// Where the BE serves the rejected rows and reasons.
+    pub error_url: Option<String>,
+    /// Every row of the load was rejected.
+    pub all: bool,
+}
+
 /// Rows `first..first + len` of a rejected load, still to be loaded or split.
 struct Part {
     first: usize,
     len: usize,
-    /// The rejection's message and error log URL, when this part is known to be rejected.
-    rejection: Option<(String, Option<String>)>,
+    /// How the part was rejected, when it is known to be.
+    rejection: Option<Rejection>,
 }
 
 /// Loads every row of the rejected load `meta` (`body`, rejected as `rejection` says) that
@@ -182,7 +193,7 @@ pub async fn isolate(
     table: &str,
     key_names: &[String],
     snapshot: bool,
-    rejection: (String, Option<String>),
+    rejection: Rejection,
 ) -> Isolated {
     let mut out = Isolated::default();
     let format = BodyFormat::of(meta.csv_columns.as_deref());
@@ -197,7 +208,7 @@ pub async fn isolate(
         table,
         label = %meta.label,
         rows = records.len(),
-        error = %rejection.0,
+        error = %rejection.message,
         "StarRocks rejected a load; loading its rows in parts to find the refused ones"
     );
     let mut todo = vec![Part {
@@ -225,7 +236,15 @@ pub async fn isolate(
                         out.parts_loaded += 1;
                         continue;
                     }
-                    LoadOutcome::Rejected { message, error_url } => (message, error_url),
+                    LoadOutcome::Rejected {
+                        message,
+                        error_url,
+                        all,
+                    } => Rejection {
+                        message,
+                        error_url,
+                        all,
+                    },
                     other => {
                         out.failed = Some((other, label, len));
                         return out;
@@ -233,7 +252,9 @@ pub async fn isolate(
                 }
             }
         };
-        if len > 1 {
+        // Every row of the part refused (a target that no row fits, say): no need to split
+        // it further; each row takes its reason from the part's error log.
+        if len > 1 && !rejection.all {
             let half = len / 2;
             todo.push(Part {
                 first: first + half,
@@ -247,28 +268,48 @@ pub async fn isolate(
             });
             continue;
         }
-        let (message, error_url) = rejection;
-        let reason = match &error_url {
-            Some(url) => read_reason(cfg, url).await.unwrap_or_else(|e| {
-                format!("{message} (its error log {url} could not be read: {e})")
+        let reasons = match &rejection.error_url {
+            Some(url) => read_reasons(cfg, url).await.unwrap_or_else(|e| {
+                vec![format!(
+                    "{} (its error log {url} could not be read: {e})",
+                    rejection.message
+                )]
             }),
-            None => message,
+            None => vec![rejection.message.clone()],
         };
-        let (key, row, op, version) =
-            describe(&body[records[first].clone()], &format, key_names, snapshot);
-        out.refused.push(Refused {
-            table: table.to_owned(),
-            key,
-            row,
-            op,
-            version,
-            reason,
-            label: if records.len() == 1 {
-                meta.label.clone()
+        for i in 0..len {
+            // The log lists the refused rows in order; when it holds fewer lines than the part
+            // has rows (StarRocks keeps only the first ones), the first reason stands for all.
+            let reason = if reasons.len() == len {
+                reasons[i].clone()
+            } else if len == 1 {
+                reasons.first().cloned().unwrap_or_default()
             } else {
-                label
-            },
-        });
+                format!(
+                    "{} (every row of its load of {len} was refused)",
+                    reasons.first().cloned().unwrap_or_default()
+                )
+            };
+            let (key, row, op, version) = describe(
+                &body[records[first + i].clone()],
+                &format,
+                key_names,
+                snapshot,
+            );
+            out.refused.push(Refused {
+                table: table.to_owned(),
+                key,
+                row,
+                op,
+                version,
+                reason,
+                label: if records.len() == len {
+                    meta.label.clone()
+                } else {
+                    label.clone()
+                },
+            });
+        }
     }
     tracing::info!(
         table,
@@ -279,27 +320,39 @@ pub async fn isolate(
     out
 }
 
-/// The reason in the error log at `url`.
-async fn read_reason(cfg: &std::sync::Arc<StarRocksConfig>, url: &str) -> Result<String, String> {
+/// The reasons in the error log at `url`, one per refused row.
+async fn read_reasons(
+    cfg: &std::sync::Arc<StarRocksConfig>,
+    url: &str,
+) -> Result<Vec<String>, String> {
     let cfg = cfg.clone();
     let url = url.to_owned();
     let log = tokio::task::spawn_blocking(move || stream_load::error_log(&cfg, &url))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    reason_from_error_log(&log).ok_or_else(|| "it is empty".to_owned())
+    let reasons = reasons_from_error_log(&log);
+    if reasons.is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    Ok(reasons)
 }
 
-/// The reason in a BE error log: its first line, without the `Error: ` prefix and the row
+/// The reasons in a BE error log, one per line: without the `Error: ` prefix and the row
 /// StarRocks appends after `. Row: `.
-pub fn reason_from_error_log(log: &str) -> Option<String> {
-    let line = log.lines().map(str::trim).find(|l| !l.is_empty())?;
-    let line = line.strip_prefix("Error: ").unwrap_or(line);
-    let reason = match line.find(". Row: ") {
-        Some(i) => &line[..i],
-        None => line,
-    };
-    Some(clip(reason, REASON_MAX))
+pub fn reasons_from_error_log(log: &str) -> Vec<String> {
+    log.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let line = line.strip_prefix("Error: ").unwrap_or(line);
+            let reason = match line.find(". Row: ") {
+                Some(i) => &line[..i],
+                None => line,
+            };
+            clip(reason, REASON_MAX)
+        })
+        .collect()
 }
 
 /// One refused row.
@@ -858,13 +911,12 @@ mod tests {
     #[test]
     fn error_log_reasons_drop_the_row() {
         assert_eq!(
-            reason_from_error_log(
-                "Error: Value too long, column=s. Row: {\"s\":\"xx\"}\nError: other"
-            )
-            .as_deref(),
-            Some("Value too long, column=s")
+            reasons_from_error_log(
+                "Error: Value too long, column=s. Row: {\"s\":\"xx\"}\n\nError: other\n"
+            ),
+            vec!["Value too long, column=s".to_owned(), "other".to_owned()]
         );
-        assert_eq!(reason_from_error_log("\n"), None);
+        assert!(reasons_from_error_log("\n").is_empty());
         assert!(clip(&"é".repeat(10), 5).starts_with("éé…"));
     }
 

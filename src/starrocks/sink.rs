@@ -28,7 +28,7 @@ use crate::pipeline::sink::{ErrorKind, Sink, SinkError, SnapshotEncoders};
 use crate::starrocks::cluster::Cluster;
 use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
 use crate::starrocks::encode::{synced_at_now, BodyPool, Segment, StarRocksSnapshotEncoders};
-use crate::starrocks::rejects::{self, DeadLetterError, DeadLetters, Refused};
+use crate::starrocks::rejects::{self, DeadLetterError, DeadLetters, Refused, Rejection};
 use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
 use crate::starrocks::target::{ColumnTargets, TargetColumn};
 use crate::starrocks::truncates::{self, TruncateLog, TruncateLogError};
@@ -209,9 +209,18 @@ impl StarRocksSink {
                 ..req.clone()
             };
             let (outcome, body) = self.loader.load(req).await;
-            if let LoadOutcome::Rejected { message, error_url } = outcome {
-                self.isolate(&meta, &body, &table, false, message, error_url)
-                    .await?;
+            if let LoadOutcome::Rejected {
+                message,
+                error_url,
+                all,
+            } = outcome
+            {
+                let rejection = Rejection {
+                    message,
+                    error_url,
+                    all,
+                };
+                self.isolate(&meta, &body, &table, false, rejection).await?;
                 self.body = body.into();
                 continue;
             }
@@ -230,8 +239,7 @@ impl StarRocksSink {
         body: &[u8],
         table: &TableSchema,
         snapshot: bool,
-        message: String,
-        error_url: Option<String>,
+        rejection: Rejection,
     ) -> Result<(), SinkError> {
         let key_names = self.key_names(table);
         let isolated = rejects::isolate(
@@ -242,7 +250,7 @@ impl StarRocksSink {
             &table.name.to_string(),
             &key_names,
             snapshot,
-            (message, error_url),
+            rejection,
         )
         .await;
         self.metrics
@@ -321,15 +329,23 @@ impl StarRocksSink {
             ..req.clone()
         };
         let (outcome, body) = self.loader.load(req).await;
-        if let LoadOutcome::Rejected { message, error_url } = outcome {
+        if let LoadOutcome::Rejected {
+            message,
+            error_url,
+            all,
+        } = outcome
+        {
+            let rejection = Rejection {
+                message,
+                error_url,
+                all,
+            };
             let body = if body.is_empty() {
                 e.body.clone()
             } else {
                 body
             };
-            return self
-                .isolate(&meta, &body, &e.table, true, message, error_url)
-                .await;
+            return self.isolate(&meta, &body, &e.table, true, rejection).await;
         }
         self.load_outcome(outcome, name, &label, e.rows as usize)
     }
@@ -354,7 +370,9 @@ impl StarRocksSink {
                 Err(SinkError::transient(msg))
             }
             LoadOutcome::Definite(msg) => Err(SinkError::definite(msg)),
-            LoadOutcome::Rejected { message, error_url } => Err(SinkError::definite(format!(
+            LoadOutcome::Rejected {
+                message, error_url, ..
+            } => Err(SinkError::definite(format!(
                 "{message}{}",
                 error_url
                     .map(|u| format!("; rejected rows and reasons: {u}"))

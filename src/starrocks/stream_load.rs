@@ -49,6 +49,8 @@ pub enum LoadOutcome {
         message: String,
         /// Where the BE serves the rejected rows and reasons, when it said.
         error_url: Option<String>,
+        /// Every row of the load was rejected (`NumberFilteredRows` = `NumberTotalRows`).
+        all: bool,
     },
 }
 
@@ -494,15 +496,16 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
                 LoadOutcome::Transient(format!("{what}: {message}"))
             } else if filtered > 0 || lower.contains("too many filtered rows") {
                 let error_url = get_str(&json, "ErrorURL");
+                let total = get_field(&json, "NumberTotalRows")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
                 LoadOutcome::Rejected {
                     message: format!(
-                        "{what} failed: {message} ({filtered} of {} rows rejected); nothing of \
-                         it was applied",
-                        get_field(&json, "NumberTotalRows")
-                            .and_then(|v| v.as_u64())
-                            .unwrap_or(0)
+                        "{what} failed: {message} ({filtered} of {total} rows rejected); nothing \
+                         of it was applied"
                     ),
                     error_url: (!error_url.is_empty()).then(|| error_url.to_owned()),
+                    all: total > 0 && filtered == total,
                 }
             } else {
                 let error_url = get_str(&json, "ErrorURL");
@@ -681,7 +684,11 @@ mod tests {
             200,
             r#"{"Status":"Fail","Message":"too many filtered rows","ErrorURL":"http://be/api/_load_error_log?file=x"}"#,
         ) {
-            LoadOutcome::Rejected { message, error_url } => {
+            LoadOutcome::Rejected {
+                message,
+                error_url,
+                all: false,
+            } => {
                 assert!(
                     message.contains("orders")
                         && message.contains("l1")
@@ -702,8 +709,16 @@ mod tests {
             ),
             LoadOutcome::Rejected {
                 error_url: None,
+                all: false,
                 ..
             }
+        ));
+        assert!(matches!(
+            decide_json(
+                200,
+                r#"{"Status":"Fail","Message":"too many filtered rows","NumberTotalRows":2,"NumberFilteredRows":2}"#
+            ),
+            LoadOutcome::Rejected { all: true, .. }
         ));
         assert!(matches!(
             decide_json(

@@ -311,3 +311,30 @@ fn dead_letter_calls_say_what_they_need_on_an_ndjson_job() {
     p.terminate();
     assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
+
+#[test]
+fn a_load_whose_every_row_is_refused_is_not_split_row_by_row() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    narrow_tables(&pg, &d);
+    let job = d.job(&url, "t").env("ON_REJECT", "dead_letter");
+    let mut p = job.spawn_streaming();
+    let before = d.stats()["loads"].as_u64().unwrap();
+    // Every row breaks the NOT NULL column m.
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, 'ok', 1, NULL FROM generate_series(1, 64) g",
+    );
+    wait_until(MINUTE, "64 dead letters", || letters(&d).len() == 64);
+    let loads = d.stats()["loads"].as_u64().unwrap() - before;
+    // One load, refused whole: no part is sent (splitting would take 127 loads).
+    assert_eq!(loads, 1, "{}", d.stats());
+    let got = letters(&d);
+    assert!(
+        got.iter().all(|l| l.2.contains("non-nullable column 'm'")),
+        "{got:?}"
+    );
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
