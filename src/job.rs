@@ -16,6 +16,7 @@ use crate::config::{
 };
 use crate::metrics::Metrics;
 use crate::pipeline::progress::Progress;
+use crate::postgres::slot_health::{SlotAlarm, SlotView};
 use crate::Lsn;
 
 /// Lifecycle stage, as Health reports it.
@@ -121,6 +122,8 @@ struct Shared {
     shutdown_timeout_ms: AtomicU64,
     paused: watch::Sender<bool>,
     drain: watch::Sender<bool>,
+    /// The slot as the slot monitor last saw it.
+    slot_view: watch::Sender<SlotView>,
     flush: watch::Sender<FlushPolicy>,
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
@@ -147,6 +150,7 @@ impl JobHandle {
             shutdown_timeout_ms: AtomicU64::new(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             paused: watch::Sender::new(false),
             drain: watch::Sender::new(false),
+            slot_view: watch::Sender::new(SlotView::default()),
             flush: watch::Sender::new(flush),
             metrics: Arc::new(Metrics::default()),
             progress: Arc::new(Progress::default()),
@@ -321,6 +325,22 @@ impl JobHandle {
         Duration::from_millis(self.0.shutdown_timeout_ms.load(Ordering::Relaxed))
     }
 
+    /// The slot as last polled, with its classification.
+    pub fn slot_view(&self) -> SlotView {
+        self.0.slot_view.borrow().clone()
+    }
+
+    /// Records a poll of the slot (the slot monitor does this).
+    pub fn report_slot(&self, view: SlotView) {
+        self.0.slot_view.send_replace(view);
+    }
+
+    /// A receiver that sees every poll of the slot (the daemon fails the job on an
+    /// invalidated slot).
+    pub fn slot_views(&self) -> watch::Receiver<SlotView> {
+        self.0.slot_view.subscribe()
+    }
+
     /// What Health reports now.
     pub fn health(&self) -> HealthReport {
         self.health_at(crate::metrics::now_unix_us())
@@ -333,6 +353,24 @@ impl JobHandle {
         // nothing moves until a retry gets through.
         let retrying = s.run == RunState::Starting && s.error.is_some();
         let serving = !matches!(s.run, RunState::Failed | RunState::Stopped) && !retrying;
+        let alarm = self.0.slot_view.borrow().alarm.clone();
+        if serving {
+            // PostgreSQL is about to take the slot's WAL away (or did): nothing dbmazz does by
+            // itself fixes that, so orchestration must see it.
+            let urgent = match &alarm {
+                SlotAlarm::Unreserved(why) => Some(("Slot about to be invalidated", why.clone())),
+                SlotAlarm::Invalidated(why) => Some(("Slot invalidated", why.clone())),
+                _ => None,
+            };
+            if let Some((detail, why)) = urgent {
+                return HealthReport {
+                    serving: false,
+                    stage: s.stage,
+                    detail: detail.into(),
+                    error: Some(why),
+                };
+            }
+        }
         if serving && matches!(s.run, RunState::Running | RunState::Draining) {
             let limit = Duration::from_millis(self.0.sink_stall_ms.load(Ordering::Relaxed));
             if let Some((waited, error)) = self.0.metrics.sink_waiting(now_us) {
@@ -353,6 +391,15 @@ impl JobHandle {
                     };
                 }
             }
+        }
+        if let (true, None, SlotAlarm::AtRisk(why)) = (serving, &s.error, alarm) {
+            // Degraded but working: restarting would not help, so Health stays SERVING.
+            return HealthReport {
+                serving,
+                stage: s.stage,
+                detail: format!("{} (slot at risk)", s.detail),
+                error: Some(why),
+            };
         }
         HealthReport {
             serving,

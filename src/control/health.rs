@@ -142,6 +142,36 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_at_risk_keeps_serving_an_unreserved_or_invalidated_one_does_not() {
+        use crate::postgres::slot_health::{SlotAlarm, SlotView};
+        let j = job(RunState::Running, None);
+        let view = |alarm| SlotView {
+            polled_unix_us: 1,
+            alarm,
+            ..SlotView::default()
+        };
+        j.report_slot(view(SlotAlarm::AtRisk("slot s retains 900 MiB".into())));
+        let h = j.health();
+        assert!(h.serving);
+        assert_eq!(h.detail, "d (slot at risk)");
+        assert_eq!(h.error.as_deref(), Some("slot s retains 900 MiB"));
+        j.report_slot(view(SlotAlarm::Unreserved("beyond the keep size".into())));
+        let h = j.health();
+        assert!(!h.serving);
+        assert_eq!(h.detail, "Slot about to be invalidated");
+        j.report_slot(view(SlotAlarm::Invalidated("gone".into())));
+        assert!(!j.health().serving);
+        j.report_slot(view(SlotAlarm::None));
+        let h = j.health();
+        assert!(h.serving);
+        assert_eq!(h.error, None);
+        // A failed job reports its own error, not the slot's.
+        let failed = job(RunState::Failed, Some("boom"));
+        failed.report_slot(view(SlotAlarm::AtRisk("x".into())));
+        assert_eq!(failed.health().error.as_deref(), Some("boom"));
+    }
+
+    #[test]
     fn a_sink_that_holds_a_batch_past_the_threshold_turns_health_and_back() {
         let j = job(RunState::Running, None);
         j.set_sink_stall_after(Duration::from_secs(60));
