@@ -98,8 +98,9 @@ pub enum ControlError {
     },
 }
 
-/// What Health reports: the job's state, turned `NOT_SERVING` while the job retries a failure
-/// or while the sink has held a batch past `HEALTH_SINK_STALL_MS`.
+/// What Health reports: the job's state, turned `NOT_SERVING` while the job retries a failure,
+/// while the sink has held a batch past `HEALTH_SINK_STALL_MS`, or while the slot is
+/// `unreserved` or invalidated; a slot at risk keeps `SERVING` with the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthReport {
     /// Whether orchestration should consider the job healthy.

@@ -5,8 +5,12 @@
 //! NOT_SERVING, with an `errorDetail` that says what is wrong and what to do, while it retries a
 //! transient failure (the source or the sink unreachable, a receive timeout: stage detail
 //! `Retrying`), while the sink has held one batch for longer than `HEALTH_SINK_STALL_MS`
-//! (`Sink stalled`), after a definite error (`… failed`), and once it has stopped. The first
-//! two clear by themselves as soon as the job moves again. [`JobHandle::health`] decides; the
+//! (`Sink stalled`), while PostgreSQL is about to invalidate the slot (`Slot about to be
+//! invalidated`, `wal_status = unreserved`), after a definite error (`… failed`, `Slot
+//! invalidated`), and once it has stopped. The first three clear by themselves as soon as the
+//! job (or the slot) moves again. A slot at risk (`extended`, or past 80 % of
+//! `max_slot_wal_keep_size`) and a pause past `PAUSE_MAX_MS` are degraded but working: SERVING,
+//! with the reason in `stageDetail`/`errorDetail`. [`JobHandle::health`] decides; the
 //! README's Health table documents it.
 
 use tonic::{Request, Response, Status};

@@ -26,7 +26,7 @@ use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::slot_health::{
     self, human_bytes, human_duration, SlotAlarm, SlotView, WalGuard,
 };
-use crate::postgres::tls::connect_sql_bounded;
+use crate::postgres::tls::{connect_sql_bounded, flatten_chain};
 
 /// Longest a poll (connect + query) may take.
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,7 +53,7 @@ pub(crate) async fn run(
         let reading = match polled {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "slot monitor: poll failed; retrying");
+                tracing::debug!(error = %flatten_chain(e.as_ref()), "slot monitor: poll failed; retrying");
                 conn = None;
                 continue;
             }

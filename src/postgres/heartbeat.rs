@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{now_unix_us, Metrics};
 use crate::postgres::conninfo::PgConnInfo;
-use crate::postgres::tls::connect_sql_bounded;
+use crate::postgres::tls::{connect_sql_bounded, flatten_chain};
 
 /// The prefix of dbmazz's heartbeat messages.
 pub const PREFIX: &str = "dbmazz_heartbeat";
@@ -79,7 +79,7 @@ pub async fn run(
                 }
                 continue;
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => flatten_chain(e.as_ref()),
             Err(_) => format!("no answer within {} s", TIMEOUT.as_secs()),
         };
         client = None;

@@ -352,3 +352,35 @@ fn a_pause_past_pause_max_shows_in_health_or_resumes_by_itself() {
     p.terminate();
     assert!(p.wait(WAIT).success(), "{}", p.log());
 }
+
+#[test]
+fn a_failing_heartbeat_warns_once_and_replication_goes_on() {
+    let pg = PgCluster::start();
+    let _ = pg.create_database("app");
+    pg.psql(
+        "app",
+        "CREATE ROLE mover LOGIN REPLICATION; GRANT CREATE ON DATABASE app TO mover; \
+         GRANT ALL ON SCHEMA public TO mover; \
+         CREATE TABLE t (id int PRIMARY KEY, n bigint); ALTER TABLE t OWNER TO mover; \
+         REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC; \
+         REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC",
+    );
+    let job =
+        Job::new(&pg.url_as("mover", "unused", "app"), "t").env("HEARTBEAT_INTERVAL_MS", "200");
+    let mut p = job.spawn_streaming();
+    p.wait_for_log("heartbeat: pg_logical_emit_message failed", WAIT);
+    // Several more heartbeats fail meanwhile; the job streams on.
+    std::thread::sleep(Duration::from_secs(2));
+    pg.psql("app", "INSERT INTO t VALUES (1, 1)");
+    wait_until(WAIT, "the row", || job.lines().len() == 1);
+    let log = p.log();
+    assert_eq!(
+        log.matches("heartbeat: pg_logical_emit_message failed")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("permission denied"), "{log}");
+    p.terminate();
+    assert!(p.wait(WAIT).success(), "{}", p.log());
+}
