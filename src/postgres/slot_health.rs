@@ -363,8 +363,8 @@ pub fn invalidated_message(
         format!(", invalidation_reason = {why}")
     });
     format!(
-        "replication slot {slot} was invalidated by PostgreSQL (wal_status = {status}{reason}) \
-         after it retained {retained} of WAL with max_slot_wal_keep_size = {keep}: the WAL it \
+        "replication slot {slot} was invalidated by PostgreSQL (wal_status = {status}{reason}; \
+         last seen retaining {retained} of WAL, max_slot_wal_keep_size = {keep}): the WAL it \
          still needed was removed, so the changes since the last confirmed LSN can no longer be \
          streamed. dbmazz does not recreate the slot. To start over: SELECT \
          pg_drop_replication_slot('{slot}'); DELETE FROM dbmazz_checkpoints WHERE slot_name = \

@@ -232,27 +232,34 @@ fn a_stalled_sink_warns_then_degrades_then_fails_loud_when_the_slot_is_invalidat
     // Nine segment switches: the slot retains between 128 and 144 MB, past 80 % of the keep
     // size and below it.
     switch_segments(&pg, 9);
-    wait_until(WAIT, "Health to report the slot at risk", || {
-        health(&grpc)["stageDetail"]
+    // A poll taken during the switches may already say "at risk" (wal_status = extended); wait
+    // for one taken after them.
+    let retained_now = |status: &Json| -> i64 {
+        status["slotRetainedWalBytes"]
             .as_str()
-            .is_some_and(|d| d.contains("slot at risk"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut status = Json::Null;
+    wait_until(WAIT, "a slot poll after the switches", || {
+        status = grpc.ok("dbmazz.CdcStatusService/GetStatus", "{}");
+        retained_now(&status) > 128 * MB
     });
+    assert_eq!(status["slotAlarm"], "at_risk", "{status}");
     let h = health(&grpc);
     assert_eq!(h["status"], "SERVING", "{h}");
+    assert!(
+        h["stageDetail"]
+            .as_str()
+            .is_some_and(|d| d.contains("slot at risk")),
+        "{h}"
+    );
     assert!(
         h["errorDetail"]
             .as_str()
             .is_some_and(|e| e.contains("dbmazz_slot") && e.contains("160.0 MiB")),
         "{h}"
     );
-    let status = grpc.ok("dbmazz.CdcStatusService/GetStatus", "{}");
-    assert_eq!(status["slotAlarm"], "at_risk", "{status}");
-    let retained_now: i64 = status["slotRetainedWalBytes"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retained_now > 128 * MB, "{status}");
     assert_eq!(status["maxSlotWalKeepSizeBytes"], (160 * MB).to_string());
     let log = p.log();
     for threshold in [
@@ -276,6 +283,7 @@ fn a_stalled_sink_warns_then_degrades_then_fails_loud_when_the_slot_is_invalidat
     let h = health(&grpc);
     assert_eq!(h["status"], "NOT_SERVING", "{h}");
     let why = h["errorDetail"].as_str().unwrap_or_default().to_owned();
+    eprintln!("invalidated: {why}");
     for part in [
         "replication slot dbmazz_slot was invalidated",
         "wal_status = lost",
