@@ -131,6 +131,89 @@ pub struct Config {
     /// `METRICS_BIND` + `METRICS_PORT`: Prometheus text endpoint; `None` when `METRICS_PORT` is
     /// unset.
     pub metrics_addr: Option<SocketAddr>,
+    /// `SLOT_CHECK_INTERVAL_MS`, `SLOT_RETAINED_WARN_BYTES`, `HEARTBEAT_INTERVAL_MS`,
+    /// `PAUSE_MAX_MS`, `PAUSE_AUTO_RESUME`.
+    pub wal_guard: WalGuardConfig,
+}
+
+/// The WAL-growth guard: how the slot is watched, kept moving, and how long a pause may hold
+/// it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalGuardConfig {
+    /// `SLOT_CHECK_INTERVAL_MS`: time between two polls of `pg_replication_slots`.
+    pub slot_check_interval: Duration,
+    /// `SLOT_RETAINED_WARN_BYTES`: warn when the slot retains this much WAL (0: only the
+    /// `max_slot_wal_keep_size` thresholds).
+    pub retained_warn_bytes: u64,
+    /// `HEARTBEAT_INTERVAL_MS`: time between two heartbeat messages; `None` when 0 (off).
+    pub heartbeat_interval: Option<Duration>,
+    /// `PAUSE_MAX_MS`: how long a pause may last before Health says so; `None` when 0.
+    pub pause_max: Option<Duration>,
+    /// `PAUSE_AUTO_RESUME`: resume at `PAUSE_MAX_MS` instead of reporting it.
+    pub pause_auto_resume: bool,
+}
+
+/// Default `SLOT_CHECK_INTERVAL_MS`.
+pub const DEFAULT_SLOT_CHECK_INTERVAL_MS: u64 = 10_000;
+/// Default `SLOT_RETAINED_WARN_BYTES`: 1 GiB, 64 default WAL segments: far above what a
+/// healthy job retains (a few segments), well below a typical WAL volume.
+pub const DEFAULT_SLOT_RETAINED_WARN_BYTES: u64 = 1 << 30;
+/// Default `HEARTBEAT_INTERVAL_MS`.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 30_000;
+/// Default `PAUSE_MAX_MS`: one hour.
+pub const DEFAULT_PAUSE_MAX_MS: u64 = 3_600_000;
+
+impl WalGuardConfig {
+    /// Reads the guard's variables.
+    pub fn from_vars(vars: &Vars) -> Result<WalGuardConfig, ConfigError> {
+        let get = |name: &str| vars.get(name);
+        let check_ms = parse_num(
+            get("SLOT_CHECK_INTERVAL_MS"),
+            "SLOT_CHECK_INTERVAL_MS",
+            DEFAULT_SLOT_CHECK_INTERVAL_MS,
+            100,
+            3_600_000,
+        )?;
+        let warn_bytes = parse_num(
+            get("SLOT_RETAINED_WARN_BYTES"),
+            "SLOT_RETAINED_WARN_BYTES",
+            DEFAULT_SLOT_RETAINED_WARN_BYTES,
+            0,
+            u64::MAX,
+        )?;
+        let heartbeat_ms = parse_num(
+            get("HEARTBEAT_INTERVAL_MS"),
+            "HEARTBEAT_INTERVAL_MS",
+            DEFAULT_HEARTBEAT_INTERVAL_MS,
+            0,
+            86_400_000,
+        )?;
+        if (1..100).contains(&heartbeat_ms) {
+            return Err(ConfigError::new(
+                "HEARTBEAT_INTERVAL_MS",
+                format!("{heartbeat_ms} is too short; use 0 (off) or at least 100"),
+            ));
+        }
+        let pause_ms = parse_num(
+            get("PAUSE_MAX_MS"),
+            "PAUSE_MAX_MS",
+            DEFAULT_PAUSE_MAX_MS,
+            0,
+            30 * 86_400_000,
+        )?;
+        let pause_auto_resume = parse_choice(
+            get("PAUSE_AUTO_RESUME"),
+            "PAUSE_AUTO_RESUME",
+            &[("false", false), ("true", true)],
+        )?;
+        Ok(WalGuardConfig {
+            slot_check_interval: Duration::from_millis(check_ms),
+            retained_warn_bytes: warn_bytes,
+            heartbeat_interval: (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms)),
+            pause_max: (pause_ms > 0).then(|| Duration::from_millis(pause_ms)),
+            pause_auto_resume,
+        })
+    }
 }
 
 /// Default `FLUSH_SIZE`, as in the original dbmazz.
@@ -242,6 +325,7 @@ impl Config {
             grpc_addr,
             grpc_token,
             metrics_addr,
+            wal_guard: WalGuardConfig::from_vars(&vars)?,
         })
     }
 }
@@ -616,6 +700,36 @@ mod tests {
         let mut v = base();
         v.push(("GRPC_TOKEN", "short"));
         assert_eq!(Config::from_vars(&vars(&v)).unwrap_err().var, "GRPC_TOKEN");
+    }
+
+    #[test]
+    fn wal_guard_defaults_and_switches() {
+        let c = Config::from_vars(&vars(&base())).unwrap().wal_guard;
+        assert_eq!(c.slot_check_interval, Duration::from_secs(10));
+        assert_eq!(c.retained_warn_bytes, 1 << 30);
+        assert_eq!(c.heartbeat_interval, Some(Duration::from_secs(30)));
+        assert_eq!(c.pause_max, Some(Duration::from_secs(3600)));
+        assert!(!c.pause_auto_resume);
+        let mut v = base();
+        v.extend([
+            ("HEARTBEAT_INTERVAL_MS", "0"),
+            ("PAUSE_MAX_MS", "0"),
+            ("PAUSE_AUTO_RESUME", "true"),
+            ("SLOT_RETAINED_WARN_BYTES", "0"),
+        ]);
+        let c = Config::from_vars(&vars(&v)).unwrap().wal_guard;
+        assert_eq!((c.heartbeat_interval, c.pause_max), (None, None));
+        assert!(c.pause_auto_resume);
+        assert_eq!(c.retained_warn_bytes, 0);
+        for (var, bad) in [
+            ("HEARTBEAT_INTERVAL_MS", "50"),
+            ("SLOT_CHECK_INTERVAL_MS", "0"),
+            ("PAUSE_AUTO_RESUME", "yes"),
+        ] {
+            let mut v = base();
+            v.push((var, bad));
+            assert_eq!(Config::from_vars(&vars(&v)).unwrap_err().var, var);
+        }
     }
 
     #[test]

@@ -33,12 +33,14 @@ use crate::job::{JobHandle, RunState, Stage};
 use crate::ndjson::NdjsonSink;
 use crate::pipeline::batcher::{self, Batcher};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
+use crate::postgres::heartbeat;
 use crate::postgres::reader::{Progress, ReaderError, ReaderExit, WalReader};
 use crate::postgres::replication::{
     ReplicationClient, ReplicationError, ReplicationStream, StatusSender,
 };
 use crate::postgres::schema_cache::SchemaCache;
 use crate::postgres::setup::{self, SetupError};
+use crate::postgres::slot_health::{human_bytes, human_duration, SlotAlarm, SlotView};
 use crate::postgres::snapshot::{self, SnapshotError};
 use crate::postgres::tls::{connect_sql_bounded, ConnectError};
 use crate::postgres::toast_backfill::{CopyingTables, ToastBackfill};
@@ -72,6 +74,10 @@ pub enum DaemonError {
     /// The server ended the replication stream without being asked to.
     #[error("the server ended the replication stream unexpectedly")]
     EndOfStream,
+    /// PostgreSQL invalidated the slot (seen by the slot monitor): what happened and how to
+    /// start over.
+    #[error("{0}")]
+    SlotInvalidated(String),
 }
 
 impl DaemonError {
@@ -86,6 +92,7 @@ impl DaemonError {
             DaemonError::Sink(e) => e.kind == ErrorKind::Transient,
             DaemonError::Snapshot(e) => e.is_transient(),
             DaemonError::EndOfStream => true,
+            DaemonError::SlotInvalidated(_) => false,
         }
     }
 }
@@ -95,19 +102,25 @@ impl DaemonError {
 pub async fn run(config: Config, job: JobHandle) -> Result<(), DaemonError> {
     let mut drain = job.drain();
     let mut paused = job.paused();
+    let mut slot = job.slot_views();
     let mut backoff = Duration::from_secs(1);
     loop {
+        if let Some(why) = invalidated(&job) {
+            let e = DaemonError::SlotInvalidated(why);
+            job.set_state(
+                job.state().stage,
+                RunState::Failed,
+                "Slot invalidated",
+                Some(e.to_string()),
+            );
+            return Err(e);
+        }
         if *drain.borrow() {
             job.set_state(Stage::Cdc, RunState::Stopped, "Stopped", None);
             return Ok(());
         }
         if *paused.borrow() {
-            job.set_state(Stage::Cdc, RunState::Paused, "Paused", None);
-            tracing::info!("paused: changes wait in the slot until resumed");
-            tokio::select! {
-                _ = paused.wait_for(|p| !*p) => tracing::info!("resuming"),
-                _ = drain.wait_for(|d| *d) => {}
-            }
+            wait_while_paused(&config, &job, &mut paused, &mut drain, &mut slot).await;
             continue;
         }
         let started = tokio::time::Instant::now();
@@ -133,10 +146,33 @@ pub async fn run(config: Config, job: JobHandle) -> Result<(), DaemonError> {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = drain.wait_for(|d| *d) => {}
+                    _ = slot.wait_for(|v| matches!(v.alarm, SlotAlarm::Invalidated(_))) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
             Err(e) => {
+                // A failure caused by the invalidation (the server ends the walsender that held
+                // the slot) reads better as the monitor's account of it.
+                let e = match invalidated(&job) {
+                    Some(why) if !matches!(e, DaemonError::SlotInvalidated(_)) => {
+                        tracing::debug!(error = %e, "failure after the slot was invalidated");
+                        DaemonError::SlotInvalidated(why)
+                    }
+                    _ => e,
+                };
+                if matches!(
+                    e,
+                    DaemonError::SlotInvalidated(_)
+                        | DaemonError::Setup(SetupError::SlotInvalidated(_))
+                ) {
+                    job.set_state(
+                        stage,
+                        RunState::Failed,
+                        "Slot invalidated",
+                        Some(e.to_string()),
+                    );
+                    return Err(e);
+                }
                 let detail = match stage {
                     Stage::Init | Stage::Setup => "Setup failed",
                     Stage::Snapshot => "Snapshot failed",
@@ -146,6 +182,75 @@ pub async fn run(config: Config, job: JobHandle) -> Result<(), DaemonError> {
                 return Err(e);
             }
         }
+    }
+}
+
+/// The slot monitor's message when it last saw the slot invalidated.
+fn invalidated(job: &JobHandle) -> Option<String> {
+    match job.slot_view().alarm {
+        SlotAlarm::Invalidated(why) => Some(why),
+        _ => None,
+    }
+}
+
+/// How often a long pause logs the WAL the slot retains.
+const PAUSE_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Waits until a resume, a drain or an invalidated slot. Past `PAUSE_MAX_MS` it resumes by
+/// itself (`PAUSE_AUTO_RESUME=true`) or reports the overdue pause in Health and logs the
+/// retained WAL every minute.
+async fn wait_while_paused(
+    config: &Config,
+    job: &JobHandle,
+    paused: &mut watch::Receiver<bool>,
+    drain: &mut watch::Receiver<bool>,
+    slot: &mut watch::Receiver<SlotView>,
+) {
+    job.set_state(Stage::Cdc, RunState::Paused, "Paused", None);
+    tracing::info!("paused: changes wait in the slot until resumed");
+    let since = tokio::time::Instant::now();
+    let mut next = config.wal_guard.pause_max.map(|max| since + max);
+    loop {
+        let wake = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = paused.wait_for(|p| !*p) => {
+                tracing::info!("resuming");
+                return;
+            }
+            _ = drain.wait_for(|d| *d) => return,
+            _ = slot.wait_for(|v| matches!(v.alarm, SlotAlarm::Invalidated(_))) => return,
+            _ = wake => {}
+        }
+        let max = config.wal_guard.pause_max.unwrap_or_default();
+        let retained = job.slot_view().reading.retained_bytes;
+        let retained_text = retained.map_or("an unknown amount".to_owned(), human_bytes);
+        if config.wal_guard.pause_auto_resume {
+            tracing::warn!(
+                paused_s = since.elapsed().as_secs(),
+                retained = %retained_text,
+                "the pause reached PAUSE_MAX_MS={}; resuming (PAUSE_AUTO_RESUME=true)",
+                max.as_millis()
+            );
+            let _ = job.resume();
+            continue;
+        }
+        let why = format!(
+            "paused for {} (PAUSE_MAX_MS={}): the slot retains {retained_text} of WAL and keeps              growing; Resume, or DrainAndStop, or set PAUSE_AUTO_RESUME=true",
+            human_duration(since.elapsed()),
+            max.as_millis()
+        );
+        tracing::warn!(
+            slot = %config.slot_name,
+            retained_bytes = retained.unwrap_or(0),
+            "{why}"
+        );
+        job.set_state(Stage::Cdc, RunState::Paused, "Paused too long", Some(why));
+        next = Some(tokio::time::Instant::now() + PAUSE_REPORT_EVERY);
     }
 }
 
@@ -225,12 +330,23 @@ async fn stream<S: Sink>(
 
     let start = checkpoint.unwrap_or(Lsn::ZERO).max(slot_confirmed);
     let publication = quote_ident(&config.publication_name);
+    // pgoutput delivers logical messages (the heartbeat) from PostgreSQL 14 on, when asked.
+    let heartbeat_interval = config
+        .wal_guard
+        .heartbeat_interval
+        .filter(|_| source.server_version_num >= 140_000);
+    if config.wal_guard.heartbeat_interval.is_some() && heartbeat_interval.is_none() {
+        tracing::warn!(
+            server_version_num = source.server_version_num,
+            "the heartbeat needs PostgreSQL 14 or later; it is off"
+        );
+    }
+    let mut options = vec![("proto_version", "1"), ("publication_names", &publication)];
+    if heartbeat_interval.is_some() {
+        options.push(("messages", "true"));
+    }
     let (mut stream, status) = repl
-        .start_logical_replication(
-            &config.slot_name,
-            start,
-            &[("proto_version", "1"), ("publication_names", &publication)],
-        )
+        .start_logical_replication(&config.slot_name, start, &options)
         .await?;
     stream.set_receive_timeout(config.wal_receiver_timeout);
     tracing::info!(slot = %config.slot_name, start = %start, tables = config.tables.len(), "streaming changes");
@@ -287,6 +403,16 @@ async fn stream<S: Sink>(
         .run(),
     );
     let (stop_rx, stop_watcher) = stop_on_pause_or_drain(job);
+    // Ends with this run (a pause writes no heartbeats: nothing would read them).
+    let _heartbeat = heartbeat_interval.map(|interval| {
+        AbortOnDrop(tokio::spawn(heartbeat::run(
+            config.database.clone(),
+            config.statement_timeout,
+            interval,
+            job.metrics().clone(),
+            stop_rx.clone(),
+        )))
+    });
     let snapshot_task = plan.work.map(|work| {
         tokio::spawn(snapshot::run(
             work,
@@ -301,6 +427,7 @@ async fn stream<S: Sink>(
         ))
     });
     let mut tasks = Tasks {
+        slot: job.slot_views(),
         batcher: batcher_task,
         snapshot: snapshot_task,
         checkpoint: checkpoint_task,
@@ -340,6 +467,8 @@ fn stop_on_pause_or_drain(job: &JobHandle) -> (watch::Receiver<bool>, JoinHandle
 /// The tasks of one streaming run besides the reader: whichever ends first with an error
 /// stops the others.
 struct Tasks {
+    /// The slot monitor's readings: an invalidated slot ends the run.
+    slot: watch::Receiver<SlotView>,
     batcher: JoinHandle<Result<(), SinkError>>,
     snapshot: Option<JoinHandle<Result<(), SnapshotError>>>,
     checkpoint: JoinHandle<Result<(), DaemonError>>,
@@ -385,6 +514,12 @@ impl Tasks {
                 },
                 r = &mut self.checkpoint => break flatten(r).err().unwrap_or(DaemonError::EndOfStream),
                 r = &mut self.status => break flatten(r).err().unwrap_or(DaemonError::EndOfStream),
+                v = self.slot.wait_for(|v| matches!(v.alarm, SlotAlarm::Invalidated(_))) => {
+                    match v.as_deref().map(|v| v.alarm.clone()) {
+                        Ok(SlotAlarm::Invalidated(why)) => break DaemonError::SlotInvalidated(why),
+                        _ => continue,
+                    }
+                }
             }
         };
         self.abort_all();
@@ -424,8 +559,21 @@ async fn finish(
         Ok(ReaderExit::Shutdown(stream)) | Ok(ReaderExit::PipelineClosed(stream)) => Some(stream),
         Ok(ReaderExit::EndOfStream) => None,
         Err(e) => {
-            // Flush what arrived before the failure so that the restart replays less.
-            let _ = drain(batcher, snapshot, checkpoint, stop_status, status, None).await;
+            // Flush what arrived before the failure so that the restart replays less; but a
+            // slot that PostgreSQL invalidated (it ends the walsender that held it) will never
+            // be restarted from, and a stalled sink must not keep the failure from showing.
+            let aborts = [
+                batcher.abort_handle(),
+                checkpoint.abort_handle(),
+                status.abort_handle(),
+            ];
+            let mut slot = job.slot_views();
+            tokio::select! {
+                _ = drain(batcher, snapshot, checkpoint, stop_status, status, None) => {}
+                _ = slot.wait_for(|v| matches!(v.alarm, SlotAlarm::Invalidated(_))) => {
+                    aborts.iter().for_each(|a| a.abort());
+                }
+            }
             return Err(e.into());
         }
     };
@@ -489,6 +637,15 @@ fn flatten(r: Result<Result<(), DaemonError>, tokio::task::JoinError>) -> Result
                 .caused_by(join)
                 .into(),
         ),
+    }
+}
+
+/// Aborts a helper task when the run that started it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

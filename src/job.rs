@@ -17,6 +17,7 @@ use crate::config::{
 use crate::metrics::Metrics;
 use crate::pipeline::circuit::Circuit;
 use crate::pipeline::progress::Progress;
+use crate::postgres::slot_health::{SlotAlarm, SlotView};
 use crate::Lsn;
 
 /// Lifecycle stage, as Health reports it.
@@ -99,8 +100,9 @@ pub enum ControlError {
 }
 
 /// What Health reports: the job's state, turned `NOT_SERVING` while the job retries a failure,
-/// while the sink's circuit is open, or while the sink has held a batch past
-/// `HEALTH_SINK_STALL_MS`.
+/// while the sink's circuit is open, while the sink has held a batch past
+/// `HEALTH_SINK_STALL_MS`, or while the slot is `unreserved` or invalidated; a slot at risk
+/// keeps `SERVING` with the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthReport {
     /// Whether orchestration should consider the job healthy.
@@ -135,6 +137,8 @@ struct Shared {
     shutdown_timeout_ms: AtomicU64,
     paused: watch::Sender<bool>,
     drain: watch::Sender<bool>,
+    /// The slot as the slot monitor last saw it.
+    slot_view: watch::Sender<SlotView>,
     flush: watch::Sender<FlushPolicy>,
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
@@ -163,6 +167,7 @@ impl JobHandle {
             shutdown_timeout_ms: AtomicU64::new(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             paused: watch::Sender::new(false),
             drain: watch::Sender::new(false),
+            slot_view: watch::Sender::new(SlotView::default()),
             flush: watch::Sender::new(flush),
             metrics: Arc::new(Metrics::default()),
             progress: Arc::new(Progress::default()),
@@ -343,6 +348,22 @@ impl JobHandle {
         Duration::from_millis(self.0.shutdown_timeout_ms.load(Ordering::Relaxed))
     }
 
+    /// The slot as last polled, with its classification.
+    pub fn slot_view(&self) -> SlotView {
+        self.0.slot_view.borrow().clone()
+    }
+
+    /// Records a poll of the slot (the slot monitor does this).
+    pub fn report_slot(&self, view: SlotView) {
+        self.0.slot_view.send_replace(view);
+    }
+
+    /// A receiver that sees every poll of the slot (the daemon fails the job on an
+    /// invalidated slot).
+    pub fn slot_views(&self) -> watch::Receiver<SlotView> {
+        self.0.slot_view.subscribe()
+    }
+
     /// What Health reports now.
     pub fn health(&self) -> HealthReport {
         self.health_at(crate::metrics::now_unix_us())
@@ -355,6 +376,24 @@ impl JobHandle {
         // nothing moves until a retry gets through.
         let retrying = s.run == RunState::Starting && s.error.is_some();
         let serving = !matches!(s.run, RunState::Failed | RunState::Stopped) && !retrying;
+        let alarm = self.0.slot_view.borrow().alarm.clone();
+        if serving {
+            // PostgreSQL is about to take the slot's WAL away (or did): nothing dbmazz does by
+            // itself fixes that, so orchestration must see it.
+            let urgent = match &alarm {
+                SlotAlarm::Unreserved(why) => Some(("Slot about to be invalidated", why.clone())),
+                SlotAlarm::Invalidated(why) => Some(("Slot invalidated", why.clone())),
+                _ => None,
+            };
+            if let Some((detail, why)) = urgent {
+                return HealthReport {
+                    serving: false,
+                    stage: s.stage,
+                    detail: detail.into(),
+                    error: Some(why),
+                };
+            }
+        }
         if serving && matches!(s.run, RunState::Running | RunState::Draining) {
             let circuit = self.0.circuit.state();
             if circuit.open {
@@ -398,6 +437,15 @@ impl JobHandle {
                     };
                 }
             }
+        }
+        if let (true, None, SlotAlarm::AtRisk(why)) = (serving, &s.error, alarm) {
+            // Degraded but working: restarting would not help, so Health stays SERVING.
+            return HealthReport {
+                serving,
+                stage: s.stage,
+                detail: format!("{} (slot at risk)", s.detail),
+                error: Some(why),
+            };
         }
         HealthReport {
             serving,

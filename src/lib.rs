@@ -22,7 +22,8 @@
 //! - [`lsn`]: the `Lsn` newtype and its `X/Y` text form.
 //! - [`secret`]: a string that never prints its value.
 //! - [`postgres`]: everything that talks to PostgreSQL: connection parameters, TLS, the
-//!   replication client, the pure pgoutput decoder, the schema cache and automatic setup.
+//!   replication client, the pure pgoutput decoder, the schema cache, automatic setup, and the
+//!   source side of the WAL-growth guard (slot health, heartbeat).
 //! - [`pipeline`]: the source-neutral row-change model, rows as text lines, stream positions, the
 //!   batcher with its flush policy and stages, and the sink contract.
 //! - [`value`]: PostgreSQL text values to typed JSON, shared by every sink.
@@ -34,7 +35,8 @@
 //!   control plane sends through a handle.
 //! - [`metrics`]: counters and gauges shared by every way of reporting them.
 //! - [`control`]: the control plane: gRPC services (health, control, status, metrics stream,
-//!   reflection, `grpc.health.v1`), the Prometheus endpoint and the slot-lag monitor.
+//!   reflection, `grpc.health.v1`), the Prometheus endpoint and the slot monitor (the
+//!   WAL-growth guard's poller).
 //! - [`provision`]: the schema provisioning service (upload a `.sql` file, create the
 //!   database, apply it in the background): job engine, statement splitter, SQL guard,
 //!   database-name validation.

@@ -50,6 +50,15 @@ pub struct Metrics {
     pub server_wal_lsn: AtomicU64,
     /// `pg_current_wal_lsn() - confirmed_flush_lsn` of the slot, as last polled.
     pub slot_lag_bytes: AtomicU64,
+    /// Heartbeat messages written into the source.
+    pub heartbeats_sent_total: AtomicU64,
+    /// Heartbeat attempts that failed.
+    pub heartbeat_failures_total: AtomicU64,
+    /// Arrival time minus emit time of the last heartbeat received, in µs (meaningful once
+    /// `heartbeat_received_unix_us` is set).
+    pub heartbeat_lag_us: AtomicI64,
+    /// When (µs since the Unix epoch) the last heartbeat arrived; 0 before any.
+    pub heartbeat_received_unix_us: AtomicI64,
     /// Float/numeric NaN and ±Infinity written to StarRocks as NULL (its types cannot hold them).
     pub values_non_finite_nulled: AtomicU64,
     /// Infinite dates/timestamps clamped to the ends of StarRocks' range.
@@ -161,6 +170,23 @@ impl LatencySnapshot {
 }
 
 impl Metrics {
+    /// Records the arrival of a heartbeat emitted at `emitted_unix_us`.
+    pub fn heartbeat_received(&self, emitted_unix_us: i64) {
+        let now = now_unix_us();
+        self.heartbeat_lag_us.store(
+            now.saturating_sub(emitted_unix_us).max(0),
+            Ordering::Relaxed,
+        );
+        self.heartbeat_received_unix_us
+            .store(now, Ordering::Relaxed);
+    }
+
+    /// Arrival minus emit time of the last heartbeat, in seconds; `None` before the first.
+    pub fn heartbeat_lag_seconds(&self) -> Option<f64> {
+        (self.heartbeat_received_unix_us.load(Ordering::Relaxed) > 0)
+            .then(|| self.heartbeat_lag_us.load(Ordering::Relaxed) as f64 / 1e6)
+    }
+
     /// Adds one batch's per-table counts.
     pub fn add_table_counts(&self, counts: &BTreeMap<String, TableCounters>) {
         let Ok(mut tables) = self.tables.lock() else {

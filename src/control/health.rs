@@ -5,9 +5,13 @@
 //! NOT_SERVING, with an `errorDetail` that says what is wrong and what to do, while it retries a
 //! transient failure (the source or the sink unreachable, a receive timeout: stage detail
 //! `Retrying`), while the sink's circuit is open (`Sink unavailable`), while the sink has held
-//! one batch for longer than `HEALTH_SINK_STALL_MS` (`Sink stalled`), after a definite error
-//! (`… failed`), and once it has stopped. The first three clear by themselves as soon as the job
-//! moves again. [`JobHandle::health`] decides; the
+//! one batch for longer than `HEALTH_SINK_STALL_MS` (`Sink stalled`), while PostgreSQL is about
+//! to invalidate the slot (`Slot about to be invalidated`, `wal_status = unreserved`), after a
+//! definite error (`… failed`, `Slot invalidated`), and once it has stopped. The first four
+//! clear by themselves as soon as the job (or the slot) moves again. A slot at risk (`extended`,
+//! or past 80 % of `max_slot_wal_keep_size`) and a pause past `PAUSE_MAX_MS` are degraded but
+//! working: SERVING, with the reason in `stageDetail`/`errorDetail`. [`JobHandle::health`]
+//! decides; the
 //! README's Health table documents it.
 
 use tonic::{Request, Response, Status};
@@ -140,6 +144,36 @@ mod tests {
         assert_eq!(retrying.error.as_deref(), Some("connection refused"));
         assert!(!job(RunState::Failed, Some("boom")).health().serving);
         assert!(!job(RunState::Stopped, None).health().serving);
+    }
+
+    #[test]
+    fn a_slot_at_risk_keeps_serving_an_unreserved_or_invalidated_one_does_not() {
+        use crate::postgres::slot_health::{SlotAlarm, SlotView};
+        let j = job(RunState::Running, None);
+        let view = |alarm| SlotView {
+            polled_unix_us: 1,
+            alarm,
+            ..SlotView::default()
+        };
+        j.report_slot(view(SlotAlarm::AtRisk("slot s retains 900 MiB".into())));
+        let h = j.health();
+        assert!(h.serving);
+        assert_eq!(h.detail, "d (slot at risk)");
+        assert_eq!(h.error.as_deref(), Some("slot s retains 900 MiB"));
+        j.report_slot(view(SlotAlarm::Unreserved("beyond the keep size".into())));
+        let h = j.health();
+        assert!(!h.serving);
+        assert_eq!(h.detail, "Slot about to be invalidated");
+        j.report_slot(view(SlotAlarm::Invalidated("gone".into())));
+        assert!(!j.health().serving);
+        j.report_slot(view(SlotAlarm::None));
+        let h = j.health();
+        assert!(h.serving);
+        assert_eq!(h.error, None);
+        // A failed job reports its own error, not the slot's.
+        let failed = job(RunState::Failed, Some("boom"));
+        failed.report_slot(view(SlotAlarm::AtRisk("x".into())));
+        assert_eq!(failed.health().error.as_deref(), Some("boom"));
     }
 
     #[test]

@@ -69,6 +69,30 @@ pub(crate) mod names {
     /// transaction's commit in PostgreSQL (its commit timestamp) to the sink acknowledging it,
     /// one observation per transaction made durable.
     pub const COMMIT_TO_ACK: &str = "dbmazz_commit_to_ack";
+    /// Gauge: `pg_current_wal_lsn() - restart_lsn` of the slot: WAL kept on the server's disk.
+    pub const SLOT_RETAINED_WAL_BYTES: &str = "dbmazz_slot_retained_wal_bytes";
+    /// Gauge: `safe_wal_size` of the slot (absent when PostgreSQL reports none).
+    pub const SLOT_SAFE_WAL_SIZE_BYTES: &str = "dbmazz_slot_safe_wal_size_bytes";
+    /// Gauge: `max_slot_wal_keep_size` in bytes, -1 when unlimited.
+    pub const SLOT_MAX_WAL_KEEP_SIZE_BYTES: &str = "dbmazz_slot_max_wal_keep_size_bytes";
+    /// Gauge, label `status`: 1 for the slot's current `wal_status`, 0 for the others.
+    pub const SLOT_WAL_STATUS: &str = "dbmazz_slot_wal_status";
+    /// Gauge: 1 while a walsender holds the slot.
+    pub const SLOT_ACTIVE: &str = "dbmazz_slot_active";
+    /// Gauge: `inactive_since` as a Unix timestamp (PostgreSQL 17+, while inactive).
+    pub const SLOT_INACTIVE_SINCE: &str = "dbmazz_slot_inactive_since_seconds";
+    /// Gauge, label `reason`: 1 once PostgreSQL names an `invalidation_reason` (PostgreSQL 17+).
+    pub const SLOT_INVALIDATION_REASON: &str = "dbmazz_slot_invalidation_reason";
+    /// Gauge: smoothed growth of the retained WAL.
+    pub const SLOT_RETAINED_GROWTH: &str = "dbmazz_slot_retained_wal_growth_bytes_per_second";
+    /// Gauge: estimated seconds until `max_slot_wal_keep_size` is reached (absent if unknown).
+    pub const SLOT_TIME_LEFT: &str = "dbmazz_slot_time_left_seconds";
+    /// Gauge: arrival minus emit time of the last heartbeat (absent before the first).
+    pub const HEARTBEAT_LAG: &str = "dbmazz_heartbeat_lag_seconds";
+    /// Counter: heartbeat messages written into the source.
+    pub const HEARTBEATS: &str = "dbmazz_heartbeats";
+    /// Counter: heartbeat attempts that failed.
+    pub const HEARTBEAT_FAILURES: &str = "dbmazz_heartbeat_failures";
     /// Gauge: resident set size.
     pub const MEMORY_BYTES: &str = "dbmazz_memory_bytes";
     /// Gauge: highest WAL position received.
@@ -317,6 +341,7 @@ impl Collector for JobCollector {
             "pg_current_wal_lsn() - confirmed_flush_lsn of the replication slot, as last polled.",
             s.slot_lag_bytes,
         )?;
+        self.encode_wal_guard(e)?;
         gauge(
             e,
             MEMORY_BYTES,
@@ -380,6 +405,123 @@ impl Collector for JobCollector {
             "Failed loads in a row of the batch the sink holds; 0 after a success.",
             circuit.consecutive_failures,
         )?;
+        Ok(())
+    }
+}
+
+/// The `wal_status` values of PostgreSQL 13 and later.
+const WAL_STATUSES: [&str; 4] = ["reserved", "extended", "unreserved", "lost"];
+
+impl JobCollector {
+    /// The slot as the WAL-growth guard last polled it, and the heartbeat. Figures PostgreSQL
+    /// did not report are left out rather than shown as 0.
+    fn encode_wal_guard(&self, e: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        use names::*;
+        let m = self.job.metrics();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        counter(
+            e,
+            HEARTBEATS,
+            "Heartbeat messages written into the source database.",
+            load(&m.heartbeats_sent_total),
+        )?;
+        counter(
+            e,
+            HEARTBEAT_FAILURES,
+            "Heartbeat attempts that failed.",
+            load(&m.heartbeat_failures_total),
+        )?;
+        if let Some(lag) = m.heartbeat_lag_seconds() {
+            gauge(
+                e,
+                HEARTBEAT_LAG,
+                "Time from writing the last heartbeat message to receiving it through the slot.",
+                lag,
+            )?;
+        }
+        let view = self.job.slot_view();
+        if view.polled_unix_us == 0 {
+            return Ok(());
+        }
+        let r = &view.reading;
+        if let Some(retained) = r.retained_bytes {
+            gauge(
+                e,
+                SLOT_RETAINED_WAL_BYTES,
+                "pg_current_wal_lsn() - restart_lsn of the replication slot: WAL it keeps on the server's disk.",
+                retained,
+            )?;
+        }
+        if let Some(safe) = r.safe_wal_size {
+            gauge(
+                e,
+                SLOT_SAFE_WAL_SIZE_BYTES,
+                "safe_wal_size of the replication slot: WAL that can still be written before it is in danger.",
+                safe,
+            )?;
+        }
+        gauge(
+            e,
+            SLOT_MAX_WAL_KEEP_SIZE_BYTES,
+            "max_slot_wal_keep_size in bytes; -1 when unlimited.",
+            r.max_slot_wal_keep_size
+                .map_or(-1, |k| i64::try_from(k).unwrap_or(i64::MAX)),
+        )?;
+        {
+            let kind = ConstGauge::new(0i64).metric_type();
+            let mut family = e.encode_descriptor(
+                SLOT_WAL_STATUS,
+                "wal_status of the replication slot: 1 for the current one, 0 for the others.",
+                None,
+                kind,
+            )?;
+            for status in WAL_STATUSES {
+                let labels = [("status", status)];
+                ConstGauge::new(i64::from(r.wal_status == status))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        gauge(
+            e,
+            SLOT_ACTIVE,
+            "1 while a walsender holds the replication slot.",
+            i64::from(r.active),
+        )?;
+        if let Some(us) = r.inactive_since_unix_us {
+            gauge(
+                e,
+                SLOT_INACTIVE_SINCE,
+                "inactive_since of the replication slot, as a Unix timestamp (PostgreSQL 17+).",
+                us as f64 / 1e6,
+            )?;
+        }
+        if let Some(reason) = &r.invalidation_reason {
+            let kind = ConstGauge::new(0i64).metric_type();
+            let mut family = e.encode_descriptor(
+                SLOT_INVALIDATION_REASON,
+                "1 with the invalidation_reason PostgreSQL gives for the slot (PostgreSQL 17+).",
+                None,
+                kind,
+            )?;
+            let labels = [("reason", reason.as_str())];
+            ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+        }
+        if let Some(growth) = view.growth_bytes_per_second {
+            gauge(
+                e,
+                SLOT_RETAINED_GROWTH,
+                "Growth of the slot's retained WAL, smoothed over the polls.",
+                growth,
+            )?;
+        }
+        if let Some(left) = view.time_left {
+            gauge(
+                e,
+                SLOT_TIME_LEFT,
+                "Estimated seconds until the slot reaches max_slot_wal_keep_size at the current growth.",
+                left.as_secs_f64(),
+            )?;
+        }
         Ok(())
     }
 }
@@ -583,6 +725,53 @@ mod tests {
             text.contains("\ndbmazz_sink_consecutive_failures 0\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn exposition_carries_the_slot_guard_and_leaves_out_what_was_not_reported() {
+        use crate::postgres::slot_health::{SlotAlarm, SlotReading, SlotView};
+        let job = job();
+        let registry = registry(job.clone(), Baseline::now(&job));
+        let before = render(&registry);
+        assert!(
+            !before.contains("dbmazz_slot_retained_wal_bytes"),
+            "{before}"
+        );
+        assert!(!before.contains("dbmazz_heartbeat_lag_seconds"), "{before}");
+        job.report_slot(SlotView {
+            polled_unix_us: 1,
+            reading: SlotReading {
+                exists: true,
+                wal_status: "extended".into(),
+                retained_bytes: Some(3 << 20),
+                max_slot_wal_keep_size: None,
+                ..SlotReading::default()
+            },
+            growth_bytes_per_second: Some(1024.0),
+            time_left: None,
+            alarm: SlotAlarm::AtRisk("x".into()),
+        });
+        job.metrics()
+            .heartbeat_received(crate::metrics::now_unix_us() - 1_500_000);
+        let text = render(&registry);
+        for line in [
+            "\ndbmazz_slot_retained_wal_bytes 3145728\n",
+            "\ndbmazz_slot_max_wal_keep_size_bytes -1\n",
+            "\ndbmazz_slot_wal_status{status=\"extended\"} 1\n",
+            "\ndbmazz_slot_wal_status{status=\"reserved\"} 0\n",
+            "\ndbmazz_slot_retained_wal_growth_bytes_per_second 1024.0\n",
+            "\ndbmazz_heartbeats_total 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing: {text}");
+        }
+        assert!(!text.contains("dbmazz_slot_safe_wal_size_bytes"), "{text}");
+        assert!(!text.contains("dbmazz_slot_time_left_seconds"), "{text}");
+        let lag = text
+            .lines()
+            .find_map(|l| l.strip_prefix("dbmazz_heartbeat_lag_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("heartbeat lag");
+        assert!((1.4..5.0).contains(&lag), "{lag}");
     }
 
     async fn call(method: Method, path: &str) -> (StatusCode, String, String) {

@@ -182,13 +182,13 @@ impl ControlPlane {
             }
             plane.grpc_addr = Some(local);
         }
-        if plane.grpc_addr.is_some() || plane.metrics_addr.is_some() {
-            plane.tasks.push(tokio::spawn(slot_monitor::run(
-                config.database.clone(),
-                job.clone(),
-                plane.shutdown.subscribe(),
-            )));
-        }
+        // The slot monitor is the WAL-growth guard: it runs even without gRPC and /metrics.
+        plane.tasks.push(tokio::spawn(slot_monitor::run(
+            config.database.clone(),
+            config.wal_guard,
+            job.clone(),
+            plane.shutdown.subscribe(),
+        )));
         Ok(plane)
     }
 

@@ -1,33 +1,47 @@
-//! Polls PostgreSQL for the server's WAL position and the slot's lag, for the lag figures of the
-//! metrics stream and the Prometheus endpoint.
+//! The WAL-growth guard's eyes: polls `pg_replication_slots` for the job's slot every
+//! `SLOT_CHECK_INTERVAL_MS`, and tells everyone else what it saw.
 //!
-//! It runs on its own plain SQL connection, never touches the replication connection, and never
-//! fails the job: on an error it logs at debug level, drops the connection and tries again at the
-//! next tick.
+//! ```text
+//! PostgreSQL ──poll──▶ WalGuard (postgres::slot_health) ──▶ log: a warning per threshold
+//!                                                            crossed, with the time left
+//!                                                       ──▶ JobHandle::report_slot ──▶ Health,
+//!                                                            GetStatus, /metrics, and the daemon
+//!                                                            (which fails the job on an
+//!                                                            invalidated slot)
+//! ```
+//!
+//! It runs on its own plain SQL connection, never touches the replication connection, and runs
+//! whether or not gRPC or `/metrics` are on (it is the guard, not only a figure). A poll that
+//! fails is logged at debug level; the connection is dropped and made again at the next tick. It
+//! never fails the job itself: it only reports, and the daemon decides.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::config::WalGuardConfig;
 use crate::job::JobHandle;
 use crate::postgres::conninfo::PgConnInfo;
-use crate::postgres::tls::connect_sql;
+use crate::postgres::slot_health::{
+    self, human_bytes, human_duration, SlotAlarm, SlotView, WalGuard,
+};
+use crate::postgres::tls::{connect_sql_bounded, flatten_chain};
 
-/// Time between two polls.
-const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Longest a poll (connect + query) may take.
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The server's WAL position and, when the slot exists and has confirmed something, its lag.
-const QUERY: &str = "SELECT (pg_current_wal_lsn() - '0/0')::int8, \
-     (SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 \
-        FROM pg_replication_slots WHERE slot_name = $1)";
-
-/// Polls until `shutdown` becomes true, storing what it reads in the job's metrics.
-pub(crate) async fn run(database: PgConnInfo, job: JobHandle, mut shutdown: watch::Receiver<bool>) {
-    let mut client: Option<tokio_postgres::Client> = None;
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
+/// Polls until `shutdown` becomes true, reporting each reading to the job.
+pub(crate) async fn run(
+    database: PgConnInfo,
+    guard_config: WalGuardConfig,
+    job: JobHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conn: Option<(tokio_postgres::Client, u32)> = None;
+    let mut guard = WalGuard::new(job.slot_name(), guard_config.retained_warn_bytes);
+    let clock = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(guard_config.slot_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -35,43 +49,80 @@ pub(crate) async fn run(database: PgConnInfo, job: JobHandle, mut shutdown: watc
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let polled =
-            tokio::time::timeout(POLL_TIMEOUT, poll(&database, &mut client, job.slot_name())).await;
-        match polled {
-            Ok(Ok((server_wal, slot_lag))) => {
-                let m = job.metrics();
-                m.server_wal_lsn.store(server_wal, Ordering::Relaxed);
-                if let Some(lag) = slot_lag {
-                    m.slot_lag_bytes.store(lag, Ordering::Relaxed);
-                }
-            }
+            tokio::time::timeout(POLL_TIMEOUT, poll(&database, &mut conn, job.slot_name())).await;
+        let reading = match polled {
+            Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "slot monitor: poll failed; retrying");
-                client = None;
+                tracing::debug!(error = %flatten_chain(e.as_ref()), "slot monitor: poll failed; retrying");
+                conn = None;
+                continue;
             }
             Err(_) => {
                 tracing::debug!("slot monitor: poll timed out; retrying");
-                client = None;
+                conn = None;
+                continue;
+            }
+        };
+        let m = job.metrics();
+        m.server_wal_lsn
+            .store(reading.server_wal, Ordering::Relaxed);
+        if let Some(lag) = reading.confirmed_lag_bytes {
+            m.slot_lag_bytes.store(lag, Ordering::Relaxed);
+        }
+        let assessment = guard.observe(&reading, clock.elapsed().as_secs_f64());
+        let retained = reading.retained_bytes.unwrap_or(0);
+        for threshold in &assessment.crossed {
+            let left = assessment.time_left.map_or(
+                "unknown (no limit, or not growing)".to_owned(),
+                human_duration,
+            );
+            tracing::warn!(
+                slot = job.slot_name(),
+                retained_bytes = retained,
+                retained = %human_bytes(retained),
+                wal_status = %reading.wal_status,
+                growth_bytes_per_s = assessment.growth_bytes_per_second.unwrap_or(0.0).round(),
+                time_left = %left,
+                "the replication slot retains more WAL than {}; estimated time before max_slot_wal_keep_size is reached: {left}",
+                threshold.describe(),
+            );
+        }
+        let before = job.slot_view().alarm;
+        if std::mem::discriminant(&before) != std::mem::discriminant(&assessment.alarm) {
+            match &assessment.alarm {
+                SlotAlarm::None => {
+                    if before != SlotAlarm::None {
+                        tracing::info!(slot = job.slot_name(), retained = %human_bytes(retained), "the replication slot is no longer at risk");
+                    }
+                }
+                SlotAlarm::AtRisk(why) => tracing::warn!(slot = job.slot_name(), "{why}"),
+                SlotAlarm::Unreserved(why) | SlotAlarm::Invalidated(why) => {
+                    tracing::error!(slot = job.slot_name(), "{why}")
+                }
             }
         }
+        job.report_slot(SlotView {
+            polled_unix_us: crate::metrics::now_unix_us(),
+            reading,
+            growth_bytes_per_second: assessment.growth_bytes_per_second,
+            time_left: assessment.time_left,
+            alarm: assessment.alarm,
+        });
     }
 }
 
 async fn poll(
     database: &PgConnInfo,
-    client: &mut Option<tokio_postgres::Client>,
+    conn: &mut Option<(tokio_postgres::Client, u32)>,
     slot: &str,
-) -> Result<(u64, Option<u64>), Box<dyn std::error::Error + Send + Sync>> {
-    if client.as_ref().is_none_or(|c| c.is_closed()) {
-        *client = Some(connect_sql(database).await?);
+) -> Result<slot_health::SlotReading, Box<dyn std::error::Error + Send + Sync>> {
+    if conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+        let client = connect_sql_bounded(database, Some(POLL_TIMEOUT)).await?;
+        let version = slot_health::server_version_num(&client).await?;
+        *conn = Some((client, version));
     }
-    let Some(c) = client.as_ref() else {
+    let Some((client, version)) = conn.as_ref() else {
         return Err("no connection".into());
     };
-    let row = c.query_one(QUERY, &[&slot]).await?;
-    let server_wal: i64 = row.try_get(0)?;
-    let slot_lag: Option<i64> = row.try_get(1)?;
-    Ok((
-        u64::try_from(server_wal).unwrap_or(0),
-        slot_lag.map(|l| u64::try_from(l).unwrap_or(0)),
-    ))
+    Ok(slot_health::read(client, *version, slot).await?)
 }

@@ -7,6 +7,7 @@ use super::proto::cdc_status_service_server::CdcStatusService;
 use super::proto::{CdcState, StatusRequest, StatusResponse};
 use crate::config::TableName;
 use crate::job::{JobHandle, RunState};
+use crate::postgres::slot_health::SlotAlarm;
 use crate::Lsn;
 
 /// Serves `dbmazz.CdcStatusService`.
@@ -45,11 +46,42 @@ impl CdcStatusService for StatusService {
             sink_circuit_opened_at_ms: (circuit.opened_at_unix_us / 1000).max(0) as u64,
             sink_consecutive_failures: circuit.consecutive_failures,
             sink_circuit_opened_total: circuit.opened_total,
+            ..slot_fields(&self.job)
         }))
     }
 }
 
 /// The wire form of a run state.
+/// The WAL-growth guard's fields of GetStatus.
+fn slot_fields(job: &JobHandle) -> StatusResponse {
+    let view = job.slot_view();
+    let r = &view.reading;
+    let (alarm, detail) = match &view.alarm {
+        _ if view.polled_unix_us == 0 => ("", String::new()),
+        SlotAlarm::None => ("ok", String::new()),
+        SlotAlarm::AtRisk(why) => ("at_risk", why.clone()),
+        SlotAlarm::Unreserved(why) => ("unreserved", why.clone()),
+        SlotAlarm::Invalidated(why) => ("invalidated", why.clone()),
+    };
+    StatusResponse {
+        slot_wal_status: r.wal_status.clone(),
+        slot_retained_wal_bytes: r.retained_bytes.unwrap_or(0),
+        slot_safe_wal_size_bytes: r.safe_wal_size.unwrap_or(-1),
+        max_slot_wal_keep_size_bytes: r
+            .max_slot_wal_keep_size
+            .map_or(-1, |k| i64::try_from(k).unwrap_or(i64::MAX)),
+        slot_inactive_since_unix_ms: r.inactive_since_unix_us.map_or(0, |us| us / 1000),
+        slot_invalidation_reason: r.invalidation_reason.clone().unwrap_or_default(),
+        slot_alarm: alarm.into(),
+        slot_alarm_detail: detail,
+        slot_time_left_seconds: view
+            .time_left
+            .map_or(-1, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)),
+        heartbeat_lag_seconds: job.metrics().heartbeat_lag_seconds().unwrap_or(-1.0),
+        ..StatusResponse::default()
+    }
+}
+
 pub(crate) fn cdc_state(run: RunState) -> CdcState {
     match run {
         RunState::Starting => CdcState::Starting,

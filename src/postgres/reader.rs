@@ -29,6 +29,7 @@ use crate::pipeline::batcher::{Feeder, PipelineClosed};
 use crate::pipeline::change::{
     Event, Op, Position, RowChange, SchemaChange, TableSchema, TruncateChange,
 };
+use crate::postgres::heartbeat;
 use crate::postgres::pgoutput::{self, DecodeError, Message, OldTuple, RelId, Tuple, Value};
 use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
 use crate::postgres::schema_cache::{RelationUpdate, SchemaCache, SchemaError};
@@ -355,8 +356,16 @@ impl WalReader {
                 }
                 Ok(())
             }
-            // Types are resolved from the catalog at setup; origins and logical messages are
-            // not replicated.
+            // dbmazz's own heartbeat: its commit (an empty transaction for the sink) confirms
+            // the WAL before it; the message itself only measures the lag.
+            Message::LogicalMessage(m) if m.prefix == heartbeat::PREFIX => {
+                if let Some(emitted) = heartbeat::parse_payload(&m.content) {
+                    self.metrics.heartbeat_received(emitted);
+                }
+                Ok(())
+            }
+            // Types are resolved from the catalog at setup; origins and other logical messages
+            // are not replicated.
             Message::Type(_) | Message::Origin(_) | Message::LogicalMessage(_) => Ok(()),
             other => Err(Step::Error(ReaderError::Unexpected {
                 tag: char::from(other.tag()),

@@ -98,6 +98,9 @@ pub enum SetupError {
         /// What is wrong and what to do.
         problem: String,
     },
+    /// PostgreSQL invalidated the slot (`wal_status = lost`): the message says what to do.
+    #[error("{0}")]
+    SlotInvalidated(String),
     /// The slot is in use by another connection.
     #[error(
         "replication slot {slot} is active for PID {pid}: another consumer (or a connection the \
@@ -171,6 +174,8 @@ pub struct SourceInfo {
     pub types: HashMap<u32, ValueKind>,
     /// The server's `wal_sender_timeout` (None when disabled).
     pub wal_sender_timeout: Option<Duration>,
+    /// `server_version_num`, e.g. 150008.
+    pub server_version_num: u32,
 }
 
 /// Checks the server and tables, sets replica identity, and prepares the publication.
@@ -207,10 +212,15 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
     }
     let types = resolve_types(client, &oids).await?;
     ensure_publication(client, &config.publication_name, &config.tables).await?;
+    let server_version_num = show(client, "server_version_num")
+        .await?
+        .parse()
+        .unwrap_or(0);
     Ok(SourceInfo {
         tables,
         types,
         wal_sender_timeout,
+        server_version_num,
     })
 }
 
@@ -462,7 +472,8 @@ pub async fn check_slot(
         .query_opt(
             "SELECT plugin::text, slot_type, database::text = current_database(), active, \
                     coalesce(active_pid, 0), coalesce(wal_status, ''), \
-                    coalesce(confirmed_flush_lsn::text, '0/0') \
+                    coalesce(confirmed_flush_lsn::text, '0/0'), \
+                    current_setting('max_slot_wal_keep_size') \
                FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
@@ -500,11 +511,15 @@ pub async fn check_slot(
         ));
     }
     if wal_status == "lost" {
-        return Err(unusable(
-            "was invalidated (wal_status = lost): the WAL it needed was removed, so changes were \
-             lost. Drop the slot and its checkpoint row, raise max_slot_wal_keep_size, and restart \
-             with a fresh copy of the tables"
-                .into(),
+        let keep: String = row.get(7);
+        return Err(SetupError::SlotInvalidated(
+            crate::postgres::slot_health::invalidated_message(
+                slot,
+                &wal_status,
+                None,
+                "an unknown amount",
+                &keep,
+            ),
         ));
     }
     if active {

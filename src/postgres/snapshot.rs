@@ -106,6 +106,10 @@ pub enum SnapshotError {
     /// A worker task panicked or was cancelled.
     #[error("a snapshot worker failed: {0}")]
     Worker(#[from] tokio::task::JoinError),
+    /// PostgreSQL invalidated (or someone dropped) the job's slot during the copy: the stream
+    /// after the snapshot point cannot be delivered, so the copy would be useless.
+    #[error("snapshot stopped: {0}")]
+    SlotInvalidated(String),
 }
 
 impl SnapshotError {
@@ -117,7 +121,8 @@ impl SnapshotError {
             SnapshotError::Sql { source, .. } => source.is_closed() || source.code().is_none(),
             SnapshotError::Copy { .. }
             | SnapshotError::Truncated { .. }
-            | SnapshotError::Worker(_) => false,
+            | SnapshotError::Worker(_)
+            | SnapshotError::SlotInvalidated(_) => false,
         }
     }
 }
@@ -583,6 +588,7 @@ pub async fn run(
                     .await
                     .map_err(sql("recording a finished chunk"))?;
                 remaining -= 1;
+                check_slot_between_chunks(&state, &slot).await?;
                 if let Some(t) = totals.get_mut(&done.table) {
                     t.chunks_done += 1;
                     t.rows_done += done.rows;
@@ -613,6 +619,43 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Between two chunks: stops the copy loud when the job's slot was invalidated or is gone (the
+/// stream after the snapshot point is lost with it).
+async fn check_slot_between_chunks(state: &Client, slot: &str) -> Result<(), SnapshotError> {
+    let row = state
+        .query_opt(
+            "SELECT coalesce(wal_status, ''), current_setting('max_slot_wal_keep_size') \
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql("checking the replication slot between chunks"))?;
+    match row {
+        None => Err(SnapshotError::SlotInvalidated(format!(
+            "replication slot {slot} no longer exists (it was dropped during the copy); dbmazz \
+             does not recreate it. To start over: DELETE FROM dbmazz_checkpoints WHERE slot_name \
+             = '{slot}'; DELETE FROM dbmazz_snapshot_tables WHERE slot_name = '{slot}'; DELETE \
+             FROM dbmazz_snapshot_chunks WHERE slot_name = '{slot}'; then start dbmazz again"
+        ))),
+        Some(row) => {
+            let status: String = row.get(0);
+            if status == "lost" {
+                let keep: String = row.get(1);
+                return Err(SnapshotError::SlotInvalidated(
+                    crate::postgres::slot_health::invalidated_message(
+                        slot,
+                        &status,
+                        None,
+                        "an unknown amount",
+                        &keep,
+                    ),
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 fn set_progress(job: &JobHandle, totals: &HashMap<TableName, TableProgress>) {

@@ -284,7 +284,7 @@ fn pause_keeps_changes_in_the_slot_until_resume() {
     let pg = PgCluster::start();
     let url = pg.create_database("app");
     pg.psql("app", "CREATE TABLE t (id int PRIMARY KEY, v text)");
-    let job = grpc_job(&url, "t");
+    let job = grpc_job(&url, "t").env("SLOT_CHECK_INTERVAL_MS", "1000");
     let mut p = job.spawn_streaming();
     let grpc = Client::new(grpc_port(&mut p));
 
@@ -625,7 +625,9 @@ fn prometheus_endpoint_reports_the_rows_written() {
         "app",
         "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA sales; CREATE TABLE sales.o (id int PRIMARY KEY)",
     );
-    let job = Job::new(&url, "t,sales.o").env("METRICS_PORT", "0");
+    let job = Job::new(&url, "t,sales.o")
+        .env("METRICS_PORT", "0")
+        .env("SLOT_CHECK_INTERVAL_MS", "1000");
     let mut p = job.spawn_streaming();
     let addr = listening(&mut p, "metrics");
 
@@ -637,7 +639,7 @@ fn prometheus_endpoint_reports_the_rows_written() {
          INSERT INTO sales.o SELECT generate_series(1, 7);",
     );
     wait_until(WAIT, "50 changes", || changes(&job) == 50);
-    // The slot monitor polls every 2 s; wait until it saw the slot.
+    // The slot monitor polls every SLOT_CHECK_INTERVAL_MS; wait until it saw the slot.
     let mut scraped = scrape(addr);
     wait_until(WAIT, "a polled slot lag", || {
         scraped = scrape(addr);

@@ -303,12 +303,13 @@ fn slot_invalidated_while_running_is_a_definite_error_that_says_what_to_do() {
             "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = 'dbmazz_slot'",
         ) == "lost"
     });
-    let failed = wait_health(&grpc, "NOT_SERVING", "Setup failed");
+    let failed = wait_health(&grpc, "NOT_SERVING", "Slot invalidated");
     let why = failed["errorDetail"].as_str().unwrap();
     assert!(
         why.contains("dbmazz_slot")
             && why.contains("invalidated")
-            && why.contains("max_slot_wal_keep_size"),
+            && why.contains("max_slot_wal_keep_size")
+            && why.contains("pg_drop_replication_slot('dbmazz_slot')"),
         "{why}"
     );
     p.terminate();

@@ -20,3 +20,4 @@ mod starrocks;
 mod starrocks_compat;
 mod top;
 mod verify;
+mod wal_guard;
