@@ -334,6 +334,208 @@ pub fn validate_table(t: &TableDef, has_distribution: bool) -> Result<(), Schema
     Ok(())
 }
 
+/// One `MODIFY COLUMN`: the full new definition and an optional move.
+pub type ColumnChange = (ColumnDef, Option<crate::sql::Position>);
+
+/// The table after `ALTER TABLE ... MODIFY COLUMN`, or the FE's refusal (its DdlException
+/// text, which the client sees after `ERROR 1064`).
+///
+/// Follows StarRocks 3.x's FE, `fe/fe-core/src/main/java/com/starrocks/alter/SchemaChangeHandler.java`:
+/// `processModifyColumn` runs once per clause on a working copy of the schema, then
+/// `createJob` compares the result with the table (`Column.checkSchemaChangeAllowed`,
+/// distribution columns) and `AlterJobV2Builder.build` refuses a statement that changes
+/// nothing. Per clause:
+/// - a primary-key table's key columns cannot be modified (`Can not modify key column: c for
+///   primary key table`);
+/// - the column must exist (`Column[c] does not exists`), and so must an AFTER column;
+/// - the column takes its whole definition from the clause (type, KEY, NULL, DEFAULT,
+///   COMMENT: docs ALTER_TABLE "you must specify the full definition of the column");
+/// - FIRST moves it to the front, AFTER x behind x, no position keeps its place.
+///
+/// Then, for every column that differs from the table's (`checkSchemaChangeAllowed`):
+/// - the type change must be allowed ([`SrType::schema_change_allowed`]), else
+///   `Can not change OLD to NEW`;
+/// - NULL cannot become NOT NULL (`Can not change from nullable to non-nullable`; docs:
+///   "Conversion from NULL to NOT NULL is not supported");
+/// - the DEFAULT must stay the same (`Can not change default value`);
+/// - a CHAR/VARCHAR cannot get shorter (`Cannot shorten string length`).
+///
+/// Not modelled: sort keys (`ORDER BY`, not kept by the double), partition columns,
+/// rollups, generated and AUTO_INCREMENT columns. Making a primary-key table's value column
+/// a KEY is refused as unsupported.
+pub fn modify_columns(t: &TableDef, changes: &[ColumnChange]) -> Result<TableDef, ModifyError> {
+    use crate::sql::Position;
+    let mut columns = t.columns.clone();
+    for (new, position) in changes {
+        let base = t.column(&new.name).map(|(_, c)| c);
+        if t.is_primary() {
+            if base.is_some_and(|c| c.is_key) {
+                return Err(ModifyError::Ddl(format!(
+                    "Can not modify key column: {} for primary key table",
+                    new.name
+                )));
+            }
+            if new.is_key {
+                return Err(ModifyError::Unsupported(
+                    "MODIFY COLUMN ... KEY on a primary key table's value column",
+                ));
+            }
+        }
+        let Some(at) = columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(&new.name))
+        else {
+            return Err(ModifyError::Ddl(format!(
+                "Column[{}] does not exists",
+                new.name
+            )));
+        };
+        let mut col = new.clone();
+        // The column keeps its name as the table spells it.
+        col.name = columns[at].name.clone();
+        // Where the column goes, as an index into the schema before the move: -1 for FIRST.
+        let after: Option<isize> = match position {
+            None => None,
+            Some(Position::First) => Some(-1),
+            Some(Position::After(name)) => match columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(name))
+            {
+                Some(i) => Some(i as isize),
+                None => return Err(ModifyError::Ddl(format!("Column[{name}] does not exists"))),
+            },
+        };
+        match after {
+            None => columns[at] = col,
+            Some(last) if last > at as isize => {
+                columns.insert(last as usize + 1, col);
+                columns.remove(at);
+            }
+            Some(last) if last < at as isize => {
+                columns.remove(at);
+                columns.insert((last + 1) as usize, col);
+            }
+            Some(_) => {
+                let name = match position {
+                    Some(Position::After(n)) => n.clone(),
+                    _ => col.name.clone(),
+                };
+                return Err(ModifyError::Ddl(format!(
+                    "Column[{name}] modify position is invalid"
+                )));
+            }
+        }
+    }
+    if columns == t.columns {
+        return Err(ModifyError::Ddl(
+            "Nothing is changed. please check your alter stmt.".into(),
+        ));
+    }
+    // createJob 1: keys first, and at least one.
+    let mut seen_value = false;
+    for c in &columns {
+        if c.is_key && seen_value {
+            return Err(ModifyError::Ddl(format!(
+                "Invalid column order. value should be after key. index[{}]",
+                t.name
+            )));
+        }
+        seen_value |= !c.is_key;
+    }
+    if !columns.iter().any(|c| c.is_key) {
+        return Err(ModifyError::Ddl(format!(
+            "No key column left. index[{}]",
+            t.name
+        )));
+    }
+    // createJob 2: each changed column against the table's.
+    for new in &columns {
+        let Some((_, old)) = t.column(&new.name) else {
+            continue;
+        };
+        if old == new {
+            continue;
+        }
+        if !old.ty.schema_change_allowed(&new.ty) {
+            return Err(ModifyError::Ddl(format!(
+                "Can not change {} to {}",
+                old.ty.fe_name(),
+                new.ty.fe_name()
+            )));
+        }
+        if old.nullable && !new.nullable {
+            return Err(ModifyError::Ddl(
+                "Can not change from nullable to non-nullable".into(),
+            ));
+        }
+        if old.default != new.default {
+            return Err(ModifyError::Ddl("Can not change default value".into()));
+        }
+        let len = |ty: &SrType| match ty {
+            SrType::Char(n) | SrType::Varchar(n) => Some(*n),
+            _ => None,
+        };
+        if let (Some(from), Some(to)) = (len(&old.ty), len(&new.ty)) {
+            if from > to {
+                return Err(ModifyError::Ddl("Cannot shorten string length".into()));
+            }
+        }
+    }
+    // createJob 4: distribution columns cannot change.
+    for d in &t.distribution {
+        let old = t.column(d).map(|(_, c)| c);
+        let new = columns.iter().find(|c| c.name.eq_ignore_ascii_case(d));
+        if let (Some(old), Some(new)) = (old, new) {
+            if old != new {
+                return Err(ModifyError::Ddl(format!(
+                    "Can not modify distribution column[{}]. index[{}]",
+                    old.name, t.name
+                )));
+            }
+        }
+    }
+    let mut def = t.clone();
+    if !def.is_primary() {
+        def.key_columns = columns
+            .iter()
+            .filter(|c| c.is_key)
+            .map(|c| c.name.clone())
+            .collect();
+    }
+    def.columns = columns;
+    Ok(def)
+}
+
+/// Why a MODIFY COLUMN is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModifyError {
+    /// StarRocks refuses it with this text.
+    Ddl(String),
+    /// StarRocks may accept it; the double does not implement it.
+    Unsupported(&'static str),
+}
+
+/// Whether a MODIFY COLUMN can skip rewriting data in shared-data with fast schema
+/// evolution (`SchemaChangeHandler.processModifyColumn` returns true): neither the old nor
+/// the new column is a key, both types are scalar, the old one is not a DECIMAL, and the
+/// zone maps stay valid ([`SrType::zonemap_reusable`]). In shared-nothing a MODIFY always
+/// rewrites data (StarRocks 3.x–4.0).
+pub fn modify_is_metadata_only(t: &TableDef, new: &TableDef) -> bool {
+    new.columns.iter().all(|n| {
+        let Some((_, o)) = t.column(&n.name) else {
+            return true;
+        };
+        if o == n {
+            return true;
+        }
+        !o.is_key
+            && !n.is_key
+            && !matches!(o.ty, SrType::Array(_) | SrType::Decimal { .. })
+            && !matches!(n.ty, SrType::Array(_))
+            && o.ty.zonemap_reusable(&n.ty)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +565,163 @@ mod tests {
             comment: String::new(),
             created_at: 0,
         }
+    }
+
+    fn modify(t: &TableDef, col: ColumnDef) -> Result<TableDef, ModifyError> {
+        modify_columns(t, &[(col, None)])
+    }
+
+    fn ddl_error(r: Result<TableDef, ModifyError>) -> String {
+        match r {
+            Err(ModifyError::Ddl(m)) => m,
+            other => panic!("expected a DDL error, got {other:?}"),
+        }
+    }
+
+    fn pk_table() -> TableDef {
+        let mut id = col("id", SrType::BigInt, false);
+        id.is_key = true;
+        table(
+            vec![
+                id,
+                col("v", SrType::Varchar(8), true),
+                col("n", SrType::TinyInt, false),
+                col("m", SrType::Int, false),
+            ],
+            &["id"],
+        )
+    }
+
+    #[test]
+    fn modify_widens_varchar_and_integers_and_drops_not_null() {
+        let t = pk_table();
+        let wide = modify(&t, col("v", SrType::Varchar(64), true)).unwrap();
+        assert_eq!(wide.columns[1].ty, SrType::Varchar(64));
+        for ty in [
+            SrType::SmallInt,
+            SrType::Int,
+            SrType::BigInt,
+            SrType::LargeInt,
+        ] {
+            let w = modify(&t, col("n", ty.clone(), false)).unwrap();
+            assert_eq!(w.columns[2].ty, ty);
+        }
+        let nullable = modify(&t, col("M", SrType::Int, true)).unwrap();
+        assert!(nullable.columns[3].nullable);
+        assert_eq!(nullable.columns[3].name, "m", "keeps the table's spelling");
+        assert_eq!(nullable.key_columns, vec!["id".to_string()]);
+    }
+
+    #[test]
+    fn modify_refuses_what_starrocks_refuses() {
+        let t = pk_table();
+        let mut key = col("id", SrType::LargeInt, false);
+        key.is_key = true;
+        assert_eq!(
+            ddl_error(modify(&t, key)),
+            "Can not modify key column: id for primary key table"
+        );
+        assert_eq!(
+            ddl_error(modify(&t, col("v", SrType::Varchar(4), true))),
+            "Cannot shorten string length"
+        );
+        assert_eq!(
+            ddl_error(modify(&t, col("m", SrType::SmallInt, false))),
+            "Can not change INT to SMALLINT"
+        );
+        assert_eq!(
+            ddl_error(modify(&t, col("n", SrType::Date, false))),
+            "Can not change TINYINT to DATE"
+        );
+        assert_eq!(
+            ddl_error(modify(&t, col("v", SrType::Varchar(64), false))),
+            "Can not change from nullable to non-nullable"
+        );
+        let mut with_default = col("m", SrType::BigInt, false);
+        with_default.default = Some(DefaultValue::Literal("0".into()));
+        assert_eq!(
+            ddl_error(modify(&t, with_default)),
+            "Can not change default value"
+        );
+        assert_eq!(
+            ddl_error(modify(&t, col("nope", SrType::Int, true))),
+            "Column[nope] does not exists"
+        );
+        assert_eq!(
+            ddl_error(modify(&t, col("v", SrType::Varchar(8), true))),
+            "Nothing is changed. please check your alter stmt."
+        );
+        let mut as_key = col("v", SrType::Varchar(8), false);
+        as_key.is_key = true;
+        assert!(matches!(
+            modify(&t, as_key),
+            Err(ModifyError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn modify_moves_columns_like_starrocks() {
+        let t = pk_table();
+        let moved = modify_columns(
+            &t,
+            &[(
+                col("m", SrType::Int, false),
+                Some(crate::sql::Position::After("id".into())),
+            )],
+        )
+        .unwrap();
+        let names: Vec<&str> = moved.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["id", "m", "v", "n"]);
+        let first = modify_columns(
+            &t,
+            &[(
+                col("m", SrType::Int, false),
+                Some(crate::sql::Position::First),
+            )],
+        );
+        assert_eq!(
+            ddl_error(first),
+            "Invalid column order. value should be after key. index[t]"
+        );
+        let itself = modify_columns(
+            &t,
+            &[(
+                col("m", SrType::BigInt, false),
+                Some(crate::sql::Position::After("m".into())),
+            )],
+        );
+        assert_eq!(ddl_error(itself), "Column[m] modify position is invalid");
+    }
+
+    #[test]
+    fn modify_of_a_duplicate_key_table_checks_distribution_and_keys() {
+        let mut k = col("k", SrType::Int, false);
+        k.is_key = true;
+        let mut t = table(vec![k, col("d", SrType::Int, true)], &["k"]);
+        t.keys = KeysType::DupKeys;
+        t.distribution = vec!["d".into()];
+        assert_eq!(
+            ddl_error(modify(&t, col("d", SrType::BigInt, true))),
+            "Can not modify distribution column[d]. index[t]"
+        );
+        // Without KEY the key column would become a value column: no key left.
+        assert_eq!(
+            ddl_error(modify(&t, col("k", SrType::BigInt, false))),
+            "No key column left. index[t]"
+        );
+        let mut wider = col("k", SrType::BigInt, false);
+        wider.is_key = true;
+        let w = modify(&t, wider).unwrap();
+        assert_eq!(w.key_columns, vec!["k".to_string()]);
+    }
+
+    #[test]
+    fn only_zone_map_safe_value_changes_are_metadata_only() {
+        let t = pk_table();
+        let int = modify(&t, col("n", SrType::Int, false)).unwrap();
+        assert!(modify_is_metadata_only(&t, &int));
+        let text = modify(&t, col("n", SrType::Varchar(10), false)).unwrap();
+        assert!(!modify_is_metadata_only(&t, &text));
     }
 
     #[test]

@@ -13,12 +13,15 @@
 //!
 //! DDL, SHOW and INSERT are executed here directly against the catalog and store.
 
-use crate::catalog::{validate_table, ColumnDef, KeysType, TableDef};
+use crate::catalog::{
+    modify_columns, modify_is_metadata_only, validate_table, ColumnChange, ColumnDef, KeysType,
+    ModifyError, TableDef,
+};
 use crate::clock;
 use crate::double::Double;
 use crate::labels::TxnState;
 use crate::sql::{self, code, SqlError, Statement, Tok, Token};
-use crate::store::{quote_ident, ApplyMode, ResultSet, Store};
+use crate::store::{quote_ident, ApplyMode, JobKind, ResultSet, Store};
 use crate::types::Cell;
 
 /// The MySQL version string StarRocks 3.x reports for `@@version` / `version()`.
@@ -515,12 +518,63 @@ pub fn execute(
                     }
                 }
             }
+            let columns = columns
+                .into_iter()
+                .map(|a| (a.column, a.position))
+                .collect();
             if fast_schema_evolution(double, &t) {
-                if let Err(msg) = store.add_columns_now(&t, columns)? {
+                if let Err(msg) = store.change_columns_now(&t, JobKind::AddColumns, columns)? {
                     return Err(SqlError::analysis(msg));
                 }
             } else {
-                store.add_job(&t, columns)?;
+                store.add_job(&t, JobKind::AddColumns, columns)?;
+            }
+            Ok(done())
+        }
+        Statement::AlterModifyColumns { db, table, columns } => {
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            store.finish_jobs()?;
+            let t = table_of(&store, &db, &table)?;
+            if store.has_running_job(&db, &table) {
+                return Err(SqlError::new(
+                    code::PARSE,
+                    format!("Table[{table}]'s state is not NORMAL. Do not allow doing ALTER ops"),
+                ));
+            }
+            let changes: Vec<ColumnChange> = columns
+                .into_iter()
+                .map(|m| (m.column, m.position))
+                .collect();
+            for (c, _) in &changes {
+                if let Some(crate::catalog::DefaultValue::Literal(d)) = &c.default {
+                    if let Err(e) = c.ty.convert_text(d) {
+                        return Err(SqlError::analysis(format!(
+                            "Invalid default value for '{}': {e}",
+                            c.name
+                        )));
+                    }
+                }
+            }
+            let new_def = match modify_columns(&t, &changes) {
+                Ok(d) => d,
+                Err(ModifyError::Ddl(msg)) => return Err(SqlError::new(code::PARSE, msg)),
+                Err(ModifyError::Unsupported(what)) => return Err(SqlError::unsupported(what)),
+            };
+            // A type change is a real schema-change job that rewrites the data, whatever
+            // the table's fast_schema_evolution: StarRocks 3.x–4.0 take the metadata-only
+            // path for MODIFY COLUMN only in shared-data (`processModifyColumn`: "The fast
+            // schema evolution mechanism is only supported for modified columns in shared
+            // data mode").
+            let metadata_only = double.config.shared_data()
+                && fast_schema_evolution(double, &t)
+                && modify_is_metadata_only(&t, &new_def);
+            if metadata_only {
+                if let Err(msg) = store.change_columns_now(&t, JobKind::ModifyColumns, changes)? {
+                    return Err(SqlError::new(code::PARSE, msg));
+                }
+            } else {
+                store.add_job(&t, JobKind::ModifyColumns, changes)?;
             }
             Ok(done())
         }

@@ -353,6 +353,13 @@ pub struct AddColumn {
     pub position: Option<Position>,
 }
 
+/// One `MODIFY COLUMN`: the column's full new definition, and where it moves to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModifyColumn {
+    pub column: ColumnDef,
+    pub position: Option<Position>,
+}
+
 /// A parsed CREATE TABLE.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateTable {
@@ -442,6 +449,12 @@ pub enum Statement {
         db: Option<String>,
         table: String,
         columns: Vec<AddColumn>,
+    },
+    /// `ALTER TABLE t MODIFY COLUMN ...[, MODIFY COLUMN ...]`.
+    AlterModifyColumns {
+        db: Option<String>,
+        table: String,
+        columns: Vec<ModifyColumn>,
     },
     Use(String),
     /// SET, BEGIN, COMMIT, ROLLBACK: accepted, no effect.
@@ -1120,50 +1133,67 @@ fn parse_create_table(p: &mut Parser<'_>) -> Result<CreateTable, SqlError> {
     Ok(t)
 }
 
+/// `ALTER TABLE [db.]t` followed by ADD COLUMN or MODIFY COLUMN clauses, comma-separated.
+///
+/// StarRocks' grammar (`StarRocks.g4`): `ADD COLUMN columnDesc (FIRST | AFTER id)?
+/// ((TO | IN) rollup)? properties?`, `ADD COLUMN '(' columnDesc, ... ')'` and `MODIFY COLUMN
+/// columnDesc (FIRST | AFTER id)? (FROM rollup)? properties?`. The double takes one kind of
+/// clause per statement; a statement mixing ADD and MODIFY is refused as unsupported.
 fn parse_alter(p: &mut Parser<'_>) -> Result<Statement, SqlError> {
     let (db, table) = p.qualified()?;
     let mut columns = Vec::new();
+    let mut modified = Vec::new();
     loop {
-        if !p.eat_kw("ADD") {
-            if p.at_kw("PROPERTIES") {
-                break;
+        if p.eat_kw("MODIFY") {
+            if !p.eat_kw("COLUMN") {
+                return Err(SqlError::unsupported(format!(
+                    "ALTER TABLE MODIFY {}",
+                    p.peek().map(|t| t.text()).unwrap_or_default()
+                )));
             }
+            let column = parse_column(p)?;
+            let position = parse_position(p)?;
+            if p.at_kw("FROM") {
+                return Err(SqlError::unsupported("MODIFY COLUMN ... FROM a rollup"));
+            }
+            if p.eat_kw("PROPERTIES") {
+                parse_properties(p)?;
+            }
+            modified.push(ModifyColumn { column, position });
+        } else if p.eat_kw("ADD") {
+            if !p.eat_kw("COLUMN") {
+                return Err(SqlError::unsupported("ALTER TABLE ADD other than COLUMN"));
+            }
+            if p.at_kw("IF") {
+                // StarRocks' grammar has no IF NOT EXISTS on ADD COLUMN.
+                return Err(p.error("a legal identifier"));
+            }
+            if p.eat_sym("(") {
+                loop {
+                    columns.push(AddColumn {
+                        column: parse_column(p)?,
+                        position: None,
+                    });
+                    if p.eat_sym(")") {
+                        break;
+                    }
+                    p.expect_sym(",")?;
+                }
+            } else {
+                let column = parse_column(p)?;
+                let position = parse_position(p)?;
+                if p.eat_kw("TO") || p.eat_kw("IN") {
+                    p.ident()?;
+                }
+                columns.push(AddColumn { column, position });
+            }
+        } else if p.at_kw("PROPERTIES") {
+            break;
+        } else {
             return Err(SqlError::unsupported(format!(
                 "ALTER TABLE {}",
                 p.peek().map(|t| t.text()).unwrap_or_default()
             )));
-        }
-        if !p.eat_kw("COLUMN") {
-            return Err(SqlError::unsupported("ALTER TABLE ADD other than COLUMN"));
-        }
-        if p.at_kw("IF") {
-            // StarRocks' grammar has no IF NOT EXISTS on ADD COLUMN.
-            return Err(p.error("a legal identifier"));
-        }
-        if p.eat_sym("(") {
-            loop {
-                columns.push(AddColumn {
-                    column: parse_column(p)?,
-                    position: None,
-                });
-                if p.eat_sym(")") {
-                    break;
-                }
-                p.expect_sym(",")?;
-            }
-        } else {
-            let column = parse_column(p)?;
-            let position = if p.eat_kw("FIRST") {
-                Some(Position::First)
-            } else if p.eat_kw("AFTER") {
-                Some(Position::After(p.ident()?))
-            } else {
-                None
-            };
-            if p.eat_kw("TO") || p.eat_kw("IN") {
-                p.ident()?;
-            }
-            columns.push(AddColumn { column, position });
         }
         if !p.eat_sym(",") {
             break;
@@ -1173,7 +1203,28 @@ fn parse_alter(p: &mut Parser<'_>) -> Result<Statement, SqlError> {
         parse_properties(p)?;
     }
     p.expect_end()?;
-    Ok(Statement::AlterAddColumns { db, table, columns })
+    match (columns.is_empty(), modified.is_empty()) {
+        (_, true) => Ok(Statement::AlterAddColumns { db, table, columns }),
+        (true, false) => Ok(Statement::AlterModifyColumns {
+            db,
+            table,
+            columns: modified,
+        }),
+        (false, false) => Err(SqlError::unsupported(
+            "ALTER TABLE with both ADD COLUMN and MODIFY COLUMN",
+        )),
+    }
+}
+
+/// `FIRST | AFTER col`, if present.
+fn parse_position(p: &mut Parser<'_>) -> Result<Option<Position>, SqlError> {
+    Ok(if p.eat_kw("FIRST") {
+        Some(Position::First)
+    } else if p.eat_kw("AFTER") {
+        Some(Position::After(p.ident()?))
+    } else {
+        None
+    })
 }
 
 fn parse_insert(p: &mut Parser<'_>) -> Result<Statement, SqlError> {
@@ -1311,6 +1362,54 @@ mod tests {
         };
         assert_eq!(columns.len(), 2);
         assert_eq!(columns[1].position, Some(Position::After("a".into())));
+    }
+
+    #[test]
+    fn modify_column_parses_definition_position_and_properties() {
+        let s = parse(
+            "ALTER TABLE app.t MODIFY COLUMN v VARCHAR(64) NULL DEFAULT \"x\" COMMENT 'c' AFTER id \
+             PROPERTIES (\"timeout\" = \"10\"), MODIFY COLUMN n INT FIRST",
+        )
+        .unwrap();
+        let Statement::AlterModifyColumns { db, table, columns } = s else {
+            panic!("not a modify")
+        };
+        assert_eq!((db.as_deref(), table.as_str()), (Some("app"), "t"));
+        assert_eq!(columns.len(), 2);
+        let v = &columns[0];
+        assert_eq!(v.column.ty, SrType::Varchar(64));
+        assert!(v.column.nullable);
+        assert_eq!(v.column.default, Some(DefaultValue::Literal("x".into())));
+        assert_eq!(v.column.comment, "c");
+        assert_eq!(v.position, Some(Position::After("id".into())));
+        assert_eq!(columns[1].column.ty, SrType::Int);
+        assert_eq!(columns[1].position, Some(Position::First));
+    }
+
+    #[test]
+    fn modify_column_keeps_not_null_and_key() {
+        let s = parse("ALTER TABLE t MODIFY COLUMN m INT NOT NULL").unwrap();
+        let Statement::AlterModifyColumns { columns, .. } = s else {
+            panic!("not a modify")
+        };
+        assert!(!columns[0].column.nullable);
+        let s = parse("ALTER TABLE t MODIFY COLUMN k BIGINT KEY NOT NULL").unwrap();
+        let Statement::AlterModifyColumns { columns, .. } = s else {
+            panic!("not a modify")
+        };
+        assert!(columns[0].column.is_key);
+    }
+
+    #[test]
+    fn modify_needs_column_keyword_and_a_type() {
+        let no_type = parse("ALTER TABLE t MODIFY COLUMN v").unwrap_err();
+        assert_eq!(no_type.code, code::PARSE, "{no_type:?}");
+        let other = parse("ALTER TABLE t MODIFY PARTITION p SET (\"a\" = \"b\")").unwrap_err();
+        assert_eq!(other.code, code::NOT_SUPPORTED, "{other:?}");
+        let mixed = parse("ALTER TABLE t ADD COLUMN a INT, MODIFY COLUMN b INT").unwrap_err();
+        assert_eq!(mixed.code, code::NOT_SUPPORTED, "{mixed:?}");
+        let rollup = parse("ALTER TABLE t MODIFY COLUMN b INT FROM r").unwrap_err();
+        assert_eq!(rollup.code, code::NOT_SUPPORTED, "{rollup:?}");
     }
 
     #[test]

@@ -22,11 +22,11 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::catalog::{storage_name, Catalog, Database, KeysType, TableDef};
+use crate::catalog::{storage_name, Catalog, ColumnChange, Database, KeysType, TableDef};
 use crate::clock;
 use crate::labels::{LabelBook, LabelRecord, TxnState};
-use crate::sql::{code, AddColumn, Position, SqlError};
-use crate::types::Cell;
+use crate::sql::{code, Position, SqlError};
+use crate::types::{Cell, SrType};
 
 /// A storage failure. These are bugs or disk problems, never bad client input.
 #[derive(Debug, thiserror::Error)]
@@ -85,12 +85,24 @@ pub struct AlterJob {
     /// from the elapsed time).
     pub final_state: Option<String>,
     pub msg: String,
+    /// ADD COLUMN (the columns to add) or MODIFY COLUMN (the new definitions).
+    #[serde(default)]
+    pub kind: JobKind,
     pub columns: Vec<(crate::catalog::ColumnDef, Option<Position>)>,
     /// `Timeout` in SHOW ALTER: 86400 s (`alter_table_timeout_second`) for a job that
     /// rewrites data, 1000 for a fast-schema-evolution change (StarRocks'
     /// `SchemaChangeHandler.modifyTableAddOrDropColumns` records `new SchemaChangeJobV2(..., 1000)`).
     #[serde(default = "default_job_timeout_s")]
     pub timeout_s: i64,
+}
+
+/// What a schema-change job does to the table's columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum JobKind {
+    /// Jobs stored before MODIFY COLUMN existed have no kind: they are ADD COLUMN jobs.
+    #[default]
+    AddColumns,
+    ModifyColumns,
 }
 
 fn default_job_timeout_s() -> i64 {
@@ -131,7 +143,7 @@ pub struct Store {
     pub catalog: Catalog,
     pub labels: LabelBook,
     pub jobs: Vec<AlterJob>,
-    /// How long an ADD COLUMN job takes (`--alter-duration-ms`).
+    /// How long an ADD or MODIFY COLUMN job takes (`--alter-duration-ms`).
     pub alter_duration_ms: i64,
     next_id: i64,
 }
@@ -690,28 +702,31 @@ impl Store {
         Ok(true)
     }
 
-    /// Records a new ADD COLUMN job; it finishes `duration` later in [`Store::finish_jobs`].
+    /// Records a new ADD or MODIFY COLUMN job; it finishes `duration` later in
+    /// [`Store::finish_jobs`].
     pub fn add_job(
         &mut self,
         table: &TableDef,
-        columns: Vec<AddColumn>,
+        kind: JobKind,
+        columns: Vec<ColumnChange>,
     ) -> Result<i64, StoreError> {
-        let job = self.new_job(table, columns, default_job_timeout_s())?;
+        let job = self.new_job(table, kind, columns, default_job_timeout_s())?;
         let job_id = job.job_id;
         self.persist_job(&job)?;
         self.jobs.push(job);
         Ok(job_id)
     }
 
-    /// A fast-schema-evolution ADD COLUMN: the columns are added now, and the job is recorded
-    /// already FINISHED, as StarRocks' metadata-only path does. A failure is the statement's
-    /// error and records nothing.
-    pub fn add_columns_now(
+    /// A fast-schema-evolution ADD or MODIFY COLUMN: the change is made now, and the job is
+    /// recorded already FINISHED, as StarRocks' metadata-only path does. A failure is the
+    /// statement's error and records nothing.
+    pub fn change_columns_now(
         &mut self,
         table: &TableDef,
-        columns: Vec<AddColumn>,
+        kind: JobKind,
+        columns: Vec<ColumnChange>,
     ) -> Result<Result<i64, String>, StoreError> {
-        let mut job = self.new_job(table, columns, 1000)?;
+        let mut job = self.new_job(table, kind, columns, 1000)?;
         if let Err(msg) = self.apply_job(&job) {
             return Ok(Err(msg));
         }
@@ -727,7 +742,8 @@ impl Store {
     fn new_job(
         &mut self,
         table: &TableDef,
-        columns: Vec<AddColumn>,
+        kind: JobKind,
+        columns: Vec<ColumnChange>,
         timeout_s: i64,
     ) -> Result<AlterJob, StoreError> {
         let job_id = self.next_id()?;
@@ -742,10 +758,8 @@ impl Store {
             finished_ms: None,
             final_state: None,
             msg: String::new(),
-            columns: columns
-                .into_iter()
-                .map(|a| (a.column, a.position))
-                .collect(),
+            kind,
+            columns,
             timeout_s,
         })
     }
@@ -777,8 +791,9 @@ impl Store {
         Ok(())
     }
 
-    /// Finishes every job older than `alter_duration_ms`: the new columns become part of the
-    /// table, existing rows get the default. Also refreshes the states SHOW ALTER reads.
+    /// Finishes every job older than `alter_duration_ms`: added columns become part of the
+    /// table (existing rows get the default), modified columns take their new definition
+    /// (existing rows are converted). Also refreshes the states SHOW ALTER reads.
     pub fn finish_jobs(&mut self) -> Result<bool, StoreError> {
         let now = clock::now_ms();
         let duration_ms = self.alter_duration_ms;
@@ -810,11 +825,14 @@ impl Store {
         Ok(changed)
     }
 
-    /// Adds a finished job's columns to the table. Errors become the job's `Msg`.
+    /// Applies a finished job to the table. Errors become the job's `Msg`.
     fn apply_job(&mut self, job: &AlterJob) -> Result<(), String> {
         let Some(current) = self.catalog.table(&job.db, &job.table).cloned() else {
             return Err(format!("table {} was dropped", job.table));
         };
+        if job.kind == JobKind::ModifyColumns {
+            return self.apply_modify(&current, &job.columns);
+        }
         let mut def = (*current).clone();
         for (col, pos) in &job.columns {
             if def.column(&col.name).is_some() {
@@ -879,6 +897,98 @@ impl Store {
             tx.commit()
         };
         run(&mut self.conn).map_err(|e| e.to_string())?;
+        if let Some(d) = self.catalog.dbs.get_mut(&def.db) {
+            d.tables.insert(def.name.clone(), Arc::new(def));
+        }
+        Ok(())
+    }
+
+    /// Rewrites the table under its modified columns, as a StarRocks schema-change job
+    /// rewrites every tablet into a shadow index: SQLite gets a new table in the new column
+    /// order with the new column types' affinities, and every stored row is copied over
+    /// with the modified columns converted to their new types. Widening keeps each value as
+    /// it is; a value the new type cannot hold fails the job.
+    fn apply_modify(
+        &mut self,
+        current: &Arc<TableDef>,
+        changes: &[ColumnChange],
+    ) -> Result<(), String> {
+        let def = crate::catalog::modify_columns(current, changes).map_err(|e| match e {
+            crate::catalog::ModifyError::Ddl(m) => m,
+            crate::catalog::ModifyError::Unsupported(m) => m.to_owned(),
+        })?;
+        let json = serde_json::to_string(&def).map_err(|e| e.to_string())?;
+        // For every new column: where it was in the old table and what type it had.
+        let sources: Vec<(usize, SrType)> = def
+            .columns
+            .iter()
+            .map(|c| {
+                current
+                    .column(&c.name)
+                    .map(|(i, old)| (i, old.ty.clone()))
+                    .ok_or_else(|| format!("Column[{}] does not exists", c.name))
+            })
+            .collect::<Result<_, _>>()?;
+        let name = quote_ident(&def.storage_name());
+        let tmp_name = format!("{}.__rebuild", def.name);
+        let tmp = quote_ident(&storage_name(&def.db, &tmp_name));
+        let old_names: Vec<String> = current
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let new_names: Vec<String> = def.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let placeholders: Vec<String> = (1..=def.columns.len()).map(|i| format!("?{i}")).collect();
+        let run = |conn: &mut Connection| -> Result<Result<(), String>, rusqlite::Error> {
+            let tx = conn.transaction()?;
+            let mut staged = def.clone();
+            staged.name = tmp_name.clone();
+            tx.execute_batch(&create_table_sql(&staged))?;
+            {
+                let mut read =
+                    tx.prepare(&format!("SELECT {} FROM {name}", old_names.join(", ")))?;
+                let mut write = tx.prepare(&format!(
+                    "INSERT INTO {tmp} ({}) VALUES ({})",
+                    new_names.join(", "),
+                    placeholders.join(", ")
+                ))?;
+                let mut rows = read.query([])?;
+                while let Some(r) = rows.next()? {
+                    let mut out = Vec::with_capacity(sources.len());
+                    for ((from, old_ty), col) in sources.iter().zip(&def.columns) {
+                        let cell = Cell::from_sql(r.get_ref(*from)?);
+                        match col.ty.convert_stored(old_ty, &cell) {
+                            Ok(Cell::Null) if !col.nullable => {
+                                return Ok(Err(format!(
+                                    "column {} is NOT NULL but a converted value is NULL",
+                                    col.name
+                                )));
+                            }
+                            Ok(c) => out.push(c),
+                            Err(e) => {
+                                return Ok(Err(format!(
+                                    "failed to convert column {} from {} to {}: {e}",
+                                    col.name,
+                                    old_ty.fe_name(),
+                                    col.ty.fe_name()
+                                )));
+                            }
+                        }
+                    }
+                    write.execute(rusqlite::params_from_iter(out.iter()))?;
+                }
+            }
+            tx.execute_batch(&format!(
+                "DROP TABLE {name}; ALTER TABLE {tmp} RENAME TO {name};"
+            ))?;
+            tx.execute(
+                "UPDATE _double_tables SET def = ?1 WHERE db = ?2 AND name = ?3",
+                params![json, def.db, def.name],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        };
+        run(&mut self.conn).map_err(|e| e.to_string())??;
         if let Some(d) = self.catalog.dbs.get_mut(&def.db) {
             d.tables.insert(def.name.clone(), Arc::new(def));
         }

@@ -284,6 +284,122 @@ impl SrType {
         }
     }
 
+    /// The type as StarRocks' FE names it in schema-change errors (`ScalarType.toString`):
+    /// upper case, no display width, DECIMAL with its storage width (decimal v3).
+    pub fn fe_name(&self) -> String {
+        match self {
+            SrType::Boolean => "BOOLEAN".into(),
+            SrType::TinyInt => "TINYINT".into(),
+            SrType::SmallInt => "SMALLINT".into(),
+            SrType::Int => "INT".into(),
+            SrType::BigInt => "BIGINT".into(),
+            SrType::LargeInt => "LARGEINT".into(),
+            SrType::Float => "FLOAT".into(),
+            SrType::Double => "DOUBLE".into(),
+            SrType::Decimal { precision, scale } => {
+                let width = match precision {
+                    0..=9 => 32,
+                    10..=18 => 64,
+                    _ => 128,
+                };
+                format!("DECIMAL{width}({precision},{scale})")
+            }
+            SrType::Char(n) => format!("CHAR({n})"),
+            SrType::Varchar(n) => format!("VARCHAR({n})"),
+            SrType::Date => "DATE".into(),
+            SrType::DateTime => "DATETIME".into(),
+            SrType::Json => "JSON".into(),
+            SrType::Array(t) => format!("ARRAY<{}>", t.fe_name()),
+            SrType::Varbinary(n) => format!("VARBINARY({n})"),
+        }
+    }
+
+    /// Whether `ALTER TABLE ... MODIFY COLUMN` may change a column from this type to `to`.
+    ///
+    /// StarRocks' FE keeps this as a matrix over primitive types
+    /// (`fe/fe-core/src/main/java/com/starrocks/catalog/SchemaChangeTypeCompatibility.java`,
+    /// formerly `ColumnType.java`): a type may always "change" to its own primitive type, plus
+    /// the widenings and string conversions listed below. DECIMAL (v3) follows its own rule:
+    /// to a DECIMAL whose scale and integer digits are both at least as large, or to a VARCHAR
+    /// long enough for its text; a VARCHAR may become any DECIMAL. Lengths are checked
+    /// separately ([`crate::catalog::modify_columns`]: "Cannot shorten string length").
+    /// ARRAY is not a scalar type; the double lets only an unchanged ARRAY type through
+    /// (a nullability or comment change), which StarRocks' matrix does not spell out.
+    pub fn schema_change_allowed(&self, to: &SrType) -> bool {
+        use SrType::*;
+        match (self, to) {
+            (
+                Decimal {
+                    precision: p1,
+                    scale: s1,
+                },
+                Decimal {
+                    precision: p2,
+                    scale: s2,
+                },
+            ) => s1 <= s2 && (p1 - s1) <= (p2 - s2),
+            // The VARCHAR must hold the decimal's MySQL field length: its digits, the point
+            // and the sign (approximation of `getMysqlResultSetFieldLength`).
+            (Decimal { precision, .. }, Varchar(n)) => u32::from(*precision) + 2 <= *n,
+            (Varchar(_), Decimal { .. }) => true,
+            (Decimal { .. }, _) | (_, Decimal { .. }) => false,
+            (Array(a), Array(b)) => a == b,
+            (Array(_), _) | (_, Array(_)) => false,
+            (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) => true,
+            (TinyInt, SmallInt | Int | BigInt | LargeInt | Double | Varchar(_)) => true,
+            (SmallInt, Int | BigInt | LargeInt | Double | Varchar(_)) => true,
+            (Int, BigInt | LargeInt | Double | Date | Varchar(_)) => true,
+            (BigInt, LargeInt | Double | Varchar(_)) => true,
+            (LargeInt, Varchar(_)) => true,
+            (Float, Double | Varchar(_)) => true,
+            (Double, Varchar(_)) => true,
+            (Char(_), Varchar(_)) => true,
+            (Json, Varchar(_)) => true,
+            (
+                Varchar(_),
+                Json | TinyInt | SmallInt | Int | BigInt | LargeInt | Float | Double | Date,
+            ) => true,
+            (DateTime, Date) | (Date, DateTime) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether a change from this type to `to` keeps min/max zone maps valid, the condition
+    /// for a metadata-only (fast schema evolution) MODIFY COLUMN in shared-data
+    /// (`SchemaChangeTypeCompatibility.canReuseZonemapIndex`): the same primitive type, an
+    /// integer widening (DOUBLE included), FLOAT to DOUBLE, DATE to DATETIME, CHAR to VARCHAR.
+    pub fn zonemap_reusable(&self, to: &SrType) -> bool {
+        use SrType::*;
+        match (self, to) {
+            (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) => true,
+            (TinyInt, SmallInt | Int | BigInt | LargeInt | Double) => true,
+            (SmallInt, Int | BigInt | LargeInt | Double) => true,
+            (Int, BigInt | LargeInt | Double) => true,
+            (BigInt, LargeInt | Double) => true,
+            (Float, Double) => true,
+            (Date, DateTime) => true,
+            (Char(_), Varchar(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Converts a stored cell of type `from` into this type, as a schema change rewrites it.
+    /// NULL stays NULL; anything else goes through its text form.
+    pub fn convert_stored(&self, from: &SrType, cell: &Cell) -> Result<Cell, ConvError> {
+        if from == self {
+            return Ok(cell.clone());
+        }
+        let text = match cell {
+            Cell::Null => return Ok(Cell::Null),
+            Cell::Int(i) if *from == SrType::Boolean => (if *i != 0 { "1" } else { "0" }).into(),
+            Cell::Int(i) => i.to_string(),
+            Cell::Real(f) => f.to_string(),
+            Cell::Text(s) => s.clone(),
+            Cell::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+        };
+        self.convert_text(&text)
+    }
+
     /// Whether StarRocks allows the type in a primary key.
     pub fn allowed_in_primary_key(&self) -> bool {
         matches!(
@@ -1255,6 +1371,56 @@ pub fn parse_datetime(s: &str) -> Option<DateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_change_matrix_follows_starrocks() {
+        use SrType::*;
+        assert!(TinyInt.schema_change_allowed(&Int));
+        assert!(Int.schema_change_allowed(&LargeInt));
+        assert!(Int.schema_change_allowed(&Varchar(11)));
+        assert!(
+            Varchar(8).schema_change_allowed(&Varchar(4)),
+            "length is checked apart"
+        );
+        assert!(Date.schema_change_allowed(&DateTime));
+        assert!(!Int.schema_change_allowed(&SmallInt));
+        assert!(!LargeInt.schema_change_allowed(&BigInt));
+        assert!(!Boolean.schema_change_allowed(&Int));
+        assert!(!Double.schema_change_allowed(&Float));
+        let d = |precision, scale| Decimal { precision, scale };
+        assert!(d(10, 2).schema_change_allowed(&d(12, 3)));
+        assert!(
+            !d(10, 2).schema_change_allowed(&d(10, 3)),
+            "integer digits shrink"
+        );
+        assert!(!Int.schema_change_allowed(&d(18, 0)));
+        assert_eq!(d(10, 2).fe_name(), "DECIMAL64(10,2)");
+    }
+
+    #[test]
+    fn stored_cells_convert_to_the_new_type() {
+        use SrType::*;
+        assert_eq!(
+            Int.convert_stored(&TinyInt, &Cell::Int(5)),
+            Ok(Cell::Int(5))
+        );
+        assert_eq!(
+            Varchar(10).convert_stored(&Int, &Cell::Int(-7)),
+            Ok(Cell::Text("-7".into()))
+        );
+        assert_eq!(
+            Double.convert_stored(&Int, &Cell::Int(2)),
+            Ok(Cell::Real(2.0))
+        );
+        assert_eq!(
+            DateTime.convert_stored(&Date, &Cell::Text("2024-01-02".into())),
+            Ok(Cell::Text("2024-01-02 00:00:00".into()))
+        );
+        assert_eq!(Int.convert_stored(&Varchar(5), &Cell::Null), Ok(Cell::Null));
+        assert!(Int
+            .convert_stored(&Varchar(5), &Cell::Text("abc".into()))
+            .is_err());
+    }
 
     #[test]
     fn varchar_counts_bytes_not_characters() {

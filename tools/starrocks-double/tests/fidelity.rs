@@ -533,3 +533,37 @@ async fn fast_schema_evolution_needs_3_2_or_4_0_in_shared_data() {
     d.ddl(&["ALTER TABLE d.t ADD COLUMN extra INT NULL"]).await;
     assert_eq!(newest_alter_row(&d, "t").await[9], "FINISHED");
 }
+
+#[tokio::test]
+async fn modify_column_is_metadata_only_only_in_shared_data() {
+    // Shared-nothing, fast_schema_evolution on: MODIFY COLUMN is still a rewriting job.
+    let d = Double::start(&["--sr-version", "4.0.0", "--alter-duration-ms", "800"]);
+    d.with_pk_table().await;
+    d.ddl(&["ALTER TABLE d.t MODIFY COLUMN score BIGINT NULL DEFAULT \"7\""])
+        .await;
+    assert_ne!(newest_alter_row(&d, "t").await[9], "FINISHED");
+    // Shared-data 4.0 with fast_schema_evolution: an integer widening of a value column
+    // changes only metadata, finished at once; a change that breaks zone maps is a job.
+    let d = Double::start(&[
+        "--run-mode",
+        "shared_data",
+        "--sr-version",
+        "4.0.0",
+        "--alter-duration-ms",
+        "800",
+    ]);
+    d.with_pk_table().await;
+    d.ddl(&["ALTER TABLE d.t MODIFY COLUMN score BIGINT NULL DEFAULT \"7\""])
+        .await;
+    let row = newest_alter_row(&d, "t").await;
+    assert_eq!(row[9], "FINISHED", "{row:?}");
+    assert_eq!(row[12], "1000", "{row:?}");
+    assert_eq!(
+        d.rows("SELECT DATA_TYPE FROM information_schema.columns WHERE TABLE_NAME = 't' AND COLUMN_NAME = 'score'")
+            .await,
+        vec![vec!["bigint"]]
+    );
+    d.ddl(&["ALTER TABLE d.t MODIFY COLUMN lsn VARCHAR(30) NULL"])
+        .await;
+    assert_ne!(newest_alter_row(&d, "t").await[9], "FINISHED");
+}

@@ -303,6 +303,248 @@ async fn new_column_is_ignored_by_loads_until_the_job_finishes() {
     );
 }
 
+/// The table dbmazz's dead-letter tests fix by hand: a short VARCHAR, a TINYINT and a NOT
+/// NULL INT, each able to refuse a row under `strict_mode`.
+async fn with_narrow_table(d: &Double) {
+    d.ddl(&[
+        "CREATE DATABASE IF NOT EXISTS d",
+        "CREATE TABLE d.m (id BIGINT NOT NULL, v VARCHAR(4) NULL, n TINYINT NOT NULL, m INT NOT NULL) \
+         PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1 PROPERTIES(\"replication_num\" = \"1\")",
+    ])
+    .await;
+}
+
+async fn newest_job(d: &Double) -> Vec<String> {
+    d.rows(
+        "SHOW ALTER TABLE COLUMN FROM d WHERE TableName = 'm' ORDER BY CreateTime DESC, JobId DESC LIMIT 1",
+    )
+    .await
+    .remove(0)
+}
+
+async fn job_finishes(d: &Double) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        newest_job(d).await[9] == "FINISHED"
+    })
+    .await
+}
+
+#[tokio::test]
+async fn modify_column_is_a_job_and_then_refused_rows_load() {
+    let d = Double::start(&["--alter-duration-ms", "600"]);
+    with_narrow_table(&d).await;
+    let strict = [("strict_mode", "true")];
+    let ok = d.load_json(
+        "m",
+        "first",
+        &strict,
+        r#"[{"id":1,"v":"abcd","n":5,"m":1}]"#,
+    );
+    assert_eq!(ok["Status"], "Success", "{ok}");
+    for (label, row) in [
+        ("long", r#"[{"id":2,"v":"abcdefgh","n":1,"m":1}]"#),
+        ("big", r#"[{"id":3,"v":"x","n":300,"m":1}]"#),
+        ("null", r#"[{"id":4,"v":"x","n":1,"m":null}]"#),
+    ] {
+        let refused = d.load_json("m", label, &strict, row);
+        assert_eq!(refused["Status"], "Fail", "{label}: {refused}");
+    }
+
+    // What StarRocks refuses, with its words.
+    for (sql, words) in [
+        (
+            "ALTER TABLE d.m MODIFY COLUMN id LARGEINT NOT NULL",
+            "Can not modify key column: id for primary key table",
+        ),
+        (
+            "ALTER TABLE d.m MODIFY COLUMN v VARCHAR(2)",
+            "Cannot shorten string length",
+        ),
+        (
+            "ALTER TABLE d.m MODIFY COLUMN n DATE NOT NULL",
+            "Can not change TINYINT to DATE",
+        ),
+        (
+            "ALTER TABLE d.m MODIFY COLUMN m SMALLINT",
+            "Can not change INT to SMALLINT",
+        ),
+        (
+            "ALTER TABLE d.m MODIFY COLUMN v VARCHAR(64) NOT NULL",
+            "Can not change from nullable to non-nullable",
+        ),
+        (
+            "ALTER TABLE d.m MODIFY COLUMN m INT NULL DEFAULT \"0\"",
+            "Can not change default value",
+        ),
+        (
+            "ALTER TABLE d.m MODIFY COLUMN nope INT",
+            "Column[nope] does not exists",
+        ),
+        (
+            "ALTER TABLE d.m MODIFY COLUMN v VARCHAR(4) NULL",
+            "Nothing is changed. please check your alter stmt.",
+        ),
+    ] {
+        let err = error_of(&d, sql).await;
+        assert!(err.contains(words), "{sql}: {err}");
+    }
+    assert!(d.rows("SHOW ALTER TABLE COLUMN FROM d").await.is_empty());
+
+    // fast_schema_evolution is on (the default) and this is shared-nothing: still a job.
+    d.ddl(&["ALTER TABLE d.m MODIFY COLUMN v VARCHAR(64)"])
+        .await;
+    let running = newest_job(&d).await;
+    assert_ne!(running[9], "FINISHED", "a schema-change job: {running:?}");
+    assert_eq!(
+        running[12], "86400",
+        "Timeout of a rewriting job: {running:?}"
+    );
+    let busy = error_of(&d, "ALTER TABLE d.m MODIFY COLUMN n INT NOT NULL").await;
+    assert!(busy.contains("Table[m]'s state is not NORMAL"), "{busy}");
+    let during = d.load_json(
+        "m",
+        "during",
+        &strict,
+        r#"[{"id":2,"v":"abcdefgh","n":1,"m":1}]"#,
+    );
+    assert_eq!(
+        during["Status"], "Fail",
+        "the old type holds until FINISHED: {during}"
+    );
+    assert!(job_finishes(&d).await);
+    d.ddl(&["ALTER TABLE d.m MODIFY COLUMN n INT NOT NULL"])
+        .await;
+    assert!(job_finishes(&d).await);
+    d.ddl(&["ALTER TABLE d.m MODIFY COLUMN m INT NULL"]).await;
+    assert!(job_finishes(&d).await);
+
+    let desc = d.rows("DESC d.m").await;
+    let types: Vec<(&str, &str, &str)> = desc
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str(), r[2].as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("id", "bigint(20)", "NO"),
+            ("v", "varchar(64)", "YES"),
+            ("n", "int(11)", "NO"),
+            ("m", "int(11)", "YES"),
+        ]
+    );
+    let info = d
+        .rows(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH FROM information_schema.columns \
+             WHERE TABLE_SCHEMA = 'd' AND TABLE_NAME = 'm' ORDER BY ORDINAL_POSITION",
+        )
+        .await;
+    assert_eq!(info[1], vec!["v", "varchar(64)", "YES", "64"]);
+    assert_eq!(info[2], vec!["n", "int(11)", "NO", "NULL"]);
+    assert_eq!(info[3], vec!["m", "int(11)", "YES", "NULL"]);
+
+    // The rows refused before now load; the stored row kept its values.
+    for (label, row) in [
+        ("long2", r#"[{"id":2,"v":"abcdefgh","n":1,"m":1}]"#),
+        ("big2", r#"[{"id":3,"v":"x","n":300,"m":1}]"#),
+        ("null2", r#"[{"id":4,"v":"x","n":1,"m":null}]"#),
+    ] {
+        let v = d.load_json("m", label, &strict, row);
+        assert_eq!(v["Status"], "Success", "{label}: {v}");
+    }
+    assert_eq!(
+        d.rows("SELECT id, v, n, m FROM d.m ORDER BY id").await,
+        vec![
+            vec!["1", "abcd", "5", "1"],
+            vec!["2", "abcdefgh", "1", "1"],
+            vec!["3", "x", "300", "1"],
+            vec!["4", "x", "1", "NULL"],
+        ]
+    );
+    let jobs = d
+        .rows("SHOW ALTER TABLE COLUMN FROM d WHERE TableName = 'm'")
+        .await;
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| j[9] == "FINISHED"), "{jobs:?}");
+}
+
+#[tokio::test]
+async fn modify_column_job_is_cancelled_when_a_stored_value_does_not_convert() {
+    let d = Double::start(&["--alter-duration-ms", "300"]);
+    with_narrow_table(&d).await;
+    d.load_json(
+        "m",
+        "text",
+        &[],
+        r#"[{"id":1,"v":"12","n":1,"m":1},{"id":2,"v":"abc","n":1,"m":1}]"#,
+    );
+    d.ddl(&["ALTER TABLE d.m MODIFY COLUMN v INT"]).await;
+    let done = eventually(Duration::from_secs(5), || async {
+        newest_job(&d).await[9] == "CANCELLED"
+    })
+    .await;
+    assert!(done);
+    let job = newest_job(&d).await;
+    assert!(job[10].contains("failed to convert column v"), "{job:?}");
+    assert_eq!(d.rows("DESC d.m").await[1][1], "varchar(4)");
+    assert_eq!(
+        d.rows("SELECT id, v FROM d.m ORDER BY id").await,
+        vec![vec!["1", "12"], vec!["2", "abc"]]
+    );
+}
+
+#[tokio::test]
+async fn modify_column_survives_a_restart() {
+    let dir = data_dir();
+    let args = [
+        "--data-dir",
+        path_str(dir.path()),
+        "--alter-duration-ms",
+        "300",
+    ];
+    {
+        let mut d = Double::start(&args);
+        with_narrow_table(&d).await;
+        d.load_json("m", "before", &[], r#"[{"id":1,"v":"ab","n":7,"m":2}]"#);
+        d.ddl(&["ALTER TABLE d.m MODIFY COLUMN n BIGINT NOT NULL AFTER id"])
+            .await;
+        assert!(job_finishes(&d).await);
+        // A second job is still running when the double stops; it finishes after the restart.
+        d.ddl(&["ALTER TABLE d.m MODIFY COLUMN v VARCHAR(30)"])
+            .await;
+        assert!(d.terminate(), "SIGTERM exits cleanly");
+    }
+    let d = Double::start(&args);
+    assert!(job_finishes(&d).await);
+    let desc = d.rows("DESC d.m").await;
+    let types: Vec<(&str, &str)> = desc
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("id", "bigint(20)"),
+            ("n", "bigint(20)"),
+            ("v", "varchar(30)"),
+            ("m", "int(11)"),
+        ]
+    );
+    let v = d.load_json(
+        "m",
+        "after",
+        &[("strict_mode", "true")],
+        r#"[{"id":2,"v":"a much longer value","n":5000000000,"m":3}]"#,
+    );
+    assert_eq!(v["Status"], "Success", "{v}");
+    assert_eq!(
+        d.rows("SELECT id, n, v, m FROM d.m ORDER BY id").await,
+        vec![
+            vec!["1", "7", "ab", "2"],
+            vec!["2", "5000000000", "a much longer value", "3"],
+        ]
+    );
+}
+
 #[tokio::test]
 async fn select_filters_orders_and_counts_stored_rows() {
     let d = Double::start(&[]);
