@@ -365,11 +365,7 @@ impl Replayer {
                 let (result, _) = loader.load(req).await;
                 match result {
                     LoadOutcome::Committed { .. } => {}
-                    LoadOutcome::Rejected {
-                        message,
-                        error_url,
-                        all,
-                    } => {
+                    LoadOutcome::Rejected(rejection) => {
                         let isolated = rejects::isolate(
                             &loader,
                             &cfg,
@@ -378,11 +374,7 @@ impl Replayer {
                             &table_text,
                             &key_targets,
                             snapshot,
-                            rejects::Rejection {
-                                message,
-                                error_url,
-                                all,
-                            },
+                            rejection,
                         )
                         .await;
                         if let Some((failed, label, _)) = isolated.failed {

@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::StarRocksConfig;
 use crate::starrocks::ddl::{ident, literal, Ddl, DdlError};
+pub use crate::starrocks::stream_load::Rejection;
 use crate::starrocks::stream_load::{self, LoadOutcome, LoadRequest, StreamLoader};
 
 /// The dead-letter table, in `STARROCKS_DB`.
@@ -161,17 +162,6 @@ pub struct Isolated {
     pub failed: Option<(LoadOutcome, String, usize)>,
 }
 
-/// How StarRocks rejected a load.
-#[derive(Clone, Debug)]
-pub struct Rejection {
-    /// The whole message.
-    pub message: String,
-    /// Where the BE serves the rejected rows and reasons.
-    pub error_url: Option<String>,
-    /// Every row of the load was rejected.
-    pub all: bool,
-}
-
 /// Rows `first..first + len` of a rejected load, still to be loaded or split.
 struct Part {
     first: usize,
@@ -236,15 +226,7 @@ pub async fn isolate(
                         out.parts_loaded += 1;
                         continue;
                     }
-                    LoadOutcome::Rejected {
-                        message,
-                        error_url,
-                        all,
-                    } => Rejection {
-                        message,
-                        error_url,
-                        all,
-                    },
+                    LoadOutcome::Rejected(r) => r,
                     other => {
                         out.failed = Some((other, label, len));
                         return out;

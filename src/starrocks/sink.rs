@@ -204,21 +204,15 @@ impl StarRocksSink {
                 body: std::mem::take(&mut self.body).into(),
             };
             let label = req.label.clone();
-            let meta = LoadRequest {
-                body: bytes::Bytes::new(),
-                ..req.clone()
-            };
             let (outcome, body) = self.loader.load(req).await;
-            if let LoadOutcome::Rejected {
-                message,
-                error_url,
-                all,
-            } = outcome
-            {
-                let rejection = Rejection {
-                    message,
-                    error_url,
-                    all,
+            if let LoadOutcome::Rejected(rejection) = outcome {
+                // Rebuilt only here, so that a load that goes through copies nothing.
+                let meta = LoadRequest {
+                    table: table.name.name.clone(),
+                    label,
+                    partial_columns: (!full).then(|| seg.columns_header(&sig)),
+                    csv_columns: None,
+                    body: bytes::Bytes::new(),
                 };
                 self.isolate(&meta, &body, &table, false, rejection).await?;
                 self.body = body.into();
@@ -324,28 +318,18 @@ impl StarRocksSink {
             body: e.body.clone(),
         };
         let label = req.label.clone();
-        let meta = LoadRequest {
-            body: bytes::Bytes::new(),
-            ..req.clone()
-        };
-        let (outcome, body) = self.loader.load(req).await;
-        if let LoadOutcome::Rejected {
-            message,
-            error_url,
-            all,
-        } = outcome
-        {
-            let rejection = Rejection {
-                message,
-                error_url,
-                all,
+        let (outcome, _) = self.loader.load(req).await;
+        if let LoadOutcome::Rejected(rejection) = outcome {
+            let meta = LoadRequest {
+                table: name.name.clone(),
+                label,
+                partial_columns: None,
+                csv_columns: e.layout.clone(),
+                body: bytes::Bytes::new(),
             };
-            let body = if body.is_empty() {
-                e.body.clone()
-            } else {
-                body
-            };
-            return self.isolate(&meta, &body, &e.table, true, rejection).await;
+            return self
+                .isolate(&meta, &e.body, &e.table, true, rejection)
+                .await;
         }
         self.load_outcome(outcome, name, &label, e.rows as usize)
     }
@@ -370,9 +354,9 @@ impl StarRocksSink {
                 Err(SinkError::transient(msg))
             }
             LoadOutcome::Definite(msg) => Err(SinkError::definite(msg)),
-            LoadOutcome::Rejected {
+            LoadOutcome::Rejected(Rejection {
                 message, error_url, ..
-            } => Err(SinkError::definite(format!(
+            }) => Err(SinkError::definite(format!(
                 "{message}{}",
                 error_url
                     .map(|u| format!("; rejected rows and reasons: {u}"))

@@ -44,14 +44,18 @@ pub enum LoadOutcome {
     Definite(String),
     /// Rows of the body were rejected (conversion under `strict_mode`, length, NULL in a NOT
     /// NULL column); nothing of the load was applied.
-    Rejected {
-        /// The whole message, as a definite error would say it.
-        message: String,
-        /// Where the BE serves the rejected rows and reasons, when it said.
-        error_url: Option<String>,
-        /// Every row of the load was rejected (`NumberFilteredRows` = `NumberTotalRows`).
-        all: bool,
-    },
+    Rejected(Rejection),
+}
+
+/// How StarRocks rejected a load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The whole message, as a definite error would say it.
+    pub message: String,
+    /// Where the BE serves the rejected rows and reasons, when it said.
+    pub error_url: Option<String>,
+    /// Every row of the load was rejected (`NumberFilteredRows` = `NumberTotalRows`).
+    pub all: bool,
 }
 
 /// One load: a JSON array body (or a CSV body) for one table with one column set.
@@ -499,14 +503,14 @@ pub fn decide(table: &str, label: &str, code: u32, body: &[u8]) -> LoadOutcome {
                 let total = get_field(&json, "NumberTotalRows")
                     .and_then(|v| v.as_u64())
                     .unwrap_or(0);
-                LoadOutcome::Rejected {
+                LoadOutcome::Rejected(Rejection {
                     message: format!(
                         "{what} failed: {message} ({filtered} of {total} rows rejected); nothing \
                          of it was applied"
                     ),
                     error_url: (!error_url.is_empty()).then(|| error_url.to_owned()),
                     all: total > 0 && filtered == total,
-                }
+                })
             } else {
                 let error_url = get_str(&json, "ErrorURL");
                 let hint = if error_url.is_empty() {
@@ -684,11 +688,11 @@ mod tests {
             200,
             r#"{"Status":"Fail","Message":"too many filtered rows","ErrorURL":"http://be/api/_load_error_log?file=x"}"#,
         ) {
-            LoadOutcome::Rejected {
+            LoadOutcome::Rejected(Rejection {
                 message,
                 error_url,
                 all: false,
-            } => {
+            }) => {
                 assert!(
                     message.contains("orders")
                         && message.contains("l1")
@@ -707,18 +711,18 @@ mod tests {
                 200,
                 r#"{"Status":"Fail","Message":"data quality error","NumberTotalRows":3,"NumberFilteredRows":1}"#
             ),
-            LoadOutcome::Rejected {
+            LoadOutcome::Rejected(Rejection {
                 error_url: None,
                 all: false,
                 ..
-            }
+            })
         ));
         assert!(matches!(
             decide_json(
                 200,
                 r#"{"Status":"Fail","Message":"too many filtered rows","NumberTotalRows":2,"NumberFilteredRows":2}"#
             ),
-            LoadOutcome::Rejected { all: true, .. }
+            LoadOutcome::Rejected(Rejection { all: true, .. })
         ));
         assert!(matches!(
             decide_json(
