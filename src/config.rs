@@ -18,7 +18,9 @@ use crate::env::{parse_choice, parse_ip, Vars};
 pub use crate::ident::{parse_tables, quote_ident, quote_literal, TableName};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::secret::Secret;
-pub use crate::starrocks::config::{OnReject, StarRocksConfig, TruncatePolicy};
+pub use crate::starrocks::config::{
+    OnReject, SchemaDropColumn, SchemaTypeChange, StarRocksConfig, TruncatePolicy,
+};
 
 /// Where changes go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,18 @@ pub enum ReplicaIdentityPolicy {
     Default,
     /// Set `REPLICA IDENTITY FULL`, so updates and deletes carry the whole old row.
     Full,
+}
+
+/// `SCHEMA_TABLE_RENAME`: what happens when a replicated table is renamed or moved to another
+/// schema in PostgreSQL (`ALTER TABLE … RENAME` / `SET SCHEMA`) while dbmazz streams it or
+/// while it is stopped. dbmazz knows each table by its relation OID, so it never loses track.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TableRenamePolicy {
+    /// Keep streaming the table into the same target, and log the rename (the default).
+    #[default]
+    Follow,
+    /// Stop the job, saying what happened and what to run.
+    Stop,
 }
 
 /// `SNAPSHOT_MODE`: which tables get their existing rows copied before streaming.
@@ -99,6 +113,8 @@ pub struct Config {
     pub flush: FlushPolicy,
     /// `REPLICA_IDENTITY`.
     pub replica_identity: ReplicaIdentityPolicy,
+    /// `SCHEMA_TABLE_RENAME`.
+    pub table_rename: TableRenamePolicy,
     /// `SNAPSHOT_MODE`, `SNAPSHOT_WORKERS`, `SNAPSHOT_CHUNK_ROWS`.
     pub snapshot: SnapshotConfig,
     /// `SINK_TYPE` and its options.
@@ -291,6 +307,15 @@ impl Config {
             ],
         )?;
 
+        let table_rename = parse_choice(
+            get("SCHEMA_TABLE_RENAME"),
+            "SCHEMA_TABLE_RENAME",
+            &[
+                ("follow", TableRenamePolicy::Follow),
+                ("stop", TableRenamePolicy::Stop),
+            ],
+        )?;
+
         let sink = match get("SINK_TYPE").as_deref() {
             None | Some("starrocks") => {
                 SinkConfig::StarRocks(Box::new(StarRocksConfig::from_vars(&vars)?))
@@ -314,6 +339,7 @@ impl Config {
             tables,
             flush: FlushPolicy::from_vars(&vars)?,
             replica_identity,
+            table_rename,
             snapshot: SnapshotConfig::from_vars(&vars)?,
             sink,
             status_interval: Duration::from_millis(status_ms),

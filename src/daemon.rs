@@ -27,14 +27,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::checkpoint::{CheckpointError, CheckpointStore, StoredSchema};
 use crate::config::{quote_ident, Config, SinkConfig, StarRocksConfig};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::ndjson::NdjsonSink;
 use crate::pipeline::batcher::{self, Batcher};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
 use crate::postgres::heartbeat;
-use crate::postgres::reader::{Progress, ReaderError, ReaderExit, WalReader};
+use crate::postgres::reader::{Progress, ReaderError, ReaderExit, SchemaLogQueue, WalReader};
 use crate::postgres::replication::{
     ReplicationClient, ReplicationError, ReplicationStream, StatusSender,
 };
@@ -316,6 +316,13 @@ async fn stream<S: Sink>(
     .await?
     .with_save_timeout(config.wal_receiver_timeout);
     let checkpoint = store.load().await?;
+    store.open_schema_log().await?;
+    // The schema each table had at the checkpoint: the first Relation message of this session
+    // is compared with it, so drift made while dbmazz was stopped is seen as a change.
+    let stored_schemas = match checkpoint {
+        Some(c) => store.load_schemas(Some(c)).await?,
+        None => Vec::new(),
+    };
     let mut repl = ReplicationClient::connect(&config.database).await?;
     let slot_confirmed = match setup::check_slot(&client, &config.slot_name, checkpoint).await? {
         Some(confirmed) => confirmed,
@@ -369,7 +376,13 @@ async fn stream<S: Sink>(
         stop_status_rx,
     ));
     let (durable_tx, durable_rx) = watch::channel(start);
-    let checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
+    let schema_log: SchemaLogQueue = Arc::default();
+    let checkpoint_task = tokio::spawn(checkpoint_loop(
+        store,
+        durable_rx,
+        progress.clone(),
+        schema_log.clone(),
+    ));
     let (feeder, rx) = batcher::channel(&config.flush, job.circuit().clone());
     let snapshot_output = snapshot::Output {
         encoders: sink.snapshot_encoders(),
@@ -435,7 +448,23 @@ async fn stream<S: Sink>(
         stop_status: stop_status_tx,
         stop_watcher,
     };
-    let cache = SchemaCache::new(&source.tables, source.types);
+    let mut cache =
+        SchemaCache::new(&source.tables, source.types).with_rename_policy(config.table_rename);
+    let recorded: Vec<StoredSchema> = stored_schemas
+        .into_iter()
+        .filter(|s| cache.seed_stored(s))
+        .collect();
+    if checkpoint.is_none() {
+        // A new job streams from a slot created now: the catalog is the schema at its start.
+        if let Ok(mut q) = schema_log.lock() {
+            q.extend(
+                source
+                    .tables
+                    .iter()
+                    .map(|t| StoredSchema::from_catalog(start, t)),
+            );
+        }
+    }
     let reader = WalReader::new(
         stream,
         cache,
@@ -444,7 +473,8 @@ async fn stream<S: Sink>(
         job.metrics().clone(),
         checkpoint.unwrap_or(Lsn::ZERO),
     )
-    .with_snapshot_skips(plan.skip_before);
+    .with_snapshot_skips(plan.skip_before)
+    .with_schema_log(schema_log, recorded);
     let exit = tasks.supervise(reader.run(stop_rx)).await?;
     finish(tasks, exit, job, &progress).await
 }
@@ -654,12 +684,25 @@ async fn checkpoint_loop(
     store: CheckpointStore,
     mut durable: watch::Receiver<Lsn>,
     progress: Arc<Progress>,
+    schema_log: SchemaLogQueue,
 ) -> Result<(), DaemonError> {
     let mut persisted = Lsn(progress.confirmed.load(Ordering::Relaxed));
     loop {
         let closed = durable.changed().await.is_err();
         let lsn = *durable.borrow_and_update();
         if lsn > persisted {
+            // Schema versions first: every version at or before a stored checkpoint is in the
+            // log, so a restart seeds the schema the sink last had.
+            let versions: Vec<StoredSchema> = schema_log
+                .lock()
+                .map(|mut q| std::mem::take(&mut *q))
+                .unwrap_or_default();
+            if let Err(e) = store.save_schemas(&versions).await {
+                if let Ok(mut q) = schema_log.lock() {
+                    q.splice(0..0, versions);
+                }
+                return Err(e.into());
+            }
             store.save(lsn).await?;
             persisted = lsn;
             progress.confirmed.fetch_max(lsn.0, Ordering::Relaxed);

@@ -59,7 +59,7 @@ use tokio_postgres::Client;
 use crate::config::{quote_ident, quote_literal, Config, SnapshotMode, TableName};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::pipeline::batcher::{ChunkDurable, Feeder};
-use crate::pipeline::change::{ColumnSchema, Event, RelId, TableSchema};
+use crate::pipeline::change::{ColumnSchema, Event, TableSchema};
 use crate::pipeline::sink::{SnapshotEncodeError, SnapshotEncoder, SnapshotEncoders};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
@@ -361,7 +361,7 @@ pub fn table_schema(table: &TableCatalog, types: &HashMap<u32, ValueKind>) -> Ta
         .filter_map(|k| columns.iter().position(|c| &c.name == k))
         .collect();
     TableSchema {
-        rel_id: RelId(0),
+        rel_id: table.oid,
         name: table.name.clone(),
         columns,
         key,
@@ -377,7 +377,7 @@ pub async fn key_types(state: &Client, table: &TableCatalog) -> Result<Vec<Strin
             .query_one(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
                   WHERE attrelid = $1::text::regclass AND attname = $2",
-                &[&table.name.quoted(), k],
+                &[&table.source_name.quoted(), k],
             )
             .await
             .map_err(sql(format!("reading the key type of {}", table.name)))?;
@@ -394,7 +394,7 @@ async fn estimate_rows(state: &Client, table: &TableCatalog) -> Result<f64, Snap
             "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::float8 \
                     ELSE pg_relation_size(c.oid)::float8 / 8192 * 60 END \
                FROM pg_class c WHERE c.oid = $1::text::regclass",
-            &[&table.name.quoted()],
+            &[&table.source_name.quoted()],
         )
         .await
         .map_err(sql(format!("estimating the size of {}", table.name)))?
@@ -426,7 +426,7 @@ async fn plan_bounds(
         .query_one(
             "SELECT greatest(relpages::float8, pg_relation_size(oid)::float8 / 8192, 1) \
                FROM pg_class WHERE oid = $1::text::regclass",
-            &[&table.name.quoted()],
+            &[&table.source_name.quoted()],
         )
         .await
         .map_err(sql(format!("reading the size of {}", table.name)))?
@@ -439,7 +439,7 @@ async fn plan_bounds(
             &format!(
                 "SELECT ARRAY[{}] FROM {} TABLESAMPLE SYSTEM ({pct}) ORDER BY {}",
                 keys.join(", "),
-                table.name.quoted(),
+                table.source_name.quoted(),
                 order.join(", ")
             ),
             &[],
@@ -497,7 +497,7 @@ fn copy_sql(
     format!(
         "COPY (SELECT {} FROM {}{filter}) TO STDOUT",
         cols.join(", "),
-        table.name.quoted()
+        table.source_name.quoted()
     )
 }
 
@@ -820,6 +820,7 @@ async fn send(feeder: &Feeder, stop: &mut watch::Receiver<bool>, event: Event) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::change::RelId;
 
     #[test]
     fn progress_shows_rows_against_the_estimate_and_chunks() {
@@ -854,6 +855,8 @@ mod tests {
     fn chunk_sql_bounds_keys_as_rows() {
         let table = TableCatalog {
             name: TableName::new("public", "t"),
+            oid: RelId(1),
+            source_name: TableName::new("public", "t"),
             key_columns: vec!["a".into(), "b".into()],
             columns: vec![],
         };

@@ -14,6 +14,7 @@ mod provision;
 mod provision_rest;
 mod rejects;
 mod replication;
+mod schema;
 mod snapshot;
 mod soak;
 mod starrocks;
