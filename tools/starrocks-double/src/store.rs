@@ -85,7 +85,8 @@ pub struct AlterJob {
     /// from the elapsed time).
     pub final_state: Option<String>,
     pub msg: String,
-    /// ADD COLUMN (the columns to add) or MODIFY COLUMN (the new definitions).
+    /// ADD COLUMN (the columns to add), MODIFY COLUMN (the new definitions) or DROP COLUMN
+    /// (the dropped columns).
     #[serde(default)]
     pub kind: JobKind,
     pub columns: Vec<(crate::catalog::ColumnDef, Option<Position>)>,
@@ -103,6 +104,8 @@ pub enum JobKind {
     #[default]
     AddColumns,
     ModifyColumns,
+    /// DROP COLUMN: `columns` holds the dropped columns as the table had them.
+    DropColumns,
 }
 
 fn default_job_timeout_s() -> i64 {
@@ -830,8 +833,13 @@ impl Store {
         let Some(current) = self.catalog.table(&job.db, &job.table).cloned() else {
             return Err(format!("table {} was dropped", job.table));
         };
-        if job.kind == JobKind::ModifyColumns {
-            return self.apply_modify(&current, &job.columns);
+        match job.kind {
+            JobKind::ModifyColumns => return self.apply_modify(&current, &job.columns),
+            JobKind::DropColumns => {
+                let names: Vec<String> = job.columns.iter().map(|(c, _)| c.name.clone()).collect();
+                return self.apply_drop(&current, &names);
+            }
+            JobKind::AddColumns => {}
         }
         let mut def = (*current).clone();
         for (col, pos) in &job.columns {
@@ -993,6 +1001,80 @@ impl Store {
             d.tables.insert(def.name.clone(), Arc::new(def));
         }
         Ok(())
+    }
+
+    /// Rewrites the table without its dropped columns: a new SQLite table in the new
+    /// column order takes every stored row's remaining values, so the dropped values are
+    /// gone, as after StarRocks' schema change (or, with fast schema evolution, as far as
+    /// any reader can tell).
+    fn apply_drop(&mut self, current: &Arc<TableDef>, names: &[String]) -> Result<(), String> {
+        let def = crate::catalog::drop_columns(current, names).map_err(|e| match e {
+            crate::catalog::ModifyError::Ddl(m) => m,
+            crate::catalog::ModifyError::Unsupported(m) => m.to_owned(),
+        })?;
+        let json = serde_json::to_string(&def).map_err(|e| e.to_string())?;
+        let name = quote_ident(&def.storage_name());
+        let tmp_name = format!("{}.__rebuild", def.name);
+        let tmp = quote_ident(&storage_name(&def.db, &tmp_name));
+        let kept: Vec<String> = def.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let kept = kept.join(", ");
+        let run = |conn: &mut Connection| -> Result<(), rusqlite::Error> {
+            let tx = conn.transaction()?;
+            let mut staged = def.clone();
+            staged.name = tmp_name.clone();
+            tx.execute_batch(&create_table_sql(&staged))?;
+            tx.execute_batch(&format!(
+                "INSERT INTO {tmp} ({kept}) SELECT {kept} FROM {name}; DROP TABLE {name}; \
+                 ALTER TABLE {tmp} RENAME TO {name};"
+            ))?;
+            tx.execute(
+                "UPDATE _double_tables SET def = ?1 WHERE db = ?2 AND name = ?3",
+                params![json, def.db, def.name],
+            )?;
+            tx.commit()
+        };
+        run(&mut self.conn).map_err(|e| e.to_string())?;
+        if let Some(d) = self.catalog.dbs.get_mut(&def.db) {
+            d.tables.insert(def.name.clone(), Arc::new(def));
+        }
+        Ok(())
+    }
+
+    /// Renames a column at once, as StarRocks' metadata-only RENAME COLUMN does: the stored
+    /// rows keep their values under the new name, and no job is recorded. A refusal is the
+    /// statement's error and changes nothing.
+    pub fn rename_column(
+        &mut self,
+        current: &TableDef,
+        from: &str,
+        to: &str,
+    ) -> Result<Result<(), crate::catalog::RenameError>, StoreError> {
+        let def = match crate::catalog::rename_column(current, from, to) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let stored = current
+            .column(from)
+            .map(|(_, c)| c.name.clone())
+            .unwrap_or_else(|| from.to_owned());
+        let json = serde_json::to_string(&def)?;
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(&format!(
+            "ALTER TABLE {} RENAME COLUMN {} TO {}",
+            quote_ident(&def.storage_name()),
+            quote_ident(&stored),
+            quote_ident(to)
+        ))?;
+        tx.execute(
+            "UPDATE _double_tables SET def = ?1 WHERE db = ?2 AND name = ?3",
+            params![json, def.db, def.name],
+        )?;
+        tx.commit()?;
+        if let Some(d) = self.catalog.dbs.get_mut(&def.db) {
+            d.tables.insert(def.name.clone(), Arc::new(def));
+        }
+        self.refresh_info_schema()?;
+        Ok(Ok(()))
     }
 }
 
