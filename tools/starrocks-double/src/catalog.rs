@@ -56,9 +56,19 @@ pub struct ColumnDef {
     pub default: Option<DefaultValue>,
     pub comment: String,
     pub is_key: bool,
+    /// The name the column was created under, once a RENAME COLUMN gave it another:
+    /// StarRocks keeps addressing the column by this id (`Column.getColumnId`), so no new
+    /// column may take it (`SchemaChangeHandler.addColumnInternal`). None while the two agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column_id: Option<String>,
 }
 
 impl ColumnDef {
+    /// The column's id in StarRocks: the name it was created under.
+    pub fn id(&self) -> &str {
+        self.column_id.as_deref().unwrap_or(&self.name)
+    }
+
     /// The value this column gets when a row does not provide it: the DEFAULT, else NULL.
     pub fn default_cell(&self) -> Cell {
         match &self.default {
@@ -391,8 +401,9 @@ pub fn modify_columns(t: &TableDef, changes: &[ColumnChange]) -> Result<TableDef
             )));
         };
         let mut col = new.clone();
-        // The column keeps its name as the table spells it.
+        // The column keeps its name as the table spells it, and its id.
         col.name = columns[at].name.clone();
+        col.column_id = columns[at].column_id.clone();
         // Where the column goes, as an index into the schema before the move: -1 for FIRST.
         let after: Option<isize> = match position {
             None => None,
@@ -628,7 +639,8 @@ impl RenameError {
 /// column unique ids, so nothing is rewritten (`LocalMetastore.renameColumn` logs a
 /// `ColumnRenameInfo` and calls `OlapTable.renameColumn`). It checks only that the column
 /// exists and that the new name is free; key, distribution and value columns may all be
-/// renamed, and the key and distribution lists follow the new name.
+/// renamed, and the key and distribution lists follow the new name. The column keeps its id
+/// (the name it was created under), which a later ADD COLUMN may not reuse.
 pub fn rename_column(t: &TableDef, from: &str, to: &str) -> Result<TableDef, RenameError> {
     let Some((at, old)) = t.column(from) else {
         return Err(RenameError::UnknownColumn {
@@ -641,7 +653,11 @@ pub fn rename_column(t: &TableDef, from: &str, to: &str) -> Result<TableDef, Ren
     }
     let old_name = old.name.clone();
     let mut def = t.clone();
-    def.columns[at].name = to.to_owned();
+    let renamed = &mut def.columns[at];
+    if renamed.column_id.is_none() {
+        renamed.column_id = Some(old_name.clone());
+    }
+    renamed.name = to.to_owned();
     for list in [&mut def.key_columns, &mut def.distribution] {
         for n in list.iter_mut() {
             if n.eq_ignore_ascii_case(&old_name) {
@@ -664,6 +680,7 @@ mod tests {
             default: None,
             comment: String::new(),
             is_key: false,
+            column_id: None,
         }
     }
 
@@ -908,6 +925,11 @@ mod tests {
         assert_eq!(taken.code(), 1060);
         let same = rename_column(&t, "v", "v").unwrap_err();
         assert_eq!(same, RenameError::Duplicate("v".into()));
+        assert_eq!(v.columns[1].id(), "v", "the id stays the created name");
+        let back = rename_column(&v, "label", "tag").unwrap();
+        assert_eq!(back.columns[1].column_id.as_deref(), Some("v"));
+        let modified = modify(&back, col("tag", SrType::Varchar(16), true)).unwrap();
+        assert_eq!(modified.columns[1].id(), "v", "MODIFY keeps it");
     }
 
     #[test]

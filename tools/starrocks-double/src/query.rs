@@ -496,6 +496,23 @@ pub fn execute(
                         ),
                     ));
                 }
+                // A renamed column keeps the name it was created under as its id, and a new
+                // column may not take it (SchemaChangeHandler.addColumnInternal; docs
+                // ALTER_TABLE: "After renaming a column from A to B, adding a new column
+                // named A is not supported").
+                if let Some(holder) = t
+                    .columns
+                    .iter()
+                    .find(|o| o.column_id.is_some() && o.id().eq_ignore_ascii_case(&c.name))
+                {
+                    return Err(SqlError::new(
+                        code::PARSE,
+                        format!(
+                            "Can not add column which already exists in column id: {}, you can remove {} and try again.",
+                            c.name, holder.name
+                        ),
+                    ));
+                }
                 if c.is_key {
                     return Err(SqlError::analysis(format!(
                         "Can not add key column {} to a {} table",

@@ -1009,6 +1009,7 @@ fn parse_column(p: &mut Parser<'_>) -> Result<ColumnDef, SqlError> {
         default: None,
         comment: String::new(),
         is_key: false,
+        column_id: None,
     };
     loop {
         if p.eat_kw("NOT") {

@@ -670,6 +670,12 @@ async fn rename_column_is_synchronous_and_rows_keep_their_values() {
         d.rows("SHOW ALTER TABLE COLUMN FROM d").await.is_empty(),
         "a rename is not a schema-change job"
     );
+    // The renamed column keeps its old name as its id: a new column may not take it.
+    let reuse = error_of(&d, "ALTER TABLE d.m ADD COLUMN v VARCHAR(4) NULL").await;
+    assert!(
+        reuse.contains("Can not add column which already exists in column id: v"),
+        "{reuse}"
+    );
     let info = d
         .rows(
             "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.columns \
