@@ -491,8 +491,18 @@ impl Ddl {
         loop {
             match self.exec(&action, sql).await {
                 Ok(()) => break,
-                Err(DdlError::Query { message, .. }) if is_busy(&message) && attempts < 120 => {
-                    // Another schema change on this table is still running.
+                Err(DdlError::Query {
+                    action, message, ..
+                }) if is_busy(&message) => {
+                    // Another schema change on this table is still running: wait a minute
+                    // for it, then let the caller retry later.
+                    if attempts >= 120 {
+                        return Err(DdlError::Query {
+                            action,
+                            message,
+                            transient: true,
+                        });
+                    }
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

@@ -175,6 +175,14 @@ fn rename_column_is_at_once_and_waits_out_a_running_job() {
         d.query("SELECT key_id, label FROM app.t"),
         vec![vec![Some("1".into()), Some("seven".into())]]
     );
+    // StarRocks keeps a renamed column's old name as its id: a new column may not take it.
+    let reuse = rt
+        .block_on(ddl.add_columns("t", &[("s".into(), "VARCHAR(10)".into())]))
+        .unwrap_err();
+    assert!(
+        matches!(&reuse, DdlError::Refused { message, .. } if message.contains("already exists in column id: s")),
+        "{reuse:?}"
+    );
     // Already renamed: nothing to do.
     assert_eq!(
         rt.block_on(ddl.rename_column("t", "s", "label")).unwrap(),
