@@ -621,6 +621,10 @@ impl Store {
 
     /// Applies a load's rows in order, atomically, and moves its label to `final_state` in
     /// the same transaction: either all of it is visible or none of it.
+    ///
+    /// `table` is the schema the load was planned against. If a schema change finished since
+    /// (a column dropped or renamed), the rows are written into the table as it now is:
+    /// StarRocks writes by column unique id, so such a load still succeeds ([`project`]).
     pub fn apply(
         &mut self,
         table: &TableDef,
@@ -628,8 +632,16 @@ impl Store {
         rows: &[RowOp],
         label: Option<(&str, TxnState)>,
     ) -> Result<(), StoreError> {
+        let now = self.catalog.table(&table.db, &table.name).cloned();
+        let projected = now
+            .as_deref()
+            .filter(|now| !same_columns(table, now))
+            .map(|now| (now, project(table, now, mode, rows)));
         let tx = self.conn.transaction()?;
-        apply_rows(&tx, table, mode, rows)?;
+        match &projected {
+            Some((now, (mode, rows))) => apply_rows(&tx, now, mode, rows)?,
+            None => apply_rows(&tx, table, mode, rows)?,
+        }
         if let Some((label, state)) = label {
             if let Some(rec) = self.labels.get_mut(&table.db, label) {
                 rec.state = state;
@@ -1115,6 +1127,60 @@ fn create_table_sql(def: &TableDef) -> String {
         sql.push(')');
     }
     sql
+}
+
+/// Whether two schemas of a table have the same columns, by id and name, in the same order.
+fn same_columns(a: &TableDef, b: &TableDef) -> bool {
+    a.columns.len() == b.columns.len()
+        && a.columns
+            .iter()
+            .zip(&b.columns)
+            .all(|(x, y)| x.name == y.name && x.id() == y.id())
+}
+
+/// A load planned against `planned` rewritten for the table as it is `now`: columns are
+/// matched by id (the name they were created under), so a renamed column's values go under
+/// its new name, a dropped column's are discarded, and a column added since gets its
+/// default (or keeps the stored value, in a partial update, which does not list it).
+fn project(
+    planned: &TableDef,
+    now: &TableDef,
+    mode: &ApplyMode,
+    rows: &[RowOp],
+) -> (ApplyMode, Vec<RowOp>) {
+    let source: Vec<Option<usize>> = now
+        .columns
+        .iter()
+        .map(|c| {
+            planned
+                .columns
+                .iter()
+                .position(|p| p.id().eq_ignore_ascii_case(c.id()))
+        })
+        .collect();
+    let moved = |old: usize| source.iter().position(|s| *s == Some(old));
+    let mode = ApplyMode {
+        partial: mode
+            .partial
+            .as_ref()
+            .map(|cols| cols.iter().filter_map(|&i| moved(i)).collect()),
+        merge: mode.merge.and_then(moved),
+    };
+    let rows = rows
+        .iter()
+        .map(|r| RowOp {
+            op: r.op,
+            values: source
+                .iter()
+                .zip(&now.columns)
+                .map(|(s, c)| match s {
+                    Some(i) => r.values[*i].clone(),
+                    None => c.fill_cell(),
+                })
+                .collect(),
+        })
+        .collect();
+    (mode, rows)
 }
 
 fn apply_rows(
