@@ -32,6 +32,7 @@ use crate::config::{quote_ident, Config, SinkConfig, StarRocksConfig};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::ndjson::NdjsonSink;
 use crate::pipeline::batcher::{self, Batcher};
+use crate::pipeline::change::{CatalogColumn, TableCatalog};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
 use crate::postgres::heartbeat;
 use crate::postgres::reader::{Progress, ReaderError, ReaderExit, SchemaLogQueue, WalReader};
@@ -45,6 +46,7 @@ use crate::postgres::snapshot::{self, SnapshotError};
 use crate::postgres::tls::{connect_sql_bounded, ConnectError};
 use crate::postgres::toast_backfill::{CopyingTables, ToastBackfill};
 use crate::starrocks::sink::StarRocksSink;
+use crate::starrocks::types::builtin_array_elem;
 use crate::Lsn;
 
 /// Why the job stopped.
@@ -275,8 +277,9 @@ async fn run_once(
     );
     let client = connect_sql_bounded(&config.database, config.statement_timeout).await?;
     let source = setup::prepare_source(&client, config).await?;
+    let resume = Resume::load(config).await?;
     match sink {
-        SinkChoice::Ready(sink) => stream(config, sink, job, client, source).await,
+        SinkChoice::Ready(sink) => stream(config, sink, job, client, source, resume).await,
         SinkChoice::StarRocks(sr) => {
             job.set_state(
                 Stage::Setup,
@@ -287,7 +290,7 @@ async fn run_once(
             let sink = StarRocksSink::connect(
                 sr.clone(),
                 &config.slot_name,
-                &source.tables,
+                &resume.tables_at_checkpoint(&source.tables),
                 job.metrics().clone(),
             )
             .await?;
@@ -295,8 +298,86 @@ async fn run_once(
                 tables: source.tables.clone(),
                 types: source.types.clone(),
             });
-            stream(config, sink, job, client, source).await
+            stream(config, sink, job, client, source, resume).await
         }
+    }
+}
+
+/// Where the last run stopped: the checkpoint store, the checkpoint, and the schema each table
+/// had there.
+struct Resume {
+    store: CheckpointStore,
+    checkpoint: Option<Lsn>,
+    stored_schemas: Vec<StoredSchema>,
+}
+
+impl Resume {
+    async fn load(config: &Config) -> Result<Resume, DaemonError> {
+        let store = CheckpointStore::open(
+            connect_sql_bounded(&config.database, config.statement_timeout).await?,
+            "public",
+            &config.slot_name,
+        )
+        .await?
+        .with_save_timeout(config.wal_receiver_timeout);
+        let checkpoint = store.load().await?;
+        store.open_schema_log().await?;
+        // The schema each table had at the checkpoint: the first Relation message of this
+        // session is compared with it, so drift made while dbmazz was stopped is seen as a
+        // change at the point of the stream where it was made.
+        let stored_schemas = match checkpoint {
+            Some(c) => store.load_schemas(Some(c)).await?,
+            None => Vec::new(),
+        };
+        Ok(Resume {
+            store,
+            checkpoint,
+            stored_schemas,
+        })
+    }
+
+    /// The tables as the sink last had them: a table whose definition changed while dbmazz
+    /// was stopped keeps its columns at the checkpoint, so the sink prepares for the rows the
+    /// stream replays first, and the change is applied where the stream reaches it.
+    fn tables_at_checkpoint(&self, tables: &[TableCatalog]) -> Vec<TableCatalog> {
+        tables
+            .iter()
+            .map(|t| {
+                let Some(s) = self
+                    .stored_schemas
+                    .iter()
+                    .find(|s| s.table == t.name && s.rel_oid == t.oid.0)
+                else {
+                    return t.clone();
+                };
+                let columns = s
+                    .columns
+                    .iter()
+                    .map(|(name, type_oid, type_modifier)| {
+                        t.columns
+                            .iter()
+                            .find(|c| {
+                                &c.name == name
+                                    && c.type_oid == *type_oid
+                                    && c.type_modifier == *type_modifier
+                            })
+                            .cloned()
+                            .unwrap_or_else(|| CatalogColumn {
+                                name: name.clone(),
+                                type_oid: *type_oid,
+                                type_modifier: *type_modifier,
+                                elem_oid: builtin_array_elem(*type_oid),
+                                not_null: false,
+                                array_dims: 0,
+                            })
+                    })
+                    .collect();
+                TableCatalog {
+                    columns,
+                    ..t.clone()
+                }
+            })
+            .collect()
     }
 }
 
@@ -307,22 +388,13 @@ async fn stream<S: Sink>(
     job: &JobHandle,
     client: tokio_postgres::Client,
     source: setup::SourceInfo,
+    resume: Resume,
 ) -> Result<(), DaemonError> {
-    let store = CheckpointStore::open(
-        connect_sql_bounded(&config.database, config.statement_timeout).await?,
-        "public",
-        &config.slot_name,
-    )
-    .await?
-    .with_save_timeout(config.wal_receiver_timeout);
-    let checkpoint = store.load().await?;
-    store.open_schema_log().await?;
-    // The schema each table had at the checkpoint: the first Relation message of this session
-    // is compared with it, so drift made while dbmazz was stopped is seen as a change.
-    let stored_schemas = match checkpoint {
-        Some(c) => store.load_schemas(Some(c)).await?,
-        None => Vec::new(),
-    };
+    let Resume {
+        store,
+        checkpoint,
+        stored_schemas,
+    } = resume;
     let mut repl = ReplicationClient::connect(&config.database).await?;
     let slot_confirmed = match setup::check_slot(&client, &config.slot_name, checkpoint).await? {
         Some(confirmed) => confirmed,
@@ -454,6 +526,22 @@ async fn stream<S: Sink>(
         .into_iter()
         .filter(|s| cache.seed_stored(s))
         .collect();
+    for stored in &recorded {
+        if let Some(t) = source.tables.iter().find(|t| t.name == stored.table) {
+            let now = StoredSchema::from_catalog(stored.lsn, t);
+            if now.columns != stored.columns || now.source_name != stored.source_name {
+                // Applied at the exact point: pgoutput describes the table again before its
+                // first change after the ALTER, and that description is compared with this one.
+                tracing::info!(
+                    table = %t.name,
+                    at_checkpoint = ?stored.columns.iter().map(|c| &c.0).collect::<Vec<_>>(),
+                    now = ?now.columns.iter().map(|c| &c.0).collect::<Vec<_>>(),
+                    "the table's definition changed while dbmazz was stopped; the change is \
+                     applied where the stream reaches it, under the SCHEMA_* policies"
+                );
+            }
+        }
+    }
     if checkpoint.is_none() {
         // A new job streams from a slot created now: the catalog is the schema at its start.
         if let Ok(mut q) = schema_log.lock() {

@@ -217,7 +217,8 @@ pub struct SchemaChange {
     pub old: Arc<TableSchema>,
     /// The schema from now on.
     pub new: Arc<TableSchema>,
-    /// Position of the first change that uses the new schema.
+    /// Commit LSN of the transaction whose changes first use the new schema (PostgreSQL gives
+    /// Relation messages no position of their own).
     pub lsn: Lsn,
 }
 

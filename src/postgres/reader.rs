@@ -289,6 +289,9 @@ impl WalReader {
                 .await
             }
             Message::Relation(rel) => {
+                // PostgreSQL sends Relation messages with no WAL position (0/0); the commit LSN
+                // of the transaction they belong to places the new definition in the stream.
+                let lsn = self.txn.as_ref().map_or(lsn, |t| t.pos.commit_lsn);
                 let (update, renamed) = match self.cache.apply_at(&rel, lsn) {
                     Ok(r) => r,
                     Err(source) => {

@@ -5,8 +5,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::control::{listening, scrape};
 use crate::starrocks::{create_both, sink_rows, source_rows};
 use crate::support::dbmazz::{wait_until, Job};
+use crate::support::grpcurl::Client;
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
 
@@ -178,4 +180,299 @@ fn a_table_renamed_and_moved_under_load_loses_nothing_in_starrocks() {
     );
     p.terminate();
     assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
+
+/// StarRocks' columns of `app.<table>`: name → lower-case COLUMN_TYPE.
+fn sr_columns(d: &Double, table: &str) -> std::collections::BTreeMap<String, String> {
+    d.query(&format!(
+        "SELECT column_name, column_type FROM information_schema.columns \
+         WHERE table_schema = 'app' AND table_name = '{table}'"
+    ))
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default().to_lowercase(),
+        )
+    })
+    .collect()
+}
+
+const EVOLVING_PG: &str =
+    "CREATE TABLE t (id int PRIMARY KEY, a int, b varchar(10), c text, d text)";
+const EVOLVING_SR: &str =
+    "CREATE TABLE app.t (id INT NOT NULL, a INT, b VARCHAR(40), c STRING, d STRING) \
+                           PRIMARY KEY(id) DISTRIBUTED BY HASH(id)";
+/// A widening of `a` and `b`, a rename of `c`, a drop of `d` and an added `e`.
+const EVOLUTION: [&str; 5] = [
+    "ALTER TABLE t ALTER COLUMN a TYPE bigint",
+    "ALTER TABLE t ALTER COLUMN b TYPE varchar(50)",
+    "ALTER TABLE t RENAME COLUMN c TO c2",
+    "ALTER TABLE t DROP COLUMN d",
+    "ALTER TABLE t ADD COLUMN e int",
+];
+
+/// Small transactions on `t(id, a)` until `stop`: new keys and updates of earlier ones.
+fn load_ids(pg: &PgCluster, stop: &AtomicBool) -> usize {
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        pg.psql(
+            "app",
+            &format!(
+                "INSERT INTO t (id, a, b) SELECT g, g, 'b' || g FROM generate_series({}, {}) g; \
+                 UPDATE t SET a = a + 1000 WHERE id % 5 = {}",
+                i * 10 + 1,
+                i * 10 + 10,
+                i % 5
+            ),
+        );
+        i += 1;
+    }
+    i
+}
+
+fn check_evolved(pg: &PgCluster, d: &Double, drop_policy_kept: bool, log: &dyn Fn() -> String) {
+    // Rows that use every new column.
+    pg.psql(
+        "app",
+        "INSERT INTO t (id, a, b, c2, e) VALUES (1000000, 9000000000, repeat('x', 50), 'renamed', 7); \
+         UPDATE t SET c2 = 'c' || id, e = id WHERE id % 3 = 0",
+    );
+    let cols = "a, b, c2, e";
+    let mut last = Default::default();
+    let converged = (0..600).any(|_| {
+        let (src, dst) = (
+            source_rows(pg, "t", "id", cols),
+            sink_rows(d, "t", "id", cols),
+        );
+        let same = src == dst;
+        if !same {
+            last = (
+                src.len(),
+                dst.len(),
+                src.into_iter().zip(dst).find(|(a, b)| a != b),
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        same
+    });
+    assert!(converged, "source and sink differ: {last:?}\n{}", log());
+    let sr = sr_columns(d, "t");
+    assert!(sr["a"].starts_with("bigint"), "a widened: {sr:?}");
+    assert_eq!(
+        sr["b"], "varchar(200)",
+        "b widened (4 bytes per character): {sr:?}"
+    );
+    assert!(
+        sr.contains_key("c2") && !sr.contains_key("c"),
+        "c renamed: {sr:?}"
+    );
+    assert_eq!(
+        sr.contains_key("d"),
+        drop_policy_kept,
+        "d kept or dropped: {sr:?}"
+    );
+    assert!(sr.contains_key("e"), "e added: {sr:?}");
+}
+
+#[test]
+fn column_changes_under_load_are_propagated_to_starrocks() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, g, 'b', 'c', 'd' FROM generate_series(-99, 0) g",
+    );
+    let job = d
+        .job(&url, "t")
+        .env("GRPC_PORT", "0")
+        .env("METRICS_PORT", "0");
+    let mut p = job.spawn_streaming();
+    let grpc = Client::new(listening(&mut p, "grpc").port());
+    let metrics = listening(&mut p, "metrics");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let loader = s.spawn(|| load_ids(&pg, &stop));
+        for alter in EVOLUTION {
+            std::thread::sleep(Duration::from_millis(700));
+            pg.psql("app", alter);
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        stop.store(true, Ordering::Relaxed);
+        assert!(loader.join().unwrap() > 5);
+    });
+    check_evolved(&pg, &d, true, &|| p.log());
+    // Every decision is counted and shown.
+    let (_, samples) = scrape(metrics);
+    for (kind, n) in [
+        ("widen_type", 2.0),
+        ("rename_column", 1.0),
+        ("drop_column", 1.0),
+        ("add_column", 1.0),
+    ] {
+        let name = format!("dbmazz_schema_changes_total{{kind=\"{kind}\"}}");
+        assert_eq!(samples.get(&name), Some(&n), "{name}: {samples:?}");
+    }
+    let status = grpc.ok("dbmazz.CdcStatusService/GetStatus", "{}");
+    let last = &status["schemaChanges"][0];
+    assert_eq!(last["table"], "public.t", "{status}");
+    assert_eq!(last["kind"], "add_column", "the last change of t: {status}");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ADD COLUMN `e` INT"),
+        "{status}"
+    );
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+    let log = p.log();
+    for needle in [
+        "MODIFY COLUMN `a` BIGINT",
+        "RENAME COLUMN `c` TO `c2`",
+        "ADD COLUMN `e` INT",
+        "kept in StarRocks",
+    ] {
+        assert!(log.contains(needle), "the log names {needle:?}: {log}");
+    }
+}
+
+#[test]
+fn column_changes_made_while_stopped_are_applied_at_restart() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let job = d.job(&url, "t").env("SCHEMA_DROP_COLUMN", "drop");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO t SELECT g, g, 'b', 'c', 'd' FROM generate_series(1, 100) g",
+    );
+    wait_until(MINUTE, "the first rows", || {
+        sink_rows(&d, "t", "id", "a").len() == 100
+    });
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+    // While stopped: rows with the old shape, the changes, rows with the new shape.
+    pg.psql("app", "UPDATE t SET d = 'before' WHERE id <= 10");
+    for alter in EVOLUTION {
+        pg.psql("app", alter);
+    }
+    pg.psql("app", "INSERT INTO t (id, a, b, c2, e) SELECT g, g, 'new', 'new', g FROM generate_series(101, 150) g");
+    let mut p = job.spawn_streaming();
+    check_evolved(&pg, &d, false, &|| p.log());
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+    let log = p.log();
+    assert!(
+        log.contains("changed while dbmazz was stopped"),
+        "the drift is reported at start: {log}"
+    );
+}
+
+/// Starts a StarRocks job on `t`, applies `alter` and a row that needs it, and expects a stop
+/// whose message holds each of `needles`; returns the job for a restart.
+fn expect_stop(
+    pg: &PgCluster,
+    d: &Double,
+    job: &crate::support::dbmazz::Job,
+    alter: &str,
+    needles: &[&str],
+) {
+    let mut p = job.spawn_streaming();
+    pg.psql("app", "INSERT INTO t (id, a) VALUES (1, 1)");
+    wait_until(MINUTE, "the first row", || {
+        sink_rows(d, "t", "id", "a").len() == 1
+    });
+    pg.psql("app", alter);
+    pg.psql("app", "INSERT INTO t (id, a) VALUES (2, 2)");
+    let status = p.wait(MINUTE);
+    let log = p.log();
+    assert!(!status.success(), "the job stops: {log}");
+    for n in needles {
+        assert!(log.contains(n), "the stop names {n:?}: {log}");
+    }
+    assert_eq!(
+        sink_rows(d, "t", "id", "a").len(),
+        1,
+        "no row after the change was written"
+    );
+}
+
+#[test]
+fn stop_policies_stop_before_any_row_of_the_new_shape_and_name_the_statement() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    // A narrowing under the default SCHEMA_TYPE_CHANGE=stop, then recreate_column.
+    let job = d.job(&url, "t");
+    expect_stop(
+        &pg,
+        &d,
+        &job,
+        "ALTER TABLE t ALTER COLUMN b TYPE varchar(5)",
+        &[
+            "SCHEMA_TYPE_CHANGE=stop",
+            "MODIFY COLUMN `b` VARCHAR(20)",
+            "DROP COLUMN `b`",
+        ],
+    );
+    let job = job.env("SCHEMA_TYPE_CHANGE", "recreate_column");
+    let mut p = job.spawn_streaming();
+    wait_until(MINUTE, "the second row", || {
+        sink_rows(&d, "t", "id", "a").len() == 2
+    });
+    assert_eq!(sr_columns(&d, "t")["b"], "varchar(20)");
+    pg.psql("app", "DELETE FROM t");
+    wait_until(MINUTE, "the deletes", || {
+        sink_rows(&d, "t", "id", "a").is_empty()
+    });
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+
+    // A drop under SCHEMA_DROP_COLUMN=stop.
+    let job = job.env("SCHEMA_DROP_COLUMN", "stop");
+    expect_stop(
+        &pg,
+        &d,
+        &job,
+        "ALTER TABLE t DROP COLUMN d",
+        &["SCHEMA_DROP_COLUMN=stop", "DROP COLUMN `d`"],
+    );
+}
+
+#[test]
+fn a_rename_on_a_starrocks_without_rename_column_stops_with_the_statement() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start_with("app", &["--sr-version", "3.3.1"]);
+    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let job = d.job(&url, "t");
+    expect_stop(
+        &pg,
+        &d,
+        &job,
+        "ALTER TABLE t RENAME COLUMN c TO c2",
+        &["no RENAME COLUMN", "RENAME COLUMN `c` TO `c2`"],
+    );
+}
+
+#[test]
+fn a_primary_key_change_stops_with_instructions() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let job = d.job(&url, "t");
+    expect_stop(
+        &pg,
+        &d,
+        &job,
+        "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (id, a)",
+        &["primary key of table public.t changed", "(id) to (id, a)"],
+    );
 }
