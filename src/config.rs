@@ -15,7 +15,9 @@ use std::time::Duration;
 pub(crate) use crate::env::parse_num;
 pub use crate::env::ConfigError;
 use crate::env::{parse_choice, parse_ip, Vars};
-pub use crate::ident::{parse_tables, quote_ident, quote_literal, TableName};
+pub use crate::ident::{
+    parse_table_selection, parse_tables, quote_ident, quote_literal, TableName, TablePattern,
+};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::secret::Secret;
 pub use crate::starrocks::config::{
@@ -107,8 +109,13 @@ pub struct Config {
     pub slot_name: String,
     /// `PUBLICATION_NAME`.
     pub publication_name: String,
-    /// `TABLES`.
+    /// `TABLES`: the tables it names.
     pub tables: Vec<TableName>,
+    /// `TABLES`: its patterns (`public.*`); the tables they match are found at start and, every
+    /// `TABLES_DISCOVERY_INTERVAL_MS`, while streaming.
+    pub table_patterns: Vec<TablePattern>,
+    /// `TABLES_DISCOVERY_INTERVAL_MS`.
+    pub discovery_interval: Duration,
     /// `FLUSH_SIZE`, `FLUSH_MAX_BYTES`, `FLUSH_INTERVAL_MS`.
     pub flush: FlushPolicy,
     /// `REPLICA_IDENTITY`.
@@ -232,6 +239,9 @@ impl WalGuardConfig {
     }
 }
 
+/// Default `TABLES_DISCOVERY_INTERVAL_MS`.
+pub const DEFAULT_TABLES_DISCOVERY_INTERVAL_MS: u64 = 10_000;
+
 /// Default `FLUSH_SIZE`, as in the original dbmazz.
 pub const DEFAULT_FLUSH_SIZE: usize = 1500;
 /// Default `FLUSH_INTERVAL_MS`, as in the original dbmazz.
@@ -266,7 +276,14 @@ impl Config {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let vars = Vars::from(vars);
         let get = |name: &str| vars.get(name);
-        let (database, slot_name, publication_name, tables) = source(&vars)?;
+        let (database, slot_name, publication_name, tables, table_patterns) = source(&vars)?;
+        let discovery_ms = parse_num(
+            get("TABLES_DISCOVERY_INTERVAL_MS"),
+            "TABLES_DISCOVERY_INTERVAL_MS",
+            DEFAULT_TABLES_DISCOVERY_INTERVAL_MS,
+            100,
+            86_400_000,
+        )?;
         let status_ms = parse_num(
             get("STATUS_INTERVAL_MS"),
             "STATUS_INTERVAL_MS",
@@ -337,6 +354,8 @@ impl Config {
             slot_name,
             publication_name,
             tables,
+            table_patterns,
+            discovery_interval: Duration::from_millis(discovery_ms),
             flush: FlushPolicy::from_vars(&vars)?,
             replica_identity,
             table_rename,
@@ -357,7 +376,19 @@ impl Config {
 }
 
 /// `DATABASE_URL`, `SLOT_NAME`, `PUBLICATION_NAME` and `TABLES`.
-fn source(vars: &Vars) -> Result<(PgConnInfo, String, String, Vec<TableName>), ConfigError> {
+#[allow(clippy::type_complexity)]
+fn source(
+    vars: &Vars,
+) -> Result<
+    (
+        PgConnInfo,
+        String,
+        String,
+        Vec<TableName>,
+        Vec<TablePattern>,
+    ),
+    ConfigError,
+> {
     let get = |name: &str| vars.get(name);
     let url = get("DATABASE_URL").ok_or_else(|| {
         ConfigError::new(
@@ -392,10 +423,9 @@ fn source(vars: &Vars) -> Result<(PgConnInfo, String, String, Vec<TableName>), C
             "is not set; expected a comma-separated list such as orders,public.order_items",
         )
     })?;
-    let tables =
-        parse_tables(&tables_raw).map_err(|e| ConfigError::new("TABLES", e.to_string()))?;
-
-    Ok((database, slot_name, publication_name, tables))
+    let (tables, patterns) = parse_table_selection(&tables_raw)
+        .map_err(|e| ConfigError::new("TABLES", e.to_string()))?;
+    Ok((database, slot_name, publication_name, tables, patterns))
 }
 
 /// `WAL_RECEIVER_TIMEOUT_MS`: 0 disables the timeout; otherwise at least 100 ms, because the

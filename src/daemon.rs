@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, StoredSchema};
-use crate::config::{quote_ident, Config, SinkConfig, StarRocksConfig};
+use crate::config::{quote_ident, Config, SinkConfig, StarRocksConfig, TableName};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::ndjson::NdjsonSink;
 use crate::pipeline::batcher::{self, Batcher};
@@ -277,6 +277,7 @@ async fn run_once(
     );
     let client = connect_sql_bounded(&config.database, config.statement_timeout).await?;
     let source = setup::prepare_source(&client, config).await?;
+    job.set_tables(source.tables.iter().map(|t| t.name.clone()).collect());
     let resume = Resume::load(config).await?;
     match sink {
         SinkChoice::Ready(sink) => stream(config, sink, job, client, source, resume).await,
@@ -487,7 +488,18 @@ async fn stream<S: Sink>(
         )))
         .run(),
     );
-    let (stop_rx, stop_watcher) = stop_on_pause_or_drain(job);
+    // A table created later that matches a TABLES pattern: the run ends (everything received
+    // is flushed and confirmed) and the next one sets it up and snapshots it, as for a table
+    // added to TABLES across a restart.
+    let (restart_tx, restart_rx) = watch::channel(false);
+    let _discovery = (!config.table_patterns.is_empty()).then(|| {
+        AbortOnDrop(tokio::spawn(discover_tables(
+            config.clone(),
+            source.tables.iter().map(|t| t.name.clone()).collect(),
+            restart_tx,
+        )))
+    });
+    let (stop_rx, stop_watcher) = stop_on_pause_or_drain(job, restart_rx);
     // Ends with this run (a pause writes no heartbeats: nothing would read them).
     let _heartbeat = heartbeat_interval.map(|interval| {
         AbortOnDrop(tokio::spawn(heartbeat::run(
@@ -569,17 +581,60 @@ async fn stream<S: Sink>(
 
 /// A watch that turns true when a pause or a drain is requested (the reader and the copy stop
 /// on it), and the task that sets it.
-fn stop_on_pause_or_drain(job: &JobHandle) -> (watch::Receiver<bool>, JoinHandle<()>) {
+fn stop_on_pause_or_drain(
+    job: &JobHandle,
+    mut restart: watch::Receiver<bool>,
+) -> (watch::Receiver<bool>, JoinHandle<()>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (mut paused, mut drain_rx) = (job.paused(), job.drain());
     let watcher = tokio::spawn(async move {
         tokio::select! {
             _ = paused.wait_for(|p| *p) => {}
             _ = drain_rx.wait_for(|d| *d) => {}
+            Ok(_) = restart.wait_for(|r| *r) => {}
         }
         let _ = stop_tx.send(true);
     });
     (stop_rx, watcher)
+}
+
+/// Every `TABLES_DISCOVERY_INTERVAL_MS`, looks for tables that match a `TABLES` pattern and are
+/// not streamed yet; on the first found, asks the run to end so that the next one adds them.
+/// A failed look is logged and tried again at the next interval: it must not stop the stream.
+async fn discover_tables(config: Config, known: Vec<TableName>, restart: watch::Sender<bool>) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    loop {
+        tokio::time::sleep(config.discovery_interval).await;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = connect_sql_bounded(&config.database, config.statement_timeout)
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "looking for new tables: cannot connect"))
+                .ok();
+        }
+        let Some(c) = &client else { continue };
+        let found = match setup::matching_tables(c, &config.table_patterns).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for new tables failed; trying again later");
+                client = None;
+                continue;
+            }
+        };
+        let new: Vec<String> = found
+            .iter()
+            .filter(|t| !known.contains(t))
+            .map(ToString::to_string)
+            .collect();
+        if !new.is_empty() {
+            tracing::info!(
+                tables = ?new,
+                "new tables match TABLES; the stream restarts from its checkpoint to add and \
+                 snapshot them (the other tables resume where they were)"
+            );
+            let _ = restart.send(true);
+            return;
+        }
+    }
 }
 
 /// The tasks of one streaming run besides the reader: whichever ends first with an error

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::{quote_ident, Config, ReplicaIdentityPolicy, TableName, TableRenamePolicy};
+use crate::config::{
+    quote_ident, Config, ReplicaIdentityPolicy, TableName, TablePattern, TableRenamePolicy,
+};
 use crate::pipeline::change::RelId;
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
 use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
@@ -47,6 +49,15 @@ pub enum SetupError {
     TableNotFound {
         /// Table.
         table: TableName,
+    },
+    /// `TABLES` has only patterns, and they match no table.
+    #[error(
+        "TABLES' patterns ({patterns}) match no table: create one, or fix TABLES (patterns \
+         match ordinary tables by schema and name; `*` matches any run of characters)"
+    )]
+    NoTableMatches {
+        /// The patterns.
+        patterns: String,
     },
     /// A table was renamed while dbmazz was stopped, and `SCHEMA_TABLE_RENAME=stop`.
     #[error(
@@ -217,7 +228,23 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
 
     let mut tables = Vec::new();
     let mut oids: Vec<u32> = Vec::new();
-    for table in &config.tables {
+    let mut wanted = config.tables.clone();
+    for t in matching_tables(client, &config.table_patterns).await? {
+        if !wanted.contains(&t) {
+            wanted.push(t);
+        }
+    }
+    if wanted.is_empty() {
+        return Err(SetupError::NoTableMatches {
+            patterns: config
+                .table_patterns
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    for table in &wanted {
         let source_name = match check_table(client, table, config.replica_identity).await {
             Err(SetupError::TableNotFound { .. }) => {
                 renamed_while_stopped(client, config, table).await?
@@ -248,6 +275,35 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
         wal_sender_timeout,
         server_version_num,
     })
+}
+
+/// The ordinary tables (not partitions, not dbmazz's own `dbmazz_*` tables, not in system
+/// schemas) that match any of `patterns`, by schema and name.
+pub async fn matching_tables(
+    client: &Client,
+    patterns: &[TablePattern],
+) -> Result<Vec<TableName>, SetupError> {
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind = 'r' AND NOT c.relispartition \
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+                AND c.relname NOT LIKE 'dbmazz\\_%' \
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(sql("listing the tables TABLES' patterns may match"))?;
+    Ok(rows
+        .iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|t| patterns.iter().any(|p| p.matches(t)))
+        .collect())
 }
 
 /// A table of `TABLES` that is not found by its name: if this slot streamed it before (its

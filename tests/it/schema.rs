@@ -476,3 +476,107 @@ fn a_primary_key_change_stops_with_instructions() {
         &["primary key of table public.t changed", "(id) to (id, a)"],
     );
 }
+
+/// A `psql` session kept open on stdin, for a transaction that spans other actions.
+struct Session(std::process::Child);
+
+impl Session {
+    fn open(pg: &PgCluster) -> Session {
+        Session(
+            std::process::Command::new(crate::support::pg::pg_bin().join("psql"))
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "app",
+                ])
+                .arg("-p")
+                .arg(pg.port.to_string())
+                .env("PGSSLMODE", "disable")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn send(&mut self, sql: &str) {
+        use std::io::Write;
+        let stdin = self.0.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn close(mut self) {
+        drop(self.0.stdin.take());
+        assert!(self.0.wait().unwrap().success(), "the session's SQL failed");
+    }
+}
+
+#[test]
+fn a_pattern_picks_up_a_table_created_while_streaming_with_a_transaction_open_on_it() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    pg.psql(
+        "app",
+        "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE other (id int PRIMARY KEY)",
+    );
+    let job = d
+        .job(&url, "public.a*, public.b*")
+        .env("CREATE_TABLES", "true")
+        .env("TABLES_DISCOVERY_INTERVAL_MS", "300");
+    let mut p = job.spawn_streaming();
+    pg.psql(
+        "app",
+        "INSERT INTO a VALUES (1, 'one'); INSERT INTO other VALUES (1)",
+    );
+    wait_until(MINUTE, "a's first row", || {
+        sink_rows(&d, "a", "id", "v").len() == 1
+    });
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Table a keeps changing through the addition.
+        let loader = s.spawn(|| {
+            let mut i = 2;
+            while !stop.load(Ordering::Relaxed) {
+                pg.psql("app", &format!("INSERT INTO a VALUES ({i}, 'v{i}'); UPDATE a SET v = v || '+' WHERE id = {}", i / 2));
+                i += 1;
+            }
+        });
+        pg.psql(
+            "app",
+            "CREATE TABLE b (id int PRIMARY KEY, v text); INSERT INTO b VALUES (1, 'before')",
+        );
+        let mut session = Session::open(&pg);
+        session.send("BEGIN; INSERT INTO b VALUES (2, 'open during the addition');");
+        // The job notices b, restarts, and waits for this transaction to take b's snapshot.
+        std::thread::sleep(Duration::from_secs(3));
+        session.send("COMMIT;");
+        session.close();
+        pg.psql(
+            "app",
+            "INSERT INTO b VALUES (3, 'after'); UPDATE b SET v = 'updated' WHERE id = 1",
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        loader.join().unwrap();
+    });
+    crate::starrocks::wait_converged(&pg, &d, "a", "id", "v");
+    crate::starrocks::wait_converged(&pg, &d, "b", "id", "v");
+    assert_eq!(sink_rows(&d, "b", "id", "v").len(), 3);
+    assert!(
+        d.try_query("SELECT id FROM app.other").is_err(),
+        "other matches no pattern"
+    );
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+    let log = p.log();
+    assert!(log.contains("new tables match TABLES"), "{log}");
+}
