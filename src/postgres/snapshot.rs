@@ -15,7 +15,7 @@
 //!
 //! Encoding in the workers is what makes the copy fast: it runs in parallel, and a chunk's rows
 //! need none of the per-key collapse of streamed changes (each key appears once in a chunk, every
-//! row is a full row with version C). A body is sent after everything queued before it, and its
+//! row is a full row with version C − 1, see [`copy_version`]). A body is sent after everything queued before it, and its
 //! chunk's ChunkDone marker comes after its last body, so "done only once durable" holds as for
 //! row events.
 //!
@@ -27,14 +27,16 @@
 //!
 //! **Why the result converges** (sinks apply a row only if its version, the commit LSN, is ≥ the
 //! stored one — StarRocks' `merge_condition`). Take any key and a chunk copied at snapshot Cs
-//! (C1, or a later C2 after a restart), its rows written with version Cs:
+//! (C1, or a later C2 after a restart), its rows written with version Cs − 1 (just below Cs, above
+//! every commit before it):
 //! - The exported snapshot and Cs come from the same slot creation, which waits for every
 //!   transaction running at that moment, so the copy holds exactly the commits < Cs (including
 //!   those of transactions that were open when a table was added to the publication), and the
 //!   main slot, created earlier, still delivers every commit ≥ C1.
-//! - A commit ≥ Cs is not in the copy; it is streamed with version ≥ Cs and wins over the copied
+//! - A commit ≥ Cs is not in the copy; it is streamed with version ≥ Cs > Cs − 1 and wins over the copied
 //!   row whenever it arrives (before or after it).
-//! - A commit in [C1, Cs) is already in the copy (version Cs); when it is streamed its older
+//! - A commit in [C1, Cs) is already in the copy (version Cs − 1, above any commit LSN below
+//!   Cs); when it is streamed its older
 //!   version loses, so it cannot regress the row. Commits < C1 are not streamed for the table.
 //! - A key deleted before Cs is absent from the copy; its delete is either < C1 (the sink never
 //!   had the row from this job) or streamed (soft delete, version ≥ C1).
@@ -69,6 +71,19 @@ use crate::postgres::tls::{connect_sql, ConnectError};
 use crate::postgres::toast_backfill::CopyingTables;
 use crate::value::ValueKind;
 use crate::Lsn;
+
+/// The version copied rows carry: one less than the snapshot point C.
+///
+/// The copy holds exactly the commits before C, and the stream delivers the ones at or after
+/// C. A transaction whose commit record starts exactly at C (the record right after the one
+/// that made the temporary slot consistent) is streamed with version C; had the copy carried C
+/// too, a copied row loaded after that change would tie and win (`merge_condition` and the
+/// NDJSON rule both keep the later of equal versions), bringing back the old value. WAL records
+/// start 8-byte aligned and are longer than 8 bytes, so no commit before C starts at C − 1:
+/// the copy still wins over every commit it holds.
+pub fn copy_version(snapshot_point: Lsn) -> Lsn {
+    Lsn(snapshot_point.0.saturating_sub(1))
+}
 
 /// The snapshot failed.
 #[derive(Debug, thiserror::Error)]
@@ -726,9 +741,10 @@ async fn worker(
         pin_mut!(copy);
         let mut buf = BytesMut::new();
         let mut rows: u64 = 0;
-        let mut body = output
-            .encoders
-            .encoder(task.table.clone(), lsn, output.body_bytes);
+        let mut body =
+            output
+                .encoders
+                .encoder(task.table.clone(), copy_version(lsn), output.body_bytes);
         let copy_error = |source| SnapshotError::Copy {
             table: table.clone(),
             source,
@@ -848,6 +864,21 @@ mod tests {
         assert_eq!(
             progress_text(&t, &unknown),
             "public.t 0/~0 rows, 0/1 chunks"
+        );
+    }
+
+    #[test]
+    fn copied_rows_lose_to_a_commit_at_the_snapshot_point_and_win_over_earlier_ones() {
+        let c = Lsn(0x1_0000_0040);
+        let v = copy_version(c);
+        assert!(
+            v < c,
+            "a commit starting exactly at C is newer than the copy"
+        );
+        // The latest commit record before C starts at least 8 bytes (one aligned record) earlier.
+        assert!(
+            v > Lsn(c.0 - 8),
+            "the copy is newer than every commit it holds"
         );
     }
 
