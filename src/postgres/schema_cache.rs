@@ -288,6 +288,17 @@ impl SchemaCache {
                 lsn,
             });
         }
+        // The key dbmazz streamed the table with until now (the previous description, or the
+        // version seeded from the schema log), else the catalog's at start: a key changed while
+        // dbmazz was stopped is then seen too.
+        let key_names: Vec<String> = match self.by_id.get(&rel.rel_id) {
+            Some(Some(prev)) if !prev.key.is_empty() => prev
+                .key
+                .iter()
+                .filter_map(|&i| prev.columns.get(i).map(|c| c.name.clone()))
+                .collect(),
+            _ => key_names,
+        };
         let key = if key_names.is_empty() {
             // No catalog key (should not happen: setup refuses such tables); use pgoutput's flags.
             rel.columns
@@ -299,7 +310,7 @@ impl SchemaCache {
         } else {
             if rel.replica_identity == b'd' {
                 // Under the default identity pgoutput flags the primary key's columns: a
-                // different set means the key changed since setup read it.
+                // different set means the key changed.
                 let flagged: Vec<&str> = rel
                     .columns
                     .iter()

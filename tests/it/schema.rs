@@ -580,3 +580,61 @@ fn a_pattern_picks_up_a_table_created_while_streaming_with_a_transaction_open_on
     let log = p.log();
     assert!(log.contains("new tables match TABLES"), "{log}");
 }
+
+#[test]
+fn a_narrowing_and_a_key_change_made_while_stopped_stop_at_restart() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start("app");
+    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let job = d.job(&url, "t");
+    let mut p = job.spawn_streaming();
+    pg.psql("app", "INSERT INTO t (id, a, b) VALUES (1, 1, 'x')");
+    wait_until(MINUTE, "the first row", || {
+        sink_rows(&d, "t", "id", "a").len() == 1
+    });
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+
+    // While stopped: a narrowing, and a row that needs it.
+    pg.psql(
+        "app",
+        "ALTER TABLE t ALTER COLUMN b TYPE varchar(5); INSERT INTO t (id, a, b) VALUES (2, 2, 'y')",
+    );
+    let mut p = job.spawn();
+    let status = p.wait(MINUTE);
+    let log = p.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("SCHEMA_TYPE_CHANGE=stop") && log.contains("MODIFY COLUMN `b` VARCHAR(20)"),
+        "{log}"
+    );
+    assert_eq!(sink_rows(&d, "t", "id", "a").len(), 1, "row 2 not written");
+    let job = job.env("SCHEMA_TYPE_CHANGE", "recreate_column");
+    let mut p = job.spawn_streaming();
+    wait_until(MINUTE, "row 2", || sink_rows(&d, "t", "id", "b").len() == 2);
+    // As documented: the recreated column is NULL for rows not changed since, until they are.
+    let rows = sink_rows(&d, "t", "id", "b");
+    assert_eq!(rows["1"], vec![None], "{rows:?}");
+    assert_eq!(rows["2"], vec![Some("y".to_owned())], "{rows:?}");
+    pg.psql("app", "UPDATE t SET b = b WHERE id = 1");
+    crate::starrocks::wait_converged(&pg, &d, "t", "id", "a, b");
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+
+    // While stopped: a primary-key change, and a row keyed the new way.
+    pg.psql("app", "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (id, a); INSERT INTO t (id, a, b) VALUES (2, 3, 'z')");
+    let mut p = job.spawn();
+    let status = p.wait(MINUTE);
+    let log = p.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("primary key of table public.t changed"),
+        "{log}"
+    );
+    assert_eq!(
+        sink_rows(&d, "t", "id", "a").len(),
+        2,
+        "no row keyed the new way"
+    );
+}
