@@ -4,6 +4,7 @@
 mod support;
 
 mod cdc;
+mod cli;
 mod control;
 mod decoder;
 mod demo;
