@@ -392,13 +392,7 @@ impl Ddl {
         table: &str,
         columns: &[(String, String)],
     ) -> Result<TargetTable, DdlError> {
-        if columns.is_empty() {
-            return self.existing(table).await;
-        }
-        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
-        let sql = add_columns_sql(&self.db, table, columns);
-        self.alter(table, &names, &sql, |t| names.iter().all(|n| t.has(n)))
-            .await
+        self.alter_typed(table, columns, add_columns_sql).await
     }
 
     /// Changes the types of columns (`MODIFY COLUMN c T NULL`: dbmazz's value columns are
@@ -412,11 +406,21 @@ impl Ddl {
         table: &str,
         columns: &[(String, String)],
     ) -> Result<TargetTable, DdlError> {
+        self.alter_typed(table, columns, modify_columns_sql).await
+    }
+
+    /// Runs the ALTER `sql_of` builds for typed columns and waits until the table has them all.
+    async fn alter_typed(
+        &self,
+        table: &str,
+        columns: &[(String, String)],
+        sql_of: fn(&str, &str, &[(String, String)]) -> String,
+    ) -> Result<TargetTable, DdlError> {
         if columns.is_empty() {
             return self.existing(table).await;
         }
         let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
-        let sql = modify_columns_sql(&self.db, table, columns);
+        let sql = sql_of(&self.db, table, columns);
         self.alter(table, &names, &sql, |t| names.iter().all(|n| t.has(n)))
             .await
     }
