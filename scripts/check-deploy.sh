@@ -59,7 +59,8 @@ grep -q 'service: dbmazz.HealthService' "$tmp/one.yaml" || fail "without a token
 grep -q 'GRPC_TOKEN' "$tmp/one.yaml" && fail "no token configured, yet GRPC_TOKEN* is set"
 grep -q '^kind:' "$tmp/none.yaml" && fail "no job must render nothing"
 
-# Values that must be refused, with the reason.
+# Values that must be refused, with the reason: first by values.schema.json, then by the
+# templates' own checks.
 refused() {
   local why=$1
   shift
@@ -69,13 +70,19 @@ refused() {
   grep -q "$why" "$tmp/err" || { cat "$tmp/err" >&2; fail "refused, but without saying: $why"; }
 }
 job0=(--set 'jobs[0].name=a,jobs[0].tables=t,jobs[0].databaseUrl.secret=s,jobs[0].databaseUrl.key=k')
-refused "databaseUrl needs secret and key" --set 'jobs[0].name=a,jobs[0].tables=t'
-refused "tables (TABLES) is required" --set 'jobs[0].name=a,jobs[0].databaseUrl.secret=s,jobs[0].databaseUrl.key=k'
-refused "use lower-case letters" --set 'jobs[0].name=A_b,jobs[0].tables=t'
+# values.schema.json
+refused "missing property 'databaseUrl'" --set 'jobs[0].name=a,jobs[0].tables=t'
+refused "missing property 'tables'" --set 'jobs[0].name=a,jobs[0].databaseUrl.secret=s,jobs[0].databaseUrl.key=k'
+refused "'A_b' does not match pattern" --set 'jobs[0].name=A_b,jobs[0].tables=t'
+refused "additional properties 'job' not allowed" --set 'job[0].name=a'
+refused "readinessMode': value must be one of" "${job0[@]}" --set 'probes.readinessMode=http'
+# the templates' own checks (also with --skip-schema-validation)
 refused "the name a appears twice" "${job0[@]}" \
   --set 'jobs[1].name=a,jobs[1].tables=t,jobs[1].databaseUrl.secret=s,jobs[1].databaseUrl.key=k'
 refused "sets SLOT_NAME" "${job0[@]}" --set 'jobs[0].env.SLOT_NAME=x'
-refused "readinessMode must be" "${job0[@]}" --set 'probes.readinessMode=http'
+refused "databaseUrl needs secret and key" --skip-schema-validation --set 'jobs[0].name=a,jobs[0].tables=t'
+refused "readinessMode must be auto, grpc or exec" --skip-schema-validation "${job0[@]}" \
+  --set 'probes.readinessMode=http'
 
 echo "==> kubernetes-validate --strict (rendered chart)"
 # The prometheus-operator kinds have no schema there; they are checked below through promtool.
