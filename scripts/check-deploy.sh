@@ -43,6 +43,9 @@ helm template cdc "$chart" -f "$chart/examples/three-databases.yaml" >"$tmp/thre
 helm template one "$chart" --set 'jobs[0].name=orders,jobs[0].tables=public.orders' \
   --set 'jobs[0].databaseUrl.secret=pg,jobs[0].databaseUrl.key=url' >"$tmp/one.yaml" 2>"$tmp/err" ||
   { cat "$tmp/err" >&2; fail "helm template with one job"; }
+quiet "helm install --dry-run=client (NOTES.txt)" helm install cdc "$chart" --dry-run=client \
+  -f "$chart/examples/three-databases.yaml"
+grep -q 'port-forward svc/cdc-events' "$tmp/out.log" || fail "NOTES.txt must show how to reach each job"
 helm template none "$chart" >"$tmp/none.yaml" 2>"$tmp/err" || { cat "$tmp/err" >&2; fail "helm template with no job"; }
 
 # What the rendering must say.
