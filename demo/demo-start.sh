@@ -5,6 +5,7 @@
 #   demo/demo-start.sh                # runs until you quit the dashboard (q or Ctrl+C)
 #   demo/demo-start.sh --duration 30  # headless: 30 s of one-line summaries, verify, stop (CI)
 #   demo/demo-start.sh --rate 1000    # pgbench transactions/s (each ~6 row changes; default 500)
+#   demo/demo-start.sh --prometheus   # also a real Prometheus scraping dbmazz with deploy/prometheus's rules
 #
 # Environment: DEMO_SINK=starrocks-double (default) or starrocks-docker (demo/docker-compose.yml,
 # the real starrocks/allin1-ubuntu image; needs Docker), DEMO_RATE, DEMO_RUN (state directory,
@@ -19,6 +20,7 @@ ROOT=$(pwd)
 RUN="${DEMO_RUN:-$ROOT/demo/.run}"
 export DEMO_RUN="$RUN"
 DURATION=""
+PROMETHEUS=0
 RATE="${DEMO_RATE:-500}"
 SINK="${DEMO_SINK:-starrocks-double}"
 
@@ -26,7 +28,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION="$2"; shift 2 ;;
     --rate) RATE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --prometheus) PROMETHEUS=1; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -128,6 +131,30 @@ echo $! > "$RUN/dbmazz.pid"
 for _ in $(seq 1 600); do grep -q "streaming changes" "$RUN/dbmazz.log" && break; sleep 0.1; done
 grep -q "streaming changes" "$RUN/dbmazz.log" || { tail -20 "$RUN/dbmazz.log"; "$ROOT/demo/demo-stop.sh"; exit 1; }
 
+PROM_INFO=""
+if [ "$PROMETHEUS" = 1 ]; then
+  PROM_BIN=$(command -v prometheus || true)
+  [ -n "$PROM_BIN" ] || { echo "prometheus is not installed (Debian package prometheus)" >&2; exit 1; }
+  PROM_PORT=$(free_port)
+  echo "$PROM_PORT" > "$RUN/prometheus.port"
+  mkdir -p "$RUN/prometheus"
+  cat > "$RUN/prometheus/prometheus.yml" <<YML
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+rule_files: ["$ROOT/deploy/prometheus/dbmazz-rules.yml"]
+scrape_configs:
+  - job_name: dbmazz
+    static_configs: [{targets: ["127.0.0.1:$METRICS_PORT"]}]
+YML
+  step "starting Prometheus (http://127.0.0.1:$PROM_PORT) with deploy/prometheus/dbmazz-rules.yml"
+  nohup "$PROM_BIN" --config.file="$RUN/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$RUN/prometheus/data" --web.listen-address="127.0.0.1:$PROM_PORT" \
+    >"$RUN/prometheus.log" 2>&1 &
+  echo $! > "$RUN/prometheus.pid"
+  for _ in $(seq 1 100); do curl -sf "127.0.0.1:$PROM_PORT/-/ready" >/dev/null && break; sleep 0.1; done
+  curl -sf "127.0.0.1:$PROM_PORT/-/ready" >/dev/null || { tail -20 "$RUN/prometheus.log"; exit 1; }
+  PROM_INFO="  Prometheus UI : http://127.0.0.1:$PROM_PORT  (alerts: /alerts, targets: /targets)"
+fi
+
 step "starting traffic (~$RATE transactions/s, about $((RATE * 6)) row changes/s)"
 cat > "$RUN/traffic.sql" <<'SQL'
 \set c random(1, 100000)
@@ -161,7 +188,7 @@ cat <<INFO
   verify     : . $RUN/env && $BIN/dbmazz verify
   logs       : $RUN/dbmazz.log  $SR_LOG  $RUN/postgres.log  $RUN/traffic.log
   stop       : demo/demo-stop.sh [--purge]
-
+$PROM_INFO
 INFO
 
 if [ -n "$DURATION" ]; then
@@ -174,6 +201,13 @@ if [ -n "$DURATION" ]; then
   status=0
   "$BIN/dbmazz" verify --wait 90 || status=$?
   "$BIN/dbmazz" top --plain --grpc "127.0.0.1:$GRPC_PORT" --duration 1 --counts-every 1 | tail -1
+  if [ "$PROMETHEUS" = 1 ]; then
+    up=$(curl -sf "127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode 'query=up{job="dbmazz"}' \
+      | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "none")')
+    rules=$(curl -sf "127.0.0.1:$PROM_PORT/api/v1/rules" \
+      | python3 -c 'import json,sys; print(sum(len(g["rules"]) for g in json.load(sys.stdin)["data"]["groups"]))')
+    echo "prometheus: up{job=\"dbmazz\"} = $up, $rules alert rules loaded"
+  fi
   "$ROOT/demo/demo-stop.sh"
   exit "$status"
 fi

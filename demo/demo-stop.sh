@@ -26,6 +26,7 @@ stop_pid() {   # name, pid file: SIGTERM, wait up to 30 s, then SIGKILL
 stop_pid traffic "$RUN/traffic.pid"
 stop_pid "traffic burst" "$RUN/burst.pid"
 stop_pid dbmazz "$RUN/dbmazz.pid"
+stop_pid prometheus "$RUN/prometheus.pid"
 stop_pid starrocks-double "$RUN/starrocks.pid"
 if [ -f "$RUN/docker.started" ]; then
   docker compose -f "$ROOT/demo/docker-compose.yml" -p dbmazz-demo down && say "stopped StarRocks (docker)"

@@ -34,7 +34,7 @@ fn demo_runs_headless_replicates_verifies_and_stops_cleanly() {
         .unwrap();
     let started = Instant::now();
     let mut child = Command::new(root.join("demo/demo-start.sh"))
-        .args(["--duration", "30"])
+        .args(["--duration", "30", "--prometheus"])
         .env("DEMO_RUN", run.path())
         .env("DEMO_BIN_DIR", bin_dir)
         .stdin(Stdio::null())
@@ -47,12 +47,17 @@ fn demo_runs_headless_replicates_verifies_and_stops_cleanly() {
     let mut pids: BTreeMap<&str, i32> = BTreeMap::new();
     let mut ports: Vec<u16> = Vec::new();
     let status = loop {
-        for name in ["traffic.pid", "dbmazz.pid", "starrocks.pid"] {
+        for name in [
+            "traffic.pid",
+            "dbmazz.pid",
+            "starrocks.pid",
+            "prometheus.pid",
+        ] {
             if let Some(pid) = read(run.path(), name).and_then(|p| p.parse().ok()) {
                 pids.insert(name, pid);
             }
         }
-        for name in ["pg.port", "grpc.port", "sr.ports"] {
+        for name in ["pg.port", "grpc.port", "sr.ports", "prometheus.port"] {
             for p in read(run.path(), name)
                 .unwrap_or_default()
                 .split_whitespace()
@@ -94,14 +99,31 @@ fn demo_runs_headless_replicates_verifies_and_stops_cleanly() {
         assert!(out.contains(&format!("public.{t}: source ")), "{out}");
     }
 
-    assert_eq!(pids.len(), 3, "pid files seen: {pids:?}");
+    // The real Prometheus scraped dbmazz with the deploy kit's rules loaded.
+    assert!(out.contains("Prometheus UI : http://127.0.0.1:"), "{out}");
+    let rules_line = out
+        .lines()
+        .find(|l| l.starts_with("prometheus: "))
+        .unwrap_or_else(|| panic!("no Prometheus line:\n{out}"));
+    assert!(
+        rules_line.starts_with("prometheus: up{job=\"dbmazz\"} = 1, "),
+        "{rules_line}"
+    );
+    let rules: u32 = rules_line
+        .split_whitespace()
+        .rev()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(rules >= 10, "{rules_line}");
+    assert_eq!(pids.len(), 4, "pid files seen: {pids:?}");
     for (name, pid) in &pids {
         assert!(
             !alive(*pid),
             "{name} (pid {pid}) still runs after demo-stop"
         );
     }
-    assert!(ports.len() >= 4, "ports seen: {ports:?}");
+    assert!(ports.len() >= 5, "ports seen: {ports:?}");
     for p in ports {
         assert!(
             TcpListener::bind(("127.0.0.1", p)).is_ok(),
