@@ -1,5 +1,6 @@
 //! The integration suite: one binary, one module per concern. Every test that needs PostgreSQL
-//! starts its own real PostgreSQL 15 cluster through `support::pg`.
+//! starts its own real PostgreSQL cluster through `support::pg` (Debian's 15 unless `PG_MAJOR` or
+//! `PG_BIN` picks another major).
 
 mod support;
 

@@ -8,8 +8,13 @@
 //!
 //! When the tests run as root (CI containers), every server-side command runs through
 //! `runuser -u postgres --`, since PostgreSQL refuses to run as root; the cluster directories are
-//! owned by `postgres`. Binaries come from `/usr/lib/postgresql/15/bin` unless `PG_BIN` says
-//! otherwise.
+//! owned by `postgres`.
+//!
+//! Which PostgreSQL: Debian's 15 (`/usr/lib/postgresql/15/bin`) by default; `PG_MAJOR=14|16|17|18`
+//! picks a build that `scripts/install-pg.sh` put under `.tools/pg/<major>/bin`; `PG_BIN` names
+//! any bin directory and wins over both. Those builds ship only the server (`initdb`, `pg_ctl`,
+//! `postgres`), so client tools (`psql`) come from the server's directory when it has them and
+//! from Debian's 15 otherwise: they speak to newer servers for everything the tests do.
 
 use std::fs;
 use std::io::Write;
@@ -167,7 +172,7 @@ impl PgCluster {
     /// Runs SQL through `psql` as `postgres`; panics with psql's stderr on failure; returns the
     /// trimmed, unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let output = Command::new(pg_bin().join("psql"))
+        let output = Command::new(client_bin().join("psql"))
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
             .arg("-p")
             .arg(self.port.to_string())
@@ -308,10 +313,63 @@ pub fn free_port() -> u16 {
         .expect("find a free port")
 }
 
+/// The server's bin directory: `PG_BIN`, else `PG_MAJOR`'s build under `.tools/pg`, else
+/// Debian's 15. Panics on a `PG_MAJOR` that is not installed, naming the command that installs it.
 pub fn pg_bin() -> PathBuf {
-    std::env::var_os("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN))
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PG_BIN").filter(|b| !b.is_empty()) {
+            return PathBuf::from(bin);
+        }
+        match std::env::var("PG_MAJOR").ok().filter(|m| !m.is_empty()) {
+            None => PathBuf::from(DEFAULT_PG_BIN),
+            Some(major) if major == "15" && Path::new(DEFAULT_PG_BIN).exists() => {
+                PathBuf::from(DEFAULT_PG_BIN)
+            }
+            Some(major) => {
+                let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(".tools/pg")
+                    .join(&major)
+                    .join("bin");
+                assert!(
+                    bin.join("postgres").exists(),
+                    "PG_MAJOR={major}: {} not found; run scripts/install-pg.sh {major}",
+                    bin.display()
+                );
+                bin
+            }
+        }
+    })
+    .clone()
+}
+
+/// Where `psql` is: beside the server when its build has one, else Debian's 15 clients.
+pub fn client_bin() -> PathBuf {
+    let bin = pg_bin();
+    if bin.join("psql").exists() {
+        bin
+    } else {
+        PathBuf::from(DEFAULT_PG_BIN)
+    }
+}
+
+/// The major version of the servers the tests start (from `postgres --version`), e.g. 17.
+pub fn server_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let output = run(
+            Command::new(pg_bin().join("postgres")).arg("--version"),
+            "postgres --version",
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", "postgres (PostgreSQL) 18.4"
+        text.split_whitespace()
+            .skip_while(|word| *word != "(PostgreSQL)")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read a major version from {text:?}"))
+    })
 }
 
 fn is_root() -> bool {
@@ -381,7 +439,8 @@ fn template_data_dir() -> &'static Path {
         let initdb = pg_bin().join("initdb");
         assert!(
             initdb.exists(),
-            "{} not found: install postgresql-15 or set PG_BIN to the directory holding initdb",
+            "{} not found: install postgresql-15, run scripts/install-pg.sh with PG_MAJOR, or set \
+             PG_BIN to the directory holding initdb",
             initdb.display()
         );
         // SAFETY: geteuid has no preconditions and cannot fail.
