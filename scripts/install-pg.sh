@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs other PostgreSQL majors than Debian 12's 15, for the test matrix (scripts/test.sh) and
+# Installs other PostgreSQL majors than Debian 12's 15, for the test matrix (scripts/test.sh; 13 only to see it refused) and
 # for anyone who wants to try dbmazz against them: `scripts/install-pg.sh 14 16 17 18`.
 #
 # Debian's archive here only has postgresql-15, and npm's registry is the one package source these
@@ -14,7 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Exact versions, so that every machine tests the same servers. Bump deliberately.
+# 13 is unsupported; the suite starts it once to check that dbmazz refuses it clearly.
 declare -A PINNED=(
+  [13]=13.23.0-beta.16
   [14]=14.23.0-beta.17
   [15]=15.18.0-beta.17
   [16]=16.14.0-beta.17

@@ -14,3 +14,4 @@ pub mod snapshot;
 pub mod sqlstate;
 pub mod tls;
 pub mod toast_backfill;
+pub mod version;

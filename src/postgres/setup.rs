@@ -3,7 +3,8 @@
 //! Operators only name tables; dbmazz prepares the rest and says exactly what to do when it
 //! cannot. Every step is safe to repeat after a crash:
 //!
-//! 1. `wal_level` must be `logical` and the database encoding UTF8.
+//! 1. The server must be PostgreSQL 14 or later (`version`), `wal_level` must be `logical` and
+//!    the database encoding UTF8.
 //! 2. Every table in `TABLES` must exist, be a plain table, and have a primary key. The replica
 //!    identity is left alone by default (partial updates in the sink make FULL unnecessary);
 //!    `REPLICA_IDENTITY=full` sets FULL.
@@ -133,6 +134,9 @@ pub enum SetupError {
         /// Cause.
         source: tokio_postgres::Error,
     },
+    /// The server is older than PostgreSQL 14.
+    #[error(transparent)]
+    Version(#[from] crate::postgres::version::UnsupportedVersion),
     /// Creating the slot failed.
     #[error("creating replication slot {slot} failed: {source}")]
     CreateSlot {
@@ -180,6 +184,11 @@ pub struct SourceInfo {
 
 /// Checks the server and tables, sets replica identity, and prepares the publication.
 pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceInfo, SetupError> {
+    let server_version_num = show(client, "server_version_num")
+        .await?
+        .parse()
+        .unwrap_or(0);
+    crate::postgres::version::check_supported(server_version_num)?;
     let wal_level = show(client, "wal_level").await?;
     if wal_level != "logical" {
         return Err(SetupError::WalLevel { actual: wal_level });
@@ -212,10 +221,6 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
     }
     let types = resolve_types(client, &oids).await?;
     ensure_publication(client, &config.publication_name, &config.tables).await?;
-    let server_version_num = show(client, "server_version_num")
-        .await?
-        .parse()
-        .unwrap_or(0);
     Ok(SourceInfo {
         tables,
         types,

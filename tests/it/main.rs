@@ -11,6 +11,7 @@ mod demo;
 mod faults;
 mod mariadb;
 mod network;
+mod pg_versions;
 mod provision;
 mod provision_rest;
 mod rejects;

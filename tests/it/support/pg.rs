@@ -22,7 +22,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tempfile::TempDir;
 
@@ -43,6 +43,9 @@ pub struct PgOptions {
     pub extra_conf: Vec<String>,
     /// `pg_hba.conf` lines placed before the default trust lines (first match wins).
     pub hba: Vec<String>,
+    /// The server's bin directory, for a test that needs one particular major whatever the
+    /// suite runs on; `None`: [`pg_bin`].
+    pub bin: Option<PathBuf>,
 }
 
 impl Default for PgOptions {
@@ -52,6 +55,7 @@ impl Default for PgOptions {
             ssl: false,
             extra_conf: Vec::new(),
             hba: Vec::new(),
+            bin: None,
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct PgCluster {
     /// The data directory.
     pub data_dir: PathBuf,
     dir: TempDir,
+    bin: PathBuf,
     ssl: bool,
     running: bool,
 }
@@ -75,7 +80,8 @@ impl PgCluster {
 
     /// Starts a cluster with the given options.
     pub fn start_with(opts: PgOptions) -> PgCluster {
-        let template = template_data_dir();
+        let bin = opts.bin.clone().unwrap_or_else(pg_bin);
+        let template = template_data_dir(&bin);
         let dir = tempfile::Builder::new()
             .prefix("dbmazz-pg-")
             .tempdir_in(cluster_parent())
@@ -123,6 +129,7 @@ impl PgCluster {
             port: 0,
             data_dir,
             dir,
+            bin,
             ssl: opts.ssl,
             running: false,
         };
@@ -272,7 +279,7 @@ impl PgCluster {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
-        as_postgres(&pg_bin().join("pg_ctl"))
+        as_postgres(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data_dir)
             .arg("-l")
@@ -326,21 +333,25 @@ pub fn pg_bin() -> PathBuf {
             Some(major) if major == "15" && Path::new(DEFAULT_PG_BIN).exists() => {
                 PathBuf::from(DEFAULT_PG_BIN)
             }
-            Some(major) => {
-                let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join(".tools/pg")
-                    .join(&major)
-                    .join("bin");
-                assert!(
-                    bin.join("postgres").exists(),
-                    "PG_MAJOR={major}: {} not found; run scripts/install-pg.sh {major}",
-                    bin.display()
-                );
-                bin
-            }
+            Some(major) => pinned_bin(&major),
         }
     })
     .clone()
+}
+
+/// The bin directory of the build `scripts/install-pg.sh <major>` installed; panics, naming
+/// that command, when it is not there.
+pub fn pinned_bin(major: &str) -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/pg")
+        .join(major)
+        .join("bin");
+    assert!(
+        bin.join("postgres").exists(),
+        "PostgreSQL {major}: {} not found; run scripts/install-pg.sh {major}",
+        bin.display()
+    );
+    bin
 }
 
 /// Where `psql` is: beside the server when its build has one, else Debian's 15 clients.
@@ -431,12 +442,23 @@ fn append_lines(path: &Path, lines: &[String]) {
     }
 }
 
-/// The template data directory: `initdb` once per build, reused by every cluster (and by later
-/// test runs, since it lives under cargo's target/tmp).
-fn template_data_dir() -> &'static Path {
-    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
-    TEMPLATE.get_or_init(|| {
-        let initdb = pg_bin().join("initdb");
+/// The template data directory for the server in `bin`: `initdb` once per build, reused by every
+/// cluster (and by later test runs, since it lives under cargo's target/tmp).
+fn template_data_dir(bin: &Path) -> PathBuf {
+    static TEMPLATES: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
+    let mut templates = TEMPLATES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, data)) = templates.iter().find(|(b, _)| b == bin) {
+        return data.clone();
+    }
+    let data = make_template(bin);
+    templates.push((bin.to_owned(), data.clone()));
+    data
+}
+
+/// `initdb` into cargo's target/tmp (once per bin directory and `TEMPLATE_VERSION`).
+fn make_template(bin: &Path) -> PathBuf {
+    {
+        let initdb = bin.join("initdb");
         assert!(
             initdb.exists(),
             "{} not found: install postgresql-15, run scripts/install-pg.sh with PG_MAJOR, or set \
@@ -445,7 +467,7 @@ fn template_data_dir() -> &'static Path {
         );
         // SAFETY: geteuid has no preconditions and cannot fail.
         let uid = unsafe { libc::geteuid() };
-        let bin_tag: String = pg_bin()
+        let bin_tag: String = bin
             .to_string_lossy()
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -491,7 +513,7 @@ fn template_data_dir() -> &'static Path {
         } else {
             panic!("template cluster missing at {}", data.display())
         }
-    })
+    }
 }
 
 /// Where cluster directories go: `DBMAZZ_TEST_TMPDIR` if set, else `/dev/shm` when it is a
