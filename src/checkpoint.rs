@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use crate::config::quote_ident;
+use crate::postgres::state_tables::{create_refused_hint, current_role};
 use crate::Lsn;
 
 /// Reading or writing the checkpoint failed.
@@ -25,15 +26,14 @@ use crate::Lsn;
 pub enum CheckpointError {
     /// The table could not be created.
     #[error(
-        "cannot create the checkpoint table {table}: {source}; grant CREATE on schema {schema} to \
-         the replication user, or create it yourself: CREATE TABLE {table} (slot_name text \
-         PRIMARY KEY, lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+        "cannot create the checkpoint table {table}: {}; {hint}",
+        crate::postgres::tls::flatten_chain(source)
     )]
     Create {
         /// Qualified table name.
         table: String,
-        /// Schema.
-        schema: String,
+        /// The exact statements that let dbmazz start (see [`create_refused_hint`]).
+        hint: String,
         /// Cause.
         source: tokio_postgres::Error,
     },
@@ -103,17 +103,20 @@ impl CheckpointStore {
             })?
             .get(0);
         if !exists {
-            client
-                .batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table} (slot_name text PRIMARY KEY, \
-                     lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
-                ))
-                .await
-                .map_err(|source| CheckpointError::Create {
-                    table: table.clone(),
-                    schema: schema.into(),
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {table} (slot_name text PRIMARY KEY, \
+                 lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());"
+            );
+            if let Err(source) = client.batch_execute(&ddl).await {
+                let role = current_role(&client)
+                    .await
+                    .unwrap_or_else(|| "<dbmazz's role>".into());
+                return Err(CheckpointError::Create {
+                    hint: create_refused_hint(&role, schema, &ddl, &[&table]),
+                    table,
                     source,
-                })?;
+                });
+            }
         }
         Ok(CheckpointStore {
             client,

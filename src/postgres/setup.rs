@@ -8,9 +8,12 @@
 //! 2. Every table in `TABLES` must exist, be a plain table, and have a primary key. The replica
 //!    identity is left alone by default (partial updates in the sink make FULL unnecessary);
 //!    `REPLICA_IDENTITY=full` sets FULL.
-//! 3. The publication is created, or the missing tables are added to it; it must publish
-//!    inserts, updates, deletes and truncates.
-//! 4. The slot is created if missing, unless a checkpoint says it existed before: then changes
+//! 3. The publication is created, or checked and completed (`publication`): it must publish
+//!    inserts, updates, deletes and truncates of every column of every table.
+//! 4. dbmazz's own tables (checkpoint, snapshot progress) exist or may be created
+//!    (`state_tables`), so that a least-privilege role fails here, with the statements to run,
+//!    rather than after the slot exists.
+//! 5. The slot is created if missing, unless a checkpoint says it existed before: then changes
 //!    may have been lost and dbmazz refuses to paper over that with a fresh slot.
 
 use std::collections::HashMap;
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::{quote_ident, Config, ReplicaIdentityPolicy, TableName};
+use crate::config::{Config, ReplicaIdentityPolicy, TableName};
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
 use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
 use crate::value::{Scalar, ValueKind};
@@ -80,17 +83,13 @@ pub enum SetupError {
         /// NOTHING or USING INDEX.
         identity: &'static str,
     },
-    /// The publication leaves out some operations.
-    #[error(
-        "publication {publication} does not publish {missing}; run ALTER PUBLICATION {publication} \
-         SET (publish = 'insert, update, delete, truncate')"
-    )]
-    PublicationOps {
-        /// Publication.
-        publication: String,
-        /// The missing operations.
-        missing: String,
-    },
+    /// dbmazz's role can neither use nor create its state tables.
+    #[error(transparent)]
+    StateTables(#[from] crate::postgres::state_tables::StateTablesError),
+    /// The publication cannot deliver every change, and dbmazz may not fix it (boxed: its
+    /// messages carry whole statements).
+    #[error(transparent)]
+    Publication(Box<crate::postgres::publication::PublicationError>),
     /// The slot exists with settings dbmazz cannot use.
     #[error("replication slot {slot} {problem}")]
     SlotUnusable {
@@ -159,8 +158,16 @@ impl SetupError {
                         .is_none_or(|c| crate::postgres::sqlstate::is_transient(c.code()))
             }
             SetupError::CreateSlot { source, .. } => source.is_transient(),
+            SetupError::Publication(err) => err.is_transient(),
+            SetupError::StateTables(err) => err.is_transient(),
             _ => false,
         }
+    }
+}
+
+impl From<crate::postgres::publication::PublicationError> for SetupError {
+    fn from(err: crate::postgres::publication::PublicationError) -> Self {
+        SetupError::Publication(Box::new(err))
     }
 }
 
@@ -220,7 +227,14 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
         });
     }
     let types = resolve_types(client, &oids).await?;
-    ensure_publication(client, &config.publication_name, &config.tables).await?;
+    crate::postgres::publication::ensure(
+        client,
+        &config.publication_name,
+        &tables,
+        server_version_num,
+    )
+    .await?;
+    crate::postgres::state_tables::preflight(client).await?;
     Ok(SourceInfo {
         tables,
         types,
@@ -394,76 +408,6 @@ async fn resolve_types(
         out.insert(oid, kind);
     }
     Ok(out)
-}
-
-async fn ensure_publication(
-    client: &Client,
-    publication: &str,
-    tables: &[TableName],
-) -> Result<(), SetupError> {
-    let pub_ident = quote_ident(publication);
-    let row = client
-        .query_opt(
-            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate \
-               FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(sql(format!("looking up publication {publication}")))?;
-    let Some(row) = row else {
-        let list: Vec<String> = tables.iter().map(TableName::quoted).collect();
-        client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {pub_ident} FOR TABLE {}",
-                list.join(", ")
-            ))
-            .await
-            .map_err(sql(format!("creating publication {publication}")))?;
-        tracing::info!(publication, tables = list.len(), "created publication");
-        return Ok(());
-    };
-    let ops = ["insert", "update", "delete", "truncate"];
-    let missing: Vec<&str> = ops
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !row.get::<_, bool>(i + 1))
-        .map(|(_, op)| *op)
-        .collect();
-    if !missing.is_empty() {
-        return Err(SetupError::PublicationOps {
-            publication: publication.into(),
-            missing: missing.join(", "),
-        });
-    }
-    if row.get::<_, bool>(0) {
-        return Ok(());
-    }
-    let published: Vec<(String, String)> = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(sql(format!("listing tables of publication {publication}")))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    for table in tables {
-        let present = published
-            .iter()
-            .any(|(s, n)| *s == table.schema && *n == table.name);
-        if !present {
-            client
-                .batch_execute(&format!(
-                    "ALTER PUBLICATION {pub_ident} ADD TABLE {}",
-                    table.quoted()
-                ))
-                .await
-                .map_err(sql(format!("adding {table} to publication {publication}")))?;
-            tracing::info!(publication, table = %table, "added table to publication");
-        }
-    }
-    Ok(())
 }
 
 /// Checks that the slot is usable; returns its `confirmed_flush_lsn`, or `None` when it does

@@ -9,6 +9,7 @@ mod control;
 mod decoder;
 mod demo;
 mod faults;
+mod managed;
 mod mariadb;
 mod network;
 mod pg_versions;
