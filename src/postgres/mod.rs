@@ -3,6 +3,7 @@
 //! WAL (slot health, heartbeat).
 
 pub mod conninfo;
+pub mod failover;
 pub mod heartbeat;
 pub mod pgoutput;
 pub mod publication;

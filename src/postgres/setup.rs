@@ -83,6 +83,9 @@ pub enum SetupError {
         /// NOTHING or USING INDEX.
         identity: &'static str,
     },
+    /// `SLOT_FAILOVER=true` cannot be honoured.
+    #[error(transparent)]
+    Failover(#[from] crate::postgres::failover::FailoverError),
     /// dbmazz's role can neither use nor create its state tables.
     #[error(transparent)]
     StateTables(#[from] crate::postgres::state_tables::StateTablesError),
@@ -117,7 +120,9 @@ pub enum SetupError {
         "replication slot {slot} does not exist, but dbmazz_checkpoints holds LSN {checkpoint} for \
          it: the slot was dropped and changes after {checkpoint} may be lost. To start over, delete \
          the checkpoint row (DELETE FROM dbmazz_checkpoints WHERE slot_name = '{slot}') and restart \
-         with a fresh copy of the tables"
+         with a fresh copy of the tables. If the server failed over to a standby, the slot was not \
+         synchronized to it: on PostgreSQL 17+ set SLOT_FAILOVER=true (and configure the standbys) \
+         so that the next failover keeps it"
     )]
     SlotLost {
         /// Slot.
@@ -160,6 +165,7 @@ impl SetupError {
             SetupError::CreateSlot { source, .. } => source.is_transient(),
             SetupError::Publication(err) => err.is_transient(),
             SetupError::StateTables(err) => err.is_transient(),
+            SetupError::Failover(err) => err.is_transient(),
             _ => false,
         }
     }

@@ -8,6 +8,7 @@ mod cdc;
 mod control;
 mod decoder;
 mod demo;
+mod failover;
 mod faults;
 mod managed;
 mod mariadb;

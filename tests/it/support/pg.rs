@@ -267,6 +267,85 @@ impl PgCluster {
         self.running = true;
     }
 
+    /// A streaming standby of this server that uses the physical slot `slot` (created here),
+    /// with `extra_conf` appended to its settings. It is seeded by a cold copy: this server is
+    /// stopped (fast), its data directory copied, and it is started again on the same port.
+    /// `pg_basebackup` would avoid the stop, but the pinned server builds do not ship it and
+    /// Debian's 15 client refuses newer servers.
+    pub fn start_standby(&mut self, slot: &str, extra_conf: &[&str]) -> PgCluster {
+        self.psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_create_physical_replication_slot('{slot}')"),
+        );
+        self.stop_fast();
+        let dir = tempfile::Builder::new()
+            .prefix("dbmazz-pg-standby-")
+            .tempdir_in(cluster_parent())
+            .expect("create the standby directory");
+        make_traversable(dir.path());
+        let data_dir = dir.path().join("data");
+        run(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&self.data_dir)
+                .arg(&data_dir),
+            "copy the primary's data directory",
+        );
+        let _ = fs::remove_file(data_dir.join("server.log"));
+        let mut conf = vec![
+            format!("unix_socket_directories = '{}'", data_dir.display()),
+            format!(
+                "primary_conninfo = 'host=127.0.0.1 port={} user=postgres dbname=postgres \
+                 application_name=standby'",
+                self.port
+            ),
+            format!("primary_slot_name = '{slot}'"),
+            "hot_standby = on".to_owned(),
+        ];
+        conf.extend(extra_conf.iter().map(|line| (*line).to_owned()));
+        append_lines(&data_dir.join("postgresql.conf"), &conf);
+        fs::write(data_dir.join("standby.signal"), "").expect("write standby.signal");
+        chown_to_postgres(dir.path());
+        self.restart();
+
+        let mut standby = PgCluster {
+            port: 0,
+            data_dir,
+            dir,
+            bin: self.bin.clone(),
+            ssl: false,
+            running: false,
+        };
+        for attempt in 1..=5 {
+            standby.port = free_port();
+            append_lines(
+                &standby.data_dir.join("postgresql.conf"),
+                &[format!("port = {}", standby.port)],
+            );
+            match standby.pg_ctl_start() {
+                Ok(()) => {
+                    standby.running = true;
+                    return standby;
+                }
+                Err(log) if attempt < 5 && log.contains("could not bind") => continue,
+                Err(log) => panic!("the standby did not start:\n{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// Promotes a standby to primary and waits until it accepts writes.
+    pub fn promote(&self) {
+        let output = self.pg_ctl(&["-w", "-t", "60", "promote"]);
+        if !output.status.success() {
+            panic!(
+                "pg_ctl promote failed: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.log_tail()
+            );
+        }
+    }
+
     fn log_path(&self) -> PathBuf {
         self.data_dir.join("server.log")
     }
