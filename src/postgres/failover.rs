@@ -15,6 +15,9 @@
 //!     before it sends dbmazz a change            └─ promoted: the slot is usable, dbmazz resumes
 //! ```
 //!
+//! dbmazz itself always reads from the primary and refuses a standby at start
+//! ([`require_primary`]).
+//!
 //! With `SLOT_FAILOVER=true` dbmazz marks its slot (a new one right after creating it, an
 //! existing one at start, with `ALTER_REPLICATION_SLOT … (FAILOVER true)`), and says what the
 //! servers still need, because none of that is dbmazz's to set. `synchronized_standby_slots`
@@ -42,6 +45,14 @@ pub enum FailoverError {
         /// The server's version, as released (e.g. "16.14").
         found: String,
     },
+    /// The server is a standby.
+    #[error(
+        "the server is a standby (pg_is_in_recovery() is true): dbmazz reads from the primary, \
+         because it keeps its checkpoint in the source database and a standby is read-only; \
+         point DATABASE_URL at the primary (logical decoding on a standby, PostgreSQL 16+, is \
+         not supported)"
+    )]
+    Standby,
     /// Marking the slot failed.
     #[error("turning on failover for replication slot {slot} failed: {source}")]
     Alter {
@@ -64,7 +75,7 @@ impl FailoverError {
     /// Whether retrying later may help (connection trouble).
     pub fn is_transient(&self) -> bool {
         match self {
-            FailoverError::Unsupported { .. } => false,
+            FailoverError::Unsupported { .. } | FailoverError::Standby => false,
             FailoverError::Alter { source, .. } => source.is_transient(),
             FailoverError::Sql { source, .. } => source.is_closed() || source.code().is_none(),
         }
@@ -79,6 +90,25 @@ pub fn require(server_version_num: u32) -> Result<(), FailoverError> {
         Err(FailoverError::Unsupported {
             found: version::display(server_version_num),
         })
+    }
+}
+
+/// Fails when the server is a standby. PostgreSQL 16+ can decode on a standby, but dbmazz writes
+/// its checkpoint and snapshot progress into the source database and emits heartbeats there,
+/// none of which a read-only standby allows; so it refuses one rather than fail later.
+pub async fn require_primary(client: &Client) -> Result<(), FailoverError> {
+    let standby: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|source| FailoverError::Sql {
+            action: "checking whether the server is a standby".into(),
+            source,
+        })?
+        .get(0);
+    if standby {
+        Err(FailoverError::Standby)
+    } else {
+        Ok(())
     }
 }
 

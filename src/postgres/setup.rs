@@ -202,6 +202,7 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
         .parse()
         .unwrap_or(0);
     crate::postgres::version::check_supported(server_version_num)?;
+    crate::postgres::failover::require_primary(client).await?;
     let wal_level = show(client, "wal_level").await?;
     if wal_level != "logical" {
         return Err(SetupError::WalLevel { actual: wal_level });

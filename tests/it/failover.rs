@@ -312,3 +312,29 @@ fn slot_failover_turns_failover_on_for_an_existing_slot_and_is_refused_before_17
     // No standby is configured here: dbmazz says what a synchronized standby would need.
     assert!(log.contains("synchronized_standby_slots is empty"), "{log}");
 }
+
+#[test]
+fn a_standby_is_refused_at_start_with_what_to_do() {
+    let bin = (server_major() < 16).then(|| pinned_bin("16"));
+    let mut primary = PgCluster::start_with(PgOptions {
+        bin,
+        ..PgOptions::default()
+    });
+    primary.create_database("app");
+    primary.psql("app", "CREATE TABLE t (id int PRIMARY KEY)");
+    let standby = primary.start_standby("sb", &[]);
+    let job = Job::new(&standby.url("app"), "t");
+    let mut p = job.spawn();
+    let status = p.wait(MINUTE);
+    let log = p.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("the server is a standby"), "{log}");
+    assert!(log.contains("point DATABASE_URL at the primary"), "{log}");
+    assert_eq!(
+        primary.psql(
+            "app",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'"
+        ),
+        "0"
+    );
+}
