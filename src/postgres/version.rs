@@ -9,12 +9,15 @@
 //!
 //! | difference                                                         | majors | handled in |
 //! |--------------------------------------------------------------------|--------|------------|
-//! | `CREATE_REPLICATION_SLOT … (SNAPSHOT 'x')` option list; 14 only knows `EXPORT_SNAPSHOT` / `NOEXPORT_SNAPSHOT` | 15+ | `replication::client` |
-//! | `pg_replication_slots.inactive_since`, `.invalidation_reason`        | 17+    | `slot_health` |
+//! | `CREATE_REPLICATION_SLOT … (SNAPSHOT 'x')` option list; 14 only parses `EXPORT_SNAPSHOT` / `NOEXPORT_SNAPSHOT` | 15+ | `replication::client` |
+//! | `public` no longer writable by every role                          | 15+    | `state_tables`: the GRANT or CREATE TABLEs to run |
+//! | publication row filters and column lists (`pg_publication_tables.rowfilter`, `.attnames`) | 15+ | `publication`: refused |
+//! | `pg_replication_slots.conflicting`; logical decoding on a standby  | 16+    | `failover`: a standby is refused |
+//! | `pg_replication_slots.inactive_since`, `.invalidation_reason`      | 17+    | `slot_health` |
+//! | failover slots (`failover`, `synced`, `ALTER_REPLICATION_SLOT`, `synchronized_standby_slots`) | 17+ | `failover` |
+//! | `pg_logical_emit_message(…, flush)`                                | 17+    | `heartbeat` uses the three-argument form, valid everywhere |
 //! | the `idle_timeout` invalidation reason (`idle_replication_slot_timeout`) | 18 | `slot_health` reports any reason verbatim |
-//! | `pg_replication_slots.conflicting` (logical slots on standbys)       | 16+    | not read: dbmazz decodes on a primary |
-//! | `pg_publication_tables.attnames` / `.rowfilter` (column lists, row filters) | 15+ | `setup` |
-//! | `publish_generated_columns`, virtual generated columns               | 18     | `setup`: generated columns are not replicated |
+//! | `publish_generated_columns`, virtual generated columns             | 18     | `publication`: generated columns are not replicated |
 //!
 //! pgoutput itself: dbmazz asks for `proto_version '1'` on every major. Version 2 (14+) adds
 //! streaming of in-progress transactions, 3 (15+) two-phase commit, 4 (16+) parallel streaming;
