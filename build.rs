@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment here.
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
+    git_commit();
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .build_client(true)
@@ -19,4 +20,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("dbmazz_descriptor.bin"))
         .compile_protos(&["proto/dbmazz.proto"], &["proto"])?;
     Ok(())
+}
+
+/// `DBMAZZ_GIT_COMMIT` for `dbmazz --version`: the short commit hash, `unknown` outside a git
+/// checkout (a source tarball). Rebuilt when HEAD or the branch it points to moves.
+fn git_commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=DBMAZZ_GIT_COMMIT={commit}");
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={dir}/{head}");
+        }
+    }
 }

@@ -15,10 +15,14 @@ use std::time::Duration;
 pub(crate) use crate::env::parse_num;
 pub use crate::env::ConfigError;
 use crate::env::{parse_choice, parse_ip, Vars};
-pub use crate::ident::{parse_tables, quote_ident, quote_literal, TableName};
+pub use crate::ident::{
+    parse_table_selection, parse_tables, quote_ident, quote_literal, TableName, TablePattern,
+};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::secret::Secret;
-pub use crate::starrocks::config::{OnReject, StarRocksConfig, TruncatePolicy};
+pub use crate::starrocks::config::{
+    OnReject, SchemaDropColumn, SchemaTypeChange, StarRocksConfig, TruncatePolicy,
+};
 
 /// Where changes go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +43,18 @@ pub enum ReplicaIdentityPolicy {
     Default,
     /// Set `REPLICA IDENTITY FULL`, so updates and deletes carry the whole old row.
     Full,
+}
+
+/// `SCHEMA_TABLE_RENAME`: what happens when a replicated table is renamed or moved to another
+/// schema in PostgreSQL (`ALTER TABLE … RENAME` / `SET SCHEMA`) while dbmazz streams it or
+/// while it is stopped. dbmazz knows each table by its relation OID, so it never loses track.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TableRenamePolicy {
+    /// Keep streaming the table into the same target, and log the rename (the default).
+    #[default]
+    Follow,
+    /// Stop the job, saying what happened and what to run.
+    Stop,
 }
 
 /// `SNAPSHOT_MODE`: which tables get their existing rows copied before streaming.
@@ -96,12 +112,19 @@ pub struct Config {
     pub slot_failover: bool,
     /// `PUBLICATION_NAME`.
     pub publication_name: String,
-    /// `TABLES`.
+    /// `TABLES`: the tables it names.
     pub tables: Vec<TableName>,
+    /// `TABLES`: its patterns (`public.*`); the tables they match are found at start and, every
+    /// `TABLES_DISCOVERY_INTERVAL_MS`, while streaming.
+    pub table_patterns: Vec<TablePattern>,
+    /// `TABLES_DISCOVERY_INTERVAL_MS`.
+    pub discovery_interval: Duration,
     /// `FLUSH_SIZE`, `FLUSH_MAX_BYTES`, `FLUSH_INTERVAL_MS`.
     pub flush: FlushPolicy,
     /// `REPLICA_IDENTITY`.
     pub replica_identity: ReplicaIdentityPolicy,
+    /// `SCHEMA_TABLE_RENAME`.
+    pub table_rename: TableRenamePolicy,
     /// `SNAPSHOT_MODE`, `SNAPSHOT_WORKERS`, `SNAPSHOT_CHUNK_ROWS`.
     pub snapshot: SnapshotConfig,
     /// `SINK_TYPE` and its options.
@@ -219,6 +242,9 @@ impl WalGuardConfig {
     }
 }
 
+/// Default `TABLES_DISCOVERY_INTERVAL_MS`.
+pub const DEFAULT_TABLES_DISCOVERY_INTERVAL_MS: u64 = 10_000;
+
 /// Default `FLUSH_SIZE`, as in the original dbmazz.
 pub const DEFAULT_FLUSH_SIZE: usize = 1500;
 /// Default `FLUSH_INTERVAL_MS`, as in the original dbmazz.
@@ -253,7 +279,14 @@ impl Config {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let vars = Vars::from(vars);
         let get = |name: &str| vars.get(name);
-        let (database, slot_name, publication_name, tables) = source(&vars)?;
+        let (database, slot_name, publication_name, tables, table_patterns) = source(&vars)?;
+        let discovery_ms = parse_num(
+            get("TABLES_DISCOVERY_INTERVAL_MS"),
+            "TABLES_DISCOVERY_INTERVAL_MS",
+            DEFAULT_TABLES_DISCOVERY_INTERVAL_MS,
+            100,
+            86_400_000,
+        )?;
         let status_ms = parse_num(
             get("STATUS_INTERVAL_MS"),
             "STATUS_INTERVAL_MS",
@@ -299,6 +332,15 @@ impl Config {
             ],
         )?;
 
+        let table_rename = parse_choice(
+            get("SCHEMA_TABLE_RENAME"),
+            "SCHEMA_TABLE_RENAME",
+            &[
+                ("follow", TableRenamePolicy::Follow),
+                ("stop", TableRenamePolicy::Stop),
+            ],
+        )?;
+
         let sink = match get("SINK_TYPE").as_deref() {
             None | Some("starrocks") => {
                 SinkConfig::StarRocks(Box::new(StarRocksConfig::from_vars(&vars)?))
@@ -321,8 +363,11 @@ impl Config {
             slot_failover,
             publication_name,
             tables,
+            table_patterns,
+            discovery_interval: Duration::from_millis(discovery_ms),
             flush: FlushPolicy::from_vars(&vars)?,
             replica_identity,
+            table_rename,
             snapshot: SnapshotConfig::from_vars(&vars)?,
             sink,
             status_interval: Duration::from_millis(status_ms),
@@ -340,7 +385,19 @@ impl Config {
 }
 
 /// `DATABASE_URL`, `SLOT_NAME`, `PUBLICATION_NAME` and `TABLES`.
-fn source(vars: &Vars) -> Result<(PgConnInfo, String, String, Vec<TableName>), ConfigError> {
+#[allow(clippy::type_complexity)]
+fn source(
+    vars: &Vars,
+) -> Result<
+    (
+        PgConnInfo,
+        String,
+        String,
+        Vec<TableName>,
+        Vec<TablePattern>,
+    ),
+    ConfigError,
+> {
     let get = |name: &str| vars.get(name);
     let url = get("DATABASE_URL").ok_or_else(|| {
         ConfigError::new(
@@ -375,10 +432,9 @@ fn source(vars: &Vars) -> Result<(PgConnInfo, String, String, Vec<TableName>), C
             "is not set; expected a comma-separated list such as orders,public.order_items",
         )
     })?;
-    let tables =
-        parse_tables(&tables_raw).map_err(|e| ConfigError::new("TABLES", e.to_string()))?;
-
-    Ok((database, slot_name, publication_name, tables))
+    let (tables, patterns) = parse_table_selection(&tables_raw)
+        .map_err(|e| ConfigError::new("TABLES", e.to_string()))?;
+    Ok((database, slot_name, publication_name, tables, patterns))
 }
 
 /// `WAL_RECEIVER_TIMEOUT_MS`: 0 disables the timeout; otherwise at least 100 ms, because the

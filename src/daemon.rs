@@ -27,15 +27,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::{quote_ident, Config, SinkConfig, StarRocksConfig};
+use crate::checkpoint::{CheckpointError, CheckpointStore, StoredSchema};
+use crate::config::{quote_ident, Config, SinkConfig, StarRocksConfig, TableName};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::ndjson::NdjsonSink;
 use crate::pipeline::batcher::{self, Batcher};
+use crate::pipeline::change::{CatalogColumn, TableCatalog};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
 use crate::postgres::failover;
 use crate::postgres::heartbeat;
-use crate::postgres::reader::{Progress, ReaderError, ReaderExit, WalReader};
+use crate::postgres::reader::{Progress, ReaderError, ReaderExit, SchemaLogQueue, WalReader};
 use crate::postgres::replication::{
     ReplicationClient, ReplicationError, ReplicationStream, StatusSender,
 };
@@ -46,6 +47,7 @@ use crate::postgres::snapshot::{self, SnapshotError};
 use crate::postgres::tls::{connect_sql_bounded, ConnectError};
 use crate::postgres::toast_backfill::{CopyingTables, ToastBackfill};
 use crate::starrocks::sink::StarRocksSink;
+use crate::starrocks::types::builtin_array_elem;
 use crate::Lsn;
 
 /// Why the job stopped.
@@ -276,8 +278,10 @@ async fn run_once(
     );
     let client = connect_sql_bounded(&config.database, config.statement_timeout).await?;
     let source = setup::prepare_source(&client, config).await?;
+    job.set_tables(source.tables.iter().map(|t| t.name.clone()).collect());
+    let resume = Resume::load(config).await?;
     match sink {
-        SinkChoice::Ready(sink) => stream(config, sink, job, client, source).await,
+        SinkChoice::Ready(sink) => stream(config, sink, job, client, source, resume).await,
         SinkChoice::StarRocks(sr) => {
             job.set_state(
                 Stage::Setup,
@@ -288,7 +292,7 @@ async fn run_once(
             let sink = StarRocksSink::connect(
                 sr.clone(),
                 &config.slot_name,
-                &source.tables,
+                &resume.tables_at_checkpoint(&source.tables),
                 job.metrics().clone(),
             )
             .await?;
@@ -296,8 +300,86 @@ async fn run_once(
                 tables: source.tables.clone(),
                 types: source.types.clone(),
             });
-            stream(config, sink, job, client, source).await
+            stream(config, sink, job, client, source, resume).await
         }
+    }
+}
+
+/// Where the last run stopped: the checkpoint store, the checkpoint, and the schema each table
+/// had there.
+struct Resume {
+    store: CheckpointStore,
+    checkpoint: Option<Lsn>,
+    stored_schemas: Vec<StoredSchema>,
+}
+
+impl Resume {
+    async fn load(config: &Config) -> Result<Resume, DaemonError> {
+        let store = CheckpointStore::open(
+            connect_sql_bounded(&config.database, config.statement_timeout).await?,
+            "public",
+            &config.slot_name,
+        )
+        .await?
+        .with_save_timeout(config.wal_receiver_timeout);
+        let checkpoint = store.load().await?;
+        store.open_schema_log().await?;
+        // The schema each table had at the checkpoint: the first Relation message of this
+        // session is compared with it, so drift made while dbmazz was stopped is seen as a
+        // change at the point of the stream where it was made.
+        let stored_schemas = match checkpoint {
+            Some(c) => store.load_schemas(Some(c)).await?,
+            None => Vec::new(),
+        };
+        Ok(Resume {
+            store,
+            checkpoint,
+            stored_schemas,
+        })
+    }
+
+    /// The tables as the sink last had them: a table whose definition changed while dbmazz
+    /// was stopped keeps its columns at the checkpoint, so the sink prepares for the rows the
+    /// stream replays first, and the change is applied where the stream reaches it.
+    fn tables_at_checkpoint(&self, tables: &[TableCatalog]) -> Vec<TableCatalog> {
+        tables
+            .iter()
+            .map(|t| {
+                let Some(s) = self
+                    .stored_schemas
+                    .iter()
+                    .find(|s| s.table == t.name && s.rel_oid == t.oid.0)
+                else {
+                    return t.clone();
+                };
+                let columns = s
+                    .columns
+                    .iter()
+                    .map(|(name, type_oid, type_modifier)| {
+                        t.columns
+                            .iter()
+                            .find(|c| {
+                                &c.name == name
+                                    && c.type_oid == *type_oid
+                                    && c.type_modifier == *type_modifier
+                            })
+                            .cloned()
+                            .unwrap_or_else(|| CatalogColumn {
+                                name: name.clone(),
+                                type_oid: *type_oid,
+                                type_modifier: *type_modifier,
+                                elem_oid: builtin_array_elem(*type_oid),
+                                not_null: false,
+                                array_dims: 0,
+                            })
+                    })
+                    .collect();
+                TableCatalog {
+                    columns,
+                    ..t.clone()
+                }
+            })
+            .collect()
     }
 }
 
@@ -308,15 +390,13 @@ async fn stream<S: Sink>(
     job: &JobHandle,
     client: tokio_postgres::Client,
     source: setup::SourceInfo,
+    resume: Resume,
 ) -> Result<(), DaemonError> {
-    let store = CheckpointStore::open(
-        connect_sql_bounded(&config.database, config.statement_timeout).await?,
-        "public",
-        &config.slot_name,
-    )
-    .await?
-    .with_save_timeout(config.wal_receiver_timeout);
-    let checkpoint = store.load().await?;
+    let Resume {
+        store,
+        checkpoint,
+        stored_schemas,
+    } = resume;
     let mut repl = ReplicationClient::connect(&config.database).await?;
     if config.slot_failover {
         failover::require(source.server_version_num).map_err(SetupError::from)?;
@@ -380,7 +460,13 @@ async fn stream<S: Sink>(
         stop_status_rx,
     ));
     let (durable_tx, durable_rx) = watch::channel(start);
-    let checkpoint_task = tokio::spawn(checkpoint_loop(store, durable_rx, progress.clone()));
+    let schema_log: SchemaLogQueue = Arc::default();
+    let checkpoint_task = tokio::spawn(checkpoint_loop(
+        store,
+        durable_rx,
+        progress.clone(),
+        schema_log.clone(),
+    ));
     let (feeder, rx) = batcher::channel(&config.flush, job.circuit().clone());
     let snapshot_output = snapshot::Output {
         encoders: sink.snapshot_encoders(),
@@ -413,7 +499,18 @@ async fn stream<S: Sink>(
         )))
         .run(),
     );
-    let (stop_rx, stop_watcher) = stop_on_pause_or_drain(job);
+    // A table created later that matches a TABLES pattern: the run ends (everything received
+    // is flushed and confirmed) and the next one sets it up and snapshots it, as for a table
+    // added to TABLES across a restart.
+    let (restart_tx, restart_rx) = watch::channel(false);
+    let _discovery = (!config.table_patterns.is_empty()).then(|| {
+        AbortOnDrop(tokio::spawn(discover_tables(
+            config.clone(),
+            source.tables.iter().map(|t| t.name.clone()).collect(),
+            restart_tx,
+        )))
+    });
+    let (stop_rx, stop_watcher) = stop_on_pause_or_drain(job, restart_rx);
     // Ends with this run (a pause writes no heartbeats: nothing would read them).
     let _heartbeat = heartbeat_interval.map(|interval| {
         AbortOnDrop(tokio::spawn(heartbeat::run(
@@ -446,7 +543,39 @@ async fn stream<S: Sink>(
         stop_status: stop_status_tx,
         stop_watcher,
     };
-    let cache = SchemaCache::new(&source.tables, source.types);
+    let mut cache =
+        SchemaCache::new(&source.tables, source.types).with_rename_policy(config.table_rename);
+    let recorded: Vec<StoredSchema> = stored_schemas
+        .into_iter()
+        .filter(|s| cache.seed_stored(s))
+        .collect();
+    for stored in &recorded {
+        if let Some(t) = source.tables.iter().find(|t| t.name == stored.table) {
+            let now = StoredSchema::from_catalog(stored.lsn, t);
+            if now.columns != stored.columns || now.source_name != stored.source_name {
+                // Applied at the exact point: pgoutput describes the table again before its
+                // first change after the ALTER, and that description is compared with this one.
+                tracing::info!(
+                    table = %t.name,
+                    at_checkpoint = ?stored.columns.iter().map(|c| &c.0).collect::<Vec<_>>(),
+                    now = ?now.columns.iter().map(|c| &c.0).collect::<Vec<_>>(),
+                    "the table's definition changed while dbmazz was stopped; the change is \
+                     applied where the stream reaches it, under the SCHEMA_* policies"
+                );
+            }
+        }
+    }
+    if checkpoint.is_none() {
+        // A new job streams from a slot created now: the catalog is the schema at its start.
+        if let Ok(mut q) = schema_log.lock() {
+            q.extend(
+                source
+                    .tables
+                    .iter()
+                    .map(|t| StoredSchema::from_catalog(start, t)),
+            );
+        }
+    }
     let reader = WalReader::new(
         stream,
         cache,
@@ -455,24 +584,68 @@ async fn stream<S: Sink>(
         job.metrics().clone(),
         checkpoint.unwrap_or(Lsn::ZERO),
     )
-    .with_snapshot_skips(plan.skip_before);
+    .with_snapshot_skips(plan.skip_before)
+    .with_schema_log(schema_log, recorded);
     let exit = tasks.supervise(reader.run(stop_rx)).await?;
     finish(tasks, exit, job, &progress).await
 }
 
 /// A watch that turns true when a pause or a drain is requested (the reader and the copy stop
 /// on it), and the task that sets it.
-fn stop_on_pause_or_drain(job: &JobHandle) -> (watch::Receiver<bool>, JoinHandle<()>) {
+fn stop_on_pause_or_drain(
+    job: &JobHandle,
+    mut restart: watch::Receiver<bool>,
+) -> (watch::Receiver<bool>, JoinHandle<()>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (mut paused, mut drain_rx) = (job.paused(), job.drain());
     let watcher = tokio::spawn(async move {
         tokio::select! {
             _ = paused.wait_for(|p| *p) => {}
             _ = drain_rx.wait_for(|d| *d) => {}
+            Ok(_) = restart.wait_for(|r| *r) => {}
         }
         let _ = stop_tx.send(true);
     });
     (stop_rx, watcher)
+}
+
+/// Every `TABLES_DISCOVERY_INTERVAL_MS`, looks for tables that match a `TABLES` pattern and are
+/// not streamed yet; on the first found, asks the run to end so that the next one adds them.
+/// A failed look is logged and tried again at the next interval: it must not stop the stream.
+async fn discover_tables(config: Config, known: Vec<TableName>, restart: watch::Sender<bool>) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    loop {
+        tokio::time::sleep(config.discovery_interval).await;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = connect_sql_bounded(&config.database, config.statement_timeout)
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "looking for new tables: cannot connect"))
+                .ok();
+        }
+        let Some(c) = &client else { continue };
+        let found = match setup::matching_tables(c, &config.table_patterns).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for new tables failed; trying again later");
+                client = None;
+                continue;
+            }
+        };
+        let new: Vec<String> = found
+            .iter()
+            .filter(|t| !known.contains(t))
+            .map(ToString::to_string)
+            .collect();
+        if !new.is_empty() {
+            tracing::info!(
+                tables = ?new,
+                "new tables match TABLES; the stream restarts from its checkpoint to add and \
+                 snapshot them (the other tables resume where they were)"
+            );
+            let _ = restart.send(true);
+            return;
+        }
+    }
 }
 
 /// The tasks of one streaming run besides the reader: whichever ends first with an error
@@ -665,12 +838,25 @@ async fn checkpoint_loop(
     store: CheckpointStore,
     mut durable: watch::Receiver<Lsn>,
     progress: Arc<Progress>,
+    schema_log: SchemaLogQueue,
 ) -> Result<(), DaemonError> {
     let mut persisted = Lsn(progress.confirmed.load(Ordering::Relaxed));
     loop {
         let closed = durable.changed().await.is_err();
         let lsn = *durable.borrow_and_update();
         if lsn > persisted {
+            // Schema versions first: every version at or before a stored checkpoint is in the
+            // log, so a restart seeds the schema the sink last had.
+            let versions: Vec<StoredSchema> = schema_log
+                .lock()
+                .map(|mut q| std::mem::take(&mut *q))
+                .unwrap_or_default();
+            if let Err(e) = store.save_schemas(&versions).await {
+                if let Ok(mut q) = schema_log.lock() {
+                    q.splice(0..0, versions);
+                }
+                return Err(e.into());
+            }
             store.save(lsn).await?;
             persisted = lsn;
             progress.confirmed.fetch_max(lsn.0, Ordering::Relaxed);

@@ -94,6 +94,104 @@ pub fn parse_tables(raw: &str) -> Result<Vec<TableName>, TableListError> {
     Ok(out)
 }
 
+/// A `TABLES` entry with `*` in an unquoted part (`public.*`, `sales.order_*`): it selects every
+/// ordinary table whose schema and name match, now and created later.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TablePattern {
+    /// Schema glob (`*` matches any run of characters).
+    pub schema: String,
+    /// Name glob.
+    pub name: String,
+}
+
+impl TablePattern {
+    /// Whether `table` matches.
+    pub fn matches(&self, table: &TableName) -> bool {
+        glob(&self.schema, &table.schema) && glob(&self.name, &table.name)
+    }
+}
+
+impl fmt::Display for TablePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// `*`-only glob matching (no other metacharacter: `?`, `[` and `_` are literal).
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Classic two-pointer wildcard match with backtracking to the last star.
+    let (mut i, mut j) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while j < t.len() {
+        if i < p.len() && p[i] != '*' && p[i] == t[j] {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// Parses a `TABLES` value that may hold patterns: the exact names, and the patterns.
+pub fn parse_table_selection(
+    raw: &str,
+) -> Result<(Vec<TableName>, Vec<TablePattern>), TableListError> {
+    let mut exact = Vec::new();
+    let mut patterns: Vec<TablePattern> = Vec::new();
+    let mut plain = Vec::new();
+    for item in split_outside_quotes(raw, ',')? {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(TableListError::EmptyEntry(raw.to_owned()));
+        }
+        let parts = split_outside_quotes(item, '.')?;
+        let wild = |p: &str| !p.trim().starts_with('"') && p.contains('*');
+        if !parts.iter().any(|p| wild(p)) {
+            plain.push(item);
+            continue;
+        }
+        let part = |p: &str| -> Result<String, TableListError> {
+            let p = p.trim();
+            if wild(p) {
+                // Checked as an identifier with each `*` standing for a letter.
+                let probe = p.replace('*', "x");
+                parse_ident(&probe)?;
+                Ok(p.to_lowercase())
+            } else {
+                parse_ident(p)
+            }
+        };
+        let pattern = match parts.as_slice() {
+            [name] => TablePattern {
+                schema: "public".into(),
+                name: part(name)?,
+            },
+            [schema, name] => TablePattern {
+                schema: part(schema)?,
+                name: part(name)?,
+            },
+            _ => return Err(TableListError::NotATable(item.to_owned())),
+        };
+        if !patterns.contains(&pattern) {
+            patterns.push(pattern);
+        }
+    }
+    if !plain.is_empty() {
+        exact = parse_tables(&plain.join(","))?;
+    }
+    Ok((exact, patterns))
+}
+
 fn split_outside_quotes(s: &str, sep: char) -> Result<Vec<&str>, TableListError> {
     let mut parts = Vec::new();
     let mut in_quotes = false;
@@ -134,4 +232,33 @@ fn parse_ident(part: &str) -> Result<String, TableListError> {
         return Err(TableListError::Invalid(part.to_owned()));
     }
     Ok(part.to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_are_told_from_names_and_match_by_glob() {
+        let (exact, patterns) =
+            parse_table_selection(r#"orders, sales.order_*, "Weird*".x, *"#).unwrap();
+        assert_eq!(
+            exact,
+            vec![
+                TableName::new("public", "orders"),
+                TableName::new("Weird*", "x")
+            ]
+        );
+        assert_eq!(patterns.len(), 2);
+        let p = &patterns[0];
+        assert!(p.matches(&TableName::new("sales", "order_items")));
+        assert!(p.matches(&TableName::new("sales", "order_")));
+        assert!(!p.matches(&TableName::new("sales", "orders")));
+        assert!(!p.matches(&TableName::new("public", "order_items")));
+        let all_public = &patterns[1];
+        assert!(all_public.matches(&TableName::new("public", "anything")));
+        assert!(!all_public.matches(&TableName::new("other", "anything")));
+        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b*c", "axxbyy") && glob("**", ""));
+        assert!(parse_table_selection("sales.or-der*").is_err());
+    }
 }

@@ -144,7 +144,7 @@ struct Shared {
     progress: Arc<Progress>,
     circuit: Arc<Circuit>,
     slot: String,
-    tables: Vec<TableName>,
+    tables: std::sync::Mutex<Vec<TableName>>,
 }
 
 /// Shared view of one job, cheap to clone.
@@ -173,7 +173,7 @@ impl JobHandle {
             progress: Arc::new(Progress::default()),
             circuit: Arc::new(Circuit::default()),
             slot: slot.into(),
-            tables: tables.to_vec(),
+            tables: std::sync::Mutex::new(tables.to_vec()),
         }))
     }
 
@@ -207,9 +207,17 @@ impl JobHandle {
         &self.0.slot
     }
 
-    /// The replicated tables.
-    pub fn tables(&self) -> &[TableName] {
-        &self.0.tables
+    /// The replicated tables: `TABLES`' names, plus the tables its patterns matched once setup
+    /// found them.
+    pub fn tables(&self) -> Vec<TableName> {
+        self.0.tables.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Records the tables setup resolved.
+    pub fn set_tables(&self, tables: Vec<TableName>) {
+        if let Ok(mut t) = self.0.tables.lock() {
+            *t = tables;
+        }
     }
 
     /// Highest WAL position received.

@@ -36,8 +36,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 fn main() -> ExitCode {
     fixed_mmap_threshold();
     if let Some(cmd) = std::env::args().nth(1) {
-        if matches!(cmd.as_str(), "top" | "verify" | "schema") {
-            return cli::main();
+        match cmd.as_str() {
+            "--help" | "-h" | "help" => {
+                print!("{}", dbmazz::help::help_text());
+                return ExitCode::SUCCESS;
+            }
+            "--version" | "-V" | "version" => {
+                println!("{}", dbmazz::help::version_text());
+                return ExitCode::SUCCESS;
+            }
+            "top" | "verify" | "schema" | "health" | "check" => return cli::main(),
+            other if other.starts_with('-') => {
+                eprintln!("dbmazz: unknown option {other:?}; see dbmazz --help");
+                return ExitCode::from(2);
+            }
+            _ => {}
         }
     }
     let filter = EnvFilter::try_from_env("RUST_LOG")
@@ -45,11 +58,25 @@ fn main() -> ExitCode {
             EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()))
         })
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .init(),
+        Ok("text") | Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .init(),
+        Ok(other) => {
+            eprintln!("dbmazz: invalid configuration: LOG_FORMAT: {other:?} is not supported; expected text or json");
+            return ExitCode::from(2);
+        }
+    }
 
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -197,6 +224,24 @@ mod cli {
         Verify(VerifyArgs),
         /// Provision databases through a running dbmazz (SchemaService).
         Schema(SchemaArgs),
+        /// Probe a running dbmazz's Health: exit 0 when SERVING, 1 when not, 2 when unreachable.
+        Health(HealthArgs),
+        /// Preflight: check the configuration (the environment), PostgreSQL and the sink, one line
+        /// per check with a fix; change nothing. Exit 0 when every check passes, 1 otherwise.
+        Check,
+    }
+
+    #[derive(Args)]
+    struct HealthArgs {
+        /// host:port of dbmazz's gRPC API [default: 127.0.0.1:$GRPC_PORT or 127.0.0.1:50051].
+        #[arg(long)]
+        grpc: Option<String>,
+        /// Bearer token [env: GRPC_TOKEN, or the file GRPC_TOKEN_FILE].
+        #[arg(long)]
+        token: Option<String>,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
     }
 
     #[derive(Args)]
@@ -396,6 +441,39 @@ mod cli {
                     }
                 }
             }
+            Cmd::Health(a) => {
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let grpc = a.grpc.unwrap_or_else(|| {
+                    format!(
+                        "127.0.0.1:{}",
+                        env("GRPC_PORT").unwrap_or_else(|| "50051".into())
+                    )
+                });
+                let token = a.token.or_else(|| env("GRPC_TOKEN")).or_else(|| {
+                    env("GRPC_TOKEN_FILE")
+                        .and_then(|f| std::fs::read_to_string(f).ok())
+                        .map(|t| t.trim().to_owned())
+                });
+                match dbmazz::top::probe_health(
+                    &grpc,
+                    token.as_deref(),
+                    Duration::from_millis(a.timeout_ms.max(100)),
+                ) {
+                    Ok(p) => {
+                        println!("{}", p.line);
+                        if p.serving {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("dbmazz health: {e:#}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            Cmd::Check => dbmazz::preflight::main(),
             Cmd::Verify(a) => {
                 let t = match target(a.place) {
                     Ok(t) => t,

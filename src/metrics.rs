@@ -31,6 +31,72 @@ impl TableCounters {
 
 pub use crate::lsn::PG_EPOCH_OFFSET_MICROS;
 
+/// A kind of schema change of a replicated table (the label of `dbmazz_schema_changes_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaChangeKind {
+    /// A column was added.
+    AddColumn,
+    /// A column's type widened (int2→int4, varchar(10)→varchar(20), …).
+    WidenType,
+    /// A column's type changed in a way that can lose values.
+    ChangeType,
+    /// A column was dropped.
+    DropColumn,
+    /// A column was renamed.
+    RenameColumn,
+    /// The table was renamed or moved to another schema.
+    RenameTable,
+    /// The primary key or the replica identity changed.
+    KeyChange,
+}
+
+impl SchemaChangeKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [SchemaChangeKind; 7] = [
+        SchemaChangeKind::AddColumn,
+        SchemaChangeKind::WidenType,
+        SchemaChangeKind::ChangeType,
+        SchemaChangeKind::DropColumn,
+        SchemaChangeKind::RenameColumn,
+        SchemaChangeKind::RenameTable,
+        SchemaChangeKind::KeyChange,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaChangeKind::AddColumn => "add_column",
+            SchemaChangeKind::WidenType => "widen_type",
+            SchemaChangeKind::ChangeType => "change_type",
+            SchemaChangeKind::DropColumn => "drop_column",
+            SchemaChangeKind::RenameColumn => "rename_column",
+            SchemaChangeKind::RenameTable => "rename_table",
+            SchemaChangeKind::KeyChange => "key_change",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+}
+
+/// One schema-change decision, as `GetStatus` shows the last one of each table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaEvent {
+    /// The table, as `TABLES` names it.
+    pub table: String,
+    /// What changed.
+    pub kind: SchemaChangeKind,
+    /// What dbmazz did: `propagated`, `kept`, `recreated`, `followed` or `stopped`.
+    pub action: &'static str,
+    /// The change in words, with the statement run (or to run).
+    pub detail: String,
+    /// LSN of the Relation message that carried it (0 when found at start).
+    pub lsn: u64,
+    /// When (µs since the Unix epoch).
+    pub at_unix_us: i64,
+}
+
 /// The job's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -86,6 +152,8 @@ pub struct Metrics {
     /// while that write is the outstanding one, so a write that succeeds touches no lock.
     sink_error: Mutex<Option<(i64, String)>>,
     tables: Mutex<BTreeMap<String, TableCounters>>,
+    schema_changes: [AtomicU64; SchemaChangeKind::ALL.len()],
+    schema_events: Mutex<BTreeMap<String, SchemaEvent>>,
 }
 
 /// Upper bounds of the commit-to-ack histogram's buckets, in milliseconds (then `+Inf`). Dense
@@ -185,6 +253,38 @@ impl Metrics {
     pub fn heartbeat_lag_seconds(&self) -> Option<f64> {
         (self.heartbeat_received_unix_us.load(Ordering::Relaxed) > 0)
             .then(|| self.heartbeat_lag_us.load(Ordering::Relaxed) as f64 / 1e6)
+    }
+
+    /// Records a schema-change decision: counted by kind, and kept as the table's last one.
+    pub fn record_schema_event(&self, event: SchemaEvent) {
+        if let Some(c) = self.schema_changes.get(event.kind.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut events) = self.schema_events.lock() {
+            events.insert(event.table.clone(), event);
+        }
+    }
+
+    /// Schema changes seen, per kind (every kind, zeros included).
+    pub fn schema_change_counts(&self) -> Vec<(SchemaChangeKind, u64)> {
+        SchemaChangeKind::ALL
+            .iter()
+            .map(|k| {
+                let n = self
+                    .schema_changes
+                    .get(k.index())
+                    .map_or(0, |c| c.load(Ordering::Relaxed));
+                (*k, n)
+            })
+            .collect()
+    }
+
+    /// The last schema-change decision of each table that had one, by table name.
+    pub fn schema_events(&self) -> Vec<SchemaEvent> {
+        self.schema_events
+            .lock()
+            .map(|e| e.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Adds one batch's per-table counts.

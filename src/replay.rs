@@ -269,7 +269,7 @@ impl Replayer {
                         continue;
                     }
                 };
-                let sql = row_copy_sql(&schema, &source.name.quoted(), &types, &key);
+                let sql = row_copy_sql(&schema, &source.source_name.quoted(), &types, &key);
                 let lines = copy_lines(&tx, &sql)
                     .await
                     .map_err(|e| ReplayError::Source {

@@ -56,6 +56,46 @@ pub struct Options {
     pub duration: Option<Duration>,
 }
 
+/// What `dbmazz health` found: the daemon's answer to `dbmazz.HealthService/Check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// SERVING.
+    pub serving: bool,
+    /// One line: status, stage detail, and the error detail when there is one.
+    pub line: String,
+}
+
+/// `dbmazz health`: asks the daemon at `grpc` for its Health within `timeout`.
+pub fn probe_health(grpc: &str, token: Option<&str>, timeout: Duration) -> Result<Probe> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut clients = Clients::new(grpc, token)?;
+        let answer = tokio::time::timeout(
+            timeout,
+            clients
+                .health
+                .check(crate::control::proto::HealthCheckRequest::default()),
+        )
+        .await
+        .map_err(|_| anyhow!("no answer from {grpc} within {} ms", timeout.as_millis()))?
+        .map_err(|s| anyhow!("{grpc}: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+        let serving = answer.status
+            == crate::control::proto::health_check_response::ServingStatus::Serving as i32;
+        let mut line = format!(
+            "{} {}",
+            if serving { "SERVING" } else { "NOT_SERVING" },
+            answer.stage_detail
+        );
+        if !answer.error_detail.is_empty() {
+            line.push_str(&format!(": {}", answer.error_detail));
+        }
+        Ok(Probe { serving, line })
+    })
+}
+
 /// Adds the bearer token to every call.
 #[derive(Clone)]
 struct Auth(Option<MetadataValue<Ascii>>);

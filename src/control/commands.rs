@@ -140,7 +140,7 @@ impl Commands {
                 .join(",")
         };
         Err(RpcError::TablesNeedRestart {
-            running: names(running),
+            running: names(&running),
             requested: names(&wanted),
         })
     }

@@ -39,6 +39,10 @@ pub(crate) mod names {
     pub const BYTES: &str = "dbmazz_bytes";
     /// Counter, labels `table` and `op`: changes durable in the sink per table and kind.
     pub const TABLE_CHANGES: &str = "dbmazz_table_changes";
+    /// Counter, label `kind`: schema changes of replicated tables dbmazz acted on (or stopped
+    /// on), per kind (`add_column`, `widen_type`, `change_type`, `drop_column`,
+    /// `rename_column`, `rename_table`, `key_change`).
+    pub const SCHEMA_CHANGES: &str = "dbmazz_schema_changes";
     /// Counter: CPU time used by the process.
     pub const CPU_SECONDS: &str = "dbmazz_cpu_seconds";
     /// Gauge: row changes made durable per second since the previous scrape.
@@ -282,6 +286,19 @@ impl Collector for JobCollector {
                     let labels = [("table", table.as_str()), ("op", op)];
                     ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
                 }
+            }
+        }
+        {
+            let kind = ConstCounter::new(0u64).metric_type();
+            let mut family = e.encode_descriptor(
+                SCHEMA_CHANGES,
+                "Schema changes of replicated tables dbmazz acted on or stopped on, per kind.",
+                None,
+                kind,
+            )?;
+            for (k, n) in m.schema_change_counts() {
+                let labels = [("kind", k.as_str())];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
         gauge(

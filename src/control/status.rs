@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::health;
 use super::proto::cdc_status_service_server::CdcStatusService;
-use super::proto::{CdcState, StatusRequest, StatusResponse};
+use super::proto::{CdcState, SchemaChangeStatus, StatusRequest, StatusResponse};
 use crate::config::TableName;
 use crate::job::{JobHandle, RunState};
 use crate::postgres::slot_health::SlotAlarm;
@@ -46,6 +46,20 @@ impl CdcStatusService for StatusService {
             sink_circuit_opened_at_ms: (circuit.opened_at_unix_us / 1000).max(0) as u64,
             sink_consecutive_failures: circuit.consecutive_failures,
             sink_circuit_opened_total: circuit.opened_total,
+            schema_changes: self
+                .job
+                .metrics()
+                .schema_events()
+                .into_iter()
+                .map(|e| SchemaChangeStatus {
+                    table: e.table,
+                    kind: e.kind.as_str().to_owned(),
+                    action: e.action.to_owned(),
+                    detail: e.detail,
+                    lsn: lsn_text(Lsn(e.lsn)),
+                    at_ms: (e.at_unix_us / 1000).max(0) as u64,
+                })
+                .collect(),
             ..slot_fields(&self.job)
         }))
     }

@@ -38,8 +38,14 @@ pub enum Value {
 /// tables from it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableCatalog {
-    /// Table name.
+    /// Table name, as `TABLES` gives it: the table's identity for the sinks and the bookkeeping,
+    /// kept when the table is renamed in the source (`SCHEMA_TABLE_RENAME=follow`).
     pub name: TableName,
+    /// The source's identifier of the table (PostgreSQL's relation OID), stable across renames.
+    pub oid: RelId,
+    /// The table's current name in the source, for queries; differs from `name` once a renamed
+    /// table is followed.
+    pub source_name: TableName,
     /// Primary-key column names, in key order.
     pub key_columns: Vec<String>,
     /// Columns in table order.
@@ -211,7 +217,8 @@ pub struct SchemaChange {
     pub old: Arc<TableSchema>,
     /// The schema from now on.
     pub new: Arc<TableSchema>,
-    /// Position of the first change that uses the new schema.
+    /// Commit LSN of the transaction whose changes first use the new schema (PostgreSQL gives
+    /// Relation messages no position of their own).
     pub lsn: Lsn,
 }
 

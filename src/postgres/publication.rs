@@ -194,7 +194,8 @@ pub async fn ensure(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let all: Vec<&TableName> = tables.iter().map(|t| &t.name).collect();
+    // A table renamed while dbmazz was stopped is published under its current name.
+    let all: Vec<&TableName> = tables.iter().map(|t| &t.source_name).collect();
     let role: String = client
         .query_one("SELECT current_user::text", &[])
         .await
@@ -314,7 +315,8 @@ async fn check_columns(
         )))?;
     for table in tables {
         let Some(row) = rows.iter().find(|r| {
-            r.get::<_, String>(0) == table.name.schema && r.get::<_, String>(1) == table.name.name
+            r.get::<_, String>(0) == table.source_name.schema
+                && r.get::<_, String>(1) == table.source_name.name
         }) else {
             continue;
         };
@@ -323,7 +325,7 @@ async fn check_columns(
             return Err(PublicationError::RowFilter {
                 publication: publication.into(),
                 quoted,
-                table: table.name.clone(),
+                table: table.source_name.clone(),
                 filter,
             });
         }
@@ -337,7 +339,7 @@ async fn check_columns(
             return Err(PublicationError::ColumnList {
                 publication: publication.into(),
                 quoted,
-                table: table.name.clone(),
+                table: table.source_name.clone(),
                 missing,
             });
         }
@@ -349,7 +351,7 @@ async fn check_columns(
             return Err(PublicationError::GeneratedColumns {
                 publication: publication.into(),
                 quoted,
-                table: table.name.clone(),
+                table: table.source_name.clone(),
                 columns: extra,
             });
         }

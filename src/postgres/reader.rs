@@ -24,7 +24,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::TableName;
-use crate::metrics::Metrics;
+
+use crate::checkpoint::StoredSchema;
+use crate::metrics::{now_unix_us, Metrics, SchemaChangeKind, SchemaEvent};
 use crate::pipeline::batcher::{Feeder, PipelineClosed};
 use crate::pipeline::change::{
     Event, Op, Position, RowChange, SchemaChange, TableSchema, TruncateChange,
@@ -57,7 +59,7 @@ pub enum ReaderError {
         /// Where.
         lsn: Lsn,
         /// What.
-        source: SchemaError,
+        source: Box<SchemaError>,
     },
     /// A change referred to a relation PostgreSQL never described.
     #[error("change at LSN {lsn} refers to relation OID {rel_id}, which the server never described (protocol error)")]
@@ -134,7 +136,14 @@ pub struct WalReader {
     /// Events decoded but not yet sent, and their bytes.
     staged: Vec<Event>,
     staged_bytes: usize,
+    /// Schema versions to record in the schema log (the checkpoint task writes them before the
+    /// checkpoint passes them), and the last one recorded per table.
+    schema_log: Option<SchemaLogQueue>,
+    recorded: hashbrown::HashMap<RelId, StoredSchema>,
 }
+
+/// Schema versions the reader saw, waiting to be written next to the checkpoint.
+pub type SchemaLogQueue = Arc<std::sync::Mutex<Vec<StoredSchema>>>;
 
 impl WalReader {
     /// A reader that skips transactions committed before `resume_from` (the checkpoint).
@@ -158,7 +167,20 @@ impl WalReader {
             skip_by_rel: hashbrown::HashMap::new(),
             staged: Vec::new(),
             staged_bytes: 0,
+            schema_log: None,
+            recorded: hashbrown::HashMap::new(),
         }
+    }
+
+    /// Records each new schema version into `queue`; `recorded` are the versions the log
+    /// already holds (one per table).
+    pub fn with_schema_log(mut self, queue: SchemaLogQueue, recorded: Vec<StoredSchema>) -> Self {
+        self.schema_log = Some(queue);
+        self.recorded = recorded
+            .into_iter()
+            .map(|s| (RelId(s.rel_oid), s))
+            .collect();
+        self
     }
 
     /// Drops a table's changes committed before its snapshot LSN (they are in the copy).
@@ -267,14 +289,51 @@ impl WalReader {
                 .await
             }
             Message::Relation(rel) => {
-                let update = self
-                    .cache
-                    .apply(&rel)
-                    .map_err(|source| Step::Error(ReaderError::Schema { lsn, source }))?;
+                // PostgreSQL sends Relation messages with no WAL position (0/0); the commit LSN
+                // of the transaction they belong to places the new definition in the stream.
+                let lsn = self.txn.as_ref().map_or(lsn, |t| t.pos.commit_lsn);
+                let (update, renamed) = match self.cache.apply_at(&rel, lsn) {
+                    Ok(r) => r,
+                    Err(source) => {
+                        self.record_refused_schema(&source, lsn);
+                        return Err(Step::Error(ReaderError::Schema {
+                            lsn,
+                            source: Box::new(source),
+                        }));
+                    }
+                };
+                if let Some(r) = renamed {
+                    tracing::warn!(
+                        table = %r.table,
+                        oid = r.rel_id.0,
+                        from = %r.from,
+                        to = %r.to,
+                        lsn = %lsn,
+                        "table renamed in PostgreSQL; SCHEMA_TABLE_RENAME=follow: its changes keep \
+                         loading into the same target"
+                    );
+                    self.metrics.record_schema_event(SchemaEvent {
+                        table: r.table.to_string(),
+                        kind: SchemaChangeKind::RenameTable,
+                        action: "followed",
+                        detail: format!(
+                            "{} renamed to {} (relation OID {})",
+                            r.from, r.to, r.rel_id.0
+                        ),
+                        lsn: lsn.0,
+                        at_unix_us: now_unix_us(),
+                    });
+                }
                 if let RelationUpdate::New(t) | RelationUpdate::Changed { new: t, .. } = &update {
                     if let Some(&c) = self.skip_by_name.get(&t.name) {
                         self.skip_by_rel.insert(rel.rel_id, c);
                     }
+                }
+                if let RelationUpdate::New(t)
+                | RelationUpdate::Changed { new: t, .. }
+                | RelationUpdate::Unchanged(t) = &update
+                {
+                    self.record_schema(lsn, t);
                 }
                 if let RelationUpdate::Changed { old, new } = update {
                     tracing::info!(table = %new.name, lsn = %lsn, columns = new.columns.len(), "table definition changed");
@@ -403,6 +462,48 @@ impl WalReader {
     }
 
     /// Stages an event; sends the staged parcel once it reaches the feeder's parcel limit.
+    /// Queues `schema` for the schema log if it differs from the last version recorded.
+    fn record_schema(&mut self, lsn: Lsn, schema: &TableSchema) {
+        let Some(queue) = &self.schema_log else {
+            return;
+        };
+        let source_name = self
+            .cache
+            .source_name(schema.rel_id)
+            .cloned()
+            .unwrap_or_else(|| schema.name.clone());
+        let version = StoredSchema::of(lsn, schema, &source_name);
+        if self
+            .recorded
+            .get(&schema.rel_id)
+            .is_some_and(|r| r.same_shape(&version))
+        {
+            return;
+        }
+        if let Ok(mut q) = queue.lock() {
+            q.push(version.clone());
+        }
+        self.recorded.insert(schema.rel_id, version);
+    }
+
+    /// Counts and shows a schema change the cache refused (the job stops on it).
+    fn record_refused_schema(&self, e: &SchemaError, lsn: Lsn) {
+        let (table, kind) = match e {
+            SchemaError::TableRenamed { table, .. } => (table, SchemaChangeKind::RenameTable),
+            SchemaError::KeyChanged { table, .. }
+            | SchemaError::IdentityChanged { table, .. }
+            | SchemaError::MissingKeyColumn { table, .. } => (table, SchemaChangeKind::KeyChange),
+        };
+        self.metrics.record_schema_event(SchemaEvent {
+            table: table.to_string(),
+            kind,
+            action: "stopped",
+            detail: e.to_string(),
+            lsn: lsn.0,
+            at_unix_us: now_unix_us(),
+        });
+    }
+
     async fn send(&mut self, event: Event) -> Result<(), Step> {
         if event.is_change() {
             self.metrics.events_received.fetch_add(1, Ordering::Relaxed);

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::{Config, ReplicaIdentityPolicy, TableName};
+use crate::config::{Config, ReplicaIdentityPolicy, TableName, TablePattern, TableRenamePolicy};
+use crate::pipeline::change::RelId;
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
 use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
 use crate::value::{Scalar, ValueKind};
@@ -51,6 +52,30 @@ pub enum SetupError {
         /// Table.
         table: TableName,
     },
+    /// `TABLES` has only patterns, and they match no table.
+    #[error(
+        "TABLES' patterns ({patterns}) match no table: create one, or fix TABLES (patterns \
+         match ordinary tables by schema and name; `*` matches any run of characters)"
+    )]
+    NoTableMatches {
+        /// The patterns.
+        patterns: String,
+    },
+    /// A table was renamed while dbmazz was stopped, and `SCHEMA_TABLE_RENAME=stop`.
+    #[error(
+        "table {table} (relation OID {oid}) is now {now} in PostgreSQL (renamed or moved while \
+         dbmazz was stopped), and SCHEMA_TABLE_RENAME=stop. Either rename it back \
+         (ALTER TABLE {now} RENAME TO …/SET SCHEMA …), or restart with \
+         SCHEMA_TABLE_RENAME=follow to keep loading it into the same target"
+    )]
+    Renamed {
+        /// The table as `TABLES` names it.
+        table: TableName,
+        /// Its relation OID.
+        oid: u32,
+        /// Its name now.
+        now: TableName,
+    },
     /// Not a plain table.
     #[error("{table} is a {kind}, not a table; TABLES may only list ordinary tables")]
     NotATable {
@@ -73,7 +98,7 @@ pub enum SetupError {
     /// Replica identity that hides the key.
     #[error(
         "table {table} has REPLICA IDENTITY {identity}: updates and deletes would not carry its \
-         primary key; run ALTER TABLE {quoted} REPLICA IDENTITY DEFAULT, or set REPLICA_IDENTITY=full"
+         primary key; run ALTER TABLE {table} REPLICA IDENTITY DEFAULT, or set REPLICA_IDENTITY=full"
     )]
     ReplicaIdentity {
         /// Table.
@@ -224,13 +249,38 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
 
     let mut tables = Vec::new();
     let mut oids: Vec<u32> = Vec::new();
-    for table in &config.tables {
-        let (oid, key_columns) = check_table(client, table, config.replica_identity).await?;
+    let mut wanted = config.tables.clone();
+    for t in matching_tables(client, &config.table_patterns).await? {
+        if !wanted.contains(&t) {
+            wanted.push(t);
+        }
+    }
+    if wanted.is_empty() {
+        return Err(SetupError::NoTableMatches {
+            patterns: config
+                .table_patterns
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    for table in &wanted {
+        let source_name = match check_table(client, table, config.replica_identity).await {
+            Err(SetupError::TableNotFound { .. }) => {
+                renamed_while_stopped(client, config, table).await?
+            }
+            Err(e) => return Err(e),
+            Ok(_) => table.clone(),
+        };
+        let (oid, key_columns) = check_table(client, &source_name, config.replica_identity).await?;
         oids.push(oid);
         tables.push(TableCatalog {
             name: table.clone(),
+            oid: RelId(oid),
+            source_name: source_name.clone(),
             key_columns,
-            columns: table_columns(client, oid, table).await?,
+            columns: table_columns(client, oid, &source_name).await?,
         });
     }
     let types = resolve_types(client, &oids).await?;
@@ -248,6 +298,93 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
         wal_sender_timeout,
         server_version_num,
     })
+}
+
+/// The ordinary tables (not partitions, not dbmazz's own `dbmazz_*` tables, not in system
+/// schemas) that match any of `patterns`, by schema and name.
+pub async fn matching_tables(
+    client: &Client,
+    patterns: &[TablePattern],
+) -> Result<Vec<TableName>, SetupError> {
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind = 'r' AND NOT c.relispartition \
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+                AND c.relname NOT LIKE 'dbmazz\\_%' \
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(sql("listing the tables TABLES' patterns may match"))?;
+    Ok(rows
+        .iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|t| patterns.iter().any(|p| p.matches(t)))
+        .collect())
+}
+
+/// A table of `TABLES` that is not found by its name: if this slot streamed it before (its
+/// relation OID is in the schema log) and a table with that OID still exists, it was renamed
+/// or moved while dbmazz was stopped. `SCHEMA_TABLE_RENAME=follow` takes it under its new
+/// name; `stop` says so. Otherwise the table is just missing.
+async fn renamed_while_stopped(
+    client: &Client,
+    config: &Config,
+    table: &TableName,
+) -> Result<TableName, SetupError> {
+    let not_found = || SetupError::TableNotFound {
+        table: table.clone(),
+    };
+    let log = format!("public.{}", crate::checkpoint::SCHEMA_LOG_TABLE);
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&log])
+        .await
+        .map_err(sql("looking up the schema log"))?
+        .get(0);
+    if !exists {
+        return Err(not_found());
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, c.oid \
+                   FROM (SELECT rel_oid FROM {log} WHERE slot_name = $1 AND table_name = $2 \
+                          ORDER BY lsn DESC LIMIT 1) s \
+                   JOIN pg_class c ON c.oid = s.rel_oid \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace"
+            ),
+            &[&config.slot_name, &table.quoted()],
+        )
+        .await
+        .map_err(sql(format!("looking up the relation OID of {table}")))?;
+    let Some(row) = row else {
+        return Err(not_found());
+    };
+    let now = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+    let oid: u32 = row.get(2);
+    match config.table_rename {
+        TableRenamePolicy::Stop => Err(SetupError::Renamed {
+            table: table.clone(),
+            oid,
+            now,
+        }),
+        TableRenamePolicy::Follow => {
+            tracing::warn!(
+                table = %table,
+                oid,
+                now = %now,
+                "table renamed in PostgreSQL while dbmazz was stopped; SCHEMA_TABLE_RENAME=follow: \
+                 its changes keep loading into the same target"
+            );
+            Ok(now)
+        }
+    }
 }
 
 async fn show(client: &Client, setting: &str) -> Result<String, SetupError> {

@@ -15,7 +15,7 @@
 //!
 //! Encoding in the workers is what makes the copy fast: it runs in parallel, and a chunk's rows
 //! need none of the per-key collapse of streamed changes (each key appears once in a chunk, every
-//! row is a full row with version C). A body is sent after everything queued before it, and its
+//! row is a full row with version C − 1, see [`copy_version`]). A body is sent after everything queued before it, and its
 //! chunk's ChunkDone marker comes after its last body, so "done only once durable" holds as for
 //! row events.
 //!
@@ -27,14 +27,16 @@
 //!
 //! **Why the result converges** (sinks apply a row only if its version, the commit LSN, is ≥ the
 //! stored one — StarRocks' `merge_condition`). Take any key and a chunk copied at snapshot Cs
-//! (C1, or a later C2 after a restart), its rows written with version Cs:
+//! (C1, or a later C2 after a restart), its rows written with version Cs − 1 (just below Cs, above
+//! every commit before it):
 //! - The exported snapshot and Cs come from the same slot creation, which waits for every
 //!   transaction running at that moment, so the copy holds exactly the commits < Cs (including
 //!   those of transactions that were open when a table was added to the publication), and the
 //!   main slot, created earlier, still delivers every commit ≥ C1.
-//! - A commit ≥ Cs is not in the copy; it is streamed with version ≥ Cs and wins over the copied
+//! - A commit ≥ Cs is not in the copy; it is streamed with version ≥ Cs > Cs − 1 and wins over the copied
 //!   row whenever it arrives (before or after it).
-//! - A commit in [C1, Cs) is already in the copy (version Cs); when it is streamed its older
+//! - A commit in [C1, Cs) is already in the copy (version Cs − 1, above any commit LSN below
+//!   Cs); when it is streamed its older
 //!   version loses, so it cannot regress the row. Commits < C1 are not streamed for the table.
 //! - A key deleted before Cs is absent from the copy; its delete is either < C1 (the sink never
 //!   had the row from this job) or streamed (soft delete, version ≥ C1).
@@ -59,7 +61,7 @@ use tokio_postgres::Client;
 use crate::config::{quote_ident, quote_literal, Config, SnapshotMode, TableName};
 use crate::job::{JobHandle, RunState, Stage};
 use crate::pipeline::batcher::{ChunkDurable, Feeder};
-use crate::pipeline::change::{ColumnSchema, Event, RelId, TableSchema};
+use crate::pipeline::change::{ColumnSchema, Event, TableSchema};
 use crate::pipeline::sink::{SnapshotEncodeError, SnapshotEncoder, SnapshotEncoders};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
@@ -72,6 +74,19 @@ use crate::postgres::tls::{connect_sql, ConnectError};
 use crate::postgres::toast_backfill::CopyingTables;
 use crate::value::ValueKind;
 use crate::Lsn;
+
+/// The version copied rows carry: one less than the snapshot point C.
+///
+/// The copy holds exactly the commits before C, and the stream delivers the ones at or after
+/// C. A transaction whose commit record starts exactly at C (the record right after the one
+/// that made the temporary slot consistent) is streamed with version C; had the copy carried C
+/// too, a copied row loaded after that change would tie and win (`merge_condition` and the
+/// NDJSON rule both keep the later of equal versions), bringing back the old value. WAL records
+/// start 8-byte aligned and are longer than 8 bytes, so no commit before C starts at C − 1:
+/// the copy still wins over every commit it holds.
+pub fn copy_version(snapshot_point: Lsn) -> Lsn {
+    Lsn(snapshot_point.0.saturating_sub(1))
+}
 
 /// The snapshot failed.
 #[derive(Debug, thiserror::Error)]
@@ -392,7 +407,7 @@ pub fn table_schema(table: &TableCatalog, types: &HashMap<u32, ValueKind>) -> Ta
         .filter_map(|k| columns.iter().position(|c| &c.name == k))
         .collect();
     TableSchema {
-        rel_id: RelId(0),
+        rel_id: table.oid,
         name: table.name.clone(),
         columns,
         key,
@@ -408,7 +423,7 @@ pub async fn key_types(state: &Client, table: &TableCatalog) -> Result<Vec<Strin
             .query_one(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
                   WHERE attrelid = $1::text::regclass AND attname = $2",
-                &[&table.name.quoted(), k],
+                &[&table.source_name.quoted(), k],
             )
             .await
             .map_err(sql(format!("reading the key type of {}", table.name)))?;
@@ -425,7 +440,7 @@ async fn estimate_rows(state: &Client, table: &TableCatalog) -> Result<f64, Snap
             "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::float8 \
                     ELSE pg_relation_size(c.oid)::float8 / 8192 * 60 END \
                FROM pg_class c WHERE c.oid = $1::text::regclass",
-            &[&table.name.quoted()],
+            &[&table.source_name.quoted()],
         )
         .await
         .map_err(sql(format!("estimating the size of {}", table.name)))?
@@ -457,7 +472,7 @@ async fn plan_bounds(
         .query_one(
             "SELECT greatest(relpages::float8, pg_relation_size(oid)::float8 / 8192, 1) \
                FROM pg_class WHERE oid = $1::text::regclass",
-            &[&table.name.quoted()],
+            &[&table.source_name.quoted()],
         )
         .await
         .map_err(sql(format!("reading the size of {}", table.name)))?
@@ -470,7 +485,7 @@ async fn plan_bounds(
             &format!(
                 "SELECT ARRAY[{}] FROM {} TABLESAMPLE SYSTEM ({pct}) ORDER BY {}",
                 keys.join(", "),
-                table.name.quoted(),
+                table.source_name.quoted(),
                 order.join(", ")
             ),
             &[],
@@ -528,7 +543,7 @@ fn copy_sql(
     format!(
         "COPY (SELECT {} FROM {}{filter}) TO STDOUT",
         cols.join(", "),
-        table.name.quoted()
+        table.source_name.quoted()
     )
 }
 
@@ -757,9 +772,10 @@ async fn worker(
         pin_mut!(copy);
         let mut buf = BytesMut::new();
         let mut rows: u64 = 0;
-        let mut body = output
-            .encoders
-            .encoder(task.table.clone(), lsn, output.body_bytes);
+        let mut body =
+            output
+                .encoders
+                .encoder(task.table.clone(), copy_version(lsn), output.body_bytes);
         let copy_error = |source| SnapshotError::Copy {
             table: table.clone(),
             source,
@@ -851,6 +867,7 @@ async fn send(feeder: &Feeder, stop: &mut watch::Receiver<bool>, event: Event) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::change::RelId;
 
     #[test]
     fn progress_shows_rows_against_the_estimate_and_chunks() {
@@ -882,9 +899,26 @@ mod tests {
     }
 
     #[test]
+    fn copied_rows_lose_to_a_commit_at_the_snapshot_point_and_win_over_earlier_ones() {
+        let c = Lsn(0x1_0000_0040);
+        let v = copy_version(c);
+        assert!(
+            v < c,
+            "a commit starting exactly at C is newer than the copy"
+        );
+        // The latest commit record before C starts at least 8 bytes (one aligned record) earlier.
+        assert!(
+            v > Lsn(c.0 - 8),
+            "the copy is newer than every commit it holds"
+        );
+    }
+
+    #[test]
     fn chunk_sql_bounds_keys_as_rows() {
         let table = TableCatalog {
             name: TableName::new("public", "t"),
+            oid: RelId(1),
+            source_name: TableName::new("public", "t"),
             key_columns: vec!["a".into(), "b".into()],
             columns: vec![],
         };

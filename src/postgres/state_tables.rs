@@ -1,7 +1,8 @@
 //! What to tell an operator when dbmazz may not create its bookkeeping tables.
 //!
-//! dbmazz keeps its checkpoint (`dbmazz_checkpoints`) and the initial copy's progress
-//! (`dbmazz_snapshot_tables`, `dbmazz_snapshot_chunks`) in the source database, schema `public`.
+//! dbmazz keeps its checkpoint (`dbmazz_checkpoints`), the schema each table had at it
+//! (`dbmazz_schemas`) and the initial copy's progress (`dbmazz_snapshot_tables`,
+//! `dbmazz_snapshot_chunks`) in the source database, schema `public`.
 //! It creates them on first start, which needs `CREATE` on the schema. Since PostgreSQL 15 only
 //! the database owner has that on `public` by default, and a managed service's CDC role is rarely
 //! the owner, so the first start of a least-privilege role fails there. The message then has to
@@ -21,10 +22,26 @@ pub const SCHEMA: &str = "public";
 /// The checkpoint table, qualified.
 pub const CHECKPOINT_TABLE: &str = "public.dbmazz_checkpoints";
 
-/// `CREATE TABLE` for the checkpoint table.
-pub const CHECKPOINT_DDL: &str = "CREATE TABLE IF NOT EXISTS public.dbmazz_checkpoints (
-        slot_name text PRIMARY KEY, lsn pg_lsn NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now());";
+/// The schema log (each table's schema at each checkpoint), qualified.
+pub const SCHEMA_LOG_TABLE: &str = "public.dbmazz_schemas";
+
+/// `CREATE TABLE` for the checkpoint table `table` (qualified and quoted as needed).
+pub fn checkpoint_ddl(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (slot_name text PRIMARY KEY, lsn pg_lsn NOT NULL, \
+         updated_at timestamptz NOT NULL DEFAULT now());"
+    )
+}
+
+/// `CREATE TABLE` for the schema log `table` (qualified and quoted as needed).
+pub fn schema_log_ddl(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (slot_name text NOT NULL, table_name text NOT NULL, \
+         lsn pg_lsn NOT NULL, rel_oid oid NOT NULL, source_name text NOT NULL, \
+         columns jsonb NOT NULL, key_columns text[] NOT NULL, replica_identity text NOT NULL, \
+         recorded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (slot_name, table_name, lsn));"
+    )
+}
 
 /// The initial copy's state tables, qualified as in [`SNAPSHOT_DDL`].
 pub const SNAPSHOT_TABLES: [&str; 2] = [
@@ -84,9 +101,9 @@ impl StateTablesError {
 
 /// Before anything is created: either every state table exists and dbmazz's role may read and
 /// write it, or the role may create the missing ones. Otherwise one error says everything an
-/// administrator has to run, for all three tables at once.
+/// administrator has to run, for all four tables at once.
 pub async fn preflight(client: &Client) -> Result<(), StateTablesError> {
-    let mut tables = vec![CHECKPOINT_TABLE];
+    let mut tables = vec![CHECKPOINT_TABLE, SCHEMA_LOG_TABLE];
     tables.extend(SNAPSHOT_TABLES);
     let rows = client
         .query(
@@ -126,7 +143,11 @@ pub async fn preflight(client: &Client) -> Result<(), StateTablesError> {
     if !missing.is_empty() && !may_create {
         let mut ddl = String::new();
         if missing.iter().any(|t| t == CHECKPOINT_TABLE) {
-            ddl.push_str(CHECKPOINT_DDL);
+            ddl.push_str(&checkpoint_ddl(CHECKPOINT_TABLE));
+        }
+        if missing.iter().any(|t| t == SCHEMA_LOG_TABLE) {
+            ddl.push(' ');
+            ddl.push_str(&schema_log_ddl(SCHEMA_LOG_TABLE));
         }
         if missing
             .iter()

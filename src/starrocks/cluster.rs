@@ -11,6 +11,7 @@
 //! | shared-data: row-mode partial update together with `merge_condition` (key-only deletes, unchanged TOAST) | 3.4.1 | refused at start |
 //! | DATETIME with microseconds, for `timestamp(tz)` columns with fractional seconds | 3.3.5 | refused at start, unless `STARROCKS_DATETIME_FRACTION=drop` accepts whole seconds |
 //! | `CREATE TABLE` replicas ≤ alive BEs | — | `replication_num` = alive BEs, at most 3 |
+//! | `ALTER TABLE … RENAME COLUMN a TO b`, for a renamed source column | 3.3.2 | [`Cluster::supports_rename_column`] is false: the schema-change planner stops with the statement |
 //!
 //! The run mode comes from `ADMIN SHOW FRONTEND CONFIG LIKE 'run_mode'` and the nodes from
 //! `SHOW BACKENDS` / `SHOW COMPUTE NODES`. Both need the `OPERATE` (or `NODE`) privilege; without
@@ -94,6 +95,9 @@ pub const GZIP_JSON: Version = Version::new(3, 2, 7);
 pub const SHARED_DATA_PARTIAL_MERGE: Version = Version::new(3, 4, 1);
 /// DATETIME with millisecond and microsecond precision.
 pub const DATETIME_MICROS: Version = Version::new(3, 3, 5);
+/// `ALTER TABLE … RENAME COLUMN` (docs ALTER_TABLE, "Rename a column": "From v3.3.2
+/// onwards"); older releases answer with a syntax error.
+pub const RENAME_COLUMN: Version = Version::new(3, 3, 2);
 
 /// Whether a PostgreSQL column holds timestamps with fractional seconds (`timestamp`,
 /// `timestamptz` and their arrays, unless declared with precision 0).
@@ -174,6 +178,12 @@ impl Cluster {
 
     fn older_than(&self, v: Version) -> bool {
         self.version.is_some_and(|have| have < v)
+    }
+
+    /// Whether this StarRocks renames columns ([`RENAME_COLUMN`] and later). A version dbmazz
+    /// cannot read counts as no: a rename is then left to a person, with the statement.
+    pub fn supports_rename_column(&self) -> bool {
+        self.version.is_some_and(|have| have >= RENAME_COLUMN)
     }
 
     /// Refuses a job that cannot work on this cluster.
@@ -314,6 +324,17 @@ mod tests {
         assert!(new.check_columns(&c, "t", [&col(1184, -1, 0)]).is_ok());
         c.datetime_fraction_drop = true;
         assert!(old.check_columns(&c, "t", [&col(1184, 3, 0)]).is_ok());
+    }
+
+    #[test]
+    fn rename_column_needs_3_3_2_and_a_readable_version() {
+        let sn = Some(RunMode::SharedNothing);
+        assert!(!cluster("3.3.1", sn, None).supports_rename_column());
+        assert!(!cluster("3.2.15-ee", sn, None).supports_rename_column());
+        assert!(cluster("3.3.2", sn, None).supports_rename_column());
+        assert!(cluster("3.4.0-abc", Some(RunMode::SharedData), None).supports_rename_column());
+        assert!(cluster("4.0.1", sn, None).supports_rename_column());
+        assert!(!cluster("main-abc1234", sn, None).supports_rename_column());
     }
 
     #[test]

@@ -36,6 +36,30 @@ pub enum OnReject {
     DeadLetter,
 }
 
+/// What happens when a column of a replicated table changes type in a way StarRocks' `MODIFY
+/// COLUMN` cannot follow without losing values (`SCHEMA_TYPE_CHANGE`). Widening changes
+/// (int2→int4, varchar(10)→varchar(20), …) are always propagated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaTypeChange {
+    /// Stop the job before any row with the new type is written, naming the statement to run
+    /// (the default).
+    Stop,
+    /// Drop the StarRocks column and add it again with the new type: the column's values of
+    /// rows not changed since are lost (NULL) until they change again.
+    RecreateColumn,
+}
+
+/// What happens to a column dropped in PostgreSQL (`SCHEMA_DROP_COLUMN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaDropColumn {
+    /// Keep the StarRocks column; rows written from then on get NULL in it (the default).
+    Keep,
+    /// Drop the StarRocks column too.
+    Drop,
+    /// Stop the job, naming the statement to run.
+    Stop,
+}
+
 /// How the cluster stores data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
@@ -101,6 +125,10 @@ pub struct StarRocksConfig {
     pub truncate_policy: TruncatePolicy,
     /// `ON_REJECT`.
     pub on_reject: OnReject,
+    /// `SCHEMA_TYPE_CHANGE`.
+    pub type_change: SchemaTypeChange,
+    /// `SCHEMA_DROP_COLUMN`.
+    pub drop_column: SchemaDropColumn,
     /// `STARROCKS_COMPRESS=gzip`: gzip load bodies (`compression: gzip`, StarRocks ≥ 3.2.7).
     pub gzip: bool,
     /// `STARROCKS_CA_FILE`: PEM CA certificates that an `https://` StarRocks must chain to;
@@ -116,7 +144,8 @@ pub struct StarRocksConfig {
 pub const DEFAULT_STALL_TIMEOUT_S: u64 = 120;
 
 impl StarRocksConfig {
-    /// Reads the `STARROCKS_*` settings (and `CREATE_TABLES`, `TRUNCATE_POLICY`, `ON_REJECT`).
+    /// Reads the `STARROCKS_*` settings (and `CREATE_TABLES`, `TRUNCATE_POLICY`, `ON_REJECT`,
+    /// `SCHEMA_TYPE_CHANGE`, `SCHEMA_DROP_COLUMN`).
     pub fn from_vars(vars: &Vars) -> Result<StarRocksConfig, ConfigError> {
         let get = |name: &str| vars.get(name);
         let (url, host) = fe_url(vars)?;
@@ -206,6 +235,23 @@ impl StarRocksConfig {
                 ("dead_letter", OnReject::DeadLetter),
             ],
         )?;
+        let type_change = parse_choice(
+            get("SCHEMA_TYPE_CHANGE"),
+            "SCHEMA_TYPE_CHANGE",
+            &[
+                ("stop", SchemaTypeChange::Stop),
+                ("recreate_column", SchemaTypeChange::RecreateColumn),
+            ],
+        )?;
+        let drop_column = parse_choice(
+            get("SCHEMA_DROP_COLUMN"),
+            "SCHEMA_DROP_COLUMN",
+            &[
+                ("keep", SchemaDropColumn::Keep),
+                ("drop", SchemaDropColumn::Drop),
+                ("stop", SchemaDropColumn::Stop),
+            ],
+        )?;
         let gzip = parse_choice(
             get("STARROCKS_COMPRESS"),
             "STARROCKS_COMPRESS",
@@ -237,6 +283,8 @@ impl StarRocksConfig {
             replication_num,
             truncate_policy,
             on_reject,
+            type_change,
+            drop_column,
         })
     }
 }
@@ -340,6 +388,8 @@ pub mod tests_support {
             replication_num: None,
             truncate_policy: TruncatePolicy::Stop,
             on_reject: OnReject::Stop,
+            type_change: SchemaTypeChange::Stop,
+            drop_column: SchemaDropColumn::Keep,
             gzip: false,
             ca_file: None,
             snapshot_csv: true,

@@ -1,11 +1,20 @@
 //! The MySQL-protocol side of StarRocks: checks, audit columns, schema changes, CREATE TABLE.
 //!
-//! StarRocks runs DDL through its FE's MySQL port. `ALTER TABLE … ADD COLUMN` is an
-//! asynchronous job: the statement returns at once, and the column exists for loads only once
-//! `SHOW ALTER TABLE COLUMN` says FINISHED, so every ALTER here waits for that before rows that
-//! use the column are sent. A second ALTER while one runs is refused ("state is not NORMAL"),
-//! which is retried. Only text queries are used (no server-side prepared statements), with
-//! literals escaped here.
+//! StarRocks runs DDL through its FE's MySQL port. `ADD`, `MODIFY` and `DROP COLUMN` are
+//! asynchronous jobs: the statement returns at once, and the new shape holds for loads only
+//! once `SHOW ALTER TABLE COLUMN` says FINISHED, so every ALTER here waits for that before rows
+//! of the new shape are sent. With fast schema evolution an ADD or a DROP of a value column is
+//! FINISHED at once; `RENAME COLUMN` (StarRocks 3.3.2 and later) is always synchronous and
+//! metadata-only. A second ALTER while one runs is refused ("state is not NORMAL"), which is
+//! retried. Only text queries are used (no server-side prepared statements), with literals
+//! escaped here.
+//!
+//! | change | statement ([`add_columns_sql`] …) | StarRocks runs it as | awaited until |
+//! |---|---|---|---|
+//! | add | `ADD COLUMN c T NULL` | job, or at once (fast schema evolution) | job FINISHED, column visible |
+//! | modify | `MODIFY COLUMN c T NULL` (the full definition) | job (shared-data with fast schema evolution: at once) | job FINISHED |
+//! | drop | `DROP COLUMN c` | job, or at once for a value column (fast schema evolution) | job FINISHED, column gone |
+//! | rename | `RENAME COLUMN a TO b` | at once, metadata only | the statement returns |
 
 use std::time::Duration;
 
@@ -32,11 +41,24 @@ pub enum DdlError {
         /// Whether retrying may help (connection trouble).
         transient: bool,
     },
-    /// The table was dropped while dbmazz added columns to it.
-    #[error("Table '{table}' disappeared from StarRocks while dbmazz added columns to it")]
+    /// The table was dropped while dbmazz changed its columns.
+    #[error("Table '{table}' disappeared from StarRocks while dbmazz changed its columns")]
     Vanished {
         /// Table.
         table: String,
+    },
+    /// StarRocks refused a schema change (an ALTER it will not run, such as a narrowing type
+    /// change, a key column, or RENAME COLUMN before 3.3.2). Retrying does not help.
+    #[error("StarRocks refused to change column(s) {columns} of table '{table}': {message}; the statement was: {statement}")]
+    Refused {
+        /// Table.
+        table: String,
+        /// The columns concerned, quoted and comma-separated.
+        columns: String,
+        /// The statement, as a person would run it.
+        statement: String,
+        /// StarRocks' answer.
+        message: String,
     },
     /// An ALTER job was cancelled or timed out.
     #[error("StarRocks schema change on table '{table}' {outcome}; check SHOW ALTER TABLE COLUMN FROM {db}")]
@@ -172,6 +194,15 @@ pub struct TargetTable {
     /// Table model from `information_schema.tables_config` (`PRIMARY_KEYS`, `DUP_KEYS`, …),
     /// when the server reports it.
     pub model: Option<String>,
+}
+
+impl TargetTable {
+    /// Whether the table has column `name` (StarRocks' names are case-insensitive in SQL).
+    pub fn has(&self, name: &str) -> bool {
+        self.columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(name))
+    }
 }
 
 /// One row of `SHOW ALTER TABLE COLUMN`.
@@ -362,23 +393,94 @@ impl Ddl {
         columns: &[(String, String)],
     ) -> Result<TargetTable, DdlError> {
         if columns.is_empty() {
-            return self.table(table).await?.ok_or_else(|| DdlError::Vanished {
-                table: table.into(),
-            });
+            return self.existing(table).await;
         }
-        let adds: Vec<String> = columns
-            .iter()
-            .map(|(name, ty)| format!("ADD COLUMN {} {ty} NULL", ident(name)))
-            .collect();
-        let sql = format!(
-            "ALTER TABLE {}.{} {}",
-            ident(&self.db),
-            ident(table),
-            adds.join(", ")
-        );
+        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        let sql = add_columns_sql(&self.db, table, columns);
+        self.alter(table, &names, &sql, |t| names.iter().all(|n| t.has(n)))
+            .await
+    }
+
+    /// Changes the types of columns (`MODIFY COLUMN c T NULL`: dbmazz's value columns are
+    /// nullable and have no DEFAULT or COMMENT, and MODIFY takes the whole definition), waits
+    /// until the schema-change job is FINISHED, and returns the table as StarRocks then shows
+    /// it. StarRocks refuses what its schema-change matrix does not allow (a narrowing, a key
+    /// column of a primary-key table): [`DdlError::Refused`]. A job that cannot convert a
+    /// stored value is cancelled: [`DdlError::AlterJob`].
+    pub async fn modify_columns(
+        &self,
+        table: &str,
+        columns: &[(String, String)],
+    ) -> Result<TargetTable, DdlError> {
+        if columns.is_empty() {
+            return self.existing(table).await;
+        }
+        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        let sql = modify_columns_sql(&self.db, table, columns);
+        self.alter(table, &names, &sql, |t| names.iter().all(|n| t.has(n)))
+            .await
+    }
+
+    /// Drops columns, waits until the schema change is FINISHED and the columns are gone, and
+    /// returns the table as StarRocks then shows it. Columns the table no longer has are
+    /// skipped, so a drop repeated after a restart is harmless. StarRocks refuses to drop a
+    /// key column of a primary-key table: [`DdlError::Refused`].
+    pub async fn drop_columns(
+        &self,
+        table: &str,
+        columns: &[String],
+    ) -> Result<TargetTable, DdlError> {
+        let current = self.existing(table).await?;
+        let present: Vec<String> = columns.iter().filter(|c| current.has(c)).cloned().collect();
+        if present.is_empty() {
+            return Ok(current);
+        }
+        let names: Vec<&str> = present.iter().map(String::as_str).collect();
+        let sql = drop_columns_sql(&self.db, table, &present);
+        self.alter(table, &names, &sql, |t| !names.iter().any(|n| t.has(n)))
+            .await
+    }
+
+    /// Renames a column (StarRocks 3.3.2 and later; see
+    /// [`crate::starrocks::cluster::Cluster::supports_rename_column`]), which StarRocks does at
+    /// once and in metadata only, and returns the table as StarRocks then shows it. A rename
+    /// already made (`from` gone, `to` present) is not repeated. An older StarRocks answers
+    /// with a syntax error: [`DdlError::Refused`].
+    pub async fn rename_column(
+        &self,
+        table: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<TargetTable, DdlError> {
+        let current = self.existing(table).await?;
+        if !current.has(from) && current.has(to) {
+            return Ok(current);
+        }
+        let sql = rename_column_sql(&self.db, table, from, to);
+        self.alter(table, &[from, to], &sql, |t| t.has(to) && !t.has(from))
+            .await
+    }
+
+    /// The table, which must exist.
+    async fn existing(&self, table: &str) -> Result<TargetTable, DdlError> {
+        self.table(table).await?.ok_or_else(|| DdlError::Vanished {
+            table: table.into(),
+        })
+    }
+
+    /// Runs the ALTER `sql` on `table` (retrying while another schema change runs), then waits
+    /// until every job it started is FINISHED and `done` holds for the table; returns the
+    /// table as it then is. `columns` name the columns concerned, for errors.
+    async fn alter(
+        &self,
+        table: &str,
+        columns: &[&str],
+        sql: &str,
+        done: impl Fn(&TargetTable) -> bool,
+    ) -> Result<TargetTable, DdlError> {
         let action = format!("ALTER TABLE '{table}'");
-        // Jobs that existed before ours: on a fast-schema-evolution table ADD COLUMN makes no
-        // job at all, and the newest row may then be an older, unrelated one.
+        // Jobs that existed before ours: a fast schema change or a rename makes no job at
+        // all, and the newest row may then be an older, unrelated one.
         let earlier: Vec<String> = self
             .alter_jobs(table)
             .await?
@@ -387,14 +489,34 @@ impl Ddl {
             .collect();
         let mut attempts = 0;
         loop {
-            match self.exec(&action, &sql).await {
+            match self.exec(&action, sql).await {
                 Ok(()) => break,
-                Err(DdlError::Query { message, .. })
-                    if message.contains("is not NORMAL") && attempts < 120 =>
-                {
-                    // Another schema change on this table is still running.
+                Err(DdlError::Query {
+                    action, message, ..
+                }) if is_busy(&message) => {
+                    // Another schema change on this table is still running: wait a minute
+                    // for it, then let the caller retry later.
+                    if attempts >= 120 {
+                        return Err(DdlError::Query {
+                            action,
+                            message,
+                            transient: true,
+                        });
+                    }
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(DdlError::Query {
+                    message,
+                    transient: false,
+                    ..
+                }) => {
+                    return Err(DdlError::Refused {
+                        table: table.into(),
+                        columns: quoted_list(columns),
+                        statement: sql.to_owned(),
+                        message,
+                    })
                 }
                 Err(e) => return Err(e),
             }
@@ -402,10 +524,10 @@ impl Ddl {
         tracing::info!(
             table,
             columns = columns.len(),
+            statement = sql,
             "schema change submitted, waiting for it to finish"
         );
-        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
-        self.wait_for_alter(table, &earlier, &names).await
+        self.wait_for_alter(table, &earlier, done).await
     }
 
     /// `SHOW ALTER TABLE COLUMN` rows of `table`.
@@ -431,13 +553,13 @@ impl Ddl {
             .collect())
     }
 
-    /// Waits until every job on `table` that is not in `earlier` finished and every column in
-    /// `columns` is visible; returns the table as it then is.
+    /// Waits until every job on `table` that is not in `earlier` finished and `done` holds
+    /// for the table; returns the table as it then is.
     async fn wait_for_alter(
         &self,
         table: &str,
         earlier: &[String],
-        columns: &[&str],
+        done: impl Fn(&TargetTable) -> bool,
     ) -> Result<TargetTable, DdlError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
         let mut pause = Duration::from_millis(100);
@@ -456,16 +578,8 @@ impl Ddl {
                 });
             }
             if ours.iter().all(|j| j.state == "FINISHED") {
-                let target = self.table(table).await?.ok_or_else(|| DdlError::Vanished {
-                    table: table.into(),
-                })?;
-                let visible = columns.iter().all(|c| {
-                    target
-                        .columns
-                        .iter()
-                        .any(|have| have.name.eq_ignore_ascii_case(c))
-                });
-                if visible {
+                let target = self.existing(table).await?;
+                if done(&target) {
                     return Ok(target);
                 }
             }
@@ -576,6 +690,83 @@ impl Ddl {
     }
 }
 
+/// Whether StarRocks refused an ALTER because another schema change on the table runs: ADD,
+/// MODIFY and DROP say the table "is not NORMAL", RENAME that it is "in SCHEMA_CHANGE state".
+fn is_busy(message: &str) -> bool {
+    message.contains("is not NORMAL") || message.contains("SCHEMA_CHANGE state")
+}
+
+/// `'a', 'b'`: column names for an error message.
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `ALTER TABLE `db`.`t` ` followed by `clauses`, comma-separated.
+fn alter_sql(db: &str, table: &str, clauses: Vec<String>) -> String {
+    format!(
+        "ALTER TABLE {}.{} {}",
+        ident(db),
+        ident(table),
+        clauses.join(", ")
+    )
+}
+
+/// The statement [`Ddl::add_columns`] runs: one `ADD COLUMN c T NULL` per column.
+pub fn add_columns_sql(db: &str, table: &str, columns: &[(String, String)]) -> String {
+    let clauses = columns
+        .iter()
+        .map(|(name, ty)| format!("ADD COLUMN {} {ty} NULL", ident(name)))
+        .collect();
+    alter_sql(db, table, clauses)
+}
+
+/// The statement that adds one nullable column `column` of StarRocks type `ty`.
+pub fn add_column_sql(db: &str, table: &str, column: &str, ty: &str) -> String {
+    add_columns_sql(db, table, &[(column.to_owned(), ty.to_owned())])
+}
+
+/// The statement [`Ddl::modify_columns`] runs: one `MODIFY COLUMN c T NULL` per column.
+pub fn modify_columns_sql(db: &str, table: &str, columns: &[(String, String)]) -> String {
+    let clauses = columns
+        .iter()
+        .map(|(name, ty)| format!("MODIFY COLUMN {} {ty} NULL", ident(name)))
+        .collect();
+    alter_sql(db, table, clauses)
+}
+
+/// The statement that changes column `column` to StarRocks type `ty` (nullable).
+pub fn modify_column_sql(db: &str, table: &str, column: &str, ty: &str) -> String {
+    modify_columns_sql(db, table, &[(column.to_owned(), ty.to_owned())])
+}
+
+/// The statement [`Ddl::drop_columns`] runs: one `DROP COLUMN c` per column.
+pub fn drop_columns_sql(db: &str, table: &str, columns: &[String]) -> String {
+    let clauses = columns
+        .iter()
+        .map(|name| format!("DROP COLUMN {}", ident(name)))
+        .collect();
+    alter_sql(db, table, clauses)
+}
+
+/// The statement that drops column `column`.
+pub fn drop_column_sql(db: &str, table: &str, column: &str) -> String {
+    drop_columns_sql(db, table, &[column.to_owned()])
+}
+
+/// The statement [`Ddl::rename_column`] runs: `RENAME COLUMN from TO to` (the grammar of
+/// StarRocks 3.3.2 and later, where `TO` is required).
+pub fn rename_column_sql(db: &str, table: &str, from: &str, to: &str) -> String {
+    alter_sql(
+        db,
+        table,
+        vec![format!("RENAME COLUMN {} TO {}", ident(from), ident(to))],
+    )
+}
+
 /// The text of column `name` (matched without regard to case) of a result row.
 fn text_column(row: &Row, name: &str) -> Option<String> {
     row.columns_ref()
@@ -592,5 +783,52 @@ mod tests {
     fn quoting_escapes_what_mysql_would_interpret() {
         assert_eq!(ident("a`b"), "`a``b`");
         assert_eq!(literal("it's \\ here"), "'it''s \\\\ here'");
+    }
+
+    #[test]
+    fn schema_change_statements_are_what_a_person_would_run() {
+        assert_eq!(
+            add_column_sql("app", "orders", "note", "VARCHAR(65533)"),
+            "ALTER TABLE `app`.`orders` ADD COLUMN `note` VARCHAR(65533) NULL"
+        );
+        assert_eq!(
+            modify_columns_sql(
+                "app",
+                "orders",
+                &[
+                    ("qty".into(), "BIGINT".into()),
+                    ("price".into(), "DECIMAL(12,2)".into())
+                ]
+            ),
+            "ALTER TABLE `app`.`orders` MODIFY COLUMN `qty` BIGINT NULL, \
+             MODIFY COLUMN `price` DECIMAL(12,2) NULL"
+        );
+        assert_eq!(
+            modify_column_sql("app", "orders", "qty", "BIGINT"),
+            "ALTER TABLE `app`.`orders` MODIFY COLUMN `qty` BIGINT NULL"
+        );
+        assert_eq!(
+            drop_column_sql("app", "or`ders", "old"),
+            "ALTER TABLE `app`.`or``ders` DROP COLUMN `old`"
+        );
+        assert_eq!(
+            drop_columns_sql("app", "t", &["a".into(), "b".into()]),
+            "ALTER TABLE `app`.`t` DROP COLUMN `a`, DROP COLUMN `b`"
+        );
+        assert_eq!(
+            rename_column_sql("app", "t", "name", "full name"),
+            "ALTER TABLE `app`.`t` RENAME COLUMN `name` TO `full name`"
+        );
+    }
+
+    #[test]
+    fn a_running_schema_change_is_recognised_in_both_wordings() {
+        assert!(is_busy(
+            "Table[t]'s state is not NORMAL. Do not allow doing ALTER ops"
+        ));
+        assert!(is_busy(
+            "Can not rename column of table in SCHEMA_CHANGE state"
+        ));
+        assert!(!is_busy("Can not change BIGINT to INT"));
     }
 }

@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod ddl;
 pub mod encode;
+pub mod evolve;
 pub mod rejects;
 pub mod sink;
 pub mod stream_load;

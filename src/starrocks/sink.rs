@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::config::{OnReject, StarRocksConfig, TableName, TruncatePolicy};
-use crate::metrics::Metrics;
+use crate::metrics::{now_unix_us, Metrics, SchemaEvent};
 use crate::pipeline::change::{CatalogColumn, TableCatalog};
 use crate::pipeline::change::{
     EncodedRows, Event, Op, RowChange, SchemaChange, TableSchema, TruncateChange,
@@ -28,6 +28,7 @@ use crate::pipeline::sink::{ErrorKind, Sink, SinkError, SnapshotEncoders};
 use crate::starrocks::cluster::Cluster;
 use crate::starrocks::ddl::{Ddl, DdlError, TargetTable};
 use crate::starrocks::encode::{synced_at_now, BodyPool, Segment, StarRocksSnapshotEncoders};
+use crate::starrocks::evolve;
 use crate::starrocks::rejects::{self, DeadLetterError, DeadLetters, Refused, Rejection};
 use crate::starrocks::stream_load::{LoadOutcome, LoadRequest, StreamLoader};
 use crate::starrocks::target::{ColumnTargets, TargetColumn};
@@ -410,70 +411,138 @@ impl StarRocksSink {
         }
     }
 
+    /// A table's columns changed: plans the StarRocks side (see `evolve.rs`), runs it, and
+    /// records each decision.
     async fn schema_change(&mut self, change: &SchemaChange) -> Result<(), SinkError> {
         let (old, new) = (&change.old, &change.new);
         let name = &new.name;
-        for o in &old.columns {
-            match new.columns.iter().find(|n| n.name == o.name) {
-                None => {
-                    return Err(SinkError::definite(format!(
-                        "column {:?} of table {name} was dropped or renamed in PostgreSQL (at LSN {}); \
-                         dbmazz stops rather than leave it stale: change the StarRocks table '{}' to match, then restart",
-                        o.name, change.lsn, name.name
-                    )))
-                }
-                Some(n) if n.type_oid != o.type_oid || n.type_modifier != o.type_modifier => {
-                    return Err(SinkError::definite(format!(
-                        "column {:?} of table {name} changed type in PostgreSQL (at LSN {}); \
-                         change the StarRocks table '{}' to match, then restart",
-                        o.name, change.lsn, name.name
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
-        self.add_missing_columns(new).await
-    }
-
-    async fn add_missing_columns(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        let known = self.targets.entry(table.name.clone()).or_default();
-        let added: Vec<CatalogColumn> = table
-            .columns
-            .iter()
-            .filter(|c| !known.contains(&c.name))
-            .map(|c| CatalogColumn {
-                name: c.name.clone(),
-                type_oid: c.type_oid,
-                type_modifier: c.type_modifier,
-                elem_oid: builtin_array_elem(c.type_oid),
-                not_null: false,
-                array_dims: 0,
-            })
-            .collect();
-        if added.is_empty() {
-            return Ok(());
-        }
-        self.cluster
-            .check_columns(&self.cfg, &table.name.to_string(), &added)
-            .map_err(|e| SinkError::from_cause(ErrorKind::Definite, e))?;
-        let missing: Vec<(String, String)> = added
-            .iter()
-            .map(|c| (c.name.clone(), starrocks_type(c, false)))
-            .collect();
-        tracing::info!(table = %table.name, columns = ?missing.iter().map(|(n, _)| n).collect::<Vec<_>>(), "adding columns in StarRocks");
-        // What StarRocks made of them (names and types as it stores them).
         let target = self
             .ddl
-            .add_columns(&table.name.name, &missing)
+            .table(&name.name)
             .await
-            .map_err(ddl_error)?;
+            .map_err(ddl_error)?
+            .ok_or_else(|| {
+                SinkError::definite(format!(
+                    "Table '{}' not found in StarRocks while applying a schema change of {name}; \
+                     create it again (or set CREATE_TABLES=true) and restart",
+                    name.name
+                ))
+            })?;
+        let policy = evolve::Policy {
+            type_change: self.cfg.type_change,
+            drop_column: self.cfg.drop_column,
+            rename_supported: self.cluster.supports_rename_column(),
+            version: &self.cluster.version_text,
+            db: &self.cfg.database,
+        };
+        let steps = match evolve::plan(name, old, new, &target, &policy) {
+            Ok(steps) => steps,
+            Err(stop) => {
+                self.metrics.record_schema_event(SchemaEvent {
+                    table: name.to_string(),
+                    kind: stop.kind,
+                    action: "stopped",
+                    detail: stop.message.clone(),
+                    lsn: change.lsn.0,
+                    at_unix_us: now_unix_us(),
+                });
+                tracing::error!(table = %name, lsn = %change.lsn, "{}", stop.message);
+                return Err(SinkError::from_cause(ErrorKind::Definite, stop));
+            }
+        };
+        let adds: Vec<CatalogColumn> = steps
+            .iter()
+            .filter_map(|s| match s {
+                evolve::Step::Add { column, .. } => new
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == column)
+                    .map(|c| CatalogColumn {
+                        name: c.name.clone(),
+                        type_oid: c.type_oid,
+                        type_modifier: c.type_modifier,
+                        elem_oid: builtin_array_elem(c.type_oid),
+                        not_null: false,
+                        array_dims: 0,
+                    }),
+                _ => None,
+            })
+            .collect();
+        if !adds.is_empty() {
+            self.cluster
+                .check_columns(&self.cfg, &name.to_string(), &adds)
+                .map_err(|e| SinkError::from_cause(ErrorKind::Definite, e))?;
+        }
+        let mut current = target;
+        for step in &steps {
+            let statement = step.statement(&self.cfg.database, &name.name);
+            let table = &name.name;
+            current = match step {
+                evolve::Step::Add { column, sr_type } => self
+                    .ddl
+                    .add_columns(table, &[(column.clone(), sr_type.clone())])
+                    .await
+                    .map_err(ddl_error)?,
+                evolve::Step::Modify {
+                    column, sr_type, ..
+                } => self
+                    .ddl
+                    .modify_columns(table, &[(column.clone(), sr_type.clone())])
+                    .await
+                    .map_err(ddl_error)?,
+                evolve::Step::Recreate {
+                    column, sr_type, ..
+                } => {
+                    self.ddl
+                        .drop_columns(table, std::slice::from_ref(column))
+                        .await
+                        .map_err(ddl_error)?;
+                    self.ddl
+                        .add_columns(table, &[(column.clone(), sr_type.clone())])
+                        .await
+                        .map_err(ddl_error)?
+                }
+                evolve::Step::Drop { column } => self
+                    .ddl
+                    .drop_columns(table, std::slice::from_ref(column))
+                    .await
+                    .map_err(ddl_error)?,
+                evolve::Step::Rename { from, to } => self
+                    .ddl
+                    .rename_column(table, from, to)
+                    .await
+                    .map_err(ddl_error)?,
+                evolve::Step::Keep { .. } | evolve::Step::Same { .. } => current,
+            };
+            let detail = match &statement {
+                Some(sql) => format!("{}: {sql}", step.describe()),
+                None => step.describe(),
+            };
+            tracing::info!(
+                table = %name,
+                lsn = %change.lsn,
+                change = step.kind().as_str(),
+                action = step.action(),
+                statement = statement.as_deref().unwrap_or(""),
+                "{}",
+                step.describe()
+            );
+            self.metrics.record_schema_event(SchemaEvent {
+                table: name.to_string(),
+                kind: step.kind(),
+                action: step.action(),
+                detail,
+                lsn: change.lsn.0,
+                at_unix_us: now_unix_us(),
+            });
+        }
         let updated = column_targets(
             &self.cfg,
-            &table.name,
-            &target,
-            table.columns.iter().map(|c| c.name.as_str()),
+            name,
+            &current,
+            new.columns.iter().map(|c| c.name.as_str()),
         )?;
-        *known = Arc::new(updated);
+        self.targets.insert(name.clone(), Arc::new(updated));
         Ok(())
     }
 }

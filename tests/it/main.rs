@@ -5,6 +5,7 @@
 mod support;
 
 mod cdc;
+mod cli;
 mod control;
 mod decoder;
 mod demo;
@@ -18,6 +19,7 @@ mod provision;
 mod provision_rest;
 mod rejects;
 mod replication;
+mod schema;
 mod snapshot;
 mod soak;
 mod starrocks;

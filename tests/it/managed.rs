@@ -76,7 +76,7 @@ fn a_role_without_create_rights_is_told_each_statement_to_run_and_then_streams()
     );
     pg.psql("app", create_pub);
 
-    // 2. It may not create its state tables: one error names all three and both ways out.
+    // 2. It may not create its state tables: one error names all four and both ways out.
     let log = refused(&job);
     assert!(
         log.contains("role cdc may not create dbmazz's state tables"),
@@ -84,6 +84,7 @@ fn a_role_without_create_rights_is_told_each_statement_to_run_and_then_streams()
     );
     for table in [
         "public.dbmazz_checkpoints",
+        "public.dbmazz_schemas",
         "public.dbmazz_snapshot_tables",
         "public.dbmazz_snapshot_chunks",
     ] {

@@ -327,3 +327,64 @@ fn slow_link_under_load_does_not_trip_the_receive_timeout() {
     let mut p = p;
     assert!(p.wait(MINUTE).success(), "{}", p.log());
 }
+
+#[test]
+fn a_slow_link_lets_the_stream_overtake_the_copy_and_the_output_still_converges() {
+    let pg = source();
+    let proxy = FaultProxy::start(pg.port);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/app?sslmode=disable&connect_timeout=5",
+        proxy.port
+    );
+    let job = Job::new(&url, "acct");
+    // At 8 kB/s the copy's 1000 rows (some 17 kB) take two seconds to come through, one
+    // streamed transaction a tenth of a second.
+    proxy.set(Mode::Bandwidth(8_000));
+    let p = job.spawn_streaming();
+    // The load's first transaction (i = 1001): it updates key 500 and deletes key 961, both
+    // rows that are being copied, after the copy's snapshot point.
+    pg.psql(
+        "app",
+        "BEGIN;
+         INSERT INTO acct (id, v, note) VALUES (1001, 0, 'new');
+         UPDATE acct SET v = v + 1, note = 'upd1001' WHERE id = 500;
+         DELETE FROM acct WHERE id = 961;
+         COMMIT;",
+    );
+    let at = |lines: &[serde_json::Value], op: &str, id: i64| {
+        lines
+            .iter()
+            .position(|l| l["op"] == op && l["key"]["id"] == id)
+    };
+    wait_until(
+        MINUTE,
+        "the change and the copied rows in the output",
+        || {
+            let lines = job.lines();
+            at(&lines, "delete", 961).is_some() && at(&lines, "snapshot", 961).is_some()
+        },
+    );
+    let lines = job.lines();
+    let before = |op: &str, id: i64| {
+        at(&lines, op, id).expect("the change") < at(&lines, "snapshot", id).expect("the copy")
+    };
+    assert!(
+        before("update", 500) && before("delete", 961),
+        "the stream was expected to write the change before the copied rows of its keys:\n{}",
+        lines
+            .iter()
+            .filter(|l| l["op"] != "snapshot"
+                || [500, 961].contains(&l["key"]["id"].as_i64().unwrap_or(0)))
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    proxy.set(Mode::PassThrough);
+    // The copied rows carry the snapshot point as their version, older than the change: a
+    // consumer that applies a line only if its commit_lsn is not older than the key's keeps
+    // the update and the delete.
+    wait_for_oracle(&pg, &job, &p, MINUTE);
+    p.terminate();
+    let mut p = p;
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}

@@ -2,6 +2,8 @@
 //! `tools/starrocks-double` speaking Stream Load and the MySQL protocol, with its fault switches.
 //! The oracle compares per-key row content of source and sink, not row counts.
 
+mod ddl;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

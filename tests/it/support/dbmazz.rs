@@ -199,22 +199,50 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// Applies NDJSON change lines in order, giving the final row per `schema.table` and key.
-/// Unchanged TOAST columns keep their previous value; deletes remove the row.
+/// Applies NDJSON lines the way the README tells a consumer to, giving the final row per
+/// `schema.table` and key. Unchanged TOAST columns keep their previous value; deletes remove the
+/// row.
+///
+/// Changes (`insert`, `update`, `delete`, `truncate`) apply in file order, as the stream wrote
+/// them, so a reordered or stale change still shows. A `snapshot` line is different: the copy
+/// runs next to the stream, so a copied row (its version, `commit_lsn`, is the snapshot point)
+/// can be written after a newer streamed change of its key, or after the delete or truncate that
+/// removed it. It applies only if its version is at least that of the last change streamed for
+/// its key and of the table's last truncate.
 pub fn final_state(lines: &[Json]) -> BTreeMap<(String, String), BTreeMap<String, Json>> {
     let mut state: BTreeMap<(String, String), BTreeMap<String, Json>> = BTreeMap::new();
+    // The commit LSN of the last change streamed per key (deletes included), and per table of
+    // its last truncate.
+    let mut streamed: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut truncated: BTreeMap<String, u64> = BTreeMap::new();
     for line in lines {
         let table = format!(
             "{}.{}",
             line["schema"].as_str().unwrap(),
             line["table"].as_str().unwrap()
         );
-        match line["op"].as_str().unwrap() {
+        let version = line["commit_lsn"].as_str().map(parse_lsn);
+        let op = line["op"].as_str().unwrap();
+        match op {
             "insert" | "update" | "snapshot" => {
-                if let Some(old) = line.get("old_key") {
-                    state.remove(&(table.clone(), old.to_string()));
+                let key = (table.clone(), line["key"].to_string());
+                if op == "snapshot" {
+                    let copied_at = version
+                        .unwrap_or_else(|| panic!("snapshot line without commit_lsn: {line}"));
+                    let newer = |v: Option<&u64>| v.is_some_and(|&v| v > copied_at);
+                    if newer(streamed.get(&key)) || newer(truncated.get(&table)) {
+                        continue;
+                    }
+                } else if let Some(v) = version {
+                    streamed.insert(key.clone(), v);
                 }
-                let key = (table, line["key"].to_string());
+                if let Some(old) = line.get("old_key") {
+                    let old = (table.clone(), old.to_string());
+                    state.remove(&old);
+                    if let Some(v) = version {
+                        streamed.insert(old, v);
+                    }
+                }
                 let mut row = state.remove(&key).unwrap_or_default();
                 for (k, v) in line["columns"].as_object().unwrap() {
                     row.insert(k.clone(), v.clone());
@@ -222,11 +250,90 @@ pub fn final_state(lines: &[Json]) -> BTreeMap<(String, String), BTreeMap<String
                 state.insert(key, row);
             }
             "delete" => {
-                state.remove(&(table, line["key"].to_string()));
+                let key = (table, line["key"].to_string());
+                state.remove(&key);
+                if let Some(v) = version {
+                    streamed.insert(key, v);
+                }
             }
-            "truncate" => state.retain(|(t, _), _| *t != table),
+            "truncate" => {
+                state.retain(|(t, _), _| *t != table);
+                if let Some(v) = version {
+                    truncated.insert(table, v);
+                }
+            }
             _ => {}
         }
     }
     state
+}
+
+/// `16/B374D848` as a number.
+pub fn parse_lsn(text: &str) -> u64 {
+    let (hi, lo) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not an LSN: {text:?}"));
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A line of `public.t` keyed by `id`, at commit LSN `0/<version>`.
+    fn line(op: &str, id: i64, v: i64, version: u64) -> Json {
+        json!({"op": op, "schema": "public", "table": "t", "commit_lsn": format!("0/{version:X}"),
+               "key": {"id": id}, "columns": {"id": id, "v": v}})
+    }
+
+    fn rows(lines: &[Json]) -> Vec<(i64, i64)> {
+        final_state(lines)
+            .values()
+            .map(|r| (r["id"].as_i64().unwrap(), r["v"].as_i64().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_copied_row_written_after_a_newer_change_of_its_key_does_not_bring_it_back() {
+        // The copy's point is 0x100; a transaction committed at 0x200 updates key 2 and deletes
+        // key 3, and the stream writes it before the copy's lines (what a slow copy does).
+        let lines = [
+            line("insert", 4, 0, 0x200),
+            line("update", 2, 1, 0x200),
+            line("delete", 3, 0, 0x200),
+            line("snapshot", 1, 0, 0x100),
+            line("snapshot", 2, 0, 0x100),
+            line("snapshot", 3, 0, 0x100),
+        ];
+        assert_eq!(rows(&lines), [(1, 0), (2, 1), (4, 0)]);
+    }
+
+    #[test]
+    fn a_copied_row_wins_over_older_changes_and_a_later_change_wins_over_it() {
+        // A restart copies at a new point (0x300) while the stream replays from an older
+        // checkpoint: the replayed change (0x200) is older than the copied row, the next one newer.
+        let lines = [
+            line("update", 1, 1, 0x200),
+            line("snapshot", 1, 5, 0x300),
+            line("update", 1, 6, 0x400),
+        ];
+        assert_eq!(rows(&lines), [(1, 6)]);
+    }
+
+    #[test]
+    fn a_truncate_hides_older_copied_rows_only() {
+        let lines = [
+            json!({"op": "truncate", "schema": "public", "table": "t", "commit_lsn": "0/200"}),
+            line("snapshot", 1, 0, 0x100),
+            line("snapshot", 2, 0, 0x300),
+        ];
+        assert_eq!(rows(&lines), [(2, 0)]);
+    }
+
+    #[test]
+    fn streamed_changes_apply_in_file_order_so_a_regression_shows() {
+        let lines = [line("update", 1, 2, 0x300), line("update", 1, 1, 0x200)];
+        assert_eq!(rows(&lines), [(1, 1)]);
+    }
 }

@@ -56,9 +56,19 @@ pub struct ColumnDef {
     pub default: Option<DefaultValue>,
     pub comment: String,
     pub is_key: bool,
+    /// The name the column was created under, once a RENAME COLUMN gave it another:
+    /// StarRocks keeps addressing the column by this id (`Column.getColumnId`), so no new
+    /// column may take it (`SchemaChangeHandler.addColumnInternal`). None while the two agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column_id: Option<String>,
 }
 
 impl ColumnDef {
+    /// The column's id in StarRocks: the name it was created under.
+    pub fn id(&self) -> &str {
+        self.column_id.as_deref().unwrap_or(&self.name)
+    }
+
     /// The value this column gets when a row does not provide it: the DEFAULT, else NULL.
     pub fn default_cell(&self) -> Cell {
         match &self.default {
@@ -391,8 +401,9 @@ pub fn modify_columns(t: &TableDef, changes: &[ColumnChange]) -> Result<TableDef
             )));
         };
         let mut col = new.clone();
-        // The column keeps its name as the table spells it.
+        // The column keeps its name as the table spells it, and its id.
         col.name = columns[at].name.clone();
+        col.column_id = columns[at].column_id.clone();
         // Where the column goes, as an index into the schema before the move: -1 for FIRST.
         let after: Option<isize> = match position {
             None => None,
@@ -536,6 +547,127 @@ pub fn modify_is_metadata_only(t: &TableDef, new: &TableDef) -> bool {
     })
 }
 
+/// The table after `ALTER TABLE ... DROP COLUMN a[, DROP COLUMN b]`, or the FE's refusal.
+///
+/// Follows StarRocks 3.x's FE, `SchemaChangeHandler.processDropColumn` (once per clause, on a
+/// working copy of the schema) and then `createJob`'s checks on the result:
+/// - a primary-key table's key column cannot be dropped (`Can not drop key column in primary
+///   data model table`); a duplicate-key table's can, as long as a key column is left (`No key
+///   column left. index[t]`);
+/// - the column must exist in the working schema, so dropping it twice in one statement fails
+///   the second time (`Column does not exists: c`);
+/// - a distribution column cannot be dropped (`Distribution column[c] cannot be dropped.
+///   index[t]`, `checkDistributionColumnChange`).
+///
+/// Not modelled: sort keys (`Can not drop sort column in primary data model table`),
+/// partition columns, rollups and materialized views, which the double does not keep.
+pub fn drop_columns(t: &TableDef, names: &[String]) -> Result<TableDef, ModifyError> {
+    let mut columns = t.columns.clone();
+    for name in names {
+        if t.is_primary() && t.column(name).is_some_and(|(_, c)| c.is_key) {
+            return Err(ModifyError::Ddl(
+                "Can not drop key column in primary data model table".into(),
+            ));
+        }
+        let Some(at) = columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+        else {
+            return Err(ModifyError::Ddl(format!("Column does not exists: {name}")));
+        };
+        columns.remove(at);
+    }
+    if !columns.iter().any(|c| c.is_key) {
+        return Err(ModifyError::Ddl(format!(
+            "No key column left. index[{}]",
+            t.name
+        )));
+    }
+    for d in &t.distribution {
+        if !columns.iter().any(|c| c.name.eq_ignore_ascii_case(d)) {
+            return Err(ModifyError::Ddl(format!(
+                "Distribution column[{d}] cannot be dropped. index[{}]",
+                t.name
+            )));
+        }
+    }
+    let mut def = t.clone();
+    def.key_columns = columns
+        .iter()
+        .filter(|c| c.is_key)
+        .map(|c| c.name.clone())
+        .collect();
+    def.columns = columns;
+    Ok(def)
+}
+
+/// Whether a DROP COLUMN is metadata-only under fast schema evolution: no dropped column is
+/// a key (`processDropColumn` clears `fastSchemaEvolution` for a key column of any table
+/// model).
+pub fn drop_is_metadata_only(t: &TableDef, names: &[String]) -> bool {
+    names
+        .iter()
+        .all(|n| t.column(n).is_none_or(|(_, c)| !c.is_key))
+}
+
+/// Why `ALTER TABLE ... RENAME COLUMN` is refused, with StarRocks' error code and words
+/// (`LocalMetastore.renameColumn`, `ErrorCode`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenameError {
+    /// `ERR_BAD_FIELD_ERROR` (1054).
+    #[error("Unknown column '{column}' in '{table}'")]
+    UnknownColumn { column: String, table: String },
+    /// `ERR_DUP_FIELDNAME` (1060), also for a rename to the column's own name (the new name
+    /// is looked up case-insensitively).
+    #[error("Duplicate column name '{0}'")]
+    Duplicate(String),
+}
+
+impl RenameError {
+    /// The MySQL error number StarRocks reports.
+    pub fn code(&self) -> u16 {
+        match self {
+            RenameError::UnknownColumn { .. } => 1054,
+            RenameError::Duplicate(_) => 1060,
+        }
+    }
+}
+
+/// The table after `ALTER TABLE ... RENAME COLUMN from TO to`.
+///
+/// StarRocks (from 3.3.2) renames synchronously and in metadata only: rows are addressed by
+/// column unique ids, so nothing is rewritten (`LocalMetastore.renameColumn` logs a
+/// `ColumnRenameInfo` and calls `OlapTable.renameColumn`). It checks only that the column
+/// exists and that the new name is free; key, distribution and value columns may all be
+/// renamed, and the key and distribution lists follow the new name. The column keeps its id
+/// (the name it was created under), which a later ADD COLUMN may not reuse.
+pub fn rename_column(t: &TableDef, from: &str, to: &str) -> Result<TableDef, RenameError> {
+    let Some((at, old)) = t.column(from) else {
+        return Err(RenameError::UnknownColumn {
+            column: from.to_owned(),
+            table: t.name.clone(),
+        });
+    };
+    if t.column(to).is_some() {
+        return Err(RenameError::Duplicate(to.to_owned()));
+    }
+    let old_name = old.name.clone();
+    let mut def = t.clone();
+    let renamed = &mut def.columns[at];
+    if renamed.column_id.is_none() {
+        renamed.column_id = Some(old_name.clone());
+    }
+    renamed.name = to.to_owned();
+    for list in [&mut def.key_columns, &mut def.distribution] {
+        for n in list.iter_mut() {
+            if n.eq_ignore_ascii_case(&old_name) {
+                *n = to.to_owned();
+            }
+        }
+    }
+    Ok(def)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +680,7 @@ mod tests {
             default: None,
             comment: String::new(),
             is_key: false,
+            column_id: None,
         }
     }
 
@@ -722,6 +855,137 @@ mod tests {
         assert!(modify_is_metadata_only(&t, &int));
         let text = modify(&t, col("n", SrType::Varchar(10), false)).unwrap();
         assert!(!modify_is_metadata_only(&t, &text));
+    }
+
+    #[test]
+    fn drop_removes_value_columns_and_refuses_keys_like_starrocks() {
+        let t = pk_table();
+        let dropped = drop_columns(&t, &["V".into(), "m".into()]).unwrap();
+        let names: Vec<&str> = dropped.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["id", "n"]);
+        assert!(drop_is_metadata_only(&t, &["v".into()]));
+        let err = |r: Result<TableDef, ModifyError>| match r {
+            Err(ModifyError::Ddl(m)) => m,
+            other => panic!("expected a DDL error, got {other:?}"),
+        };
+        assert_eq!(
+            err(drop_columns(&t, &["id".into()])),
+            "Can not drop key column in primary data model table"
+        );
+        assert_eq!(
+            err(drop_columns(&t, &["nope".into()])),
+            "Column does not exists: nope"
+        );
+        assert_eq!(
+            err(drop_columns(&t, &["v".into(), "v".into()])),
+            "Column does not exists: v"
+        );
+    }
+
+    #[test]
+    fn drop_of_a_duplicate_key_table_keeps_a_key_and_the_distribution() {
+        let mut k = col("k", SrType::Int, false);
+        k.is_key = true;
+        let mut k2 = col("k2", SrType::Int, false);
+        k2.is_key = true;
+        let mut t = table(vec![k, k2, col("d", SrType::Int, true)], &["k", "k2"]);
+        t.keys = KeysType::DupKeys;
+        t.distribution = vec!["k".into()];
+        let fewer = drop_columns(&t, &["k2".into()]).unwrap();
+        assert_eq!(fewer.key_columns, vec!["k".to_string()]);
+        assert!(!drop_is_metadata_only(&t, &["k2".into()]));
+        assert_eq!(
+            drop_columns(&t, &["k".into()]),
+            Err(ModifyError::Ddl(
+                "Distribution column[k] cannot be dropped. index[t]".into()
+            ))
+        );
+        assert_eq!(
+            drop_columns(&t, &["k".into(), "k2".into()]),
+            Err(ModifyError::Ddl("No key column left. index[t]".into()))
+        );
+    }
+
+    #[test]
+    fn rename_follows_into_keys_and_distribution_and_refuses_taken_names() {
+        let t = pk_table();
+        let r = rename_column(&t, "ID", "key_id").unwrap();
+        assert_eq!(r.columns[0].name, "key_id");
+        assert_eq!(r.key_columns, vec!["key_id".to_string()]);
+        assert_eq!(r.distribution, vec!["key_id".to_string()]);
+        assert_eq!(r.columns[0].ty, SrType::BigInt);
+        let v = rename_column(&t, "v", "label").unwrap();
+        assert_eq!(v.columns[1].name, "label");
+        assert_eq!(v.key_columns, vec!["id".to_string()]);
+        let missing = rename_column(&t, "nope", "x").unwrap_err();
+        assert_eq!(missing.to_string(), "Unknown column 'nope' in 't'");
+        assert_eq!(missing.code(), 1054);
+        let taken = rename_column(&t, "v", "M").unwrap_err();
+        assert_eq!(taken.to_string(), "Duplicate column name 'M'");
+        assert_eq!(taken.code(), 1060);
+        let same = rename_column(&t, "v", "v").unwrap_err();
+        assert_eq!(same, RenameError::Duplicate("v".into()));
+        assert_eq!(v.columns[1].id(), "v", "the id stays the created name");
+        let back = rename_column(&v, "label", "tag").unwrap();
+        assert_eq!(back.columns[1].column_id.as_deref(), Some("v"));
+        let modified = modify(&back, col("tag", SrType::Varchar(16), true)).unwrap();
+        assert_eq!(modified.columns[1].id(), "v", "MODIFY keeps it");
+    }
+
+    #[test]
+    fn modify_allows_the_widenings_a_cdc_pipeline_asks_for_and_no_narrowing() {
+        let dec = |precision, scale| SrType::Decimal { precision, scale };
+        let widen = [
+            (SrType::SmallInt, SrType::Int),
+            (SrType::Int, SrType::BigInt),
+            (SrType::Varchar(10), SrType::Varchar(20)),
+            (
+                SrType::Varchar(10),
+                SrType::Varchar(crate::types::STRING_LEN),
+            ),
+            (dec(10, 2), dec(12, 2)),
+            (dec(10, 2), dec(12, 4)),
+            (SrType::Float, SrType::Double),
+        ];
+        for (from, to) in widen {
+            let t = table(vec![key_col(), col("c", from.clone(), true)], &["id"]);
+            let w = modify(&t, col("c", to.clone(), true))
+                .unwrap_or_else(|e| panic!("{from:?} -> {to:?}: {e:?}"));
+            assert_eq!(w.columns[1].ty, to);
+        }
+        let narrow = [
+            (SrType::BigInt, SrType::Int, "Can not change BIGINT to INT"),
+            (
+                SrType::Double,
+                SrType::Float,
+                "Can not change DOUBLE to FLOAT",
+            ),
+            (
+                dec(12, 4),
+                dec(12, 2),
+                "Can not change DECIMAL64(12,4) to DECIMAL64(12,2)",
+            ),
+            (
+                SrType::Varchar(20),
+                SrType::Varchar(10),
+                "Cannot shorten string length",
+            ),
+            (
+                SrType::DateTime,
+                SrType::DateTime,
+                "Nothing is changed. please check your alter stmt.",
+            ),
+        ];
+        for (from, to, words) in narrow {
+            let t = table(vec![key_col(), col("c", from, true)], &["id"]);
+            assert_eq!(ddl_error(modify(&t, col("c", to, true))), words);
+        }
+    }
+
+    fn key_col() -> ColumnDef {
+        let mut id = col("id", SrType::BigInt, false);
+        id.is_key = true;
+        id
     }
 
     #[test]

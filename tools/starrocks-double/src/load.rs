@@ -1097,6 +1097,7 @@ mod tests {
             default: None,
             comment: String::new(),
             is_key: key,
+            column_id: None,
         };
         TableDef {
             id: 1,
@@ -1282,6 +1283,7 @@ mod strict_mode_tests {
             default: None,
             comment: String::new(),
             is_key: key,
+            column_id: None,
         };
         TableDef {
             id: 1,

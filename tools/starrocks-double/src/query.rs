@@ -14,8 +14,8 @@
 //! DDL, SHOW and INSERT are executed here directly against the catalog and store.
 
 use crate::catalog::{
-    modify_columns, modify_is_metadata_only, validate_table, ColumnChange, ColumnDef, KeysType,
-    ModifyError, TableDef,
+    drop_columns, drop_is_metadata_only, modify_columns, modify_is_metadata_only, validate_table,
+    ColumnChange, ColumnDef, KeysType, ModifyError, TableDef,
 };
 use crate::clock;
 use crate::double::Double;
@@ -496,6 +496,23 @@ pub fn execute(
                         ),
                     ));
                 }
+                // A renamed column keeps the name it was created under as its id, and a new
+                // column may not take it (SchemaChangeHandler.addColumnInternal; docs
+                // ALTER_TABLE: "After renaming a column from A to B, adding a new column
+                // named A is not supported").
+                if let Some(holder) = t
+                    .columns
+                    .iter()
+                    .find(|o| o.column_id.is_some() && o.id().eq_ignore_ascii_case(&c.name))
+                {
+                    return Err(SqlError::new(
+                        code::PARSE,
+                        format!(
+                            "Can not add column which already exists in column id: {}, you can remove {} and try again.",
+                            c.name, holder.name
+                        ),
+                    ));
+                }
                 if c.is_key {
                     return Err(SqlError::analysis(format!(
                         "Can not add key column {} to a {} table",
@@ -578,6 +595,89 @@ pub fn execute(
             }
             Ok(done())
         }
+        Statement::AlterDropColumns { db, table, columns } => {
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            store.finish_jobs()?;
+            let t = table_of(&store, &db, &table)?;
+            if store.has_running_job(&db, &table) {
+                return Err(SqlError::new(
+                    code::PARSE,
+                    format!("Table[{table}]'s state is not NORMAL. Do not allow doing ALTER ops"),
+                ));
+            }
+            let dropped: Vec<ColumnChange> = match drop_columns(&t, &columns) {
+                Ok(_) => columns
+                    .iter()
+                    .filter_map(|n| t.column(n).map(|(_, c)| (c.clone(), None)))
+                    .collect(),
+                Err(ModifyError::Ddl(msg)) => return Err(SqlError::new(code::PARSE, msg)),
+                Err(ModifyError::Unsupported(what)) => return Err(SqlError::unsupported(what)),
+            };
+            // SchemaChangeHandler.processDropColumn keeps the fast path for a value column;
+            // where the table has fast schema evolution, the drop is metadata only and its
+            // job is FINISHED at once, like ADD COLUMN's.
+            if fast_schema_evolution(double, &t) && drop_is_metadata_only(&t, &columns) {
+                if let Err(msg) = store.change_columns_now(&t, JobKind::DropColumns, dropped)? {
+                    return Err(SqlError::new(code::PARSE, msg));
+                }
+            } else {
+                store.add_job(&t, JobKind::DropColumns, dropped)?;
+            }
+            Ok(done())
+        }
+        Statement::AlterRenameColumn {
+            db,
+            table,
+            from,
+            to,
+            to_keyword,
+            new_name,
+        } => {
+            // StarRocks has RENAME COLUMN from 3.3.2 (docs ALTER_TABLE "Rename a column";
+            // StarRocks.g4 `columnRenameClause: RENAME COLUMN old TO new`). Before, the
+            // grammar had `RENAME COLUMN old new` and no implementation behind it, and the
+            // reserved word TO is a syntax error where the new name should be.
+            if !double.config.sr_version.at_least(3, 3, 2) {
+                if let Some(kw) = to_keyword {
+                    return Err(sql::syntax_error(
+                        sql_text,
+                        kw.pos,
+                        &kw.text(),
+                        "a legal identifier",
+                    ));
+                }
+                return Err(SqlError::unsupported(format!(
+                    "RENAME COLUMN on StarRocks {}",
+                    double.config.sr_version
+                )));
+            }
+            if to_keyword.is_none() {
+                return Err(sql::syntax_error(
+                    sql_text,
+                    new_name.pos,
+                    &new_name.text(),
+                    "TO",
+                ));
+            }
+            let db = resolve_db(session, db)?;
+            let mut store = double.store();
+            store.finish_jobs()?;
+            let t = table_of(&store, &db, &table)?;
+            // LocalMetastore.renameColumn renames only in a NORMAL table
+            // (ERR_CANNOT_RENAME_COLUMN_OF_NOT_NORMAL_TABLE, StarRocks' code 5513, which the
+            // double's MySQL layer cannot send: it answers with 1064 like other DDL refusals).
+            if store.has_running_job(&db, &table) {
+                return Err(SqlError::new(
+                    code::PARSE,
+                    "Can not rename column of table in SCHEMA_CHANGE state",
+                ));
+            }
+            match store.rename_column(&t, &from, &to)? {
+                Ok(()) => Ok(done()),
+                Err(e) => Err(SqlError::new(e.code(), e.to_string())),
+            }
+        }
         Statement::Insert {
             db,
             table,
@@ -636,9 +736,9 @@ pub fn execute(
     }
 }
 
-/// Whether ADD COLUMN on `t` is a metadata-only change that is FINISHED at once: the table
-/// has `fast_schema_evolution` = true and the version supports it (shared-nothing from 3.2,
-/// shared-data from 4.0: docs "Feature Differences between Shared-nothing and Shared-data").
+/// Whether ADD COLUMN (or DROP of a value column) on `t` is a metadata-only change that is
+/// FINISHED at once: the table has `fast_schema_evolution` = true and the version supports
+/// it (shared-nothing from 3.2, shared-data from 4.0: docs "Feature Differences between Shared-nothing and Shared-data").
 fn fast_schema_evolution(double: &Double, t: &TableDef) -> bool {
     let on = t.properties.iter().any(|(k, v)| {
         k.eq_ignore_ascii_case("fast_schema_evolution") && v.eq_ignore_ascii_case("true")

@@ -456,6 +456,25 @@ pub enum Statement {
         table: String,
         columns: Vec<ModifyColumn>,
     },
+    /// `ALTER TABLE t DROP COLUMN a[, DROP COLUMN b]`.
+    AlterDropColumns {
+        db: Option<String>,
+        table: String,
+        columns: Vec<String>,
+    },
+    /// `ALTER TABLE t RENAME COLUMN a [TO] b`, parsed with and without `TO`: which form the
+    /// FE accepts depends on its version, so `query` decides (the tokens are kept for the
+    /// syntax error an older grammar gives).
+    AlterRenameColumn {
+        db: Option<String>,
+        table: String,
+        from: String,
+        to: String,
+        /// The `TO` keyword, if written.
+        to_keyword: Option<Token>,
+        /// The token holding the new name.
+        new_name: Token,
+    },
     Use(String),
     /// SET, BEGIN, COMMIT, ROLLBACK: accepted, no effect.
     NoOp,
@@ -990,6 +1009,7 @@ fn parse_column(p: &mut Parser<'_>) -> Result<ColumnDef, SqlError> {
         default: None,
         comment: String::new(),
         is_key: false,
+        column_id: None,
     };
     loop {
         if p.eat_kw("NOT") {
@@ -1133,16 +1153,46 @@ fn parse_create_table(p: &mut Parser<'_>) -> Result<CreateTable, SqlError> {
     Ok(t)
 }
 
-/// `ALTER TABLE [db.]t` followed by ADD COLUMN or MODIFY COLUMN clauses, comma-separated.
+/// `ALTER TABLE [db.]t` followed by ADD COLUMN, MODIFY COLUMN or DROP COLUMN clauses,
+/// comma-separated, or by one RENAME COLUMN.
 ///
 /// StarRocks' grammar (`StarRocks.g4`): `ADD COLUMN columnDesc (FIRST | AFTER id)?
-/// ((TO | IN) rollup)? properties?`, `ADD COLUMN '(' columnDesc, ... ')'` and `MODIFY COLUMN
-/// columnDesc (FIRST | AFTER id)? (FROM rollup)? properties?`. The double takes one kind of
-/// clause per statement; a statement mixing ADD and MODIFY is refused as unsupported.
+/// ((TO | IN) rollup)? properties?`, `ADD COLUMN '(' columnDesc, ... ')'`, `MODIFY COLUMN
+/// columnDesc (FIRST | AFTER id)? (FROM rollup)? properties?`, `DROP COLUMN identifier (FROM
+/// rollup)? properties?` and `RENAME COLUMN oldColumn=identifier TO newColumn=identifier`
+/// (before the rename feature: `RENAME COLUMN identifier identifier`). The double takes one
+/// kind of clause per statement; a statement mixing kinds is refused as unsupported.
 fn parse_alter(p: &mut Parser<'_>) -> Result<Statement, SqlError> {
     let (db, table) = p.qualified()?;
+    if p.eat_kw("RENAME") {
+        if !p.eat_kw("COLUMN") {
+            return Err(SqlError::unsupported(
+                "ALTER TABLE RENAME other than COLUMN",
+            ));
+        }
+        let from = p.ident()?;
+        let to_keyword = if p.at_kw("TO") {
+            p.next().cloned()
+        } else {
+            None
+        };
+        let Some(new_name) = p.peek().cloned() else {
+            return Err(p.error("a legal identifier"));
+        };
+        let to = p.ident()?;
+        p.expect_end()?;
+        return Ok(Statement::AlterRenameColumn {
+            db,
+            table,
+            from,
+            to,
+            to_keyword,
+            new_name,
+        });
+    }
     let mut columns = Vec::new();
     let mut modified = Vec::new();
+    let mut dropped = Vec::new();
     loop {
         if p.eat_kw("MODIFY") {
             if !p.eat_kw("COLUMN") {
@@ -1160,6 +1210,20 @@ fn parse_alter(p: &mut Parser<'_>) -> Result<Statement, SqlError> {
                 parse_properties(p)?;
             }
             modified.push(ModifyColumn { column, position });
+        } else if p.eat_kw("DROP") {
+            if !p.eat_kw("COLUMN") {
+                return Err(SqlError::unsupported(format!(
+                    "ALTER TABLE DROP {}",
+                    p.peek().map(|t| t.text()).unwrap_or_default()
+                )));
+            }
+            dropped.push(p.ident()?);
+            if p.at_kw("FROM") {
+                return Err(SqlError::unsupported("DROP COLUMN ... FROM a rollup"));
+            }
+            if p.eat_kw("PROPERTIES") {
+                parse_properties(p)?;
+            }
         } else if p.eat_kw("ADD") {
             if !p.eat_kw("COLUMN") {
                 return Err(SqlError::unsupported("ALTER TABLE ADD other than COLUMN"));
@@ -1203,15 +1267,25 @@ fn parse_alter(p: &mut Parser<'_>) -> Result<Statement, SqlError> {
         parse_properties(p)?;
     }
     p.expect_end()?;
-    match (columns.is_empty(), modified.is_empty()) {
-        (_, true) => Ok(Statement::AlterAddColumns { db, table, columns }),
-        (true, false) => Ok(Statement::AlterModifyColumns {
+    let kinds = [
+        !columns.is_empty(),
+        !modified.is_empty(),
+        !dropped.is_empty(),
+    ];
+    match kinds {
+        [_, false, false] => Ok(Statement::AlterAddColumns { db, table, columns }),
+        [false, true, false] => Ok(Statement::AlterModifyColumns {
             db,
             table,
             columns: modified,
         }),
-        (false, false) => Err(SqlError::unsupported(
-            "ALTER TABLE with both ADD COLUMN and MODIFY COLUMN",
+        [false, false, true] => Ok(Statement::AlterDropColumns {
+            db,
+            table,
+            columns: dropped,
+        }),
+        _ => Err(SqlError::unsupported(
+            "ALTER TABLE mixing ADD, MODIFY and DROP COLUMN clauses",
         )),
     }
 }
@@ -1410,6 +1484,48 @@ mod tests {
         assert_eq!(mixed.code, code::NOT_SUPPORTED, "{mixed:?}");
         let rollup = parse("ALTER TABLE t MODIFY COLUMN b INT FROM r").unwrap_err();
         assert_eq!(rollup.code, code::NOT_SUPPORTED, "{rollup:?}");
+    }
+
+    #[test]
+    fn drop_column_clauses_parse_and_need_the_column_keyword() {
+        let s = parse("ALTER TABLE d.t DROP COLUMN a, DROP COLUMN `b c`").unwrap();
+        let Statement::AlterDropColumns { db, table, columns } = s else {
+            panic!("not a drop")
+        };
+        assert_eq!((db.as_deref(), table.as_str()), (Some("d"), "t"));
+        assert_eq!(columns, vec!["a".to_string(), "b c".to_string()]);
+        let other = parse("ALTER TABLE t DROP PARTITION p").unwrap_err();
+        assert_eq!(other.code, code::NOT_SUPPORTED, "{other:?}");
+        let mixed = parse("ALTER TABLE t DROP COLUMN a, ADD COLUMN b INT").unwrap_err();
+        assert_eq!(mixed.code, code::NOT_SUPPORTED, "{mixed:?}");
+    }
+
+    #[test]
+    fn rename_column_keeps_the_to_keyword_for_the_version_check() {
+        let s = parse("ALTER TABLE d.t RENAME COLUMN a TO `b`").unwrap();
+        let Statement::AlterRenameColumn {
+            from,
+            to,
+            to_keyword,
+            new_name,
+            ..
+        } = s
+        else {
+            panic!("not a rename")
+        };
+        assert_eq!((from.as_str(), to.as_str()), ("a", "b"));
+        assert_eq!(to_keyword.map(|t| t.pos), Some(32));
+        assert_eq!(new_name.pos, 35);
+        let bare = parse("ALTER TABLE t RENAME COLUMN a b").unwrap();
+        assert!(matches!(
+            bare,
+            Statement::AlterRenameColumn {
+                to_keyword: None,
+                ..
+            }
+        ));
+        let table = parse("ALTER TABLE t RENAME t2").unwrap_err();
+        assert_eq!(table.code, code::NOT_SUPPORTED, "{table:?}");
     }
 
     #[test]

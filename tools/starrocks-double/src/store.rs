@@ -85,7 +85,8 @@ pub struct AlterJob {
     /// from the elapsed time).
     pub final_state: Option<String>,
     pub msg: String,
-    /// ADD COLUMN (the columns to add) or MODIFY COLUMN (the new definitions).
+    /// ADD COLUMN (the columns to add), MODIFY COLUMN (the new definitions) or DROP COLUMN
+    /// (the dropped columns).
     #[serde(default)]
     pub kind: JobKind,
     pub columns: Vec<(crate::catalog::ColumnDef, Option<Position>)>,
@@ -103,6 +104,8 @@ pub enum JobKind {
     #[default]
     AddColumns,
     ModifyColumns,
+    /// DROP COLUMN: `columns` holds the dropped columns as the table had them.
+    DropColumns,
 }
 
 fn default_job_timeout_s() -> i64 {
@@ -618,6 +621,10 @@ impl Store {
 
     /// Applies a load's rows in order, atomically, and moves its label to `final_state` in
     /// the same transaction: either all of it is visible or none of it.
+    ///
+    /// `table` is the schema the load was planned against. If a schema change finished since
+    /// (a column dropped or renamed), the rows are written into the table as it now is:
+    /// StarRocks writes by column unique id, so such a load still succeeds ([`project`]).
     pub fn apply(
         &mut self,
         table: &TableDef,
@@ -625,8 +632,16 @@ impl Store {
         rows: &[RowOp],
         label: Option<(&str, TxnState)>,
     ) -> Result<(), StoreError> {
+        let now = self.catalog.table(&table.db, &table.name).cloned();
+        let projected = now
+            .as_deref()
+            .filter(|now| !same_columns(table, now))
+            .map(|now| (now, project(table, now, mode, rows)));
         let tx = self.conn.transaction()?;
-        apply_rows(&tx, table, mode, rows)?;
+        match &projected {
+            Some((now, (mode, rows))) => apply_rows(&tx, now, mode, rows)?,
+            None => apply_rows(&tx, table, mode, rows)?,
+        }
         if let Some((label, state)) = label {
             if let Some(rec) = self.labels.get_mut(&table.db, label) {
                 rec.state = state;
@@ -830,8 +845,13 @@ impl Store {
         let Some(current) = self.catalog.table(&job.db, &job.table).cloned() else {
             return Err(format!("table {} was dropped", job.table));
         };
-        if job.kind == JobKind::ModifyColumns {
-            return self.apply_modify(&current, &job.columns);
+        match job.kind {
+            JobKind::ModifyColumns => return self.apply_modify(&current, &job.columns),
+            JobKind::DropColumns => {
+                let names: Vec<String> = job.columns.iter().map(|(c, _)| c.name.clone()).collect();
+                return self.apply_drop(&current, &names);
+            }
+            JobKind::AddColumns => {}
         }
         let mut def = (*current).clone();
         for (col, pos) in &job.columns {
@@ -994,6 +1014,80 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Rewrites the table without its dropped columns: a new SQLite table in the new
+    /// column order takes every stored row's remaining values, so the dropped values are
+    /// gone, as after StarRocks' schema change (or, with fast schema evolution, as far as
+    /// any reader can tell).
+    fn apply_drop(&mut self, current: &Arc<TableDef>, names: &[String]) -> Result<(), String> {
+        let def = crate::catalog::drop_columns(current, names).map_err(|e| match e {
+            crate::catalog::ModifyError::Ddl(m) => m,
+            crate::catalog::ModifyError::Unsupported(m) => m.to_owned(),
+        })?;
+        let json = serde_json::to_string(&def).map_err(|e| e.to_string())?;
+        let name = quote_ident(&def.storage_name());
+        let tmp_name = format!("{}.__rebuild", def.name);
+        let tmp = quote_ident(&storage_name(&def.db, &tmp_name));
+        let kept: Vec<String> = def.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let kept = kept.join(", ");
+        let run = |conn: &mut Connection| -> Result<(), rusqlite::Error> {
+            let tx = conn.transaction()?;
+            let mut staged = def.clone();
+            staged.name = tmp_name.clone();
+            tx.execute_batch(&create_table_sql(&staged))?;
+            tx.execute_batch(&format!(
+                "INSERT INTO {tmp} ({kept}) SELECT {kept} FROM {name}; DROP TABLE {name}; \
+                 ALTER TABLE {tmp} RENAME TO {name};"
+            ))?;
+            tx.execute(
+                "UPDATE _double_tables SET def = ?1 WHERE db = ?2 AND name = ?3",
+                params![json, def.db, def.name],
+            )?;
+            tx.commit()
+        };
+        run(&mut self.conn).map_err(|e| e.to_string())?;
+        if let Some(d) = self.catalog.dbs.get_mut(&def.db) {
+            d.tables.insert(def.name.clone(), Arc::new(def));
+        }
+        Ok(())
+    }
+
+    /// Renames a column at once, as StarRocks' metadata-only RENAME COLUMN does: the stored
+    /// rows keep their values under the new name, and no job is recorded. A refusal is the
+    /// statement's error and changes nothing.
+    pub fn rename_column(
+        &mut self,
+        current: &TableDef,
+        from: &str,
+        to: &str,
+    ) -> Result<Result<(), crate::catalog::RenameError>, StoreError> {
+        let def = match crate::catalog::rename_column(current, from, to) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let stored = current
+            .column(from)
+            .map(|(_, c)| c.name.clone())
+            .unwrap_or_else(|| from.to_owned());
+        let json = serde_json::to_string(&def)?;
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(&format!(
+            "ALTER TABLE {} RENAME COLUMN {} TO {}",
+            quote_ident(&def.storage_name()),
+            quote_ident(&stored),
+            quote_ident(to)
+        ))?;
+        tx.execute(
+            "UPDATE _double_tables SET def = ?1 WHERE db = ?2 AND name = ?3",
+            params![json, def.db, def.name],
+        )?;
+        tx.commit()?;
+        if let Some(d) = self.catalog.dbs.get_mut(&def.db) {
+            d.tables.insert(def.name.clone(), Arc::new(def));
+        }
+        self.refresh_info_schema()?;
+        Ok(Ok(()))
+    }
 }
 
 /// A cell as a SQLite literal (for DEFAULT clauses and table rebuilds).
@@ -1033,6 +1127,60 @@ fn create_table_sql(def: &TableDef) -> String {
         sql.push(')');
     }
     sql
+}
+
+/// Whether two schemas of a table have the same columns, by id and name, in the same order.
+fn same_columns(a: &TableDef, b: &TableDef) -> bool {
+    a.columns.len() == b.columns.len()
+        && a.columns
+            .iter()
+            .zip(&b.columns)
+            .all(|(x, y)| x.name == y.name && x.id() == y.id())
+}
+
+/// A load planned against `planned` rewritten for the table as it is `now`: columns are
+/// matched by id (the name they were created under), so a renamed column's values go under
+/// its new name, a dropped column's are discarded, and a column added since gets its
+/// default (or keeps the stored value, in a partial update, which does not list it).
+fn project(
+    planned: &TableDef,
+    now: &TableDef,
+    mode: &ApplyMode,
+    rows: &[RowOp],
+) -> (ApplyMode, Vec<RowOp>) {
+    let source: Vec<Option<usize>> = now
+        .columns
+        .iter()
+        .map(|c| {
+            planned
+                .columns
+                .iter()
+                .position(|p| p.id().eq_ignore_ascii_case(c.id()))
+        })
+        .collect();
+    let moved = |old: usize| source.iter().position(|s| *s == Some(old));
+    let mode = ApplyMode {
+        partial: mode
+            .partial
+            .as_ref()
+            .map(|cols| cols.iter().filter_map(|&i| moved(i)).collect()),
+        merge: mode.merge.and_then(moved),
+    };
+    let rows = rows
+        .iter()
+        .map(|r| RowOp {
+            op: r.op,
+            values: source
+                .iter()
+                .zip(&now.columns)
+                .map(|(s, c)| match s {
+                    Some(i) => r.values[*i].clone(),
+                    None => c.fill_cell(),
+                })
+                .collect(),
+        })
+        .collect();
+    (mode, rows)
 }
 
 fn apply_rows(

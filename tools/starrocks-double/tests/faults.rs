@@ -116,6 +116,36 @@ async fn delay_after_commit_outlasts_the_client_timeout_but_commits() {
 }
 
 #[tokio::test]
+async fn a_load_in_flight_across_a_drop_and_a_rename_lands_by_column_id() {
+    let d = Double::start(&[]);
+    d.with_pk_table().await;
+    d.fault(json!({"kind": "delay_ms", "ms": 800, "count": 1}));
+    let be = d.be;
+    let slow = std::thread::spawn(move || {
+        be_load(
+            be,
+            "inflight",
+            r#"[{"id":1,"name":"a","score":5,"lsn":9}]"#,
+            Duration::from_secs(5),
+        )
+        .map(|r| r.json())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Planned against (id, name, score, lsn); committed after both changes.
+    d.ddl(&[
+        "ALTER TABLE d.t DROP COLUMN lsn",
+        "ALTER TABLE d.t RENAME COLUMN name TO label",
+    ])
+    .await;
+    let v = slow.join().unwrap().unwrap();
+    assert_eq!(status(&v), "Success", "{v}");
+    assert_eq!(
+        d.rows("SELECT id, label, score FROM d.t").await,
+        vec![vec!["1", "a", "5"]]
+    );
+}
+
+#[tokio::test]
 async fn delay_before_commit_keeps_the_label_running() {
     let d = Double::start(&[]);
     d.with_pk_table().await;

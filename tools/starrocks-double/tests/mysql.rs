@@ -546,6 +546,177 @@ async fn modify_column_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn drop_column_of_a_value_is_metadata_only_and_its_values_are_gone() {
+    let d = Double::start(&["--alter-duration-ms", "600"]);
+    with_narrow_table(&d).await;
+    let v = d.load_json("m", "before", &[], r#"[{"id":1,"v":"ab","n":7,"m":2}]"#);
+    assert_eq!(v["Status"], "Success", "{v}");
+    for (sql, words) in [
+        (
+            "ALTER TABLE d.m DROP COLUMN id",
+            "Can not drop key column in primary data model table",
+        ),
+        (
+            "ALTER TABLE d.m DROP COLUMN nope",
+            "Column does not exists: nope",
+        ),
+        (
+            "ALTER TABLE d.m DROP COLUMN v, DROP COLUMN v",
+            "Column does not exists: v",
+        ),
+    ] {
+        let err = error_of(&d, sql).await;
+        assert!(err.contains(words), "{sql}: {err}");
+    }
+    assert!(d.rows("SHOW ALTER TABLE COLUMN FROM d").await.is_empty());
+
+    // fast_schema_evolution (the default) in shared-nothing 3.3: FINISHED at once.
+    d.ddl(&["ALTER TABLE d.m DROP COLUMN v"]).await;
+    let job = newest_job(&d).await;
+    assert_eq!(job[9], "FINISHED", "{job:?}");
+    assert_eq!(job[12], "1000", "Timeout of a fast schema change: {job:?}");
+    let names: Vec<String> = d
+        .rows("DESC d.m")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(names, vec!["id", "n", "m"]);
+    let err = error_of(&d, "SELECT v FROM d.m").await;
+    assert!(err.contains("v"), "{err}");
+
+    // A load naming the dropped column: the key matches no column and is ignored.
+    let v = d.load_json(
+        "m",
+        "after",
+        &[("strict_mode", "true")],
+        r#"[{"id":2,"v":"zz","n":1,"m":3}]"#,
+    );
+    assert_eq!(v["Status"], "Success", "{v}");
+    assert_eq!(
+        d.rows("SELECT * FROM d.m ORDER BY id").await,
+        vec![vec!["1", "7", "2"], vec!["2", "1", "3"]]
+    );
+    // Adding it back gives an empty column: the old values are gone.
+    d.ddl(&["ALTER TABLE d.m ADD COLUMN v VARCHAR(4) NULL"])
+        .await;
+    assert!(job_finishes(&d).await);
+    assert_eq!(
+        d.rows("SELECT id, v FROM d.m ORDER BY id").await,
+        vec![vec!["1", "NULL"], vec!["2", "NULL"]]
+    );
+}
+
+#[tokio::test]
+async fn drop_column_without_fast_schema_evolution_is_a_job() {
+    let d = Double::start(&["--alter-duration-ms", "600"]);
+    d.with_pk_table_props("\"fast_schema_evolution\" = \"false\"")
+        .await;
+    d.load_json("t", "one", &[], r#"[{"id":1,"name":"a","score":3}]"#);
+    d.ddl(&["ALTER TABLE d.t DROP COLUMN lsn"]).await;
+    let job = d
+        .rows("SHOW ALTER TABLE COLUMN FROM d WHERE TableName = 't'")
+        .await
+        .remove(0);
+    assert_ne!(job[9], "FINISHED", "a rewriting job: {job:?}");
+    assert_eq!(job[12], "86400", "{job:?}");
+    let busy = error_of(&d, "ALTER TABLE d.t DROP COLUMN score").await;
+    assert!(busy.contains("Table[t]'s state is not NORMAL"), "{busy}");
+    let rename = error_of(&d, "ALTER TABLE d.t RENAME COLUMN name TO label").await;
+    assert!(
+        rename.contains("Can not rename column of table in SCHEMA_CHANGE state"),
+        "{rename}"
+    );
+    // The column stays until the job is FINISHED.
+    assert_eq!(d.rows("DESC d.t").await.len(), 4);
+    let done = eventually(Duration::from_secs(5), || async {
+        d.rows("SHOW ALTER TABLE COLUMN FROM d WHERE TableName = 't'")
+            .await[0][9]
+            == "FINISHED"
+    })
+    .await;
+    assert!(done);
+    assert_eq!(d.rows("SELECT * FROM d.t").await, vec![vec!["1", "a", "3"]]);
+}
+
+#[tokio::test]
+async fn rename_column_is_synchronous_and_rows_keep_their_values() {
+    let d = Double::start(&[]);
+    with_narrow_table(&d).await;
+    d.load_json("m", "before", &[], r#"[{"id":1,"v":"ab","n":7,"m":2}]"#);
+    for (sql, words) in [
+        (
+            "ALTER TABLE d.m RENAME COLUMN nope TO x",
+            "ERROR 1054 (42S22): Unknown column 'nope' in 'm'",
+        ),
+        (
+            "ALTER TABLE d.m RENAME COLUMN v TO M",
+            "ERROR 1060 (42S21): Duplicate column name 'M'",
+        ),
+        (
+            "ALTER TABLE d.m RENAME COLUMN v label",
+            "Unexpected input 'label', the most similar input is {TO}",
+        ),
+    ] {
+        let err = error_of(&d, sql).await;
+        assert!(err.contains(words), "{sql}: {err}");
+    }
+    d.ddl(&[
+        "ALTER TABLE d.m RENAME COLUMN v TO label",
+        "ALTER TABLE d.m RENAME COLUMN id TO `key id`",
+    ])
+    .await;
+    assert!(
+        d.rows("SHOW ALTER TABLE COLUMN FROM d").await.is_empty(),
+        "a rename is not a schema-change job"
+    );
+    // The renamed column keeps its old name as its id: a new column may not take it.
+    let reuse = error_of(&d, "ALTER TABLE d.m ADD COLUMN v VARCHAR(4) NULL").await;
+    assert!(
+        reuse.contains("Can not add column which already exists in column id: v"),
+        "{reuse}"
+    );
+    let info = d
+        .rows(
+            "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.columns \
+             WHERE TABLE_SCHEMA = 'd' AND TABLE_NAME = 'm' ORDER BY ORDINAL_POSITION",
+        )
+        .await;
+    assert_eq!(info[0], vec!["key id", "PRI"]);
+    assert_eq!(info[1][0], "label");
+    let create = d.rows("SHOW CREATE TABLE d.m").await.remove(0).remove(1);
+    assert!(
+        create.contains("PRIMARY KEY(`key id`)") && create.contains("HASH(`key id`)"),
+        "{create}"
+    );
+    // Loads use the new names; an upsert on the renamed key replaces the stored row.
+    let v = d.load_json(
+        "m",
+        "after",
+        &[("strict_mode", "true")],
+        r#"[{"key id":1,"label":"cd","n":8,"m":2},{"key id":2,"label":"ef","n":1,"m":1}]"#,
+    );
+    assert_eq!(v["Status"], "Success", "{v}");
+    assert_eq!(
+        d.rows("SELECT `key id`, label, n FROM d.m ORDER BY `key id`")
+            .await,
+        vec![vec!["1", "cd", "8"], vec!["2", "ef", "1"]]
+    );
+}
+
+#[tokio::test]
+async fn rename_column_before_3_3_2_is_the_old_grammar_s_syntax_error() {
+    let d = Double::start(&["--sr-version", "3.3.1"]);
+    with_narrow_table(&d).await;
+    let err = error_of(&d, "ALTER TABLE d.m RENAME COLUMN v TO label").await;
+    assert!(
+        err.contains("Getting syntax error at line 1, column 33. Detail message: Unexpected input 'TO', the most similar input is {a legal identifier}."),
+        "{err}"
+    );
+    assert_eq!(d.rows("DESC d.m").await[1][0], "v");
+}
+
+#[tokio::test]
 async fn select_filters_orders_and_counts_stored_rows() {
     let d = Double::start(&[]);
     d.with_pk_table().await;
