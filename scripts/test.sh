@@ -29,7 +29,7 @@ echo "==> cargo test (the whole suite, PostgreSQL 15)"
 cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-2}"
 
 # The core subset, by test-name filter, on every other supported major.
-core=(replication:: snapshot:: starrocks:: cdc:: wal_guard:: pg_versions:: managed::)
+core=(replication:: snapshot:: starrocks:: cdc:: schema:: wal_guard:: pg_versions:: managed::)
 for major in ${PG_MATRIX-14 16 17 18}; do
   echo "==> core subset on PostgreSQL $major"
   started=$SECONDS
