@@ -483,7 +483,7 @@ struct Session(std::process::Child);
 impl Session {
     fn open(pg: &PgCluster) -> Session {
         Session(
-            std::process::Command::new(crate::support::pg::pg_bin().join("psql"))
+            std::process::Command::new(crate::support::pg::client_bin().join("psql"))
                 .args([
                     "-X",
                     "-q",
