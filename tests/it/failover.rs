@@ -350,3 +350,34 @@ fn a_standby_is_refused_at_start_with_what_to_do() {
         "0"
     );
 }
+
+#[test]
+fn read_write_skips_a_read_only_host_listed_first() {
+    let mut primary = PgCluster::start();
+    primary.create_database("app");
+    primary.psql("app", "CREATE TABLE t (id int PRIMARY KEY)");
+    let standby = primary.start_standby("sb", &[]);
+    let url = |attrs: &str| {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/app?sslmode=disable{attrs}",
+            standby.port, primary.port
+        )
+    };
+    // Without target_session_attrs the first host that answers is used: the standby, refused.
+    let refused = Job::new(&url(""), "t");
+    let mut p = refused.spawn();
+    let status = p.wait(MINUTE);
+    let log = p.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("the server is a standby"), "{log}");
+
+    // With read-write the standby is skipped and the primary streams.
+    let job = Job::new(&url("&target_session_attrs=read-write"), "t");
+    let mut p = job.spawn_streaming();
+    primary.psql("app", "INSERT INTO t VALUES (1)");
+    wait_until(MINUTE, "the insert", || {
+        job.lines().iter().any(|l| l["op"] == "insert")
+    });
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+}
