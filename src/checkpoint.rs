@@ -19,6 +19,9 @@ use tokio_postgres::Client;
 
 use crate::config::{quote_ident, TableName};
 use crate::pipeline::change::{TableCatalog, TableSchema};
+use crate::postgres::state_tables::{
+    checkpoint_ddl, create_refused_hint, current_role, schema_log_ddl,
+};
 use crate::Lsn;
 
 /// Reading or writing the checkpoint failed.
@@ -26,15 +29,14 @@ use crate::Lsn;
 pub enum CheckpointError {
     /// The table could not be created.
     #[error(
-        "cannot create the checkpoint table {table}: {source}; grant CREATE on schema {schema} to \
-         the replication user, or create it yourself: CREATE TABLE {table} (slot_name text \
-         PRIMARY KEY, lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+        "cannot create the checkpoint table {table}: {}; {hint}",
+        crate::postgres::tls::flatten_chain(source)
     )]
     Create {
         /// Qualified table name.
         table: String,
-        /// Schema.
-        schema: String,
+        /// The exact statements that let dbmazz start (see [`create_refused_hint`]).
+        hint: String,
         /// Cause.
         source: tokio_postgres::Error,
     },
@@ -104,17 +106,17 @@ impl CheckpointStore {
             })?
             .get(0);
         if !exists {
-            client
-                .batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table} (slot_name text PRIMARY KEY, \
-                     lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
-                ))
-                .await
-                .map_err(|source| CheckpointError::Create {
-                    table: table.clone(),
-                    schema: schema.into(),
+            let ddl = checkpoint_ddl(&table);
+            if let Err(source) = client.batch_execute(&ddl).await {
+                let role = current_role(&client)
+                    .await
+                    .unwrap_or_else(|| "<dbmazz's role>".into());
+                return Err(CheckpointError::Create {
+                    hint: create_refused_hint(&role, schema, &ddl, &[&table]),
+                    table,
                     source,
-                })?;
+                });
+            }
         }
         Ok(CheckpointStore {
             client,
@@ -278,26 +280,36 @@ impl CheckpointStore {
         format!("{schema}.{SCHEMA_LOG_TABLE}")
     }
 
-    /// Creates the schema log if needed.
+    /// Creates the schema log unless it exists (an administrator may have created it for a role
+    /// without `CREATE` on the schema: then no right on the schema is needed).
     pub async fn open_schema_log(&self) -> Result<(), CheckpointError> {
         let table = self.schema_log();
-        self.client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {table} (slot_name text NOT NULL, \
-                 table_name text NOT NULL, lsn pg_lsn NOT NULL, rel_oid oid NOT NULL, \
-                 source_name text NOT NULL, columns jsonb NOT NULL, key_columns text[] NOT NULL, \
-                 replica_identity text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(), \
-                 PRIMARY KEY (slot_name, table_name, lsn))"
-            ))
+        let exists: bool = self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
             .await
-            .map_err(|source| CheckpointError::Create {
-                schema: table
-                    .rsplit_once('.')
-                    .map_or("public", |(s, _)| s)
-                    .to_owned(),
+            .map_err(|source| CheckpointError::Query {
+                action: "lookup",
+                slot: self.slot.clone(),
+                source,
+            })?
+            .get(0);
+        if exists {
+            return Ok(());
+        }
+        let ddl = schema_log_ddl(&table);
+        if let Err(source) = self.client.batch_execute(&ddl).await {
+            let role = current_role(&self.client)
+                .await
+                .unwrap_or_else(|| "<dbmazz's role>".into());
+            let schema = table.rsplit_once('.').map_or("public", |(s, _)| s);
+            return Err(CheckpointError::Create {
+                hint: create_refused_hint(&role, schema, &ddl, &[&table]),
                 table,
                 source,
-            })
+            });
+        }
+        Ok(())
     }
 
     /// Per table, the latest version recorded at or before `at` (every table's latest when

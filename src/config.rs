@@ -107,6 +107,9 @@ pub struct Config {
     pub database: PgConnInfo,
     /// `SLOT_NAME`.
     pub slot_name: String,
+    /// `SLOT_FAILOVER`: mark the slot as a failover slot (PostgreSQL 17+), so that it is
+    /// synchronized to standbys and survives a promotion.
+    pub slot_failover: bool,
     /// `PUBLICATION_NAME`.
     pub publication_name: String,
     /// `TABLES`: the tables it names.
@@ -314,6 +317,11 @@ impl Config {
         )?;
 
         let wal_receiver_timeout = wal_receiver_timeout(&vars)?;
+        let slot_failover = parse_choice(
+            get("SLOT_FAILOVER"),
+            "SLOT_FAILOVER",
+            &[("false", false), ("true", true)],
+        )?;
 
         let replica_identity = parse_choice(
             get("REPLICA_IDENTITY"),
@@ -352,6 +360,7 @@ impl Config {
         Ok(Config {
             database,
             slot_name,
+            slot_failover,
             publication_name,
             tables,
             table_patterns,

@@ -34,6 +34,7 @@ use crate::ndjson::NdjsonSink;
 use crate::pipeline::batcher::{self, Batcher};
 use crate::pipeline::change::{CatalogColumn, TableCatalog};
 use crate::pipeline::sink::{ErrorKind, Sink, SinkError};
+use crate::postgres::failover;
 use crate::postgres::heartbeat;
 use crate::postgres::reader::{Progress, ReaderError, ReaderExit, SchemaLogQueue, WalReader};
 use crate::postgres::replication::{
@@ -397,6 +398,9 @@ async fn stream<S: Sink>(
         stored_schemas,
     } = resume;
     let mut repl = ReplicationClient::connect(&config.database).await?;
+    if config.slot_failover {
+        failover::require(source.server_version_num).map_err(SetupError::from)?;
+    }
     let slot_confirmed = match setup::check_slot(&client, &config.slot_name, checkpoint).await? {
         Some(confirmed) => confirmed,
         None => {
@@ -405,6 +409,13 @@ async fn stream<S: Sink>(
             setup::create_slot(&mut repl, &config.slot_name).await?
         }
     };
+    if config.slot_failover {
+        // A new slot is marked right after its creation; a crash in between is fixed here on
+        // the next start, as for a slot that existed before SLOT_FAILOVER was set.
+        failover::ensure(&client, &mut repl, &config.slot_name)
+            .await
+            .map_err(SetupError::from)?;
+    }
     drop(client);
     let plan = snapshot::prepare(config, &source).await?;
 

@@ -49,6 +49,11 @@ const GROUPS: &[Group] = &[
                 "logical replication slot (created if missing)",
             ),
             (
+                "SLOT_FAILOVER",
+                "false",
+                "true: a failover slot (PostgreSQL 17+) that survives a standby's promotion",
+            ),
+            (
                 "PUBLICATION_NAME",
                 "dbmazz_pub",
                 "publication (created, or missing tables added)",

@@ -131,15 +131,46 @@ impl fmt::Display for SslMode {
     }
 }
 
+/// libpq's `target_session_attrs`, as far as dbmazz needs it: after a failover the old primary
+/// may come back as a read-only standby, and a list of hosts must skip it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetSessionAttrs {
+    /// `any` (the default): the first host that answers.
+    #[default]
+    Any,
+    /// `read-write` or `primary`: the first host whose `transaction_read_only` is off.
+    ReadWrite,
+}
+
+impl TargetSessionAttrs {
+    fn parse(value: &str) -> Result<TargetSessionAttrs, ConnInfoError> {
+        match value {
+            "any" => Ok(TargetSessionAttrs::Any),
+            "read-write" | "primary" => Ok(TargetSessionAttrs::ReadWrite),
+            _ => Err(ConnInfoError::InvalidValue {
+                param: "target_session_attrs",
+                value: value.to_owned(),
+                expected: "any, read-write or primary",
+            }),
+        }
+    }
+}
+
 /// Everything needed to open a connection to PostgreSQL.
 ///
 /// `Debug` is safe to log: the password prints as `***`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgConnInfo {
-    /// DNS name or IP address of the server (never a unix-socket directory).
+    /// DNS name or IP address of the server (never a unix-socket directory); with several
+    /// hosts, the one this value connects to (see [`PgConnInfo::candidates`]).
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Every `host:port` of the URL in order (libpq's list, `postgres://u@h1,h2:5433/db`);
+    /// one entry for a single host.
+    pub hosts: Vec<(String, u16)>,
+    /// `target_session_attrs`: whether a host must accept writes to be used.
+    pub target_session_attrs: TargetSessionAttrs,
     /// Role to log in as.
     pub user: String,
     /// Password, if the URL has one.
@@ -171,9 +202,17 @@ pub enum ConnInfoError {
     /// The host is a unix-socket directory.
     #[error("unix-socket hosts are not supported; use a TCP host such as 127.0.0.1 or a DNS name")]
     UnixSocket,
-    /// Several hosts (libpq's failover list) were given.
-    #[error("the database URL names several hosts; dbmazz connects to exactly one host")]
-    MultipleHosts,
+    /// The `port` list does not match the host list.
+    #[error(
+        "the database URL names {hosts} hosts but {ports} ports: give one port for all, or one \
+         per host"
+    )]
+    PortCount {
+        /// Hosts named.
+        hosts: usize,
+        /// Ports named.
+        ports: usize,
+    },
     /// The URL has no user name.
     #[error("the database URL has no user name; write postgres://USER@HOST/DB")]
     MissingUser,
@@ -190,7 +229,8 @@ pub enum ConnInfoError {
     #[error(
         "unsupported parameter {0:?} in the database URL; supported: sslmode, sslrootcert, \
          application_name, connect_timeout, keepalives, keepalives_idle, keepalives_interval, \
-         keepalives_count, tcp_user_timeout, replication, host, port, user, password, dbname"
+         keepalives_count, tcp_user_timeout, target_session_attrs, replication, host, port, user, \
+         password, dbname"
     )]
     UnknownParam(String),
     /// A known parameter with a value it cannot take.
@@ -251,7 +291,12 @@ impl PgConnInfo {
             }
         }
 
-        let (mut host, mut port) = split_host_port(hostport)?;
+        let mut hosts: Vec<(Option<String>, Option<u16>)> = hostport
+            .split(',')
+            .map(split_host_port)
+            .collect::<Result<_, _>>()?;
+        let mut port_param: Option<Vec<u16>> = None;
+        let mut target_session_attrs = TargetSessionAttrs::Any;
 
         let mut dbname = match path.strip_prefix('/') {
             Some(db) if !db.is_empty() => Some(percent_decode(db, "database name")?),
@@ -307,28 +352,53 @@ impl PgConnInfo {
                         })?
                 }
                 "replication" => check_replication(&value)?,
-                "host" => host = (!value.is_empty()).then_some(value),
-                "port" => port = Some(parse_port(&value)?),
+                "host" => {
+                    hosts = value
+                        .split(',')
+                        .map(|h| ((!h.is_empty()).then(|| h.to_owned()), None))
+                        .collect()
+                }
+                "port" => {
+                    port_param = Some(value.split(',').map(parse_port).collect::<Result<_, _>>()?)
+                }
+                "target_session_attrs" => target_session_attrs = TargetSessionAttrs::parse(&value)?,
                 "user" => user = (!value.is_empty()).then_some(value),
                 "dbname" => dbname = (!value.is_empty()).then_some(value),
                 _ => return Err(ConnInfoError::UnknownParam(key)),
             }
         }
 
-        let host = host.unwrap_or_else(|| "localhost".to_owned());
-        if host.starts_with('/') || host.starts_with('@') {
-            return Err(ConnInfoError::UnixSocket);
+        if let Some(ports) = &port_param {
+            if ports.len() != 1 && ports.len() != hosts.len() {
+                return Err(ConnInfoError::PortCount {
+                    hosts: hosts.len(),
+                    ports: ports.len(),
+                });
+            }
         }
-        if host.contains(',') {
-            return Err(ConnInfoError::MultipleHosts);
+        let mut resolved = Vec::with_capacity(hosts.len());
+        for (i, (host, port)) in hosts.into_iter().enumerate() {
+            let host = host.unwrap_or_else(|| "localhost".to_owned());
+            if host.starts_with('/') || host.starts_with('@') {
+                return Err(ConnInfoError::UnixSocket);
+            }
+            let port = match &port_param {
+                Some(ports) if ports.len() == 1 => ports[0],
+                Some(ports) => ports[i],
+                None => port.unwrap_or(DEFAULT_PORT),
+            };
+            resolved.push((host, port));
         }
+        let (host, port) = resolved[0].clone();
         let user = user.ok_or(ConnInfoError::MissingUser)?;
         let dbname = dbname.unwrap_or_else(|| user.clone());
         let password = password.filter(|p| !p.is_empty());
 
         Ok(PgConnInfo {
             host,
-            port: port.unwrap_or(DEFAULT_PORT),
+            port,
+            hosts: resolved,
+            target_session_attrs,
             user,
             password,
             dbname,
@@ -341,15 +411,37 @@ impl PgConnInfo {
         })
     }
 
+    /// One connection target per host, in the URL's order, each with its own `host`/`port`:
+    /// connecting tries them in turn (libpq's rule), and with
+    /// [`TargetSessionAttrs::ReadWrite`] skips read-only ones.
+    pub fn candidates(&self) -> Vec<PgConnInfo> {
+        self.hosts
+            .iter()
+            .map(|(host, port)| PgConnInfo {
+                host: host.clone(),
+                port: *port,
+                ..self.clone()
+            })
+            .collect()
+    }
+
     /// A form of the URL that is safe to log: no password, only the parameters that matter.
     pub fn redacted(&self) -> String {
+        let hosts: Vec<String> = self
+            .candidates()
+            .iter()
+            .map(PgConnInfo::host_port)
+            .collect();
         let mut out = format!(
             "postgres://{}@{}/{}?sslmode={}",
             self.user,
-            self.host_port(),
+            hosts.join(","),
             self.dbname,
             self.sslmode
         );
+        if self.target_session_attrs == TargetSessionAttrs::ReadWrite {
+            out.push_str("&target_session_attrs=read-write");
+        }
         if let Some(root) = &self.sslrootcert {
             out.push_str("&sslrootcert=");
             out.push_str(&root.display().to_string());
@@ -621,6 +713,47 @@ mod tests {
     }
 
     #[test]
+    fn several_hosts_are_tried_in_order_with_their_ports() {
+        let info = PgConnInfo::parse(
+            "postgres://u@db1:5433,db2,[::1]:6000/app?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(
+            info.hosts,
+            vec![
+                ("db1".to_owned(), 5433),
+                ("db2".to_owned(), DEFAULT_PORT),
+                ("::1".to_owned(), 6000)
+            ]
+        );
+        assert_eq!((info.host.as_str(), info.port), ("db1", 5433));
+        assert_eq!(info.target_session_attrs, TargetSessionAttrs::ReadWrite);
+        let hosts: Vec<String> = info.candidates().iter().map(|c| c.host_port()).collect();
+        assert_eq!(hosts, ["db1:5433", "db2:5432", "[::1]:6000"]);
+        assert!(info.redacted().contains("db1:5433,db2:5432,[::1]:6000"));
+
+        let info = PgConnInfo::parse("postgres://u@/app?host=a,b&port=7000").unwrap();
+        assert_eq!(
+            info.hosts,
+            vec![("a".to_owned(), 7000), ("b".to_owned(), 7000)]
+        );
+        assert_eq!(
+            PgConnInfo::parse("postgres://u@h/d?target_session_attrs=standby"),
+            Err(ConnInfoError::InvalidValue {
+                param: "target_session_attrs",
+                value: "standby".into(),
+                expected: "any, read-write or primary",
+            })
+        );
+        assert_eq!(
+            PgConnInfo::parse("postgres://u@h/d")
+                .unwrap()
+                .target_session_attrs,
+            TargetSessionAttrs::Any
+        );
+    }
+
+    #[test]
     fn ipv6_hosts_are_bracketed() {
         let info = parse("postgres://u@[::1]:5433/d");
         assert_eq!((info.host.as_str(), info.port), ("::1", 5433));
@@ -648,7 +781,7 @@ mod tests {
 
     #[test]
     fn unknown_parameters_are_named_in_the_error() {
-        for param in ["options", "sslcert", "target_session_attrs", "sslmod"] {
+        for param in ["options", "sslcert", "sslmod"] {
             let err = PgConnInfo::parse(&format!("postgres://u@h/d?{param}=x")).unwrap_err();
             assert_eq!(err, ConnInfoError::UnknownParam(param.to_owned()));
             assert!(err.to_string().contains(param), "{err}");
@@ -667,7 +800,10 @@ mod tests {
                 ConnInfoError::Port("99999".into()),
             ),
             ("postgres://u@h:x/d", ConnInfoError::Port("x".into())),
-            ("postgres://u@h1,h2/d", ConnInfoError::MultipleHosts),
+            (
+                "postgres://u@h1,h2/d?port=1,2,3",
+                ConnInfoError::PortCount { hosts: 2, ports: 3 },
+            ),
             (
                 "postgres://u@h/d%zz",
                 ConnInfoError::PercentEncoding("database name"),

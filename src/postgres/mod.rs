@@ -3,8 +3,10 @@
 //! WAL (slot health, heartbeat).
 
 pub mod conninfo;
+pub mod failover;
 pub mod heartbeat;
 pub mod pgoutput;
+pub mod publication;
 pub mod reader;
 pub mod replication;
 pub mod schema_cache;
@@ -12,5 +14,7 @@ pub mod setup;
 pub mod slot_health;
 pub mod snapshot;
 pub mod sqlstate;
+pub mod state_tables;
 pub mod tls;
 pub mod toast_backfill;
+pub mod version;

@@ -3,13 +3,17 @@
 //! Operators only name tables; dbmazz prepares the rest and says exactly what to do when it
 //! cannot. Every step is safe to repeat after a crash:
 //!
-//! 1. `wal_level` must be `logical` and the database encoding UTF8.
+//! 1. The server must be PostgreSQL 14 or later (`version`), `wal_level` must be `logical` and
+//!    the database encoding UTF8.
 //! 2. Every table in `TABLES` must exist, be a plain table, and have a primary key. The replica
 //!    identity is left alone by default (partial updates in the sink make FULL unnecessary);
 //!    `REPLICA_IDENTITY=full` sets FULL.
-//! 3. The publication is created, or the missing tables are added to it; it must publish
-//!    inserts, updates, deletes and truncates.
-//! 4. The slot is created if missing, unless a checkpoint says it existed before: then changes
+//! 3. The publication is created, or checked and completed (`publication`): it must publish
+//!    inserts, updates, deletes and truncates of every column of every table.
+//! 4. dbmazz's own tables (checkpoint, snapshot progress) exist or may be created
+//!    (`state_tables`), so that a least-privilege role fails here, with the statements to run,
+//!    rather than after the slot exists.
+//! 5. The slot is created if missing, unless a checkpoint says it existed before: then changes
 //!    may have been lost and dbmazz refuses to paper over that with a fresh slot.
 
 use std::collections::HashMap;
@@ -17,9 +21,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::{
-    quote_ident, Config, ReplicaIdentityPolicy, TableName, TablePattern, TableRenamePolicy,
-};
+use crate::config::{Config, ReplicaIdentityPolicy, TableName, TablePattern, TableRenamePolicy};
 use crate::pipeline::change::RelId;
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
 use crate::postgres::schema_cache::{CatalogColumn, TableCatalog};
@@ -106,17 +108,16 @@ pub enum SetupError {
         /// NOTHING or USING INDEX.
         identity: &'static str,
     },
-    /// The publication leaves out some operations.
-    #[error(
-        "publication {publication} does not publish {missing}; run ALTER PUBLICATION {publication} \
-         SET (publish = 'insert, update, delete, truncate')"
-    )]
-    PublicationOps {
-        /// Publication.
-        publication: String,
-        /// The missing operations.
-        missing: String,
-    },
+    /// `SLOT_FAILOVER=true` cannot be honoured.
+    #[error(transparent)]
+    Failover(#[from] crate::postgres::failover::FailoverError),
+    /// dbmazz's role can neither use nor create its state tables.
+    #[error(transparent)]
+    StateTables(#[from] crate::postgres::state_tables::StateTablesError),
+    /// The publication cannot deliver every change, and dbmazz may not fix it (boxed: its
+    /// messages carry whole statements).
+    #[error(transparent)]
+    Publication(Box<crate::postgres::publication::PublicationError>),
     /// The slot exists with settings dbmazz cannot use.
     #[error("replication slot {slot} {problem}")]
     SlotUnusable {
@@ -144,7 +145,9 @@ pub enum SetupError {
         "replication slot {slot} does not exist, but dbmazz_checkpoints holds LSN {checkpoint} for \
          it: the slot was dropped and changes after {checkpoint} may be lost. To start over, delete \
          the checkpoint row (DELETE FROM dbmazz_checkpoints WHERE slot_name = '{slot}') and restart \
-         with a fresh copy of the tables"
+         with a fresh copy of the tables. If the server failed over to a standby, the slot was not \
+         synchronized to it: on PostgreSQL 17+ set SLOT_FAILOVER=true (and configure the standbys) \
+         so that the next failover keeps it"
     )]
     SlotLost {
         /// Slot.
@@ -160,6 +163,9 @@ pub enum SetupError {
         /// Cause.
         source: tokio_postgres::Error,
     },
+    /// The server is older than PostgreSQL 14.
+    #[error(transparent)]
+    Version(#[from] crate::postgres::version::UnsupportedVersion),
     /// Creating the slot failed.
     #[error("creating replication slot {slot} failed: {source}")]
     CreateSlot {
@@ -182,8 +188,17 @@ impl SetupError {
                         .is_none_or(|c| crate::postgres::sqlstate::is_transient(c.code()))
             }
             SetupError::CreateSlot { source, .. } => source.is_transient(),
+            SetupError::Publication(err) => err.is_transient(),
+            SetupError::StateTables(err) => err.is_transient(),
+            SetupError::Failover(err) => err.is_transient(),
             _ => false,
         }
+    }
+}
+
+impl From<crate::postgres::publication::PublicationError> for SetupError {
+    fn from(err: crate::postgres::publication::PublicationError) -> Self {
+        SetupError::Publication(Box::new(err))
     }
 }
 
@@ -207,6 +222,12 @@ pub struct SourceInfo {
 
 /// Checks the server and tables, sets replica identity, and prepares the publication.
 pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceInfo, SetupError> {
+    let server_version_num = show(client, "server_version_num")
+        .await?
+        .parse()
+        .unwrap_or(0);
+    crate::postgres::version::check_supported(server_version_num)?;
+    crate::postgres::failover::require_primary(client).await?;
     let wal_level = show(client, "wal_level").await?;
     if wal_level != "logical" {
         return Err(SetupError::WalLevel { actual: wal_level });
@@ -263,12 +284,14 @@ pub async fn prepare_source(client: &Client, config: &Config) -> Result<SourceIn
         });
     }
     let types = resolve_types(client, &oids).await?;
-    let source_names: Vec<TableName> = tables.iter().map(|t| t.source_name.clone()).collect();
-    ensure_publication(client, &config.publication_name, &source_names).await?;
-    let server_version_num = show(client, "server_version_num")
-        .await?
-        .parse()
-        .unwrap_or(0);
+    crate::postgres::publication::ensure(
+        client,
+        &config.publication_name,
+        &tables,
+        server_version_num,
+    )
+    .await?;
+    crate::postgres::state_tables::preflight(client).await?;
     Ok(SourceInfo {
         tables,
         types,
@@ -529,76 +552,6 @@ async fn resolve_types(
         out.insert(oid, kind);
     }
     Ok(out)
-}
-
-async fn ensure_publication(
-    client: &Client,
-    publication: &str,
-    tables: &[TableName],
-) -> Result<(), SetupError> {
-    let pub_ident = quote_ident(publication);
-    let row = client
-        .query_opt(
-            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate \
-               FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(sql(format!("looking up publication {publication}")))?;
-    let Some(row) = row else {
-        let list: Vec<String> = tables.iter().map(TableName::quoted).collect();
-        client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {pub_ident} FOR TABLE {}",
-                list.join(", ")
-            ))
-            .await
-            .map_err(sql(format!("creating publication {publication}")))?;
-        tracing::info!(publication, tables = list.len(), "created publication");
-        return Ok(());
-    };
-    let ops = ["insert", "update", "delete", "truncate"];
-    let missing: Vec<&str> = ops
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !row.get::<_, bool>(i + 1))
-        .map(|(_, op)| *op)
-        .collect();
-    if !missing.is_empty() {
-        return Err(SetupError::PublicationOps {
-            publication: publication.into(),
-            missing: missing.join(", "),
-        });
-    }
-    if row.get::<_, bool>(0) {
-        return Ok(());
-    }
-    let published: Vec<(String, String)> = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(sql(format!("listing tables of publication {publication}")))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    for table in tables {
-        let present = published
-            .iter()
-            .any(|(s, n)| *s == table.schema && *n == table.name);
-        if !present {
-            client
-                .batch_execute(&format!(
-                    "ALTER PUBLICATION {pub_ident} ADD TABLE {}",
-                    table.quoted()
-                ))
-                .await
-                .map_err(sql(format!("adding {table} to publication {publication}")))?;
-            tracing::info!(publication, table = %table, "added table to publication");
-        }
-    }
-    Ok(())
 }
 
 /// Checks that the slot is usable; returns its `confirmed_flush_lsn`, or `None` when it does

@@ -67,6 +67,9 @@ use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::replication::{ReplicationClient, ReplicationError};
 use crate::postgres::schema_cache::TableCatalog;
 use crate::postgres::setup::SourceInfo;
+use crate::postgres::state_tables::{
+    create_refused_hint, current_role, SNAPSHOT_DDL, SNAPSHOT_TABLES,
+};
 use crate::postgres::tls::{connect_sql, ConnectError};
 use crate::postgres::toast_backfill::CopyingTables;
 use crate::value::ValueKind;
@@ -94,6 +97,18 @@ pub enum SnapshotError {
     /// Creating the temporary slot failed.
     #[error("creating the snapshot's temporary slot failed: {0}")]
     Slot(#[from] ReplicationError),
+    /// The state tables could not be created.
+    #[error(
+        "cannot create the snapshot state tables {}: {}; {hint}",
+        SNAPSHOT_TABLES.join(", "),
+        crate::postgres::tls::flatten_chain(source)
+    )]
+    StateTables {
+        /// The exact statements that let dbmazz start.
+        hint: String,
+        /// Cause.
+        source: tokio_postgres::Error,
+    },
     /// A query failed.
     #[error("snapshot {action} failed: {source}")]
     Sql {
@@ -133,7 +148,9 @@ impl SnapshotError {
         match self {
             SnapshotError::Connect(e) => e.is_transient(),
             SnapshotError::Slot(e) => e.is_transient(),
-            SnapshotError::Sql { source, .. } => source.is_closed() || source.code().is_none(),
+            SnapshotError::Sql { source, .. } | SnapshotError::StateTables { source, .. } => {
+                source.is_closed() || source.code().is_none()
+            }
             SnapshotError::Copy { .. }
             | SnapshotError::Truncated { .. }
             | SnapshotError::Worker(_)
@@ -196,22 +213,36 @@ impl SnapshotWork {
     }
 }
 
-const STATE_DDL: &str = "CREATE TABLE IF NOT EXISTS public.dbmazz_snapshot_tables (
-        slot_name text NOT NULL, table_name text NOT NULL, snapshot_lsn pg_lsn NOT NULL,
-        state text NOT NULL, chunks int NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (slot_name, table_name));
-    CREATE TABLE IF NOT EXISTS public.dbmazz_snapshot_chunks (
-        slot_name text NOT NULL, table_name text NOT NULL, chunk int NOT NULL,
-        lower_bound text[], upper_bound text[], done boolean NOT NULL DEFAULT false,
-        rows bigint, PRIMARY KEY (slot_name, table_name, chunk));";
+/// Creates the state tables unless they all exist (an administrator may have created them for
+/// a role without `CREATE` on `public`: then no right on the schema is needed).
+async fn create_state_tables(state: &tokio_postgres::Client) -> Result<(), SnapshotError> {
+    let exist: bool = state
+        .query_one(
+            "SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest($1::text[]) t",
+            &[&SNAPSHOT_TABLES.as_slice()],
+        )
+        .await
+        .map_err(sql("looking up the snapshot state tables"))?
+        .get(0);
+    if exist {
+        return Ok(());
+    }
+    if let Err(source) = state.batch_execute(SNAPSHOT_DDL).await {
+        let role = current_role(state)
+            .await
+            .unwrap_or_else(|| "<dbmazz's role>".into());
+        return Err(SnapshotError::StateTables {
+            hint: create_refused_hint(&role, "public", SNAPSHOT_DDL, &SNAPSHOT_TABLES),
+            source,
+        });
+    }
+    Ok(())
+}
 
 /// Decides which tables to copy, plans their chunks, and creates the exported snapshot.
 pub async fn prepare(config: &Config, source: &SourceInfo) -> Result<SnapshotPlan, SnapshotError> {
     let state = connect_sql(&config.database).await?;
-    state
-        .batch_execute(STATE_DDL)
-        .await
-        .map_err(sql("creating the snapshot state tables"))?;
+    create_state_tables(&state).await?;
     let slot = config.slot_name.as_str();
     if config.snapshot.mode == SnapshotMode::Always {
         state

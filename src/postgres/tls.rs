@@ -35,7 +35,7 @@ use rustls::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::conninfo::{PgConnInfo, SslMode, SESSION_SETTINGS};
+use super::conninfo::{PgConnInfo, SslMode, TargetSessionAttrs, SESSION_SETTINGS};
 use super::sqlstate;
 
 /// Why no TLS configuration could be built for the requested mode.
@@ -409,6 +409,17 @@ pub enum ConnectError {
         /// The limit that was exceeded.
         timeout: std::time::Duration,
     },
+    /// `target_session_attrs=read-write` and the host is read-only (a standby, or a former
+    /// primary that came back as one): the next host of the list is tried, and the whole list
+    /// again later, since a failover may be under way.
+    #[error(
+        "PostgreSQL at {peer} is read-only and target_session_attrs=read-write asks for the \
+         primary; after a failover, the primary should be another host of DATABASE_URL"
+    )]
+    ReadOnly {
+        /// `host:port`.
+        peer: String,
+    },
     /// Connecting, the TLS handshake, authentication or session start failed.
     #[error(
         "cannot connect to PostgreSQL at {peer}: {detail}{}{advice}",
@@ -437,7 +448,7 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         match self {
             ConnectError::Tls { .. } => false,
-            ConnectError::Timeout { .. } => true,
+            ConnectError::Timeout { .. } | ConnectError::ReadOnly { .. } => true,
             ConnectError::Connect { transient, .. } => *transient,
         }
     }
@@ -445,7 +456,9 @@ impl ConnectError {
     /// The SQLSTATE when the server reported the error.
     pub fn code(&self) -> Option<&str> {
         match self {
-            ConnectError::Tls { .. } | ConnectError::Timeout { .. } => None,
+            ConnectError::Tls { .. }
+            | ConnectError::Timeout { .. }
+            | ConnectError::ReadOnly { .. } => None,
             ConnectError::Connect { code, .. } => code.as_deref(),
         }
     }
@@ -545,7 +558,37 @@ pub async fn connect_sql_bounded(
     connect_sql_with(info, statement_timeout).await
 }
 
+/// Tries each host of `info` in turn (libpq's rule for a host list); returns the first
+/// connection that suits `target_session_attrs`, else the last host's error.
 async fn connect_sql_with(
+    info: &PgConnInfo,
+    statement_timeout: Option<std::time::Duration>,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let mut last = None;
+    for candidate in info.candidates() {
+        match connect_sql_one(&candidate, statement_timeout).await {
+            Ok(client) if candidate.target_session_attrs == TargetSessionAttrs::Any => {
+                return Ok(client)
+            }
+            Ok(client) => match client.query_one("SHOW transaction_read_only", &[]).await {
+                Ok(row) if row.get::<_, String>(0) == "off" => return Ok(client),
+                Ok(_) => {
+                    last = Some(ConnectError::ReadOnly {
+                        peer: candidate.host_port(),
+                    })
+                }
+                Err(err) => last = Some(ConnectError::from_postgres(err, &candidate)),
+            },
+            Err(err) => last = Some(err),
+        }
+        if let Some(err) = &last {
+            tracing::debug!(peer = %candidate.host_port(), error = %err, "host skipped");
+        }
+    }
+    Err(last.expect("a connection URL names at least one host"))
+}
+
+async fn connect_sql_one(
     info: &PgConnInfo,
     statement_timeout: Option<std::time::Duration>,
 ) -> Result<tokio_postgres::Client, ConnectError> {

@@ -62,9 +62,10 @@ fn lsn(text: &str) -> u64 {
 }
 
 pub(crate) fn psql_path() -> String {
-    std::env::var("PG_BIN")
-        .map(|b| format!("{b}/psql"))
-        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/psql".into())
+    crate::support::pg::client_bin()
+        .join("psql")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn changes(lines: &[Json]) -> Vec<&Json> {

@@ -1,5 +1,6 @@
 //! The integration suite: one binary, one module per concern. Every test that needs PostgreSQL
-//! starts its own real PostgreSQL 15 cluster through `support::pg`.
+//! starts its own real PostgreSQL cluster through `support::pg` (Debian's 15 unless `PG_MAJOR` or
+//! `PG_BIN` picks another major).
 
 mod support;
 
@@ -8,9 +9,12 @@ mod cli;
 mod control;
 mod decoder;
 mod demo;
+mod failover;
 mod faults;
+mod managed;
 mod mariadb;
 mod network;
+mod pg_versions;
 mod provision;
 mod provision_rest;
 mod rejects;

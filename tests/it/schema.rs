@@ -40,10 +40,13 @@ fn load(pg: &PgCluster, oid: u32, stop: &AtomicBool) -> usize {
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let sql = format!(
-            "DO $$ BEGIN \
+            // The name regclass gives can be renamed away before the statement runs: then the
+            // round is rolled back to its savepoint and tried again under the new name.
+            "DO $$ BEGIN LOOP BEGIN \
                EXECUTE format('INSERT INTO %s (id, v) SELECT g, ''v'' || g FROM generate_series({a}, {b}) g', {oid}::regclass); \
                EXECUTE format('UPDATE %s SET v = v || ''+'' WHERE id %% 7 = {m}', {oid}::regclass); \
-             END $$",
+               EXIT; \
+             EXCEPTION WHEN undefined_table THEN NULL; END; END LOOP; END $$",
             a = i * 20 + 1,
             b = i * 20 + 20,
             m = i % 7
@@ -483,7 +486,7 @@ struct Session(std::process::Child);
 impl Session {
     fn open(pg: &PgCluster) -> Session {
         Session(
-            std::process::Command::new(crate::support::pg::pg_bin().join("psql"))
+            std::process::Command::new(crate::support::pg::client_bin().join("psql"))
                 .args([
                     "-X",
                     "-q",

@@ -419,26 +419,22 @@ fn empty_toasted_and_later_added_tables_are_copied() {
     assert!(p.wait(MINUTE).success());
 
     // Restart with one more table, with a transaction open on it while dbmazz adds it.
-    let mut open_tx = std::process::Command::new(
-        std::env::var("PG_BIN")
-            .map(|b| format!("{b}/psql"))
-            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/psql".into()),
-    )
-    .args([
-        "-X",
-        "-q",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &pg.port.to_string(),
-        "-U",
-        "postgres",
-        "-d",
-        "app",
-    ])
-    .stdin(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut open_tx = std::process::Command::new(crate::support::pg::client_bin().join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "app",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     {
         use std::io::Write;
         let stdin = open_tx.stdin.as_mut().unwrap();

@@ -156,7 +156,7 @@ fn top_shows_live_numbers_and_pauses_in_tmux() {
                     n * 200 + 1,
                     n * 200 + 200
                 );
-                let _ = Command::new("/usr/lib/postgresql/15/bin/psql")
+                let _ = Command::new(crate::support::pg::client_bin().join("psql"))
                     .args(["-X", "-q", "-d", &url, "-c", &sql])
                     .output();
                 n += 1;

@@ -164,7 +164,14 @@ impl ReplicationClient {
         slot: &str,
         export_snapshot: bool,
     ) -> Result<CreatedSlot, ReplicationError> {
-        let command = create_slot_command(slot, export_snapshot, self.server_major());
+        let command = create_slot_command(
+            slot,
+            SlotKind {
+                temporary: false,
+                export_snapshot,
+            },
+            self.server_major(),
+        );
         self.create_slot(&command).await
     }
 
@@ -183,18 +190,22 @@ impl ReplicationClient {
         })
     }
 
-    /// `CREATE_REPLICATION_SLOT "slot" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`: a slot
-    /// that lives only as long as this connection, created just for its exported snapshot and
-    /// consistent point (the initial copy reads at that snapshot). The snapshot stays valid until
-    /// the next command on this connection, so keep the connection idle until every reader has
-    /// imported it.
+    /// `CREATE_REPLICATION_SLOT "slot" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')` (or
+    /// `… EXPORT_SNAPSHOT` before PostgreSQL 15): a slot that lives only as long as this
+    /// connection, created just for its exported snapshot and consistent point (the initial copy
+    /// reads at that snapshot). The snapshot stays valid until the next command on this
+    /// connection, so keep the connection idle until every reader has imported it.
     pub async fn create_temporary_snapshot_slot(
         &mut self,
         slot: &str,
     ) -> Result<CreatedSlot, ReplicationError> {
-        let command = format!(
-            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
-            quote_ident(slot)
+        let command = create_slot_command(
+            slot,
+            SlotKind {
+                temporary: true,
+                export_snapshot: true,
+            },
+            self.server_major(),
         );
         self.create_slot(&command).await
     }
@@ -633,21 +644,30 @@ fn parse_lsn(peer: &str, what: &str, text: Option<&str>) -> Result<Lsn, Replicat
         .ok_or_else(|| protocol(peer, format!("{what} is not an LSN")))
 }
 
-/// PostgreSQL 15 introduced the parenthesized option list; older servers need the keywords.
-fn create_slot_command(slot: &str, export_snapshot: bool, server_major: Option<u32>) -> String {
+/// What kind of logical slot a `CREATE_REPLICATION_SLOT` asks for.
+#[derive(Clone, Copy, Debug)]
+struct SlotKind {
+    /// `TEMPORARY`: dropped when the connection ends.
+    temporary: bool,
+    /// Export a snapshot (for the initial copy) rather than none.
+    export_snapshot: bool,
+}
+
+/// The `CREATE_REPLICATION_SLOT` text for a server of `server_major`. PostgreSQL 15 introduced
+/// the parenthesized option list (`(SNAPSHOT 'export')`); 14 only parses the bare keywords
+/// (`EXPORT_SNAPSHOT`), which 15 and later still accept but no longer document. An unknown
+/// version gets the current form.
+fn create_slot_command(slot: &str, kind: SlotKind, server_major: Option<u32>) -> String {
     let slot = quote_ident(slot);
-    match (server_major, export_snapshot) {
-        (Some(major), true) if major < 15 => {
-            format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput EXPORT_SNAPSHOT")
-        }
-        (Some(major), false) if major < 15 => {
-            format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput NOEXPORT_SNAPSHOT")
-        }
-        (_, true) => format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'export')"),
-        (_, false) => {
-            format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'nothing')")
-        }
-    }
+    let temporary = if kind.temporary { " TEMPORARY" } else { "" };
+    let legacy = server_major.is_some_and(|major| major < 15);
+    let options = match (legacy, kind.export_snapshot) {
+        (true, true) => "EXPORT_SNAPSHOT",
+        (true, false) => "NOEXPORT_SNAPSHOT",
+        (false, true) => "(SNAPSHOT 'export')",
+        (false, false) => "(SNAPSHOT 'nothing')",
+    };
+    format!("CREATE_REPLICATION_SLOT {slot}{temporary} LOGICAL pgoutput {options}")
 }
 
 fn start_replication_command(slot: &str, start: Lsn, options: &[(&str, &str)]) -> String {
@@ -707,17 +727,41 @@ mod tests {
             start_replication_command("s", Lsn::ZERO, &[]),
             "START_REPLICATION SLOT \"s\" LOGICAL 0/0"
         );
+    }
+
+    #[test]
+    fn slot_commands_use_the_syntax_of_the_server_version() {
+        let permanent = |export_snapshot| SlotKind {
+            temporary: false,
+            export_snapshot,
+        };
+        let temporary = SlotKind {
+            temporary: true,
+            export_snapshot: true,
+        };
         assert_eq!(
-            create_slot_command("s", true, Some(15)),
+            create_slot_command("s", permanent(true), Some(15)),
             "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'export')"
         );
         assert_eq!(
-            create_slot_command("s", false, Some(16)),
+            create_slot_command("s", permanent(false), Some(16)),
             "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing')"
         );
         assert_eq!(
-            create_slot_command("s", false, Some(14)),
+            create_slot_command("s", permanent(false), Some(14)),
             "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT"
+        );
+        assert_eq!(
+            create_slot_command("s", temporary, Some(14)),
+            "CREATE_REPLICATION_SLOT \"s\" TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
+        assert_eq!(
+            create_slot_command("s", temporary, Some(18)),
+            "CREATE_REPLICATION_SLOT \"s\" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')"
+        );
+        assert_eq!(
+            create_slot_command("s", temporary, None),
+            "CREATE_REPLICATION_SLOT \"s\" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')"
         );
     }
 

@@ -48,6 +48,16 @@ pub enum ReplicationError {
         #[source]
         source: io::Error,
     },
+    /// `target_session_attrs=read-write` and the host is read-only (a standby, or a former
+    /// primary that came back as one); transient, since a failover may be under way.
+    #[error(
+        "PostgreSQL at {peer} is read-only and target_session_attrs=read-write asks for the \
+         primary; after a failover, the primary should be another host of DATABASE_URL"
+    )]
+    ReadOnly {
+        /// `host:port`.
+        peer: String,
+    },
     /// Connecting (TCP, TLS and authentication) took longer than `connect_timeout`.
     #[error(
         "connecting to PostgreSQL at {peer} timed out after {}s; check that the host is \
@@ -146,6 +156,7 @@ impl ReplicationError {
     pub fn is_transient(&self) -> bool {
         match self {
             ReplicationError::Io { .. }
+            | ReplicationError::ReadOnly { .. }
             | ReplicationError::Timeout { .. }
             | ReplicationError::ReceiveTimeout { .. } => true,
             ReplicationError::Server(err) => sqlstate::is_transient(&err.code),

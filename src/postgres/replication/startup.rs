@@ -24,7 +24,7 @@ use super::client::ReplicationClient;
 use super::error::{io_error, protocol, startup_error, ReplicationError};
 use super::framing::{Cursor, FrameReader};
 use super::tls::negotiate_tls;
-use crate::postgres::conninfo::{Keepalives, PgConnInfo, SESSION_SETTINGS};
+use crate::postgres::conninfo::{Keepalives, PgConnInfo, TargetSessionAttrs, SESSION_SETTINGS};
 use crate::postgres::tls::TlsPolicy;
 
 impl ReplicationClient {
@@ -32,7 +32,38 @@ impl ReplicationClient {
     /// password, md5, SCRAM-SHA-256), and the session settings of
     /// [`SESSION_SETTINGS`] as startup parameters.
     /// The whole attempt is bounded by `connect_timeout`.
+    ///
+    /// With several hosts, each is tried in turn, and with `target_session_attrs=read-write`
+    /// one whose `transaction_read_only` is on is skipped; the last host's error is returned.
     pub async fn connect(info: &PgConnInfo) -> Result<ReplicationClient, ReplicationError> {
+        let mut last = None;
+        for candidate in info.candidates() {
+            let err = match Self::connect_one(&candidate).await {
+                Ok(client) if candidate.target_session_attrs == TargetSessionAttrs::Any => {
+                    return Ok(client)
+                }
+                Ok(mut client) => match client.simple_query("SHOW transaction_read_only").await {
+                    Ok(rows)
+                        if rows.first().and_then(|r| r.first()).cloned().flatten()
+                            == Some("off".to_owned()) =>
+                    {
+                        return Ok(client)
+                    }
+                    Ok(_) => ReplicationError::ReadOnly {
+                        peer: candidate.host_port(),
+                    },
+                    Err(err) => err,
+                },
+                Err(err) => err,
+            };
+            tracing::debug!(peer = %candidate.host_port(), error = %err, "host skipped");
+            last = Some(err);
+        }
+        Err(last.expect("a connection URL names at least one host"))
+    }
+
+    /// [`ReplicationClient::connect`] to `info.host` only.
+    async fn connect_one(info: &PgConnInfo) -> Result<ReplicationClient, ReplicationError> {
         let peer: Arc<str> = info.host_port().into();
         let policy = TlsPolicy::for_conninfo(info).map_err(|e| ReplicationError::Tls {
             peer: peer.to_string(),

@@ -8,8 +8,13 @@
 //!
 //! When the tests run as root (CI containers), every server-side command runs through
 //! `runuser -u postgres --`, since PostgreSQL refuses to run as root; the cluster directories are
-//! owned by `postgres`. Binaries come from `/usr/lib/postgresql/15/bin` unless `PG_BIN` says
-//! otherwise.
+//! owned by `postgres`.
+//!
+//! Which PostgreSQL: Debian's 15 (`/usr/lib/postgresql/15/bin`) by default; `PG_MAJOR=14|16|17|18`
+//! picks a build that `scripts/install-pg.sh` put under `.tools/pg/<major>/bin`; `PG_BIN` names
+//! any bin directory and wins over both. Those builds ship only the server (`initdb`, `pg_ctl`,
+//! `postgres`), so client tools (`psql`) come from the server's directory when it has them and
+//! from Debian's 15 otherwise: they speak to newer servers for everything the tests do.
 
 use std::fs;
 use std::io::Write;
@@ -17,7 +22,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tempfile::TempDir;
 
@@ -38,6 +43,9 @@ pub struct PgOptions {
     pub extra_conf: Vec<String>,
     /// `pg_hba.conf` lines placed before the default trust lines (first match wins).
     pub hba: Vec<String>,
+    /// The server's bin directory, for a test that needs one particular major whatever the
+    /// suite runs on; `None`: [`pg_bin`].
+    pub bin: Option<PathBuf>,
 }
 
 impl Default for PgOptions {
@@ -47,6 +55,7 @@ impl Default for PgOptions {
             ssl: false,
             extra_conf: Vec::new(),
             hba: Vec::new(),
+            bin: None,
         }
     }
 }
@@ -58,6 +67,7 @@ pub struct PgCluster {
     /// The data directory.
     pub data_dir: PathBuf,
     dir: TempDir,
+    bin: PathBuf,
     ssl: bool,
     running: bool,
 }
@@ -70,7 +80,8 @@ impl PgCluster {
 
     /// Starts a cluster with the given options.
     pub fn start_with(opts: PgOptions) -> PgCluster {
-        let template = template_data_dir();
+        let bin = opts.bin.clone().unwrap_or_else(pg_bin);
+        let template = template_data_dir(&bin);
         let dir = tempfile::Builder::new()
             .prefix("dbmazz-pg-")
             .tempdir_in(cluster_parent())
@@ -118,6 +129,7 @@ impl PgCluster {
             port: 0,
             data_dir,
             dir,
+            bin,
             ssl: opts.ssl,
             running: false,
         };
@@ -167,7 +179,7 @@ impl PgCluster {
     /// Runs SQL through `psql` as `postgres`; panics with psql's stderr on failure; returns the
     /// trimmed, unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let output = Command::new(pg_bin().join("psql"))
+        let output = Command::new(client_bin().join("psql"))
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
             .arg("-p")
             .arg(self.port.to_string())
@@ -255,6 +267,85 @@ impl PgCluster {
         self.running = true;
     }
 
+    /// A streaming standby of this server that uses the physical slot `slot` (created here),
+    /// with `extra_conf` appended to its settings. It is seeded by a cold copy: this server is
+    /// stopped (fast), its data directory copied, and it is started again on the same port.
+    /// `pg_basebackup` would avoid the stop, but the pinned server builds do not ship it and
+    /// Debian's 15 client refuses newer servers.
+    pub fn start_standby(&mut self, slot: &str, extra_conf: &[&str]) -> PgCluster {
+        self.psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_create_physical_replication_slot('{slot}')"),
+        );
+        self.stop_fast();
+        let dir = tempfile::Builder::new()
+            .prefix("dbmazz-pg-standby-")
+            .tempdir_in(cluster_parent())
+            .expect("create the standby directory");
+        make_traversable(dir.path());
+        let data_dir = dir.path().join("data");
+        run(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&self.data_dir)
+                .arg(&data_dir),
+            "copy the primary's data directory",
+        );
+        let _ = fs::remove_file(data_dir.join("server.log"));
+        let mut conf = vec![
+            format!("unix_socket_directories = '{}'", data_dir.display()),
+            format!(
+                "primary_conninfo = 'host=127.0.0.1 port={} user=postgres dbname=postgres \
+                 application_name=standby'",
+                self.port
+            ),
+            format!("primary_slot_name = '{slot}'"),
+            "hot_standby = on".to_owned(),
+        ];
+        conf.extend(extra_conf.iter().map(|line| (*line).to_owned()));
+        append_lines(&data_dir.join("postgresql.conf"), &conf);
+        fs::write(data_dir.join("standby.signal"), "").expect("write standby.signal");
+        chown_to_postgres(dir.path());
+        self.restart();
+
+        let mut standby = PgCluster {
+            port: 0,
+            data_dir,
+            dir,
+            bin: self.bin.clone(),
+            ssl: false,
+            running: false,
+        };
+        for attempt in 1..=5 {
+            standby.port = free_port();
+            append_lines(
+                &standby.data_dir.join("postgresql.conf"),
+                &[format!("port = {}", standby.port)],
+            );
+            match standby.pg_ctl_start() {
+                Ok(()) => {
+                    standby.running = true;
+                    return standby;
+                }
+                Err(log) if attempt < 5 && log.contains("could not bind") => continue,
+                Err(log) => panic!("the standby did not start:\n{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// Promotes a standby to primary and waits until it accepts writes.
+    pub fn promote(&self) {
+        let output = self.pg_ctl(&["-w", "-t", "60", "promote"]);
+        if !output.status.success() {
+            panic!(
+                "pg_ctl promote failed: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.log_tail()
+            );
+        }
+    }
+
     fn log_path(&self) -> PathBuf {
         self.data_dir.join("server.log")
     }
@@ -267,7 +358,7 @@ impl PgCluster {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
-        as_postgres(&pg_bin().join("pg_ctl"))
+        as_postgres(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data_dir)
             .arg("-l")
@@ -308,10 +399,67 @@ pub fn free_port() -> u16 {
         .expect("find a free port")
 }
 
+/// The server's bin directory: `PG_BIN`, else `PG_MAJOR`'s build under `.tools/pg`, else
+/// Debian's 15. Panics on a `PG_MAJOR` that is not installed, naming the command that installs it.
 pub fn pg_bin() -> PathBuf {
-    std::env::var_os("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN))
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PG_BIN").filter(|b| !b.is_empty()) {
+            return PathBuf::from(bin);
+        }
+        match std::env::var("PG_MAJOR").ok().filter(|m| !m.is_empty()) {
+            None => PathBuf::from(DEFAULT_PG_BIN),
+            Some(major) if major == "15" && Path::new(DEFAULT_PG_BIN).exists() => {
+                PathBuf::from(DEFAULT_PG_BIN)
+            }
+            Some(major) => pinned_bin(&major),
+        }
+    })
+    .clone()
+}
+
+/// The bin directory of the build `scripts/install-pg.sh <major>` installed; panics, naming
+/// that command, when it is not there.
+pub fn pinned_bin(major: &str) -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/pg")
+        .join(major)
+        .join("bin");
+    assert!(
+        bin.join("postgres").exists(),
+        "PostgreSQL {major}: {} not found; run scripts/install-pg.sh {major}",
+        bin.display()
+    );
+    bin
+}
+
+/// Where `psql` is: beside the server when its build has one, else Debian's 15 clients.
+pub fn client_bin() -> PathBuf {
+    let bin = pg_bin();
+    if bin.join("psql").exists() {
+        bin
+    } else {
+        PathBuf::from(DEFAULT_PG_BIN)
+    }
+}
+
+/// The major version of the servers the tests start (from `postgres --version`), e.g. 17.
+pub fn server_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let output = run(
+            Command::new(pg_bin().join("postgres")).arg("--version"),
+            "postgres --version",
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", "postgres (PostgreSQL) 18.4"
+        text.split_whitespace()
+            .skip_while(|word| *word != "(PostgreSQL)")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read a major version from {text:?}"))
+    })
 }
 
 fn is_root() -> bool {
@@ -373,20 +521,32 @@ fn append_lines(path: &Path, lines: &[String]) {
     }
 }
 
-/// The template data directory: `initdb` once per build, reused by every cluster (and by later
-/// test runs, since it lives under cargo's target/tmp).
-fn template_data_dir() -> &'static Path {
-    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
-    TEMPLATE.get_or_init(|| {
-        let initdb = pg_bin().join("initdb");
+/// The template data directory for the server in `bin`: `initdb` once per build, reused by every
+/// cluster (and by later test runs, since it lives under cargo's target/tmp).
+fn template_data_dir(bin: &Path) -> PathBuf {
+    static TEMPLATES: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
+    let mut templates = TEMPLATES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, data)) = templates.iter().find(|(b, _)| b == bin) {
+        return data.clone();
+    }
+    let data = make_template(bin);
+    templates.push((bin.to_owned(), data.clone()));
+    data
+}
+
+/// `initdb` into cargo's target/tmp (once per bin directory and `TEMPLATE_VERSION`).
+fn make_template(bin: &Path) -> PathBuf {
+    {
+        let initdb = bin.join("initdb");
         assert!(
             initdb.exists(),
-            "{} not found: install postgresql-15 or set PG_BIN to the directory holding initdb",
+            "{} not found: install postgresql-15, run scripts/install-pg.sh with PG_MAJOR, or set \
+             PG_BIN to the directory holding initdb",
             initdb.display()
         );
         // SAFETY: geteuid has no preconditions and cannot fail.
         let uid = unsafe { libc::geteuid() };
-        let bin_tag: String = pg_bin()
+        let bin_tag: String = bin
             .to_string_lossy()
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -432,7 +592,7 @@ fn template_data_dir() -> &'static Path {
         } else {
             panic!("template cluster missing at {}", data.display())
         }
-    })
+    }
 }
 
 /// Where cluster directories go: `DBMAZZ_TEST_TMPDIR` if set, else `/dev/shm` when it is a
