@@ -206,6 +206,15 @@ const EVOLVING_PG: &str =
 const EVOLVING_SR: &str =
     "CREATE TABLE app.t (id INT NOT NULL, a INT, b VARCHAR(40), c STRING, d STRING) \
                            PRIMARY KEY(id) DISTRIBUTED BY HASH(id)";
+/// PostgreSQL with `t` in database `app`, and a stand-in (started with `args`) holding its target.
+fn evolving(args: &[&str]) -> (PgCluster, String, Double) {
+    let pg = PgCluster::start();
+    let url = pg.create_database("app");
+    let d = Double::start_with("app", args);
+    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    (pg, url, d)
+}
+
 /// A widening of `a` and `b`, a rename of `c`, a drop of `d` and an added `e`.
 const EVOLUTION: [&str; 5] = [
     "ALTER TABLE t ALTER COLUMN a TYPE bigint",
@@ -280,10 +289,7 @@ fn check_evolved(pg: &PgCluster, d: &Double, drop_policy_kept: bool, log: &dyn F
 
 #[test]
 fn column_changes_under_load_are_propagated_to_starrocks() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let (pg, url, d) = evolving(&[]);
     pg.psql(
         "app",
         "INSERT INTO t SELECT g, g, 'b', 'c', 'd' FROM generate_series(-99, 0) g",
@@ -344,10 +350,7 @@ fn column_changes_under_load_are_propagated_to_starrocks() {
 
 #[test]
 fn column_changes_made_while_stopped_are_applied_at_restart() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let (pg, url, d) = evolving(&[]);
     let job = d.job(&url, "t").env("SCHEMA_DROP_COLUMN", "drop");
     let mut p = job.spawn_streaming();
     pg.psql(
@@ -407,10 +410,7 @@ fn expect_stop(
 
 #[test]
 fn stop_policies_stop_before_any_row_of_the_new_shape_and_name_the_statement() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let (pg, url, d) = evolving(&[]);
     // A narrowing under the default SCHEMA_TYPE_CHANGE=stop, then recreate_column.
     let job = d.job(&url, "t");
     expect_stop(
@@ -450,10 +450,7 @@ fn stop_policies_stop_before_any_row_of_the_new_shape_and_name_the_statement() {
 
 #[test]
 fn a_rename_on_a_starrocks_without_rename_column_stops_with_the_statement() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start_with("app", &["--sr-version", "3.3.1"]);
-    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let (pg, url, d) = evolving(&["--sr-version", "3.3.1"]);
     let job = d.job(&url, "t");
     expect_stop(
         &pg,
@@ -466,10 +463,7 @@ fn a_rename_on_a_starrocks_without_rename_column_stops_with_the_statement() {
 
 #[test]
 fn a_primary_key_change_stops_with_instructions() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let (pg, url, d) = evolving(&[]);
     let job = d.job(&url, "t");
     expect_stop(
         &pg,
@@ -586,10 +580,7 @@ fn a_pattern_picks_up_a_table_created_while_streaming_with_a_transaction_open_on
 
 #[test]
 fn a_narrowing_and_a_key_change_made_while_stopped_stop_at_restart() {
-    let pg = PgCluster::start();
-    let url = pg.create_database("app");
-    let d = Double::start("app");
-    create_both(&pg, &d, EVOLVING_PG, EVOLVING_SR);
+    let (pg, url, d) = evolving(&[]);
     let job = d.job(&url, "t");
     let mut p = job.spawn_streaming();
     pg.psql("app", "INSERT INTO t (id, a, b) VALUES (1, 1, 'x')");
