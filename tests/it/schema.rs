@@ -474,48 +474,6 @@ fn a_primary_key_change_stops_with_instructions() {
     );
 }
 
-/// A `psql` session kept open on stdin, for a transaction that spans other actions.
-struct Session(std::process::Child);
-
-impl Session {
-    fn open(pg: &PgCluster) -> Session {
-        Session(
-            std::process::Command::new(crate::support::pg::client_bin().join("psql"))
-                .args([
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "app",
-                ])
-                .arg("-p")
-                .arg(pg.port.to_string())
-                .env("PGSSLMODE", "disable")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn send(&mut self, sql: &str) {
-        use std::io::Write;
-        let stdin = self.0.stdin.as_mut().unwrap();
-        writeln!(stdin, "{sql}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn close(mut self) {
-        drop(self.0.stdin.take());
-        assert!(self.0.wait().unwrap().success(), "the session's SQL failed");
-    }
-}
-
 #[test]
 fn a_pattern_picks_up_a_table_created_while_streaming_with_a_transaction_open_on_it() {
     let pg = PgCluster::start();
@@ -551,7 +509,7 @@ fn a_pattern_picks_up_a_table_created_while_streaming_with_a_transaction_open_on
             "app",
             "CREATE TABLE b (id int PRIMARY KEY, v text); INSERT INTO b VALUES (1, 'before')",
         );
-        let mut session = Session::open(&pg);
+        let mut session = pg.session("app");
         session.send("BEGIN; INSERT INTO b VALUES (2, 'open during the addition');");
         // The job notices b, restarts, and waits for this transaction to take b's snapshot.
         std::thread::sleep(Duration::from_secs(3));

@@ -755,3 +755,90 @@ pub fn encode(text: &str) -> String {
     }
     out
 }
+
+/// A `psql` session kept open on stdin, for a transaction that spans other actions.
+pub struct PsqlSession {
+    child: std::process::Child,
+    app: String,
+    port: u16,
+    db: String,
+    sent: usize,
+}
+
+impl PgCluster {
+    /// Opens a `psql` session on `db` that runs what [`PsqlSession::send`] writes to it.
+    pub fn session(&self, db: &str) -> PsqlSession {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let app = format!(
+            "session_{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let child = Command::new(client_bin().join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U"])
+            .args(["postgres", "-d", db, "-p"])
+            .arg(self.port.to_string())
+            .env("PGSSLMODE", "disable")
+            .env("PGAPPNAME", &app)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        PsqlSession {
+            child,
+            app,
+            port: self.port,
+            db: db.to_owned(),
+            sent: 0,
+        }
+    }
+}
+
+impl PsqlSession {
+    /// Sends SQL; it runs once psql reads it.
+    pub fn send(&mut self, sql: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Sends SQL and waits until it has run (the session is idle again, in or out of a
+    /// transaction).
+    pub fn run(&mut self, pg: &PgCluster, sql: &str) {
+        assert_eq!(pg.port, self.port, "a session of another cluster");
+        self.sent += 1;
+        let marker = format!("done_{}_{}", self.app, self.sent);
+        self.send(&format!("{sql}\nSELECT '{marker}';"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            let seen = pg.psql(
+                &self.db,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
+                     AND state LIKE 'idle%' AND query LIKE '%{marker}%'",
+                    self.app
+                ),
+            );
+            if seen.trim() == "1" {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the psql session ended ({status}) before its SQL completed");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the session's SQL did not complete in 300 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Ends the session; its SQL must have succeeded.
+    pub fn close(mut self) {
+        drop(self.child.stdin.take());
+        assert!(
+            self.child.wait().unwrap().success(),
+            "the session's SQL failed"
+        );
+    }
+}
