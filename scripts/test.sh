@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh Debian 12 machine: installs dependencies, checks formatting
 # and lints, then runs every unit and integration test against real PostgreSQL 15 servers that
 # the test support starts itself, and the core subset (replication, snapshot, StarRocks sink,
-# kill -9, schema change, slot health, version and managed-role checks) against PostgreSQL 14,
-# 16, 17 and 18. Slow soak runs are not part of it (see scripts/soak.sh).
+# kill -9, schema change, streamed transactions, slot health, version and managed-role checks)
+# against PostgreSQL 14, 16, 17 and 18. Slow soak runs are not part of it (see scripts/soak.sh).
 #
 # PG_MATRIX="16 17" narrows the other majors, PG_MATRIX="" skips them.
 set -euo pipefail
@@ -32,7 +32,7 @@ echo "==> cargo test (the whole suite, PostgreSQL 15)"
 cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-2}"
 
 # The core subset, by test-name filter, on every other supported major.
-core=(replication:: snapshot:: starrocks:: cdc:: schema:: wal_guard:: pg_versions:: managed::)
+core=(replication:: snapshot:: starrocks:: cdc:: schema:: streaming:: wal_guard:: pg_versions:: managed::)
 for major in ${PG_MATRIX-14 16 17 18}; do
   echo "==> core subset on PostgreSQL $major"
   started=$SECONDS

@@ -19,6 +19,7 @@ pub use crate::ident::{
     parse_table_selection, parse_tables, quote_ident, quote_literal, TableName, TablePattern,
 };
 use crate::postgres::conninfo::PgConnInfo;
+pub use crate::postgres::streamed::SpillLimits;
 use crate::secret::Secret;
 pub use crate::starrocks::config::{
     OnReject, SchemaDropColumn, SchemaTypeChange, StarRocksConfig, TruncatePolicy,
@@ -160,6 +161,67 @@ pub struct Config {
     /// `SLOT_CHECK_INTERVAL_MS`, `SLOT_RETAINED_WARN_BYTES`, `HEARTBEAT_INTERVAL_MS`,
     /// `PAUSE_MAX_MS`, `PAUSE_AUTO_RESUME`.
     pub wal_guard: WalGuardConfig,
+    /// `STREAMING`, `SPILL_DIR`, `SPILL_MEMORY_BYTES`, `SPILL_MAX_BYTES`.
+    pub streaming: StreamingConfig,
+}
+
+/// Streaming of in-progress transactions (pgoutput protocol 2, `streaming 'on'`) and the local
+/// spill that holds them until they commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamingConfig {
+    /// `STREAMING=on|off`: whether PostgreSQL sends large transactions while they run.
+    pub enabled: bool,
+    /// `SPILL_DIR`, `SPILL_MEMORY_BYTES`, `SPILL_MAX_BYTES`.
+    pub spill: SpillLimits,
+}
+
+/// Default `SPILL_MEMORY_BYTES`: 4 MiB, so that a job keeps within the RSS of a job without
+/// streaming plus a few MB, however large or many the open transactions.
+pub const DEFAULT_SPILL_MEMORY_BYTES: u64 = 4 << 20;
+
+impl StreamingConfig {
+    /// Reads the streaming variables.
+    pub fn from_vars(vars: &Vars) -> Result<StreamingConfig, ConfigError> {
+        let get = |name: &str| vars.get(name);
+        let enabled = parse_choice(
+            get("STREAMING"),
+            "STREAMING",
+            &[("on", true), ("off", false)],
+        )?;
+        let dir = get("SPILL_DIR")
+            .map_or_else(|| std::env::temp_dir().join("dbmazz-spill"), PathBuf::from);
+        if !dir.is_absolute() {
+            return Err(ConfigError::new(
+                "SPILL_DIR",
+                format!("{} is not an absolute path", dir.display()),
+            ));
+        }
+        let memory_bytes = parse_num(
+            get("SPILL_MEMORY_BYTES"),
+            "SPILL_MEMORY_BYTES",
+            DEFAULT_SPILL_MEMORY_BYTES,
+            64 << 10,
+            64 << 30,
+        )?;
+        let max_bytes = match get("SPILL_MAX_BYTES") {
+            None => None,
+            Some(_) => Some(parse_num(
+                get("SPILL_MAX_BYTES"),
+                "SPILL_MAX_BYTES",
+                0,
+                1 << 20,
+                u64::MAX,
+            )?),
+        };
+        Ok(StreamingConfig {
+            enabled,
+            spill: SpillLimits {
+                dir,
+                memory_bytes: memory_bytes as usize,
+                max_bytes,
+            },
+        })
+    }
 }
 
 /// The WAL-growth guard: how the slot is watched, kept moving, and how long a pause may hold
@@ -380,6 +442,7 @@ impl Config {
             grpc_token,
             metrics_addr,
             wal_guard: WalGuardConfig::from_vars(&vars)?,
+            streaming: StreamingConfig::from_vars(&vars)?,
         })
     }
 }
@@ -794,6 +857,39 @@ mod tests {
             let mut v = base();
             v.push((var, bad));
             assert_eq!(Config::from_vars(&vars(&v)).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
+    fn streaming_is_on_by_default_with_a_bounded_spill() {
+        let c = Config::from_vars(&vars(&base())).unwrap().streaming;
+        assert!(c.enabled);
+        assert_eq!(c.spill.memory_bytes, 4 << 20);
+        assert_eq!(c.spill.max_bytes, None);
+        assert_eq!(c.spill.dir, std::env::temp_dir().join("dbmazz-spill"));
+        let mut v = base();
+        v.extend([
+            ("STREAMING", "off"),
+            ("SPILL_DIR", "/var/lib/dbmazz/spill"),
+            ("SPILL_MEMORY_BYTES", "65536"),
+            ("SPILL_MAX_BYTES", "1073741824"),
+        ]);
+        let c = Config::from_vars(&vars(&v)).unwrap().streaming;
+        assert!(!c.enabled);
+        assert_eq!(c.spill.dir, PathBuf::from("/var/lib/dbmazz/spill"));
+        assert_eq!(c.spill.memory_bytes, 65536);
+        assert_eq!(c.spill.max_bytes, Some(1 << 30));
+        for (var, bad) in [
+            ("STREAMING", "parallel"),
+            ("SPILL_DIR", "spill"),
+            ("SPILL_MEMORY_BYTES", "1000"),
+            ("SPILL_MAX_BYTES", "1000"),
+            ("SPILL_MAX_BYTES", "lots"),
+        ] {
+            let mut v = base();
+            v.push((var, bad));
+            let err = Config::from_vars(&vars(&v)).unwrap_err();
+            assert_eq!(err.var, var, "{bad}: {err}");
         }
     }
 

@@ -44,6 +44,7 @@ use crate::postgres::schema_cache::SchemaCache;
 use crate::postgres::setup::{self, SetupError};
 use crate::postgres::slot_health::{human_bytes, human_duration, SlotAlarm, SlotView};
 use crate::postgres::snapshot::{self, SnapshotError};
+use crate::postgres::streamed::StreamedTxns;
 use crate::postgres::tls::{connect_sql_bounded, ConnectError};
 use crate::postgres::toast_backfill::{CopyingTables, ToastBackfill};
 use crate::starrocks::sink::StarRocksSink;
@@ -432,7 +433,36 @@ async fn stream<S: Sink>(
             "the heartbeat needs PostgreSQL 14 or later; it is off"
         );
     }
-    let mut options = vec![("proto_version", "1"), ("publication_names", &publication)];
+    // Streaming (protocol 2, on every supported server): PostgreSQL sends a transaction that
+    // outgrows logical_decoding_work_mem while it runs, instead of spilling it to its own disk;
+    // dbmazz holds it (memory, then SPILL_DIR) until its commit.
+    let streamed = if config.streaming.enabled {
+        let db = &config.database;
+        let store = StreamedTxns::open(
+            &config.streaming.spill,
+            &config.slot_name,
+            &format!("{:?}/{}", db.hosts, db.dbname),
+            job.metrics().clone(),
+        )
+        .map_err(|source| ReaderError::Spill { lsn: start, source })?;
+        tracing::info!(
+            dir = %config.streaming.spill.dir.display(),
+            memory_bytes = config.streaming.spill.memory_bytes,
+            max_bytes = store.max_disk(),
+            "streaming of in-progress transactions on"
+        );
+        Some(store)
+    } else {
+        None
+    };
+    let proto_version = if streamed.is_some() { "2" } else { "1" };
+    let mut options = vec![
+        ("proto_version", proto_version),
+        ("publication_names", &publication),
+    ];
+    if streamed.is_some() {
+        options.push(("streaming", "on"));
+    }
     if heartbeat_interval.is_some() {
         options.push(("messages", "true"));
     }
@@ -440,8 +470,9 @@ async fn stream<S: Sink>(
         .start_logical_replication(&config.slot_name, start, &options)
         .await?;
     stream.set_receive_timeout(config.wal_receiver_timeout);
-    tracing::info!(slot = %config.slot_name, start = %start, tables = config.tables.len(), "streaming changes");
+    // State first: scripts (and tests) that wait for this log line then ask Health.
     job.set_state(Stage::Cdc, RunState::Running, "Replicating", None);
+    tracing::info!(slot = %config.slot_name, start = %start, tables = config.tables.len(), "streaming changes");
 
     let progress = job.progress().clone();
     progress.confirmed.fetch_max(start.0, Ordering::Relaxed);
@@ -586,6 +617,10 @@ async fn stream<S: Sink>(
     )
     .with_snapshot_skips(plan.skip_before)
     .with_schema_log(schema_log, recorded);
+    let reader = match streamed {
+        Some(store) => reader.with_streaming(store),
+        None => reader,
+    };
     let exit = tasks.supervise(reader.run(stop_rx)).await?;
     finish(tasks, exit, job, &progress).await
 }

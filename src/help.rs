@@ -229,6 +229,31 @@ const GROUPS: &[Group] = &[
         ],
     ),
     (
+        "Large transactions",
+        &[
+            (
+                "STREAMING",
+                "on",
+                "on: PostgreSQL streams large transactions as they run; off: it holds them",
+            ),
+            (
+                "SPILL_DIR",
+                "$TMPDIR/dbmazz-spill",
+                "where open streamed transactions spill (created 0700)",
+            ),
+            (
+                "SPILL_MEMORY_BYTES",
+                "4194304",
+                "memory for open streamed transactions before they spill",
+            ),
+            (
+                "SPILL_MAX_BYTES",
+                "half the free space",
+                "disk for spilled transactions; past it the job stops",
+            ),
+        ],
+    ),
+    (
         "WAL-growth guard and health",
         &[
             (

@@ -143,6 +143,18 @@ pub struct Metrics {
     pub dead_letters_resolved_total: AtomicU64,
     /// Open dead letters of this job's slot, as last counted.
     pub dead_letters_open: AtomicU64,
+    /// Streamed transactions (pgoutput streaming) started and not yet committed or aborted.
+    pub streamed_txns_open: AtomicU64,
+    /// Streamed transactions delivered to the pipeline at their commit.
+    pub streamed_txns_total: AtomicU64,
+    /// Bytes of open streamed transactions held in memory (allocated capacity).
+    pub spill_memory_bytes: AtomicU64,
+    /// Bytes of open streamed transactions spilled to `SPILL_DIR`.
+    pub spill_disk_bytes: AtomicU64,
+    /// `SPILL_MAX_BYTES` in force (0 while streaming is off).
+    pub spill_max_bytes: AtomicU64,
+    /// Bytes written to spill files since start.
+    pub spilled_bytes_total: AtomicU64,
     /// Commit-to-sink-ack latency of every transaction made durable.
     pub commit_to_ack: LatencyHistogram,
     /// When (µs since the Unix epoch) the sink started on the batch it has not yet made durable

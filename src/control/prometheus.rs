@@ -97,6 +97,18 @@ pub(crate) mod names {
     pub const HEARTBEATS: &str = "dbmazz_heartbeats";
     /// Counter: heartbeat attempts that failed.
     pub const HEARTBEAT_FAILURES: &str = "dbmazz_heartbeat_failures";
+    /// Gauge: streamed transactions open (received in part, not yet committed or aborted).
+    pub const STREAMED_TXNS_OPEN: &str = "dbmazz_streamed_transactions_open";
+    /// Counter: streamed transactions delivered at their commit.
+    pub const STREAMED_TXNS: &str = "dbmazz_streamed_transactions";
+    /// Gauge: bytes of open streamed transactions on disk in `SPILL_DIR`.
+    pub const SPILL_BYTES: &str = "dbmazz_spill_bytes";
+    /// Gauge: bytes of open streamed transactions held in memory.
+    pub const SPILL_MEMORY_BYTES: &str = "dbmazz_spill_memory_bytes";
+    /// Gauge: `SPILL_MAX_BYTES` in force.
+    pub const SPILL_MAX_BYTES: &str = "dbmazz_spill_max_bytes";
+    /// Counter: bytes written to spill files.
+    pub const SPILLED_BYTES: &str = "dbmazz_spilled_bytes";
     /// Gauge: resident set size.
     pub const MEMORY_BYTES: &str = "dbmazz_memory_bytes";
     /// Gauge: highest WAL position received.
@@ -359,6 +371,7 @@ impl Collector for JobCollector {
             s.slot_lag_bytes,
         )?;
         self.encode_wal_guard(e)?;
+        self.encode_streaming(e)?;
         gauge(
             e,
             MEMORY_BYTES,
@@ -430,6 +443,49 @@ impl Collector for JobCollector {
 const WAL_STATUSES: [&str; 4] = ["reserved", "extended", "unreserved", "lost"];
 
 impl JobCollector {
+    /// Streamed in-progress transactions and their spill.
+    fn encode_streaming(&self, e: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        use names::*;
+        let m = self.job.metrics();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        gauge(
+            e,
+            STREAMED_TXNS_OPEN,
+            "Transactions PostgreSQL is streaming while they run (STREAMING=on), not yet committed or aborted.",
+            load(&m.streamed_txns_open) as i64,
+        )?;
+        counter(
+            e,
+            STREAMED_TXNS,
+            "Streamed transactions delivered to the sink's pipeline at their commit.",
+            load(&m.streamed_txns_total),
+        )?;
+        gauge(
+            e,
+            SPILL_BYTES,
+            "Bytes of open streamed transactions spilled to SPILL_DIR.",
+            load(&m.spill_disk_bytes) as i64,
+        )?;
+        gauge(
+            e,
+            SPILL_MEMORY_BYTES,
+            "Bytes of open streamed transactions held in memory (SPILL_MEMORY_BYTES bounds it).",
+            load(&m.spill_memory_bytes) as i64,
+        )?;
+        gauge(
+            e,
+            SPILL_MAX_BYTES,
+            "SPILL_MAX_BYTES in force (0 while streaming is off).",
+            load(&m.spill_max_bytes) as i64,
+        )?;
+        counter(
+            e,
+            SPILLED_BYTES,
+            "Bytes written to spill files since start.",
+            load(&m.spilled_bytes_total),
+        )
+    }
+
     /// The slot as the WAL-growth guard last polled it, and the heartbeat. Figures PostgreSQL
     /// did not report are left out rather than shown as 0.
     fn encode_wal_guard(&self, e: &mut DescriptorEncoder) -> Result<(), fmt::Error> {

@@ -32,6 +32,8 @@ impl CdcStatusService for StatusService {
         let confirmed = self.job.confirmed_lsn();
         let current = self.job.received_lsn().max(confirmed);
         let circuit = self.job.circuit().state();
+        let m = self.job.metrics();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(StatusResponse {
             state: cdc_state(state.run) as i32,
             current_lsn: current.0,
@@ -60,6 +62,11 @@ impl CdcStatusService for StatusService {
                     at_ms: (e.at_unix_us / 1000).max(0) as u64,
                 })
                 .collect(),
+            streamed_txns_open: load(&m.streamed_txns_open),
+            spill_memory_bytes: load(&m.spill_memory_bytes),
+            spill_bytes: load(&m.spill_disk_bytes),
+            spill_max_bytes: load(&m.spill_max_bytes),
+            streamed_txns_total: load(&m.streamed_txns_total),
             ..slot_fields(&self.job)
         }))
     }

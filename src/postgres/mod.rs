@@ -15,6 +15,7 @@ pub mod slot_health;
 pub mod snapshot;
 pub mod sqlstate;
 pub mod state_tables;
+pub mod streamed;
 pub mod tls;
 pub mod toast_backfill;
 pub mod version;

@@ -35,6 +35,7 @@ use crate::postgres::heartbeat;
 use crate::postgres::pgoutput::{self, DecodeError, Message, OldTuple, RelId, Tuple, Value};
 use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
 use crate::postgres::schema_cache::{RelationUpdate, SchemaCache, SchemaError};
+use crate::postgres::streamed::{SpillError, StreamedTxns};
 use crate::Lsn;
 
 pub use crate::pipeline::progress::Progress;
@@ -69,8 +70,8 @@ pub enum ReaderError {
         /// The relation OID.
         rel_id: RelId,
     },
-    /// A message that protocol version 1 never sends.
-    #[error("unexpected pgoutput message {tag:?} at LSN {lsn} for protocol version 1")]
+    /// A message that the protocol options dbmazz asked for never produce.
+    #[error("unexpected pgoutput message {tag:?} at LSN {lsn} for the protocol options dbmazz asked for")]
     Unexpected {
         /// Message tag.
         tag: char,
@@ -89,6 +90,24 @@ pub enum ReaderError {
         column: String,
         /// Where.
         lsn: Lsn,
+    },
+    /// A streamed transaction could not be staged or read back (see `SPILL_DIR`).
+    #[error("at LSN {lsn}: {source}")]
+    Spill {
+        /// Where.
+        lsn: Lsn,
+        /// What.
+        source: SpillError,
+    },
+    /// The blocks of a streamed transaction arrived out of the order the protocol defines.
+    #[error("streamed transaction {xid} at LSN {lsn}: {detail} (protocol error)")]
+    StreamOrder {
+        /// The transaction.
+        xid: u32,
+        /// Where.
+        lsn: Lsn,
+        /// What was wrong.
+        detail: &'static str,
     },
     /// A change arrived outside a transaction.
     #[error("change at LSN {lsn} arrived outside a transaction (protocol error)")]
@@ -140,6 +159,10 @@ pub struct WalReader {
     /// checkpoint passes them), and the last one recorded per table.
     schema_log: Option<SchemaLogQueue>,
     recorded: hashbrown::HashMap<RelId, StoredSchema>,
+    /// Open streamed transactions (`None` when streaming is off), and the one whose block is
+    /// being received.
+    streamed: Option<StreamedTxns>,
+    in_stream: Option<u32>,
 }
 
 /// Schema versions the reader saw, waiting to be written next to the checkpoint.
@@ -169,7 +192,16 @@ impl WalReader {
             staged_bytes: 0,
             schema_log: None,
             recorded: hashbrown::HashMap::new(),
+            streamed: None,
+            in_stream: None,
         }
+    }
+
+    /// Accepts streamed in-progress transactions (pgoutput `streaming 'on'`), staged in
+    /// `store` until they commit.
+    pub fn with_streaming(mut self, store: StreamedTxns) -> Self {
+        self.streamed = Some(store);
+        self
     }
 
     /// Records each new schema version into `queue`; `recorded` are the versions the log
@@ -259,8 +291,162 @@ impl WalReader {
     }
 
     async fn handle_payload(&mut self, lsn: Lsn, data: &bytes::Bytes) -> Result<(), Step> {
+        if let Some(xid) = self.in_stream {
+            return self.stage_streamed(xid, lsn, data);
+        }
         let msg = pgoutput::decode(data, false)
             .map_err(|source| Step::Error(ReaderError::Decode { lsn, source }))?;
+        match msg {
+            Message::StreamStart { xid, first_segment } => {
+                let Some(store) = self.streamed.as_mut() else {
+                    return Err(Step::Error(ReaderError::Unexpected {
+                        tag: char::from(pgoutput::tag::STREAM_START),
+                        lsn,
+                    }));
+                };
+                if first_segment {
+                    store.start(xid);
+                } else if !store.is_open(xid) {
+                    return Err(Step::Error(ReaderError::StreamOrder {
+                        xid,
+                        lsn,
+                        detail:
+                            "a later block arrived for a transaction whose first block never did",
+                    }));
+                }
+                self.in_stream = Some(xid);
+                Ok(())
+            }
+            Message::StreamAbort { xid, subxid } => {
+                if let Some(store) = self.streamed.as_mut() {
+                    store.abort(xid, subxid);
+                }
+                Ok(())
+            }
+            Message::StreamCommit(c) => self.deliver_streamed(lsn, c).await,
+            other => self.handle_message(lsn, other).await,
+        }
+    }
+
+    /// A frame between Stream Start and Stream Stop: staged as it came, decoded at commit.
+    fn stage_streamed(&mut self, xid: u32, lsn: Lsn, data: &bytes::Bytes) -> Result<(), Step> {
+        use pgoutput::tag;
+        let Some(&t) = data.first() else {
+            return Err(Step::Error(ReaderError::Decode {
+                lsn,
+                source: DecodeError::Empty,
+            }));
+        };
+        match t {
+            tag::STREAM_STOP => {
+                self.in_stream = None;
+                Ok(())
+            }
+            tag::RELATION
+            | tag::TYPE
+            | tag::INSERT
+            | tag::UPDATE
+            | tag::DELETE
+            | tag::TRUNCATE
+            | tag::MESSAGE => {
+                let store = self.streamed.as_mut().expect("in_stream implies streaming");
+                store
+                    .stage(xid, lsn, data)
+                    .map_err(|source| Step::Error(ReaderError::Spill { lsn, source }))
+            }
+            other => Err(Step::Error(ReaderError::Unexpected {
+                tag: char::from(other),
+                lsn,
+            })),
+        }
+    }
+
+    /// A streamed transaction committed: its staged frames go through the pipeline as one
+    /// transaction at its commit LSN, exactly like a transaction sent whole. Changes of
+    /// subtransactions that rolled back are skipped. A Relation message is applied just before
+    /// the first change that uses it, so one sent for a rolled-back subtransaction (PostgreSQL
+    /// sends it when that subtransaction first touched the table) never becomes a schema change
+    /// on its own.
+    async fn deliver_streamed(&mut self, lsn: Lsn, c: pgoutput::StreamCommit) -> Result<(), Step> {
+        let Some(mut replay) = self.streamed.as_mut().and_then(|s| s.take(c.xid)) else {
+            return Err(Step::Error(ReaderError::StreamOrder {
+                xid: c.xid,
+                lsn,
+                detail: "Stream Commit for a transaction that was never started",
+            }));
+        };
+        let skip = c.commit_lsn < self.resume_from;
+        self.txn = Some(Txn {
+            pos: Position {
+                lsn,
+                commit_lsn: c.commit_lsn,
+                xid: c.xid,
+                commit_time: c.commit_time,
+            },
+            skip,
+        });
+        let spilled = replay.spilled_bytes();
+        let mut pending: hashbrown::HashMap<RelId, (Lsn, pgoutput::Relation)> =
+            hashbrown::HashMap::new();
+        let mut changes = 0u64;
+        loop {
+            let next = replay
+                .next_frame()
+                .map_err(|source| Step::Error(ReaderError::Spill { lsn, source }))?;
+            let Some((flsn, frame)) = next else { break };
+            if skip {
+                continue;
+            }
+            let msg = pgoutput::decode(&frame, true)
+                .map_err(|source| Step::Error(ReaderError::Decode { lsn: flsn, source }))?;
+            let (sub, rels): (Option<u32>, Vec<RelId>) = match &msg {
+                Message::Relation(r) => {
+                    pending.insert(r.rel_id, (flsn, r.clone()));
+                    continue;
+                }
+                Message::Type(_) => continue,
+                Message::Insert(m) => (m.xid, vec![m.rel_id]),
+                Message::Update(m) => (m.xid, vec![m.rel_id]),
+                Message::Delete(m) => (m.xid, vec![m.rel_id]),
+                Message::Truncate(m) => (m.xid, m.rel_ids.clone()),
+                Message::LogicalMessage(m) => (m.xid, Vec::new()),
+                other => {
+                    return Err(Step::Error(ReaderError::Unexpected {
+                        tag: char::from(other.tag()),
+                        lsn: flsn,
+                    }))
+                }
+            };
+            if sub.is_some_and(|x| replay.is_aborted(x)) {
+                continue;
+            }
+            for rel_id in rels {
+                if let Some((rlsn, rel)) = pending.remove(&rel_id) {
+                    self.handle_message(rlsn, Message::Relation(rel)).await?;
+                }
+            }
+            changes += 1;
+            self.handle_message(flsn, msg).await?;
+        }
+        drop(replay);
+        self.metrics
+            .streamed_txns_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(xid = c.xid, commit_lsn = %c.commit_lsn, changes, spilled_bytes = spilled, skip, "streamed transaction committed");
+        self.handle_message(
+            lsn,
+            Message::Commit(pgoutput::Commit {
+                flags: c.flags,
+                commit_lsn: c.commit_lsn,
+                end_lsn: c.end_lsn,
+                commit_time: c.commit_time,
+            }),
+        )
+        .await
+    }
+
+    /// Handles one decoded message of a transaction sent whole (or replayed at its commit).
+    async fn handle_message(&mut self, lsn: Lsn, msg: Message) -> Result<(), Step> {
         match msg {
             Message::Begin(b) => {
                 let pos = Position {

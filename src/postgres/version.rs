@@ -19,10 +19,13 @@
 //! | the `idle_timeout` invalidation reason (`idle_replication_slot_timeout`) | 18 | `slot_health` reports any reason verbatim |
 //! | `publish_generated_columns`, virtual generated columns             | 18     | `publication`: generated columns are not replicated |
 //!
-//! pgoutput itself: dbmazz asks for `proto_version '1'` on every major. Version 2 (14+) adds
-//! streaming of in-progress transactions, 3 (15+) two-phase commit, 4 (16+) parallel streaming;
-//! dbmazz uses none of them, so it asks for the one every supported server speaks, and the
-//! decoder never sees the extra xid fields or stream messages those versions add.
+//! pgoutput itself: every supported server speaks protocol 2, which adds streaming of
+//! in-progress transactions (`streaming 'on'`). dbmazz asks for 2 with streaming on every major
+//! (`STREAMING=on`, the default; see [`streamed`](crate::postgres::streamed)) and for 1 with
+//! `STREAMING=off`. It does not ask for 3 (15+, two-phase commit: a prepared transaction is
+//! sent at COMMIT PREPARED like any other) or 4 (16+, `streaming 'parallel'`, which only adds
+//! the abort LSN and time that a parallel apply worker needs), so the decoder sees the same
+//! messages on 14 to 18.
 
 /// `server_version_num` of the oldest supported server (14.0).
 pub const MIN_SUPPORTED: u32 = 140_000;

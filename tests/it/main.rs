@@ -24,6 +24,7 @@ mod snapshot;
 mod soak;
 mod starrocks;
 mod starrocks_compat;
+mod streaming;
 mod top;
 mod verify;
 mod wal_guard;
