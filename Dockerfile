@@ -35,13 +35,15 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/dbmazz /usr/local/bin/dbmazz
 
 # Listen beyond loopback inside the container; set GRPC_TOKEN (or GRPC_TOKEN_FILE) as well, as
-# dbmazz warns without one. Schema-provisioning uploads go to the work directory, not /tmp, so
-# the root filesystem can be read-only with one volume at /var/lib/dbmazz.
+# dbmazz warns without one. Schema-provisioning uploads and the spill of large streamed
+# transactions go to the work directory, not /tmp, so the root filesystem can be read-only with
+# one volume at /var/lib/dbmazz.
 ENV GRPC_BIND=0.0.0.0 \
     GRPC_PORT=50051 \
     METRICS_BIND=0.0.0.0 \
     METRICS_PORT=9187 \
-    SCHEMA_TMP_PATH=/var/lib/dbmazz/schemas
+    SCHEMA_TMP_PATH=/var/lib/dbmazz/schemas \
+    SPILL_DIR=/var/lib/dbmazz/spill
 USER 10001:10001
 WORKDIR /var/lib/dbmazz
 VOLUME ["/var/lib/dbmazz"]
