@@ -22,17 +22,19 @@
 //! A record is `len: u32 LE, lsn: u64 LE, frame: [u8; len]`.
 
 use std::fs::File;
-use std::io::{BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::metrics::Metrics;
 use crate::Lsn;
 
 const HEADER: usize = 12;
+/// Bytes read from a spill file at a time.
+const READ_CHUNK: usize = 128 * 1024;
 
 /// Where and how much the streamed transactions may take.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,6 +340,7 @@ impl StreamedTxns {
             xid,
             path,
             reader: None,
+            buf: BytesMut::new(),
             mem: Bytes::from(txn.mem),
             mem_pos: 0,
             file_done: false,
@@ -453,7 +456,8 @@ impl Drop for StreamedTxns {
 pub struct Replay {
     xid: u32,
     path: Option<PathBuf>,
-    reader: Option<BufReader<File>>,
+    reader: Option<File>,
+    buf: BytesMut,
     mem: Bytes,
     mem_pos: usize,
     file_done: bool,
@@ -478,71 +482,23 @@ impl Replay {
     }
 
     /// The next frame and the WAL position it was sent at.
+    ///
+    /// The file is read in chunks of [`READ_CHUNK`] bytes and frames are slices of them, as
+    /// frames from the socket are slices of its read buffer: no allocation per frame.
     pub fn next_frame(&mut self) -> Result<Option<(Lsn, Bytes)>, SpillError> {
         if !self.file_done {
-            if let Some(path) = &self.path {
-                if self.reader.is_none() {
-                    let file = File::open(path).map_err(|source| SpillError::Io {
-                        what: "opening",
-                        path: path.clone(),
-                        xid: self.xid,
-                        source,
-                    })?;
-                    self.reader = Some(BufReader::with_capacity(256 * 1024, file));
-                }
-                let reader = self.reader.as_mut().expect("opened above");
-                let mut header = [0u8; HEADER];
-                match read_full(reader, &mut header) {
-                    Ok(0) => {}
-                    Ok(n) if n == HEADER => {
-                        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
-                        let lsn = u64::from_le_bytes(header[4..].try_into().expect("8 bytes"));
-                        let mut frame = vec![0u8; len as usize];
-                        match read_full(reader, &mut frame) {
-                            Ok(n) if n == frame.len() => {
-                                return Ok(Some((Lsn(lsn), Bytes::from(frame))))
-                            }
-                            Ok(_) => {
-                                return Err(SpillError::Truncated {
-                                    path: path.clone(),
-                                    xid: self.xid,
-                                })
-                            }
-                            Err(source) => {
-                                return Err(SpillError::Io {
-                                    what: "reading",
-                                    path: path.clone(),
-                                    xid: self.xid,
-                                    source,
-                                })
-                            }
-                        }
-                    }
-                    Ok(_) => {
-                        return Err(SpillError::Truncated {
-                            path: path.clone(),
-                            xid: self.xid,
-                        })
-                    }
-                    Err(source) => {
-                        return Err(SpillError::Io {
-                            what: "reading",
-                            path: path.clone(),
-                            xid: self.xid,
-                            source,
-                        })
-                    }
-                }
+            if let Some(frame) = self.next_file_frame()? {
+                return Ok(Some(frame));
             }
             self.file_done = true;
             self.reader = None;
+            self.buf = BytesMut::new();
         }
         let rest = &self.mem[self.mem_pos..];
         if rest.len() < HEADER {
             return Ok(None);
         }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let lsn = u64::from_le_bytes(rest[4..HEADER].try_into().expect("8 bytes"));
+        let (len, lsn) = header(rest);
         let start = self.mem_pos + HEADER;
         let end = start + len;
         if end > self.mem.len() {
@@ -550,6 +506,80 @@ impl Replay {
         }
         self.mem_pos = end;
         Ok(Some((Lsn(lsn), self.mem.slice(start..end))))
+    }
+
+    fn next_file_frame(&mut self) -> Result<Option<(Lsn, Bytes)>, SpillError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let io_err = |what: &'static str, xid: u32| {
+            let path = path.clone();
+            move |source| SpillError::Io {
+                what,
+                path,
+                xid,
+                source,
+            }
+        };
+        if self.reader.is_none() {
+            self.reader = Some(File::open(path).map_err(io_err("opening", self.xid))?);
+        }
+        let Some(file) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        let mut need = HEADER;
+        loop {
+            if self.buf.len() >= HEADER {
+                let (len, _) = header(&self.buf);
+                need = HEADER + len;
+            }
+            if self.buf.len() >= need && self.buf.len() >= HEADER {
+                let (len, lsn) = header(&self.buf);
+                self.buf.advance(HEADER);
+                return Ok(Some((Lsn(lsn), self.buf.split_to(len).freeze())));
+            }
+            // Room for the rest of this record, read a chunk at a time.
+            self.buf.reserve((need - self.buf.len()).max(READ_CHUNK));
+            let n = read_into(file, &mut self.buf).map_err(io_err("reading", self.xid))?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(SpillError::Truncated {
+                    path: path.clone(),
+                    xid: self.xid,
+                });
+            }
+        }
+    }
+}
+
+/// Length and LSN of the record at the start of `b` (at least [`HEADER`] bytes).
+fn header(b: &[u8]) -> (usize, u64) {
+    let mut len = [0u8; 4];
+    let mut lsn = [0u8; 8];
+    len.copy_from_slice(&b[..4]);
+    lsn.copy_from_slice(&b[4..HEADER]);
+    (u32::from_le_bytes(len) as usize, u64::from_le_bytes(lsn))
+}
+
+/// Appends what one read returns to `buf`'s spare capacity (which the caller reserved).
+fn read_into(file: &mut File, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let start = buf.len();
+    let spare = buf.capacity() - start;
+    buf.resize(start + spare, 0);
+    loop {
+        match file.read(&mut buf[start..]) {
+            Ok(n) => {
+                buf.truncate(start + n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
     }
 }
 
@@ -560,20 +590,6 @@ impl Drop for Replay {
             remove_quietly(path);
         }
     }
-}
-
-/// Reads until `buf` is full or the end of the file; returns how much was read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// A short, stable name for the source: 12 hex digits of SHA-256.
@@ -721,11 +737,21 @@ mod tests {
         s.stage(1, Lsn(1), &frame(1, 100)).unwrap();
         s.stage(1, Lsn(2), &frame(2, 5000)).unwrap();
         s.stage(1, Lsn(3), &frame(3, 100)).unwrap();
+        // Larger than a read chunk, and records that straddle chunks.
+        s.stage(1, Lsn(4), &frame(4, 3 * READ_CHUNK + 7)).unwrap();
+        for i in 5..300 {
+            s.stage(1, Lsn(i), &frame(i as u32, 900)).unwrap();
+        }
         let got = drain(s.take(1).unwrap());
+        let mut expected = vec![(1, 100), (2, 5000), (3, 100), (4, 3 * READ_CHUNK + 7)];
+        expected.extend((5..300).map(|i| (i, 900)));
         assert_eq!(
             got.iter().map(|(l, f)| (l.0, f.len())).collect::<Vec<_>>(),
-            vec![(1, 100), (2, 5000), (3, 100)]
+            expected
         );
+        assert!(got
+            .iter()
+            .all(|(l, f)| f[1..5] == (l.0 as u32).to_be_bytes()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
