@@ -1,6 +1,7 @@
 # dbmazz container image: the release binary on Debian 12 slim, run as a non-root user.
 #
-#   docker build -t dbmazz .            (or: podman build -t dbmazz .)
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t dbmazz .
+#   (podman: add --format docker, or the OCI format drops the HEALTHCHECK)
 #   docker run --rm -e DATABASE_URL=... -e TABLES=... -e STARROCKS_URL=... dbmazz
 #
 # The base images are build arguments so that a mirror, or a locally built base on a machine
@@ -13,10 +14,14 @@ WORKDIR /src
 # The whole workspace: Cargo.toml names tools/starrocks-double and the bench and test targets,
 # which cargo reads even when it builds only the daemon. .dockerignore keeps target/ and .git out.
 COPY . .
-# protoc comes from the protoc-bin-vendored build dependency, curl is built with rustls:
-# nothing beyond the Rust image is needed. The release profile is fat LTO, one codegen unit;
+# protoc comes from the protoc-bin-vendored build dependency, curl is built from source with
+# rustls (curl's static-curl feature, so the image's own libcurl-dev is never linked): nothing
+# beyond the Rust image is needed. The release profile is fat LTO, one codegen unit;
 # its line tables are stripped (symbols stay, so a backtrace still names the functions).
-RUN cargo build --release --locked --bin dbmazz \
+# --build-arg GIT_COMMIT=$(git rev-parse --short=12 HEAD): .git is not copied, so dbmazz
+# --version names the commit only when it is given here.
+ARG GIT_COMMIT=unknown
+RUN DBMAZZ_GIT_COMMIT="$GIT_COMMIT" cargo build --release --locked --bin dbmazz \
  && cp target/release/dbmazz /usr/local/bin/dbmazz \
  && strip --strip-debug /usr/local/bin/dbmazz
 

@@ -22,8 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `DBMAZZ_GIT_COMMIT` for `dbmazz --version`: the short commit hash, `unknown` outside a git
-/// checkout (a source tarball). Rebuilt when HEAD or the branch it points to moves.
+/// `DBMAZZ_GIT_COMMIT` for `dbmazz --version`: the short commit hash (from the environment
+/// variable of that name when set, else from git), `unknown` outside a git checkout. Rebuilt when HEAD or the branch it points to moves.
 fn git_commit() {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
@@ -33,7 +33,15 @@ fn git_commit() {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
     };
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // A build without the repository (a container build: .dockerignore leaves .git out) can
+    // name the commit itself.
+    println!("cargo:rerun-if-env-changed=DBMAZZ_GIT_COMMIT");
+    let given = std::env::var("DBMAZZ_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty() && c != "unknown");
+    let commit = given
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=DBMAZZ_GIT_COMMIT={commit}");
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
