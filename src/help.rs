@@ -243,7 +243,7 @@ const GROUPS: &[Group] = &[
             ),
             (
                 "SPILL_MEMORY_BYTES",
-                "4194304",
+                "1048576",
                 "memory for open streamed transactions before they spill",
             ),
             (

@@ -407,7 +407,7 @@ fn three_large_open_transactions_stay_within_the_memory_budget() {
     );
     let job = Job::new(&url, "a,b,c");
     let spill = job.dir().join("spill");
-    // The default SPILL_MEMORY_BYTES (4 MiB).
+    // The default SPILL_MEMORY_BYTES (1 MiB).
     let job = job.env("SPILL_DIR", &spill.display().to_string());
     let mut p = job.spawn_streaming();
     let rss_before = p.peak_rss_kib();
@@ -442,7 +442,7 @@ fn three_large_open_transactions_stay_within_the_memory_budget() {
     assert_eq!(final_state(&job.lines()).len(), 300_000);
     p.terminate();
     assert!(p.wait(MINUTE).success(), "{}", p.log());
-    // 90 MB staged; dbmazz grew by the 4 MiB budget and the pipeline, not by the data.
+    // 90 MB staged; dbmazz grew by the 1 MiB budget and the pipeline, not by the data.
     assert!(
         peak < rss_before + 24 * 1024,
         "peak RSS {peak} KiB with three open transactions, {rss_before} KiB before"
