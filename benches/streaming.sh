@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     --reps) REPS="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --spill-memory) SPILL_MEM="$2"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
