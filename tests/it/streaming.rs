@@ -478,3 +478,49 @@ fn streaming_off_leaves_large_transactions_to_postgresql() {
     );
     assert!(!spill.exists(), "STREAMING=off must not create SPILL_DIR");
 }
+
+#[test]
+fn the_spill_limit_stops_the_job_naming_the_transaction_and_a_larger_one_converges() {
+    let pg = streaming_cluster();
+    let url = pg.create_database("app");
+    pg.psql("app", "CREATE TABLE big (id int PRIMARY KEY, v text)");
+    let (job, spill) = job(&url, "big");
+    let job = job.env("SPILL_MAX_BYTES", "1048576");
+    let mut p = job.spawn_streaming();
+    let mut s = pg.session("app");
+    s.run(
+        &pg,
+        "BEGIN; INSERT INTO big SELECT g, repeat('a', 200) FROM generate_series(1, 20000) g;",
+    );
+    let xid = pg.psql(
+        "app",
+        "SELECT backend_xid FROM pg_stat_activity WHERE state = 'idle in transaction' \
+         AND backend_xid IS NOT NULL",
+    );
+    // About 5 MB of changes against a 1 MiB limit: the job stops, naming the transaction and
+    // the directory, and confirms nothing of it.
+    assert_eq!(p.wait(MINUTE).code(), Some(1), "{}", p.log());
+    let log = p.log();
+    assert!(log.contains("would exceed SPILL_MAX_BYTES"), "{log}");
+    assert!(
+        log.contains(&format!("streamed transaction {xid} ")),
+        "{log}"
+    );
+    assert!(log.contains(&spill.display().to_string()), "{log}");
+    assert!(log.contains("STREAMING=off"), "{log}");
+    s.run(&pg, "COMMIT;");
+    s.close();
+    assert!(rows_of(&job.lines(), "big").is_empty());
+
+    // With room, the restart delivers it whole.
+    let job = job.env("SPILL_MAX_BYTES", "1073741824");
+    let mut p = job.spawn_streaming();
+    wait_until(MINUTE, "every row", || line_count(&job.out()) >= 20_000);
+    p.terminate();
+    assert!(p.wait(MINUTE).success(), "{}", p.log());
+    assert_eq!(
+        sink_state_of(&job.lines(), "big"),
+        source_state(&pg, "app", "big", &["id"])
+    );
+    assert!(spill_files(&spill).is_empty());
+}
