@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::control::listening;
 use crate::starrocks::create_both;
-use crate::support::dbmazz::Job;
+use crate::support::dbmazz::{wait_until, Job};
 use crate::support::pg::PgCluster;
 use crate::support::starrocks::Double;
 
@@ -173,13 +173,15 @@ fn health_probe_exits_by_the_daemons_health_and_logs_can_be_json() {
         .env("LOG_FORMAT", "json");
     let mut p = job.spawn_streaming();
     let port = listening_json(&mut p);
-    let o = dbmazz(&["health", "--grpc", &format!("127.0.0.1:{port}")], &[]);
+    // The initial copy of `t` runs next to the stream for a moment (Health: "Snapshot: …"),
+    // SERVING as well; then it says Replicating.
+    let probe = || dbmazz(&["health", "--grpc", &format!("127.0.0.1:{port}")], &[]);
+    let o = probe();
     assert!(o.status.success(), "{o:?}");
-    assert!(
-        stdout(&o).starts_with("SERVING Replicating"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).starts_with("SERVING "), "{}", stdout(&o));
+    wait_until(Duration::from_secs(60), "Health saying Replicating", || {
+        stdout(&probe()).starts_with("SERVING Replicating")
+    });
     // Every log line is one JSON object with the text form's fields.
     let log = p.log();
     let lines: Vec<serde_json::Value> = log
