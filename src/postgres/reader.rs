@@ -399,17 +399,31 @@ impl WalReader {
             }
             let msg = pgoutput::decode(&frame, true)
                 .map_err(|source| Step::Error(ReaderError::Decode { lsn: flsn, source }))?;
-            let (sub, rels): (Option<u32>, Vec<RelId>) = match &msg {
+            let msg = match msg {
                 Message::Relation(r) => {
-                    pending.insert(r.rel_id, (flsn, r.clone()));
+                    pending.insert(r.rel_id, (flsn, r));
                     continue;
                 }
                 Message::Type(_) => continue,
-                Message::Insert(m) => (m.xid, vec![m.rel_id]),
-                Message::Update(m) => (m.xid, vec![m.rel_id]),
-                Message::Delete(m) => (m.xid, vec![m.rel_id]),
-                Message::Truncate(m) => (m.xid, m.rel_ids.clone()),
-                Message::LogicalMessage(m) => (m.xid, Vec::new()),
+                other => other,
+            };
+            // No allocation per change: the relation of a row change is borrowed from `one`.
+            let one: [RelId; 1];
+            let (sub, rels): (Option<u32>, &[RelId]) = match &msg {
+                Message::Insert(m) => {
+                    one = [m.rel_id];
+                    (m.xid, &one)
+                }
+                Message::Update(m) => {
+                    one = [m.rel_id];
+                    (m.xid, &one)
+                }
+                Message::Delete(m) => {
+                    one = [m.rel_id];
+                    (m.xid, &one)
+                }
+                Message::Truncate(m) => (m.xid, &m.rel_ids),
+                Message::LogicalMessage(m) => (m.xid, &[]),
                 other => {
                     return Err(Step::Error(ReaderError::Unexpected {
                         tag: char::from(other.tag()),
@@ -420,9 +434,11 @@ impl WalReader {
             if sub.is_some_and(|x| replay.is_aborted(x)) {
                 continue;
             }
-            for rel_id in rels {
-                if let Some((rlsn, rel)) = pending.remove(&rel_id) {
-                    self.handle_message(rlsn, Message::Relation(rel)).await?;
+            if !pending.is_empty() {
+                for rel_id in rels {
+                    if let Some((rlsn, rel)) = pending.remove(rel_id) {
+                        self.handle_message(rlsn, Message::Relation(rel)).await?;
+                    }
                 }
             }
             changes += 1;
