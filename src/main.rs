@@ -35,6 +35,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     fixed_mmap_threshold();
+    one_malloc_arena();
     if let Some(cmd) = std::env::args().nth(1) {
         match cmd.as_str() {
             "--help" | "-h" | "help" => {
@@ -193,6 +194,21 @@ fn fixed_mmap_threshold() {
         // SAFETY: mallopt only adjusts allocator parameters; called before any thread starts.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
+}
+
+/// Keeps glibc's allocator to one arena. By default every thread that allocates gets its own
+/// arena (up to 8 per core), each keeping freed memory for itself: with the two runtime workers
+/// handing batches to each other, that is ~5 MB more resident memory (21 vs 27 MB peak on the
+/// bulk catch-up in `benches/e2e.sh`) for no measurable CPU or throughput gain. An operator's
+/// own `MALLOC_ARENA_MAX` wins.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }

@@ -245,15 +245,18 @@ pub fn encode_event(out: &mut Vec<u8>, event: &Event) -> Result<(), SinkError> {
 }
 
 fn head(out: &mut Vec<u8>, op: &str, table: &TableSchema, pos: &Position) {
-    let _ = write!(out, "{{\"op\":\"{op}\",\"schema\":");
+    out.extend_from_slice(b"{\"op\":\"");
+    out.extend_from_slice(op.as_bytes());
+    out.extend_from_slice(b"\",\"schema\":");
     value::write_escaped(out, table.name.schema.as_bytes());
     out.extend_from_slice(b",\"table\":");
     value::write_escaped(out, table.name.name.as_bytes());
-    let _ = write!(
-        out,
-        ",\"lsn\":\"{}\",\"commit_lsn\":\"{}\",\"xid\":{}",
-        pos.lsn, pos.commit_lsn, pos.xid
-    );
+    out.extend_from_slice(b",\"lsn\":\"");
+    pos.lsn.write_text(out);
+    out.extend_from_slice(b"\",\"commit_lsn\":\"");
+    pos.commit_lsn.write_text(out);
+    out.extend_from_slice(b"\",\"xid\":");
+    value::write_u64(out, u64::from(pos.xid));
 }
 
 fn encode_row(out: &mut Vec<u8>, row: &RowChange) -> Result<(), SinkError> {

@@ -596,6 +596,21 @@ pub fn write_string(out: &mut Vec<u8>, text: &[u8]) -> Result<(), ValueError> {
     Ok(())
 }
 
+/// Appends `v` in decimal, without going through the formatting machinery (hot per row).
+pub fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// Writes already-validated UTF-8 as a JSON string.
 pub fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -772,6 +787,15 @@ impl ArrayParser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_u64_matches_display() {
+        for v in [0u64, 1, 9, 10, 99, 100, 4_294_967_295, 1 << 53, u64::MAX] {
+            let mut out = b"x".to_vec();
+            write_u64(&mut out, v);
+            assert_eq!(out, format!("x{v}").into_bytes());
+        }
+    }
 
     fn json(kind: ValueKind, text: &str) -> Result<String, ValueError> {
         let mut out = Vec::new();

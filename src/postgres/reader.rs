@@ -233,6 +233,7 @@ impl WalReader {
             if !self.staged.is_empty() && !self.stream.has_buffered_message() {
                 // Nothing more to decode without waiting on the socket: hand over what we have.
                 let sent = tokio::select! {
+                    biased;
                     r = self.send_staged() => r,
                     _ = shutdown.changed() => continue_after_shutdown(),
                 };
@@ -243,7 +244,12 @@ impl WalReader {
                     Err(Step::Error(e)) => return Err(e),
                 }
             }
+            // Biased, the work first: when a message is already buffered (most of the time in a
+            // catch-up) the shutdown future is dropped unpolled, instead of registering with the
+            // watch channel and unregistering again for every message (8 % of the CPU on small
+            // rows). A stop is still seen at the top of every turn and while waiting.
             let msg = tokio::select! {
+                biased;
                 msg = self.stream.next() => msg?,
                 _ = shutdown.changed() => continue,
             };
@@ -259,6 +265,7 @@ impl WalReader {
                 } => {
                     self.progress.note_received(wal_start.max(wal_end));
                     tokio::select! {
+                        biased;
                         r = self.handle_payload(wal_start, &data) => r,
                         _ = shutdown.changed() => continue_after_shutdown(),
                     }

@@ -25,7 +25,6 @@
 //! bodies are CSV wherever a row needs no escaping, which halves their size and their cost.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::sync::Arc;
 
 use crate::config::TableName;
@@ -376,11 +375,17 @@ impl Segment {
                 }
                 out.push(b',');
             }
-            let _ = write!(
-                out,
-                "\"dbmazz_op_type\":{},\"dbmazz_is_deleted\":{},\"dbmazz_synced_at\":\"{synced_at}\",\"dbmazz_cdc_version\":{}}}",
-                row.op_type, row.deleted, row.version.0
-            );
+            out.extend_from_slice(b"\"dbmazz_op_type\":");
+            value::write_u64(out, u64::from(row.op_type));
+            out.extend_from_slice(if row.deleted {
+                b",\"dbmazz_is_deleted\":true,\"dbmazz_synced_at\":\""
+            } else {
+                b",\"dbmazz_is_deleted\":false,\"dbmazz_synced_at\":\""
+            });
+            out.extend_from_slice(synced_at.as_bytes());
+            out.extend_from_slice(b"\",\"dbmazz_cdc_version\":");
+            value::write_u64(out, row.version.0);
+            out.push(b'}');
         }
         out.push(b']');
         Ok(mapped)
