@@ -414,21 +414,11 @@ impl WalReader {
                 Message::Type(_) => continue,
                 other => other,
             };
-            // No allocation per change: the relation of a row change is borrowed from `one`.
-            let one: [RelId; 1];
+            // No allocation per change: the relations are borrowed from the message.
             let (sub, rels): (Option<u32>, &[RelId]) = match &msg {
-                Message::Insert(m) => {
-                    one = [m.rel_id];
-                    (m.xid, &one)
-                }
-                Message::Update(m) => {
-                    one = [m.rel_id];
-                    (m.xid, &one)
-                }
-                Message::Delete(m) => {
-                    one = [m.rel_id];
-                    (m.xid, &one)
-                }
+                Message::Insert(m) => (m.xid, std::slice::from_ref(&m.rel_id)),
+                Message::Update(m) => (m.xid, std::slice::from_ref(&m.rel_id)),
+                Message::Delete(m) => (m.xid, std::slice::from_ref(&m.rel_id)),
                 Message::Truncate(m) => (m.xid, &m.rel_ids),
                 Message::LogicalMessage(m) => (m.xid, &[]),
                 other => {

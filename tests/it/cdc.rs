@@ -88,8 +88,9 @@ fn inserts_updates_deletes_on_several_tables_arrive_in_order() {
     let job = Job::new(&url, "customers,orders");
     let mut p = job.spawn_streaming();
     // An update that leaves a TOASTed column alone while its table is still being copied gets the
-    // value filled in from the source (snapshot::unchanged_toast_update_that_overtakes_its_chunk_keeps_the_toasted_value); this
-    // test is about the stream alone, so it waits for the (empty) copy to end.
+    // value filled in from the source (see snapshot::unchanged_toast_update_that_overtakes_its_
+    // chunk_keeps_the_toasted_value); this test is about the stream alone, so it waits for the
+    // (empty) copy to end.
     p.wait_for_log("snapshot complete, streaming only", MINUTE);
 
     pg.psql(
