@@ -313,10 +313,11 @@ pub const DEFAULT_TABLES_DISCOVERY_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_FLUSH_SIZE: usize = 1500;
 /// Default `FLUSH_INTERVAL_MS`, as in the original dbmazz.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 5000;
-/// Default `FLUSH_MAX_BYTES`. It only binds for wide rows (1,500 rows of 200 bytes are 300 KB),
-/// and it sets the memory in flight: the TOAST-mix catch-up of `benches/e2e.sh` peaked at 23 MB
-/// RSS with 2 MiB and at 37 MB with 8 MiB, at the same speed.
-pub const DEFAULT_FLUSH_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Default `FLUSH_MAX_BYTES`. It only binds for wide rows (1,500 narrow rows hold about
+/// 500 KB), and it sets the memory in flight: in the catch-ups of `benches/e2e.sh` 1 MiB kept
+/// the peak RSS at 15–19 MB against 16–22 MB with 2 MiB (and 37 MB with 8 MiB), at the same
+/// speed.
+pub const DEFAULT_FLUSH_MAX_BYTES: usize = 1024 * 1024;
 /// Default `STATUS_INTERVAL_MS`.
 pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 10_000;
 /// Default `SHUTDOWN_TIMEOUT_MS`: Kubernetes' default grace period is 30 s, so the process ends

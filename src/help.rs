@@ -107,7 +107,7 @@ const GROUPS: &[Group] = &[
             ),
             (
                 "FLUSH_MAX_BYTES",
-                "2097152",
+                "1048576",
                 "flush at this many bytes; twice this is the in-flight memory budget",
             ),
         ],

@@ -592,6 +592,32 @@ mod tests {
         })
     }
 
+    /// The in-flight budget is a memory budget: a row's share must cover what it really holds
+    /// (the event, one value slot per column, the bytes), or narrow rows overrun it.
+    #[test]
+    fn a_rows_budget_share_covers_its_memory() {
+        let event = row(7);
+        let Event::Row(change) = &event else {
+            unreachable!("row() builds a row")
+        };
+        let held = std::mem::size_of::<Event>()
+            + change.row.values.capacity() * std::mem::size_of::<Value>()
+            + change
+                .row
+                .values
+                .iter()
+                .map(|v| match v {
+                    Value::Text(b) | Value::Binary(b) => b.len(),
+                    _ => 0,
+                })
+                .sum::<usize>();
+        assert!(
+            event.data_bytes() >= held,
+            "counted {} bytes for a row holding {held}",
+            event.data_bytes()
+        );
+    }
+
     /// A batcher over a [`Recording`] sink with `policy` (and chunk reports when `chunks` is
     /// given), running as a task.
     struct Rig {

@@ -169,7 +169,8 @@ pub struct RowChange {
 }
 
 impl RowChange {
-    /// Bytes of value data this change holds (its share of the memory budget).
+    /// Memory its tuples hold: the value slots and the bytes they refer to (its share of the
+    /// in-flight budget).
     pub fn data_bytes(&self) -> usize {
         tuple_bytes(Some(&self.row)) + tuple_bytes(self.old.as_ref())
     }
@@ -185,15 +186,19 @@ impl RowChange {
     }
 }
 
+/// Memory a tuple holds: one [`Value`] slot per column plus the bytes each value refers to.
+/// Counting the slots at their real size (not a guess) keeps the in-flight budget a budget of
+/// memory: on narrow rows the slots outweigh the data.
 fn tuple_bytes(t: Option<&Tuple>) -> usize {
     t.map_or(0, |t| {
-        t.values
-            .iter()
-            .map(|v| match v {
-                Value::Text(b) | Value::Binary(b) => b.len() + 16,
-                Value::Null | Value::UnchangedToast => 16,
-            })
-            .sum()
+        t.values.len() * std::mem::size_of::<Value>()
+            + t.values
+                .iter()
+                .map(|v| match v {
+                    Value::Text(b) | Value::Binary(b) => b.len(),
+                    Value::Null | Value::UnchangedToast => 0,
+                })
+                .sum::<usize>()
     })
 }
 
@@ -264,13 +269,15 @@ pub enum Event {
 }
 
 impl Event {
-    /// Bytes of value data this event holds.
+    /// Memory this event holds: the event itself, its value slots and the bytes they refer to
+    /// (its share of the in-flight budget and of a batch's size).
     pub fn data_bytes(&self) -> usize {
-        match self {
-            Event::Row(r) => r.data_bytes() + 96,
-            Event::Encoded(e) => e.body.len() + 96,
-            _ => 96,
-        }
+        std::mem::size_of::<Event>()
+            + match self {
+                Event::Row(r) => r.data_bytes(),
+                Event::Encoded(e) => e.body.len(),
+                _ => 0,
+            }
     }
 
     /// Whether this is a row-level change (row or truncate) rather than a marker.
