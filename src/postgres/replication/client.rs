@@ -24,7 +24,8 @@ use tokio::time::Instant;
 
 use super::error::{io_error, protocol, server_error, ErrorFields, ReplicationError};
 use super::framing::{
-    parse_copy_data, parse_data_row, parse_parameter_status, Frame, FrameReader, ReplicationMessage,
+    parse_copy_data, parse_data_row, parse_parameter_status, Frame, FrameReader, Gulp,
+    ReplicationMessage,
 };
 use super::tls::PgStream;
 use crate::ident::{quote_ident, quote_literal};
@@ -238,7 +239,7 @@ impl ReplicationClient {
         }
         tracing::debug!(peer = %peer, slot, start = %start, "logical replication started");
 
-        let FrameReader { io, buf, peer } = self.reader;
+        let FrameReader { io, buf, peer, .. } = self.reader;
         let (read_half, write_half) = tokio::io::split(io);
         let writer = Arc::new(Mutex::new(CopyWriter {
             io: write_half,
@@ -251,6 +252,7 @@ impl ReplicationClient {
                 io: read_half,
                 buf,
                 peer: peer.clone(),
+                gulp: Gulp::Full,
             },
             writer: writer.clone(),
             state: StreamState::Streaming,
@@ -786,6 +788,7 @@ mod tests {
                 io: read_half,
                 buf: BytesMut::new(),
                 peer: peer.clone(),
+                gulp: Gulp::Full,
             },
             writer: writer.clone(),
             state: StreamState::Streaming,

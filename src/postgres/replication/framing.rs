@@ -39,6 +39,13 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// When less than this is free in the read buffer, a fresh [`READ_CHUNK`] is reserved.
 const MIN_SPARE: usize = 64 * 1024;
 
+/// A read that returned less than this drained the socket before much had arrived: the
+/// streaming reader then pauses [`GULP_PAUSE`] before the next read (see [`Gulp`]).
+pub const GULP_BYTES: usize = 32 * 1024;
+
+/// How long the streaming reader lets the socket fill after a small read.
+pub const GULP_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Largest backend message accepted. PostgreSQL caps a message near 1 GiB; anything bigger is a
 /// corrupt length that must not turn into a huge allocation.
 const MAX_MESSAGE_LEN: usize = (1 << 30) + (1 << 20);
@@ -214,6 +221,24 @@ pub(super) struct FrameReader<R> {
     pub(super) io: R,
     pub(super) buf: BytesMut,
     pub(super) peer: Arc<str>,
+    pub(super) gulp: Gulp,
+}
+
+/// Reading in gulps. The walsender sends every pgoutput message with its own `send()`. A reader
+/// that drains the socket each time something arrives sleeps and is woken once per few
+/// messages, and on loopback the walsender pays for each wake-up too (`benches/e2e.sh`: the
+/// walsender spent twice the CPU on the same WAL when its consumer was always waiting). After
+/// a small read the streaming reader waits a millisecond for the socket to fill, so a busy
+/// stream is read in a few large reads and a quiet one costs a millisecond of latency (against
+/// a flush interval of seconds). The startup exchange reads eagerly ([`Gulp::Off`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Gulp {
+    /// Read as soon as anything is there.
+    Off,
+    /// Streaming: the last read returned [`GULP_BYTES`] or more.
+    Full,
+    /// Streaming: the last read was small; pause before the next one.
+    Small,
 }
 
 impl<R> FrameReader<R> {
@@ -250,6 +275,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// connection. Cancel-safe: dropping the future loses no bytes, so a caller may bound it
     /// with a timeout and call it again.
     pub(super) async fn fill(&mut self) -> Result<(), ReadError> {
+        if self.gulp == Gulp::Small {
+            // Cancel-safe as well: nothing is read before the pause ends.
+            tokio::time::sleep(GULP_PAUSE).await;
+        }
         if self.buf.capacity() - self.buf.len() < MIN_SPARE {
             self.buf.reserve(READ_CHUNK);
         }
@@ -269,6 +298,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     "the server closed the connection",
                 ),
             });
+        }
+        if self.gulp != Gulp::Off {
+            self.gulp = if n < GULP_BYTES {
+                Gulp::Small
+            } else {
+                Gulp::Full
+            };
         }
         Ok(())
     }
@@ -589,5 +625,44 @@ mod tests {
         bad.extend_from_slice(&(-7i32).to_be_bytes());
         assert!(parse_data_row(&bad).is_err());
         assert!(parse_data_row(&(-1i16).to_be_bytes()).is_err());
+    }
+
+    fn reader<R>(io: R, gulp: Gulp) -> FrameReader<R> {
+        FrameReader {
+            io,
+            buf: BytesMut::new(),
+            peer: Arc::from("test"),
+            gulp,
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_small_read_the_streaming_reader_lets_the_socket_fill() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(1 << 20);
+        let mut r = reader(client, Gulp::Full);
+        server.write_all(&message(b'd', b"small")).await.unwrap();
+        r.fill().await.unwrap();
+        assert_eq!(r.gulp, Gulp::Small);
+        // More than a gulp is waiting, yet the reader first pauses, then takes it in one read.
+        server.write_all(&vec![7u8; GULP_BYTES + 1]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        r.fill().await.unwrap();
+        assert!(started.elapsed() >= GULP_PAUSE, "{:?}", started.elapsed());
+        assert_eq!(r.buf.len(), 10 + GULP_BYTES + 1);
+        assert_eq!(r.gulp, Gulp::Full);
+    }
+
+    #[tokio::test]
+    async fn the_startup_reader_never_pauses() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(1 << 20);
+        let mut r = reader(client, Gulp::Off);
+        for _ in 0..3 {
+            server.write_all(&message(b'd', b"small")).await.unwrap();
+            r.fill().await.unwrap();
+            assert_eq!(r.gulp, Gulp::Off);
+        }
+        assert_eq!(r.buf.len(), 30);
     }
 }

@@ -19,8 +19,9 @@
 //! [`READ_CHUNK`] bytes into one `BytesMut`, many frames are parsed per wake-up, and the payload
 //! of an XLogData message is a zero-copy [`Bytes`](bytes::Bytes) slice of that buffer. Letting
 //! the socket fill up also lets the walsender coalesce its sends, which matters more on small
-//! machines than any parsing trick. A slice keeps its whole read chunk alive, so consumers
-//! should not hold on to payloads longer than needed.
+//! machines than any parsing trick; so once streaming, a read that found little is followed by
+//! a 1 ms pause before the next (`framing::Gulp`). A slice keeps its whole read chunk alive, so
+//! consumers should not hold on to payloads longer than needed.
 //!
 //! Nothing here panics on what the server sends: malformed bytes become
 //! [`ReplicationError::Protocol`]. Every error names `host:port` and none contains the password.

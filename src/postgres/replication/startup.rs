@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use super::client::ReplicationClient;
 use super::error::{io_error, protocol, startup_error, ReplicationError};
-use super::framing::{Cursor, FrameReader};
+use super::framing::{Cursor, FrameReader, Gulp};
 use super::tls::negotiate_tls;
 use crate::postgres::conninfo::{Keepalives, PgConnInfo, TargetSessionAttrs, SESSION_SETTINGS};
 use crate::postgres::tls::TlsPolicy;
@@ -104,6 +104,7 @@ async fn connect_inner(
             io: stream,
             buf: BytesMut::with_capacity(16 * 1024),
             peer: peer.clone(),
+            gulp: Gulp::Off,
         },
         wbuf: BytesMut::with_capacity(1024),
         params: HashMap::new(),

@@ -18,7 +18,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::error::{io_error, protocol, startup_error, ReplicationError};
-use super::framing::FrameReader;
+use super::framing::{FrameReader, Gulp};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::tls::{find_rustls_error, handshake_advice, server_name, TlsPolicy};
 
@@ -131,6 +131,7 @@ pub(super) async fn negotiate_tls(
                 io: tcp,
                 buf,
                 peer: peer.clone(),
+                gulp: Gulp::Off,
             };
             let frame = reader.next_frame().await?;
             Err(startup_error(peer, &frame.body))
