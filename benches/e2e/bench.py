@@ -1480,7 +1480,7 @@ def main():
                     save()
                 heavy = [c for c in ("dbmazz_ndjson", "dbmazz_sr_discard") if c in ARGS.consumers
                          and (ARGS.profile == "always" or (ARGS.profile == "auto" and rss_missed(out, c)))]
-                if ARGS.profile != "never" and heavy and w in ("bulk", "mixed") and shutil_which("valgrind"):
+                if ARGS.profile != "never" and heavy and shutil_which("valgrind"):
                     log(f"   heap profile {w}: {', '.join(heavy)} (valgrind massif, {ARGS.massif_s:.0f} s each)")
                     res.setdefault("heap", {})[w] = [h for h in (heap_profile(cl, w, out, c) for c in heavy) if h]
                     save()
