@@ -39,8 +39,9 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// When less than this is free in the read buffer, a fresh [`READ_CHUNK`] is reserved.
 const MIN_SPARE: usize = 64 * 1024;
 
-/// A read that returned less than this drained the socket before much had arrived: the
-/// streaming reader then pauses [`GULP_PAUSE`] before the next read (see [`Gulp`]).
+/// When everything readable at once came to less than this, the socket was drained before much
+/// had arrived: the streaming reader then pauses [`GULP_PAUSE`] before the next read (see
+/// [`Gulp`]).
 pub const GULP_BYTES: usize = 32 * 1024;
 
 /// How long the streaming reader lets the socket fill after a small read.
@@ -235,9 +236,9 @@ pub(super) struct FrameReader<R> {
 pub(super) enum Gulp {
     /// Read as soon as anything is there.
     Off,
-    /// Streaming: the last read returned [`GULP_BYTES`] or more.
+    /// Streaming: the last fill found [`GULP_BYTES`] or more readable.
     Full,
-    /// Streaming: the last read was small; pause before the next one.
+    /// Streaming: the last fill found less; pause before the next one.
     Small,
 }
 
@@ -279,34 +280,71 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // Cancel-safe as well: nothing is read before the pause ends.
             tokio::time::sleep(GULP_PAUSE).await;
         }
-        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
-            self.buf.reserve(READ_CHUNK);
-        }
-        let n = self
-            .io
-            .read_buf(&mut self.buf)
-            .await
-            .map_err(|source| ReadError::Io {
-                peer: self.peer.clone(),
-                source,
-            })?;
-        if n == 0 {
-            return Err(ReadError::Io {
-                peer: self.peer.clone(),
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                ),
-            });
-        }
+        let mut total = self.read_waiting().await?;
         if self.gulp != Gulp::Off {
-            self.gulp = if n < GULP_BYTES {
+            // Then what is already there, without waiting: a TLS stream hands over about a
+            // record per read, so one read alone does not say how full the socket was. No await
+            // point here can be left pending, so the whole stays cancel-safe.
+            while total < GULP_BYTES {
+                match self.read_ready().await? {
+                    Some(n) => total += n,
+                    None => break,
+                }
+            }
+            self.gulp = if total < GULP_BYTES {
                 Gulp::Small
             } else {
                 Gulp::Full
             };
         }
         Ok(())
+    }
+
+    fn reserve_spare(&mut self) {
+        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+            self.buf.reserve(READ_CHUNK);
+        }
+    }
+
+    /// One read, waiting for the socket if nothing is there.
+    async fn read_waiting(&mut self) -> Result<usize, ReadError> {
+        self.reserve_spare();
+        let read = self.io.read_buf(&mut self.buf).await;
+        self.read_outcome(read)
+    }
+
+    /// One read if the socket has something now; `None` if it would wait.
+    async fn read_ready(&mut self) -> Result<Option<usize>, ReadError> {
+        self.reserve_spare();
+        let polled = {
+            let mut read = std::pin::pin!(self.io.read_buf(&mut self.buf));
+            std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))
+            })
+            .await
+        };
+        match polled {
+            std::task::Poll::Pending => Ok(None),
+            std::task::Poll::Ready(read) => self.read_outcome(read).map(Some),
+        }
+    }
+
+    /// The bytes a read returned; the server closing the connection is an error.
+    fn read_outcome(&self, read: io::Result<usize>) -> Result<usize, ReadError> {
+        match read {
+            Ok(0) => Err(ReadError::Io {
+                peer: self.peer.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ),
+            }),
+            Ok(n) => Ok(n),
+            Err(source) => Err(ReadError::Io {
+                peer: self.peer.clone(),
+                source,
+            }),
+        }
     }
 }
 
@@ -651,6 +689,44 @@ mod tests {
         assert!(started.elapsed() >= GULP_PAUSE, "{:?}", started.elapsed());
         assert_eq!(r.buf.len(), 10 + GULP_BYTES + 1);
         assert_eq!(r.gulp, Gulp::Full);
+    }
+
+    /// Hands over at most one queued chunk per read, as a TLS stream hands over about a record;
+    /// pending once empty.
+    struct Trickle(std::collections::VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            match self.0.pop_front() {
+                Some(chunk) => {
+                    buf.put_slice(&chunk);
+                    std::task::Poll::Ready(Ok(()))
+                }
+                None => std::task::Poll::Pending,
+            }
+        }
+    }
+
+    fn trickle(chunks: usize) -> Trickle {
+        Trickle((0..chunks).map(|_| vec![1u8; 4096]).collect())
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_read_a_record_at_a_time_still_counts_as_full() {
+        let mut r = reader(trickle(10), Gulp::Small);
+        r.fill().await.unwrap();
+        // What is already there is read on, up to a gulp, and then counts as a full socket.
+        assert_eq!(r.buf.len(), GULP_BYTES);
+        assert_eq!(r.gulp, Gulp::Full);
+
+        let mut r = reader(trickle(3), Gulp::Full);
+        r.fill().await.unwrap();
+        assert_eq!(r.buf.len(), 3 * 4096);
+        assert_eq!(r.gulp, Gulp::Small);
     }
 
     #[tokio::test]
