@@ -11,7 +11,8 @@
 #   default   3 repetitions of the peers' workloads (1M-row transaction, 300k pgbench txns,
 #             200k TOAST mix steps), 60 s idle, 2 x 30 s latency phases per load: ~15 minutes
 #             on 2 cores, plus ~1-2 minutes per missed target for its diagnosis
-# Env: E2E_FLUSH_SIZE, E2E_FLUSH_MAX_BYTES (unset: dbmazz's defaults), E2E_FLUSH_INTERVAL_MS (100).
+# Env: E2E_FLUSH_SIZE, E2E_FLUSH_MAX_BYTES (unset: dbmazz's defaults), E2E_FLUSH_INTERVAL_MS (100),
+#      E2E_TLS=1 (every consumer over TLS, sslmode=require; a self-signed certificate).
 #
 # Output: a markdown report on stdout and in OUT_DIR/results-<date>.md, raw data in .json beside it
 # (OUT_DIR: benches/e2e for full runs, target/e2e for --quick); full perf/massif reports of the
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
     --out-dir) OUT_DIR="$2"; shift ;;
     --idle-s) IDLE_S="$2"; shift ;;
     --latency-s) LAT_S="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

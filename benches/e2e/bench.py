@@ -258,6 +258,10 @@ class LineReader(threading.Thread):
 
 # ---------------------------------------------------------------- PostgreSQL cluster
 
+TLS = os.environ.get("E2E_TLS", "") not in ("", "0")
+SSLMODE = "require" if TLS else "disable"
+
+
 class Cluster:
     def __init__(self, name, synchronous_commit="off"):
         self.synchronous_commit = synchronous_commit
@@ -291,6 +295,13 @@ max_wal_size = 8GB
 checkpoint_timeout = 30min
 autovacuum = off
 """)
+        if TLS:
+            # E2E_TLS=1: every consumer connects with TLS (sslmode=require), as most do in production
+            self.as_pg("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                       "-subj", "/CN=127.0.0.1", "-keyout", os.path.join(self.dir, "server.key"),
+                       "-out", os.path.join(self.dir, "server.crt"), capture_output=True)
+            with open(os.path.join(self.dir, "postgresql.conf"), "a") as fh:
+                fh.write("ssl = on\n")
         self.as_pg(f"{self.pgbin}/pg_ctl", "-D", self.dir, "-l", os.path.join(self.dir, "server.log"),
                    "-w", "-t", "120", "start", stdout=subprocess.DEVNULL)
         c = self.connect("postgres")
@@ -313,10 +324,10 @@ autovacuum = off
         return int(open(os.path.join(self.dir, "postmaster.pid")).readline())
 
     def url(self):
-        return f"postgres://postgres@127.0.0.1:{self.port}/{DB}?sslmode=disable"
+        return f"postgres://postgres@127.0.0.1:{self.port}/{DB}?sslmode={SSLMODE}"
 
     def libpq(self):
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={DB} sslmode=disable"
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={DB} sslmode={SSLMODE}"
 
     def pgbench(self, *args, capture=True):
         cmd = [f"{self.pgbin}/pgbench", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", *args, DB]
@@ -1456,7 +1467,7 @@ def main():
                reps=ARGS.reps, settings=dict(flush_size=ARGS.flush_size,
                                              flush_interval_ms=ARGS.flush_interval_ms,
                                              flush_max_bytes=ARGS.flush_max_bytes,
-                                             poll_ms=POLL_S * 1000),
+                                             poll_ms=POLL_S * 1000, sslmode=SSLMODE),
                workloads={}, profiles={})
     t_all = time.monotonic()
 

@@ -56,7 +56,8 @@ p(f"- {v.get('postgres', '')}; dbmazz at commit {g.get('commit', '?')} ({g.get('
   + f", release build of {v.get('dbmazz_built', '?')} (sha256 {v.get('dbmazz_sha256', '?')}…); {v.get('rustc', '')}")
 s = R["settings"]
 p(f"- dbmazz settings: FLUSH_SIZE={s['flush_size'] or 'default (1500)'}, FLUSH_INTERVAL_MS={s['flush_interval_ms']}, "
-  f"FLUSH_MAX_BYTES={s['flush_max_bytes'] or 'default'}, GRPC_PORT=off; catch-up polled every {s['poll_ms']:.0f} ms")
+  f"FLUSH_MAX_BYTES={s['flush_max_bytes'] or 'default'}, GRPC_PORT=off; catch-up polled every {s['poll_ms']:.0f} ms; "
+  f"every consumer connects with sslmode={s.get('sslmode', 'disable')}")
 p(f"- Command: `{R.get('command') or 'benches/e2e.sh'}`; {R['reps']} repetition(s); total {R.get('total_s', 0) / 60:.1f} min; "
   f"scheduler priority of the run: {R.get('priority', '?')}")
 p("- PostgreSQL: throwaway cluster per workload, `fsync=off`, `synchronous_commit=off`, wal_level=logical, "
