@@ -191,14 +191,16 @@ impl RowChange {
 /// memory: on narrow rows the slots outweigh the data.
 fn tuple_bytes(t: Option<&Tuple>) -> usize {
     t.map_or(0, |t| {
-        t.values.len() * std::mem::size_of::<Value>()
-            + t.values
-                .iter()
-                .map(|v| match v {
-                    Value::Text(b) | Value::Binary(b) => b.len(),
-                    Value::Null | Value::UnchangedToast => 0,
-                })
-                .sum::<usize>()
+        t.values
+            .iter()
+            .map(|v| {
+                std::mem::size_of::<Value>()
+                    + match v {
+                        Value::Text(b) | Value::Binary(b) => b.len(),
+                        Value::Null | Value::UnchangedToast => 0,
+                    }
+            })
+            .sum()
     })
 }
 

@@ -377,11 +377,9 @@ impl Segment {
             }
             out.extend_from_slice(b"\"dbmazz_op_type\":");
             value::write_u64(out, u64::from(row.op_type));
-            out.extend_from_slice(if row.deleted {
-                b",\"dbmazz_is_deleted\":true,\"dbmazz_synced_at\":\""
-            } else {
-                b",\"dbmazz_is_deleted\":false,\"dbmazz_synced_at\":\""
-            });
+            out.extend_from_slice(b",\"dbmazz_is_deleted\":");
+            out.extend_from_slice(if row.deleted { b"true" } else { b"false" });
+            out.extend_from_slice(b",\"dbmazz_synced_at\":\"");
             out.extend_from_slice(synced_at.as_bytes());
             out.extend_from_slice(b"\",\"dbmazz_cdc_version\":");
             value::write_u64(out, row.version.0);
