@@ -306,6 +306,59 @@ impl WalGuardConfig {
     }
 }
 
+/// Where the control plane listens and how callers authenticate: what every daemon needs,
+/// whether it runs a CDC job or only serves schema provisioning.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// `GRPC_BIND` + `GRPC_PORT`; `None` when `GRPC_PORT=off`.
+    pub grpc_addr: Option<SocketAddr>,
+    /// `GRPC_TOKEN` / `GRPC_TOKEN_FILE`.
+    pub grpc_token: Option<Secret>,
+    /// `METRICS_BIND` + `METRICS_PORT`; `None` when `METRICS_PORT` is unset.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl ControlConfig {
+    /// Reads the control-plane variables.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<ControlConfig, ConfigError> {
+        let (grpc_addr, grpc_token, metrics_addr) = control_plane(&Vars::from(vars))?;
+        Ok(ControlConfig {
+            grpc_addr,
+            grpc_token,
+            metrics_addr,
+        })
+    }
+}
+
+/// Whether the environment asks for a CDC job: `DATABASE_URL` or `TABLES` is set. Without
+/// either, a daemon with provisioning settings runs provisioning only.
+pub fn wants_cdc(vars: &HashMap<String, String>) -> bool {
+    let vars = Vars::from(vars);
+    vars.get("DATABASE_URL").is_some() || vars.get("TABLES").is_some()
+}
+
+/// The CDC-only variables that are set in `vars`: a provisioning-only daemon names them in a
+/// warning, since it ignores them.
+pub fn cdc_only_vars_set(vars: &HashMap<String, String>) -> Vec<String> {
+    const PREFIXES: [&str; 8] = [
+        "SLOT_",
+        "PUBLICATION_",
+        "SINK_",
+        "STARROCKS_",
+        "SNAPSHOT_",
+        "FLUSH_",
+        "NDJSON_",
+        "SPILL_",
+    ];
+    let mut set: Vec<String> = vars
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && PREFIXES.iter().any(|p| k.starts_with(p)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    set.sort();
+    set
+}
+
 /// Default `TABLES_DISCOVERY_INTERVAL_MS`.
 pub const DEFAULT_TABLES_DISCOVERY_INTERVAL_MS: u64 = 10_000;
 
@@ -468,7 +521,9 @@ fn source(
     let url = get("DATABASE_URL").ok_or_else(|| {
         ConfigError::new(
             "DATABASE_URL",
-            "is not set; expected postgres://user:password@host:5432/db",
+            "is not set; expected postgres://user:password@host:5432/db (or, for a daemon \
+             that only provisions schemas, leave DATABASE_URL and TABLES unset and set \
+             PROVISION_POSTGRES_URL or PROVISION_MYSQL_URL)",
         )
     })?;
     let database =

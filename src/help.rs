@@ -31,7 +31,8 @@ const GROUPS: &[Group] = &[
             (
                 "DATABASE_URL",
                 "required",
-                "postgres://user:password@host:port/db (libpq parameters such as sslmode)",
+                "postgres://user:password@host:port/db (libpq parameters such as sslmode); \
+                 unset with TABLES and a PROVISION_*_URL set: provisioning only, no CDC job",
             ),
             (
                 "TABLES",

@@ -18,6 +18,7 @@
 //! [`dbmazz::schema_cli`]; exit 0 on success, 1 when the job failed, 2 for bad arguments or an
 //! unreachable server).
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -79,23 +80,33 @@ fn main() -> ExitCode {
         }
     }
 
-    let config = match Config::from_env() {
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    if !dbmazz::config::wants_cdc(&vars) {
+        match ProvisionConfig::from_vars(&vars, &[]) {
+            Ok(Some(provision)) => return provisioning_only(provision, &vars),
+            // Neither a job nor provisioning: the job's error below names DATABASE_URL.
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("dbmazz: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config = match Config::from_vars(&vars) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dbmazz: {e}");
             return ExitCode::from(2);
         }
     };
-    let provision_config = match ProvisionConfig::from_vars(
-        &std::env::vars().collect(),
-        std::slice::from_ref(&config.database.dbname),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dbmazz: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let provision_config =
+        match ProvisionConfig::from_vars(&vars, std::slice::from_ref(&config.database.dbname)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("dbmazz: {e}");
+                return ExitCode::from(2);
+            }
+        };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -523,6 +534,76 @@ mod cli {
             }
         }
     }
+}
+
+/// A daemon with provisioning settings and neither `DATABASE_URL` nor `TABLES`: it serves
+/// SchemaService and Health (gRPC) and the provisioning routes (HTTP port) until SIGTERM/SIGINT,
+/// then exits 0. Jobs still running then are failed at the next start, as after a crash.
+fn provisioning_only(provision: ProvisionConfig, vars: &HashMap<String, String>) -> ExitCode {
+    let control = match dbmazz::config::ControlConfig::from_vars(vars) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dbmazz: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if control.grpc_addr.is_none() && control.metrics_addr.is_none() {
+        eprintln!(
+            "dbmazz: invalid configuration: GRPC_PORT: is off and METRICS_PORT is unset, so a \
+             daemon that only provisions schemas would serve nothing; enable one of them"
+        );
+        return ExitCode::from(2);
+    }
+    let ignored = dbmazz::config::cdc_only_vars_set(vars);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dbmazz: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("dbmazz: cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
+        let engine = match Engine::start(provision).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                eprintln!("dbmazz: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let plane = match ControlPlane::start_provisioning(&control, &engine).await {
+            Ok(plane) => plane,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the control plane");
+                eprintln!("dbmazz: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !ignored.is_empty() {
+            tracing::warn!(
+                variables = %ignored.join(","),
+                "these CDC settings are ignored: DATABASE_URL and TABLES are unset, so this daemon only provisions schemas"
+            );
+        }
+        tracing::info!("dbmazz starting: provisioning only (DATABASE_URL and TABLES are unset: no CDC job)");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stop requested: closing the control plane");
+        plane.shutdown(SHUTDOWN_GRACE).await;
+        ExitCode::SUCCESS
+    })
 }
 
 /// First SIGTERM/SIGINT: drain and stop. Second: exit at once.

@@ -32,15 +32,26 @@ const SERVICE_NAMES: [&str; 4] = [
     "dbmazz.CdcMetricsService",
 ];
 
+/// `stageDetail` of a daemon without a CDC job.
+pub(crate) const PROVISIONING_ONLY: &str =
+    "Provisioning only: no CDC job (DATABASE_URL and TABLES are unset)";
+
 /// Serves `dbmazz.HealthService`.
 pub(crate) struct Health {
-    job: JobHandle,
+    /// The job whose health is reported; `None` in a provisioning-only daemon, which is
+    /// healthy while it runs.
+    job: Option<JobHandle>,
 }
 
 impl Health {
     /// Health of `job`.
     pub(crate) fn new(job: JobHandle) -> Self {
-        Health { job }
+        Health { job: Some(job) }
+    }
+
+    /// Health of a daemon that only serves schema provisioning.
+    pub(crate) fn provisioning_only() -> Self {
+        Health { job: None }
     }
 }
 
@@ -50,7 +61,15 @@ impl HealthService for Health {
         &self,
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        let health = self.job.health();
+        let Some(job) = &self.job else {
+            return Ok(Response::new(HealthCheckResponse {
+                status: ServingStatus::Serving as i32,
+                stage: proto::Stage::Unspecified as i32,
+                stage_detail: PROVISIONING_ONLY.to_owned(),
+                error_detail: String::new(),
+            }));
+        };
+        let health = job.health();
         let status = if health.serving {
             ServingStatus::Serving
         } else {

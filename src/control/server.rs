@@ -1,5 +1,5 @@
 //! Starting and stopping the control plane: the gRPC server, the Prometheus endpoint and the
-//! slot monitor.
+//! slot monitor — or, in a daemon without a CDC job, only the provisioning services.
 //!
 //! Listeners are bound before the job starts, so a port conflict is a startup error naming the
 //! variable, and the bound address is logged (`grpc listening addr=…`) — with `GRPC_PORT=0` that
@@ -30,7 +30,7 @@ use super::sampler::Baseline;
 use super::schema::SchemaRpc;
 use super::status::StatusService;
 use super::{dead_letters, http, prometheus, rest, slot_monitor};
-use crate::config::Config;
+use crate::config::{Config, ControlConfig};
 use crate::job::JobHandle;
 use crate::provision::jobs::Engine;
 
@@ -38,6 +38,14 @@ use crate::provision::jobs::Engine;
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Concurrent calls per client connection.
 const CALLS_PER_CONNECTION: usize = 32;
+/// What reflection lists in a provisioning-only daemon.
+const PROVISIONING_SERVICES: [&str; 5] = [
+    "dbmazz.HealthService",
+    "dbmazz.SchemaService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// The control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +197,91 @@ impl ControlPlane {
             job.clone(),
             plane.shutdown.subscribe(),
         )));
+        Ok(plane)
+    }
+
+    /// The control plane of a daemon without a CDC job: `dbmazz.SchemaService`,
+    /// `dbmazz.HealthService`, `grpc.health.v1` and reflection over exactly those on gRPC; the
+    /// provisioning routes (REST, WebSocket) on the HTTP port. The CDC services and `/metrics`
+    /// are not served (there is no job to report on): reflection does not list them, and a
+    /// call to one is `UNIMPLEMENTED`.
+    pub async fn start_provisioning(
+        control: &ControlConfig,
+        provision: &Engine,
+    ) -> Result<ControlPlane, ListenError> {
+        let mut plane = ControlPlane {
+            grpc_addr: None,
+            metrics_addr: None,
+            shutdown: watch::Sender::new(false),
+            grpc: None,
+            tasks: Vec::new(),
+        };
+        if let Some(addr) = control.metrics_addr {
+            let listener = bind(addr, "METRICS_BIND/METRICS_PORT").await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %local, "http listening (schema provisioning routes)");
+            plane.metrics_addr = Some(local);
+            let router = rest::routes(
+                provision.clone(),
+                BearerAuth::new(control.grpc_token.as_ref()),
+            );
+            plane.tasks.push(tokio::spawn(http::serve(
+                listener,
+                router,
+                plane.shutdown.subscribe(),
+            )));
+        }
+        if let Some(addr) = control.grpc_addr {
+            let listener = bind(addr, "GRPC_BIND/GRPC_PORT").await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            let (reporter, standard_health) = tonic_health::server::health_reporter();
+            for name in ["", "dbmazz.HealthService", "dbmazz.SchemaService"] {
+                reporter
+                    .set_service_status(name, tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+            let only = |b: tonic_reflection::server::Builder<'static>| {
+                PROVISIONING_SERVICES
+                    .iter()
+                    .fold(b, |b, name| b.with_service_name(*name))
+            };
+            let reflection_v1 = only(reflection()).build_v1()?;
+            let reflection_v1alpha = only(reflection()).build_v1alpha()?;
+            let router = Server::builder()
+                .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+                .tcp_keepalive(Some(Duration::from_secs(60)))
+                .layer(InterceptorLayer::new(BearerAuth::new(
+                    control.grpc_token.as_ref(),
+                )))
+                .add_service(
+                    HealthServiceServer::new(Health::provisioning_only())
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    SchemaServiceServer::new(SchemaRpc::new(provision.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(standard_health.max_decoding_message_size(MAX_MESSAGE_BYTES))
+                .add_service(reflection_v1.max_decoding_message_size(MAX_MESSAGE_BYTES))
+                .add_service(reflection_v1alpha.max_decoding_message_size(MAX_MESSAGE_BYTES));
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let mut stopping = plane.shutdown.subscribe();
+            plane.grpc = Some(tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                    tracing::error!(error = %e, "grpc server stopped");
+                }
+            }));
+            tracing::info!(addr = %local, auth = control.grpc_token.is_some(), "grpc listening");
+            if !local.ip().is_loopback() && control.grpc_token.is_none() {
+                tracing::warn!(addr = %local, "grpc is reachable from other hosts without authentication: set GRPC_TOKEN (or GRPC_TOKEN_FILE), or bind to 127.0.0.1");
+            }
+            plane.grpc_addr = Some(local);
+        }
         Ok(plane)
     }
 

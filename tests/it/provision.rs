@@ -649,6 +649,99 @@ fn without_provision_urls_the_service_answers_failed_precondition_naming_them() 
     assert_eq!(h["status"], "SERVING", "{h}");
 }
 
+/// Without `DATABASE_URL` and `TABLES`, a daemon with provisioning settings serves
+/// SchemaService and Health only: reflection lists exactly those, the CDC services are
+/// unimplemented, `/metrics` is not served, uploads apply, and SIGTERM ends it with 0.
+#[test]
+fn a_daemon_without_database_url_serves_only_provisioning() {
+    let pg = cluster();
+    let job = job(&pg, &[("METRICS_PORT", "0"), ("SLOT_NAME", "ignored_slot")])
+        .without("DATABASE_URL")
+        .without("TABLES");
+    let (mut p, c, port) = start(&job);
+    let log = p.log();
+    assert!(log.contains("provisioning only"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ignored") && l.contains("SLOT_NAME")),
+        "the ignored CDC setting is named: {log}"
+    );
+    let listed = String::from_utf8(c.run(&["list"]).stdout).unwrap();
+    let mut services: Vec<&str> = listed.lines().collect();
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            "dbmazz.HealthService",
+            "dbmazz.SchemaService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+    );
+    let h = c.ok("dbmazz.HealthService/Check", "{}");
+    assert_eq!(h["status"], "SERVING", "{h}");
+    assert!(
+        h["stageDetail"]
+            .as_str()
+            .unwrap()
+            .contains("Provisioning only"),
+        "{h}"
+    );
+    let std = c.ok(
+        "grpc.health.v1.Health/Check",
+        r#"{"service":"dbmazz.SchemaService"}"#,
+    );
+    assert_eq!(std["status"], "SERVING", "{std}");
+    let e = c
+        .call("dbmazz.CdcStatusService/GetStatus", "{}")
+        .unwrap_err();
+    assert_eq!(e.code, "Unimplemented", "{e:?}");
+
+    let file = write(
+        job.dir(),
+        "s.sql",
+        "CREATE TABLE a (id int PRIMARY KEY);\nINSERT INTO a VALUES (1), (2);\n",
+    );
+    let id = upload_ok(port, &meta("tenant_only", ""), &file)["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "SUCCESS", "{j}");
+    assert_eq!(pg.psql("tenant_only", "SELECT count(*) FROM a"), "2");
+
+    // The HTTP port serves the provisioning routes, and not /metrics.
+    let http = crate::control::listening(&mut p, "http");
+    let status = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{http}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(status(&format!("/schema/job/{id}")), "200");
+    assert_eq!(status("/metrics"), "404");
+
+    p.terminate();
+    assert_eq!(p.wait(WAIT).code(), Some(0), "{}", p.log());
+}
+
+/// Without `DATABASE_URL` and without provisioning, the daemon refuses to start and says what
+/// either mode needs.
+#[test]
+fn without_database_url_or_provisioning_the_error_names_both_ways() {
+    let job = Job::new("postgres://u@127.0.0.1:9/x", "t")
+        .without("DATABASE_URL")
+        .without("TABLES");
+    let mut p = job.spawn();
+    assert_eq!(p.wait(WAIT).code(), Some(2));
+    let log = p.log();
+    assert!(log.contains("DATABASE_URL: is not set"), "{log}");
+    assert!(log.contains("PROVISION_POSTGRES_URL"), "{log}");
+}
+
 /// A daemon streaming `src.t` from `pg`, provisioning on MariaDB `m` only.
 fn mysql_job(pg: &PgCluster, m: &MariaDb) -> Job {
     let job = Job::new(&pg.url("src"), "t")

@@ -47,6 +47,12 @@ impl Job {
         self
     }
 
+    /// Unsets an environment variable.
+    pub fn without(mut self, key: &str) -> Job {
+        self.env.retain(|(k, _)| k != key);
+        self
+    }
+
     /// The NDJSON output path.
     pub fn out(&self) -> PathBuf {
         PathBuf::from(&self.env.iter().find(|(k, _)| k == "NDJSON_PATH").unwrap().1)
