@@ -378,6 +378,16 @@ const GROUPS: &[Group] = &[
             ("SCHEMA_MAX_BYTES", "8589934592", "largest upload"),
             ("SCHEMA_WORKERS", "2", "jobs applied at the same time"),
             (
+                "SCHEMA_STATEMENT_TIMEOUT_MS",
+                "0",
+                "longest a statement of an applied file may run; 0 = no bound",
+            ),
+            (
+                "SCHEMA_LOCK_TIMEOUT_MS",
+                "10000",
+                "longest a statement of an applied file may wait for a lock; 0 = no bound",
+            ),
+            (
                 "SCHEMA_FAIL_IF_DB_EXISTS",
                 "true",
                 "fail when the database exists",

@@ -12,7 +12,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::applier::{Applier, JobProgress, Target};
-use super::config::ProvisionConfig;
+use super::config::{Bounds, ProvisionConfig};
 use super::job::JobStep;
 use super::names::quote_ident_mysql;
 use super::split::{Dialect, Piece};
@@ -91,6 +91,37 @@ pub(super) enum MySqlApplyError {
         /// The server's answer.
         source: mysql_async::Error,
     },
+    /// A statement of the file waited for a lock longer than `SCHEMA_LOCK_TIMEOUT_MS`.
+    #[error(
+        "line {line}: {}; the statement waited longer than SCHEMA_LOCK_TIMEOUT_MS ({ms} ms) for \
+         a lock another session holds; retry when it is released, or raise \
+         SCHEMA_LOCK_TIMEOUT_MS",
+        message(.source)
+    )]
+    LockTimeout {
+        /// 1-based line of the statement in the file.
+        line: u64,
+        /// `SCHEMA_LOCK_TIMEOUT_MS`.
+        ms: u128,
+        /// The server's answer.
+        source: mysql_async::Error,
+    },
+    /// A statement of the file ran longer than `SCHEMA_STATEMENT_TIMEOUT_MS`; dbmazz killed it.
+    #[error(
+        "line {line}: the statement ran longer than SCHEMA_STATEMENT_TIMEOUT_MS ({ms} ms) and \
+         was killed (KILL QUERY {connection}{}); raise it, or set it to 0 for no bound",
+        kill_failure.as_deref().map(|e| format!(", which failed: {e}")).unwrap_or_default()
+    )]
+    StatementTimeout {
+        /// 1-based line of the statement in the file.
+        line: u64,
+        /// `SCHEMA_STATEMENT_TIMEOUT_MS`.
+        ms: u128,
+        /// The connection whose query was killed.
+        connection: u32,
+        /// Why the kill failed, when it did.
+        kill_failure: Option<String>,
+    },
     /// The stored upload cannot be read back.
     #[error(transparent)]
     Pieces(#[from] PieceError),
@@ -125,6 +156,8 @@ pub(super) struct MySqlApplier {
     role_password: Option<Secret>,
     /// `PROVISION_MYSQL_ROLE_HOST`.
     role_host: String,
+    /// `SCHEMA_STATEMENT_TIMEOUT_MS`, `SCHEMA_LOCK_TIMEOUT_MS`.
+    bounds: Bounds,
 }
 
 impl MySqlApplier {
@@ -135,6 +168,7 @@ impl MySqlApplier {
             role: cfg.role.clone(),
             role_password: cfg.role_password.clone(),
             role_host: cfg.mysql_role_host.clone(),
+            bounds: cfg.bounds,
         })
     }
 
@@ -226,15 +260,32 @@ impl MySqlApplier {
                     role: self.role.clone(),
                     source,
                 })?;
+        // MySQL bounds lock waits in whole seconds (metadata locks and InnoDB row locks); there
+        // is no server-side bound on every kind of statement, so dbmazz times them itself.
+        let lock_sql = self.bounds.lock.map(|d| {
+            let secs = d.as_millis().div_ceil(1000).max(1);
+            format!("SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}")
+        });
         let mut reader = PieceReader::open(target.upload, Dialect::MySql).await?;
         let mut statements = 0u64;
         let result = async {
+            if let Some(sql) = &lock_sql {
+                conn.query_drop(sql)
+                    .await
+                    .map_err(MySqlApplyError::Server)?;
+            }
             while let Some(piece) = reader.next().await? {
                 match piece {
                     Piece::Statement { sql, line, end, .. } => {
-                        conn.query_drop(sql.as_str())
-                            .await
-                            .map_err(|source| MySqlApplyError::Statement { line, source })?;
+                        self.statement(&mut conn, &sql, line).await?;
+                        if let Some(bound) = lock_sql
+                            .as_deref()
+                            .filter(|_| sql.to_ascii_lowercase().contains("lock_wait_timeout"))
+                        {
+                            conn.query_drop(bound)
+                                .await
+                                .map_err(MySqlApplyError::Server)?;
+                        }
                         statements += 1;
                         job.progress(end, statements);
                     }
@@ -249,6 +300,52 @@ impl MySqlApplier {
         .await;
         let _ = conn.disconnect().await;
         result
+    }
+}
+
+impl MySqlApplier {
+    /// Runs one statement of the file within `SCHEMA_STATEMENT_TIMEOUT_MS` (killing it through
+    /// the admin connection when it runs over), naming `SCHEMA_LOCK_TIMEOUT_MS` when a lock
+    /// wait ended it.
+    async fn statement(
+        &self,
+        conn: &mut Conn,
+        sql: &str,
+        line: u64,
+    ) -> Result<(), MySqlApplyError> {
+        let id = conn.id();
+        let run = conn.query_drop(sql);
+        let result = match self.bounds.statement {
+            None => run.await,
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let kill = async {
+                        let mut admin = self.connect_admin().await?;
+                        let killed = admin.query_drop(format!("KILL QUERY {id}")).await;
+                        let _ = admin.disconnect().await;
+                        killed.map_err(MySqlApplyError::Server)
+                    };
+                    return Err(MySqlApplyError::StatementTimeout {
+                        line,
+                        ms: limit.as_millis(),
+                        connection: id,
+                        kill_failure: kill.await.err().map(|e| e.to_string()),
+                    });
+                }
+            },
+        };
+        result.map_err(|source| match (&source, self.bounds.lock) {
+            // ER_LOCK_WAIT_TIMEOUT: both lock_wait_timeout and innodb_lock_wait_timeout.
+            (mysql_async::Error::Server(e), Some(d)) if e.code == 1205 => {
+                MySqlApplyError::LockTimeout {
+                    line,
+                    ms: d.as_millis(),
+                    source,
+                }
+            }
+            _ => MySqlApplyError::Statement { line, source },
+        })
     }
 }
 

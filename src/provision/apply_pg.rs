@@ -8,10 +8,11 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{CopyInSink, Transaction};
 
 use super::applier::{Applier, JobProgress, Target};
-use super::config::ProvisionConfig;
+use super::config::{Bounds, ProvisionConfig};
 use super::job::JobStep;
 use super::names::quote_ident_pg;
 use super::split::{Dialect, Piece};
@@ -39,6 +40,17 @@ pub(super) enum PgApplyError {
         line: Option<u64>,
         /// The server's answer.
         source: tokio_postgres::Error,
+    },
+    /// A statement of the file ran into `SCHEMA_STATEMENT_TIMEOUT_MS` or
+    /// `SCHEMA_LOCK_TIMEOUT_MS`.
+    #[error("{}; {bound}", server_error(Some(*.line), .source))]
+    Bounded {
+        /// 1-based line in the file.
+        line: u64,
+        /// The server's answer.
+        source: tokio_postgres::Error,
+        /// Which bound, and what to do.
+        bound: String,
     },
     /// `PROVISION_ROLE` does not exist.
     #[error(
@@ -142,6 +154,8 @@ pub(super) struct PgApplier {
     role: String,
     /// `PROVISION_ROLE_PASSWORD`.
     role_password: Option<Secret>,
+    /// `SCHEMA_STATEMENT_TIMEOUT_MS`, `SCHEMA_LOCK_TIMEOUT_MS`.
+    bounds: Bounds,
 }
 
 impl PgApplier {
@@ -151,6 +165,7 @@ impl PgApplier {
             admin: cfg.postgres.clone()?,
             role: cfg.role.clone(),
             role_password: cfg.role_password.clone(),
+            bounds: cfg.bounds,
         })
     }
 
@@ -235,15 +250,22 @@ impl PgApplier {
                 role: self.role.clone(),
                 source,
             })?;
+        let bounds = bounds_sql(self.bounds);
+        if let Some(sql) = &bounds {
+            client.batch_execute(sql).await.map_err(query_error)?;
+        }
         let tx = client.transaction().await.map_err(query_error)?;
         let mut reader = PieceReader::open(target.upload, Dialect::Postgres).await?;
         let mut run = Run {
             tx: &tx,
             statements: 0,
             copy: None,
+            bounds: bounds.as_deref(),
         };
         while let Some(piece) = reader.next().await? {
-            run.piece(piece, job).await?;
+            run.piece(piece, job)
+                .await
+                .map_err(|e| explain_bound(e, self.bounds))?;
         }
         if let Some((_, line)) = run.copy {
             return Err(PgApplyError::CopyUnterminated { line });
@@ -258,6 +280,8 @@ struct Run<'t> {
     statements: u64,
     /// The open `COPY … FROM stdin` and its line.
     copy: Option<(Pin<Box<CopyInSink<Bytes>>>, u64)>,
+    /// The `SET`s of the bounds, run again after a statement of the file that changes them.
+    bounds: Option<&'t str>,
 }
 
 impl Run<'_> {
@@ -281,6 +305,11 @@ impl Run<'_> {
                         .batch_execute(&sql)
                         .await
                         .map_err(|e| statement_error(line, &sql, e))?;
+                    if let Some(bounds) = self.bounds.filter(|_| touches_bounds(&sql)) {
+                        // pg_dump files start with SET statement_timeout = 0 and
+                        // lock_timeout = 0: the bounds hold for the statements after it.
+                        self.tx.batch_execute(bounds).await.map_err(query_error)?;
+                    }
                 }
                 self.statements += 1;
                 job.progress(end, self.statements);
@@ -367,6 +396,62 @@ impl Applier for PgApplier {
                 source,
             })?;
         Ok((true, terminated.max(0) as u32))
+    }
+}
+
+/// The `SET`s that put `bounds` in force in a session; `None` when neither is set.
+fn bounds_sql(bounds: Bounds) -> Option<String> {
+    let mut sql = String::new();
+    if let Some(d) = bounds.statement {
+        sql.push_str(&format!("SET statement_timeout = {};", d.as_millis()));
+    }
+    if let Some(d) = bounds.lock {
+        sql.push_str(&format!("SET lock_timeout = {};", d.as_millis()));
+    }
+    (!sql.is_empty()).then_some(sql)
+}
+
+/// Whether a statement may change the bounds of the session: it names either setting
+/// (`SET`, `set_config`, `ALTER ROLE … SET`) or resets settings.
+fn touches_bounds(sql: &str) -> bool {
+    let lower = sql.trim_start().to_ascii_lowercase();
+    lower.starts_with("reset")
+        || lower.contains("statement_timeout")
+        || lower.contains("lock_timeout")
+}
+
+/// Names the bound a statement ran into, when the server cancelled it for one.
+fn explain_bound(e: PgApplyError, bounds: Bounds) -> PgApplyError {
+    let PgApplyError::Server {
+        line: Some(line),
+        source,
+    } = e
+    else {
+        return e;
+    };
+    let code = source.as_db_error().map(|db| db.code().clone());
+    let bound = match (code, bounds.statement, bounds.lock) {
+        (Some(c), Some(d), _) if c == SqlState::QUERY_CANCELED => format!(
+            "the statement ran longer than SCHEMA_STATEMENT_TIMEOUT_MS ({} ms); raise it, or \
+             set it to 0 for no bound",
+            d.as_millis()
+        ),
+        (Some(c), _, Some(d)) if c == SqlState::LOCK_NOT_AVAILABLE => format!(
+            "the statement waited longer than SCHEMA_LOCK_TIMEOUT_MS ({} ms) for a lock another \
+             session holds; retry when it is released, or raise SCHEMA_LOCK_TIMEOUT_MS",
+            d.as_millis()
+        ),
+        _ => {
+            return PgApplyError::Server {
+                line: Some(line),
+                source,
+            }
+        }
+    };
+    PgApplyError::Bounded {
+        line,
+        source,
+        bound,
     }
 }
 

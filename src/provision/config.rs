@@ -24,6 +24,10 @@ pub const DEFAULT_WORKERS: u64 = 2;
 pub const DEFAULT_RATE_LIMIT_WINDOW_MS: u64 = 60_000;
 /// Default `RATE_LIMIT_MAX`: uploads per client address per window.
 pub const DEFAULT_RATE_LIMIT_MAX: u64 = 30;
+/// Default `SCHEMA_LOCK_TIMEOUT_MS`: a statement of an applied file that waits this long for a
+/// lock fails instead of queueing the sessions behind it (a fresh database has no other
+/// sessions; a live one has).
+pub const DEFAULT_LOCK_TIMEOUT_MS: u64 = 10_000;
 
 /// What a job does around the apply; the server's defaults, overridable per upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -102,6 +106,31 @@ pub struct ProvisionConfig {
     pub workers: usize,
     /// Database names refused besides the built-in reserved ones: the daemon's own databases.
     pub reserved: Vec<String>,
+    /// `SCHEMA_STATEMENT_TIMEOUT_MS` and `SCHEMA_LOCK_TIMEOUT_MS`.
+    pub bounds: Bounds,
+}
+
+/// How long one statement of an applied file may run, and wait for a lock; `None`: no bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// `SCHEMA_STATEMENT_TIMEOUT_MS` (default 0: none; a dump's COPY of a large table is one
+    /// statement).
+    pub statement: Option<Duration>,
+    /// `SCHEMA_LOCK_TIMEOUT_MS` (default 10 s).
+    pub lock: Option<Duration>,
+}
+
+impl Bounds {
+    fn from_vars(vars: &Vars) -> Result<Bounds, ConfigError> {
+        let ms = |var: &'static str, default| {
+            parse_num(vars.get(var), var, default, 0, 86_400_000)
+                .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)))
+        };
+        Ok(Bounds {
+            statement: ms("SCHEMA_STATEMENT_TIMEOUT_MS", 0)?,
+            lock: ms("SCHEMA_LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS)?,
+        })
+    }
 }
 
 impl ProvisionConfig {
@@ -143,6 +172,7 @@ impl ProvisionConfig {
             rate_limit,
             max_bytes,
             workers,
+            bounds: Bounds::from_vars(&vars)?,
         }))
     }
 }
@@ -410,6 +440,13 @@ mod tests {
         assert_eq!(c.reserved, vec!["app".to_string(), "postgres".into()]);
         assert_eq!(c.workers, 2);
         assert_eq!(c.rate_limit.unwrap().max, 30);
+        assert_eq!(
+            c.bounds,
+            Bounds {
+                statement: None,
+                lock: Some(Duration::from_secs(10))
+            }
+        );
     }
 
     #[test]
@@ -424,6 +461,12 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("SCHEMA_DRY_RUN", "maybe", "SCHEMA_DRY_RUN"),
             ("SCHEMA_WORKERS", "0", "SCHEMA_WORKERS"),
+            (
+                "SCHEMA_STATEMENT_TIMEOUT_MS",
+                "1h",
+                "SCHEMA_STATEMENT_TIMEOUT_MS",
+            ),
+            ("SCHEMA_LOCK_TIMEOUT_MS", "-1", "SCHEMA_LOCK_TIMEOUT_MS"),
             ("SCHEMA_MAX_BYTES", "ten", "SCHEMA_MAX_BYTES"),
             ("SCHEMA_TMP_PATH", "relative/dir", "SCHEMA_TMP_PATH"),
             (

@@ -728,6 +728,90 @@ fn a_daemon_without_database_url_serves_only_provisioning() {
     assert_eq!(p.wait(WAIT).code(), Some(0), "{}", p.log());
 }
 
+/// `SCHEMA_STATEMENT_TIMEOUT_MS` and `SCHEMA_LOCK_TIMEOUT_MS` hold for every statement of a
+/// file, even after the file's own `SET statement_timeout = 0` / `lock_timeout = 0` (as every
+/// pg_dump file starts): a statement past either fails the job, naming the line and the
+/// variable, and everything is rolled back.
+#[test]
+fn statement_and_lock_timeouts_bound_applied_files_even_after_the_files_own_sets() {
+    let pg = cluster();
+    let job = job(
+        &pg,
+        &[
+            ("SCHEMA_STATEMENT_TIMEOUT_MS", "700"),
+            ("SCHEMA_LOCK_TIMEOUT_MS", "400"),
+        ],
+    );
+    let (_p, c, port) = start(&job);
+    let slow = write(
+        job.dir(),
+        "slow.sql",
+        "SET statement_timeout = 0;\nSET lock_timeout = 0;\nCREATE TABLE a (id int);\n\
+         SELECT pg_sleep(5);\n",
+    );
+    let started = std::time::Instant::now();
+    let id = upload_ok(port, &meta("tenant_slow", ""), &slow)["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "FAILED", "{j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(error.starts_with("line 4: "), "{error}");
+    assert!(error.contains("SQLSTATE 57014"), "{error}");
+    assert!(
+        error.contains("longer than SCHEMA_STATEMENT_TIMEOUT_MS (700 ms)"),
+        "{error}"
+    );
+    assert!(
+        error.contains("database tenant_slow was dropped"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+
+    // A table of an existing database, locked by another session: the file waits 400 ms for
+    // it, not until the lock is released.
+    pg.create_database("tenant_locked");
+    pg.psql(
+        "tenant_locked",
+        &format!("CREATE TABLE t (id int); ALTER TABLE t OWNER TO {ROLE}"),
+    );
+    let mut holder = pg.session("tenant_locked");
+    holder.run(&pg, "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;");
+    let alter = write(
+        job.dir(),
+        "alter.sql",
+        "SET lock_timeout = 0;\nALTER TABLE t ADD COLUMN note text;\n",
+    );
+    let id = upload_ok(
+        port,
+        &meta("tenant_locked", r#","failIfDbExists":false"#),
+        &alter,
+    )["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "FAILED", "{j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(error.starts_with("line 2: "), "{error}");
+    assert!(error.contains("SQLSTATE 55P03"), "{error}");
+    assert!(
+        error.contains("longer than SCHEMA_LOCK_TIMEOUT_MS (400 ms) for a lock"),
+        "{error}"
+    );
+    holder.run(&pg, "ROLLBACK;");
+    holder.close();
+    assert_eq!(
+        pg.psql(
+            "tenant_locked",
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 't'"
+        ),
+        "1",
+        "the ALTER did not happen"
+    );
+}
+
 /// Without `DATABASE_URL` and without provisioning, the daemon refuses to start and says what
 /// either mode needs.
 #[test]
@@ -755,6 +839,43 @@ fn mysql_job(pg: &PgCluster, m: &MariaDb) -> Job {
 
 fn mysql_meta(database: &str) -> String {
     format!(r#"{{"engine":"MYSQL","database":"{database}","fileName":"dump.sql"}}"#)
+}
+
+/// On MariaDB a statement past `SCHEMA_STATEMENT_TIMEOUT_MS` is killed by dbmazz (MySQL has no
+/// server-side bound for every statement), and the job names the line and the variable.
+#[test]
+fn a_mysql_statement_past_the_timeout_is_killed_and_named() {
+    let pg = cluster();
+    let m = MariaDb::start();
+    let job = mysql_job(&pg, &m).env("SCHEMA_STATEMENT_TIMEOUT_MS", "700");
+    let file = write(
+        job.dir(),
+        "slow.sql",
+        "CREATE TABLE a (id int);\nDO SLEEP(30);\nCREATE TABLE b (id int);\n",
+    );
+    let (_p, c, port) = start(&job);
+    let started = std::time::Instant::now();
+    let id = upload_ok(port, &mysql_meta("tenant_slow"), &file)["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j = finished(&c, &id);
+    assert_eq!(j["status"], "FAILED", "{j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(error.starts_with("line 2: "), "{error}");
+    assert!(
+        error.contains("longer than SCHEMA_STATEMENT_TIMEOUT_MS (700 ms) and was killed"),
+        "{error}"
+    );
+    assert!(!error.contains("which failed"), "{error}");
+    assert!(
+        error.contains("database tenant_slow was dropped"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(25), "{error}");
+    let sleeping =
+        m.query("SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'DO SLEEP%'");
+    assert_eq!(sleeping.trim(), "0", "the statement still runs");
 }
 
 /// What mysqldump writes for a table with rows, a trigger and a procedure (DELIMITER blocks,
