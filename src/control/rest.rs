@@ -13,7 +13,9 @@
 //!   (400 bad name or file, 404 unknown job, 409 busy/exists, 413 too big, 429 rate limited with
 //!   `Retry-After`, 503 provisioning not configured) and 401 without the token.
 //! - With `GRPC_TOKEN` set, every route here needs `Authorization: Bearer <token>`, as gRPC
-//!   does (the WebSocket too, on its upgrade request). `/metrics` stays open, as before.
+//!   does (the WebSocket too, on its upgrade request). Browsers cannot set that header on a
+//!   WebSocket, so the upgrade may instead offer the subprotocols `dbmazz` and
+//!   `bearer.<token>`; the answer names `dbmazz`. `/metrics` stays open, as before.
 //! - WebSocket: `{"type":"subscribe","jobId":"…"}` (several per socket are fine) is answered by
 //!   `progress` events while the job moves and one `done` or `failed` event at its end; each
 //!   event is the job's JSON plus `"type"` and `"jobId"`.
@@ -68,16 +70,39 @@ pub(crate) fn routes(engine: Engine, auth: BearerAuth) -> Router {
         .with_state(Ctx { engine })
 }
 
-/// Refuses a request without the right bearer token (when one is configured).
+/// The WebSocket subprotocol dbmazz speaks; a browser that sends its token as a subprotocol
+/// offers it too, and the server answers with it (never with the token).
+pub(crate) const WS_PROTOCOL: &str = "dbmazz";
+/// Prefix of the subprotocol that carries the bearer token: `bearer.<GRPC_TOKEN>`.
+const WS_BEARER_PREFIX: &str = "bearer.";
+
+/// The token a WebSocket upgrade offers as the subprotocol `bearer.<token>` (browsers cannot
+/// set `Authorization` on a WebSocket), as an `authorization` value.
+fn ws_bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_BEARER_PREFIX))
+        .map(|token| format!("Bearer {token}").into_bytes())
+}
+
+/// Refuses a request without the right bearer token (when one is configured): in the
+/// `Authorization` header, or for a WebSocket upgrade in the subprotocol `bearer.<token>`.
 pub(crate) async fn require_token(
     State(auth): State<BearerAuth>,
     req: Request,
     next: Next,
 ) -> Response {
-    let offered = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
+    let from_protocol;
+    let offered = match req.headers().get(header::AUTHORIZATION) {
+        Some(v) => Some(v.as_bytes()),
+        None => {
+            from_protocol = ws_bearer(req.headers());
+            from_protocol.as_deref()
+        }
+    };
     match auth.check(offered) {
         Ok(()) => next.run(req).await,
         Err(status) => {
@@ -325,8 +350,23 @@ async fn jobs(State(ctx): State<Ctx>, Query(q): Query<ListQuery>) -> Response {
 }
 
 /// `GET /ws`: the WebSocket of job events.
-async fn ws(State(ctx): State<Ctx>, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(State(ctx): State<Ctx>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let offers_ours = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == WS_PROTOCOL);
+    if ws_bearer(&headers).is_some() && !offers_ours {
+        // A browser fails a connection whose answer names none of the subprotocols it offered,
+        // and the token must never be echoed back.
+        return bad_request(format!(
+            "offer the subprotocol {WS_PROTOCOL:?} next to the token: new WebSocket(url, \
+             [\"{WS_PROTOCOL}\", \"bearer.\" + token])"
+        ));
+    }
     upgrade
+        .protocols([WS_PROTOCOL])
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .on_upgrade(move |socket| websocket(ctx.engine, socket))

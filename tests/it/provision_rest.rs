@@ -624,6 +624,65 @@ async fn websocket_subscription_sees_monotonic_progress_then_done_or_failed() {
     ws.close(None).await.unwrap();
 }
 
+/// With `GRPC_TOKEN` set, a browser-style WebSocket client authenticates with the
+/// subprotocols `dbmazz` and `bearer.<token>`: the answer names `dbmazz` (never the token);
+/// no token or a wrong one is 401; the token without `dbmazz` is 400 saying what to offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_takes_the_token_as_a_subprotocol_like_a_browser_sends_it() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    const TOKEN: &str = "ws-token-0123456789abcdef";
+    let d = tokio::task::spawn_blocking(|| Daemon::start(false, &[("GRPC_TOKEN", TOKEN)]))
+        .await
+        .unwrap();
+    let url = format!("ws://{}/ws", d.http);
+    let connect = |protocols: Option<&str>| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        if let Some(p) = protocols {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+    let status = |r: Result<_, WsError>| match r {
+        Err(WsError::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("not an HTTP refusal: {e}"),
+        Ok(_) => 101,
+    };
+    assert_eq!(status(connect(None).await), 401);
+    assert_eq!(
+        status(connect(Some("dbmazz, bearer.wrong-token-0123456789")).await),
+        401
+    );
+    match connect(Some(&format!("bearer.{TOKEN}"))).await {
+        Err(WsError::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 400);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert!(body.contains("offer the subprotocol"), "{body}");
+            assert!(!body.contains(TOKEN), "{body}");
+        }
+        other => panic!("expected 400, got {:?}", other.map(|_| ())),
+    }
+    let (mut ws, resp) = connect(Some(&format!("dbmazz, bearer.{TOKEN}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("dbmazz")
+    );
+    ws.send(Message::text(r#"{"type":"subscribe","jobId":"nope"}"#))
+        .await
+        .unwrap();
+    let reply = next_json(&mut ws).await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["jobId"].as_str()),
+        (Some("error"), Some("nope"))
+    );
+    assert!(!d.p.log().contains(TOKEN), "the token was logged");
+}
+
 async fn next_json<S>(ws: &mut S) -> Json
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
