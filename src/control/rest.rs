@@ -4,8 +4,9 @@
 //! `dbmazz.SchemaService` ([`crate::provision::jobs`]); this layer only translates.
 //!
 //! - The upload is `multipart/form-data` with the fields `engine` (`postgres|mysql`), `name`
-//!   and, last, the file part `schema`. The file goes to the engine piece by piece as it
-//!   arrives (never whole in memory); the engine enforces `SCHEMA_MAX_BYTES` while it streams.
+//!   and the file part `schema`, in any order. The file goes to disk piece by piece as it
+//!   arrives (never whole in memory; `SCHEMA_MAX_BYTES` enforced while it streams), split and
+//!   guarded on the way when `engine` came before it; the job is queued once the form ends.
 //!   Optional fields `dryRun`, `failIfDbExists`, `dropDbOnFailure`, `deduplicateByHash`,
 //!   `deleteSchemaAfterApply`, `enableSqlGuard` (`true|false`) override the server's options
 //!   for the call; the `Idempotency-Key` header is the idempotency key.
@@ -37,7 +38,7 @@ use tokio::sync::mpsc;
 use super::auth::BearerAuth;
 use crate::provision::error::ProvisionError;
 use crate::provision::job::{Job, JobStatus, Overrides, SqlEngine, UploadMeta};
-use crate::provision::jobs::{Engine, MAX_CHUNK_BYTES};
+use crate::provision::jobs::{Engine, Received, MAX_CHUNK_BYTES};
 
 /// A text field of the upload form may be at most this long.
 const MAX_FIELD_BYTES: usize = 1024;
@@ -177,55 +178,42 @@ async fn upload(State(ctx): State<Ctx>, headers: HeaderMap, req: Request) -> Res
     };
     let form: &mut Multipart = &mut form;
     let mut engine = None;
-    let mut name = None;
+    let mut name: Option<String> = None;
     let mut overrides = Overrides::default();
+    // The file part: stored as it arrives (split and guarded on the way when the engine is
+    // already known), its job queued once the whole form has been read.
+    let mut file: Option<(String, Received)> = None;
     loop {
         let field = match form.next_field().await {
             Ok(Some(f)) => f,
-            Ok(None) => {
-                return bad_request(
-                    "the form has no file part named schema (curl -F schema=@schema.sql)",
-                )
-            }
+            Ok(None) => break,
             Err(e) => return bad_request(format!("malformed multipart body: {}", e.body_text())),
         };
         let field_name = field.name().unwrap_or_default().to_owned();
         if field_name == "schema" {
-            let Some(engine) = engine else {
-                return bad_request(
-                    "field engine (postgres or mysql) must come before the file part schema",
-                );
-            };
-            let Some(database) = name else {
-                return bad_request("field name must come before the file part schema");
-            };
+            if file.is_some() {
+                return bad_request("the form has two file parts named schema; send one");
+            }
             let file_name = field.file_name().unwrap_or_default().to_owned();
             if file_name.is_empty() {
                 return bad_request("the part schema must be a file (curl -F schema=@schema.sql)");
             }
-            let meta = UploadMeta {
-                engine,
-                database,
-                file_name,
-                idempotency_key,
-                overrides,
-                client,
-            };
-            let body = pieces(field);
-            return match ctx.engine.submit(meta, Box::pin(body)).await {
-                Ok(s) => (
-                    StatusCode::ACCEPTED,
-                    Json(json!({
-                        "success": true,
-                        "jobId": s.job_id,
-                        "deduplicated": s.deduplicated,
-                        "sha256": s.sha256,
-                        "bytes": s.bytes,
-                    })),
-                )
-                    .into_response(),
-                Err(e) => refusal(&e),
-            };
+            if let Some(name) = &name {
+                // Before the bytes: a refused name does not cost the whole upload.
+                if let Err(e) = ctx.engine.check_database_name(name) {
+                    return refusal(&e);
+                }
+            }
+            let early = engine.map(|e| (e, &overrides));
+            match ctx
+                .engine
+                .receive(client, early, Box::pin(pieces(field)))
+                .await
+            {
+                Ok(received) => file = Some((file_name, received)),
+                Err(e) => return refusal(&e),
+            }
+            continue;
         }
         let value = match small_text(field).await {
             Ok(v) => v,
@@ -268,6 +256,37 @@ async fn upload(State(ctx): State<Ctx>, headers: HeaderMap, req: Request) -> Res
                 });
             }
         }
+    }
+    let Some((file_name, received)) = file else {
+        return bad_request("the form has no file part named schema (curl -F schema=@schema.sql)");
+    };
+    let Some(engine) = engine else {
+        return bad_request("the form has no field engine (postgres or mysql)");
+    };
+    let Some(database) = name else {
+        return bad_request("the form has no field name (the database to create)");
+    };
+    let meta = UploadMeta {
+        engine,
+        database,
+        file_name,
+        idempotency_key,
+        overrides,
+        client,
+    };
+    match ctx.engine.queue(meta, received).await {
+        Ok(s) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "success": true,
+                "jobId": s.job_id,
+                "deduplicated": s.deduplicated,
+                "sha256": s.sha256,
+                "bytes": s.bytes,
+            })),
+        )
+            .into_response(),
+        Err(e) => refusal(&e),
     }
 }
 

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ use super::job::{
 use super::names;
 use super::runner::{Runner, Slot};
 use super::store::{create_private_dir, Store};
-use super::upload::{receive, remove_partial_uploads, Validator};
+use super::upload::{receive, remove_partial_uploads, validate_file, ValidationError, Validator};
 
 /// The reason given for jobs that were running when dbmazz stopped.
 pub const STOPPED_REASON: &str = "dbmazz stopped while the job was running";
@@ -157,6 +158,76 @@ impl Engine {
     {
         let inner = self.inner()?;
         inner.check_meta(&meta)?;
+        inner.resolve(&meta.overrides)?;
+        if let Some(key) = meta
+            .idempotency_key
+            .as_ref()
+            .filter(|_| inner.cfg.idempotency)
+        {
+            if let Some(found) = inner.by_key(key, &meta)? {
+                return Ok(found);
+            }
+        }
+        let received = self
+            .receive(meta.client, Some((meta.engine, &meta.overrides)), body)
+            .await?;
+        self.queue(meta, received).await
+    }
+
+    /// Stores an upload whose job is not described yet (a form whose fields follow the
+    /// file): the file goes to `SCHEMA_TMP_PATH` with its SHA-256 and `SCHEMA_MAX_BYTES`
+    /// enforced. With `early` (the engine and the overrides known so far) it is also split and
+    /// guarded on the way in; [`Engine::queue`] validates it again from disk only if the final
+    /// engine or guard setting differ. Counts against the client's rate limit.
+    pub async fn receive<S>(
+        &self,
+        client: Option<IpAddr>,
+        early: Option<(SqlEngine, &Overrides)>,
+        body: S,
+    ) -> Result<Received, ProvisionError>
+    where
+        S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
+    {
+        let inner = self.inner()?;
+        let validation = match early {
+            Some((engine, overrides)) => {
+                inner.check_engine(engine)?;
+                Some((engine, inner.resolve(overrides)?.enable_sql_guard))
+            }
+            None => None,
+        };
+        inner.rate_check(client)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let part = inner.cfg.tmp_path.join(format!("{id}.sql.part"));
+        // Split and guard the file as it arrives, in the same pass as the SHA-256: the worker
+        // then starts with the verdict instead of reading the whole file a second time.
+        let mut validator = validation.map(|(engine, guard)| inner.validator(engine, guard));
+        let received = receive(body, &part, inner.cfg.max_bytes, validator.as_mut()).await;
+        // From here on, dropping `Received` removes the part file.
+        let mut stored = Received {
+            id,
+            part,
+            sha256: String::new(),
+            bytes: 0,
+            verdict: None,
+        };
+        (stored.sha256, stored.bytes) = received?;
+        stored.verdict = validation
+            .zip(validator)
+            .map(|((engine, guard), v)| (engine, guard, v.finish()));
+        Ok(stored)
+    }
+
+    /// Queues the job of a stored upload: `meta` is checked, the verdict of the split and the
+    /// guard taken (or reached now, from disk), and the job registered and started — or an
+    /// earlier job returned (idempotency key, SHA-256), the upload then discarded.
+    pub async fn queue(
+        &self,
+        meta: UploadMeta,
+        mut received: Received,
+    ) -> Result<Submitted, ProvisionError> {
+        let inner = self.inner()?;
+        inner.check_meta(&meta)?;
         let options = inner.resolve(&meta.overrides)?;
         let key = meta
             .idempotency_key
@@ -167,41 +238,35 @@ impl Engine {
                 return Ok(found);
             }
         }
-        inner.rate_check(meta.client)?;
-
-        let id = uuid::Uuid::new_v4().to_string();
-        let part = inner.cfg.tmp_path.join(format!("{id}.sql.part"));
-        let path = inner.runner.upload_path(&id);
-        // Split and guard the file as it arrives, in the same pass as the SHA-256: the worker
-        // then starts with the verdict instead of reading the whole file a second time.
-        let mut validator = Validator::new(
-            meta.engine.dialect(),
-            options
-                .enable_sql_guard
-                .then(|| Guard::new(meta.engine.dialect(), &inner.cfg.forbidden_keywords)),
-        );
-        let received = receive(body, &part, inner.cfg.max_bytes, &mut validator).await;
-        let (sha256, bytes) = match received {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&part).await;
-                return Err(e);
-            }
-        };
-        if bytes == 0 {
-            let _ = tokio::fs::remove_file(&part).await;
+        if received.bytes == 0 {
             return Err(ProvisionError::InvalidArgument(format!(
                 "{}: the file is empty",
                 meta.file_name
             )));
         }
-        if let Err(e) = tokio::fs::rename(&part, &path).await {
-            let _ = tokio::fs::remove_file(&part).await;
+        let validation = match received.verdict.take() {
+            Some((engine, guard, verdict))
+                if engine == meta.engine && guard == options.enable_sql_guard =>
+            {
+                verdict
+            }
+            _ => {
+                let mut validator = inner.validator(meta.engine, options.enable_sql_guard);
+                validate_file(&received.part, &mut validator).await?;
+                validator.finish()
+            }
+        };
+        let id = received.id.clone();
+        let path = inner.runner.upload_path(&id);
+        if let Err(e) = tokio::fs::rename(&received.part, &path).await {
             return Err(ProvisionError::Internal(format!(
                 "cannot store the upload in SCHEMA_TMP_PATH ({}): {e}",
                 inner.cfg.tmp_path.display()
             )));
         }
+        // Renamed: the part file no longer exists for `Received`'s drop to remove.
+        let (sha256, bytes) = (received.sha256.clone(), received.bytes);
+        drop(received);
 
         let job = Job {
             id: id.clone(),
@@ -242,7 +307,6 @@ impl Engine {
         inner.runner.persist(&slot);
         tracing::info!(job = %id, engine = %meta.engine, database = %meta.database, bytes, dry_run = options.dry_run, "schema job queued");
         let worker = inner.runner.clone();
-        let validation = validator.finish();
         tokio::spawn(async move { worker.run(slot, validation).await });
         Ok(Submitted {
             job_id: id,
@@ -250,6 +314,11 @@ impl Engine {
             sha256,
             bytes,
         })
+    }
+
+    /// Refuses a database name no upload could use, before its file is received.
+    pub fn check_database_name(&self, name: &str) -> Result<(), ProvisionError> {
+        self.inner()?.check_name(name)
     }
 
     /// One job as it is now.
@@ -355,6 +424,24 @@ impl Engine {
     }
 }
 
+/// An upload stored under `SCHEMA_TMP_PATH` whose job is not queued yet ([`Engine::receive`]);
+/// dropping it removes the file.
+pub struct Received {
+    id: String,
+    part: PathBuf,
+    sha256: String,
+    bytes: u64,
+    /// The engine and guard setting it was validated with on the way in, and the verdict.
+    verdict: Option<(SqlEngine, bool, Result<u64, ValidationError>)>,
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        // After the rename in `queue` the file is gone and this fails harmlessly.
+        let _ = std::fs::remove_file(&self.part);
+    }
+}
+
 impl State {
     /// The queued or running job on this database, if any.
     fn active_on(&self, engine: SqlEngine, name: &str) -> Option<String> {
@@ -412,6 +499,14 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// The split and the guard (when `guard`) for a file of `engine`.
+    fn validator(&self, engine: SqlEngine, guard: bool) -> Validator {
+        Validator::new(
+            engine.dialect(),
+            guard.then(|| Guard::new(engine.dialect(), &self.cfg.forbidden_keywords)),
+        )
     }
 
     fn check_name(&self, name: &str) -> Result<(), ProvisionError> {

@@ -175,12 +175,12 @@ impl Validator {
     }
 }
 
-/// Streams `body` into a new file at `part`, through `validator`: (SHA-256 hex, bytes).
+/// Streams `body` into a new file at `part`, through `validator` if any: (SHA-256 hex, bytes).
 pub(super) async fn receive<S>(
     mut body: S,
     part: &Path,
     max: u64,
-    validator: &mut Validator,
+    mut validator: Option<&mut Validator>,
 ) -> Result<(String, u64), ProvisionError>
 where
     S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
@@ -212,12 +212,41 @@ where
             )));
         }
         hasher.update(&chunk);
-        validator.feed(&chunk);
+        if let Some(v) = validator.as_deref_mut() {
+            v.feed(&chunk);
+        }
         file.write_all(&chunk).await.map_err(io)?;
     }
     file.flush().await.map_err(io)?;
     let digest = hasher.finalize();
     Ok((hex(&digest), bytes))
+}
+
+/// Feeds a stored file through `validator` (an upload whose engine or guard setting was only
+/// known after its bytes).
+pub(super) async fn validate_file(
+    path: &Path,
+    validator: &mut Validator,
+) -> Result<(), ProvisionError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+        ProvisionError::Internal(format!(
+            "cannot read the stored upload {}: {e}",
+            path.display()
+        ))
+    })?;
+    let mut buf = vec![0; READ_BYTES];
+    loop {
+        let n = file.read(&mut buf).await.map_err(|e| {
+            ProvisionError::Internal(format!(
+                "cannot read the stored upload {}: {e}",
+                path.display()
+            ))
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+        validator.feed(&buf[..n]);
+    }
 }
 
 /// Lower-case hex of a digest.

@@ -284,6 +284,99 @@ fn rest_upload_with_curl_applies_into_postgres_and_mariadb() {
     assert_eq!(list["jobs"][0]["database"], "tenant_a");
 }
 
+/// The form's fields may come in any order: the file first, options after it. A file whose
+/// engine came after it is split and guarded from disk; a missing field is a 400 that leaves
+/// no file behind.
+#[test]
+fn rest_form_fields_are_accepted_in_any_order() {
+    let d = Daemon::start(false, &[]);
+    let dir = d.job.dir();
+    let file = write(dir, "tenant.sql", PG_SCHEMA);
+    let form = |parts: &[String]| {
+        let args: Vec<String> = parts
+            .iter()
+            .flat_map(|p| ["-F".to_owned(), p.clone()])
+            .collect();
+        curl(&d.url("/schema/upload"), &args)
+    };
+    let schema = format!("schema=@{}", file.display());
+
+    // The file first, then name and engine.
+    let (code, resp) = form(&[
+        schema.clone(),
+        "name=tenant_late".into(),
+        "engine=postgres".into(),
+    ]);
+    assert_eq!(code, 202, "{resp}");
+    let job = d.wait_job(resp["jobId"].as_str().unwrap());
+    assert_eq!(job["status"], "success", "{job}");
+    assert_eq!(
+        d.pg.psql("tenant_late", "SELECT count(*) FROM accounts"),
+        "3"
+    );
+
+    // An option after the file is honoured: a dry run creates nothing.
+    let (code, resp) = form(&[
+        "engine=postgres".into(),
+        "name=tenant_dry".into(),
+        schema.clone(),
+        "dryRun=true".into(),
+    ]);
+    assert_eq!(code, 202, "{resp}");
+    let job = d.wait_job(resp["jobId"].as_str().unwrap());
+    assert_eq!(
+        (job["status"].as_str(), job["dryRun"].as_bool()),
+        (Some("success"), Some(true)),
+        "{job}"
+    );
+    assert_eq!(
+        d.pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'tenant_dry'"
+        ),
+        "0"
+    );
+
+    // A file the guard refuses, its engine named after it: refused before anything is created.
+    let bad = write(
+        dir,
+        "bad.sql",
+        "CREATE TABLE a (id int);\nCREATE DATABASE other;\n",
+    );
+    let (code, resp) = form(&[
+        format!("schema=@{}", bad.display()),
+        "engine=postgres".into(),
+        "name=tenant_guarded".into(),
+    ]);
+    assert_eq!(code, 202, "{resp}");
+    let job = d.wait_job(resp["jobId"].as_str().unwrap());
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.starts_with("line 2: "), "{error}");
+    assert_eq!(job["createdDatabase"], false, "{job}");
+
+    // A missing field after the file: 400, and the stored bytes are removed.
+    let (code, resp) = form(&[schema.clone(), "engine=postgres".into()]);
+    assert_eq!(code, 400, "{resp}");
+    assert!(
+        resp["error"].as_str().unwrap().contains("no field name"),
+        "{resp}"
+    );
+    let (code, resp) = form(&[schema.clone(), "name=tenant_x".into(), "color=blue".into()]);
+    assert_eq!(code, 400, "{resp}");
+    assert!(
+        resp["error"].as_str().unwrap().contains("unknown field"),
+        "{resp}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.join("schemas"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
 #[test]
 fn rest_limits_token_and_idempotency() {
     let d = Daemon::start(
