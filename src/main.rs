@@ -313,7 +313,18 @@ mod cli {
             /// Drop it even though dbmazz did not create it.
             #[arg(long)]
             force: bool,
+            /// The server it is on [default: the one the registry knows, or the only one of
+            /// the engine].
+            #[arg(long)]
+            server: Option<String>,
         },
+        /// Apply a migration to tenant databases (all, a server's, a label's, or a list);
+        /// exit 0 only when every one applied it or had it already.
+        Migrate(dbmazz::schema_cli::Migrate),
+        /// The tenant registry: which database is on which server, with which migrations.
+        Databases(dbmazz::schema_cli::Databases),
+        /// The database servers, checked now (exit 1 when one is unreachable).
+        Servers,
     }
 
     fn schema(a: SchemaArgs) -> ExitCode {
@@ -362,7 +373,11 @@ mod cli {
                     engine,
                     name,
                     force,
-                } => schema_cli::drop_database(&server, &engine, &name, force).await,
+                    server: on,
+                } => schema_cli::drop_database(&server, &engine, on.as_deref(), &name, force).await,
+                SchemaCmd::Migrate(m) => schema_cli::migrate(&server, &m).await,
+                SchemaCmd::Databases(d) => schema_cli::databases(&server, &d).await,
+                SchemaCmd::Servers => schema_cli::servers(&server).await,
             }
         });
         match result {

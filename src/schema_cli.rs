@@ -22,6 +22,9 @@ use tonic::codegen::InterceptedService;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+mod fleet;
+pub use fleet::{databases, migrate, servers, Databases, Migrate};
+
 use crate::control::proto::schema_job::Status as JobStatus;
 use crate::control::proto::schema_service_client::SchemaServiceClient;
 use crate::control::proto::upload_request::Part;
@@ -76,6 +79,13 @@ pub struct Upload {
     /// Database to create (^[a-z_][a-z0-9_]{0,62}$).
     #[arg(long)]
     pub name: String,
+    /// The server to create it on [default: the one the registry knows the database on, else
+    /// the placement rule].
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Placement: only servers with these labels (k=v[,k2=v2]).
+    #[arg(long)]
+    pub label: Option<String>,
     /// The .sql file.
     pub file: PathBuf,
     /// A retried upload with the same key returns the first upload's job.
@@ -241,6 +251,11 @@ impl Progress {
 /// `dbmazz schema upload`.
 pub async fn upload(server: &Server, u: &Upload) -> Result<Outcome> {
     let engine = engine_of(&u.engine)?;
+    let placement = match &u.label {
+        Some(l) => crate::provision::servers::parse_labels(l)
+            .map_err(|e| usage(format!("--label: {e}")))?,
+        None => Default::default(),
+    };
     let file_name = u
         .file
         .file_name()
@@ -264,6 +279,8 @@ pub async fn upload(server: &Server, u: &Upload) -> Result<Outcome> {
             file_name,
             idempotency_key: u.idempotency_key.clone(),
             dry_run: u.dry_run.then_some(true),
+            server: u.server.clone().unwrap_or_default(),
+            placement_labels: placement.into_iter().collect(),
             ..Default::default()
         })),
     };
@@ -489,6 +506,7 @@ pub async fn list(server: &Server, limit: u32) -> Result<Outcome> {
 pub async fn drop_database(
     server: &Server,
     engine: &str,
+    on: Option<&str>,
     name: &str,
     force: bool,
 ) -> Result<Outcome> {
@@ -499,6 +517,7 @@ pub async fn drop_database(
             engine: engine as i32,
             name: name.to_owned(),
             force,
+            server: on.unwrap_or_default().to_owned(),
         })
         .await
         .map_err(|s| refused("DropDatabase", &s))?

@@ -179,6 +179,8 @@ async fn upload(State(ctx): State<Ctx>, headers: HeaderMap, req: Request) -> Res
     let form: &mut Multipart = &mut form;
     let mut engine = None;
     let mut name: Option<String> = None;
+    let mut server: Option<String> = None;
+    let mut placement_labels = std::collections::BTreeMap::new();
     let mut overrides = Overrides::default();
     // The file part: stored as it arrives (split and guarded on the way when the engine is
     // already known), its job queued once the whole form has been read.
@@ -229,6 +231,11 @@ async fn upload(State(ctx): State<Ctx>, headers: HeaderMap, req: Request) -> Res
                 }
             },
             "name" => name = Some(value),
+            "server" => server = Some(value).filter(|v| !v.is_empty()),
+            "placementLabels" => match crate::provision::servers::parse_labels(&value) {
+                Ok(l) => placement_labels = l,
+                Err(e) => return bad_request(format!("field placementLabels: {e}")),
+            },
             other => {
                 let slot = match other {
                     "dryRun" => &mut overrides.dry_run,
@@ -240,8 +247,9 @@ async fn upload(State(ctx): State<Ctx>, headers: HeaderMap, req: Request) -> Res
                     _ => {
                         return bad_request(format!(
                             "unknown field {other:?}; expected engine, name, schema (and \
-                             optionally dryRun, failIfDbExists, dropDbOnFailure, \
-                             deduplicateByHash, deleteSchemaAfterApply, enableSqlGuard)"
+                             optionally server, placementLabels, dryRun, failIfDbExists, \
+                             dropDbOnFailure, deduplicateByHash, deleteSchemaAfterApply, \
+                             enableSqlGuard)"
                         ))
                     }
                 };
@@ -268,6 +276,8 @@ async fn upload(State(ctx): State<Ctx>, headers: HeaderMap, req: Request) -> Res
     };
     let meta = UploadMeta {
         engine,
+        server,
+        placement_labels,
         database,
         file_name,
         idempotency_key,

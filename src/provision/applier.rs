@@ -62,3 +62,40 @@ pub(super) trait Applier: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<(bool, u32), Self::Error>> + Send;
 }
+
+/// One migration, as an applier runs it on one tenant database.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Migration<'a> {
+    /// The migration id, recorded in the database's `dbmazz_schema_migrations`.
+    pub(super) id: &'a str,
+    /// SHA-256 of the file, recorded next to the id.
+    pub(super) sha256: &'a str,
+    /// The fan-out job, recorded too.
+    pub(super) job_id: &'a str,
+    /// The stored file.
+    pub(super) upload: &'a Path,
+}
+
+/// What a migration did on one database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Migrated {
+    /// Applied and recorded, with this many statements.
+    Applied {
+        /// Statements run.
+        statements: u64,
+    },
+    /// The database had this migration id with the same SHA-256 already.
+    Skipped,
+}
+
+/// The name of the table each tenant database records its migrations in.
+pub(super) const MIGRATIONS_TABLE: &str = "dbmazz_schema_migrations";
+
+/// A [`JobProgress`] that records nothing: migrations report per database, not per byte.
+pub(super) struct NoProgress;
+
+impl JobProgress for NoProgress {
+    fn set_stage(&mut self, _: JobStep) {}
+    fn mark_created(&mut self) {}
+    fn progress(&mut self, _: u64, _: u64) {}
+}

@@ -11,10 +11,11 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
-use super::applier::{Applier, JobProgress, Target};
-use super::config::{Bounds, ProvisionConfig};
+use super::applier::{Applier, JobProgress, Migrated, Migration, Target, MIGRATIONS_TABLE};
+use super::config::Bounds;
 use super::job::JobStep;
 use super::names::quote_ident_mysql;
+use super::servers::{Admin, ServerDef};
 use super::split::{Dialect, Piece};
 use super::upload::{PieceError, PieceReader};
 use crate::secret::Secret;
@@ -25,9 +26,11 @@ pub(super) enum MySqlApplyError {
     /// `PROVISION_MYSQL_URL` does not parse as a MySQL URL.
     #[error("PROVISION_MYSQL_URL is not a valid URL")]
     InvalidUrl(#[source] mysql_async::UrlError),
-    /// The admin connection (`PROVISION_MYSQL_URL`) failed.
-    #[error("cannot connect to PROVISION_MYSQL_URL ({place}): {}", message(.source))]
+    /// The admin connection of the server failed.
+    #[error("cannot connect to server {server} ({place}) as its admin: {}; is it up?", message(.source))]
     ConnectAdmin {
+        /// The server's name.
+        server: String,
         /// `host:port`.
         place: String,
         /// Why.
@@ -122,6 +125,28 @@ pub(super) enum MySqlApplyError {
         /// Why the kill failed, when it did.
         kill_failure: Option<String>,
     },
+    /// The database recorded this migration id as applied with another file.
+    #[error(
+        "migration {id} was applied to this database with another file (SHA-256 {recorded}); \
+         a changed migration needs a new migration id"
+    )]
+    ChecksumMismatch {
+        /// The migration id.
+        id: String,
+        /// The SHA-256 the database recorded.
+        recorded: String,
+    },
+    /// A migration failed after some of its statements ran (MySQL DDL does not roll back).
+    #[error(
+        "{source}; the {applied} statement(s) before it were applied and stay (MySQL DDL is \
+         not transactional)"
+    )]
+    Partial {
+        /// Statements applied before the failure.
+        applied: u64,
+        /// The failure.
+        source: Box<MySqlApplyError>,
+    },
     /// The stored upload cannot be read back.
     #[error(transparent)]
     Pieces(#[from] PieceError),
@@ -148,7 +173,9 @@ pub(super) enum MySqlApplyError {
 
 /// Applies uploads to the MySQL or MariaDB server of `PROVISION_MYSQL_URL`.
 pub(super) struct MySqlApplier {
-    /// `PROVISION_MYSQL_URL`.
+    /// The server's name.
+    server: String,
+    /// Its admin URL.
     url: Secret,
     /// `PROVISION_ROLE`.
     role: String,
@@ -161,14 +188,18 @@ pub(super) struct MySqlApplier {
 }
 
 impl MySqlApplier {
-    /// The applier for `cfg`, or `None` when `PROVISION_MYSQL_URL` is not set.
-    pub(super) fn new(cfg: &ProvisionConfig) -> Option<MySqlApplier> {
+    /// The applier for `server` (a MySQL server), or `None` for another engine.
+    pub(super) fn new(server: &ServerDef, bounds: Bounds) -> Option<MySqlApplier> {
+        let Admin::Mysql(url) = &server.admin else {
+            return None;
+        };
         Some(MySqlApplier {
-            url: cfg.mysql.clone()?,
-            role: cfg.role.clone(),
-            role_password: cfg.role_password.clone(),
-            role_host: cfg.mysql_role_host.clone(),
-            bounds: cfg.bounds,
+            server: server.name.clone(),
+            url: url.clone(),
+            role: server.role.clone(),
+            role_password: server.role_password.clone(),
+            role_host: server.mysql_role_host.clone(),
+            bounds,
         })
     }
 
@@ -181,7 +212,11 @@ impl MySqlApplier {
         let place = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
         Conn::new(opts)
             .await
-            .map_err(|source| MySqlApplyError::ConnectAdmin { place, source })
+            .map_err(|source| MySqlApplyError::ConnectAdmin {
+                server: self.server.clone(),
+                place,
+                source,
+            })
     }
 
     /// `'role'@'host'`.
@@ -346,6 +381,209 @@ impl MySqlApplier {
             }
             _ => MySqlApplyError::Statement { line, source },
         })
+    }
+}
+
+impl MySqlApplier {
+    /// The server's version (`SELECT VERSION()`), through the admin connection.
+    pub(super) async fn version(&self) -> Result<String, MySqlApplyError> {
+        let mut admin = self.connect_admin().await?;
+        let v: Option<String> = admin
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(MySqlApplyError::Server)?;
+        let _ = admin.disconnect().await;
+        let v = v.unwrap_or_default();
+        let kind = if v.to_ascii_lowercase().contains("mariadb") {
+            "MariaDB"
+        } else {
+            "MySQL"
+        };
+        Ok(format!("{kind} {v}"))
+    }
+
+    /// Connects to `database` as `PROVISION_ROLE`, with the lock bound in force.
+    async fn connect_role(&self, database: &str) -> Result<Conn, MySqlApplyError> {
+        let opts = self.admin_opts().map_err(MySqlApplyError::InvalidUrl)?;
+        let role_opts = OptsBuilder::from_opts(opts)
+            .user(Some(self.role.clone()))
+            .pass(self.role_password.as_ref().map(|p| p.expose().to_owned()))
+            .db_name(Some(database.to_owned()));
+        let mut conn =
+            Conn::new(role_opts)
+                .await
+                .map_err(|source| MySqlApplyError::ConnectRole {
+                    database: database.to_owned(),
+                    role: self.role.clone(),
+                    source,
+                })?;
+        if let Some(d) = self.bounds.lock {
+            let secs = d.as_millis().div_ceil(1000).max(1);
+            conn.query_drop(format!(
+                "SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}"
+            ))
+            .await
+            .map_err(MySqlApplyError::Server)?;
+        }
+        Ok(conn)
+    }
+
+    /// Applies migration `m` to `database` statement by statement, as `PROVISION_ROLE`. MySQL
+    /// DDL is not transactional: a failure leaves the statements before it applied, and the
+    /// error says how many; `dbmazz_schema_migrations` records the migration as failed (a
+    /// re-run runs the whole file again) or, at the end, as applied. A database that applied
+    /// this id with the same SHA-256 is skipped; with another SHA-256 it is an error.
+    pub(super) async fn migrate(
+        &self,
+        database: &str,
+        m: Migration<'_>,
+    ) -> Result<Migrated, MySqlApplyError> {
+        let mut conn = self.connect_role(database).await?;
+        let result = self.migrate_on(&mut conn, m).await;
+        let _ = conn.disconnect().await;
+        result
+    }
+
+    async fn migrate_on(
+        &self,
+        conn: &mut Conn,
+        m: Migration<'_>,
+    ) -> Result<Migrated, MySqlApplyError> {
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (id VARCHAR(128) NOT NULL PRIMARY KEY, \
+             sha256 CHAR(64) NOT NULL, status VARCHAR(16) NOT NULL, statements INT NOT NULL, \
+             applied_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
+             job_id VARCHAR(64) NOT NULL, error TEXT)"
+        ))
+        .await
+        .map_err(MySqlApplyError::Server)?;
+        let recorded: Option<(String, String)> = conn
+            .exec_first(
+                format!("SELECT sha256, status FROM {MIGRATIONS_TABLE} WHERE id = ?"),
+                (m.id,),
+            )
+            .await
+            .map_err(MySqlApplyError::Server)?;
+        if let Some((sha, status)) = recorded {
+            if status == "applied" {
+                if sha == m.sha256 {
+                    return Ok(Migrated::Skipped);
+                }
+                return Err(MySqlApplyError::ChecksumMismatch {
+                    id: m.id.to_owned(),
+                    recorded: sha,
+                });
+            }
+        }
+        let record = |status: &'static str, statements: u64, error: Option<String>| {
+            (
+                format!(
+                    "REPLACE INTO {MIGRATIONS_TABLE} (id, sha256, status, statements, job_id, \
+                     error) VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    m.id.to_owned(),
+                    m.sha256.to_owned(),
+                    status,
+                    statements,
+                    m.job_id.to_owned(),
+                    error,
+                ),
+            )
+        };
+        let mut reader = PieceReader::open(m.upload, Dialect::MySql).await?;
+        let mut statements = 0u64;
+        let failure = loop {
+            let piece = match reader.next().await {
+                Ok(Some(p)) => p,
+                Ok(None) => break None,
+                Err(e) => break Some(MySqlApplyError::from(e)),
+            };
+            match piece {
+                Piece::Statement { sql, line, .. } => {
+                    if let Err(e) = self.statement(conn, &sql, line).await {
+                        break Some(e);
+                    }
+                    statements += 1;
+                }
+                Piece::Meta { .. } => {}
+                Piece::CopyData { .. } | Piece::CopyEnd { .. } => {
+                    break Some(MySqlApplyError::CopyData)
+                }
+            }
+        };
+        match failure {
+            None => {
+                let (sql, params) = record("applied", statements, None);
+                conn.exec_drop(sql, params)
+                    .await
+                    .map_err(MySqlApplyError::Server)?;
+                Ok(Migrated::Applied { statements })
+            }
+            Some(e) => {
+                let e = MySqlApplyError::Partial {
+                    applied: statements,
+                    source: Box::new(e),
+                };
+                // A killed statement may leave the connection unusable: the record is best
+                // effort, the job reports the failure either way.
+                let (sql, params) = record("failed", statements, Some(e.to_string()));
+                let _ = conn.exec_drop(sql, params).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The SHA-256 `database` records as applied for migration `id`, if any.
+    pub(super) async fn recorded_migration(
+        &self,
+        database: &str,
+        id: &str,
+    ) -> Result<Option<String>, MySqlApplyError> {
+        let mut conn = self.connect_role(database).await?;
+        let found: Result<Option<String>, _> = conn
+            .exec_first(
+                format!(
+                    "SELECT sha256 FROM {MIGRATIONS_TABLE} WHERE id = ? AND status = 'applied'"
+                ),
+                (id,),
+            )
+            .await;
+        let _ = conn.disconnect().await;
+        match found {
+            Ok(v) => Ok(v),
+            // ER_NO_SUCH_TABLE: no migration ever ran there.
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => Ok(None),
+            Err(e) => Err(MySqlApplyError::Server(e)),
+        }
+    }
+}
+
+impl MySqlApplyError {
+    /// Whether the server could not be reached at all (the other databases of that server
+    /// would fail the same way).
+    pub(super) fn is_unreachable(&self) -> bool {
+        match self {
+            MySqlApplyError::ConnectAdmin { source, .. }
+            | MySqlApplyError::ConnectRole { source, .. } => {
+                matches!(
+                    source,
+                    mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// The line of the file a failure is at, if a statement failed.
+    pub(super) fn line(&self) -> Option<u64> {
+        match self {
+            MySqlApplyError::Statement { line, .. }
+            | MySqlApplyError::LockTimeout { line, .. }
+            | MySqlApplyError::StatementTimeout { line, .. } => Some(*line),
+            MySqlApplyError::Partial { source, .. } => source.line(),
+            _ => None,
+        }
     }
 }
 

@@ -11,10 +11,13 @@ use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{CopyInSink, Transaction};
 
-use super::applier::{Applier, JobProgress, Target};
-use super::config::{Bounds, ProvisionConfig};
+use super::applier::{
+    Applier, JobProgress, Migrated, Migration, NoProgress, Target, MIGRATIONS_TABLE,
+};
+use super::config::Bounds;
 use super::job::JobStep;
 use super::names::quote_ident_pg;
+use super::servers::{Admin, ServerDef};
 use super::split::{Dialect, Piece};
 use super::upload::{PieceError, PieceReader};
 use crate::postgres::conninfo::PgConnInfo;
@@ -24,9 +27,11 @@ use crate::secret::Secret;
 /// Why applying to (or dropping a database on) PostgreSQL failed; the text is the job's error.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum PgApplyError {
-    /// The admin connection (`PROVISION_POSTGRES_URL`) failed.
-    #[error("cannot connect to PROVISION_POSTGRES_URL ({place}): {source}")]
+    /// The admin connection of the server failed.
+    #[error("cannot connect to server {server} ({place}) as its admin: {source}; is it up?")]
     ConnectAdmin {
+        /// The server's name.
+        server: String,
         /// The URL without its password.
         place: String,
         /// Why.
@@ -51,6 +56,16 @@ pub(super) enum PgApplyError {
         source: tokio_postgres::Error,
         /// Which bound, and what to do.
         bound: String,
+    },
+    /// The database recorded this migration id with another file.
+    #[error(
+        "migration {id} was applied to this database with another file (SHA-256 {recorded});          a changed migration needs a new migration id"
+    )]
+    ChecksumMismatch {
+        /// The migration id.
+        id: String,
+        /// The SHA-256 the database recorded.
+        recorded: String,
     },
     /// `PROVISION_ROLE` does not exist.
     #[error(
@@ -146,9 +161,11 @@ fn query_error(source: tokio_postgres::Error) -> PgApplyError {
     PgApplyError::Server { line: None, source }
 }
 
-/// Applies uploads to the PostgreSQL server of `PROVISION_POSTGRES_URL`.
+/// Applies uploads to one PostgreSQL server.
 pub(super) struct PgApplier {
-    /// `PROVISION_POSTGRES_URL`.
+    /// The server's name.
+    server: String,
+    /// Its admin connection.
     admin: PgConnInfo,
     /// `PROVISION_ROLE`.
     role: String,
@@ -159,13 +176,17 @@ pub(super) struct PgApplier {
 }
 
 impl PgApplier {
-    /// The applier for `cfg`, or `None` when `PROVISION_POSTGRES_URL` is not set.
-    pub(super) fn new(cfg: &ProvisionConfig) -> Option<PgApplier> {
+    /// The applier for `server` (a PostgreSQL server), or `None` for another engine.
+    pub(super) fn new(server: &ServerDef, bounds: Bounds) -> Option<PgApplier> {
+        let Admin::Postgres(admin) = &server.admin else {
+            return None;
+        };
         Some(PgApplier {
-            admin: cfg.postgres.clone()?,
-            role: cfg.role.clone(),
-            role_password: cfg.role_password.clone(),
-            bounds: cfg.bounds,
+            server: server.name.clone(),
+            admin: (**admin).clone(),
+            role: server.role.clone(),
+            role_password: server.role_password.clone(),
+            bounds,
         })
     }
 
@@ -173,6 +194,7 @@ impl PgApplier {
         connect_sql(&self.admin)
             .await
             .map_err(|source| PgApplyError::ConnectAdmin {
+                server: self.server.clone(),
                 place: self.admin.redacted(),
                 source,
             })
@@ -342,6 +364,163 @@ impl Run<'_> {
             Piece::Meta { end, .. } => job.progress(end, self.statements),
         }
         Ok(())
+    }
+}
+
+impl PgApplier {
+    /// The server's version (`SHOW server_version`), through the admin connection.
+    pub(super) async fn version(&self) -> Result<String, PgApplyError> {
+        let admin = self.connect_admin().await?;
+        let row = admin
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(query_error)?;
+        Ok(format!("PostgreSQL {}", row.get::<_, String>(0)))
+    }
+
+    /// Connects to `database` as `PROVISION_ROLE`, with the bounds in force.
+    async fn connect_role(&self, database: &str) -> Result<tokio_postgres::Client, PgApplyError> {
+        let mut info = self.admin.clone();
+        info.user = self.role.clone();
+        info.password = self.role_password.clone();
+        info.dbname = database.to_owned();
+        let client = connect_sql(&info)
+            .await
+            .map_err(|source| PgApplyError::ConnectRole {
+                database: database.to_owned(),
+                role: self.role.clone(),
+                source,
+            })?;
+        if let Some(sql) = bounds_sql(self.bounds) {
+            client.batch_execute(&sql).await.map_err(query_error)?;
+        }
+        Ok(client)
+    }
+
+    /// Applies migration `m` to `database` in one transaction, as `PROVISION_ROLE`: the file's
+    /// statements and the row in `dbmazz_schema_migrations` commit together, or nothing does.
+    /// A database that has the migration id with the same SHA-256 is skipped; with another
+    /// SHA-256 it is an error (a changed file needs a new id).
+    pub(super) async fn migrate(
+        &self,
+        database: &str,
+        m: Migration<'_>,
+    ) -> Result<Migrated, PgApplyError> {
+        let mut client = self.connect_role(database).await?;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (id text PRIMARY KEY, \
+                 sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), \
+                 job_id text NOT NULL, statements bigint NOT NULL)"
+            ))
+            .await
+            .map_err(query_error)?;
+        let tx = client.transaction().await.map_err(query_error)?;
+        // Two appliers of the same database (two dbmazz) take turns.
+        tx.batch_execute(&format!(
+            "LOCK TABLE {MIGRATIONS_TABLE} IN SHARE ROW EXCLUSIVE MODE"
+        ))
+        .await
+        .map_err(|e| explain_bound(statement_error(0, "", e), self.bounds))?;
+        let recorded = tx
+            .query_opt(
+                &format!("SELECT sha256 FROM {MIGRATIONS_TABLE} WHERE id = $1"),
+                &[&m.id],
+            )
+            .await
+            .map_err(query_error)?;
+        if let Some(row) = recorded {
+            let sha: String = row.get(0);
+            if sha == m.sha256 {
+                return Ok(Migrated::Skipped);
+            }
+            return Err(PgApplyError::ChecksumMismatch {
+                id: m.id.to_owned(),
+                recorded: sha,
+            });
+        }
+        let bounds = bounds_sql(self.bounds);
+        let mut reader = PieceReader::open(m.upload, Dialect::Postgres).await?;
+        let mut run = Run {
+            tx: &tx,
+            statements: 0,
+            copy: None,
+            bounds: bounds.as_deref(),
+        };
+        while let Some(piece) = reader.next().await? {
+            run.piece(piece, &mut NoProgress)
+                .await
+                .map_err(|e| explain_bound(e, self.bounds))?;
+        }
+        if let Some((_, line)) = run.copy {
+            return Err(PgApplyError::CopyUnterminated { line });
+        }
+        let statements = run.statements;
+        tx.execute(
+            &format!(
+                "INSERT INTO {MIGRATIONS_TABLE} (id, sha256, job_id, statements) \
+                 VALUES ($1, $2, $3, $4)"
+            ),
+            &[&m.id, &m.sha256, &m.job_id, &(statements as i64)],
+        )
+        .await
+        .map_err(query_error)?;
+        tx.commit().await.map_err(PgApplyError::Commit)?;
+        Ok(Migrated::Applied { statements })
+    }
+
+    /// The SHA-256 `database` records for migration `id`, if any (what a restart reconciles
+    /// the registry with).
+    pub(super) async fn recorded_migration(
+        &self,
+        database: &str,
+        id: &str,
+    ) -> Result<Option<String>, PgApplyError> {
+        let client = self.connect_role(database).await?;
+        let exists = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&MIGRATIONS_TABLE])
+            .await
+            .map_err(query_error)?
+            .get::<_, bool>(0);
+        if !exists {
+            return Ok(None);
+        }
+        Ok(client
+            .query_opt(
+                &format!("SELECT sha256 FROM {MIGRATIONS_TABLE} WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(query_error)?
+            .map(|r| r.get(0)))
+    }
+}
+
+impl PgApplyError {
+    /// Whether the server could not be reached at all (connection refused, timed out, no
+    /// route): the other databases of that server would fail the same way.
+    pub(super) fn is_unreachable(&self) -> bool {
+        match self {
+            PgApplyError::ConnectAdmin { source, .. }
+            | PgApplyError::ConnectRole { source, .. } => {
+                matches!(
+                    source,
+                    ConnectError::Timeout { .. } | ConnectError::Connect { code: None, .. }
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// The line of the file a failure is at, if a statement failed.
+    pub(super) fn line(&self) -> Option<u64> {
+        match self {
+            PgApplyError::Server { line, .. } => line.filter(|l| *l > 0),
+            PgApplyError::Bounded { line, .. } | PgApplyError::CopyUnterminated { line } => {
+                Some(*line)
+            }
+            _ => None,
+        }
     }
 }
 

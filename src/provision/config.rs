@@ -13,6 +13,9 @@ use crate::env::{parse_num, ConfigError, Vars};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::secret::Secret;
 
+use super::job::SqlEngine;
+use super::servers::{self, Admin, ServerDef};
+
 /// Default `SCHEMA_TMP_PATH`: where uploads are stored until applied.
 pub const DEFAULT_TMP_PATH: &str = "/tmp/dbmazz-schemas";
 /// Default `SCHEMA_MAX_BYTES`: 8 GiB, enough for multi-GB dumps while bounding the disk used by
@@ -77,21 +80,16 @@ pub struct RateLimit {
 /// The whole validated provisioning configuration.
 #[derive(Clone, Debug)]
 pub struct ProvisionConfig {
-    /// `PROVISION_POSTGRES_URL`: an admin connection (may create databases and roles' databases).
-    pub postgres: Option<PgConnInfo>,
-    /// `PROVISION_MYSQL_URL`: an admin connection, `mysql://user:pass@host:3306/`.
-    pub mysql: Option<Secret>,
-    /// `PROVISION_ROLE`: the non-superuser role (PostgreSQL) / user (MySQL) that the schema is
-    /// applied as and that owns the database.
-    pub role: String,
-    /// `PROVISION_ROLE_PASSWORD` (or the contents of `PROVISION_ROLE_PASSWORD_FILE`).
-    pub role_password: Option<Secret>,
-    /// `PROVISION_MYSQL_ROLE_HOST` (default `%`): the host part of the MySQL account.
-    pub mysql_role_host: String,
+    /// The servers tenants live on: `PROVISION_SERVERS_FILE`, plus the servers named
+    /// `postgres` and `mysql` that `PROVISION_POSTGRES_URL` / `PROVISION_MYSQL_URL` define.
+    pub servers: Vec<ServerDef>,
     /// `SCHEMA_TMP_PATH`.
     pub tmp_path: PathBuf,
     /// `SCHEMA_JOB_STORE_PATH` (default `$SCHEMA_TMP_PATH/jobs`): one JSON file per job.
     pub job_store_path: PathBuf,
+    /// `SCHEMA_REGISTRY_PATH` (default `$SCHEMA_TMP_PATH/registry`): one JSON file per tenant
+    /// database.
+    pub registry_path: PathBuf,
     /// The `SCHEMA_*` defaults of every job.
     pub defaults: JobOptions,
     /// `SCHEMA_ENABLE_IDEMPOTENCY` (default true).
@@ -108,7 +106,36 @@ pub struct ProvisionConfig {
     pub reserved: Vec<String>,
     /// `SCHEMA_STATEMENT_TIMEOUT_MS` and `SCHEMA_LOCK_TIMEOUT_MS`.
     pub bounds: Bounds,
+    /// `MIGRATION_CONCURRENCY` and `MIGRATION_CONCURRENCY_PER_SERVER`.
+    pub migration_concurrency: MigrationConcurrency,
+    /// `SCHEMA_JOB_RETENTION_MS` and `SCHEMA_UPLOAD_RETENTION_MS`.
+    pub retention: Retention,
 }
+
+/// How many databases a migration works on at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MigrationConcurrency {
+    /// `MIGRATION_CONCURRENCY` (default 8): in total.
+    pub total: usize,
+    /// `MIGRATION_CONCURRENCY_PER_SERVER` (default 4): on one server.
+    pub per_server: usize,
+}
+
+/// How long finished jobs and stored uploads are kept; `None`: for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// `SCHEMA_JOB_RETENTION_MS` (default 7 days): a finished job's record is deleted this
+    /// long after it ended.
+    pub jobs: Option<Duration>,
+    /// `SCHEMA_UPLOAD_RETENTION_MS` (default 1 day): a stored upload kept after its job
+    /// (`DELETE_SCHEMA_AFTER_APPLY=false`) is deleted this long after the job ended.
+    pub uploads: Option<Duration>,
+}
+
+/// Default `SCHEMA_JOB_RETENTION_MS`: 7 days.
+pub const DEFAULT_JOB_RETENTION_MS: u64 = 7 * 86_400_000;
+/// Default `SCHEMA_UPLOAD_RETENTION_MS`: 1 day.
+pub const DEFAULT_UPLOAD_RETENTION_MS: u64 = 86_400_000;
 
 /// How long one statement of an applied file may run, and wait for a lock; `None`: no bound.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,19 +161,20 @@ impl Bounds {
 }
 
 impl ProvisionConfig {
-    /// Reads the provisioning settings; `Ok(None)` when neither `PROVISION_POSTGRES_URL` nor
-    /// `PROVISION_MYSQL_URL` is set. `own_databases` are refused as targets (the CDC source).
+    /// Reads the provisioning settings; `Ok(None)` when neither `PROVISION_SERVERS_FILE` nor
+    /// `PROVISION_POSTGRES_URL` nor `PROVISION_MYSQL_URL` is set. `own_databases` are refused as
+    /// targets (the CDC source).
     pub fn from_vars(
         vars: &HashMap<String, String>,
         own_databases: &[String],
     ) -> Result<Option<ProvisionConfig>, ConfigError> {
         let vars = Vars::from(vars);
         let get = |name: &str| vars.get(name);
-        let (postgres, mysql) = servers(&vars)?;
-        if postgres.is_none() && mysql.is_none() {
+        let (postgres, mysql) = shorthand(&vars)?;
+        let file = get("PROVISION_SERVERS_FILE");
+        if postgres.is_none() && mysql.is_none() && file.is_none() {
             return Ok(None);
         }
-        let (role, role_password) = role(&vars, postgres.as_ref())?;
         let mysql_role_host = get("PROVISION_MYSQL_ROLE_HOST").unwrap_or_else(|| "%".into());
         if mysql_role_host.contains(['\'', '\\', '`']) || mysql_role_host.len() > 255 {
             return Err(ConfigError::new(
@@ -154,18 +182,57 @@ impl ProvisionConfig {
                 "must be a host pattern such as % or 10.0.%, without quotes or backslashes",
             ));
         }
-        let (tmp_path, job_store_path) = paths(&vars)?;
+        let (role, role_password) = role(&vars, postgres.as_ref(), file.is_none())?;
+        let mut servers = match &file {
+            Some(path) => servers::read_file(
+                path,
+                &servers::RoleDefaults {
+                    role: role.as_deref(),
+                    role_password: role_password.as_ref(),
+                    mysql_role_host: &mysql_role_host,
+                },
+            )?,
+            None => Vec::new(),
+        };
+        let shorthand = [
+            postgres.map(|pg| (SqlEngine::Postgres, Admin::Postgres(Box::new(pg)))),
+            mysql.map(|url| (SqlEngine::Mysql, Admin::Mysql(url))),
+        ];
+        for (engine, admin) in shorthand.into_iter().flatten() {
+            let Some(role) = role.clone() else {
+                return Err(missing_role());
+            };
+            if servers.iter().any(|s| s.name == engine.as_str()) {
+                return Err(ConfigError::new(
+                    engine.url_var(),
+                    format!(
+                        "defines the server {:?}, which PROVISION_SERVERS_FILE defines too; \
+                         keep one of them",
+                        engine.as_str()
+                    ),
+                ));
+            }
+            servers.push(ServerDef {
+                name: engine.as_str().to_owned(),
+                engine,
+                admin,
+                role,
+                role_password: role_password.clone(),
+                mysql_role_host: mysql_role_host.clone(),
+                capacity: None,
+                weight: 1,
+                labels: Default::default(),
+            });
+        }
+        let (tmp_path, job_store_path, registry_path) = paths(&vars)?;
         let idempotency = parse_bool(&get, "SCHEMA_ENABLE_IDEMPOTENCY", true)?;
         let (rate_limit, max_bytes, workers) = limits(&vars)?;
         Ok(Some(ProvisionConfig {
-            reserved: reserved(own_databases, postgres.as_ref(), mysql.as_ref()),
-            postgres,
-            mysql,
-            role,
-            role_password,
-            mysql_role_host,
+            reserved: reserved(own_databases, &servers),
+            servers,
             tmp_path,
             job_store_path,
+            registry_path,
             defaults: job_defaults(&vars)?,
             idempotency,
             forbidden_keywords: forbidden_keywords(&vars)?,
@@ -173,12 +240,66 @@ impl ProvisionConfig {
             max_bytes,
             workers,
             bounds: Bounds::from_vars(&vars)?,
+            migration_concurrency: migration_concurrency(&vars)?,
+            retention: retention(&vars)?,
         }))
+    }
+
+    /// The server named `name`.
+    pub fn server(&self, name: &str) -> Option<&ServerDef> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// Whether some server has `engine`.
+    pub fn has_engine(&self, engine: SqlEngine) -> bool {
+        self.servers.iter().any(|s| s.engine == engine)
     }
 }
 
+fn missing_role() -> ConfigError {
+    ConfigError::new(
+        "PROVISION_ROLE",
+        "is not set; name the non-superuser role (PostgreSQL) or user (MySQL) that owns \
+         the created databases and that schemas are applied as",
+    )
+}
+
+/// `MIGRATION_CONCURRENCY` and `MIGRATION_CONCURRENCY_PER_SERVER`.
+fn migration_concurrency(vars: &Vars) -> Result<MigrationConcurrency, ConfigError> {
+    let total = parse_num(
+        vars.get("MIGRATION_CONCURRENCY"),
+        "MIGRATION_CONCURRENCY",
+        8,
+        1,
+        256,
+    )?;
+    let per_server = parse_num(
+        vars.get("MIGRATION_CONCURRENCY_PER_SERVER"),
+        "MIGRATION_CONCURRENCY_PER_SERVER",
+        4,
+        1,
+        256,
+    )?;
+    Ok(MigrationConcurrency {
+        total: total as usize,
+        per_server: per_server as usize,
+    })
+}
+
+/// `SCHEMA_JOB_RETENTION_MS` and `SCHEMA_UPLOAD_RETENTION_MS`.
+fn retention(vars: &Vars) -> Result<Retention, ConfigError> {
+    let ms = |var: &'static str, default| {
+        parse_num(vars.get(var), var, default, 0, 3650 * 86_400_000)
+            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)))
+    };
+    Ok(Retention {
+        jobs: ms("SCHEMA_JOB_RETENTION_MS", DEFAULT_JOB_RETENTION_MS)?,
+        uploads: ms("SCHEMA_UPLOAD_RETENTION_MS", DEFAULT_UPLOAD_RETENTION_MS)?,
+    })
+}
+
 /// `PROVISION_POSTGRES_URL` and `PROVISION_MYSQL_URL`.
-fn servers(vars: &Vars) -> Result<(Option<PgConnInfo>, Option<Secret>), ConfigError> {
+fn shorthand(vars: &Vars) -> Result<(Option<PgConnInfo>, Option<Secret>), ConfigError> {
     let get = |name: &str| vars.get(name);
     let postgres = match get("PROVISION_POSTGRES_URL") {
         None => None,
@@ -209,19 +330,19 @@ fn servers(vars: &Vars) -> Result<(Option<PgConnInfo>, Option<Secret>), ConfigEr
     Ok((postgres, mysql))
 }
 
-/// `PROVISION_ROLE` and its password (`PROVISION_ROLE_PASSWORD` or `…_FILE`).
+/// `PROVISION_ROLE` and its password (`PROVISION_ROLE_PASSWORD` or `…_FILE`); the role is
+/// `required` unless a servers file names one per server.
 fn role(
     vars: &Vars,
     postgres: Option<&PgConnInfo>,
-) -> Result<(String, Option<Secret>), ConfigError> {
+    required: bool,
+) -> Result<(Option<String>, Option<Secret>), ConfigError> {
     let get = |name: &str| vars.get(name);
-    let role = get("PROVISION_ROLE").ok_or_else(|| {
-        ConfigError::new(
-            "PROVISION_ROLE",
-            "is not set; name the non-superuser role (PostgreSQL) or user (MySQL) that owns \
-             the created databases and that schemas are applied as",
-        )
-    })?;
+    let role = match get("PROVISION_ROLE") {
+        Some(role) => role,
+        None if required => return Err(missing_role()),
+        None => return Ok((None, role_password(vars)?)),
+    };
     if !is_role_name(&role) {
         return Err(ConfigError::new(
             "PROVISION_ROLE",
@@ -237,27 +358,34 @@ fn role(
             ));
         }
     }
-    let role_password = match (
-        get("PROVISION_ROLE_PASSWORD"),
-        get("PROVISION_ROLE_PASSWORD_FILE"),
-    ) {
-        (Some(p), _) => Some(Secret::new(p)),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::new(
-                    "PROVISION_ROLE_PASSWORD_FILE",
-                    format!("cannot read {path}: {e}"),
-                )
-            })?;
-            Some(Secret::new(text.trim_end_matches(['\n', '\r'])))
-        }
-        (None, None) => None,
-    };
-    Ok((role, role_password))
+    Ok((Some(role), role_password(vars)?))
 }
 
-/// `SCHEMA_TMP_PATH` and `SCHEMA_JOB_STORE_PATH`, both absolute.
-fn paths(vars: &Vars) -> Result<(PathBuf, PathBuf), ConfigError> {
+/// `PROVISION_ROLE_PASSWORD` or the contents of `PROVISION_ROLE_PASSWORD_FILE`.
+fn role_password(vars: &Vars) -> Result<Option<Secret>, ConfigError> {
+    let get = |name: &str| vars.get(name);
+    Ok(
+        match (
+            get("PROVISION_ROLE_PASSWORD"),
+            get("PROVISION_ROLE_PASSWORD_FILE"),
+        ) {
+            (Some(p), _) => Some(Secret::new(p)),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::new(
+                        "PROVISION_ROLE_PASSWORD_FILE",
+                        format!("cannot read {path}: {e}"),
+                    )
+                })?;
+                Some(Secret::new(text.trim_end_matches(['\n', '\r'])))
+            }
+            (None, None) => None,
+        },
+    )
+}
+
+/// `SCHEMA_TMP_PATH`, `SCHEMA_JOB_STORE_PATH` and `SCHEMA_REGISTRY_PATH`, all absolute.
+fn paths(vars: &Vars) -> Result<(PathBuf, PathBuf, PathBuf), ConfigError> {
     let get = |name: &str| vars.get(name);
     let tmp_path = PathBuf::from(get("SCHEMA_TMP_PATH").unwrap_or_else(|| DEFAULT_TMP_PATH.into()));
     if !tmp_path.is_absolute() {
@@ -266,17 +394,17 @@ fn paths(vars: &Vars) -> Result<(PathBuf, PathBuf), ConfigError> {
             "must be an absolute directory path",
         ));
     }
-    let job_store_path = match get("SCHEMA_JOB_STORE_PATH") {
-        Some(p) => PathBuf::from(p),
-        None => tmp_path.join("jobs"),
+    let under_tmp = |var: &'static str, default: &str| {
+        let path = get(var).map_or_else(|| tmp_path.join(default), PathBuf::from);
+        if path.is_absolute() {
+            Ok(path)
+        } else {
+            Err(ConfigError::new(var, "must be an absolute directory path"))
+        }
     };
-    if !job_store_path.is_absolute() {
-        return Err(ConfigError::new(
-            "SCHEMA_JOB_STORE_PATH",
-            "must be an absolute directory path",
-        ));
-    }
-    Ok((tmp_path, job_store_path))
+    let job_store_path = under_tmp("SCHEMA_JOB_STORE_PATH", "jobs")?;
+    let registry_path = under_tmp("SCHEMA_REGISTRY_PATH", "registry")?;
+    Ok((tmp_path, job_store_path, registry_path))
 }
 
 /// The per-upload defaults (`SCHEMA_FAIL_IF_DB_EXISTS`, … `SCHEMA_DRY_RUN`).
@@ -364,28 +492,15 @@ fn limits(vars: &Vars) -> Result<(Option<RateLimit>, u64, usize), ConfigError> {
 
 /// The databases that are never provisioning targets: the daemon's own and the servers'
 /// maintenance databases.
-fn reserved(
-    own_databases: &[String],
-    postgres: Option<&PgConnInfo>,
-    mysql: Option<&Secret>,
-) -> Vec<String> {
+fn reserved(own_databases: &[String], servers: &[ServerDef]) -> Vec<String> {
     let mut reserved: Vec<String> = own_databases.to_vec();
-    if let Some(pg) = postgres {
-        reserved.push(pg.dbname.clone());
-    }
-    if let Some(url) = mysql {
-        if let Ok(opts) = mysql_async::Opts::from_url(url.expose()) {
-            if let Some(db) = opts.db_name() {
-                reserved.push(db.to_owned());
-            }
-        }
-    }
+    reserved.extend(servers.iter().filter_map(ServerDef::maintenance_database));
     reserved.sort();
     reserved.dedup();
     reserved
 }
 
-fn is_role_name(s: &str) -> bool {
+pub(super) fn is_role_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !s.as_bytes()[0].is_ascii_digit()

@@ -150,6 +150,10 @@ pub struct Job {
     pub statements: u64,
     /// Target server kind.
     pub engine: SqlEngine,
+    /// Target server (records from before server names hold "", which means the server named
+    /// after the engine).
+    #[serde(default)]
+    pub server: String,
     /// Target database.
     pub database: String,
     /// The client's file name (never used as a path).
@@ -194,6 +198,10 @@ pub struct Overrides {
 pub struct UploadMeta {
     /// Target server kind.
     pub engine: SqlEngine,
+    /// The server to create it on; `None`: the placement rule picks one.
+    pub server: Option<String>,
+    /// With placement: only servers with these labels.
+    pub placement_labels: std::collections::BTreeMap<String, String>,
     /// Database to create.
     pub database: String,
     /// The client's file name; must end in `.sql`.
@@ -236,4 +244,15 @@ pub(super) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+impl Job {
+    /// The server the job targets (the engine's name for records from before server names).
+    pub fn server_name(&self) -> &str {
+        if self.server.is_empty() {
+            self.engine.as_str()
+        } else {
+            &self.server
+        }
+    }
 }

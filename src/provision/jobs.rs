@@ -34,10 +34,43 @@ use super::guard::Guard;
 use super::job::{
     now_ms, Dropped, Job, JobStatus, JobStep, Overrides, SqlEngine, Submitted, UploadMeta,
 };
+use super::migrate::{self, Migrations};
 use super::names;
+use super::registry::{self, Registry};
 use super::runner::{Runner, Slot};
+use super::servers;
 use super::store::{create_private_dir, Store};
 use super::upload::{receive, remove_partial_uploads, validate_file, ValidationError, Validator};
+
+/// How long ListServers waits for one server.
+pub const SERVER_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One server as ListServers reports it.
+#[derive(Clone, Debug)]
+pub struct ServerStatus {
+    /// Its name.
+    pub name: String,
+    /// Its engine.
+    pub engine: SqlEngine,
+    /// `host:port` of the admin connection.
+    pub address: String,
+    /// Whether the admin connection worked just now.
+    pub reachable: bool,
+    /// Its version, when reachable.
+    pub version: String,
+    /// Why it is not reachable.
+    pub error: String,
+    /// Tenant databases the registry has on it.
+    pub tenants: u64,
+    /// Its capacity.
+    pub capacity: Option<u64>,
+    /// Its placement weight.
+    pub weight: u64,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The role of its tenant databases.
+    pub role: String,
+}
 
 /// The reason given for jobs that were running when dbmazz stopped.
 pub const STOPPED_REASON: &str = "dbmazz stopped while the job was running";
@@ -48,13 +81,15 @@ pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 /// [`ProvisionError::Disabled`].
 #[derive(Clone)]
 pub struct Engine {
-    inner: Option<Arc<Inner>>,
+    pub(super) inner: Option<Arc<Inner>>,
 }
 
-struct Inner {
-    cfg: ProvisionConfig,
+pub(super) struct Inner {
+    pub(super) cfg: ProvisionConfig,
     state: Mutex<State>,
-    runner: Arc<Runner>,
+    pub(super) runner: Arc<Runner>,
+    /// The migration jobs.
+    pub(super) migrations: Migrations,
 }
 
 #[derive(Default)]
@@ -67,7 +102,7 @@ struct State {
     /// Per client: start of the window and uploads in it.
     rate: HashMap<Option<IpAddr>, (Instant, u32)>,
     /// Databases being dropped by DropDatabase.
-    dropping: Vec<(SqlEngine, String)>,
+    dropping: Vec<(String, String)>,
 }
 
 impl Engine {
@@ -117,12 +152,21 @@ impl Engine {
                 }),
             );
         }
-        let runner = Arc::new(Runner::new(&cfg, store));
+        let registry = Registry::open(&cfg.registry_path).map_err(|source| StartError::Dir {
+            var: "SCHEMA_REGISTRY_PATH",
+            path: cfg.registry_path.clone(),
+            source,
+        })?;
+        let runner = Arc::new(Runner::new(&cfg, store, Arc::new(registry)));
+        let (migrations, loaded) =
+            Migrations::open(cfg.job_store_path.join("migrations")).map_err(store_err)?;
         let inner = Arc::new(Inner {
             cfg,
             state: Mutex::new(state),
             runner,
+            migrations,
         });
+        migrate::resume(&inner, loaded);
         for id in interrupted {
             let slot = inner.slot(&id).expect("just inserted");
             inner.runner.persist(&slot);
@@ -131,8 +175,7 @@ impl Engine {
             tokio::spawn(async move { runner.finish_interrupted(slot).await });
         }
         tracing::info!(
-            postgres = inner.cfg.postgres.is_some(),
-            mysql = inner.cfg.mysql.is_some(),
+            servers = %inner.cfg.servers.iter().map(|s| format!("{}({})", s.name, s.engine)).collect::<Vec<_>>().join(","),
             workers = inner.cfg.workers,
             "schema provisioning enabled"
         );
@@ -144,7 +187,7 @@ impl Engine {
         self.inner.is_some()
     }
 
-    fn inner(&self) -> Result<&Arc<Inner>, ProvisionError> {
+    pub(super) fn inner(&self) -> Result<&Arc<Inner>, ProvisionError> {
         self.inner.as_ref().ok_or(ProvisionError::Disabled)
     }
 
@@ -224,7 +267,7 @@ impl Engine {
     pub async fn queue(
         &self,
         meta: UploadMeta,
-        mut received: Received,
+        received: Received,
     ) -> Result<Submitted, ProvisionError> {
         let inner = self.inner()?;
         inner.check_meta(&meta)?;
@@ -244,31 +287,13 @@ impl Engine {
                 meta.file_name
             )));
         }
-        let validation = match received.verdict.take() {
-            Some((engine, guard, verdict))
-                if engine == meta.engine && guard == options.enable_sql_guard =>
-            {
-                verdict
-            }
-            _ => {
-                let mut validator = inner.validator(meta.engine, options.enable_sql_guard);
-                validate_file(&received.part, &mut validator).await?;
-                validator.finish()
-            }
-        };
         let id = received.id.clone();
         let path = inner.runner.upload_path(&id);
-        if let Err(e) = tokio::fs::rename(&received.part, &path).await {
-            return Err(ProvisionError::Internal(format!(
-                "cannot store the upload in SCHEMA_TMP_PATH ({}): {e}",
-                inner.cfg.tmp_path.display()
-            )));
-        }
-        // Renamed: the part file no longer exists for `Received`'s drop to remove.
-        let (sha256, bytes) = (received.sha256.clone(), received.bytes);
-        drop(received);
+        let (sha256, bytes, validation) = received
+            .store(inner, meta.engine, options.enable_sql_guard, &path)
+            .await?;
 
-        let job = Job {
+        let mut job = Job {
             id: id.clone(),
             status: JobStatus::Queued,
             progress: 0,
@@ -279,6 +304,7 @@ impl Engine {
             bytes_applied: 0,
             statements: 0,
             engine: meta.engine,
+            server: String::new(),
             database: meta.database.clone(),
             file_name: meta.file_name.clone(),
             dry_run: options.dry_run,
@@ -291,7 +317,13 @@ impl Engine {
         };
         let registered = {
             let mut st = inner.state.lock().expect("provision state");
-            inner.register(&mut st, job, options, &meta, key.as_deref())
+            match inner.choose_server(&st, &meta) {
+                Ok(server) => {
+                    job.server = server;
+                    inner.register(&mut st, job, options, &meta, key.as_deref())
+                }
+                Err(e) => Err(e),
+            }
         };
         let slot = match registered {
             Ok(Ok(slot)) => slot,
@@ -314,6 +346,55 @@ impl Engine {
             sha256,
             bytes,
         })
+    }
+
+    /// Every configured server, checked now (in parallel, at most [`SERVER_CHECK_TIMEOUT`]
+    /// each): reachable, version, tenant databases.
+    pub async fn list_servers(&self) -> Result<Vec<ServerStatus>, ProvisionError> {
+        let inner = self.inner()?;
+        let checks = inner.cfg.servers.iter().map(|s| {
+            let runner = inner.runner.clone();
+            async move {
+                let check =
+                    tokio::time::timeout(SERVER_CHECK_TIMEOUT, runner.server_version(&s.name))
+                        .await;
+                let (reachable, version, error) = match check {
+                    Ok(Ok(v)) => (true, v, String::new()),
+                    Ok(Err(e)) => (false, String::new(), e.to_string()),
+                    Err(_) => (
+                        false,
+                        String::new(),
+                        format!("no answer within {}s", SERVER_CHECK_TIMEOUT.as_secs()),
+                    ),
+                };
+                ServerStatus {
+                    name: s.name.clone(),
+                    engine: s.engine,
+                    address: s.place(),
+                    reachable,
+                    version,
+                    error,
+                    tenants: runner.registry.count(&s.name),
+                    capacity: s.capacity,
+                    weight: s.weight,
+                    labels: s.labels.clone(),
+                    role: s.role.clone(),
+                }
+            }
+        });
+        Ok(futures_util::future::join_all(checks).await)
+    }
+
+    /// The tenant databases `filter` selects from the registry, by server then name.
+    pub fn list_databases(
+        &self,
+        filter: &registry::Filter,
+    ) -> Result<Vec<registry::TenantDb>, ProvisionError> {
+        let inner = self.inner()?;
+        Ok(inner
+            .runner
+            .registry
+            .list(filter, |s| inner.cfg.server(s).map(|d| d.labels.clone())))
     }
 
     /// Refuses a database name no upload could use, before its file is received.
@@ -358,27 +439,30 @@ impl Engine {
     }
 
     /// Drops a database after terminating its connections. Refuses a database a job is
-    /// working on, and one dbmazz did not create unless `force`.
+    /// working on, and one dbmazz did not create unless `force`. `server` may be left out when
+    /// the registry knows the database, or when one server has `engine`.
     pub async fn drop_database(
         &self,
         engine: SqlEngine,
+        server: Option<&str>,
         name: &str,
         force: bool,
     ) -> Result<Dropped, ProvisionError> {
         let inner = self.inner()?;
         inner.check_engine(engine)?;
         inner.check_name(name)?;
+        let server = inner.target_server(engine, server, name)?;
         let created = {
             let mut st = inner.state.lock().expect("provision state");
-            if let Some(busy) = st.active_on(engine, name) {
+            if let Some(busy) = st.active_on(&server, name) {
                 return Err(ProvisionError::FailedPrecondition(format!(
-                    "job {busy} is working on {engine} database {name}; wait for it to end \
-                     (WatchJob) and retry"
+                    "job {busy} is working on database {name} of server {server}; wait for it \
+                     to end (WatchJob) and retry"
                 )));
             }
-            if st.dropping.iter().any(|(e, n)| *e == engine && n == name) {
+            if st.dropping.iter().any(|(s, n)| *s == server && n == name) {
                 return Err(ProvisionError::FailedPrecondition(format!(
-                    "{engine} database {name} is already being dropped"
+                    "database {name} of server {server} is already being dropped"
                 )));
             }
             let created: Vec<Arc<Slot>> = st
@@ -386,23 +470,28 @@ impl Engine {
                 .values()
                 .filter(|s| {
                     let j = s.tx.borrow();
-                    j.engine == engine && j.database == name && j.created_database
+                    j.server_name() == server && j.database == name && j.created_database
                 })
                 .cloned()
                 .collect();
-            if created.is_empty() && !force {
+            let registered = inner
+                .runner
+                .registry
+                .get(&server, name)
+                .is_some_and(|r| r.created_by_dbmazz);
+            if created.is_empty() && !registered && !force {
                 return Err(ProvisionError::FailedPrecondition(format!(
-                    "{engine} database {name} was not created by dbmazz; set force to drop it \
-                     anyway"
+                    "{engine} database {name} (server {server}) was not created by dbmazz; set \
+                     force to drop it anyway"
                 )));
             }
-            st.dropping.push((engine, name.to_owned()));
+            st.dropping.push((server.clone(), name.to_owned()));
             created
         };
-        let result = inner.runner.drop_db(engine, name).await;
+        let result = inner.runner.drop_db(&server, name).await;
         {
             let mut st = inner.state.lock().expect("provision state");
-            st.dropping.retain(|(e, n)| !(*e == engine && n == name));
+            st.dropping.retain(|(s, n)| !(*s == server && n == name));
         }
         let (existed, terminated) =
             result.map_err(|e| ProvisionError::FailedPrecondition(e.to_string()))?;
@@ -410,12 +499,16 @@ impl Engine {
             slot.tx.send_modify(|j| j.created_database = false);
             inner.runner.persist(&slot);
         }
+        inner.runner.forget(&server, name);
         let message = if existed {
-            format!("dropped {engine} database {name} (terminated {terminated} connections)")
+            format!(
+                "dropped {engine} database {name} on server {server} (terminated {terminated} \
+                 connections)"
+            )
         } else {
-            format!("{engine} database {name} did not exist")
+            format!("{engine} database {name} did not exist on server {server}")
         };
-        tracing::info!(%engine, database = name, terminated, existed, "drop database");
+        tracing::info!(%engine, server = %server, database = name, terminated, existed, "drop database");
         Ok(Dropped {
             dropped: existed,
             terminated_connections: terminated,
@@ -435,6 +528,46 @@ pub struct Received {
     verdict: Option<(SqlEngine, bool, Result<u64, ValidationError>)>,
 }
 
+impl Received {
+    /// The id the stored file goes by.
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its size.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Settles the verdict of the split and the guard for `engine` and `guard` (taken from the
+    /// way in when they match, else reached now from disk) and moves the file to `dest`:
+    /// (SHA-256, bytes, verdict).
+    pub(super) async fn store(
+        mut self,
+        inner: &Inner,
+        engine: SqlEngine,
+        guard: bool,
+        dest: &std::path::Path,
+    ) -> Result<(String, u64, Result<u64, ValidationError>), ProvisionError> {
+        let validation = match self.verdict.take() {
+            Some((e, g, verdict)) if e == engine && g == guard => verdict,
+            _ => {
+                let mut validator = inner.validator(engine, guard);
+                validate_file(&self.part, &mut validator).await?;
+                validator.finish()
+            }
+        };
+        if let Err(e) = tokio::fs::rename(&self.part, dest).await {
+            return Err(ProvisionError::Internal(format!(
+                "cannot store the upload in SCHEMA_TMP_PATH ({}): {e}",
+                inner.cfg.tmp_path.display()
+            )));
+        }
+        // Renamed: the part file no longer exists for the drop to remove.
+        Ok((std::mem::take(&mut self.sha256), self.bytes, validation))
+    }
+}
+
 impl Drop for Received {
     fn drop(&mut self) {
         // After the rename in `queue` the file is gone and this fails harmlessly.
@@ -444,12 +577,27 @@ impl Drop for Received {
 
 impl State {
     /// The queued or running job on this database, if any.
-    fn active_on(&self, engine: SqlEngine, name: &str) -> Option<String> {
+    fn active_on(&self, server: &str, name: &str) -> Option<String> {
         self.jobs.values().find_map(|s| {
             let j = s.tx.borrow();
-            (j.engine == engine && j.database == name && !j.status.is_final() && !j.dry_run)
+            (j.server_name() == server && j.database == name && !j.status.is_final() && !j.dry_run)
                 .then(|| j.id.clone())
         })
+    }
+
+    /// Queued or running jobs on `server` whose database is not in the registry yet (placement
+    /// counts them, so that uploads arriving together spread out).
+    fn pending_on(&self, server: &str) -> u64 {
+        self.jobs
+            .values()
+            .filter(|s| {
+                let j = s.tx.borrow();
+                j.server_name() == server
+                    && !j.status.is_final()
+                    && !j.dry_run
+                    && !j.created_database
+            })
+            .count() as u64
     }
 }
 
@@ -464,11 +612,7 @@ impl Inner {
     }
 
     fn check_engine(&self, engine: SqlEngine) -> Result<(), ProvisionError> {
-        let configured = match engine {
-            SqlEngine::Postgres => self.cfg.postgres.is_some(),
-            SqlEngine::Mysql => self.cfg.mysql.is_some(),
-        };
-        if configured {
+        if self.cfg.has_engine(engine) {
             Ok(())
         } else {
             Err(ProvisionError::EngineDisabled {
@@ -479,6 +623,102 @@ impl Inner {
     }
 
     /// The upload's engine, file name, database and idempotency key, checked in that order.
+    /// The server an upload goes to: the one named; else the one the registry knows the
+    /// database on; else the placement rule's pick.
+    fn choose_server(&self, st: &State, meta: &UploadMeta) -> Result<String, ProvisionError> {
+        if meta.server.is_some() {
+            return self.target_server(meta.engine, meta.server.as_deref(), &meta.database);
+        }
+        if let Some(known) = self.known_server(meta.engine, &meta.database)? {
+            return Ok(known);
+        }
+        let registry = &self.runner.registry;
+        servers::place(
+            &self.cfg.servers,
+            meta.engine,
+            &meta.placement_labels,
+            |s| registry.count(s) + st.pending_on(s),
+        )
+        .map(|s| s.name.clone())
+        .map_err(|e| ProvisionError::FailedPrecondition(e.0))
+    }
+
+    /// The server the registry knows `database` of `engine` on, if one.
+    fn known_server(
+        &self,
+        engine: SqlEngine,
+        database: &str,
+    ) -> Result<Option<String>, ProvisionError> {
+        let on: Vec<String> = self
+            .runner
+            .registry
+            .list(
+                &registry::Filter {
+                    engine: Some(engine),
+                    ..Default::default()
+                },
+                |_| None,
+            )
+            .into_iter()
+            .filter(|r| r.database == database)
+            .map(|r| r.server)
+            .collect();
+        match on.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            many => Err(ProvisionError::FailedPrecondition(format!(
+                "{engine} database {database} exists on the servers {}; name the server",
+                many.join(", ")
+            ))),
+        }
+    }
+
+    /// The server a call about `database` means: the one named (which must exist and be of
+    /// `engine`), else the one the registry knows it on, else the only server of `engine`.
+    fn target_server(
+        &self,
+        engine: SqlEngine,
+        named: Option<&str>,
+        database: &str,
+    ) -> Result<String, ProvisionError> {
+        if let Some(name) = named {
+            let Some(s) = self.cfg.server(name) else {
+                return Err(ProvisionError::InvalidArgument(format!(
+                    "server {name:?} is not configured; SchemaService/ListServers lists them"
+                )));
+            };
+            if s.engine != engine {
+                return Err(ProvisionError::InvalidArgument(format!(
+                    "server {name} is a {} server, not {engine}",
+                    s.engine
+                )));
+            }
+            return Ok(s.name.clone());
+        }
+        if let Some(known) = self.known_server(engine, database)? {
+            return Ok(known);
+        }
+        let of_engine: Vec<&str> = self
+            .cfg
+            .servers
+            .iter()
+            .filter(|s| s.engine == engine)
+            .map(|s| s.name.as_str())
+            .collect();
+        match of_engine.as_slice() {
+            [one] => Ok((*one).to_owned()),
+            [] => Err(ProvisionError::EngineDisabled {
+                engine,
+                var: engine.url_var(),
+            }),
+            many => Err(ProvisionError::InvalidArgument(format!(
+                "{engine} database {database} is not in the registry and there are several \
+                 {engine} servers ({}); name the server",
+                many.join(", ")
+            ))),
+        }
+    }
+
     fn check_meta(&self, meta: &UploadMeta) -> Result<(), ProvisionError> {
         self.check_engine(meta.engine)?;
         if !meta.file_name.to_ascii_lowercase().ends_with(".sql")
@@ -502,7 +742,7 @@ impl Inner {
     }
 
     /// The split and the guard (when `guard`) for a file of `engine`.
-    fn validator(&self, engine: SqlEngine, guard: bool) -> Validator {
+    pub(super) fn validator(&self, engine: SqlEngine, guard: bool) -> Validator {
         Validator::new(
             engine.dialect(),
             guard.then(|| Guard::new(engine.dialect(), &self.cfg.forbidden_keywords)),
@@ -614,6 +854,7 @@ impl Inner {
                 // A job that did not fail, and (unless a dry run) still holds the database it
                 // created: after a DropDatabase the same file provisions the database again.
                 (j.engine == job.engine
+                    && j.server_name() == job.server
                     && j.database == job.database
                     && j.sha256 == job.sha256
                     && j.dry_run == job.dry_run
@@ -631,7 +872,7 @@ impl Inner {
             }
         }
         if !job.dry_run {
-            if let Some(busy) = st.active_on(job.engine, &job.database) {
+            if let Some(busy) = st.active_on(&job.server, &job.database) {
                 return Err(ProvisionError::FailedPrecondition(format!(
                     "job {busy} is already working on {} database {}; one job per database at a \
                      time: wait for it (WatchJob) and retry",
@@ -641,7 +882,7 @@ impl Inner {
             if st
                 .dropping
                 .iter()
-                .any(|(e, n)| *e == job.engine && *n == job.database)
+                .any(|(s, n)| *s == job.server && *n == job.database)
             {
                 return Err(ProvisionError::FailedPrecondition(format!(
                     "{} database {} is being dropped; retry when DropDatabase returns",
@@ -699,6 +940,8 @@ mod tests {
     fn meta(db: &str) -> UploadMeta {
         UploadMeta {
             engine: SqlEngine::Postgres,
+            server: None,
+            placement_labels: Default::default(),
             database: db.into(),
             file_name: "schema.sql".into(),
             idempotency_key: None,
@@ -844,6 +1087,7 @@ mod tests {
             bytes_applied: 4,
             statements: 1,
             engine: SqlEngine::Postgres,
+            server: String::new(),
             database: format!("db_{id}"),
             file_name: "s.sql".into(),
             dry_run: false,

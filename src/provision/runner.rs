@@ -11,17 +11,19 @@
 //! progress is recorded on every call but wakes subscribers at most every 100 ms (or when the
 //! percentage grows).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Semaphore};
 
-use super::applier::{Applier, JobProgress, Target};
+use super::applier::{Applier, JobProgress, Migrated, Migration, Target};
 use super::apply_mysql::{MySqlApplier, MySqlApplyError};
 use super::apply_pg::{PgApplier, PgApplyError};
 use super::config::{JobOptions, ProvisionConfig};
 use super::job::{now_ms, Job, JobStatus, JobStep, SqlEngine};
+use super::registry::{Registry, TenantDb, TenantState};
 use super::store::{JobRecord, Store};
 use super::upload::ValidationError;
 
@@ -49,11 +51,14 @@ pub(super) enum JobError {
     /// MySQL refused.
     #[error(transparent)]
     MySql(Box<MySqlApplyError>),
-    /// The job's engine is not configured (the service refuses such jobs before they run).
-    #[error("{var} is not set")]
-    NotConfigured {
-        /// The engine's variable.
-        var: &'static str,
+    /// The job's server is not configured (any more).
+    #[error(
+        "server {server} is not configured (PROVISION_SERVERS_FILE, PROVISION_POSTGRES_URL or \
+         PROVISION_MYSQL_URL)"
+    )]
+    UnknownServer {
+        /// The server's name.
+        server: String,
     },
 }
 
@@ -69,10 +74,20 @@ impl From<MySqlApplyError> for JobError {
     }
 }
 
+/// The applier of one server.
+pub(super) enum ServerApplier {
+    /// A PostgreSQL server.
+    Postgres(PgApplier),
+    /// A MySQL or MariaDB server.
+    Mysql(MySqlApplier),
+}
+
 /// Runs jobs on a bounded pool and keeps their records; shared by every job.
 pub(super) struct Runner {
-    postgres: Option<PgApplier>,
-    mysql: Option<MySqlApplier>,
+    /// The appliers, by server name.
+    appliers: BTreeMap<String, ServerApplier>,
+    /// The tenant registry.
+    pub(super) registry: Arc<Registry>,
     store: Store,
     /// `SCHEMA_JOB_STORE_PATH`, for messages.
     store_path: PathBuf,
@@ -83,11 +98,28 @@ pub(super) struct Runner {
 }
 
 impl Runner {
-    /// A runner with the appliers `cfg` configures, keeping records in `store`.
-    pub(super) fn new(cfg: &ProvisionConfig, store: Store) -> Runner {
+    /// A runner with the appliers `cfg` configures, keeping records in `store` and tenants
+    /// in `registry`.
+    pub(super) fn new(cfg: &ProvisionConfig, store: Store, registry: Arc<Registry>) -> Runner {
+        let appliers = cfg
+            .servers
+            .iter()
+            .map(|s| {
+                let applier = match s.engine {
+                    SqlEngine::Postgres => {
+                        PgApplier::new(s, cfg.bounds).map(ServerApplier::Postgres)
+                    }
+                    SqlEngine::Mysql => MySqlApplier::new(s, cfg.bounds).map(ServerApplier::Mysql),
+                };
+                (
+                    s.name.clone(),
+                    applier.expect("a server's admin matches its engine"),
+                )
+            })
+            .collect();
         Runner {
-            postgres: PgApplier::new(cfg),
-            mysql: MySqlApplier::new(cfg),
+            appliers,
+            registry,
             store,
             store_path: cfg.job_store_path.clone(),
             tmp_path: cfg.tmp_path.clone(),
@@ -95,12 +127,13 @@ impl Runner {
         }
     }
 
-    /// Whether `engine` has an applier (its URL is set).
-    fn is_configured(&self, engine: SqlEngine) -> bool {
-        match engine {
-            SqlEngine::Postgres => self.postgres.is_some(),
-            SqlEngine::Mysql => self.mysql.is_some(),
-        }
+    /// The applier of `server`.
+    pub(super) fn applier(&self, server: &str) -> Result<&ServerApplier, JobError> {
+        self.appliers
+            .get(server)
+            .ok_or_else(|| JobError::UnknownServer {
+                server: server.to_owned(),
+            })
     }
 
     /// Where the upload of job `id` is stored.
@@ -138,25 +171,27 @@ impl Runner {
         self.persist(&slot);
         let mut ctx = JobCtx::new(self.clone(), slot.clone());
         let result = self.execute(&mut ctx, validation).await;
-        let (id, engine, database, created) = {
+        let (id, server, database, created) = {
             let j = slot.tx.borrow();
             (
                 j.id.clone(),
-                j.engine,
+                j.server_name().to_owned(),
                 j.database.clone(),
                 j.created_database,
             )
         };
+        let engine = slot.tx.borrow().engine;
         let mut error = result.err().map(|e| e.to_string());
         if error.is_some() || slot.options.delete_schema_after_apply {
             ctx.set_stage(JobStep::Cleanup);
         }
         if let Some(message) = &mut error {
             if created && slot.options.drop_db_on_failure {
-                match self.drop_db(engine, &database).await {
+                match self.drop_db(&server, &database).await {
                     Ok(_) => {
                         message.push_str(&format!("; database {database} was dropped"));
                         slot.tx.send_modify(|j| j.created_database = false);
+                        self.forget(&server, &database);
                     }
                     Err(e) => {
                         message.push_str(&format!("; dropping database {database} failed too: {e}"))
@@ -170,6 +205,9 @@ impl Runner {
         }
         if slot.options.delete_schema_after_apply {
             let _ = tokio::fs::remove_file(self.upload_path(&id)).await;
+        }
+        if !slot.options.dry_run {
+            self.record_tenant(&slot, error.is_none());
         }
         slot.tx.send_modify(|j| {
             j.stage = JobStep::Done;
@@ -199,15 +237,60 @@ impl Runner {
         }
     }
 
+    /// Records the tenant database of an ended upload job: ready after a success, failed when
+    /// a failure kept it (a dropped one was forgotten already).
+    fn record_tenant(&self, slot: &Slot, success: bool) {
+        let j = slot.tx.borrow().clone();
+        let server = j.server_name().to_owned();
+        let known = self.registry.get(&server, &j.database);
+        let state = if success {
+            TenantState::Ready
+        } else if known.is_some() {
+            TenantState::Failed
+        } else {
+            // A failure on a database dbmazz did not create (or dropped): nothing to record.
+            return;
+        };
+        let record = match known {
+            Some(mut r) => {
+                r.state = state;
+                r
+            }
+            None => TenantDb {
+                server: server.clone(),
+                engine: j.engine,
+                database: j.database.clone(),
+                state,
+                created_by_dbmazz: false,
+                created_at_ms: now_ms(),
+                job_id: j.id.clone(),
+                file_name: j.file_name.clone(),
+                sha256: j.sha256.clone(),
+                migrations: Vec::new(),
+                last_failure: None,
+            },
+        };
+        if let Err(e) = self.registry.put(record) {
+            tracing::error!(job = %j.id, server = %server, database = %j.database, error = %e, "cannot write the tenant registry (SCHEMA_REGISTRY_PATH)");
+        }
+    }
+
+    /// Forgets a dropped database in the registry (logged when that fails).
+    pub(super) fn forget(&self, server: &str, database: &str) {
+        if let Err(e) = self.registry.remove(server, database) {
+            tracing::error!(server, database, error = %e, "cannot remove a dropped database from the tenant registry (SCHEMA_REGISTRY_PATH)");
+        }
+    }
+
     /// The validation's verdict (made during the upload), then (unless a dry run) the apply.
     async fn execute(
         &self,
         ctx: &mut JobCtx,
         validation: Result<u64, ValidationError>,
     ) -> Result<(), JobError> {
-        let (id, engine, database) = {
+        let (id, server, database) = {
             let j = ctx.slot.tx.borrow();
-            (j.id.clone(), j.engine, j.database.clone())
+            (j.id.clone(), j.server_name().to_owned(), j.database.clone())
         };
         let path = self.upload_path(&id);
         let statements = validation?;
@@ -220,57 +303,39 @@ impl Runner {
             fail_if_db_exists: ctx.slot.options.fail_if_db_exists,
             upload: &path,
         };
-        match engine {
-            SqlEngine::Postgres => Ok(self.postgres()?.apply(target, ctx).await?),
-            SqlEngine::Mysql => Ok(self.mysql()?.apply(target, ctx).await?),
+        match self.applier(&server)? {
+            ServerApplier::Postgres(a) => Ok(a.apply(target, ctx).await?),
+            ServerApplier::Mysql(a) => Ok(a.apply(target, ctx).await?),
         }
     }
 
-    fn postgres(&self) -> Result<&PgApplier, JobError> {
-        self.postgres.as_ref().ok_or(JobError::NotConfigured {
-            var: SqlEngine::Postgres.url_var(),
-        })
-    }
-
-    fn mysql(&self) -> Result<&MySqlApplier, JobError> {
-        self.mysql.as_ref().ok_or(JobError::NotConfigured {
-            var: SqlEngine::Mysql.url_var(),
-        })
-    }
-
-    /// Drops a database on `engine` after terminating its connections: (existed, terminated).
-    pub(super) async fn drop_db(
-        &self,
-        engine: SqlEngine,
-        name: &str,
-    ) -> Result<(bool, u32), JobError> {
-        match engine {
-            SqlEngine::Postgres => Ok(self.postgres()?.drop_database(name).await?),
-            SqlEngine::Mysql => Ok(self.mysql()?.drop_database(name).await?),
+    /// Drops a database on `server` after terminating its connections: (existed, terminated).
+    pub(super) async fn drop_db(&self, server: &str, name: &str) -> Result<(bool, u32), JobError> {
+        match self.applier(server)? {
+            ServerApplier::Postgres(a) => Ok(a.drop_database(name).await?),
+            ServerApplier::Mysql(a) => Ok(a.drop_database(name).await?),
         }
     }
 
     /// Cleans up after a job that was running when the daemon died.
     pub(super) async fn finish_interrupted(self: Arc<Self>, slot: Arc<Slot>) {
-        let (id, engine, database, created) = {
+        let (id, server, database, created) = {
             let j = slot.tx.borrow();
             (
                 j.id.clone(),
-                j.engine,
+                j.server_name().to_owned(),
                 j.database.clone(),
                 j.created_database,
             )
         };
         if created && slot.options.drop_db_on_failure {
-            let note = if !self.is_configured(engine) {
-                format!(
-                    "; database {database} was kept: {} is no longer set",
-                    engine.url_var()
-                )
+            let note = if self.applier(&server).is_err() {
+                format!("; database {database} was kept: server {server} is no longer configured")
             } else {
-                match self.drop_db(engine, &database).await {
+                match self.drop_db(&server, &database).await {
                     Ok(_) => {
                         slot.tx.send_modify(|j| j.created_database = false);
+                        self.forget(&server, &database);
                         format!("; database {database} was dropped")
                     }
                     Err(e) => format!("; dropping database {database} failed: {e}"),
@@ -284,6 +349,9 @@ impl Runner {
         }
         if slot.options.delete_schema_after_apply {
             let _ = tokio::fs::remove_file(self.upload_path(&id)).await;
+        }
+        if !slot.options.dry_run {
+            self.record_tenant(&slot, false);
         }
         self.persist(&slot);
     }
@@ -320,6 +388,23 @@ impl JobProgress for JobCtx {
     fn mark_created(&mut self) {
         self.slot.tx.send_modify(|j| j.created_database = true);
         self.runner.persist(&self.slot);
+        let j = self.slot.tx.borrow().clone();
+        let record = TenantDb {
+            server: j.server_name().to_owned(),
+            engine: j.engine,
+            database: j.database.clone(),
+            state: TenantState::Creating,
+            created_by_dbmazz: true,
+            created_at_ms: now_ms(),
+            job_id: j.id.clone(),
+            file_name: j.file_name.clone(),
+            sha256: j.sha256.clone(),
+            migrations: Vec::new(),
+            last_failure: None,
+        };
+        if let Err(e) = self.runner.registry.put(record) {
+            tracing::error!(job = %j.id, database = %j.database, error = %e, "cannot write the tenant registry (SCHEMA_REGISTRY_PATH)");
+        }
     }
 
     /// Reports that the file is applied up to byte `applied`, with `statements` run.
@@ -341,5 +426,61 @@ impl JobProgress for JobCtx {
             j.statements = statements;
             notify
         });
+    }
+}
+
+impl Runner {
+    /// Applies migration `m` to `database` on `server`.
+    pub(super) async fn migrate(
+        &self,
+        server: &str,
+        database: &str,
+        m: Migration<'_>,
+    ) -> Result<Migrated, JobError> {
+        match self.applier(server)? {
+            ServerApplier::Postgres(a) => Ok(a.migrate(database, m).await?),
+            ServerApplier::Mysql(a) => Ok(a.migrate(database, m).await?),
+        }
+    }
+
+    /// The SHA-256 `database` on `server` records for migration `id`, if any.
+    pub(super) async fn recorded_migration(
+        &self,
+        server: &str,
+        database: &str,
+        id: &str,
+    ) -> Result<Option<String>, JobError> {
+        match self.applier(server)? {
+            ServerApplier::Postgres(a) => Ok(a.recorded_migration(database, id).await?),
+            ServerApplier::Mysql(a) => Ok(a.recorded_migration(database, id).await?),
+        }
+    }
+
+    /// Connects to `server` as its admin: its version string.
+    pub(super) async fn server_version(&self, server: &str) -> Result<String, JobError> {
+        match self.applier(server)? {
+            ServerApplier::Postgres(a) => Ok(a.version().await?),
+            ServerApplier::Mysql(a) => Ok(a.version().await?),
+        }
+    }
+}
+
+impl JobError {
+    /// Whether the server could not be reached at all.
+    pub(super) fn is_unreachable(&self) -> bool {
+        match self {
+            JobError::Postgres(e) => e.is_unreachable(),
+            JobError::MySql(e) => e.is_unreachable(),
+            _ => false,
+        }
+    }
+
+    /// The line of the file a failure is at, if a statement failed.
+    pub(super) fn line(&self) -> Option<u64> {
+        match self {
+            JobError::Postgres(e) => e.line(),
+            JobError::MySql(e) => e.line(),
+            _ => None,
+        }
     }
 }

@@ -1,0 +1,786 @@
+//! Migrations fanned out to tenant databases: one uploaded `.sql` file applied once to every
+//! database a selector picks from the registry, with bounded concurrency, per-database
+//! progress and results, and a record in each database so that running it again is a no-op
+//! where it was applied and a retry where it failed.
+//!
+//! ```text
+//! MigrateDatabases(meta, chunks) ─▶ select targets (registry) ─▶ store + split + guard
+//!   ─▶ job QUEUED (SCHEMA_JOB_STORE_PATH/migrations/<id>.json)
+//!   ─▶ per database: permit of its server (MIGRATION_CONCURRENCY_PER_SERVER)
+//!                    + permit of the fleet (MIGRATION_CONCURRENCY)
+//!      ─▶ applier.migrate: PostgreSQL one transaction with the dbmazz_schema_migrations row;
+//!                          MySQL statement by statement, the row says applied or failed
+//!      ─▶ registry (migration recorded, or the failure) ─▶ the target's result in the job
+//!   ─▶ SUCCESS when every database applied or had it; FAILED otherwise
+//! ```
+//!
+//! The order of the writes is what keeps the three views in agreement: the database commits
+//! first, then the registry, then the job's record. A `kill -9` between them leaves a target
+//! that the job never saw finish; at the next start every such target is checked in its
+//! database (the row is there or not) and the registry and the job are corrected from it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::{watch, Semaphore};
+
+use super::applier::{Migrated, Migration};
+use super::error::ProvisionError;
+use super::job::{now_ms, JobStatus, Overrides, SqlEngine};
+use super::jobs::{Engine, Inner, STOPPED_REASON};
+use super::registry::{AppliedMigration, Filter, MigrationFailure, TenantState};
+use super::store::create_private_dir;
+
+/// Where one database of a migration is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetState {
+    /// Waiting for a permit.
+    Pending,
+    /// Being applied.
+    Running,
+    /// Applied and recorded in the database.
+    Applied,
+    /// The database had it already (same id and SHA-256).
+    Skipped,
+    /// Failed; the error says why.
+    Failed,
+    /// Not started: `on_failure=stop`, its server unreachable, or dbmazz stopped.
+    NotAttempted,
+}
+
+impl TargetState {
+    /// Whether the target has its result.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TargetState::Pending | TargetState::Running)
+    }
+
+    /// `pending`, `running`, `applied`, `skipped`, `failed`, `not-attempted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Pending => "pending",
+            TargetState::Running => "running",
+            TargetState::Applied => "applied",
+            TargetState::Skipped => "skipped",
+            TargetState::Failed => "failed",
+            TargetState::NotAttempted => "not-attempted",
+        }
+    }
+}
+
+/// What a migration does when a database fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Apply it to every other selected database anyway.
+    #[default]
+    Continue,
+    /// Start no further database.
+    Stop,
+}
+
+/// One database of a migration.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationTarget {
+    /// Its server.
+    pub server: String,
+    /// Its name.
+    pub database: String,
+    /// Where it is.
+    pub state: TargetState,
+    /// Why it failed or was not attempted.
+    pub error: Option<String>,
+    /// The line of the file a statement failed at.
+    pub line: Option<u64>,
+    /// Statements applied.
+    pub statements: u64,
+    /// When it started (0 until then).
+    pub started_at_ms: u64,
+    /// When it ended (0 until then).
+    pub finished_at_ms: u64,
+}
+
+/// A migration fanned out to tenant databases.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationJob {
+    /// Server-generated id (a UUID).
+    pub id: String,
+    /// Queued, running; success when every target applied or skipped it; failed otherwise.
+    pub status: JobStatus,
+    /// The migration id recorded in each database.
+    pub migration_id: String,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Size of the file.
+    pub bytes: u64,
+    /// The client's file name.
+    pub file_name: String,
+    /// The file's dialect.
+    pub engine: SqlEngine,
+    /// `on_failure`.
+    pub on_failure: OnFailure,
+    /// When the file was stored.
+    pub created_at_ms: u64,
+    /// When the first database started.
+    pub started_at_ms: u64,
+    /// When the last ended.
+    pub finished_at_ms: u64,
+    /// One per selected database, by server then name.
+    pub targets: Vec<MigrationTarget>,
+    /// Failed only: a summary.
+    pub error: Option<String>,
+}
+
+impl MigrationJob {
+    /// Targets in `state`.
+    pub fn count(&self, state: TargetState) -> usize {
+        self.targets.iter().filter(|t| t.state == state).count()
+    }
+}
+
+/// Which tenant databases a migration covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// Every tenant database of the engine.
+    All,
+    /// Those on this server.
+    Server(String),
+    /// Those on servers with all these labels.
+    Labels(BTreeMap<String, String>),
+    /// These: `name` (when one server has it) or `server/name`.
+    Databases(Vec<String>),
+}
+
+/// What a migration is.
+#[derive(Clone, Debug)]
+pub struct MigrateMeta {
+    /// The file's dialect; only databases of this engine are selected.
+    pub engine: SqlEngine,
+    /// The migration id; `None`: the file name without `.sql`.
+    pub migration_id: Option<String>,
+    /// The client's file name; must end in `.sql`.
+    pub file_name: String,
+    /// Which databases.
+    pub selector: Selector,
+    /// What a failure does.
+    pub on_failure: OnFailure,
+    /// The caller's address, for `RATE_LIMIT_*`.
+    pub client: Option<IpAddr>,
+}
+
+/// The answer to an accepted migration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrateSubmitted {
+    /// The fan-out job.
+    pub job_id: String,
+    /// Selected databases.
+    pub databases: u32,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// The migration id.
+    pub migration_id: String,
+}
+
+/// The migration jobs: live state and records under `SCHEMA_JOB_STORE_PATH/migrations`.
+pub(super) struct Migrations {
+    dir: PathBuf,
+    jobs: Mutex<HashMap<String, Arc<watch::Sender<MigrationJob>>>>,
+}
+
+impl Migrations {
+    /// Opens the record directory and loads every record (unreadable ones are skipped with a
+    /// warning naming the file).
+    pub(super) fn open(dir: PathBuf) -> std::io::Result<(Migrations, Vec<MigrationJob>)> {
+        create_private_dir(&dir)?;
+        let mut loaded = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<MigrationJob>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(j) => loaded.push(j),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable migration job record")
+                }
+            }
+        }
+        let migrations = Migrations {
+            dir,
+            jobs: Mutex::new(HashMap::new()),
+        };
+        Ok((migrations, loaded))
+    }
+
+    fn insert(&self, job: MigrationJob) -> Arc<watch::Sender<MigrationJob>> {
+        let id = job.id.clone();
+        let tx = Arc::new(watch::Sender::new(job));
+        self.jobs
+            .lock()
+            .expect("migration jobs")
+            .insert(id, tx.clone());
+        tx
+    }
+
+    pub(super) fn get(&self, id: &str) -> Option<Arc<watch::Sender<MigrationJob>>> {
+        self.jobs.lock().expect("migration jobs").get(id).cloned()
+    }
+
+    /// Every job, newest first.
+    pub(super) fn all(&self) -> Vec<MigrationJob> {
+        let mut v: Vec<MigrationJob> = self
+            .jobs
+            .lock()
+            .expect("migration jobs")
+            .values()
+            .map(|tx| tx.borrow().clone())
+            .collect();
+        v.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        v
+    }
+
+    /// The running or queued migration job that covers `server/database`, if any.
+    fn busy(&self, server: &str, database: &str) -> Option<String> {
+        self.jobs
+            .lock()
+            .expect("migration jobs")
+            .values()
+            .find_map(|tx| {
+                let j = tx.borrow();
+                (!j.status.is_final()
+                    && j.targets
+                        .iter()
+                        .any(|t| t.server == server && t.database == database))
+                .then(|| j.id.clone())
+            })
+    }
+
+    /// Writes a job's record (`.tmp`, then rename); `sync` also fsyncs it (at the start and
+    /// the end of a job; the per-database updates in between are rebuilt from the databases
+    /// after a crash).
+    fn persist(&self, job: &MigrationJob, sync: bool) {
+        let write = || -> std::io::Result<()> {
+            let bytes = serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?;
+            let tmp = self.dir.join(format!("{}.json.tmp", job.id));
+            {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                if sync {
+                    f.sync_all()?;
+                }
+            }
+            std::fs::rename(&tmp, self.dir.join(format!("{}.json", job.id)))
+        };
+        if let Err(e) = write() {
+            tracing::error!(job = %job.id, dir = %self.dir.display(), error = %e, "cannot write the migration job record (SCHEMA_JOB_STORE_PATH)");
+        }
+    }
+}
+
+/// A migration id: 1-128 letters, digits, `.`, `-` and `_`.
+fn is_migration_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+impl Engine {
+    /// Stores a migration file and starts applying it to every selected tenant database.
+    /// Refused before anything runs: an engine without servers, a bad id or file name, a
+    /// selector that matches nothing (or names an unknown database), a database another
+    /// migration is working on, and a file the split or the guard refuses.
+    pub async fn migrate<S>(
+        &self,
+        meta: MigrateMeta,
+        body: S,
+    ) -> Result<MigrateSubmitted, ProvisionError>
+    where
+        S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
+    {
+        let inner = self.inner()?.clone();
+        if !inner.cfg.has_engine(meta.engine) {
+            return Err(ProvisionError::EngineDisabled {
+                engine: meta.engine,
+                var: meta.engine.url_var(),
+            });
+        }
+        let lower = meta.file_name.to_ascii_lowercase();
+        if !lower.ends_with(".sql")
+            || meta.file_name.len() > 255
+            || meta.file_name.contains(['\0', '\n', '/'])
+        {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "file_name {:?}: only .sql files are accepted (at most 255 characters, no /)",
+                meta.file_name
+            )));
+        }
+        let migration_id = meta
+            .migration_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| meta.file_name[..meta.file_name.len() - 4].to_owned());
+        if !is_migration_id(&migration_id) {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "migration_id {migration_id:?}: use 1-128 letters, digits, '.', '-' and '_' \
+                 (it defaults to the file name without .sql)"
+            )));
+        }
+        let targets = inner.select(meta.engine, &meta.selector)?;
+        for (server, database) in &targets {
+            if let Some(busy) = inner.migrations.busy(server, database) {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "migration job {busy} is working on {server}/{database}; wait for it \
+                     (WatchJob) and retry"
+                )));
+            }
+        }
+        let guard = inner.cfg.defaults.enable_sql_guard;
+        let received = self
+            .receive(
+                meta.client,
+                Some((meta.engine, &Overrides::default())),
+                body,
+            )
+            .await?;
+        if received.bytes() == 0 {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "{}: the file is empty",
+                meta.file_name
+            )));
+        }
+        let id = received.id().to_owned();
+        let path = inner.runner.upload_path(&id);
+        let (sha256, bytes, verdict) = received.store(&inner, meta.engine, guard, &path).await?;
+        if let Err(e) = verdict {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ProvisionError::InvalidArgument(format!(
+                "{}: {e}; nothing was applied",
+                meta.file_name
+            )));
+        }
+        let job = MigrationJob {
+            id: id.clone(),
+            status: JobStatus::Queued,
+            migration_id: migration_id.clone(),
+            sha256: sha256.clone(),
+            bytes,
+            file_name: meta.file_name.clone(),
+            engine: meta.engine,
+            on_failure: meta.on_failure,
+            created_at_ms: now_ms(),
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            targets: targets
+                .iter()
+                .map(|(server, database)| MigrationTarget {
+                    server: server.clone(),
+                    database: database.clone(),
+                    state: TargetState::Pending,
+                    error: None,
+                    line: None,
+                    statements: 0,
+                    started_at_ms: 0,
+                    finished_at_ms: 0,
+                })
+                .collect(),
+            error: None,
+        };
+        inner.migrations.persist(&job, true);
+        let databases = job.targets.len() as u32;
+        let tx = inner.migrations.insert(job);
+        tracing::info!(job = %id, migration = %migration_id, databases, engine = %meta.engine, "migration queued");
+        tokio::spawn(fan_out(inner, tx, path));
+        Ok(MigrateSubmitted {
+            job_id: id,
+            databases,
+            sha256,
+            bytes,
+            migration_id,
+        })
+    }
+
+    /// One migration job as it is now.
+    pub fn migration(&self, id: &str) -> Result<MigrationJob, ProvisionError> {
+        let inner = self.inner()?;
+        let tx = inner
+            .migrations
+            .get(id)
+            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
+        let job = tx.borrow().clone();
+        Ok(job)
+    }
+
+    /// Follows one migration job (see [`Engine::subscribe`]).
+    pub fn subscribe_migration(
+        &self,
+        id: &str,
+    ) -> Result<watch::Receiver<MigrationJob>, ProvisionError> {
+        let inner = self.inner()?;
+        let tx = inner
+            .migrations
+            .get(id)
+            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
+        Ok(tx.subscribe())
+    }
+
+    /// Whether `id` names a migration job.
+    pub fn is_migration(&self, id: &str) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.migrations.get(id).is_some())
+    }
+
+    /// Every migration job, newest first.
+    pub fn migrations(&self) -> Result<Vec<MigrationJob>, ProvisionError> {
+        Ok(self.inner()?.migrations.all())
+    }
+}
+
+impl Inner {
+    /// The ready tenant databases of `engine` that `selector` picks: (server, database), by
+    /// server then name.
+    fn select(
+        &self,
+        engine: SqlEngine,
+        selector: &Selector,
+    ) -> Result<Vec<(String, String)>, ProvisionError> {
+        let labels = |s: &str| self.cfg.server(s).map(|d| d.labels.clone());
+        let mut filter = Filter {
+            engine: Some(engine),
+            ..Filter::default()
+        };
+        match selector {
+            Selector::All => {}
+            Selector::Server(s) => {
+                match self.cfg.server(s) {
+                    None => {
+                        return Err(ProvisionError::InvalidArgument(format!(
+                            "server {s:?} is not configured; SchemaService/ListServers lists them"
+                        )))
+                    }
+                    Some(d) if d.engine != engine => {
+                        return Err(ProvisionError::InvalidArgument(format!(
+                            "server {s} is a {} server, not {engine}",
+                            d.engine
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                filter.server = Some(s.clone());
+            }
+            Selector::Labels(l) => filter.labels = l.clone(),
+            Selector::Databases(names) => {
+                let all = self.runner.registry.list(&filter, labels);
+                let mut out = Vec::new();
+                for name in names {
+                    let (server, db) = match name.split_once('/') {
+                        Some((s, d)) => (Some(s), d),
+                        None => (None, name.as_str()),
+                    };
+                    let found: Vec<_> = all
+                        .iter()
+                        .filter(|r| r.database == db && server.is_none_or(|s| r.server == s))
+                        .collect();
+                    match found.as_slice() {
+                        [] => {
+                            return Err(ProvisionError::InvalidArgument(format!(
+                                "{engine} database {name} is not in the tenant registry \
+                                 (SchemaService/ListDatabases lists them)"
+                            )))
+                        }
+                        [one] => out.push((one.server.clone(), one.database.clone())),
+                        many => {
+                            return Err(ProvisionError::InvalidArgument(format!(
+                                "database {db} is on the servers {}; write server/{db}",
+                                many.iter()
+                                    .map(|r| r.server.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )))
+                        }
+                    }
+                }
+                out.sort();
+                out.dedup();
+                return Ok(out);
+            }
+        }
+        let picked: Vec<(String, String)> = self
+            .runner
+            .registry
+            .list(&filter, labels)
+            .into_iter()
+            .filter(|r| r.state == TenantState::Ready)
+            .map(|r| (r.server, r.database))
+            .collect();
+        if picked.is_empty() {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "the selector matches no ready {engine} tenant database \
+                 (SchemaService/ListDatabases lists them)"
+            )));
+        }
+        Ok(picked)
+    }
+
+    /// Records what one database did in the registry: the migration applied (also when it
+    /// was there already), or the failure.
+    fn record(&self, job: &MigrationJob, server: &str, database: &str, outcome: Result<(), &str>) {
+        let result = self
+            .runner
+            .registry
+            .update(server, database, |r| match outcome {
+                Ok(()) => {
+                    if !r.has_migration(&job.migration_id) {
+                        r.migrations.push(AppliedMigration {
+                            id: job.migration_id.clone(),
+                            sha256: job.sha256.clone(),
+                            applied_at_ms: now_ms(),
+                            job_id: job.id.clone(),
+                        });
+                    }
+                    if r.last_failure
+                        .as_ref()
+                        .is_some_and(|f| f.id == job.migration_id)
+                    {
+                        r.last_failure = None;
+                    }
+                }
+                Err(error) => {
+                    r.last_failure = Some(MigrationFailure {
+                        id: job.migration_id.clone(),
+                        sha256: job.sha256.clone(),
+                        error: error.to_owned(),
+                        at_ms: now_ms(),
+                        job_id: job.id.clone(),
+                    })
+                }
+            });
+        if let Err(e) = result {
+            tracing::error!(job = %job.id, server, database, error = %e, "cannot write the tenant registry (SCHEMA_REGISTRY_PATH)");
+        }
+    }
+}
+
+/// Changes target `i` of a job.
+fn set_target(
+    tx: &watch::Sender<MigrationJob>,
+    i: usize,
+    change: impl FnOnce(&mut MigrationTarget),
+) {
+    tx.send_modify(|j| change(&mut j.targets[i]));
+}
+
+/// Applies the migration to every target, within the permits, then ends the job.
+async fn fan_out(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>, path: PathBuf) {
+    tx.send_modify(|j| {
+        j.status = JobStatus::Running;
+        j.started_at_ms = now_ms();
+    });
+    let conc = inner.cfg.migration_concurrency;
+    let total = Arc::new(Semaphore::new(conc.total));
+    let mut per_server: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let down: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let path = Arc::new(path);
+    let targets: Vec<(String, String)> = tx
+        .borrow()
+        .targets
+        .iter()
+        .map(|t| (t.server.clone(), t.database.clone()))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (server, database)) in targets.into_iter().enumerate() {
+        let server_permits = per_server
+            .entry(server.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(conc.per_server)))
+            .clone();
+        let (inner, tx, total, stop, down, path) = (
+            inner.clone(),
+            tx.clone(),
+            total.clone(),
+            stop.clone(),
+            down.clone(),
+            path.clone(),
+        );
+        tasks.spawn(async move {
+            let Ok(_server) = server_permits.acquire_owned().await else {
+                return;
+            };
+            let Ok(_fleet) = total.acquire_owned().await else {
+                return;
+            };
+            let skip = if stop.load(Ordering::SeqCst) {
+                Some("not started: an earlier database failed and on_failure is stop".to_owned())
+            } else {
+                down.lock()
+                    .expect("down servers")
+                    .get(&server)
+                    .map(|e| format!("not started: server {server} is unreachable ({e})"))
+            };
+            if let Some(reason) = skip {
+                set_target(&tx, i, |t| {
+                    t.state = TargetState::NotAttempted;
+                    t.error = Some(reason);
+                    t.finished_at_ms = now_ms();
+                });
+                return;
+            }
+            set_target(&tx, i, |t| {
+                t.state = TargetState::Running;
+                t.started_at_ms = now_ms();
+            });
+            let job = tx.borrow().clone();
+            let m = Migration {
+                id: &job.migration_id,
+                sha256: &job.sha256,
+                job_id: &job.id,
+                upload: &path,
+            };
+            let result = inner.runner.migrate(&server, &database, m).await;
+            match result {
+                Ok(done) => {
+                    inner.record(&job, &server, &database, Ok(()));
+                    set_target(&tx, i, |t| {
+                        match done {
+                            Migrated::Applied { statements } => {
+                                t.state = TargetState::Applied;
+                                t.statements = statements;
+                            }
+                            Migrated::Skipped => t.state = TargetState::Skipped,
+                        }
+                        t.finished_at_ms = now_ms();
+                    });
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    if e.is_unreachable() {
+                        down.lock()
+                            .expect("down servers")
+                            .insert(server.clone(), error.clone());
+                    }
+                    if job.on_failure == OnFailure::Stop {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    inner.record(&job, &server, &database, Err(&error));
+                    tracing::warn!(job = %job.id, migration = %job.migration_id, server = %server, database = %database, error = %error, "migration failed on a database");
+                    set_target(&tx, i, |t| {
+                        t.state = TargetState::Failed;
+                        t.line = e.line();
+                        t.error = Some(error);
+                        t.finished_at_ms = now_ms();
+                    });
+                }
+            }
+            inner.migrations.persist(&tx.borrow(), false);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let _ = tokio::fs::remove_file(path.as_path()).await;
+    finish(&inner, &tx, None);
+}
+
+/// Ends a job: its status and summary from its targets; the record fsynced.
+fn finish(inner: &Inner, tx: &watch::Sender<MigrationJob>, reason: Option<&str>) {
+    tx.send_modify(|j| {
+        let bad = j.count(TargetState::Failed) + j.count(TargetState::NotAttempted);
+        j.finished_at_ms = now_ms();
+        if bad == 0 && reason.is_none() {
+            j.status = JobStatus::Success;
+            j.error = None;
+        } else {
+            j.status = JobStatus::Failed;
+            let mut summary = format!(
+                "{} of {} databases failed, {} not attempted",
+                j.count(TargetState::Failed),
+                j.targets.len(),
+                j.count(TargetState::NotAttempted)
+            );
+            if let Some(r) = reason {
+                summary = format!("{r}; {summary}");
+            }
+            j.error = Some(summary);
+        }
+    });
+    let job = tx.borrow().clone();
+    inner.migrations.persist(&job, true);
+    tracing::info!(
+        job = %job.id,
+        migration = %job.migration_id,
+        status = job.status.as_str(),
+        applied = job.count(TargetState::Applied),
+        skipped = job.count(TargetState::Skipped),
+        failed = job.count(TargetState::Failed),
+        not_attempted = job.count(TargetState::NotAttempted),
+        "migration ended"
+    );
+}
+
+/// At start: loads the migration jobs; those a dead daemon left unfinished are reconciled in
+/// the background — each unfinished database is asked whether it recorded the migration
+/// (applied: the registry and the job say so; not: not attempted), and the job fails with
+/// [`STOPPED_REASON`].
+pub(super) fn resume(inner: &Arc<Inner>, loaded: Vec<MigrationJob>) {
+    for job in loaded {
+        let unfinished = !job.status.is_final();
+        let tx = inner.migrations.insert(job);
+        if unfinished {
+            let id = tx.borrow().id.clone();
+            tracing::warn!(job = %id, "migration job failed: {STOPPED_REASON}; checking its unfinished databases");
+            tokio::spawn(reconcile(inner.clone(), tx));
+        }
+    }
+}
+
+async fn reconcile(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>) {
+    let job = tx.borrow().clone();
+    for (i, t) in job.targets.iter().enumerate() {
+        if t.state.is_final() {
+            continue;
+        }
+        let found = inner
+            .runner
+            .recorded_migration(&t.server, &t.database, &job.migration_id)
+            .await;
+        match found {
+            Ok(Some(sha)) if sha == job.sha256 => {
+                inner.record(&job, &t.server, &t.database, Ok(()));
+                set_target(&tx, i, |t| {
+                    t.state = TargetState::Applied;
+                    t.finished_at_ms = now_ms();
+                });
+            }
+            other => {
+                let why = match other {
+                    Err(e) => format!(
+                        "{STOPPED_REASON} before it finished here, and checking failed: {e}; \
+                         run the migration again"
+                    ),
+                    _ => format!(
+                        "{STOPPED_REASON} before it finished here (nothing was recorded); run \
+                         the migration again"
+                    ),
+                };
+                set_target(&tx, i, |t| {
+                    t.state = TargetState::NotAttempted;
+                    t.error = Some(why);
+                    t.finished_at_ms = now_ms();
+                });
+            }
+        }
+    }
+    let _ = tokio::fs::remove_file(inner.runner.upload_path(&job.id)).await;
+    finish(&inner, &tx, Some(STOPPED_REASON));
+}
