@@ -74,11 +74,18 @@ pub(super) enum MySqlApplyError {
     },
     /// The connection as `PROVISION_ROLE` failed.
     #[error(
-        "cannot connect to database {database} as PROVISION_ROLE {role}: {} (check \
-         PROVISION_ROLE_PASSWORD and PROVISION_MYSQL_ROLE_HOST)",
-        message(.source)
+        "cannot connect to database {database} of server {server} as PROVISION_ROLE {role}: {} \
+         ({})",
+        message(.source),
+        if matches!(source, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) {
+            "is the server up?"
+        } else {
+            "check PROVISION_ROLE_PASSWORD and PROVISION_MYSQL_ROLE_HOST"
+        }
     )]
     ConnectRole {
+        /// The server's name.
+        server: String,
         /// The target database.
         database: String,
         /// `PROVISION_ROLE`.
@@ -291,6 +298,7 @@ impl MySqlApplier {
             Conn::new(role_opts)
                 .await
                 .map_err(|source| MySqlApplyError::ConnectRole {
+                    server: self.server.clone(),
                     database: database.to_owned(),
                     role: self.role.clone(),
                     source,
@@ -413,6 +421,7 @@ impl MySqlApplier {
             Conn::new(role_opts)
                 .await
                 .map_err(|source| MySqlApplyError::ConnectRole {
+                    server: self.server.clone(),
                     database: database.to_owned(),
                     role: self.role.clone(),
                     source,

@@ -110,10 +110,13 @@ pub(super) enum PgApplyError {
     },
     /// The connection as `PROVISION_ROLE` failed.
     #[error(
-        "cannot connect to database {database} as PROVISION_ROLE {role}: {source} (check \
-         PROVISION_ROLE_PASSWORD and pg_hba.conf)"
+        "cannot connect to database {database} of server {server} as PROVISION_ROLE {role}: \
+         {source} ({})",
+        if unreachable(source) { "is the server up?" } else { "check PROVISION_ROLE_PASSWORD and pg_hba.conf" }
     )]
     ConnectRole {
+        /// The server's name.
+        server: String,
         /// The target database.
         database: String,
         /// `PROVISION_ROLE`.
@@ -268,6 +271,7 @@ impl PgApplier {
         let mut client = connect_sql(&info)
             .await
             .map_err(|source| PgApplyError::ConnectRole {
+                server: self.server.clone(),
                 database: database.to_owned(),
                 role: self.role.clone(),
                 source,
@@ -387,6 +391,7 @@ impl PgApplier {
         let client = connect_sql(&info)
             .await
             .map_err(|source| PgApplyError::ConnectRole {
+                server: self.server.clone(),
                 database: database.to_owned(),
                 role: self.role.clone(),
                 source,
@@ -576,6 +581,15 @@ impl Applier for PgApplier {
             })?;
         Ok((true, terminated.max(0) as u32))
     }
+}
+
+/// Whether a connection failed before reaching the server (refused, timed out, no route), as
+/// opposed to the server refusing it.
+fn unreachable(e: &ConnectError) -> bool {
+    matches!(
+        e,
+        ConnectError::Timeout { .. } | ConnectError::Connect { code: None, .. }
+    )
 }
 
 /// The `SET`s that put `bounds` in force in a session; `None` when neither is set.

@@ -11,6 +11,7 @@ mod decoder;
 mod demo;
 mod failover;
 mod faults;
+mod fleet;
 mod managed;
 mod mariadb;
 mod network;
