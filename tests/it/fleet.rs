@@ -162,7 +162,7 @@ fn pg_databases(pg: &PgCluster) -> Vec<String> {
 fn pg_has_migration(pg: &PgCluster, db: &str, id: &str) -> bool {
     pg.psql(
         db,
-        &format!("SELECT count(*) FROM pg_tables WHERE tablename = 'dbmazz_schema_migrations'"),
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'dbmazz_schema_migrations'",
     ) == "1"
         && pg.psql(
             db,
