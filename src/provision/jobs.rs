@@ -174,6 +174,9 @@ impl Engine {
             let runner = inner.runner.clone();
             tokio::spawn(async move { runner.finish_interrupted(slot).await });
         }
+        if inner.cfg.retention.jobs.is_some() || inner.cfg.retention.uploads.is_some() {
+            tokio::spawn(retention(Arc::downgrade(&inner)));
+        }
         tracing::info!(
             servers = %inner.cfg.servers.iter().map(|s| format!("{}({})", s.name, s.engine)).collect::<Vec<_>>().join(","),
             workers = inner.cfg.workers,
@@ -572,6 +575,84 @@ impl Drop for Received {
     fn drop(&mut self) {
         // After the rename in `queue` the file is gone and this fails harmlessly.
         let _ = std::fs::remove_file(&self.part);
+    }
+}
+
+/// Longest time between two retention sweeps.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Deletes what `SCHEMA_JOB_RETENTION_MS` and `SCHEMA_UPLOAD_RETENTION_MS` let go, every
+/// [`SWEEP_EVERY`] (or more often for short retentions), until the engine is dropped.
+async fn retention(inner: std::sync::Weak<Inner>) {
+    let every = {
+        let Some(i) = inner.upgrade() else { return };
+        let r = i.cfg.retention;
+        [r.jobs, r.uploads]
+            .into_iter()
+            .flatten()
+            .map(|d| d / 4)
+            .chain([SWEEP_EVERY])
+            .min()
+            .unwrap_or(SWEEP_EVERY)
+            .max(std::time::Duration::from_millis(10))
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.sweep(now_ms());
+    }
+}
+
+impl Inner {
+    /// One retention sweep at `now`: finished jobs older than the job retention are forgotten
+    /// (record and upload deleted); uploads kept after their job (`DELETE_SCHEMA_AFTER_APPLY`
+    /// off) older than the upload retention are deleted. The tenant registry is never swept:
+    /// it is what DropDatabase and migrations go by.
+    pub(super) fn sweep(&self, now: u64) {
+        let r = self.cfg.retention;
+        let before =
+            |d: Option<std::time::Duration>| d.map(|d| now.saturating_sub(d.as_millis() as u64));
+        let (jobs_cutoff, uploads_cutoff) = (before(r.jobs), before(r.uploads));
+        let mut expired = Vec::new();
+        let mut stale_uploads = Vec::new();
+        {
+            let mut st = self.state.lock().expect("provision state");
+            for (id, slot) in &st.jobs {
+                let j = slot.tx.borrow();
+                if !j.status.is_final() || j.finished_at_ms == 0 {
+                    continue;
+                }
+                if jobs_cutoff.is_some_and(|c| j.finished_at_ms < c) {
+                    expired.push(id.clone());
+                } else if uploads_cutoff.is_some_and(|c| j.finished_at_ms < c) {
+                    stale_uploads.push(id.clone());
+                }
+            }
+            for id in &expired {
+                st.jobs.remove(id);
+                st.order.retain(|o| o != id);
+                st.keys.retain(|_, v| v != id);
+            }
+        }
+        for id in &expired {
+            self.runner.forget_job(id);
+            let _ = std::fs::remove_file(self.runner.upload_path(id));
+        }
+        for id in &stale_uploads {
+            if std::fs::remove_file(self.runner.upload_path(id)).is_ok() {
+                tracing::info!(job = %id, "deleted a kept upload (SCHEMA_UPLOAD_RETENTION_MS)");
+            }
+        }
+        let migrations = jobs_cutoff
+            .map(|c| self.migrations.expire(c))
+            .unwrap_or_default();
+        if !expired.is_empty() || !migrations.is_empty() {
+            tracing::info!(
+                jobs = expired.len(),
+                migrations = migrations.len(),
+                "forgot finished jobs (SCHEMA_JOB_RETENTION_MS)"
+            );
+        }
     }
 }
 
@@ -1139,6 +1220,68 @@ mod tests {
         let engine = Engine::start(cfg).await.unwrap();
         assert_eq!(engine.get("a").unwrap().status, JobStatus::Failed);
         assert_eq!(engine.list(0).unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn retention_forgets_finished_jobs_and_deletes_kept_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            dir.path(),
+            &[
+                ("SCHEMA_JOB_RETENTION_MS", "60000"),
+                ("SCHEMA_UPLOAD_RETENTION_MS", "30000"),
+            ],
+        );
+        let engine = Engine::start(cfg.clone()).await.unwrap();
+        let mut m = meta("tenant_a");
+        m.overrides.delete_schema_after_apply = Some(false);
+        m.idempotency_key = Some("k1".into());
+        let id = engine.submit(m, body(SCHEMA)).await.unwrap().job_id;
+        let done = wait_final(&engine, &id).await.finished_at_ms;
+        let upload = dir.path().join(format!("{id}.sql"));
+        let record = cfg.job_store_path.join(format!("{id}.json"));
+        assert!(upload.exists() && record.exists());
+        let inner = engine.inner().unwrap().clone();
+        inner.sweep(done + 10_000);
+        assert!(upload.exists(), "too early for the upload");
+        inner.sweep(done + 40_000);
+        assert!(
+            !upload.exists(),
+            "the kept upload is deleted after SCHEMA_UPLOAD_RETENTION_MS"
+        );
+        assert!(engine.get(&id).is_ok(), "the job stays");
+        inner.sweep(done + 70_000);
+        assert_eq!(
+            engine.get(&id).unwrap_err().grpc_code(),
+            tonic::Code::NotFound
+        );
+        assert!(!record.exists());
+        // The key is forgotten with the job: it starts a new one.
+        let mut m = meta("tenant_a");
+        m.idempotency_key = Some("k1".into());
+        let again = engine.submit(m, body(SCHEMA)).await.unwrap();
+        assert_ne!(again.job_id, id);
+        drop(engine);
+        // And it stays forgotten after a restart.
+        let engine = Engine::start(cfg).await.unwrap();
+        assert!(engine.get(&id).is_err());
+
+        // The background sweep runs by itself with a short retention.
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(dir.path(), &[("SCHEMA_JOB_RETENTION_MS", "40")]))
+            .await
+            .unwrap();
+        let id = engine
+            .submit(meta("tenant_b"), body(SCHEMA))
+            .await
+            .unwrap()
+            .job_id;
+        wait_final(&engine, &id).await;
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while engine.get(&id).is_ok() {
+            assert!(Instant::now() < deadline, "the sweep never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

@@ -252,6 +252,24 @@ impl Migrations {
         v
     }
 
+    /// Forgets the finished jobs that ended before `cutoff_ms` (retention): (ids removed).
+    pub(super) fn expire(&self, cutoff_ms: u64) -> Vec<String> {
+        let mut jobs = self.jobs.lock().expect("migration jobs");
+        let expired: Vec<String> = jobs
+            .iter()
+            .filter(|(_, tx)| {
+                let j = tx.borrow();
+                j.status.is_final() && j.finished_at_ms > 0 && j.finished_at_ms < cutoff_ms
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            jobs.remove(id);
+            let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        }
+        expired
+    }
+
     /// The running or queued migration job that covers `server/database`, if any.
     fn busy(&self, server: &str, database: &str) -> Option<String> {
         self.jobs

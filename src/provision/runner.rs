@@ -136,6 +136,13 @@ impl Runner {
             })
     }
 
+    /// Deletes the record of job `id` (retention); logged when that fails.
+    pub(super) fn forget_job(&self, id: &str) {
+        if let Err(e) = self.store.remove(id) {
+            tracing::warn!(job = %id, dir = %self.store_path.display(), error = %e, "cannot delete an expired schema job record");
+        }
+    }
+
     /// Where the upload of job `id` is stored.
     pub(super) fn upload_path(&self, id: &str) -> PathBuf {
         self.tmp_path.join(format!("{id}.sql"))

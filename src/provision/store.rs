@@ -58,6 +58,14 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes the record of one job (retention).
+    pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(format!("{id}.json"))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes (replaces) the record of one job.
     pub fn save(&self, record: &JobRecord) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
