@@ -351,6 +351,11 @@ const GROUPS: &[Group] = &[
                 "admin connection to MySQL/MariaDB; enables engine MYSQL",
             ),
             (
+                "PROVISION_SERVERS_FILE",
+                "unset",
+                "TOML file of named servers (engine, admin_url, role, capacity, weight, labels)",
+            ),
+            (
                 "PROVISION_ROLE",
                 "required with a URL",
                 "role that owns the created databases",
@@ -386,6 +391,27 @@ const GROUPS: &[Group] = &[
                 "SCHEMA_LOCK_TIMEOUT_MS",
                 "10000",
                 "longest a statement of an applied file may wait for a lock; 0 = no bound",
+            ),
+            (
+                "SCHEMA_REGISTRY_PATH",
+                "$SCHEMA_TMP_PATH/registry",
+                "the tenant registry (which database is on which server)",
+            ),
+            (
+                "MIGRATION_CONCURRENCY",
+                "8",
+                "databases a migration works on at once",
+            ),
+            ("MIGRATION_CONCURRENCY_PER_SERVER", "4", "… on one server"),
+            (
+                "SCHEMA_JOB_RETENTION_MS",
+                "604800000",
+                "finished jobs are forgotten this long after they ended; 0 = never",
+            ),
+            (
+                "SCHEMA_UPLOAD_RETENTION_MS",
+                "86400000",
+                "uploads kept after their job are deleted this long after it; 0 = never",
             ),
             (
                 "SCHEMA_FAIL_IF_DB_EXISTS",

@@ -417,11 +417,16 @@ async fn follow(
 fn summary(job: &SchemaJob, started: Instant) -> String {
     let secs = started.elapsed().as_secs_f64();
     format!(
-        "SUCCESS: {} {} into {} database {:?}: {} statements, {} bytes in {secs:.1}s ({:.1} MB/s)",
+        "SUCCESS: {} {} into {} database {:?}{}: {} statements, {} bytes in {secs:.1}s ({:.1} MB/s)",
         if job.dry_run { "validated" } else { "applied" },
         job.file_name,
         engine_name(job.engine),
         job.database,
+        if job.server.is_empty() || job.server == engine_name(job.engine) {
+            String::new()
+        } else {
+            format!(" on server {}", job.server)
+        },
         job.statements,
         job.bytes,
         job.bytes as f64 / 1e6 / secs.max(1e-3)

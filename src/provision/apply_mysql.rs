@@ -27,7 +27,7 @@ pub(super) enum MySqlApplyError {
     #[error("PROVISION_MYSQL_URL is not a valid URL")]
     InvalidUrl(#[source] mysql_async::UrlError),
     /// The admin connection of the server failed.
-    #[error("cannot connect to server {server} ({place}) as its admin: {}; is it up?", message(.source))]
+    #[error("cannot connect to server {server} ({place}) as its admin: {}", message(.source))]
     ConnectAdmin {
         /// The server's name.
         server: String,

@@ -28,7 +28,7 @@ use crate::secret::Secret;
 #[derive(Debug, thiserror::Error)]
 pub(super) enum PgApplyError {
     /// The admin connection of the server failed.
-    #[error("cannot connect to server {server} ({place}) as its admin: {source}; is it up?")]
+    #[error("cannot connect to server {server} as its admin: {source}")]
     ConnectAdmin {
         /// The server's name.
         server: String,

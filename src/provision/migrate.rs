@@ -555,7 +555,7 @@ impl Inner {
 
     /// Records what one database did in the registry: the migration applied (also when it
     /// was there already), or the failure.
-    fn record(&self, job: &MigrationJob, server: &str, database: &str, outcome: Result<(), &str>) {
+    fn record(&self, job: &Which, server: &str, database: &str, outcome: Result<(), &str>) {
         let result = self
             .runner
             .registry
@@ -592,6 +592,29 @@ impl Inner {
     }
 }
 
+/// What identifies a migration, shared by the tasks of its fan-out.
+struct Which {
+    /// The fan-out job.
+    id: String,
+    /// The migration id.
+    migration_id: String,
+    /// SHA-256 of its file.
+    sha256: String,
+    /// What a failure does.
+    on_failure: OnFailure,
+}
+
+impl Which {
+    fn of(j: &MigrationJob) -> Arc<Which> {
+        Arc::new(Which {
+            id: j.id.clone(),
+            migration_id: j.migration_id.clone(),
+            sha256: j.sha256.clone(),
+            on_failure: j.on_failure,
+        })
+    }
+}
+
 /// Changes target `i` of a job.
 fn set_target(
     tx: &watch::Sender<MigrationJob>,
@@ -613,25 +636,29 @@ async fn fan_out(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>, path: 
     let stop = Arc::new(AtomicBool::new(false));
     let down: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let path = Arc::new(path);
-    let targets: Vec<(String, String)> = tx
-        .borrow()
-        .targets
-        .iter()
-        .map(|t| (t.server.clone(), t.database.clone()))
-        .collect();
+    let (which, targets) = {
+        let j = tx.borrow();
+        let targets: Vec<(String, String)> = j
+            .targets
+            .iter()
+            .map(|t| (t.server.clone(), t.database.clone()))
+            .collect();
+        (Which::of(&j), targets)
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (server, database)) in targets.into_iter().enumerate() {
         let server_permits = per_server
             .entry(server.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(conc.per_server)))
             .clone();
-        let (inner, tx, total, stop, down, path) = (
+        let (inner, tx, total, stop, down, path, job) = (
             inner.clone(),
             tx.clone(),
             total.clone(),
             stop.clone(),
             down.clone(),
             path.clone(),
+            which.clone(),
         );
         tasks.spawn(async move {
             let Ok(_server) = server_permits.acquire_owned().await else {
@@ -660,7 +687,6 @@ async fn fan_out(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>, path: 
                 t.state = TargetState::Running;
                 t.started_at_ms = now_ms();
             });
-            let job = tx.borrow().clone();
             let m = Migration {
                 id: &job.migration_id,
                 sha256: &job.sha256,
@@ -764,6 +790,7 @@ pub(super) fn resume(inner: &Arc<Inner>, loaded: Vec<MigrationJob>) {
 
 async fn reconcile(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>) {
     let job = tx.borrow().clone();
+    let which = Which::of(&job);
     for (i, t) in job.targets.iter().enumerate() {
         if t.state.is_final() {
             continue;
@@ -774,7 +801,7 @@ async fn reconcile(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>) {
             .await;
         match found {
             Ok(Some(sha)) if sha == job.sha256 => {
-                inner.record(&job, &t.server, &t.database, Ok(()));
+                inner.record(&which, &t.server, &t.database, Ok(()));
                 set_target(&tx, i, |t| {
                     t.state = TargetState::Applied;
                     t.finished_at_ms = now_ms();

@@ -182,13 +182,14 @@ fn print_report(job: &MigrationJob, started: Instant) {
         let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
         let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
         for r in &rows {
-            println!(
+            let line = format!(
                 "{:w0$}  {:w1$}  {:13}  {}",
                 r[0],
                 r[1],
                 r[2],
                 r[3].lines().next().unwrap_or("")
             );
+            println!("{}", line.trim_end());
         }
     }
     println!(
@@ -354,9 +355,11 @@ pub async fn servers(server: &Server) -> Result<Outcome> {
         "NAME", "ENGINE", "ADDRESS", "STATUS", "TENANTS", "FREE", "LABELS",
     ]
     .map(str::to_owned)];
-    let mut down = false;
+    let mut down = Vec::new();
     for s in &r.servers {
-        down |= !s.reachable;
+        if !s.reachable {
+            down.push(format!("{}: {}", s.name, s.error));
+        }
         let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         rows.push([
@@ -366,7 +369,7 @@ pub async fn servers(server: &Server) -> Result<Outcome> {
             if s.reachable {
                 format!("up ({})", s.version)
             } else {
-                format!("DOWN: {}", s.error)
+                "DOWN (below)".to_owned()
             },
             s.tenants.to_string(),
             s.free.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
@@ -374,10 +377,13 @@ pub async fn servers(server: &Server) -> Result<Outcome> {
         ]);
     }
     print_table(&rows);
-    Ok(if down {
-        Outcome::JobFailed
-    } else {
+    for d in &down {
+        println!("{d}");
+    }
+    Ok(if down.is_empty() {
         Outcome::Success
+    } else {
+        Outcome::JobFailed
     })
 }
 
