@@ -268,6 +268,23 @@ fn tenants_are_placed_and_a_migration_fans_out_with_exact_failures_and_a_rerun_o
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("capacity"), "{}", text(&out));
 
+    // The upload's guard applies to migrations, before anything runs anywhere.
+    let refused = write(
+        &dir,
+        "0001_bad.sql",
+        "ALTER TABLE accounts ADD COLUMN x int;\nALTER SYSTEM SET work_mem = '1GB';\n",
+    );
+    let out = fleet.cli(&["migrate", "--all", "--plain", refused.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("line 2"), "{}", text(&out));
+    assert_eq!(
+        a.psql(
+            &on_a[0],
+            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'x'"
+        ),
+        "0"
+    );
+
     // Two tenants get a table in the way of the migration's second statement.
     let victims = [on_a[3].clone(), on_b[5].clone()];
     a.psql(&victims[0], "CREATE TABLE audit (x int)");
