@@ -14,6 +14,7 @@ use crate::postgres::conninfo::PgConnInfo;
 use crate::secret::Secret;
 
 use super::job::SqlEngine;
+use super::names::is_role_name;
 use super::servers::{self, Admin, ServerDef};
 
 /// Default `SCHEMA_TMP_PATH`: where uploads are stored until applied.
@@ -498,12 +499,6 @@ fn reserved(own_databases: &[String], servers: &[ServerDef]) -> Vec<String> {
     reserved.sort();
     reserved.dedup();
     reserved
-}
-
-pub(super) fn is_role_name(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes()[0].is_ascii_digit()
 }
 
 fn parse_bool(

@@ -11,6 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::split::Dialect;
 
+/// The reason given for jobs that were running when dbmazz stopped.
+pub const STOPPED_REASON: &str = "dbmazz stopped while the job was running";
+
 /// The kind of server a schema is applied to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

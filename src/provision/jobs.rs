@@ -34,7 +34,10 @@ use super::guard::Guard;
 use super::job::{
     now_ms, Dropped, Job, JobStatus, JobStep, Overrides, SqlEngine, Submitted, UploadMeta,
 };
-use super::migrate::{self, Migrations};
+use super::migrate::{
+    self, MigrateMeta, MigrateSubmitted, MigrationJob, MigrationTarget, Migrations, Migrator,
+    TargetState,
+};
 use super::names;
 use super::registry::{self, Registry};
 use super::runner::{Runner, Slot};
@@ -72,8 +75,7 @@ pub struct ServerStatus {
     pub role: String,
 }
 
-/// The reason given for jobs that were running when dbmazz stopped.
-pub const STOPPED_REASON: &str = "dbmazz stopped while the job was running";
+pub use super::job::STOPPED_REASON;
 /// Largest chunk a client may send in one message.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -89,7 +91,7 @@ pub(super) struct Inner {
     state: Mutex<State>,
     pub(super) runner: Arc<Runner>,
     /// The migration jobs.
-    pub(super) migrations: Migrations,
+    pub(super) migrator: Arc<Migrator>,
 }
 
 #[derive(Default)]
@@ -160,13 +162,19 @@ impl Engine {
         let runner = Arc::new(Runner::new(&cfg, store, Arc::new(registry)));
         let (migrations, loaded) =
             Migrations::open(cfg.job_store_path.join("migrations")).map_err(store_err)?;
+        let migrator = Arc::new(Migrator::new(
+            runner.clone(),
+            cfg.servers.clone(),
+            cfg.migration_concurrency,
+            migrations,
+        ));
         let inner = Arc::new(Inner {
             cfg,
             state: Mutex::new(state),
             runner,
-            migrations,
+            migrator,
         });
-        migrate::resume(&inner, loaded);
+        inner.migrator.resume(loaded);
         for id in interrupted {
             let slot = inner.slot(&id).expect("just inserted");
             inner.runner.persist(&slot);
@@ -408,6 +416,11 @@ impl Engine {
     /// One job as it is now.
     pub fn get(&self, id: &str) -> Result<Job, ProvisionError> {
         let inner = self.inner()?;
+        if inner.migrator.jobs.get(id).is_some() {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "job {id} is a migration job: read it with SchemaService/GetMigration or WatchJob"
+            )));
+        }
         let slot = inner
             .slot(id)
             .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
@@ -578,6 +591,163 @@ impl Drop for Received {
     }
 }
 
+impl Engine {
+    /// Stores a migration file and starts applying it to every selected tenant database.
+    /// Refused before anything runs: an engine without servers, a bad id or file name, a
+    /// selector that matches nothing (or names an unknown database), a database another
+    /// migration is working on, and a file the split or the guard refuses.
+    pub async fn migrate<S>(
+        &self,
+        meta: MigrateMeta,
+        body: S,
+    ) -> Result<MigrateSubmitted, ProvisionError>
+    where
+        S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
+    {
+        let inner = self.inner()?.clone();
+        if !inner.cfg.has_engine(meta.engine) {
+            return Err(ProvisionError::EngineDisabled {
+                engine: meta.engine,
+                var: meta.engine.url_var(),
+            });
+        }
+        let lower = meta.file_name.to_ascii_lowercase();
+        if !lower.ends_with(".sql")
+            || meta.file_name.len() > 255
+            || meta.file_name.contains(['\0', '\n', '/'])
+        {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "file_name {:?}: only .sql files are accepted (at most 255 characters, no /)",
+                meta.file_name
+            )));
+        }
+        let migration_id = meta
+            .migration_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| meta.file_name[..meta.file_name.len() - 4].to_owned());
+        if !migrate::is_migration_id(&migration_id) {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "migration_id {migration_id:?}: use 1-128 letters, digits, '.', '-' and '_' \
+                 (it defaults to the file name without .sql)"
+            )));
+        }
+        let targets = inner.migrator.select(meta.engine, &meta.selector)?;
+        for (server, database) in &targets {
+            if let Some(busy) = inner.migrator.jobs.busy(server, database) {
+                return Err(ProvisionError::FailedPrecondition(format!(
+                    "migration job {busy} is working on {server}/{database}; wait for it \
+                     (WatchJob) and retry"
+                )));
+            }
+        }
+        let guard = inner.cfg.defaults.enable_sql_guard;
+        let received = self
+            .receive(
+                meta.client,
+                Some((meta.engine, &Overrides::default())),
+                body,
+            )
+            .await?;
+        if received.bytes() == 0 {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "{}: the file is empty",
+                meta.file_name
+            )));
+        }
+        let id = received.id().to_owned();
+        let path = inner.runner.upload_path(&id);
+        let (sha256, bytes, verdict) = received.store(&inner, meta.engine, guard, &path).await?;
+        if let Err(e) = verdict {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ProvisionError::InvalidArgument(format!(
+                "{}: {e}; nothing was applied",
+                meta.file_name
+            )));
+        }
+        let job = MigrationJob {
+            id: id.clone(),
+            status: JobStatus::Queued,
+            migration_id: migration_id.clone(),
+            sha256: sha256.clone(),
+            bytes,
+            file_name: meta.file_name.clone(),
+            engine: meta.engine,
+            on_failure: meta.on_failure,
+            created_at_ms: now_ms(),
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            targets: targets
+                .iter()
+                .map(|(server, database)| MigrationTarget {
+                    server: server.clone(),
+                    database: database.clone(),
+                    state: TargetState::Pending,
+                    error: None,
+                    line: None,
+                    statements: 0,
+                    started_at_ms: 0,
+                    finished_at_ms: 0,
+                })
+                .collect(),
+            error: None,
+        };
+        let databases = job.targets.len() as u32;
+        tracing::info!(job = %id, migration = %migration_id, databases, engine = %meta.engine, "migration queued");
+        inner.migrator.start(job, path);
+        Ok(MigrateSubmitted {
+            job_id: id,
+            databases,
+            sha256,
+            bytes,
+            migration_id,
+        })
+    }
+
+    /// One migration job as it is now.
+    pub fn migration(&self, id: &str) -> Result<MigrationJob, ProvisionError> {
+        let inner = self.inner()?;
+        if inner.migrator.jobs.get(id).is_none() && self.get(id).is_ok() {
+            return Err(ProvisionError::InvalidArgument(format!(
+                "job {id} is an upload job: read it with SchemaService/GetJob or WatchJob"
+            )));
+        }
+        let tx = inner
+            .migrator
+            .jobs
+            .get(id)
+            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
+        let job = tx.borrow().clone();
+        Ok(job)
+    }
+
+    /// Follows one migration job (see [`Engine::subscribe`]).
+    pub fn subscribe_migration(
+        &self,
+        id: &str,
+    ) -> Result<watch::Receiver<MigrationJob>, ProvisionError> {
+        let inner = self.inner()?;
+        let tx = inner
+            .migrator
+            .jobs
+            .get(id)
+            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
+        Ok(tx.subscribe())
+    }
+
+    /// Whether `id` names a migration job.
+    pub fn is_migration(&self, id: &str) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.migrator.jobs.get(id).is_some())
+    }
+
+    /// Every migration job, newest first.
+    pub fn migrations(&self) -> Result<Vec<MigrationJob>, ProvisionError> {
+        Ok(self.inner()?.migrator.jobs.all())
+    }
+}
+
 /// Longest time between two retention sweeps.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -644,7 +814,7 @@ impl Inner {
             }
         }
         let migrations = jobs_cutoff
-            .map(|c| self.migrations.expire(c))
+            .map(|c| self.migrator.jobs.expire(c))
             .unwrap_or_default();
         if !expired.is_empty() || !migrations.is_empty() {
             tracing::info!(

@@ -26,15 +26,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use futures_util::Stream;
 use tokio::sync::{watch, Semaphore};
 
 use super::applier::{Migrated, Migration};
+use super::config::MigrationConcurrency;
 use super::error::ProvisionError;
-use super::job::{now_ms, JobStatus, Overrides, SqlEngine};
-use super::jobs::{Engine, Inner, STOPPED_REASON};
+use super::job::{now_ms, JobStatus, SqlEngine, STOPPED_REASON};
 use super::registry::{AppliedMigration, Filter, MigrationFailure, TenantState};
+use super::runner::Runner;
+use super::servers::ServerDef;
 use super::store::create_private_dir;
 
 /// Where one database of a migration is.
@@ -225,7 +225,7 @@ impl Migrations {
         Ok((migrations, loaded))
     }
 
-    fn insert(&self, job: MigrationJob) -> Arc<watch::Sender<MigrationJob>> {
+    pub(super) fn insert(&self, job: MigrationJob) -> Arc<watch::Sender<MigrationJob>> {
         let id = job.id.clone();
         let tx = Arc::new(watch::Sender::new(job));
         self.jobs
@@ -271,7 +271,7 @@ impl Migrations {
     }
 
     /// The running or queued migration job that covers `server/database`, if any.
-    fn busy(&self, server: &str, database: &str) -> Option<String> {
+    pub(super) fn busy(&self, server: &str, database: &str) -> Option<String> {
         self.jobs
             .lock()
             .expect("migration jobs")
@@ -309,173 +309,72 @@ impl Migrations {
 }
 
 /// A migration id: 1-128 letters, digits, `.`, `-` and `_`.
-fn is_migration_id(s: &str) -> bool {
+pub(super) fn is_migration_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-impl Engine {
-    /// Stores a migration file and starts applying it to every selected tenant database.
-    /// Refused before anything runs: an engine without servers, a bad id or file name, a
-    /// selector that matches nothing (or names an unknown database), a database another
-    /// migration is working on, and a file the split or the guard refuses.
-    pub async fn migrate<S>(
-        &self,
-        meta: MigrateMeta,
-        body: S,
-    ) -> Result<MigrateSubmitted, ProvisionError>
-    where
-        S: Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin,
-    {
-        let inner = self.inner()?.clone();
-        if !inner.cfg.has_engine(meta.engine) {
-            return Err(ProvisionError::EngineDisabled {
-                engine: meta.engine,
-                var: meta.engine.url_var(),
-            });
-        }
-        let lower = meta.file_name.to_ascii_lowercase();
-        if !lower.ends_with(".sql")
-            || meta.file_name.len() > 255
-            || meta.file_name.contains(['\0', '\n', '/'])
-        {
-            return Err(ProvisionError::InvalidArgument(format!(
-                "file_name {:?}: only .sql files are accepted (at most 255 characters, no /)",
-                meta.file_name
-            )));
-        }
-        let migration_id = meta
-            .migration_id
-            .clone()
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| meta.file_name[..meta.file_name.len() - 4].to_owned());
-        if !is_migration_id(&migration_id) {
-            return Err(ProvisionError::InvalidArgument(format!(
-                "migration_id {migration_id:?}: use 1-128 letters, digits, '.', '-' and '_' \
-                 (it defaults to the file name without .sql)"
-            )));
-        }
-        let targets = inner.select(meta.engine, &meta.selector)?;
-        for (server, database) in &targets {
-            if let Some(busy) = inner.migrations.busy(server, database) {
-                return Err(ProvisionError::FailedPrecondition(format!(
-                    "migration job {busy} is working on {server}/{database}; wait for it \
-                     (WatchJob) and retry"
-                )));
-            }
-        }
-        let guard = inner.cfg.defaults.enable_sql_guard;
-        let received = self
-            .receive(
-                meta.client,
-                Some((meta.engine, &Overrides::default())),
-                body,
-            )
-            .await?;
-        if received.bytes() == 0 {
-            return Err(ProvisionError::InvalidArgument(format!(
-                "{}: the file is empty",
-                meta.file_name
-            )));
-        }
-        let id = received.id().to_owned();
-        let path = inner.runner.upload_path(&id);
-        let (sha256, bytes, verdict) = received.store(&inner, meta.engine, guard, &path).await?;
-        if let Err(e) = verdict {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(ProvisionError::InvalidArgument(format!(
-                "{}: {e}; nothing was applied",
-                meta.file_name
-            )));
-        }
-        let job = MigrationJob {
-            id: id.clone(),
-            status: JobStatus::Queued,
-            migration_id: migration_id.clone(),
-            sha256: sha256.clone(),
-            bytes,
-            file_name: meta.file_name.clone(),
-            engine: meta.engine,
-            on_failure: meta.on_failure,
-            created_at_ms: now_ms(),
-            started_at_ms: 0,
-            finished_at_ms: 0,
-            targets: targets
-                .iter()
-                .map(|(server, database)| MigrationTarget {
-                    server: server.clone(),
-                    database: database.clone(),
-                    state: TargetState::Pending,
-                    error: None,
-                    line: None,
-                    statements: 0,
-                    started_at_ms: 0,
-                    finished_at_ms: 0,
-                })
-                .collect(),
-            error: None,
-        };
-        inner.migrations.persist(&job, true);
-        let databases = job.targets.len() as u32;
-        let tx = inner.migrations.insert(job);
-        tracing::info!(job = %id, migration = %migration_id, databases, engine = %meta.engine, "migration queued");
-        tokio::spawn(fan_out(inner, tx, path));
-        Ok(MigrateSubmitted {
-            job_id: id,
-            databases,
-            sha256,
-            bytes,
-            migration_id,
-        })
-    }
-
-    /// One migration job as it is now.
-    pub fn migration(&self, id: &str) -> Result<MigrationJob, ProvisionError> {
-        let inner = self.inner()?;
-        let tx = inner
-            .migrations
-            .get(id)
-            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
-        let job = tx.borrow().clone();
-        Ok(job)
-    }
-
-    /// Follows one migration job (see [`Engine::subscribe`]).
-    pub fn subscribe_migration(
-        &self,
-        id: &str,
-    ) -> Result<watch::Receiver<MigrationJob>, ProvisionError> {
-        let inner = self.inner()?;
-        let tx = inner
-            .migrations
-            .get(id)
-            .ok_or_else(|| ProvisionError::NotFound(id.to_owned()))?;
-        Ok(tx.subscribe())
-    }
-
-    /// Whether `id` names a migration job.
-    pub fn is_migration(&self, id: &str) -> bool {
-        self.inner
-            .as_ref()
-            .is_some_and(|i| i.migrations.get(id).is_some())
-    }
-
-    /// Every migration job, newest first.
-    pub fn migrations(&self) -> Result<Vec<MigrationJob>, ProvisionError> {
-        Ok(self.inner()?.migrations.all())
-    }
+/// Runs migration jobs: their records, the fan-out, and the reconciliation after a crash.
+pub(super) struct Migrator {
+    runner: Arc<Runner>,
+    servers: Vec<ServerDef>,
+    concurrency: MigrationConcurrency,
+    /// The jobs.
+    pub(super) jobs: Migrations,
 }
 
-impl Inner {
+impl Migrator {
+    /// A migrator applying through `runner` to `servers`.
+    pub(super) fn new(
+        runner: Arc<Runner>,
+        servers: Vec<ServerDef>,
+        concurrency: MigrationConcurrency,
+        jobs: Migrations,
+    ) -> Migrator {
+        Migrator {
+            runner,
+            servers,
+            concurrency,
+            jobs,
+        }
+    }
+
+    fn server(&self, name: &str) -> Option<&ServerDef> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// Records a new job and starts its fan-out over the stored file at `path`.
+    pub(super) fn start(self: &Arc<Self>, job: MigrationJob, path: PathBuf) {
+        self.jobs.persist(&job, true);
+        let tx = self.jobs.insert(job);
+        tokio::spawn(fan_out(self.clone(), tx, path));
+    }
+
+    /// At start: loads the migration jobs; those a dead daemon left unfinished are reconciled
+    /// in the background — each unfinished database is asked whether it recorded the
+    /// migration (applied: the registry and the job say so; not: not attempted), and the job
+    /// fails with [`STOPPED_REASON`].
+    pub(super) fn resume(self: &Arc<Self>, loaded: Vec<MigrationJob>) {
+        for job in loaded {
+            let unfinished = !job.status.is_final();
+            let tx = self.jobs.insert(job);
+            if unfinished {
+                let id = tx.borrow().id.clone();
+                tracing::warn!(job = %id, "migration job failed: {STOPPED_REASON}; checking its unfinished databases");
+                tokio::spawn(reconcile(self.clone(), tx));
+            }
+        }
+    }
+
     /// The ready tenant databases of `engine` that `selector` picks: (server, database), by
     /// server then name.
-    fn select(
+    pub(super) fn select(
         &self,
         engine: SqlEngine,
         selector: &Selector,
     ) -> Result<Vec<(String, String)>, ProvisionError> {
-        let labels = |s: &str| self.cfg.server(s).map(|d| d.labels.clone());
+        let labels = |s: &str| self.server(s).map(|d| d.labels.clone());
         let mut filter = Filter {
             engine: Some(engine),
             ..Filter::default()
@@ -483,7 +382,7 @@ impl Inner {
         match selector {
             Selector::All => {}
             Selector::Server(s) => {
-                match self.cfg.server(s) {
+                match self.server(s) {
                     None => {
                         return Err(ProvisionError::InvalidArgument(format!(
                             "server {s:?} is not configured; SchemaService/ListServers lists them"
@@ -625,12 +524,12 @@ fn set_target(
 }
 
 /// Applies the migration to every target, within the permits, then ends the job.
-async fn fan_out(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>, path: PathBuf) {
+async fn fan_out(inner: Arc<Migrator>, tx: Arc<watch::Sender<MigrationJob>>, path: PathBuf) {
     tx.send_modify(|j| {
         j.status = JobStatus::Running;
         j.started_at_ms = now_ms();
     });
-    let conc = inner.cfg.migration_concurrency;
+    let conc = inner.concurrency;
     let total = Arc::new(Semaphore::new(conc.total));
     let mut per_server: HashMap<String, Arc<Semaphore>> = HashMap::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -728,7 +627,7 @@ async fn fan_out(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>, path: 
                     });
                 }
             }
-            inner.migrations.persist(&tx.borrow(), false);
+            inner.jobs.persist(&tx.borrow(), false);
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -737,7 +636,7 @@ async fn fan_out(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>, path: 
 }
 
 /// Ends a job: its status and summary from its targets; the record fsynced.
-fn finish(inner: &Inner, tx: &watch::Sender<MigrationJob>, reason: Option<&str>) {
+fn finish(inner: &Migrator, tx: &watch::Sender<MigrationJob>, reason: Option<&str>) {
     tx.send_modify(|j| {
         let bad = j.count(TargetState::Failed) + j.count(TargetState::NotAttempted);
         j.finished_at_ms = now_ms();
@@ -759,7 +658,7 @@ fn finish(inner: &Inner, tx: &watch::Sender<MigrationJob>, reason: Option<&str>)
         }
     });
     let job = tx.borrow().clone();
-    inner.migrations.persist(&job, true);
+    inner.jobs.persist(&job, true);
     tracing::info!(
         job = %job.id,
         migration = %job.migration_id,
@@ -772,23 +671,7 @@ fn finish(inner: &Inner, tx: &watch::Sender<MigrationJob>, reason: Option<&str>)
     );
 }
 
-/// At start: loads the migration jobs; those a dead daemon left unfinished are reconciled in
-/// the background — each unfinished database is asked whether it recorded the migration
-/// (applied: the registry and the job say so; not: not attempted), and the job fails with
-/// [`STOPPED_REASON`].
-pub(super) fn resume(inner: &Arc<Inner>, loaded: Vec<MigrationJob>) {
-    for job in loaded {
-        let unfinished = !job.status.is_final();
-        let tx = inner.migrations.insert(job);
-        if unfinished {
-            let id = tx.borrow().id.clone();
-            tracing::warn!(job = %id, "migration job failed: {STOPPED_REASON}; checking its unfinished databases");
-            tokio::spawn(reconcile(inner.clone(), tx));
-        }
-    }
-}
-
-async fn reconcile(inner: Arc<Inner>, tx: Arc<watch::Sender<MigrationJob>>) {
+async fn reconcile(inner: Arc<Migrator>, tx: Arc<watch::Sender<MigrationJob>>) {
     let job = tx.borrow().clone();
     let which = Which::of(&job);
     for (i, t) in job.targets.iter().enumerate() {

@@ -34,6 +34,11 @@
 //! - [`store`]: job records on disk (`SCHEMA_JOB_STORE_PATH`).
 //! - [`split`], [`guard`], [`names`], and `lexer` (the SQL lexing rules the splitter and the
 //!   guard share): the pure, I/O-free parts that decide what gets executed.
+//! - [`servers`]: the fleet's servers (`PROVISION_SERVERS_FILE` or the shorthand URLs) and the
+//!   placement rule; [`registry`]: which tenant database lives where, with which migrations;
+//!   [`migrate`]: one migration fanned out to many tenant databases, and the reconciliation
+//!   after a crash. `jobs` (the engine) uses them; `migrate` reaches the servers through the
+//!   `runner`, never through `jobs`.
 
 mod applier;
 mod apply_mysql;

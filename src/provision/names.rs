@@ -114,6 +114,14 @@ fn shown(name: &str) -> String {
     }
 }
 
+/// A PostgreSQL role / MySQL user name dbmazz accepts: 1-63 letters, digits and
+/// underscores, not starting with a digit.
+pub fn is_role_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

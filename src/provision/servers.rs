@@ -134,8 +134,9 @@ pub(super) fn read_file(path: &str, d: &RoleDefaults<'_>) -> Result<Vec<ServerDe
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(VAR, format!("cannot read {path}: {e}")))?;
     let doc: FileDoc = toml::from_str(&text).map_err(|e| {
-        // toml's message quotes the offending line, which may hold a URL with a password:
-        // name the place only.
+        // toml's full error quotes the offending line, and its message may quote a value
+        // ("invalid type: string \"…\""), either of which may hold a URL with a password:
+        // the line number and the message with its quoted values hidden.
         let at = e
             .span()
             .map(|s| format!(" at line {}", text[..s.start].matches('\n').count() + 1))
@@ -144,7 +145,7 @@ pub(super) fn read_file(path: &str, d: &RoleDefaults<'_>) -> Result<Vec<ServerDe
             VAR,
             format!(
                 "{path}{at}: {}",
-                e.message().lines().next().unwrap_or("invalid TOML")
+                hide_quoted(e.message().lines().next().unwrap_or("invalid TOML"))
             ),
         )
     })?;
@@ -236,7 +237,7 @@ fn one(s: FileServer, path: &str, d: &RoleDefaults<'_>) -> Result<ServerDef, Con
             ))
         }
     };
-    if !super::config::is_role_name(&role) {
+    if !super::names::is_role_name(&role) {
         return Err(at(format!(
             "role {role:?} is not a valid role name; use 1-63 letters, digits and underscores"
         )));
@@ -286,6 +287,27 @@ fn one(s: FileServer, path: &str, d: &RoleDefaults<'_>) -> Result<ServerDef, Con
         weight,
         labels: s.labels,
     })
+}
+
+/// `text` with every double-quoted part replaced by `"…"`.
+fn hide_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        match (c, inside) {
+            ('"', false) => {
+                out.push_str("\"…");
+                inside = true;
+            }
+            ('"', true) => {
+                out.push('"');
+                inside = false;
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 fn pct(s: &str) -> String {
@@ -529,6 +551,10 @@ weight = 3
             ("[[servers]]\nname = \"x\"\nengine = \"pg\"\nadmin_url = \"postgres://a:hunter2@h/d\"\ncapacity = 0\n", "capacity"),
             ("", "no server"),
             ("servers = 3 # hunter2\n", "line 1"),
+            (
+                "[[servers]]\nname = \"x\"\nengine = \"pg\"\nadmin_url = \"postgres://a@h/d\"\ncapacity = \"postgres://a:hunter2@h/d\"\n",
+                "line 5",
+            ),
         ] {
             std::fs::write(&file, bad).unwrap();
             let e = read_file(file.to_str().unwrap(), &d).unwrap_err();
