@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::error::{io_error, protocol, server_error, ErrorFields, ReplicationError};
 use super::framing::{
-    parse_copy_data, parse_data_row, parse_parameter_status, Frame, FrameReader, Gulp,
+    parse_copy_data, parse_data_row, parse_parameter_status, Frame, FrameReader, Gulp, LowWater,
     ReplicationMessage,
 };
 use super::tls::PgStream;
@@ -240,6 +240,7 @@ impl ReplicationClient {
         tracing::debug!(peer = %peer, slot, start = %start, "logical replication started");
 
         let FrameReader { io, buf, peer, .. } = self.reader;
+        let low_water = LowWater::new(io.raw_fd());
         let (read_half, write_half) = tokio::io::split(io);
         let writer = Arc::new(Mutex::new(CopyWriter {
             io: write_half,
@@ -253,6 +254,7 @@ impl ReplicationClient {
                 buf,
                 peer: peer.clone(),
                 gulp: Gulp::Full,
+                low_water: Some(low_water),
             },
             writer: writer.clone(),
             state: StreamState::Streaming,
@@ -775,7 +777,8 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (read_half, write_half) = tokio::io::split(PgStream::Plain(client));
+        let (read_half, write_half) =
+            tokio::io::split(PgStream::Plain(super::super::tls::RawTcp::new(client)));
         let peer: Arc<str> = "test:1".into();
         let writer = Arc::new(Mutex::new(CopyWriter {
             io: write_half,
@@ -789,6 +792,7 @@ mod tests {
                 buf: BytesMut::new(),
                 peer: peer.clone(),
                 gulp: Gulp::Full,
+                low_water: None,
             },
             writer: writer.clone(),
             state: StreamState::Streaming,

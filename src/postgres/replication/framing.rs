@@ -223,6 +223,54 @@ pub(super) struct FrameReader<R> {
     pub(super) buf: BytesMut,
     pub(super) peer: Arc<str>,
     pub(super) gulp: Gulp,
+    /// The streaming reader's socket, whose `SO_RCVLOWAT` it moves (see [`Gulp`]); `None`
+    /// elsewhere.
+    pub(super) low_water: Option<LowWater>,
+}
+
+/// The size of a `c_int` socket option, as setsockopt(2) takes it.
+#[allow(clippy::cast_possible_truncation)] // 4
+const C_INT_LEN: libc::socklen_t = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+
+/// The receive low-water mark of a TCP socket: the kernel wakes a waiting reader (and epoll)
+/// only once this many bytes are queued. At 1 (the default) every segment the walsender sends
+/// wakes tokio's driver thread, even while the reader task sleeps through a gulp pause.
+#[derive(Debug)]
+pub(super) struct LowWater {
+    fd: std::os::fd::RawFd,
+    current: usize,
+}
+
+impl LowWater {
+    /// The mark of the socket `fd`, which must outlive this value (the reader owns both).
+    pub(super) fn new(fd: std::os::fd::RawFd) -> LowWater {
+        LowWater { fd, current: 1 }
+    }
+
+    /// Sets the mark to `bytes` unless it is there already; a failure leaves the socket
+    /// waking at every segment, which costs CPU only.
+    fn set(&mut self, bytes: usize) {
+        if self.current == bytes {
+            return;
+        }
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fd` is the open socket the reader reads from; the option value is a c_int
+        // passed by pointer with its size, as setsockopt(2) requires.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                std::ptr::addr_of!(value).cast(),
+                C_INT_LEN,
+            )
+        };
+        if rc == 0 {
+            self.current = bytes;
+        } else {
+            tracing::debug!(error = %io::Error::last_os_error(), "cannot set SO_RCVLOWAT");
+        }
+    }
 }
 
 /// Reading in gulps. The walsender sends every pgoutput message with its own `send()`. A reader
@@ -232,6 +280,12 @@ pub(super) struct FrameReader<R> {
 /// a small read the streaming reader waits a millisecond for the socket to fill, so a busy
 /// stream is read in a few large reads and a quiet one costs a millisecond of latency (against
 /// a flush interval of seconds). The startup exchange reads eagerly ([`Gulp::Off`]).
+///
+/// While it pauses (and while the caller works on what it read) the socket's low-water mark is
+/// [`GULP_BYTES`], so the segments arriving meanwhile wake nobody; the reads that follow do
+/// not wait (the stream's reads go to the socket whatever tokio's readiness says, see
+/// `tls::RawTcp`). Before any read that waits, the mark goes back to 1, so a lone keepalive
+/// is never left unread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Gulp {
     /// Read as soon as anything is there.
@@ -276,11 +330,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// connection. Cancel-safe: dropping the future loses no bytes, so a caller may bound it
     /// with a timeout and call it again.
     pub(super) async fn fill(&mut self) -> Result<(), ReadError> {
-        if self.gulp == Gulp::Small {
-            // Cancel-safe as well: nothing is read before the pause ends.
-            tokio::time::sleep(GULP_PAUSE).await;
-        }
-        let mut total = self.read_waiting().await?;
+        let mut total = match self.gulp {
+            Gulp::Off => self.read_waiting().await?,
+            Gulp::Small | Gulp::Full => {
+                if self.gulp == Gulp::Small {
+                    if let Some(lw) = &mut self.low_water {
+                        lw.set(GULP_BYTES);
+                    }
+                    // Cancel-safe as well: nothing is read before the pause ends.
+                    tokio::time::sleep(GULP_PAUSE).await;
+                }
+                match self.read_ready().await? {
+                    Some(n) => n,
+                    None => {
+                        // Nothing there: wait for the next byte, whatever its size.
+                        if let Some(lw) = &mut self.low_water {
+                            lw.set(1);
+                        }
+                        self.read_waiting().await?
+                    }
+                }
+            }
+        };
         if self.gulp != Gulp::Off {
             // Then what is already there, without waiting: a TLS stream hands over about a
             // record per read, so one read alone does not say how full the socket was. No await
@@ -671,7 +742,68 @@ mod tests {
             buf: BytesMut::new(),
             peer: Arc::from("test"),
             gulp,
+            low_water: None,
         }
+    }
+
+    fn low_water_of(fd: std::os::fd::RawFd) -> i32 {
+        let mut value: libc::c_int = 0;
+        let mut len = C_INT_LEN;
+        // SAFETY: a c_int out-parameter with its size, on an open socket.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                std::ptr::addr_of_mut!(value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        value
+    }
+
+    /// Over a real TCP socket: during and after a pause the mark is a gulp, and what arrived
+    /// (far less than a gulp, which would never make the socket readable for tokio) is still
+    /// read; a pause that finds nothing puts the mark back to 1 and waits for the next byte.
+    #[tokio::test]
+    async fn the_low_water_mark_rises_for_a_pause_and_never_strands_a_small_message() {
+        use std::os::fd::AsRawFd;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let fd = client.as_raw_fd();
+        let mut r = reader(super::super::tls::RawTcp::new(client), Gulp::Small);
+        r.low_water = Some(LowWater::new(fd));
+        // Raised before the message comes, as after an earlier small read: epoll never reports
+        // it, yet the read after the pause takes it (the mark stays up: it was not lowered to
+        // find it).
+        r.low_water.as_mut().unwrap().set(GULP_BYTES);
+
+        server.write_all(&message(b'd', b"small")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        r.fill().await.unwrap();
+        assert_eq!(low_water_of(fd), GULP_BYTES as i32);
+        assert_eq!(r.buf.len(), 10);
+        assert_eq!(r.gulp, Gulp::Small);
+
+        // The next message arrives while the reader waits: after its pause finds nothing the
+        // mark is 1 again, and the message wakes the reader.
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            server.write_all(&message(b'd', b"again")).await.unwrap();
+            server
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), r.fill())
+            .await
+            .unwrap_or_else(|_| panic!("a small message was left unread"))
+            .unwrap();
+        assert_eq!(low_water_of(fd), 1);
+        assert_eq!(r.buf.len(), 20);
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]

@@ -28,8 +28,87 @@ const SSL_REFUSED: u8 = b'N';
 
 /// The byte stream under the protocol: TCP, possibly wrapped in TLS.
 pub(super) enum PgStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(RawTcp),
+    Tls(Box<TlsStream<RawTcp>>),
+}
+
+impl PgStream {
+    /// The TCP socket under it (for its low-water mark).
+    pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            PgStream::Plain(s) => s.0.as_raw_fd(),
+            PgStream::Tls(s) => s.get_ref().0 .0.as_raw_fd(),
+        }
+    }
+}
+
+/// A TCP stream whose reads try the socket first, whatever tokio's cached readiness says.
+/// tokio marks a socket readable only when epoll reports it, and with a raised `SO_RCVLOWAT`
+/// epoll stays silent until that many bytes are queued: the gulp reader must still be able to
+/// take the few bytes that arrived during its pause. A read that finds nothing falls back to
+/// tokio's, which registers for readiness as usual.
+pub(super) struct RawTcp(TcpStream);
+
+impl RawTcp {
+    /// Wraps a connected stream.
+    #[cfg(test)]
+    pub(super) fn new(tcp: TcpStream) -> RawTcp {
+        RawTcp(tcp)
+    }
+}
+
+impl AsyncRead for RawTcp {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let sock = socket2::SockRef::from(&this.0);
+        loop {
+            // SAFETY: recv(2) only writes initialized bytes into the spare capacity, and only
+            // the `n` it reports are marked initialized and filled below.
+            let read = sock.recv(unsafe { buf.unfilled_mut() });
+            match read {
+                Ok(n) => {
+                    // SAFETY: recv wrote `n` bytes.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return std::pin::Pin::new(&mut this.0).poll_read(cx, buf)
+                }
+                Err(e) => return std::task::Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for RawTcp {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }
 
 impl AsyncRead for PgStream {
@@ -86,7 +165,7 @@ pub(super) async fn negotiate_tls(
     peer: &Arc<str>,
 ) -> Result<(PgStream, bool), ReplicationError> {
     let (config, required) = match policy {
-        TlsPolicy::Disabled => return Ok((PgStream::Plain(tcp), false)),
+        TlsPolicy::Disabled => return Ok((PgStream::Plain(RawTcp(tcp)), false)),
         TlsPolicy::Prefer(config) => (config, false),
         TlsPolicy::Require(config) => (config, true),
     };
@@ -103,7 +182,7 @@ pub(super) async fn negotiate_tls(
                 message: e.to_string(),
             })?;
             let stream = TlsConnector::from(config)
-                .connect(name, tcp)
+                .connect(name, RawTcp(tcp))
                 .await
                 .map_err(|e| match find_rustls_error(&e) {
                     Some(tls) => ReplicationError::Tls {
@@ -114,7 +193,7 @@ pub(super) async fn negotiate_tls(
                 })?;
             Ok((PgStream::Tls(Box::new(stream)), true))
         }
-        SSL_REFUSED if !required => Ok((PgStream::Plain(tcp), false)),
+        SSL_REFUSED if !required => Ok((PgStream::Plain(RawTcp(tcp)), false)),
         SSL_REFUSED => Err(ReplicationError::Tls {
             peer: peer.to_string(),
             message: format!(
@@ -132,6 +211,7 @@ pub(super) async fn negotiate_tls(
                 buf,
                 peer: peer.clone(),
                 gulp: Gulp::Off,
+                low_water: None,
             };
             let frame = reader.next_frame().await?;
             Err(startup_error(peer, &frame.body))
