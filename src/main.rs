@@ -108,16 +108,9 @@ fn main() -> ExitCode {
             }
         };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match daemon_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dbmazz: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let job = JobHandle::new(&config.slot_name, &config.tables, config.flush);
@@ -551,6 +544,18 @@ mod cli {
     }
 }
 
+/// The daemon's runtime, the same in both modes: two worker threads.
+fn daemon_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("dbmazz: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 /// A daemon with provisioning settings and neither `DATABASE_URL` nor `TABLES`: it serves
 /// SchemaService and Health (gRPC) and the provisioning routes (HTTP port) until SIGTERM/SIGINT,
 /// then exits 0. Jobs still running then are failed at the next start, as after a crash.
@@ -570,16 +575,9 @@ fn provisioning_only(provision: ProvisionConfig, vars: &HashMap<String, String>)
         return ExitCode::from(2);
     }
     let ignored = dbmazz::config::cdc_only_vars_set(vars);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match daemon_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dbmazz: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let (Ok(mut term), Ok(mut int)) = (

@@ -6,6 +6,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::schema_job;
@@ -250,6 +251,52 @@ fn meta_of(m: UploadMetadata, client: Option<std::net::IpAddr>) -> Result<Upload
     })
 }
 
+/// The messages after the metadata of a client-streaming upload as the engine takes them:
+/// each one's chunk (`chunk_of`; `None` is a second metadata, refused), at most
+/// [`MAX_CHUNK_BYTES`]; a broken stream ends the upload as interrupted.
+fn file_chunks<M>(
+    stream: Streaming<M>,
+    message: &'static str,
+    chunk_of: fn(M) -> Option<Vec<u8>>,
+) -> impl Stream<Item = Result<Bytes, ProvisionError>> + Send + Unpin
+where
+    M: Send + 'static,
+{
+    stream.map(move |msg| match msg.map(chunk_of) {
+        Ok(Some(b)) if b.len() > MAX_CHUNK_BYTES => Err(ProvisionError::InvalidArgument(format!(
+            "chunk of {} bytes: send at most {MAX_CHUNK_BYTES} bytes per message",
+            b.len()
+        ))),
+        Ok(Some(b)) => Ok(Bytes::from(b)),
+        Ok(None) => Err(ProvisionError::InvalidArgument(format!(
+            "only the first {message} carries metadata; later ones carry chunks"
+        ))),
+        Err(s) => Err(ProvisionError::Interrupted(s.message().to_owned())),
+    })
+}
+
+/// A job's events: its state now, then one per change, ending after the first final one
+/// (`to_event` gives the event and whether the job has ended).
+fn job_events<T>(rx: watch::Receiver<T>, to_event: fn(&T) -> (JobEvent, bool)) -> EventStream
+where
+    T: Clone + Send + Sync + 'static,
+{
+    // State: the receiver, whether the final event was sent, whether this is the first.
+    Box::pin(futures_util::stream::unfold(
+        (rx, false, true),
+        move |(mut rx, ended, first)| async move {
+            if ended {
+                return None;
+            }
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            let (ev, last) = to_event(&rx.borrow_and_update());
+            Some((Ok(ev), (rx, last, false)))
+        },
+    ))
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -271,23 +318,9 @@ impl SchemaService for SchemaRpc {
             ));
         };
         let meta = meta_of(m, client)?;
-        let body = stream.map(|msg| match msg {
-            Ok(UploadRequest {
-                part: Some(Part::Chunk(b)),
-            }) => {
-                if b.len() > MAX_CHUNK_BYTES {
-                    Err(ProvisionError::InvalidArgument(format!(
-                        "chunk of {} bytes: send at most {MAX_CHUNK_BYTES} bytes per message",
-                        b.len()
-                    )))
-                } else {
-                    Ok(Bytes::from(b))
-                }
-            }
-            Ok(_) => Err(ProvisionError::InvalidArgument(
-                "only the first UploadRequest carries metadata; later ones carry chunks".into(),
-            )),
-            Err(s) => Err(ProvisionError::Interrupted(s.message().to_owned())),
+        let body = file_chunks(stream, "UploadRequest", |m| match m.part {
+            Some(Part::Chunk(b)) => Some(b),
+            _ => None,
         });
         let done = self.engine.submit(meta, Box::pin(body)).await?;
         Ok(Response::new(UploadResponse {
@@ -317,37 +350,14 @@ impl SchemaService for SchemaRpc {
         let id = &request.get_ref().id;
         if self.engine.is_migration(id) {
             let rx = self.engine.subscribe_migration(id)?;
-            let stream = futures_util::stream::unfold(
-                (rx, false, true),
-                |(mut rx, ended, first)| async move {
-                    if ended {
-                        return None;
-                    }
-                    if !first && rx.changed().await.is_err() {
-                        return None;
-                    }
-                    let job = rx.borrow_and_update().clone();
-                    let ev = migration_event(&job);
-                    Some((Ok(ev), (rx, job.status.is_final(), false)))
-                },
-            );
-            return Ok(Response::new(Box::pin(stream)));
+            return Ok(Response::new(job_events(rx, |j| {
+                (migration_event(j), j.status.is_final())
+            })));
         }
         let rx = self.engine.subscribe(id)?;
-        // State: the receiver, and whether the final event was sent.
-        let stream =
-            futures_util::stream::unfold((rx, false, true), |(mut rx, ended, first)| async move {
-                if ended {
-                    return None;
-                }
-                if !first && rx.changed().await.is_err() {
-                    return None;
-                }
-                let job = rx.borrow_and_update().clone();
-                let ev = event(&job);
-                Some((Ok(ev), (rx, job.status.is_final(), false)))
-            });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(job_events(rx, |j| {
+            (event(j), j.status.is_final())
+        })))
     }
 
     async fn list_jobs(
@@ -488,23 +498,9 @@ impl SchemaService for SchemaRpc {
             },
             client,
         };
-        let body = stream.map(|msg| match msg {
-            Ok(proto::MigrateRequest {
-                part: Some(MPart::Chunk(b)),
-            }) => {
-                if b.len() > MAX_CHUNK_BYTES {
-                    Err(ProvisionError::InvalidArgument(format!(
-                        "chunk of {} bytes: send at most {MAX_CHUNK_BYTES} bytes per message",
-                        b.len()
-                    )))
-                } else {
-                    Ok(Bytes::from(b))
-                }
-            }
-            Ok(_) => Err(ProvisionError::InvalidArgument(
-                "only the first MigrateRequest carries metadata; later ones carry chunks".into(),
-            )),
-            Err(s) => Err(ProvisionError::Interrupted(s.message().to_owned())),
+        let body = file_chunks(stream, "MigrateRequest", |m| match m.part {
+            Some(MPart::Chunk(b)) => Some(b),
+            _ => None,
         });
         let done = self.engine.migrate(meta, Box::pin(body)).await?;
         Ok(Response::new(proto::MigrateResponse {

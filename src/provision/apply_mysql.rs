@@ -285,38 +285,14 @@ impl MySqlApplier {
     /// Runs the upload's statements in order, connected to the database as `PROVISION_ROLE`.
     async fn run_file(
         &self,
-        opts: Opts,
         target: Target<'_>,
         job: &mut dyn JobProgress,
     ) -> Result<(), MySqlApplyError> {
-        let database = target.database;
-        let role_opts = OptsBuilder::from_opts(opts)
-            .user(Some(self.role.clone()))
-            .pass(self.role_password.as_ref().map(|p| p.expose().to_owned()))
-            .db_name(Some(database.to_owned()));
-        let mut conn =
-            Conn::new(role_opts)
-                .await
-                .map_err(|source| MySqlApplyError::ConnectRole {
-                    server: self.server.clone(),
-                    database: database.to_owned(),
-                    role: self.role.clone(),
-                    source,
-                })?;
-        // MySQL bounds lock waits in whole seconds (metadata locks and InnoDB row locks); there
-        // is no server-side bound on every kind of statement, so dbmazz times them itself.
-        let lock_sql = self.bounds.lock.map(|d| {
-            let secs = d.as_millis().div_ceil(1000).max(1);
-            format!("SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}")
-        });
+        let mut conn = self.connect_role(target.database).await?;
+        let lock_sql = self.lock_sql();
         let mut reader = PieceReader::open(target.upload, Dialect::MySql).await?;
         let mut statements = 0u64;
         let result = async {
-            if let Some(sql) = &lock_sql {
-                conn.query_drop(sql)
-                    .await
-                    .map_err(MySqlApplyError::Server)?;
-            }
             while let Some(piece) = reader.next().await? {
                 match piece {
                     Piece::Statement { sql, line, end, .. } => {
@@ -426,15 +402,22 @@ impl MySqlApplier {
                     role: self.role.clone(),
                     source,
                 })?;
-        if let Some(d) = self.bounds.lock {
-            let secs = d.as_millis().div_ceil(1000).max(1);
-            conn.query_drop(format!(
-                "SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}"
-            ))
-            .await
-            .map_err(MySqlApplyError::Server)?;
+        if let Some(sql) = self.lock_sql() {
+            conn.query_drop(sql)
+                .await
+                .map_err(MySqlApplyError::Server)?;
         }
         Ok(conn)
+    }
+
+    /// The `SET` of `SCHEMA_LOCK_TIMEOUT_MS`. MySQL bounds lock waits in whole seconds
+    /// (metadata locks and InnoDB row locks); there is no server-side bound on every kind of
+    /// statement, so dbmazz times them itself ([`MySqlApplier::statement`]).
+    fn lock_sql(&self) -> Option<String> {
+        self.bounds.lock.map(|d| {
+            let secs = d.as_millis().div_ceil(1000).max(1);
+            format!("SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}")
+        })
     }
 
     /// Applies migration `m` to `database` statement by statement, as `PROVISION_ROLE`. MySQL
@@ -605,11 +588,10 @@ impl Applier for MySqlApplier {
         job: &mut dyn JobProgress,
     ) -> Result<(), MySqlApplyError> {
         job.set_stage(JobStep::CreatingDatabase);
-        let opts = self.admin_opts().map_err(MySqlApplyError::InvalidUrl)?;
         self.create_database(target.database, target.fail_if_db_exists, job)
             .await?;
         job.set_stage(JobStep::ApplyingSchema);
-        self.run_file(opts, target, job).await
+        self.run_file(target, job).await
     }
 
     async fn drop_database(&self, name: &str) -> Result<(bool, u32), MySqlApplyError> {

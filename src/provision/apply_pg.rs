@@ -263,23 +263,8 @@ impl PgApplier {
         target: Target<'_>,
         job: &mut dyn JobProgress,
     ) -> Result<(), PgApplyError> {
-        let database = target.database;
-        let mut info = self.admin.clone();
-        info.user = self.role.clone();
-        info.password = self.role_password.clone();
-        info.dbname = database.to_owned();
-        let mut client = connect_sql(&info)
-            .await
-            .map_err(|source| PgApplyError::ConnectRole {
-                server: self.server.clone(),
-                database: database.to_owned(),
-                role: self.role.clone(),
-                source,
-            })?;
+        let mut client = self.connect_role(target.database).await?;
         let bounds = bounds_sql(self.bounds);
-        if let Some(sql) = &bounds {
-            client.batch_execute(sql).await.map_err(query_error)?;
-        }
         let tx = client.transaction().await.map_err(query_error)?;
         let mut reader = PieceReader::open(target.upload, Dialect::Postgres).await?;
         let mut run = Run {
