@@ -12,7 +12,8 @@
 #             200k TOAST mix steps), 60 s idle, 2 x 30 s latency phases per load: ~15 minutes
 #             on 2 cores, plus ~1-2 minutes per missed target for its diagnosis
 # Env: E2E_FLUSH_SIZE, E2E_FLUSH_MAX_BYTES (unset: dbmazz's defaults), E2E_FLUSH_INTERVAL_MS (100),
-#      E2E_TLS=1 (every consumer over TLS, sslmode=require; a self-signed certificate).
+#      E2E_TLS=1 (every consumer over TLS, sslmode=require; a self-signed certificate),
+#      E2E_KEEP_PERF=1 (keep the diagnosis's perf.data files beside its reports).
 #
 # Output: a markdown report on stdout and in OUT_DIR/results-<date>.md, raw data in .json beside it
 # (OUT_DIR: benches/e2e for full runs, target/e2e for --quick); full perf/massif reports of the

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -944,7 +945,10 @@ def diagnose(cl, w, out, which):
             for k in ("self", "inclusive", "threads", "dso"):
                 fh.write(f"# {k}\n" + "\n".join(pr[k]) + "\n\n")
         res["perf"][c] = pr
-        os.unlink(base + ".perf.data")
+        if os.environ.get("E2E_KEEP_PERF"):  # for `perf report -G` on the full call graph
+            shutil.move(base + ".perf.data", os.path.join(pdir, f"{w}.{c}.perf.data"))
+        else:
+            os.unlink(base + ".perf.data")
         log(f"   perf {c}: top self " + "; ".join(" ".join(x.split()[:3]) for x in pr["self"][:4]))
     data = os.path.join(ARGS.tmp, f"{w}.system.perf.data")
     perf = spawn(["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "199", "-o", data],

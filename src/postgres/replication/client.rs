@@ -239,7 +239,13 @@ impl ReplicationClient {
         }
         tracing::debug!(peer = %peer, slot, start = %start, "logical replication started");
 
-        let FrameReader { io, buf, peer, .. } = self.reader;
+        let FrameReader {
+            io,
+            buf,
+            peer,
+            chunks,
+            ..
+        } = self.reader;
         let low_water = LowWater::new(io.raw_fd());
         let (read_half, write_half) = tokio::io::split(io);
         let writer = Arc::new(Mutex::new(CopyWriter {
@@ -255,6 +261,7 @@ impl ReplicationClient {
                 peer: peer.clone(),
                 gulp: Gulp::Full,
                 low_water: Some(low_water),
+                chunks,
             },
             writer: writer.clone(),
             state: StreamState::Streaming,
@@ -693,6 +700,7 @@ fn start_replication_command(slot: &str, start: Lsn, options: &[(&str, &str)]) -
 
 #[cfg(test)]
 mod tests {
+    use super::super::framing::ChunkPool;
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
@@ -793,6 +801,7 @@ mod tests {
                 peer: peer.clone(),
                 gulp: Gulp::Full,
                 low_water: None,
+                chunks: ChunkPool::default(),
             },
             writer: writer.clone(),
             state: StreamState::Streaming,

@@ -206,7 +206,11 @@ pub(super) fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError
         });
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // A message larger than a read chunk gets its room in one go; smaller ones finish in
+        // the next chunk (`FrameReader::reserve_spare`), which is usually a reused one.
+        if total > READ_CHUNK {
+            buf.reserve(total - buf.len());
+        }
         return Ok(None);
     }
     let mut frame = buf.split_to(total).freeze();
@@ -226,6 +230,61 @@ pub(super) struct FrameReader<R> {
     /// The streaming reader's socket, whose `SO_RCVLOWAT` it moves (see [`Gulp`]); `None`
     /// elsewhere.
     pub(super) low_water: Option<LowWater>,
+    /// Read chunks to reuse once the pipeline has dropped their frames.
+    pub(super) chunks: ChunkPool,
+}
+
+/// How many spent read chunks a reader keeps for reuse: about what the pipeline holds in
+/// flight with the default budget, so that a steady stream reads into reused memory. When all
+/// of them are idle that is `SPENT_CHUNKS` × ([`READ_CHUNK`] + [`MIN_SPARE`]) resident.
+const SPENT_CHUNKS: usize = 4;
+
+/// Spent read chunks, kept for reuse. Every frame is a slice of the chunk it was read into, so
+/// a chunk is freed when the pipeline drops the last event that points into it: with each
+/// chunk its own mapping (above glibc's mmap threshold), that was a `munmap` per chunk and a
+/// page fault per 4 KiB of the next one, 17 % of dbmazz's CPU on the TOAST mix
+/// (`benches/e2e.sh`, `perf`). A reader instead keeps its last few chunks and reads into the
+/// first whose frames are all gone.
+#[derive(Debug, Default)]
+pub(super) struct ChunkPool {
+    spent: Vec<BytesMut>,
+    /// Where the chunk being read into starts and how large it is, when this pool handed it
+    /// out. Room reserved for one large message (`take_frame`) is another allocation, which
+    /// is not kept: it would hold up to a gigabyte for a one-off.
+    current: Option<(usize, usize)>,
+    /// Chunks allocated rather than reused, for the tests.
+    allocated: usize,
+}
+
+impl ChunkPool {
+    /// Moves `buf`'s unread bytes to a chunk with at least [`READ_CHUNK`] free: a spent chunk
+    /// nobody points into any more if there is one, else a new one. `buf`'s old chunk joins the
+    /// spent ones (the oldest is let go when there are [`SPENT_CHUNKS`] already).
+    fn renew(&mut self, buf: &mut BytesMut) {
+        let at = buf.as_ptr().addr();
+        let ours = self
+            .current
+            .is_some_and(|(start, len)| start <= at && at <= start + len);
+        let need = buf.len() + READ_CHUNK;
+        let mut fresh = match self.spent.iter_mut().position(|c| c.try_reclaim(need)) {
+            Some(i) => self.spent.remove(i),
+            None => {
+                self.allocated += 1;
+                BytesMut::with_capacity(need.max(READ_CHUNK + MIN_SPARE))
+            }
+        };
+        fresh.extend_from_slice(buf);
+        self.current = Some((fresh.as_ptr().addr(), fresh.capacity()));
+        let mut old = std::mem::replace(buf, fresh);
+        if !ours {
+            return;
+        }
+        old.clear();
+        if self.spent.len() == SPENT_CHUNKS {
+            self.spent.remove(0);
+        }
+        self.spent.push(old);
+    }
 }
 
 /// The size of a `c_int` socket option, as setsockopt(2) takes it.
@@ -372,9 +431,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     fn reserve_spare(&mut self) {
-        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
-            self.buf.reserve(READ_CHUNK);
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare >= MIN_SPARE {
+            return;
         }
+        // A partly received message that already has room for its rest stays where it is.
+        if let Ok(Some(h)) = Header::parse(&self.buf) {
+            if usize::try_from(h.len()).is_ok_and(|len| {
+                (len + 1)
+                    .checked_sub(self.buf.len())
+                    .is_some_and(|rest| rest <= spare)
+            }) {
+                return;
+            }
+        }
+        self.chunks.renew(&mut self.buf);
     }
 
     /// One read, waiting for the socket if nothing is there.
@@ -743,6 +814,7 @@ mod tests {
             peer: Arc::from("test"),
             gulp,
             low_water: None,
+            chunks: ChunkPool::default(),
         }
     }
 
@@ -859,6 +931,89 @@ mod tests {
         r.fill().await.unwrap();
         assert_eq!(r.buf.len(), 3 * 4096);
         assert_eq!(r.gulp, Gulp::Small);
+    }
+
+    /// Frames held by the pipeline keep their chunk: it is read into again only once every
+    /// frame in it is gone, and then no new chunk is allocated.
+    #[tokio::test]
+    async fn a_read_chunk_is_reused_only_once_its_frames_are_gone() {
+        use tokio::io::AsyncWriteExt;
+        fn body(i: usize) -> Vec<u8> {
+            let mut b = vec![u8::try_from(i % 251).unwrap(); 3300];
+            b[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            b
+        }
+        let (mut server, client) = tokio::io::duplex(8 << 20);
+        let mut r = reader(client, Gulp::Off);
+        let first = 5 * READ_CHUNK / 3300;
+        let second = 2 * READ_CHUNK / 3300;
+        let writer = tokio::spawn(async move {
+            for i in 0..first + second {
+                server.write_all(&message(b'd', &body(i))).await.unwrap();
+            }
+            server
+        });
+
+        let mut held = Vec::new();
+        for _ in 0..first {
+            held.push(r.next_frame().await.unwrap().body);
+        }
+        // Five chunks' worth read while every frame is alive: each is still what was sent.
+        for (i, frame) in held.iter().enumerate() {
+            assert_eq!(&frame[..], &body(i)[..], "frame {i} was overwritten");
+        }
+        let allocated = r.chunks.allocated;
+        assert!(allocated >= 4, "{allocated}");
+
+        drop(held);
+        for i in first..first + second {
+            let frame = r.next_frame().await.unwrap().body;
+            assert_eq!(&frame[..], &body(i)[..]);
+        }
+        assert_eq!(
+            r.chunks.allocated, allocated,
+            "spent chunks were not reused"
+        );
+        drop(writer.await.unwrap());
+    }
+
+    /// The room reserved for a message larger than a chunk is not kept once it is spent.
+    #[tokio::test]
+    async fn room_for_a_large_message_is_not_kept_for_reuse() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(8 << 20);
+        let mut r = reader(client, Gulp::Off);
+        let small = vec![1u8; 3300];
+        let large = vec![2u8; 4 * READ_CHUNK];
+        let writer = tokio::spawn(async move {
+            server.write_all(&message(b'd', &small)).await.unwrap();
+            server.write_all(&message(b'd', &large)).await.unwrap();
+            for _ in 0..3 * READ_CHUNK / 3300 {
+                server.write_all(&message(b'd', &small)).await.unwrap();
+            }
+            server
+        });
+        assert_eq!(r.next_frame().await.unwrap().body.len(), 3300);
+        assert_eq!(r.next_frame().await.unwrap().body.len(), 4 * READ_CHUNK);
+        for _ in 0..3 * READ_CHUNK / 3300 {
+            assert_eq!(r.next_frame().await.unwrap().body.len(), 3300);
+        }
+        // Several chunks were spent after the large message; neither the one being read
+        // into nor a kept one is the large message's room.
+        assert!(r.chunks.allocated >= 2 && !r.chunks.spent.is_empty());
+        let (_, current) = r.chunks.current.unwrap();
+        assert!(
+            current <= READ_CHUNK + MIN_SPARE,
+            "reading into {current} bytes"
+        );
+        assert!(
+            !r.chunks
+                .spent
+                .iter_mut()
+                .any(|c| c.try_reclaim(2 * READ_CHUNK)),
+            "the large message's room is kept"
+        );
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]

@@ -21,7 +21,8 @@
 //! the socket fill up also lets the walsender coalesce its sends, which matters more on small
 //! machines than any parsing trick; so once streaming, a read that found little is followed by
 //! a 1 ms pause before the next (`framing::Gulp`). A slice keeps its whole read chunk alive, so
-//! consumers should not hold on to payloads longer than needed.
+//! consumers should not hold on to payloads longer than needed; the reader reads into a chunk
+//! again once nothing points into it (`framing::ChunkPool`), instead of mapping a new one.
 //!
 //! Nothing here panics on what the server sends: malformed bytes become
 //! [`ReplicationError::Protocol`]. Every error names `host:port` and none contains the password.

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use super::client::ReplicationClient;
 use super::error::{io_error, protocol, startup_error, ReplicationError};
-use super::framing::{Cursor, FrameReader, Gulp};
+use super::framing::{ChunkPool, Cursor, FrameReader, Gulp};
 use super::tls::negotiate_tls;
 use crate::postgres::conninfo::{Keepalives, PgConnInfo, TargetSessionAttrs, SESSION_SETTINGS};
 use crate::postgres::tls::TlsPolicy;
@@ -106,6 +106,7 @@ async fn connect_inner(
             peer: peer.clone(),
             gulp: Gulp::Off,
             low_water: None,
+            chunks: ChunkPool::default(),
         },
         wbuf: BytesMut::with_capacity(1024),
         params: HashMap::new(),

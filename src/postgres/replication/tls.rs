@@ -18,7 +18,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::error::{io_error, protocol, startup_error, ReplicationError};
-use super::framing::{FrameReader, Gulp};
+use super::framing::{ChunkPool, FrameReader, Gulp};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::tls::{find_rustls_error, handshake_advice, server_name, TlsPolicy};
 
@@ -212,6 +212,7 @@ pub(super) async fn negotiate_tls(
                 peer: peer.clone(),
                 gulp: Gulp::Off,
                 low_water: None,
+                chunks: ChunkPool::default(),
             };
             let frame = reader.next_frame().await?;
             Err(startup_error(peer, &frame.body))
