@@ -39,8 +39,12 @@ use crate::Lsn;
 
 enum Output {
     Stdout(tokio::io::Stdout),
+    /// The file goes to a blocking thread for each batch, with the batch's bytes, and comes
+    /// back with them: one hand-off per batch for write and `fsync`, and no copy of the body
+    /// (`tokio::fs::File` copies every write into its own buffer and hands off write, flush
+    /// and sync separately). `None` only if a write was interrupted by a panic.
     File {
-        file: tokio::fs::File,
+        file: Option<std::fs::File>,
         path: PathBuf,
     },
 }
@@ -75,7 +79,7 @@ impl NdjsonSink {
             })?;
         Ok(NdjsonSink {
             out: Output::File {
-                file,
+                file: Some(file.into_std().await),
                 path: path.to_owned(),
             },
             buf: Vec::with_capacity(64 * 1024),
@@ -89,14 +93,24 @@ impl NdjsonSink {
                 out.flush().await
             }
             Output::File { file, .. } => {
-                file.write_all(&self.buf).await?;
-                file.flush().await?;
-                match file.sync_data().await {
-                    // Pipes and character devices (a FIFO, /dev/null) cannot be synced; for them
-                    // a completed write is as durable as it gets.
-                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-                    other => other,
-                }
+                let mut f = file.take().ok_or_else(|| {
+                    std::io::Error::other("an earlier write to the file panicked; restart the job")
+                })?;
+                let body = std::mem::take(&mut self.buf);
+                let (f, body, written) = tokio::task::spawn_blocking(move || {
+                    let written = f.write_all(&body).and_then(|()| match f.sync_data() {
+                        // Pipes and character devices (a FIFO, /dev/null) cannot be synced;
+                        // for them a completed write is as durable as it gets.
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+                        other => other,
+                    });
+                    (f, body, written)
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                *file = Some(f);
+                self.buf = body;
+                written
             }
         }
     }
