@@ -359,10 +359,17 @@ impl<R> FrameReader<R> {
     /// Whether a complete message is already in the buffer, so that
     /// [`next_frame`](Self::next_frame) returns without waiting on the socket.
     pub(super) fn has_frame(&self) -> bool {
-        let buf = &self.buf;
-        // As in take_frame: the length counts itself but not the tag byte.
-        matches!(Header::parse(buf), Ok(Some(h))
-            if usize::try_from(h.len()).is_ok_and(|len| buf.len() > len))
+        first_message_len(&self.buf).is_some_and(|total| total <= self.buf.len())
+    }
+}
+
+/// The whole length (tag byte included) of the message at the front of `buf`, once its header
+/// is there; `None` before that or for a header `take_frame` will refuse.
+fn first_message_len(buf: &[u8]) -> Option<usize> {
+    // As in take_frame: the length counts itself but not the tag byte.
+    match Header::parse(buf) {
+        Ok(Some(h)) => usize::try_from(h.len()).ok().map(|len| len + 1),
+        _ => None,
     }
 }
 
@@ -436,14 +443,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return;
         }
         // A partly received message that already has room for its rest stays where it is.
-        if let Ok(Some(h)) = Header::parse(&self.buf) {
-            if usize::try_from(h.len()).is_ok_and(|len| {
-                (len + 1)
-                    .checked_sub(self.buf.len())
-                    .is_some_and(|rest| rest <= spare)
-            }) {
-                return;
-            }
+        let rest = first_message_len(&self.buf).and_then(|total| total.checked_sub(self.buf.len()));
+        if rest.is_some_and(|rest| rest <= spare) {
+            return;
         }
         self.chunks.renew(&mut self.buf);
     }
@@ -933,26 +935,36 @@ mod tests {
         assert_eq!(r.gulp, Gulp::Small);
     }
 
+    /// A reader whose peer sends one message per body, from a task that hands the peer back.
+    fn serving(
+        bodies: Vec<Vec<u8>>,
+    ) -> (
+        FrameReader<tokio::io::DuplexStream>,
+        tokio::task::JoinHandle<tokio::io::DuplexStream>,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(8 << 20);
+        let writer = tokio::spawn(async move {
+            for b in bodies {
+                server.write_all(&message(b'd', &b)).await.unwrap();
+            }
+            server
+        });
+        (reader(client, Gulp::Off), writer)
+    }
+
     /// Frames held by the pipeline keep their chunk: it is read into again only once every
     /// frame in it is gone, and then no new chunk is allocated.
     #[tokio::test]
     async fn a_read_chunk_is_reused_only_once_its_frames_are_gone() {
-        use tokio::io::AsyncWriteExt;
         fn body(i: usize) -> Vec<u8> {
             let mut b = vec![u8::try_from(i % 251).unwrap(); 3300];
             b[..8].copy_from_slice(&(i as u64).to_be_bytes());
             b
         }
-        let (mut server, client) = tokio::io::duplex(8 << 20);
-        let mut r = reader(client, Gulp::Off);
         let first = 5 * READ_CHUNK / 3300;
         let second = 2 * READ_CHUNK / 3300;
-        let writer = tokio::spawn(async move {
-            for i in 0..first + second {
-                server.write_all(&message(b'd', &body(i))).await.unwrap();
-            }
-            server
-        });
+        let (mut r, writer) = serving((0..first + second).map(body).collect());
 
         let mut held = Vec::new();
         for _ in 0..first {
@@ -980,19 +992,9 @@ mod tests {
     /// The room reserved for a message larger than a chunk is not kept once it is spent.
     #[tokio::test]
     async fn room_for_a_large_message_is_not_kept_for_reuse() {
-        use tokio::io::AsyncWriteExt;
-        let (mut server, client) = tokio::io::duplex(8 << 20);
-        let mut r = reader(client, Gulp::Off);
-        let small = vec![1u8; 3300];
-        let large = vec![2u8; 4 * READ_CHUNK];
-        let writer = tokio::spawn(async move {
-            server.write_all(&message(b'd', &small)).await.unwrap();
-            server.write_all(&message(b'd', &large)).await.unwrap();
-            for _ in 0..3 * READ_CHUNK / 3300 {
-                server.write_all(&message(b'd', &small)).await.unwrap();
-            }
-            server
-        });
+        let mut bodies = vec![vec![1u8; 3300], vec![2u8; 4 * READ_CHUNK]];
+        bodies.extend((0..3 * READ_CHUNK / 3300).map(|_| vec![1u8; 3300]));
+        let (mut r, writer) = serving(bodies);
         assert_eq!(r.next_frame().await.unwrap().body.len(), 3300);
         assert_eq!(r.next_frame().await.unwrap().body.len(), 4 * READ_CHUNK);
         for _ in 0..3 * READ_CHUNK / 3300 {
