@@ -24,7 +24,8 @@
 //! segment (a chunk holds each key once, all rows full, all with the snapshot's version). Those
 //! bodies are CSV wherever a row needs no escaping, which halves their size and their cost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use crate::config::TableName;
@@ -76,7 +77,9 @@ pub struct Segment {
     header_names: Vec<String>,
     key_limit: Option<KeyLimit>,
     rows: Vec<MergedRow>,
-    index: hashbrown::HashMap<Vec<u8>, usize>,
+    /// Row index by key (hashed from the key columns' values, compared against `rows`).
+    index: hashbrown::HashTable<usize>,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 /// Per column of `table`: the target's name and ARRAY depth.
@@ -176,7 +179,8 @@ impl Segment {
             keys,
             header_names,
             rows: Vec::new(),
-            index: hashbrown::HashMap::new(),
+            index: hashbrown::HashTable::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
         }
     }
 
@@ -200,30 +204,21 @@ impl Segment {
     pub fn add(&mut self, change: &RowChange) {
         let pos = change.pos;
         if let Some(old) = change.changed_old_key() {
-            let values = self.key_values(old);
-            self.merge(old, values, 2, true, pos.commit_lsn, pos.lsn);
+            self.merge(old, Carried::Key, 2, true, pos.commit_lsn, pos.lsn);
         }
         let (op_type, deleted) = match change.op {
             Op::Insert | Op::Snapshot => (0, false),
             Op::Update => (1, false),
             Op::Delete => (2, true),
         };
-        let values = if change.key_only {
-            self.key_values(&change.row)
+        let carried = if change.key_only {
+            Carried::Key
         } else {
-            change
-                .row
-                .values
-                .iter()
-                .map(|v| match v {
-                    Value::UnchangedToast => None,
-                    other => Some(other.clone()),
-                })
-                .collect()
+            Carried::Row
         };
         self.merge(
             &change.row,
-            values,
+            carried,
             op_type,
             deleted,
             pos.commit_lsn,
@@ -231,49 +226,79 @@ impl Segment {
         );
     }
 
-    fn key_values(&self, row: &Tuple) -> Vec<Option<Value>> {
-        let mut values = vec![None; self.table.columns.len()];
-        for &k in &self.table.key {
-            values[k] = row.values.get(k).cloned();
-        }
-        values
-    }
-
+    /// Lays `row`'s values (those `carried` says) over its key's collapsed row, or starts one.
+    /// Nothing is allocated for a key already collected.
     fn merge(
         &mut self,
-        key_row: &Tuple,
-        mut values: Vec<Option<Value>>,
+        row: &Tuple,
+        carried: Carried,
         op_type: u8,
         deleted: bool,
         version: Lsn,
         lsn: Lsn,
     ) {
-        values.resize(self.table.columns.len(), None);
-        let key = key_bytes(&self.table, key_row);
-        match self.index.get(&key) {
-            Some(&i) => {
-                let row = &mut self.rows[i];
+        let table = &*self.table;
+        let hash = self.hasher.hash_one(KeyOf(table, KeyView::Tuple(row)));
+        let rows = &self.rows;
+        let found = self.index.find(hash, |&i| {
+            rows.get(i)
+                .is_some_and(|r| same_key(table, KeyView::Merged(&r.values), KeyView::Tuple(row)))
+        });
+        match found.copied().and_then(|i| self.rows.get_mut(i)) {
+            Some(merged) => {
                 // The same rule as the loads' merge_condition: an older version never replaces
                 // a newer one (snapshot rows interleave with streamed changes).
-                if version < row.version {
+                if version < merged.version {
                     return;
                 }
-                if values.iter().all(Option::is_some) {
-                    row.values = values;
-                } else {
-                    for (slot, v) in row.values.iter_mut().zip(values) {
-                        if v.is_some() {
-                            *slot = v;
+                match carried {
+                    Carried::Key => {
+                        for &k in &table.key {
+                            if let (Some(slot), Some(v)) =
+                                (merged.values.get_mut(k), row.values.get(k))
+                            {
+                                *slot = Some(v.clone());
+                            }
+                        }
+                    }
+                    Carried::Row => {
+                        for (slot, v) in merged.values.iter_mut().zip(&row.values) {
+                            if !matches!(v, Value::UnchangedToast) {
+                                *slot = Some(v.clone());
+                            }
                         }
                     }
                 }
-                row.op_type = op_type;
-                row.deleted = deleted;
-                row.version = version;
-                row.last_lsn = lsn;
+                merged.op_type = op_type;
+                merged.deleted = deleted;
+                merged.version = version;
+                merged.last_lsn = lsn;
             }
             None => {
-                self.index.insert(key, self.rows.len());
+                let mut values = vec![None; table.columns.len()];
+                match carried {
+                    Carried::Key => {
+                        for &k in &table.key {
+                            if let Some(slot) = values.get_mut(k) {
+                                *slot = row.values.get(k).cloned();
+                            }
+                        }
+                    }
+                    Carried::Row => {
+                        for (slot, v) in values.iter_mut().zip(&row.values) {
+                            if !matches!(v, Value::UnchangedToast) {
+                                *slot = Some(v.clone());
+                            }
+                        }
+                    }
+                }
+                let at = self.rows.len();
+                let (hasher, table) = (&self.hasher, &*self.table);
+                let rows = &self.rows;
+                self.index.insert_unique(hash, at, |&i| {
+                    let values = rows.get(i).map_or(&[][..], |r| &r.values[..]);
+                    hasher.hash_one(KeyOf(table, KeyView::Merged(values)))
+                });
                 self.rows.push(MergedRow {
                     values,
                     op_type,
@@ -300,14 +325,22 @@ impl Segment {
                 (0..self.rows.len()).collect(),
             )];
         }
-        let mut groups: BTreeMap<Vec<bool>, Vec<usize>> = BTreeMap::new();
+        // Few column sets per segment: a linear search beats hashing a signature per row, and
+        // allocates nothing per row.
+        let mut out: Vec<(Vec<bool>, Vec<usize>)> = Vec::new();
         for (i, row) in self.rows.iter().enumerate() {
-            let sig: Vec<bool> = row.values.iter().map(Option::is_some).collect();
-            groups.entry(sig).or_default().push(i);
+            let same = |sig: &[bool]| sig.iter().zip(&row.values).all(|(p, v)| *p == v.is_some());
+            match out.iter_mut().find(|(sig, _)| same(sig)) {
+                Some((_, idx)) => idx.push(i),
+                None => out.push((row.values.iter().map(Option::is_some).collect(), vec![i])),
+            }
         }
-        let mut out: Vec<(Vec<bool>, Vec<usize>)> = groups.into_iter().collect();
-        // Full rows first: the common case, and the order is then stable across runs.
-        out.sort_by_key(|(sig, _)| !sig.iter().all(|p| *p));
+        // Full rows first (the common case), then by column set: the order is the same on
+        // every run, so a retried batch gets the same labels.
+        out.sort_by(|(a, _), (b, _)| {
+            let full = |sig: &[bool]| sig.iter().all(|p| *p);
+            (!full(a), a).cmp(&(!full(b), b))
+        });
         out
     }
 
@@ -450,20 +483,50 @@ fn header_name(name: &str) -> String {
     }
 }
 
-/// Bytes identifying a row's primary key.
-fn key_bytes(table: &TableSchema, row: &Tuple) -> Vec<u8> {
-    let mut key = Vec::with_capacity(32);
-    for &k in &table.key {
-        match row.values.get(k) {
-            Some(Value::Text(b)) | Some(Value::Binary(b)) => {
-                key.push(b't');
-                key.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                key.extend_from_slice(b);
-            }
-            _ => key.push(b'n'),
+/// The values of a row's key columns, from a change's tuple or from a collapsed row.
+#[derive(Clone, Copy)]
+enum KeyView<'a> {
+    Tuple(&'a Tuple),
+    Merged(&'a [Option<Value>]),
+}
+
+impl<'a> KeyView<'a> {
+    /// Column `k`'s key bytes: a text or binary value's bytes, `None` for anything else.
+    fn part(self, k: usize) -> Option<&'a [u8]> {
+        let v = match self {
+            KeyView::Tuple(t) => t.values.get(k),
+            KeyView::Merged(m) => m.get(k).and_then(Option::as_ref),
+        };
+        match v {
+            Some(Value::Text(b) | Value::Binary(b)) => Some(&b[..]),
+            _ => None,
         }
     }
-    key
+}
+
+/// Which of a change's values a collapsed row takes.
+#[derive(Clone, Copy)]
+enum Carried {
+    /// Only the key columns (key-only deletes, the old key of a key change).
+    Key,
+    /// Every value but the unchanged TOAST ones.
+    Row,
+}
+
+/// Hashes a row by its key columns only.
+struct KeyOf<'a>(&'a TableSchema, KeyView<'a>);
+
+impl std::hash::Hash for KeyOf<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for &k in &self.0.key {
+            self.1.part(k).hash(state);
+        }
+    }
+}
+
+/// Whether two rows have the same key.
+fn same_key(table: &TableSchema, a: KeyView<'_>, b: KeyView<'_>) -> bool {
+    table.key.iter().all(|&k| a.part(k) == b.part(k))
 }
 
 /// Encodes snapshot rows straight from COPY text lines into Stream Load bodies, in the snapshot
@@ -1540,6 +1603,117 @@ mod tests {
         assert_eq!(b[0]["a"], "y");
         assert_eq!(b[0]["dbmazz_op_type"], 1);
         assert_eq!(b[0]["dbmazz_cdc_version"], 1002);
+    }
+
+    #[test]
+    fn many_keys_collapse_by_key_and_group_in_a_fixed_order() {
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
+        // 3,000 keys (the index grows many times), each changed twice; key `k` ends as a full
+        // row, a partial row without `doc`, or a key-only delete laid over its full row.
+        for k in 0..3000u64 {
+            let id = t(&k.to_string());
+            seg.add(&change(
+                Op::Insert,
+                10 * k,
+                vec![id.clone(), t("x"), t("d")],
+                false,
+                None,
+            ));
+        }
+        for k in 0..3000u64 {
+            let id = t(&k.to_string());
+            let lsn = 100_000 + k;
+            let c = match k % 3 {
+                0 => change(Op::Update, lsn, vec![id, t("y"), t("e")], false, None),
+                1 => change(
+                    Op::Update,
+                    lsn,
+                    vec![id, t("z"), Value::UnchangedToast],
+                    false,
+                    None,
+                ),
+                _ => change(
+                    Op::Delete,
+                    lsn,
+                    vec![id, Value::Null, Value::Null],
+                    true,
+                    None,
+                ),
+            };
+            seg.add(&c);
+        }
+        assert_eq!(seg.len(), 3000, "one collapsed row per key");
+        let groups = seg.groups();
+        assert_eq!(groups.len(), 1, "every row still carries every column");
+        let b = body(&seg, &groups[0].1);
+        let rows = b.as_array().expect("a JSON array");
+        assert_eq!(rows.len(), 3000);
+        for (k, row) in rows.iter().enumerate() {
+            assert_eq!(row["id"], serde_json::json!(k));
+            let want = match k % 3 {
+                0 => ("y", "e", false),
+                1 => ("z", "d", false),
+                _ => ("x", "d", true),
+            };
+            assert_eq!(
+                (
+                    row["a"].as_str(),
+                    row["doc"].as_str(),
+                    row["dbmazz_is_deleted"].as_bool()
+                ),
+                (Some(want.0), Some(want.1), Some(want.2)),
+                "key {k}"
+            );
+        }
+
+        let mut seg = Segment::new(table(), &ColumnTargets::default());
+        let id = |k: &str| t(k);
+        seg.add(&change(
+            Op::Update,
+            1,
+            vec![id("1"), Value::UnchangedToast, t("d")],
+            false,
+            None,
+        ));
+        seg.add(&change(
+            Op::Delete,
+            2,
+            vec![id("2"), Value::Null, Value::Null],
+            true,
+            None,
+        ));
+        seg.add(&change(
+            Op::Insert,
+            3,
+            vec![id("3"), t("a"), t("d")],
+            false,
+            None,
+        ));
+        seg.add(&change(
+            Op::Update,
+            4,
+            vec![id("4"), t("a"), Value::UnchangedToast],
+            false,
+            None,
+        ));
+        seg.add(&change(
+            Op::Update,
+            5,
+            vec![id("5"), Value::UnchangedToast, t("d")],
+            false,
+            None,
+        ));
+        let groups: Vec<(Vec<bool>, Vec<usize>)> = seg.groups();
+        assert_eq!(
+            groups,
+            vec![
+                (vec![true, true, true], vec![2]),
+                (vec![true, false, false], vec![1]),
+                (vec![true, false, true], vec![0, 4]),
+                (vec![true, true, false], vec![3]),
+            ],
+            "full rows first, then the column sets in order, rows in arrival order"
+        );
     }
 
     #[test]
