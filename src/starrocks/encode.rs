@@ -251,24 +251,7 @@ impl Segment {
                 if version < merged.version {
                     return;
                 }
-                match carried {
-                    Carried::Key => {
-                        for &k in &table.key {
-                            if let (Some(slot), Some(v)) =
-                                (merged.values.get_mut(k), row.values.get(k))
-                            {
-                                *slot = Some(v.clone());
-                            }
-                        }
-                    }
-                    Carried::Row => {
-                        for (slot, v) in merged.values.iter_mut().zip(&row.values) {
-                            if !matches!(v, Value::UnchangedToast) {
-                                *slot = Some(v.clone());
-                            }
-                        }
-                    }
-                }
+                carried.lay_over(&mut merged.values, row, &table.key);
                 merged.op_type = op_type;
                 merged.deleted = deleted;
                 merged.version = version;
@@ -276,25 +259,9 @@ impl Segment {
             }
             None => {
                 let mut values = vec![None; table.columns.len()];
-                match carried {
-                    Carried::Key => {
-                        for &k in &table.key {
-                            if let Some(slot) = values.get_mut(k) {
-                                *slot = row.values.get(k).cloned();
-                            }
-                        }
-                    }
-                    Carried::Row => {
-                        for (slot, v) in values.iter_mut().zip(&row.values) {
-                            if !matches!(v, Value::UnchangedToast) {
-                                *slot = Some(v.clone());
-                            }
-                        }
-                    }
-                }
+                carried.lay_over(&mut values, row, &table.key);
                 let at = self.rows.len();
-                let (hasher, table) = (&self.hasher, &*self.table);
-                let rows = &self.rows;
+                let (hasher, rows) = (&self.hasher, &self.rows);
                 self.index.insert_unique(hash, at, |&i| {
                     let values = rows.get(i).map_or(&[][..], |r| &r.values[..]);
                     hasher.hash_one(KeyOf(table, KeyView::Merged(values)))
@@ -511,6 +478,28 @@ enum Carried {
     Key,
     /// Every value but the unchanged TOAST ones.
     Row,
+}
+
+impl Carried {
+    /// Sets the slots of `values` that `row` carries; the others keep what they hold.
+    fn lay_over(self, values: &mut [Option<Value>], row: &Tuple, key: &[usize]) {
+        match self {
+            Carried::Key => {
+                for &k in key {
+                    if let (Some(slot), Some(v)) = (values.get_mut(k), row.values.get(k)) {
+                        *slot = Some(v.clone());
+                    }
+                }
+            }
+            Carried::Row => {
+                for (slot, v) in values.iter_mut().zip(&row.values) {
+                    if !matches!(v, Value::UnchangedToast) {
+                        *slot = Some(v.clone());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Hashes a row by its key columns only.
@@ -1667,39 +1656,38 @@ mod tests {
         }
 
         let mut seg = Segment::new(table(), &ColumnTargets::default());
-        let id = |k: &str| t(k);
         seg.add(&change(
             Op::Update,
             1,
-            vec![id("1"), Value::UnchangedToast, t("d")],
+            vec![t("1"), Value::UnchangedToast, t("d")],
             false,
             None,
         ));
         seg.add(&change(
             Op::Delete,
             2,
-            vec![id("2"), Value::Null, Value::Null],
+            vec![t("2"), Value::Null, Value::Null],
             true,
             None,
         ));
         seg.add(&change(
             Op::Insert,
             3,
-            vec![id("3"), t("a"), t("d")],
+            vec![t("3"), t("a"), t("d")],
             false,
             None,
         ));
         seg.add(&change(
             Op::Update,
             4,
-            vec![id("4"), t("a"), Value::UnchangedToast],
+            vec![t("4"), t("a"), Value::UnchangedToast],
             false,
             None,
         ));
         seg.add(&change(
             Op::Update,
             5,
-            vec![id("5"), Value::UnchangedToast, t("d")],
+            vec![t("5"), Value::UnchangedToast, t("d")],
             false,
             None,
         ));
