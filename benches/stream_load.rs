@@ -40,10 +40,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let mysql = format!("mysql://root:@127.0.0.1:{}/", ports["mysql"]);
+    let mysql = format!("mysql://root:@127.0.0.1:{}/", ports.mysql);
     rt.block_on(create_table(&mysql));
     let to_be = std::env::var("STREAM_LOAD_TO_BE").is_ok_and(|v| v == "1");
-    let cfg = Arc::new(config(ports[if to_be { "be" } else { "fe" }], &mysql));
+    let cfg = Arc::new(config(if to_be { ports.be } else { ports.fe }, &mysql));
     println!(
         "| body KiB | loads | wall s | dbmazz CPU s | µs CPU per load | ms CPU per MB | double CPU s |"
     );
@@ -158,8 +158,16 @@ fn config(http: u16, mysql: &str) -> StarRocksConfig {
     }
 }
 
+/// The double's listeners this bench uses.
+struct Ports {
+    fe: u16,
+    /// The first BE's HTTP port.
+    be: u16,
+    mysql: u16,
+}
+
 /// Starts `target/release/starrocks-double --discard` on free ports; returns it and its ports.
-fn spawn_double(dir: &std::path::Path) -> (Child, HashMap<String, u16>) {
+fn spawn_double(dir: &std::path::Path) -> (Child, Ports) {
     // The bench runs from target/release/deps; the double sits in target/release.
     let exe = std::env::current_exe().expect("the bench's own path");
     let bin: PathBuf = exe
@@ -194,11 +202,11 @@ fn spawn_double(dir: &std::path::Path) -> (Child, HashMap<String, u16>) {
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or_else(|| panic!("a port missing in {line}"))
     };
-    let ports = HashMap::from([
-        ("fe".to_string(), port(&json["fe"])),
-        ("mysql".to_string(), port(&json["mysql"])),
-        ("be".to_string(), port(&json["bes"][0]["port"])),
-    ]);
+    let ports = Ports {
+        fe: port(&json["fe"]),
+        be: port(&json["bes"][0]["port"]),
+        mysql: port(&json["mysql"]),
+    };
     (child, ports)
 }
 
