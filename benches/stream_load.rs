@@ -2,12 +2,13 @@
 //! `starrocks-double --discard`, with no PostgreSQL and no walsender in the run. The end-to-end
 //! benchmark cannot separate the transport's cost per load from its cost per byte: its CPU
 //! figures move ±20 % with the walsender's regime. Here the only variable is the body size, so
-//! the cost of a load splits into a fixed part (the FE's 307, a new FE connection, the BE's
-//! exchange, libcurl's set-up and teardown) and a part per megabyte.
+//! the cost of a load splits into a fixed part (libcurl's set-up and teardown, the BE's exchange,
+//! and, once a second or with no pin, the FE's 307 on a new connection) and a part per megabyte.
 //!
 //! Run: `cargo build --release -p starrocks-double && cargo bench --bench stream_load`
 //! (`STREAM_LOAD_MB`, default 256: the megabytes sent per body size; `STREAM_LOAD_TO_BE=1` sends
-//! to the BE directly, which StarRocks accepts, to price the FE's redirect). Prints one line per body
+//! to the BE directly, which StarRocks accepts, to price the FE's redirect; `STARROCKS_BE_PIN_MS`
+//! as for the daemon, so `=0` sends every load through the FE). Prints one line per body
 //! size: loads, wall time, dbmazz's CPU (user + system of this process, which runs the loads
 //! on tokio's blocking pool), per load and per MB, and the double's CPU.
 
@@ -148,6 +149,11 @@ fn config(http: u16, mysql: &str) -> StarRocksConfig {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain(
+        std::env::var("STARROCKS_BE_PIN_MS")
+            .ok()
+            .map(|v| ("STARROCKS_BE_PIN_MS".to_owned(), v)),
+    )
     .collect();
     match Config::from_vars(&vars)
         .expect("a valid configuration")

@@ -176,6 +176,11 @@ const GROUPS: &[Group] = &[
                 "a load that moves no byte this long is retried",
             ),
             (
+                "STARROCKS_BE_PIN_MS",
+                "1000",
+                "loads skip the FE's 307 this long after one (0: never)",
+            ),
+            (
                 "STARROCKS_COMPRESS",
                 "none",
                 "gzip compresses load bodies (StarRocks 3.2.7+)",

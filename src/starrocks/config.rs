@@ -107,6 +107,10 @@ pub struct StarRocksConfig {
     /// retried (the label makes the retry safe): a network that drops
     /// packets without closing would otherwise hold the batch for the whole load timeout.
     pub stall_timeout: Duration,
+    /// `STARROCKS_BE_PIN_MS`: for this long after the FE redirected a load that then
+    /// committed, loads go straight to that BE/CN and skip the FE's 307 (a fresh TCP connection
+    /// per load); 0 sends every load through the FE.
+    pub be_pin: Duration,
     /// `CREATE_TABLES`: create missing target tables from the PostgreSQL schema.
     pub create_tables: bool,
     /// `STARROCKS_RUN_MODE`: `shared_nothing` or `shared_data` when set; unset (`auto`), it is
@@ -142,6 +146,9 @@ pub struct StarRocksConfig {
 
 /// Default `STARROCKS_STALL_TIMEOUT_S`.
 pub const DEFAULT_STALL_TIMEOUT_S: u64 = 120;
+
+/// Default `STARROCKS_BE_PIN_MS`.
+pub const DEFAULT_BE_PIN_MS: u64 = 1000;
 
 impl StarRocksConfig {
     /// Reads the `STARROCKS_*` settings (and `CREATE_TABLES`, `TRUNCATE_POLICY`, `ON_REJECT`,
@@ -188,6 +195,13 @@ impl StarRocksConfig {
             DEFAULT_STALL_TIMEOUT_S,
             5,
             86_400,
+        )?);
+        let be_pin = Duration::from_millis(parse_num(
+            get("STARROCKS_BE_PIN_MS"),
+            "STARROCKS_BE_PIN_MS",
+            DEFAULT_BE_PIN_MS,
+            0,
+            3_600_000,
         )?);
         let create_tables = parse_choice(
             get("CREATE_TABLES"),
@@ -276,6 +290,7 @@ impl StarRocksConfig {
             host_rewrite,
             load_timeout,
             stall_timeout,
+            be_pin,
             create_tables,
             run_mode,
             datetime_fraction_drop,
@@ -381,6 +396,7 @@ pub mod tests_support {
             host_rewrite: Vec::new(),
             load_timeout: Duration::from_secs(600),
             stall_timeout: Duration::from_secs(DEFAULT_STALL_TIMEOUT_S),
+            be_pin: Duration::from_millis(DEFAULT_BE_PIN_MS),
             create_tables: false,
             run_mode: None,
             datetime_fraction_drop: false,

@@ -7,11 +7,15 @@
 //! `STARROCKS_REDIRECT_ALLOW`), and the same request, with the same label and credentials, is
 //! sent there. An FE sends each load to some BE or CN of its
 //! cluster, on whatever host that node registered with, so by default every redirect is followed.
-//! `get_load_state` is redirected the same way when it reaches a follower FE.
+//! `get_load_state` is redirected the same way when it reaches a follower FE. For
+//! `STARROCKS_BE_PIN_MS` after a redirected load committed, loads go straight to that node (see
+//! [`Pin`]).
 //!
 //! | outcome | decision |
 //! |---|---|
 //! | 307 + Location (≤ 3 hops; in `STARROCKS_REDIRECT_ALLOW` when that is set) | re-send there |
+//! | pinned node: no answer, a redirect, or a definite refusal | re-send through the FE at once; unpin |
+//! | pinned node: a transient refusal | transient, unpin (the retry asks the FE) |
 //! | 401, 404/405, a body that is not JSON | definite |
 //! | 5xx, refused/reset connection, timeout before a JSON result | transient: same label again |
 //! | `Success`, `Publish Timeout` | committed |
@@ -77,6 +81,34 @@ pub struct LoadRequest {
 pub struct StreamLoader {
     cfg: Arc<StarRocksConfig>,
     handles: Arc<Mutex<Vec<Easy>>>,
+    /// The BE/CN the FE sent the last committed load to, and when (see [`Pin`]).
+    pin: Arc<Mutex<Option<Pin>>>,
+}
+
+/// Where loads go without asking the FE, for `STARROCKS_BE_PIN_MS` after the FE chose it.
+///
+/// Why: the FE answers every load with a 307 before it reads the body, so libcurl cannot keep
+/// that connection, and each load through the FE pays a fresh TCP connection and a redirect
+/// (~170–200 µs of CPU on loopback, half the fixed cost of a load; BENCHMARKS.md). StarRocks
+/// takes the same PUT straight at a BE's HTTP port (stream-load.md §1), and the BE checks the
+/// credentials and privilege with the FE when it begins the transaction, exactly as after a
+/// redirect. Asking the FE again once the pin is older than the setting keeps loads spread the
+/// way the FE spreads them, and any sign that the node is gone sends the load through the FE
+/// at once.
+#[derive(Debug, Clone)]
+struct Pin {
+    /// `scheme://host:port` of the node, after `STARROCKS_HOST_REWRITE`.
+    base: String,
+    since: std::time::Instant,
+}
+
+/// What a load teaches about the pinned node.
+#[derive(Debug, PartialEq, Eq)]
+enum PinUpdate {
+    Keep,
+    Clear,
+    /// The FE redirected this load to `scheme://host:port`, and it committed there.
+    Set(String),
 }
 
 const MAX_HOPS: usize = 3;
@@ -87,6 +119,7 @@ impl StreamLoader {
         StreamLoader {
             cfg,
             handles: Arc::new(Mutex::new(Vec::new())),
+            pin: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -94,13 +127,28 @@ impl StreamLoader {
     pub async fn load(&self, req: LoadRequest) -> (LoadOutcome, bytes::Bytes) {
         let cfg = self.cfg.clone();
         let handles = self.handles.clone();
+        let pin = self.pin.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let mut easy = handles
                 .lock()
                 .ok()
                 .and_then(|mut h| h.pop())
                 .unwrap_or_else(Easy::new);
-            let outcome = load_blocking(&mut easy, &cfg, &req);
+            let pinned = lock(&pin)
+                .as_ref()
+                .filter(|p| p.since.elapsed() < cfg.be_pin)
+                .map(|p| p.base.clone());
+            let (outcome, update) = load_blocking(&mut easy, &cfg, &req, pinned.as_deref());
+            match update {
+                PinUpdate::Keep => {}
+                PinUpdate::Clear => *lock(&pin) = None,
+                PinUpdate::Set(base) => {
+                    *lock(&pin) = Some(Pin {
+                        base,
+                        since: std::time::Instant::now(),
+                    })
+                }
+            }
             if let Ok(mut h) = handles.lock() {
                 h.push(easy);
             }
@@ -152,7 +200,19 @@ struct Response {
     body: Vec<u8>,
 }
 
-fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> LoadOutcome {
+/// A lock whose holder cannot leave the value half-written (it is replaced whole).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends one load: to the pinned node when there is one, else (or when that node is gone or
+/// refuses in a way the FE might not) through the FE.
+fn load_blocking(
+    easy: &mut Easy,
+    cfg: &StarRocksConfig,
+    req: &LoadRequest,
+    pinned: Option<&str>,
+) -> (LoadOutcome, PinUpdate) {
     let compressed;
     let body: &[u8] = if cfg.gzip {
         use std::io::Write as _;
@@ -160,21 +220,78 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
             Vec::with_capacity(req.body.len() / 4),
             flate2::Compression::fast(),
         );
-        if let Err(e) = enc.write_all(&req.body) {
-            return LoadOutcome::Definite(format!("compressing a load body failed: {e}"));
-        }
-        compressed = match enc.finish() {
+        compressed = match enc.write_all(&req.body).and_then(|()| enc.finish()) {
             Ok(c) => c,
-            Err(e) => return LoadOutcome::Definite(format!("compressing a load body failed: {e}")),
+            Err(e) => {
+                return (
+                    LoadOutcome::Definite(format!(
+                        "compressing the load body of table '{}' failed: {e}",
+                        req.table
+                    )),
+                    PinUpdate::Keep,
+                )
+            }
         };
         &compressed
     } else {
         &req.body
     };
-    let mut url = format!(
-        "{}/api/{}/{}/_stream_load",
-        cfg.url, cfg.database, req.table
-    );
+    let path = format!("/api/{}/{}/_stream_load", cfg.database, req.table);
+    if let Some(base) = pinned {
+        let url = format!("{base}{path}");
+        match put(easy, cfg, req, body, &url) {
+            Ok(resp) if !matches!(resp.code, 301 | 302 | 303 | 307 | 308) => {
+                match decide(&req.table, &req.label, resp.code, &resp.body) {
+                    outcome @ (LoadOutcome::Committed { .. } | LoadOutcome::Rejected(_)) => {
+                        return (outcome, PinUpdate::Keep)
+                    }
+                    // The node's own answer (busy, memory, label still running): it stands, and
+                    // the retry asks the FE where to go.
+                    LoadOutcome::Transient(msg) => {
+                        return (LoadOutcome::Transient(msg), PinUpdate::Clear)
+                    }
+                    // A refusal the FE might not give (the node left the cluster, the port
+                    // now serves something else): the FE decides.
+                    LoadOutcome::Definite(msg) => {
+                        tracing::info!(node = %base, table = %req.table, label = %req.label,
+                            error = %msg, "the pinned StarRocks node refused a load; sending it through the FE");
+                    }
+                }
+            }
+            Ok(resp) => {
+                tracing::info!(node = %base, table = %req.table, label = %req.label, code = resp.code,
+                    "the pinned StarRocks node redirected a load; sending it through the FE");
+            }
+            // No answer: the node may be gone. The same label through the FE is safe; if the
+            // node did take the load, the FE says the label exists.
+            Err(e) => {
+                tracing::info!(node = %base, table = %req.table, label = %req.label, error = %e,
+                    "the pinned StarRocks node did not answer; sending the load through the FE");
+            }
+        }
+    }
+    let mut node = None;
+    let outcome = through_fe(easy, cfg, req, body, &path, &mut node);
+    let update = match (&outcome, node) {
+        (LoadOutcome::Committed { .. }, Some(node)) if !cfg.be_pin.is_zero() => {
+            PinUpdate::Set(node)
+        }
+        _ => PinUpdate::Clear,
+    };
+    (outcome, update)
+}
+
+/// Sends a load to the FE and follows its redirects. `node` ends as the `scheme://host:port`
+/// that answered, when the FE redirected the load.
+fn through_fe(
+    easy: &mut Easy,
+    cfg: &StarRocksConfig,
+    req: &LoadRequest,
+    body: &[u8],
+    path: &str,
+    node: &mut Option<String>,
+) -> LoadOutcome {
+    let mut url = format!("{}{path}", cfg.url);
     for _hop in 0..=MAX_HOPS {
         let resp = match put(easy, cfg, req, body, &url) {
             Ok(r) => r,
@@ -212,6 +329,7 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
                         );
                     }
                     url = next.url;
+                    *node = Some(origin(&url).to_owned());
                     continue;
                 }
                 Err(e) => return LoadOutcome::Definite(e.to_string()),
@@ -223,6 +341,15 @@ fn load_blocking(easy: &mut Easy, cfg: &StarRocksConfig, req: &LoadRequest) -> L
         "Stream Load of table '{}' was redirected more than {MAX_HOPS} times",
         req.table
     ))
+}
+
+/// `scheme://host:port` of a URL: everything before the path.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?']) {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
 }
 
 /// Where a 307 sends a load: the location after `STARROCKS_HOST_REWRITE`. The operator chose
@@ -760,6 +887,20 @@ mod tests {
         );
         let err = follow(&c, "http://evil:8040/p").unwrap_err();
         assert!(err.to_string().contains("STARROCKS_REDIRECT_ALLOW"));
+    }
+
+    #[test]
+    fn the_pinned_node_is_the_origin_of_the_url_the_fe_sent_the_load_to() {
+        assert_eq!(
+            origin("http://10.0.0.7:8040/api/d/t/_stream_load"),
+            "http://10.0.0.7:8040"
+        );
+        assert_eq!(
+            origin("http://[::1]:8040/api/d/t/_stream_load"),
+            "http://[::1]:8040"
+        );
+        assert_eq!(origin("http://be:8040?x=1"), "http://be:8040");
+        assert_eq!(origin("http://be:8040"), "http://be:8040");
     }
 
     #[test]

@@ -616,8 +616,10 @@ fn black_holes_to_the_fe_and_to_the_be_mid_body_are_abandoned_and_retried() {
     wait_converged(&pg, &d, "t", "id", "n, pad");
     assert!(be.accepted() > 0, "loads did not go through the BE proxy");
 
-    // The FE goes silent: requests vanish, nothing is closed.
+    // The FE goes silent: requests vanish, nothing is closed. Loads skip the FE for
+    // STARROCKS_BE_PIN_MS (1 s) after it last sent one to the BE; past that, it is asked again.
     fe.set(Mode::BlackHole);
+    std::thread::sleep(Duration::from_millis(1500));
     pg.psql("app", "UPDATE t SET n = 1 WHERE id <= 50");
     wait_health(&grpc, "NOT_SERVING", "Sink stalled");
     fe.set(Mode::PassThrough);

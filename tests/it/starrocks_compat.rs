@@ -69,17 +69,23 @@ fn loads_follow_the_fe_to_bes_on_other_hosts_unless_an_allowlist_says_otherwise(
         "CREATE TABLE t (id int PRIMARY KEY, v text)",
         "CREATE TABLE app.t (id INT NOT NULL, v STRING) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
     );
-    let job = d.job(&url, "t");
+    // Every load through the FE (no pin): separate transactions, separate loads, spread over
+    // the BEs.
+    let job = d.job(&url, "t").env("STARROCKS_BE_PIN_MS", "0");
     let mut p = job.spawn_streaming();
+    let redirects = || d.stats()["fe_redirects"].as_u64().unwrap();
+    let before = redirects();
     for i in 0..6 {
-        // Separate transactions, separate loads: the FE spreads them over its BEs.
         pg.psql("app", &format!("INSERT INTO t VALUES ({i}, 'v{i}')"));
         wait_converged(&pg, &d, "t", "id", "v");
     }
+    assert!(redirects() - before >= 6, "{}", d.stats());
     p.terminate();
     assert!(p.wait(MINUTE).success(), "{}", p.log());
 
-    // An operator who narrows the redirects gets a clear stop, not a silent skip.
+    // An operator who narrows the redirects gets a clear stop, not a silent skip. With the
+    // default pin, loads skip the FE for a second after it chose 127.0.0.1, so the stop comes
+    // when the FE is next asked and sends a load elsewhere.
     pg.psql(
         "app",
         "INSERT INTO t SELECT g, 'w' FROM generate_series(10, 20) g",
@@ -89,9 +95,20 @@ fn loads_follow_the_fe_to_bes_on_other_hosts_unless_an_allowlist_says_otherwise(
         .env("STARROCKS_REDIRECT_ALLOW", "127.0.0.1");
     job = job.env("FLUSH_SIZE", "1");
     let mut p = job.spawn_streaming();
-    for i in 21..30 {
-        pg.psql("app", &format!("INSERT INTO t VALUES ({i}, 'x')"));
-    }
+    let mut i = 21;
+    wait_until(
+        MINUTE,
+        "the job to stop on a redirect outside the allowlist",
+        || {
+            if p.exited() {
+                return true;
+            }
+            pg.psql("app", &format!("INSERT INTO t VALUES ({i}, 'x')"));
+            i += 1;
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        },
+    );
     assert_eq!(p.wait(MINUTE).code(), Some(1), "{}", p.log());
     assert!(
         p.log().contains("which is not in STARROCKS_REDIRECT_ALLOW"),
@@ -499,4 +516,106 @@ fn compatibility_matrix_shared_data() {
             core_workload(&flags);
         }
     }
+}
+
+/// Loads one row `{id, dbmazz_cdc_version: 1}` under label `pin_{id}`; the outcome.
+fn load_one(
+    rt: &tokio::runtime::Runtime,
+    loader: &dbmazz::starrocks::stream_load::StreamLoader,
+    id: u32,
+) -> dbmazz::starrocks::stream_load::LoadOutcome {
+    let body = format!(r#"[{{"id":{id},"dbmazz_cdc_version":1}}]"#);
+    rt.block_on(loader.load(dbmazz::starrocks::stream_load::LoadRequest {
+        table: "t".into(),
+        label: format!("pin_{id}"),
+        partial_columns: None,
+        csv_columns: None,
+        body: bytes::Bytes::from(body),
+    }))
+    .0
+}
+
+#[test]
+fn loads_skip_the_fes_redirect_for_the_be_it_chose_until_the_pin_expires_or_the_be_is_gone() {
+    use crate::support::fault_proxy::{FaultProxy, Mode};
+    use dbmazz::starrocks::stream_load::{LoadOutcome, StreamLoader};
+    // Two BEs. BE 0 registers as 127.0.0.3 on its port, where a proxy forwards to where it
+    // listens, so the test can take that BE away; BE 1 is 127.0.0.2.
+    let be_port = crate::support::pg::free_port().to_string();
+    let d = Double::start_with(
+        "app",
+        &[
+            "--be-count",
+            "2",
+            "--be-port",
+            &be_port,
+            "--advertise-be-host",
+            "127.0.0.3",
+        ],
+    );
+    let be_port: u16 = be_port.parse().unwrap();
+    let be0 = FaultProxy::start_on(
+        &format!("127.0.0.3:{be_port}"),
+        std::net::SocketAddr::from(([127, 0, 0, 1], be_port)),
+    );
+    d.exec("CREATE TABLE app.t (id INT NOT NULL, dbmazz_cdc_version BIGINT) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) PROPERTIES('replication_num'='1')");
+    let redirects = || d.stats()["fe_redirects"].as_u64().unwrap();
+    let committed = |o: &LoadOutcome| matches!(o, LoadOutcome::Committed { loaded_rows: 1 });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut cfg = d.starrocks_config("app");
+    assert_eq!(cfg.be_pin, Duration::from_millis(1000), "the default");
+
+    // A long pin: only the first load asks the FE, which sends it to BE 0 (round-robin).
+    cfg.be_pin = Duration::from_secs(600);
+    let loader = StreamLoader::new(std::sync::Arc::new(cfg.clone()));
+    for id in 0..10 {
+        let outcome = load_one(&rt, &loader, id);
+        assert!(committed(&outcome), "load {id}: {outcome:?}");
+    }
+    assert_eq!(redirects(), 1, "{}", d.stats());
+    assert!(be0.accepted() >= 1, "the loads did not reach BE 0");
+
+    // BE 0 goes away: the next load finds no one there and goes through the FE at once, which
+    // sends it to BE 1; the loads after it stay on BE 1.
+    be0.set(Mode::Refuse);
+    be0.reset_all();
+    for id in 10..14 {
+        let outcome = load_one(&rt, &loader, id);
+        assert!(committed(&outcome), "load {id}: {outcome:?}");
+    }
+    assert_eq!(redirects(), 2, "{}", d.stats());
+
+    // A pinned load commits but its answer is lost: the FE is asked at once, and the label
+    // says the load is done. Nothing is applied twice.
+    be0.set(Mode::PassThrough);
+    d.fault(json!({"kind": "commit_then_drop", "count": 1, "table": "t"}));
+    let outcome = load_one(&rt, &loader, 14);
+    assert_eq!(outcome, LoadOutcome::Committed { loaded_rows: 0 });
+    assert_eq!(redirects(), 3, "{}", d.stats());
+
+    // A pin of 0 asks the FE for every load.
+    cfg.be_pin = Duration::ZERO;
+    let loader = StreamLoader::new(std::sync::Arc::new(cfg.clone()));
+    for id in 15..18 {
+        let outcome = load_one(&rt, &loader, id);
+        assert!(committed(&outcome), "load {id}: {outcome:?}");
+    }
+    assert_eq!(redirects(), 6, "{}", d.stats());
+
+    // A short pin expires: the load after it asks the FE again.
+    cfg.be_pin = Duration::from_millis(300);
+    let loader = StreamLoader::new(std::sync::Arc::new(cfg));
+    for id in 18..20 {
+        let outcome = load_one(&rt, &loader, id);
+        assert!(committed(&outcome), "load {id}: {outcome:?}");
+    }
+    let before = redirects();
+    assert!(before <= 8, "{}", d.stats());
+    std::thread::sleep(Duration::from_millis(400));
+    let outcome = load_one(&rt, &loader, 20);
+    assert!(committed(&outcome), "{outcome:?}");
+    assert_eq!(redirects(), before + 1, "{}", d.stats());
+
+    let rows = d.query("SELECT count(*) FROM app.t");
+    assert_eq!(rows[0][0].as_deref(), Some("21"));
 }
