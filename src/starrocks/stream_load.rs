@@ -129,11 +129,7 @@ impl StreamLoader {
         let handles = self.handles.clone();
         let pin = self.pin.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let mut easy = handles
-                .lock()
-                .ok()
-                .and_then(|mut h| h.pop())
-                .unwrap_or_else(Easy::new);
+            let mut easy = lock(&handles).pop().unwrap_or_else(Easy::new);
             let pinned = lock(&pin)
                 .as_ref()
                 .filter(|p| p.since.elapsed() < cfg.be_pin)
@@ -149,9 +145,7 @@ impl StreamLoader {
                     })
                 }
             }
-            if let Ok(mut h) = handles.lock() {
-                h.push(easy);
-            }
+            lock(&handles).push(easy);
             (outcome, req)
         })
         .await;
@@ -200,7 +194,8 @@ struct Response {
     body: Vec<u8>,
 }
 
-/// A lock whose holder cannot leave the value half-written (it is replaced whole).
+/// Locks the handle pool or the pin. Neither can be left half-written (a handle is pushed or
+/// popped whole, the pin replaced whole), so a poisoned lock is still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -240,34 +235,30 @@ fn load_blocking(
     if let Some(base) = pinned {
         let url = format!("{base}{path}");
         match put(easy, cfg, req, body, &url) {
-            Ok(resp) if !matches!(resp.code, 301 | 302 | 303 | 307 | 308) => {
-                match decide(&req.table, &req.label, resp.code, &resp.body) {
-                    outcome @ (LoadOutcome::Committed { .. } | LoadOutcome::Rejected(_)) => {
-                        return (outcome, PinUpdate::Keep)
-                    }
-                    // The node's own answer (busy, memory, label still running): it stands, and
-                    // the retry asks the FE where to go.
-                    LoadOutcome::Transient(msg) => {
-                        return (LoadOutcome::Transient(msg), PinUpdate::Clear)
-                    }
-                    // A refusal the FE might not give (the node left the cluster, the port
-                    // now serves something else): the FE decides.
-                    LoadOutcome::Definite(msg) => {
-                        tracing::info!(node = %base, table = %req.table, label = %req.label,
-                            error = %msg, "the pinned StarRocks node refused a load; sending it through the FE");
-                    }
-                }
-            }
-            Ok(resp) => {
-                tracing::info!(node = %base, table = %req.table, label = %req.label, code = resp.code,
-                    "the pinned StarRocks node redirected a load; sending it through the FE");
-            }
             // No answer: the node may be gone. The same label through the FE is safe; if the
             // node did take the load, the FE says the label exists.
             Err(e) => {
                 tracing::info!(node = %base, table = %req.table, label = %req.label, error = %e,
                     "the pinned StarRocks node did not answer; sending the load through the FE");
             }
+            Ok(resp) if is_redirect(resp.code) => {
+                tracing::info!(node = %base, table = %req.table, label = %req.label, code = resp.code,
+                    "the pinned StarRocks node redirected a load; sending it through the FE");
+            }
+            Ok(resp) => match decide(&req.table, &req.label, resp.code, &resp.body) {
+                outcome @ (LoadOutcome::Committed { .. } | LoadOutcome::Rejected(_)) => {
+                    return (outcome, PinUpdate::Keep)
+                }
+                // The node's own answer (busy, memory, label still running): it stands, and the
+                // retry asks the FE where to go.
+                outcome @ LoadOutcome::Transient(_) => return (outcome, PinUpdate::Clear),
+                // A refusal the FE might not give (the node left the cluster, the port now
+                // serves something else): the FE decides.
+                LoadOutcome::Definite(msg) => {
+                    tracing::info!(node = %base, table = %req.table, label = %req.label,
+                        error = %msg, "the pinned StarRocks node refused a load; sending it through the FE");
+                }
+            },
         }
     }
     let mut node = None;
@@ -309,7 +300,7 @@ fn through_fe(
                 ))
             }
         };
-        if matches!(resp.code, 301 | 302 | 303 | 307 | 308) {
+        if is_redirect(resp.code) {
             let Some(location) = resp.location else {
                 return LoadOutcome::Definite(format!(
                     "StarRocks answered {} without a Location for table '{}'",
@@ -341,6 +332,11 @@ fn through_fe(
         "Stream Load of table '{}' was redirected more than {MAX_HOPS} times",
         req.table
     ))
+}
+
+/// An HTTP redirect status, which the loader follows by hand.
+fn is_redirect(code: u32) -> bool {
+    matches!(code, 301 | 302 | 303 | 307 | 308)
 }
 
 /// `scheme://host:port` of a URL: everything before the path.
@@ -682,7 +678,7 @@ pub fn load_state(cfg: &StarRocksConfig, label: &str) -> Result<String, LoadStat
             easy.response_code()
         };
         let code = run()?;
-        if matches!(code, 301 | 302 | 303 | 307 | 308) {
+        if is_redirect(code) {
             let location = location.ok_or(LoadStateError::NoLocation(code))?;
             url = follow(cfg, &location)?.url;
             continue;
