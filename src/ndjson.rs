@@ -64,22 +64,30 @@ impl NdjsonSink {
         }
     }
 
-    /// A sink appending to `path` (created if missing).
+    /// A sink appending to `path` (created if missing). A last line without its newline is the
+    /// torn end of a write that a crash cut short: it is cut off before anything is appended.
     pub async fn file(path: &Path) -> Result<Self, SinkError> {
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await
-            .map_err(|e| {
-                SinkError::definite(format!(
-                    "cannot open NDJSON_PATH {}: {e}; check that the directory exists and is writable",
-                    path.display()
-                ))
-            })?;
+        let owned = path.to_owned();
+        let file = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&owned)?;
+            cut_torn_line(&file, &owned)?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| SinkError::definite(format!("opening NDJSON_PATH failed: {e}")))?
+        .map_err(|e| {
+            SinkError::definite(format!(
+                "cannot open NDJSON_PATH {}: {e}; check that the directory exists and is writable",
+                path.display()
+            ))
+        })?;
         Ok(NdjsonSink {
             out: Output::File {
-                file: Some(file.into_std().await),
+                file: Some(file),
                 path: path.to_owned(),
             },
             buf: Vec::with_capacity(64 * 1024),
@@ -114,6 +122,47 @@ impl NdjsonSink {
             }
         }
     }
+}
+
+/// Cuts a regular file back to its last newline. A write that `kill -9` or a power cut
+/// interrupted leaves part of a line; its batch was never confirmed, so PostgreSQL sends it
+/// again, and appending after the fragment would glue a broken line to the first new one.
+fn cut_torn_line(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(());
+    }
+    // Read the tail backwards until a newline; lines are short next to the file.
+    let mut reader = file;
+    let mut end = meta.len();
+    let mut chunk = [0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        reader.seek(SeekFrom::Start(start))?;
+        reader.read_exact(&mut chunk[..n])?;
+        if let Some(i) = memchr::memrchr(b'\n', &chunk[..n]) {
+            let keep = start + i as u64 + 1;
+            if keep < meta.len() {
+                cut(file, path, keep, meta.len())?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    cut(file, path, 0, meta.len())
+}
+
+fn cut(file: &std::fs::File, path: &Path, keep: u64, len: u64) -> std::io::Result<()> {
+    tracing::warn!(
+        path = %path.display(),
+        bytes = len - keep,
+        "NDJSON_PATH ended in a partial line (a write cut short by a crash); it is removed, and \
+         its changes are written again from the last confirmed position"
+    );
+    file.set_len(keep)?;
+    file.sync_data()
 }
 
 /// Snapshot rows as NDJSON lines, written by the snapshot workers: each copied line becomes the
@@ -361,4 +410,41 @@ fn value_error(table: &TableSchema, column: &str, row: &RowChange, e: &ValueErro
         table.name, row.pos.lsn, row.pos.commit_lsn
     ))
     .caused_by(e.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_whole_lines_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        for (before, after) in [
+            (&b"{\"a\":1}\n{\"b\":"[..], &b"{\"a\":1}\n"[..]),
+            (b"{\"a\":1}\n", b"{\"a\":1}\n"),
+            (b"{\"torn", b""),
+            (b"", b""),
+        ] {
+            std::fs::write(&path, before).unwrap();
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .read(true)
+                .open(&path)
+                .unwrap();
+            cut_torn_line(&file, &path).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), after, "{before:?}");
+        }
+        // A torn line longer than one read of the tail.
+        let mut long = b"{\"a\":1}\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 200_000));
+        std::fs::write(&path, &long).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .read(true)
+            .open(&path)
+            .unwrap();
+        cut_torn_line(&file, &path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n");
+    }
 }
