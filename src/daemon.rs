@@ -470,8 +470,13 @@ async fn stream<S: Sink>(
         .start_logical_replication(&config.slot_name, start, &options)
         .await?;
     stream.set_receive_timeout(config.wal_receiver_timeout);
-    // State first: scripts (and tests) that wait for this log line then ask Health.
-    job.set_state(Stage::Cdc, RunState::Running, "Replicating", None);
+    // State first: scripts (and tests) that wait for this log line then ask Health. With a
+    // copy to do, the stage is the snapshot's until its last chunk is durable (the copy then
+    // says Replicating).
+    match &plan.work {
+        Some(work) => work.show_progress(job),
+        None => job.set_state(Stage::Cdc, RunState::Running, "Replicating", None),
+    }
     tracing::info!(slot = %config.slot_name, start = %start, tables = config.tables.len(), "streaming changes");
 
     let progress = job.progress().clone();

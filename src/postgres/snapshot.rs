@@ -211,6 +211,13 @@ impl SnapshotWork {
             .map(|(name, _)| name.clone())
             .collect()
     }
+
+    /// Puts the job in the snapshot stage, with every table's progress as it stands, before
+    /// the copy's workers are even connected: from the moment streaming starts until the last
+    /// chunk is durable, Health says `STAGE_SNAPSHOT`, never `STAGE_CDC` and then back.
+    pub fn show_progress(&self, job: &JobHandle) {
+        set_progress(job, &self.totals);
+    }
 }
 
 /// Creates the state tables unless they all exist (an administrator may have created them for

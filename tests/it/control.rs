@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use crate::support::dbmazz::{wait_until, Job, Proc};
+use crate::support::fault_proxy::{FaultProxy, Mode};
 use crate::support::grpcurl::{self, at_port, shell_ok, Client, Stream};
 use crate::support::pg::PgCluster;
 
@@ -71,6 +72,63 @@ fn wal_lsn(pg: &PgCluster, db: &str) -> u64 {
 /// Prints a command and its output, so a `--nocapture` run shows what operators will see.
 fn show(command: &str, output: &str) {
     eprintln!("$ {command}\n{output}");
+}
+
+/// The stage only moves forward: from the moment streaming starts (the log line scripts wait
+/// for) until the copy's last chunk is durable, Health says `STAGE_SNAPSHOT`, then `STAGE_CDC`.
+/// It once said `STAGE_CDC` first, while the copy's workers connected, and then went back to
+/// `STAGE_SNAPSHOT`, so a script's "wait for CDC" loop could end before the copy had begun.
+#[test]
+fn health_says_snapshot_from_the_start_of_streaming_until_the_copy_is_durable() {
+    let pg = PgCluster::start();
+    pg.create_database("shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, total numeric);
+         INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, 1000) g;",
+    );
+    // Every piece of traffic to PostgreSQL held back 100 ms: the copy's workers take a second
+    // or so to connect and import the snapshot after streaming starts, a window wide enough
+    // for Health to be asked in.
+    let proxy = FaultProxy::start(pg.port);
+    proxy.set(Mode::Latency(Duration::from_millis(100)));
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/shop?sslmode=disable",
+        proxy.port
+    );
+    let job = grpc_job(&url, "orders");
+    let mut p = job.spawn();
+    let grpc = Client::new(grpc_port(&mut p));
+    p.wait_for_log("streaming changes", WAIT);
+    let first = grpc.ok("dbmazz.HealthService/Check", "{}");
+    assert_eq!(first["stage"], "STAGE_SNAPSHOT", "{first}");
+    assert!(
+        first["stageDetail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Snapshot: public.orders ")),
+        "{first}"
+    );
+
+    let mut stages = vec![first["stage"].clone()];
+    wait_until(WAIT, "STAGE_CDC", || {
+        let h = grpc.ok("dbmazz.HealthService/Check", "{}");
+        stages.push(h["stage"].clone());
+        h["stage"] == "STAGE_CDC"
+    });
+    assert!(
+        p.log().contains("snapshot complete"),
+        "CDC before the copy was done; stages seen: {stages:?}\n{}",
+        p.log()
+    );
+    let after = grpc.ok("dbmazz.HealthService/Check", "{}");
+    assert_eq!(after["stage"], "STAGE_CDC", "{after}");
+    assert_eq!(after["stageDetail"], "Replicating", "{after}");
+    let copied = job
+        .lines()
+        .iter()
+        .filter(|l| l["table"] == "orders" && l["op"] == "snapshot")
+        .count();
+    assert_eq!(copied, 1000, "rows copied");
 }
 
 #[test]
