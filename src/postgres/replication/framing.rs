@@ -41,8 +41,12 @@ const MIN_SPARE: usize = 64 * 1024;
 
 /// When everything readable at once came to less than this, the socket was drained before much
 /// had arrived: the streaming reader then pauses [`GULP_PAUSE`] before the next read (see
-/// [`Gulp`]).
-pub const GULP_BYTES: usize = 32 * 1024;
+/// [`Gulp`]). It is also the socket's low-water mark while the reader pauses or works, so at
+/// catch-up rates it sets how often the reader (and, through it, the batcher) wakes up:
+/// against 32 KiB, 64 KiB took 21–28 % of dbmazz's CPU off the 1M-row transaction and up to
+/// 19 % off the TOAST mix, with peak RSS unchanged; 128 KiB saved no more and put the 1M-row
+/// transaction's peak RSS over 20 MB (BENCHMARKS.md, "Where dbmazz sleeps and wakes").
+pub const GULP_BYTES: usize = 64 * 1024;
 
 /// How long the streaming reader lets the socket fill after a small read.
 pub const GULP_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
@@ -923,7 +927,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_socket_read_a_record_at_a_time_still_counts_as_full() {
-        let mut r = reader(trickle(10), Gulp::Small);
+        // More 4 KiB records queued than a gulp holds.
+        let mut r = reader(trickle(GULP_BYTES / 4096 + 2), Gulp::Small);
         r.fill().await.unwrap();
         // What is already there is read on, up to a gulp, and then counts as a full socket.
         assert_eq!(r.buf.len(), GULP_BYTES);
