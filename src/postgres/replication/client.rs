@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::error::{io_error, protocol, server_error, ErrorFields, ReplicationError};
 use super::framing::{
-    parse_copy_data, parse_data_row, parse_parameter_status, Frame, FrameReader, Gulp, LowWater,
+    parse_copy_data, parse_data_row, parse_parameter_status, Frame, FrameReader, Gulp,
     ReplicationMessage,
 };
 use super::tls::PgStream;
@@ -246,7 +246,7 @@ impl ReplicationClient {
             chunks,
             ..
         } = self.reader;
-        let low_water = LowWater::new(io.raw_fd());
+        let probe = io.probe();
         let (read_half, write_half) = tokio::io::split(io);
         let writer = Arc::new(Mutex::new(CopyWriter {
             io: write_half,
@@ -260,7 +260,7 @@ impl ReplicationClient {
                 buf,
                 peer: peer.clone(),
                 gulp: Gulp::Full,
-                low_water: Some(low_water),
+                probe: Some(probe),
                 chunks,
             },
             writer: writer.clone(),
@@ -785,8 +785,9 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (read_half, write_half) =
-            tokio::io::split(PgStream::Plain(super::super::tls::RawTcp::new(client)));
+        let (read_half, write_half) = tokio::io::split(PgStream::Plain(
+            super::super::tls::RawTcp::new(client).unwrap(),
+        ));
         let peer: Arc<str> = "test:1".into();
         let writer = Arc::new(Mutex::new(CopyWriter {
             io: write_half,
@@ -800,7 +801,7 @@ mod tests {
                 buf: BytesMut::new(),
                 peer: peer.clone(),
                 gulp: Gulp::Full,
-                low_water: None,
+                probe: None,
                 chunks: ChunkPool::default(),
             },
             writer: writer.clone(),

@@ -25,6 +25,7 @@
 )]
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -41,11 +42,9 @@ const MIN_SPARE: usize = 64 * 1024;
 
 /// When everything readable at once came to less than this, the socket was drained before much
 /// had arrived: the streaming reader then pauses [`GULP_PAUSE`] before the next read (see
-/// [`Gulp`]). It is also the socket's low-water mark while the reader pauses or works, so at
-/// catch-up rates it sets how often the reader (and, through it, the batcher) wakes up:
-/// against 32 KiB, 64 KiB took 21–28 % of dbmazz's CPU off the 1M-row transaction and up to
-/// 19 % off the TOAST mix, with peak RSS unchanged; 128 KiB saved no more and put the 1M-row
-/// transaction's peak RSS over 20 MB (BENCHMARKS.md, "Where dbmazz sleeps and wakes").
+/// [`Gulp`]). Against 32 KiB, 64 KiB took 21–28 % of dbmazz's CPU off the 1M-row transaction
+/// and up to 19 % off the TOAST mix, with peak RSS unchanged; 128 KiB saved no more and put the
+/// 1M-row transaction's peak RSS over 20 MB (BENCHMARKS.md, "Where dbmazz sleeps and wakes").
 pub const GULP_BYTES: usize = 64 * 1024;
 
 /// How long the streaming reader lets the socket fill after a small read.
@@ -231,9 +230,9 @@ pub(super) struct FrameReader<R> {
     pub(super) buf: BytesMut,
     pub(super) peer: Arc<str>,
     pub(super) gulp: Gulp,
-    /// The streaming reader's socket, whose `SO_RCVLOWAT` it moves (see [`Gulp`]); `None`
-    /// elsewhere.
-    pub(super) low_water: Option<LowWater>,
+    /// The streaming reader's switch for reads that must not wait (see [`Gulp`] and
+    /// `tls::RawTcp`); `None` elsewhere.
+    pub(super) probe: Option<Arc<Probe>>,
     /// Read chunks to reuse once the pipeline has dropped their frames.
     pub(super) chunks: ChunkPool,
 }
@@ -291,48 +290,20 @@ impl ChunkPool {
     }
 }
 
-/// The size of a `c_int` socket option, as setsockopt(2) takes it.
-#[allow(clippy::cast_possible_truncation)] // 4
-const C_INT_LEN: libc::socklen_t = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+/// Set by the streaming reader around a read that must not wait (see `tls::RawTcp`): a socket
+/// with nothing to read then answers `Pending` without registering for readiness, and drops a
+/// registration left over from an abandoned wait. Only a caller that drops the read at once
+/// may set it, since no wake-up is arranged.
+#[derive(Debug, Default)]
+pub(super) struct Probe(AtomicBool);
 
-/// The receive low-water mark of a TCP socket: the kernel wakes a waiting reader (and epoll)
-/// only once this many bytes are queued. At 1 (the default) every segment the walsender sends
-/// wakes tokio's driver thread, even while the reader task sleeps through a gulp pause.
-#[derive(Debug)]
-pub(super) struct LowWater {
-    fd: std::os::fd::RawFd,
-    current: usize,
-}
-
-impl LowWater {
-    /// The mark of the socket `fd`, which must outlive this value (the reader owns both).
-    pub(super) fn new(fd: std::os::fd::RawFd) -> LowWater {
-        LowWater { fd, current: 1 }
+impl Probe {
+    pub(super) fn set(&self, probing: bool) {
+        self.0.store(probing, Ordering::Relaxed);
     }
 
-    /// Sets the mark to `bytes` unless it is there already; a failure leaves the socket
-    /// waking at every segment, which costs CPU only.
-    fn set(&mut self, bytes: usize) {
-        if self.current == bytes {
-            return;
-        }
-        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `fd` is the open socket the reader reads from; the option value is a c_int
-        // passed by pointer with its size, as setsockopt(2) requires.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
-                std::ptr::addr_of!(value).cast(),
-                C_INT_LEN,
-            )
-        };
-        if rc == 0 {
-            self.current = bytes;
-        } else {
-            tracing::debug!(error = %io::Error::last_os_error(), "cannot set SO_RCVLOWAT");
-        }
+    pub(super) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -344,11 +315,10 @@ impl LowWater {
 /// stream is read in a few large reads and a quiet one costs a millisecond of latency (against
 /// a flush interval of seconds). The startup exchange reads eagerly ([`Gulp::Off`]).
 ///
-/// While it pauses (and while the caller works on what it read) the socket's low-water mark is
-/// [`GULP_BYTES`], so the segments arriving meanwhile wake nobody; the reads that follow do
-/// not wait (the stream's reads go to the socket whatever tokio's readiness says, see
-/// `tls::RawTcp`). Before any read that waits, the mark goes back to 1, so a lone keepalive
-/// is never left unread.
+/// While it pauses, and while the caller works on what it read, the socket is not registered
+/// with tokio's driver, so the segments arriving meanwhile wake nobody (`tls::RawTcp`). The
+/// reads after a pause only look ([`Probe`]); only a read that finds nothing waits, and it
+/// waits for the first byte, so a lone keepalive is never left unread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Gulp {
     /// Read as soon as anything is there.
@@ -404,9 +374,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             Gulp::Off => self.read_waiting().await?,
             Gulp::Small | Gulp::Full => {
                 if self.gulp == Gulp::Small {
-                    if let Some(lw) = &mut self.low_water {
-                        lw.set(GULP_BYTES);
-                    }
                     // Cancel-safe as well: nothing is read before the pause ends.
                     tokio::time::sleep(GULP_PAUSE).await;
                 }
@@ -414,9 +381,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Some(n) => n,
                     None => {
                         // Nothing there: wait for the next byte, whatever its size.
-                        if let Some(lw) = &mut self.low_water {
-                            lw.set(1);
-                        }
                         self.read_waiting().await?
                     }
                 }
@@ -461,9 +425,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.read_outcome(read)
     }
 
-    /// One read if the socket has something now; `None` if it would wait.
+    /// One read if the socket has something now; `None` if it would wait. On the streaming
+    /// socket this leaves nothing registered with tokio's driver ([`Probe`]).
     async fn read_ready(&mut self) -> Result<Option<usize>, ReadError> {
         self.reserve_spare();
+        if let Some(probe) = &self.probe {
+            probe.set(true);
+        }
         let polled = {
             let mut read = std::pin::pin!(self.io.read_buf(&mut self.buf));
             std::future::poll_fn(|cx| {
@@ -471,6 +439,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             })
             .await
         };
+        if let Some(probe) = &self.probe {
+            probe.set(false);
+        }
         match polled {
             std::task::Poll::Pending => Ok(None),
             std::task::Poll::Ready(read) => self.read_outcome(read).map(Some),
@@ -819,33 +790,17 @@ mod tests {
             buf: BytesMut::new(),
             peer: Arc::from("test"),
             gulp,
-            low_water: None,
+            probe: None,
             chunks: ChunkPool::default(),
         }
     }
 
-    fn low_water_of(fd: std::os::fd::RawFd) -> i32 {
-        let mut value: libc::c_int = 0;
-        let mut len = C_INT_LEN;
-        // SAFETY: a c_int out-parameter with its size, on an open socket.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
-                std::ptr::addr_of_mut!(value).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0);
-        value
-    }
-
-    /// Over a real TCP socket: during and after a pause the mark is a gulp, and what arrived
-    /// (far less than a gulp, which would never make the socket readable for tokio) is still
-    /// read; a pause that finds nothing puts the mark back to 1 and waits for the next byte.
+    /// Over a real TCP socket: what arrived during a pause is read after it without the socket
+    /// ever being registered with tokio's driver; a pause that finds nothing registers it and
+    /// waits for the next byte, and the read that gets that byte takes the registration away.
     #[tokio::test]
-    async fn the_low_water_mark_rises_for_a_pause_and_never_strands_a_small_message() {
+    async fn the_socket_is_registered_only_while_a_read_waits_and_no_small_message_is_stranded() {
+        use super::super::tls::{in_an_epoll_set, RawTcp};
         use std::os::fd::AsRawFd;
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -854,33 +809,44 @@ mod tests {
             .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let fd = client.as_raw_fd();
-        let mut r = reader(super::super::tls::RawTcp::new(client), Gulp::Small);
-        r.low_water = Some(LowWater::new(fd));
-        // Raised before the message comes, as after an earlier small read: epoll never reports
-        // it, yet the read after the pause takes it (the mark stays up: it was not lowered to
-        // find it).
-        r.low_water.as_mut().unwrap().set(GULP_BYTES);
+        assert!(in_an_epoll_set(fd), "tokio registers a connected stream");
+        let stream = super::super::tls::PgStream::Plain(RawTcp::new(client).unwrap());
+        let probe = stream.probe();
+        let mut r = reader(stream, Gulp::Small);
+        r.probe = Some(probe);
+        assert!(!in_an_epoll_set(fd));
 
         server.write_all(&message(b'd', b"small")).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         r.fill().await.unwrap();
-        assert_eq!(low_water_of(fd), GULP_BYTES as i32);
         assert_eq!(r.buf.len(), 10);
         assert_eq!(r.gulp, Gulp::Small);
+        assert!(!in_an_epoll_set(fd), "a read after a pause only looks");
 
-        // The next message arrives while the reader waits: after its pause finds nothing the
-        // mark is 1 again, and the message wakes the reader.
+        // The next message comes while the reader waits: its pause finds nothing, so it
+        // registers and waits, and the message wakes it.
         let writer = tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             server.write_all(&message(b'd', b"again")).await.unwrap();
             server
         });
-        tokio::time::timeout(std::time::Duration::from_secs(5), r.fill())
-            .await
+        let registered_while_waiting = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            in_an_epoll_set(fd)
+        };
+        let (filled, registered_while_waiting) = tokio::join!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), r.fill()),
+            registered_while_waiting
+        );
+        filled
             .unwrap_or_else(|_| panic!("a small message was left unread"))
             .unwrap();
-        assert_eq!(low_water_of(fd), 1);
+        assert!(registered_while_waiting);
         assert_eq!(r.buf.len(), 20);
+        assert!(
+            !in_an_epoll_set(fd),
+            "the read that got the byte keeps no registration"
+        );
         drop(writer.await.unwrap());
     }
 

@@ -20,7 +20,9 @@
 //! of an XLogData message is a zero-copy [`Bytes`](bytes::Bytes) slice of that buffer. Letting
 //! the socket fill up also lets the walsender coalesce its sends, which matters more on small
 //! machines than any parsing trick; so once streaming, a read that found little is followed by
-//! a 1 ms pause before the next (`framing::Gulp`). A slice keeps its whole read chunk alive, so
+//! a 1 ms pause before the next (`framing::Gulp`). The socket is registered with tokio's
+//! driver only while a read or write waits (`tls::RawTcp`): registered, every segment the
+//! walsender sends would wake the driver's thread whether or not anyone waits. A slice keeps its whole read chunk alive, so
 //! consumers should not hold on to payloads longer than needed; the reader reads into a chunk
 //! again once nothing points into it (`framing::ChunkPool`), instead of mapping a new one.
 //!

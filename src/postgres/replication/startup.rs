@@ -105,7 +105,7 @@ async fn connect_inner(
             buf: BytesMut::with_capacity(16 * 1024),
             peer: peer.clone(),
             gulp: Gulp::Off,
-            low_water: None,
+            probe: None,
             chunks: ChunkPool::default(),
         },
         wbuf: BytesMut::with_capacity(1024),

@@ -6,19 +6,21 @@
 //! what `tokio-postgres` does for the SQL connections: send SSLRequest, read the one-byte answer,
 //! and run the handshake under that policy, falling back to plaintext only when the mode allows.
 
-use std::io;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::backend::ERROR_RESPONSE_TAG;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::error::{io_error, protocol, startup_error, ReplicationError};
-use super::framing::{ChunkPool, FrameReader, Gulp};
+use super::framing::{ChunkPool, FrameReader, Gulp, Probe};
 use crate::postgres::conninfo::PgConnInfo;
 use crate::postgres::tls::{find_rustls_error, handshake_advice, server_name, TlsPolicy};
 
@@ -33,28 +35,84 @@ pub(super) enum PgStream {
 }
 
 impl PgStream {
-    /// The TCP socket under it (for its low-water mark).
-    pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
+    /// The switch the streaming reader uses to look at the socket without waiting on it.
+    pub(super) fn probe(&self) -> Arc<Probe> {
         match self {
-            PgStream::Plain(s) => s.0.as_raw_fd(),
-            PgStream::Tls(s) => s.get_ref().0 .0.as_raw_fd(),
+            PgStream::Plain(s) => s.probe.clone(),
+            PgStream::Tls(s) => s.get_ref().0.probe.clone(),
         }
     }
 }
 
-/// A TCP stream whose reads try the socket first, whatever tokio's cached readiness says.
-/// tokio marks a socket readable only when epoll reports it, and with a raised `SO_RCVLOWAT`
-/// epoll stays silent until that many bytes are queued: the gulp reader must still be able to
-/// take the few bytes that arrived during its pause. A read that finds nothing falls back to
-/// tokio's, which registers for readiness as usual.
-pub(super) struct RawTcp(TcpStream);
+/// The socket's file descriptor as tokio's driver registers it; the socket itself is owned by
+/// [`RawTcp`], which drops the registration first.
+struct SockFd(RawFd);
+
+impl AsRawFd for SockFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A TCP stream that is known to tokio's driver (epoll) only while a read or a write waits.
+///
+/// The driver's registration is edge-triggered, and Linux reports an edge for every segment
+/// that arrives, whether or not a task waits on the socket. The walsender sends each pgoutput
+/// message with its own `send()`, so a registered socket woke the thread parked in the driver
+/// once per message while the reader was busy or pausing, and found nothing to do: on the TOAST
+/// mix that was 50,000–60,000 `epoll_wait` calls and 25,000–31,000 context switches per
+/// catch-up, against ~4,000 and ~5,000 now (BENCHMARKS.md, "Off the driver while not
+/// waiting"). Raising `SO_RCVLOWAT` silenced those wake-ups only below the mark, and below it
+/// Linux acknowledges every segment at once, which the walsender pays for. So reads and writes go to the socket first; one that would block
+/// registers the socket and waits for readiness, and the first read that returns bytes drops
+/// the registration again (unless a write is waiting on it). A wait costs two `epoll_ctl`
+/// calls, about a microsecond.
+pub(super) struct RawTcp {
+    /// Declared first so that it is dropped (deregistered) before the socket closes.
+    registration: Option<AsyncFd<SockFd>>,
+    sock: std::net::TcpStream,
+    /// A write returned `Pending` and has not completed since: its waker is in the
+    /// registration, which must stay.
+    write_waiting: bool,
+    probe: Arc<Probe>,
+}
 
 impl RawTcp {
-    /// Wraps a connected stream.
-    #[cfg(test)]
-    pub(super) fn new(tcp: TcpStream) -> RawTcp {
-        RawTcp(tcp)
+    /// Takes `tcp` off tokio's driver; it is registered again only to wait.
+    pub(super) fn new(tcp: TcpStream) -> io::Result<RawTcp> {
+        Ok(RawTcp {
+            registration: None,
+            sock: tcp.into_std()?,
+            write_waiting: false,
+            probe: Arc::default(),
+        })
+    }
+
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn registered(&mut self) -> io::Result<&AsyncFd<SockFd>> {
+        if self.registration.is_none() {
+            let fd = SockFd(self.fd());
+            // SAFETY: `fd` is `sock`'s descriptor, open for as long as `self` lives; the
+            // registration is dropped before `sock` (field order), and `SockFd` always
+            // returns that same descriptor.
+            let registered = unsafe {
+                AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+            };
+            self.registration = Some(registered?);
+        }
+        self.registration
+            .as_ref()
+            .ok_or_else(|| io::Error::other("socket registration missing"))
+    }
+
+    /// Drops the registration unless a write still waits on it.
+    fn release(&mut self) {
+        if !self.write_waiting {
+            self.registration = None;
+        }
     }
 }
 
@@ -64,24 +122,33 @@ impl AsyncRead for RawTcp {
         cx: &mut std::task::Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
         let this = self.get_mut();
-        let sock = socket2::SockRef::from(&this.0);
         loop {
             // SAFETY: recv(2) only writes initialized bytes into the spare capacity, and only
             // the `n` it reports are marked initialized and filled below.
-            let read = sock.recv(unsafe { buf.unfilled_mut() });
+            let read = socket2::SockRef::from(&this.sock).recv(unsafe { buf.unfilled_mut() });
             match read {
                 Ok(n) => {
                     // SAFETY: recv wrote `n` bytes.
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
-                    return std::task::Poll::Ready(Ok(()));
+                    this.release();
+                    return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return std::pin::Pin::new(&mut this.0).poll_read(cx, buf)
+                    if this.probe.is_set() {
+                        this.release();
+                        return Poll::Pending;
+                    }
+                    match this.registered()?.poll_read_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(mut ready)) => ready.clear_ready(),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    }
                 }
-                Err(e) => return std::task::Poll::Ready(Err(e)),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -93,21 +160,44 @@ impl AsyncWrite for RawTcp {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            match (&this.sock).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match this.registered()?.poll_write_ready(cx) {
+                        Poll::Pending => {
+                            this.write_waiting = true;
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Ok(mut ready)) => ready.clear_ready(),
+                        Poll::Ready(Err(e)) => {
+                            this.write_waiting = false;
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
+                done => {
+                    this.write_waiting = false;
+                    return Poll::Ready(done);
+                }
+            }
+        }
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        std::task::Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        std::task::Poll::Ready(self.sock.shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -165,7 +255,12 @@ pub(super) async fn negotiate_tls(
     peer: &Arc<str>,
 ) -> Result<(PgStream, bool), ReplicationError> {
     let (config, required) = match policy {
-        TlsPolicy::Disabled => return Ok((PgStream::Plain(RawTcp(tcp)), false)),
+        TlsPolicy::Disabled => {
+            return Ok((
+                PgStream::Plain(RawTcp::new(tcp).map_err(|e| io_error(peer, e))?),
+                false,
+            ))
+        }
         TlsPolicy::Prefer(config) => (config, false),
         TlsPolicy::Require(config) => (config, true),
     };
@@ -182,7 +277,7 @@ pub(super) async fn negotiate_tls(
                 message: e.to_string(),
             })?;
             let stream = TlsConnector::from(config)
-                .connect(name, RawTcp(tcp))
+                .connect(name, RawTcp::new(tcp).map_err(|e| io_error(peer, e))?)
                 .await
                 .map_err(|e| match find_rustls_error(&e) {
                     Some(tls) => ReplicationError::Tls {
@@ -193,7 +288,10 @@ pub(super) async fn negotiate_tls(
                 })?;
             Ok((PgStream::Tls(Box::new(stream)), true))
         }
-        SSL_REFUSED if !required => Ok((PgStream::Plain(RawTcp(tcp)), false)),
+        SSL_REFUSED if !required => Ok((
+            PgStream::Plain(RawTcp::new(tcp).map_err(|e| io_error(peer, e))?),
+            false,
+        )),
         SSL_REFUSED => Err(ReplicationError::Tls {
             peer: peer.to_string(),
             message: format!(
@@ -211,7 +309,7 @@ pub(super) async fn negotiate_tls(
                 buf,
                 peer: peer.clone(),
                 gulp: Gulp::Off,
-                low_water: None,
+                probe: None,
                 chunks: ChunkPool::default(),
             };
             let frame = reader.next_frame().await?;
@@ -221,5 +319,90 @@ pub(super) async fn negotiate_tls(
             peer,
             format!("unexpected answer {other:#04x} to SSLRequest"),
         )),
+    }
+}
+
+/// Whether `fd` is in an epoll set of this process (tokio's drivers hold the only ones the
+/// tests create), read from `/proc/self/fdinfo`.
+#[cfg(test)]
+pub(super) fn in_an_epoll_set(fd: RawFd) -> bool {
+    let epolls = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[eventpoll]")
+        });
+    epolls
+        .filter_map(|e| {
+            let name = e.file_name();
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", name.to_string_lossy())).ok()
+        })
+        .any(|info| {
+            info.lines().any(|line| {
+                line.strip_prefix("tfd:")
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|n| n.parse::<RawFd>().ok())
+                    == Some(fd)
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read that returns bytes must not take away the registration a waiting write's
+    /// wake-up depends on: the status updates share the socket with the reader.
+    #[tokio::test]
+    async fn a_read_keeps_the_registration_a_waiting_write_needs() {
+        use std::time::Duration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let fd = client.as_raw_fd();
+        let (mut rh, mut wh) = tokio::io::split(PgStream::Plain(RawTcp::new(client).unwrap()));
+
+        // More than the socket buffers hold while the server reads nothing: the write waits.
+        let big = vec![7u8; 64 << 20];
+        let mut write = std::pin::pin!(wh.write_all(&big));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), write.as_mut())
+                .await
+                .is_err(),
+            "the write should be waiting for the server to read"
+        );
+        assert!(in_an_epoll_set(fd));
+
+        // A read that gets its byte while the write still waits.
+        server.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), rh.read_exact(&mut one))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            in_an_epoll_set(fd),
+            "the waiting write lost its registration"
+        );
+
+        // The server drains; the write must be woken and finish.
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 20];
+            let mut got = 0usize;
+            while got < 64 << 20 {
+                let n = server.read(&mut sink).await.unwrap();
+                assert!(n > 0);
+                got += n;
+            }
+            server
+        });
+        tokio::time::timeout(Duration::from_secs(20), write)
+            .await
+            .expect("the waiting write was never woken")
+            .unwrap();
+        drop(drain.await.unwrap());
     }
 }
