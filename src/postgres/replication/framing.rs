@@ -800,7 +800,7 @@ mod tests {
     /// waits for the next byte, and the read that gets that byte takes the registration away.
     #[tokio::test]
     async fn the_socket_is_registered_only_while_a_read_waits_and_no_small_message_is_stranded() {
-        use super::super::tls::{in_an_epoll_set, RawTcp};
+        use super::super::tls::{in_an_epoll_set, PgStream, RawTcp};
         use std::os::fd::AsRawFd;
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -810,7 +810,7 @@ mod tests {
         let (mut server, _) = listener.accept().await.unwrap();
         let fd = client.as_raw_fd();
         assert!(in_an_epoll_set(fd), "tokio registers a connected stream");
-        let stream = super::super::tls::PgStream::Plain(RawTcp::new(client).unwrap());
+        let stream = PgStream::Plain(RawTcp::new(client).unwrap());
         let probe = stream.probe();
         let mut r = reader(stream, Gulp::Small);
         r.probe = Some(probe);

@@ -22,9 +22,10 @@
 //! machines than any parsing trick; so once streaming, a read that found little is followed by
 //! a 1 ms pause before the next (`framing::Gulp`). The socket is registered with tokio's
 //! driver only while a read or write waits (`tls::RawTcp`): registered, every segment the
-//! walsender sends would wake the driver's thread whether or not anyone waits. A slice keeps its whole read chunk alive, so
-//! consumers should not hold on to payloads longer than needed; the reader reads into a chunk
-//! again once nothing points into it (`framing::ChunkPool`), instead of mapping a new one.
+//! walsender sends would wake the driver's thread whether or not anyone waits. A slice keeps
+//! its whole read chunk alive, so consumers should not hold on to payloads longer than needed;
+//! the reader reads into a chunk again once nothing points into it (`framing::ChunkPool`),
+//! instead of mapping a new one.
 //!
 //! Nothing here panics on what the server sends: malformed bytes become
 //! [`ReplicationError::Protocol`]. Every error names `host:port` and none contains the password.

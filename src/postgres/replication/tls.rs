@@ -63,10 +63,10 @@ impl AsRawFd for SockFd {
 /// mix that was 50,000–60,000 `epoll_wait` calls and 25,000–31,000 context switches per
 /// catch-up, against ~4,000 and ~5,000 now (BENCHMARKS.md, "Off the driver while not
 /// waiting"). Raising `SO_RCVLOWAT` silenced those wake-ups only below the mark, and below it
-/// Linux acknowledges every segment at once, which the walsender pays for. So reads and writes go to the socket first; one that would block
-/// registers the socket and waits for readiness, and the first read that returns bytes drops
-/// the registration again (unless a write is waiting on it). A wait costs two `epoll_ctl`
-/// calls, about a microsecond.
+/// Linux acknowledges every segment at once, which the walsender pays for. So reads and writes
+/// go to the socket first; one that would block registers the socket and waits for readiness,
+/// and the first read that returns bytes drops the registration again (unless a write is
+/// waiting on it). A wait costs two `epoll_ctl` calls, about a microsecond.
 pub(super) struct RawTcp {
     /// Declared first so that it is dropped (deregistered) before the socket closes.
     registration: Option<AsyncFd<SockFd>>,
@@ -88,24 +88,20 @@ impl RawTcp {
         })
     }
 
-    fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
-    }
-
     fn registered(&mut self) -> io::Result<&AsyncFd<SockFd>> {
-        if self.registration.is_none() {
-            let fd = SockFd(self.fd());
-            // SAFETY: `fd` is `sock`'s descriptor, open for as long as `self` lives; the
-            // registration is dropped before `sock` (field order), and `SockFd` always
-            // returns that same descriptor.
-            let registered = unsafe {
-                AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
-            };
-            self.registration = Some(registered?);
-        }
-        self.registration
-            .as_ref()
-            .ok_or_else(|| io::Error::other("socket registration missing"))
+        let registration = match self.registration.take() {
+            Some(registration) => registration,
+            // SAFETY: the descriptor is `sock`'s, open for as long as `self` lives; the
+            // registration is dropped before `sock` (field order), and `SockFd` always returns
+            // that same descriptor.
+            None => unsafe {
+                AsyncFd::register_with_interest(
+                    SockFd(self.sock.as_raw_fd()),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?
+            },
+        };
+        Ok(self.registration.insert(registration))
     }
 
     /// Drops the registration unless a write still waits on it.
@@ -254,13 +250,9 @@ pub(super) async fn negotiate_tls(
     policy: TlsPolicy,
     peer: &Arc<str>,
 ) -> Result<(PgStream, bool), ReplicationError> {
+    let raw = |tcp| RawTcp::new(tcp).map_err(|e| io_error(peer, e));
     let (config, required) = match policy {
-        TlsPolicy::Disabled => {
-            return Ok((
-                PgStream::Plain(RawTcp::new(tcp).map_err(|e| io_error(peer, e))?),
-                false,
-            ))
-        }
+        TlsPolicy::Disabled => return Ok((PgStream::Plain(raw(tcp)?), false)),
         TlsPolicy::Prefer(config) => (config, false),
         TlsPolicy::Require(config) => (config, true),
     };
@@ -277,7 +269,7 @@ pub(super) async fn negotiate_tls(
                 message: e.to_string(),
             })?;
             let stream = TlsConnector::from(config)
-                .connect(name, RawTcp::new(tcp).map_err(|e| io_error(peer, e))?)
+                .connect(name, raw(tcp)?)
                 .await
                 .map_err(|e| match find_rustls_error(&e) {
                     Some(tls) => ReplicationError::Tls {
@@ -288,10 +280,7 @@ pub(super) async fn negotiate_tls(
                 })?;
             Ok((PgStream::Tls(Box::new(stream)), true))
         }
-        SSL_REFUSED if !required => Ok((
-            PgStream::Plain(RawTcp::new(tcp).map_err(|e| io_error(peer, e))?),
-            false,
-        )),
+        SSL_REFUSED if !required => Ok((PgStream::Plain(raw(tcp)?), false)),
         SSL_REFUSED => Err(ReplicationError::Tls {
             peer: peer.to_string(),
             message: format!(
