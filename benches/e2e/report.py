@@ -122,8 +122,15 @@ for w, W in R["workloads"].items():
           f"{f(med([r.get('double_cpu_s') for r in rs]))} | "
           f"{med([r.get('background_cpu_s', 0) for r in rs]):.1f} |")
         if c in TARGET_RATIO:
+            # How busy the walsender was: near 100 % for both consumers means catch-up ran at the
+            # walsender's pace, and the ratio is then how much less it spent serving dbmazz.
+            busy = {k: med([r["walsender_cpu_s"] / r["wall_s"] for r in runs if r["consumer"] == k
+                            and r.get("walsender_cpu_s") and r.get("wall_s")])
+                    for k in (c, "pg_recvlogical")}
             targets.append((f"{NAMES[c]} ≥ {TARGET_RATIO[c]:.1f}× pg_recvlogical rows/s, {w}",
-                            f"{f(ratio, '{:.2f}×')} (reps: {', '.join(f'{x:.2f}' for x in ratios)})",
+                            f"{f(ratio, '{:.2f}×')} (reps: {', '.join(f'{x:.2f}' for x in ratios)}; "
+                            f"walsender busy {f(busy[c], '{:.0%}')} of the wall, "
+                            f"{f(busy['pg_recvlogical'], '{:.0%}')} serving pg_recvlogical)",
                             ratio is not None and ratio >= TARGET_RATIO[c]))
         if c in TARGET_CPU:
             targets.append((f"{NAMES[c]} CPU ≤ {TARGET_CPU[c]:.2f} × the walsender's, {w}",
