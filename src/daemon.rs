@@ -210,7 +210,10 @@ async fn wait_while_paused(
     drain: &mut watch::Receiver<bool>,
     slot: &mut watch::Receiver<SlotView>,
 ) {
-    job.set_state(Stage::Cdc, RunState::Paused, "Paused", None);
+    // A pause does not move the job along: one asked for during the copy stops it at a chunk
+    // boundary, and the stage stays `Snapshot` until the resumed copy is done.
+    let stage = job.state().stage;
+    job.set_state(stage, RunState::Paused, "Paused", None);
     tracing::info!("paused: changes wait in the slot until resumed");
     let since = tokio::time::Instant::now();
     let mut next = config.wal_guard.pause_max.map(|max| since + max);
@@ -244,7 +247,7 @@ async fn wait_while_paused(
             continue;
         }
         let why = format!(
-            "paused for {} (PAUSE_MAX_MS={}): the slot retains {retained_text} of WAL and keeps              growing; Resume, or DrainAndStop, or set PAUSE_AUTO_RESUME=true",
+            "paused for {} (PAUSE_MAX_MS={}): the slot retains {retained_text} of WAL and keeps growing; Resume, or DrainAndStop, or set PAUSE_AUTO_RESUME=true",
             human_duration(since.elapsed()),
             max.as_millis()
         );
@@ -253,7 +256,7 @@ async fn wait_while_paused(
             retained_bytes = retained.unwrap_or(0),
             "{why}"
         );
-        job.set_state(Stage::Cdc, RunState::Paused, "Paused too long", Some(why));
+        job.set_state(stage, RunState::Paused, "Paused too long", Some(why));
         next = Some(tokio::time::Instant::now() + PAUSE_REPORT_EVERY);
     }
 }

@@ -131,6 +131,63 @@ fn health_says_snapshot_from_the_start_of_streaming_until_the_copy_is_durable() 
     assert_eq!(copied, 1000, "rows copied");
 }
 
+/// A pause asked for while the copy runs stops the copy at a chunk boundary, and Health keeps
+/// saying `STAGE_SNAPSHOT` (it once said `STAGE_CDC` "Paused", as if the copy were done). The
+/// resumed copy finishes every row.
+#[test]
+fn a_pause_during_the_copy_keeps_stage_snapshot_and_the_resumed_copy_finishes() {
+    let pg = PgCluster::start();
+    pg.create_database("shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, total numeric);
+         INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, 4000) g;",
+    );
+    // 40 chunks, one worker, 100 ms on every round trip to PostgreSQL: the copy takes seconds.
+    let proxy = FaultProxy::start(pg.port);
+    proxy.set(Mode::Latency(Duration::from_millis(100)));
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/shop?sslmode=disable",
+        proxy.port
+    );
+    let job = grpc_job(&url, "orders")
+        .env("SNAPSHOT_CHUNK_ROWS", "100")
+        .env("SNAPSHOT_WORKERS", "1");
+    let mut p = job.spawn();
+    let grpc = Client::new(grpc_port(&mut p));
+    p.wait_for_log("streaming changes", WAIT);
+    assert_eq!(
+        grpc.ok("dbmazz.CdcControlService/Pause", "{}")["state"],
+        "PAUSED"
+    );
+    assert!(
+        !p.log().contains("snapshot complete"),
+        "the copy ended before the pause, so this test shows nothing:\n{}",
+        p.log()
+    );
+    let paused = grpc.ok("dbmazz.HealthService/Check", "{}");
+    assert_eq!(
+        (paused["stage"].as_str(), paused["stageDetail"].as_str()),
+        (Some("STAGE_SNAPSHOT"), Some("Paused")),
+        "{paused}"
+    );
+
+    proxy.set(Mode::PassThrough);
+    grpc.ok("dbmazz.CdcControlService/Resume", "{}");
+    wait_until(WAIT, "the copy to finish after the resume", || {
+        let h = grpc.ok("dbmazz.HealthService/Check", "{}");
+        h["stage"] == "STAGE_CDC" && h["stageDetail"] == "Replicating"
+    });
+    assert!(p.log().contains("snapshot complete"), "{}", p.log());
+    let copied: std::collections::BTreeSet<i64> = job
+        .lines()
+        .iter()
+        .filter(|l| l["table"] == "orders" && l["op"] == "snapshot")
+        .filter_map(|l| l["key"]["id"].as_i64())
+        .collect();
+    assert_eq!(copied.len(), 4000, "distinct rows copied");
+}
+
 #[test]
 fn readme_grpcurl_commands_work_as_written() {
     let pg = PgCluster::start();

@@ -341,7 +341,9 @@ fn a_pause_past_pause_max_shows_in_health_or_resumes_by_itself() {
     assert_eq!(h["status"], "SERVING", "{h}");
     let why = h["errorDetail"].as_str().unwrap_or_default();
     assert!(
-        why.contains("PAUSE_MAX_MS=1000") && why.contains("the slot retains"),
+        why.contains("PAUSE_MAX_MS=1000")
+            && why.contains("the slot retains")
+            && why.contains(" of WAL and keeps growing; Resume, or DrainAndStop"),
         "{h}"
     );
     assert!(p.log().contains("the slot retains"), "{}", p.log());
