@@ -74,28 +74,37 @@ fn show(command: &str, output: &str) {
     eprintln!("$ {command}\n{output}");
 }
 
-/// The stage only moves forward: from the moment streaming starts (the log line scripts wait
-/// for) until the copy's last chunk is durable, Health says `STAGE_SNAPSHOT`, then `STAGE_CDC`.
-/// It once said `STAGE_CDC` first, while the copy's workers connected, and then went back to
-/// `STAGE_SNAPSHOT`, so a script's "wait for CDC" loop could end before the copy had begun.
-#[test]
-fn health_says_snapshot_from_the_start_of_streaming_until_the_copy_is_durable() {
+/// `shop.orders` with `rows` rows, reached through a proxy that holds every piece of traffic
+/// to PostgreSQL back 100 ms, so that a copy of it takes long enough to be watched. Returns
+/// the cluster and the proxy (both must live as long as the test) and the URL through it.
+fn orders_behind_latency(rows: u32) -> (PgCluster, FaultProxy, String) {
     let pg = PgCluster::start();
     pg.create_database("shop");
     pg.psql(
         "shop",
-        "CREATE TABLE orders (id int PRIMARY KEY, total numeric);
-         INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, 1000) g;",
+        &format!(
+            "CREATE TABLE orders (id int PRIMARY KEY, total numeric);
+             INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, {rows}) g;"
+        ),
     );
-    // Every piece of traffic to PostgreSQL held back 100 ms: the copy's workers take a second
-    // or so to connect and import the snapshot after streaming starts, a window wide enough
-    // for Health to be asked in.
     let proxy = FaultProxy::start(pg.port);
     proxy.set(Mode::Latency(Duration::from_millis(100)));
     let url = format!(
         "postgres://postgres@127.0.0.1:{}/shop?sslmode=disable",
         proxy.port
     );
+    (pg, proxy, url)
+}
+
+/// The stage only moves forward: from the moment streaming starts (the log line scripts wait
+/// for) until the copy's last chunk is durable, Health says `STAGE_SNAPSHOT`, then `STAGE_CDC`.
+/// It once said `STAGE_CDC` first, while the copy's workers connected, and then went back to
+/// `STAGE_SNAPSHOT`, so a script's "wait for CDC" loop could end before the copy had begun.
+#[test]
+fn health_says_snapshot_from_the_start_of_streaming_until_the_copy_is_durable() {
+    // The copy's workers take a second or so to connect and import the snapshot after
+    // streaming starts, a window wide enough for Health to be asked in.
+    let (_pg, _proxy, url) = orders_behind_latency(1000);
     let job = grpc_job(&url, "orders");
     let mut p = job.spawn();
     let grpc = Client::new(grpc_port(&mut p));
@@ -136,20 +145,8 @@ fn health_says_snapshot_from_the_start_of_streaming_until_the_copy_is_durable() 
 /// resumed copy finishes every row.
 #[test]
 fn a_pause_during_the_copy_keeps_stage_snapshot_and_the_resumed_copy_finishes() {
-    let pg = PgCluster::start();
-    pg.create_database("shop");
-    pg.psql(
-        "shop",
-        "CREATE TABLE orders (id int PRIMARY KEY, total numeric);
-         INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, 4000) g;",
-    );
     // 40 chunks, one worker, 100 ms on every round trip to PostgreSQL: the copy takes seconds.
-    let proxy = FaultProxy::start(pg.port);
-    proxy.set(Mode::Latency(Duration::from_millis(100)));
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/shop?sslmode=disable",
-        proxy.port
-    );
+    let (_pg, proxy, url) = orders_behind_latency(4000);
     let job = grpc_job(&url, "orders")
         .env("SNAPSHOT_CHUNK_ROWS", "100")
         .env("SNAPSHOT_WORKERS", "1");
